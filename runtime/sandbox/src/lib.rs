@@ -1,0 +1,18 @@
+//! Environments and sandboxed execution of commands and tests.
+//!
+//! Owns: the [`Environment`] a repository runs in (root filesystem, repository path,
+//! environment-variable allowlist), the [`Sandbox`] trait, and its backends
+//! (bubblewrap by default; docker/podman for image-based environments), with limits
+//! enforced through cgroups v1 or v2 where the host allows.
+//!
+//! Does not own: what runs inside (the game decides that), repository snapshots
+//! (`ssr-repo`), or the agent's tools (`ssr-toolhost`). Nothing here knows about bugs,
+//! models or WASM.
+//!
+//! The trait is blocking on purpose: one exec is one child process tree waited on by a
+//! thread; async callers wrap it in `spawn_blocking`. An async trait would buy nothing
+//! but a runtime dependency here.
+
+mod spec;
+
+pub use spec::*;

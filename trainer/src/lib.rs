@@ -1,0 +1,16 @@
+//! The policy model and its trainer.
+//!
+//! Owns: the llama-family model (SmolLM2 and larger), its loading (GGUF, safetensors),
+//! the tokenizer and chat template, the f32 CPU reference of every forward and
+//! backward operation, inference with a KV cache, RL advantages and losses, AdamW,
+//! checkpoints, the trajectory format, and the GPU backend (the only code in the
+//! project that touches cudarc or CUDA).
+//!
+//! Does not own: prompts, tools, episodes or rewards (`ssr-agent`, `ssr-game`): it
+//! sees token ids, masks, logprobs and scalar rewards, never repositories.
+
+pub mod config;
+pub mod weights;
+
+pub use config::Config;
+pub use weights::{LayerWeights, Weights};
