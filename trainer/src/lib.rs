@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod cpu;
+pub mod rl;
 pub mod weights;
 
 pub use config::Config;
