@@ -340,6 +340,20 @@ pub(crate) fn bwrap_args(
         let flag = if m.read_only { "--ro-bind" } else { "--bind" };
         push(&[&flag, &m.host, &m.guest]);
     }
+    // Every directory between the workspace and a protected path is bound onto itself
+    // (still read-write): a mount point cannot be renamed or removed, so `mv tests t2;
+    // mkdir tests` cannot put a new file where a protected one was.
+    let mut ancestors: Vec<&Path> = plan
+        .read_only
+        .iter()
+        .flat_map(|rel| rel.ancestors().skip(1))
+        .filter(|a| !a.as_os_str().is_empty())
+        .collect();
+    ancestors.sort_by_key(|a| (a.components().count(), a.to_path_buf()));
+    ancestors.dedup();
+    for rel in ancestors {
+        push(&[&"--bind", &plan.workspace.join(rel), &plan.guest.join(rel)]);
+    }
     // Protected paths last, so nothing mounted later can cover them read-write.
     for rel in &plan.read_only {
         push(&[

@@ -5,6 +5,7 @@
 
 mod exec;
 mod limits;
+mod red_team;
 
 use ssr_sandbox::{BwrapSandbox, Command, Environment, ExecOutcome, ExecSpec, Sandbox};
 use std::path::Path;
