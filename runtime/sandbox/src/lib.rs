@@ -15,6 +15,7 @@
 
 mod bwrap;
 pub mod cgroup;
+mod docker;
 mod plan;
 mod spec;
 mod supervise;
@@ -22,16 +23,14 @@ mod supervise;
 pub use bwrap::{
     BwrapInfo, BwrapSandbox, DEFAULT_TMP_BYTES, SANDBOX_UID, host_cgroups, probe_bwrap,
 };
+pub use docker::{DockerPlan, DockerSandbox, Engine, EngineProbe, docker_run_args, probe_engines};
 pub use spec::*;
 
 /// The sandbox for `env`: bubblewrap for [`RootFs::Host`] and [`RootFs::Dir`], a docker
 /// compatible engine for [`RootFs::Image`].
 pub fn default_sandbox(env: Environment) -> Result<Box<dyn Sandbox>, SandboxError> {
     match &env.rootfs {
-        RootFs::Image(_) => Err(SandboxError::Unavailable {
-            backend: "docker",
-            reason: "the docker backend is not built yet".into(),
-        }),
+        RootFs::Image(_) => Ok(Box::new(DockerSandbox::new(env)?)),
         _ => Ok(Box::new(BwrapSandbox::new(env)?)),
     }
 }

@@ -3,6 +3,7 @@
 //! blocked or bounded (`red_team`). The docker backend's tests skip with a printed
 //! reason when no engine answers (`docker`).
 
+mod docker;
 mod exec;
 mod limits;
 mod red_team;
