@@ -12,6 +12,9 @@
 pub mod config;
 pub mod cpu;
 pub mod rl;
+pub mod gguf;
+pub mod infer;
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::Config;
