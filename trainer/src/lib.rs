@@ -9,8 +9,11 @@
 //! Does not own: prompts, tools, episodes or rewards (`ssr-agent`, `ssr-game`): it
 //! sees token ids, masks, logprobs and scalar rewards, never repositories.
 
+pub mod checkpoint;
 pub mod config;
+pub mod optim;
 pub mod rl;
+pub mod trajectory;
 pub mod weights;
 
 pub use config::Config;
