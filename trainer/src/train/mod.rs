@@ -20,8 +20,12 @@ pub mod linear;
 pub mod model;
 pub mod norm;
 pub mod rope;
+pub mod run;
 pub mod sequence;
+pub mod session;
 pub mod swiglu;
 
 pub use model::{Activations, backward, forward};
+pub use run::{LoadedPolicy, RunError, RunSummary, TrainJob, load_policy, run_job};
 pub use sequence::{SequenceOutput, next_token_logprobs, next_token_loss, sequence_backward};
+pub use session::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession};

@@ -4,4 +4,5 @@ mod checkpoint;
 mod grad;
 mod optim;
 mod rl;
+mod train;
 mod trajectory;
