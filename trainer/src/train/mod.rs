@@ -15,6 +15,7 @@
 //! count: exact checkpoint resume depends on it.
 
 pub mod attention;
+pub mod bench;
 pub mod embedding;
 pub mod linear;
 pub mod model;
@@ -25,7 +26,8 @@ pub mod sequence;
 pub mod session;
 pub mod swiglu;
 
+pub use bench::{TrainThroughput, measure_training_throughput};
 pub use model::{Activations, backward, forward};
-pub use run::{LoadedPolicy, RunError, RunSummary, TrainJob, load_policy, run_job};
+pub use run::{LoadedPolicy, RunError, RunSummary, TrainJob, TrainOverrides, load_policy, run_job};
 pub use sequence::{SequenceOutput, next_token_logprobs, next_token_loss, sequence_backward};
 pub use session::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession};

@@ -11,6 +11,7 @@
 use super::session::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession};
 use crate::checkpoint::{self, CheckpointError};
 use crate::gguf::{self, GgufError};
+use crate::rl::{AdvantageKind, Aggregation};
 use crate::trajectory::{self, TrajectoryError};
 use crate::weights::Weights;
 use std::path::{Path, PathBuf};
@@ -32,10 +33,16 @@ pub enum RunError {
     Train {
         path: PathBuf,
         #[source]
-        source: TrainError,
+        source: Box<TrainError>,
     },
     #[error("{0}")]
-    Session(#[from] TrainError),
+    Session(Box<TrainError>),
+}
+
+impl From<TrainError> for RunError {
+    fn from(e: TrainError) -> Self {
+        RunError::Session(Box::new(e))
+    }
 }
 
 /// A policy to train from.
@@ -56,7 +63,7 @@ pub fn load_policy(path: &Path) -> Result<LoadedPolicy, RunError> {
                 .map(|s| LoadedPolicy::Resume(Box::new(s)))
                 .map_err(|source| RunError::Train {
                     path: path.to_path_buf(),
-                    source,
+                    source: Box::new(source),
                 });
         }
         return Ok(LoadedPolicy::Fresh(ck.weights));
@@ -77,6 +84,51 @@ pub fn load_weights(path: &Path) -> Result<Weights, RunError> {
     })
 }
 
+/// Settings given on the command line; `None` keeps the base value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainOverrides {
+    pub lr: Option<f32>,
+    pub warmup_steps: Option<u64>,
+    pub weight_decay: Option<f32>,
+    /// `Some(None)` disables clipping.
+    pub max_grad_norm: Option<Option<f32>>,
+    pub clip_low: Option<f32>,
+    pub clip_high: Option<f32>,
+    pub kl_coef: Option<f32>,
+    pub aggregation: Option<Aggregation>,
+    pub advantage: Option<AdvantageKind>,
+    pub temperature: Option<f32>,
+    pub batch_size: Option<usize>,
+    pub seed: Option<u64>,
+}
+
+impl TrainOverrides {
+    /// `base` with every given setting replaced.
+    pub fn apply(&self, mut base: TrainConfig) -> TrainConfig {
+        let a = &mut base.adamw;
+        set(&mut a.lr, self.lr);
+        set(&mut a.warmup_steps, self.warmup_steps);
+        set(&mut a.weight_decay, self.weight_decay);
+        set(&mut a.max_grad_norm, self.max_grad_norm);
+        let l = &mut base.loss;
+        set(&mut l.clip_low, self.clip_low);
+        set(&mut l.clip_high, self.clip_high);
+        set(&mut l.kl_coef, self.kl_coef);
+        set(&mut l.aggregation, self.aggregation);
+        set(&mut base.advantage, self.advantage);
+        set(&mut base.temperature, self.temperature);
+        set(&mut base.batch_size, self.batch_size);
+        set(&mut base.seed, self.seed);
+        base
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
 /// Everything one `ssr train` run needs.
 #[derive(Clone, Debug)]
 pub struct TrainJob {
@@ -86,8 +138,9 @@ pub struct TrainJob {
     pub out: PathBuf,
     /// Steps to take in this run.
     pub steps: u64,
-    /// Settings for a fresh run; for a resumed run `None` keeps the saved ones.
-    pub config: Option<TrainConfig>,
+    /// Settings given explicitly; the rest come from the resumed checkpoint, or the
+    /// defaults for a fresh run.
+    pub overrides: TrainOverrides,
     /// Reference model of the KL penalty (required when `kl_coef > 0`).
     pub reference: Option<PathBuf>,
     pub save_every: Option<u64>,
@@ -109,14 +162,13 @@ pub fn run_job(
     mut on_step: impl FnMut(&StepMetrics),
 ) -> Result<RunSummary, RunError> {
     let (mut session, resumed) = match load_policy(&job.model)? {
-        LoadedPolicy::Fresh(w) => (
-            TrainSession::new(w, job.config.clone().unwrap_or_default()),
-            false,
-        ),
+        LoadedPolicy::Fresh(w) => {
+            let config = job.overrides.apply(TrainConfig::default());
+            (TrainSession::new(w, config), false)
+        }
         LoadedPolicy::Resume(mut s) => {
-            if let Some(c) = &job.config {
-                s.set_config(c.clone());
-            }
+            let config = job.overrides.apply(s.config.clone());
+            s.set_config(config);
             (*s, true)
         }
     };
@@ -133,7 +185,7 @@ pub fn run_job(
     )
     .map_err(|source| RunError::Train {
         path: job.trajectories.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let mut steps = Vec::new();
     for i in 1..=job.steps {

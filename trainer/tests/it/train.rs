@@ -9,7 +9,8 @@ use ssr_trainer::infer::forward::{KvCache, LogitsFor, ModelRef, RopeTable, forwa
 use ssr_trainer::optim::{AdamW, AdamWConfig};
 use ssr_trainer::rl::{Aggregation, LossConfig, logprobs_from_logits};
 use ssr_trainer::train::{
-    Dataset, TrainConfig, TrainJob, TrainSession, next_token_logprobs, next_token_loss, run_job,
+    Dataset, TrainConfig, TrainJob, TrainOverrides, TrainSession, next_token_logprobs,
+    next_token_loss, run_job,
 };
 use ssr_trainer::trajectory::{Role, Trajectory, write_trajectories};
 use ssr_trainer::{Config, Weights};
@@ -237,14 +238,11 @@ fn rl_training_from_a_file_raises_positive_and_lowers_negative_sequences() {
         model,
         out: out.clone(),
         steps: 6,
-        config: Some(TrainConfig {
-            adamw: AdamWConfig {
-                lr: 2e-3,
-                warmup_steps: 0,
-                ..AdamWConfig::default()
-            },
-            ..TrainConfig::default()
-        }),
+        overrides: TrainOverrides {
+            lr: Some(2e-3),
+            warmup_steps: Some(0),
+            ..Default::default()
+        },
         reference: None,
         save_every: None,
     };
@@ -279,7 +277,7 @@ fn rl_training_from_a_file_raises_positive_and_lowers_negative_sequences() {
     let again = TrainJob {
         model: out.clone(),
         steps: 1,
-        config: None,
+        overrides: TrainOverrides::default(),
         ..job
     };
     let s = run_job(&again, |_| {}).unwrap();
