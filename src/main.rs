@@ -21,12 +21,15 @@ struct Cli {
 enum Cmd {
     #[command(subcommand)]
     Sandbox(cli::sandbox::SandboxCmd),
+    /// Trains the policy on a trajectory file and writes a checkpoint.
+    Train(cli::train::TrainArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Sandbox(c) => cli::sandbox::run(c),
+        Cmd::Train(a) => cli::train::run(a),
     };
     match result {
         Ok(code) => code,
