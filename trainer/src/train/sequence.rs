@@ -6,8 +6,9 @@
 //! prompt and tool output, which never need logits).
 
 use super::model::{backward, forward};
-use crate::rl::{lm_head_backward_into, lm_head_logprobs};
+use crate::rl::{lm_head_backward_with, lm_head_logprobs};
 use crate::weights::Weights;
+use std::ops::Range;
 
 /// The hidden rows that predict `positions` (row `p - 1` for position `p`).
 fn gather_rows(hidden: &[f32], dim: usize, positions: &[usize]) -> Vec<f32> {
@@ -53,15 +54,18 @@ pub struct SequenceOutput {
 
 /// Forward, fused LM head and backward for one sequence.
 ///
-/// `loss` receives the log-probs at `positions` and returns `d loss / d logprob`
-/// (one per position); every weight gradient is added into `grads`, the LM head's
-/// into `grads.lm_head` (or into the embeddings when they are tied).
+/// `loss(range, logprob)` receives the log-probs of positions `positions[range]` (the
+/// LM head works in chunks of `crate::rl::LM_HEAD_CHUNK_TOKENS`, in order, covering
+/// all positions once) and returns `d loss / d logprob` for them. The loss must
+/// therefore be a sum of per-token terms, as the clipped policy loss with precomputed
+/// aggregation weights and the next-token loss are. Every weight gradient is added into
+/// `grads`, the LM head's into `grads.lm_head` (or the embeddings when tied).
 pub fn sequence_backward(
     w: &Weights,
     tokens: &[u32],
     positions: &[usize],
     temperature: f32,
-    loss: impl FnOnce(&[f32]) -> Vec<f32>,
+    mut loss: impl FnMut(Range<usize>, &[f32]) -> Vec<f32>,
     grads: &mut Weights,
 ) -> SequenceOutput {
     check_positions(tokens, positions);
@@ -69,34 +73,23 @@ pub fn sequence_backward(
     let acts = forward(w, tokens);
     let h = gather_rows(&acts.hidden, dim, positions);
     let targets: Vec<u32> = positions.iter().map(|&p| tokens[p]).collect();
-    // Two passes over the LM head: the loss gradient needs the log-probs first. Why
-    // not one fused pass with a per-token callback: the extra forward costs ~7% of a
-    // SmolLM2 step and keeps `lm_head_loss` the same contract as the GPU kernel.
-    let (logprob, entropy) = lm_head_logprobs(&h, w.lm_head(), dim, &targets, temperature);
-    let dlogprob = loss(&logprob);
-    assert_eq!(
-        dlogprob.len(),
-        positions.len(),
-        "loss: one gradient per position"
-    );
     let mut dh = vec![0.0f32; h.len()];
-    {
+    let (logprob, entropy) = {
         let dhead = match &mut grads.lm_head {
             Some(g) => g,
             None => &mut grads.tok_embeddings,
         };
-        lm_head_backward_into(
+        lm_head_backward_with(
             &h,
             w.lm_head(),
             dim,
             &targets,
             temperature,
-            &dlogprob,
-            None,
+            |rows, lp| (loss(rows, lp), None),
             &mut dh,
             dhead,
-        );
-    }
+        )
+    };
     let mut dhidden = vec![0.0f32; acts.hidden.len()];
     for (&p, d) in positions.iter().zip(dh.chunks_exact(dim)) {
         dhidden[(p - 1) * dim..p * dim].copy_from_slice(d);
@@ -115,7 +108,7 @@ pub fn next_token_loss(w: &Weights, tokens: &[u32], grads: &mut Weights) -> f32 
         tokens,
         &positions,
         1.0,
-        |lp| vec![-1.0 / n; lp.len()],
+        |_, lp| vec![-1.0 / n; lp.len()],
         grads,
     );
     -(out.logprob.iter().map(|&x| x as f64).sum::<f64>() / n as f64) as f32
