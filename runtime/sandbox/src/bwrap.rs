@@ -140,6 +140,13 @@ impl BwrapSandbox {
         self
     }
 
+    /// Uses `cgroups` instead of the host's detected support; `CgroupHost::default()`
+    /// runs without cgroups (rlimit fallback), as on a host that has none.
+    pub fn with_cgroups(mut self, cgroups: CgroupHost) -> Self {
+        self.cgroups = cgroups;
+        self
+    }
+
     pub fn info(&self) -> &BwrapInfo {
         &self.info
     }

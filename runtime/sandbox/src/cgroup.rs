@@ -410,7 +410,7 @@ impl ExecCgroup {
             if !any || Instant::now() >= until {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_micros(500));
         }
     }
 
@@ -461,12 +461,13 @@ impl Drop for ExecCgroup {
     fn drop(&mut self) {
         self.kill_all(Duration::from_secs(2));
         for (_, d) in &self.dirs {
-            // A killed process leaves the cgroup only once it is reaped; retry briefly.
-            for _ in 0..200 {
+            // A killed process leaves the cgroup only once it has exited; retry briefly
+            // (short sleeps: this is on every exec's critical path).
+            for _ in 0..2000 {
                 match fs::remove_dir(d) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    Err(_) => std::thread::sleep(Duration::from_micros(500)),
                 }
             }
         }
