@@ -397,7 +397,15 @@ impl TreeKiller for BwrapKiller<'_> {
             unsafe { libc::kill(-pid, libc::SIGKILL) };
         }
         if let Some(cg) = self.cgroup {
-            cg.kill_all(Duration::from_secs(2));
+            // After a timeout, wait until the cgroup is empty; after a normal exit one
+            // pass suffices (the pid namespace is already going down with bwrap's init,
+            // and `ExecCgroup::release` finishes the job off the critical path).
+            let patience = if reaped {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(2)
+            };
+            cg.kill_all(patience);
         }
     }
 }
@@ -446,7 +454,9 @@ impl Sandbox for BwrapSandbox {
         };
         let seen = supervise::run(launch, &watch, &killer).map_err(SandboxError::Spawn)?;
         let events = cgroup.as_ref().map(ExecCgroup::events).unwrap_or_default();
-        drop(cgroup);
+        if let Some(cg) = cgroup {
+            cg.release();
+        }
         Ok(outcome(seen, events))
     }
 }

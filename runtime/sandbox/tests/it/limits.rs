@@ -159,3 +159,31 @@ fn without_cgroups_timeout_still_kills_the_whole_tree() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(size(), before, "a process survived the timeout");
 }
+
+#[test]
+fn released_cgroup_is_killed_at_once_and_removed_soon() {
+    if !require_cgroup(Controller::Pids) {
+        return;
+    }
+    let cg = ExecCgroup::create(host_cgroups(), None, Some(8)).unwrap();
+    let dirs: Vec<_> = cg.dirs().map(|d| d.to_path_buf()).collect();
+    let mut child = std::process::Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .unwrap();
+    std::fs::write(dirs[0].join("cgroup.procs"), child.id().to_string()).unwrap();
+    cg.release();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while dirs.iter().any(|d| d.exists()) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        dirs.iter().all(|d| !d.exists()),
+        "cgroup left behind: {dirs:?}"
+    );
+}
