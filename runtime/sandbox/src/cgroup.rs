@@ -290,7 +290,9 @@ fn v2_parent(m: &MountLine, own_path: &str) -> io::Result<(PathBuf, Vec<Controll
         return Ok((parent.to_path_buf(), available));
     }
     Err(io::Error::other(
-        "the controllers are not delegated to a cgroup this process may create children in",
+        "memory/pids are not delegated to a cgroup this process may create children in \
+         (v2 forbids processes in a cgroup that delegates controllers: move this process to a \
+         leaf cgroup and enable +memory +pids in its parent's cgroup.subtree_control)",
     ))
 }
 
