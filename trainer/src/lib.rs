@@ -13,6 +13,7 @@ pub mod config;
 pub mod cpu;
 pub mod gguf;
 pub mod infer;
+pub mod safetensors;
 pub mod tokenizer;
 pub mod weights;
 
