@@ -21,12 +21,16 @@ struct Cli {
 enum Cmd {
     #[command(subcommand)]
     Sandbox(cli::sandbox::SandboxCmd),
+    /// Inspect a GGUF model and generate text with the embedded engine.
+    #[command(subcommand)]
+    Model(cli::model::ModelCmd),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Sandbox(c) => cli::sandbox::run(c),
+        Cmd::Model(c) => cli::model::run(c),
     };
     match result {
         Ok(code) => code,

@@ -15,6 +15,7 @@ pub mod cpu;
 pub mod rl;
 pub mod gguf;
 pub mod infer;
+pub mod safetensors;
 pub mod tokenizer;
 pub mod optim;
 pub mod trajectory;
