@@ -4,3 +4,4 @@
 pub mod bench_model;
 pub mod model;
 pub mod sandbox;
+pub mod train;

@@ -12,12 +12,14 @@
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;
-pub mod rl;
 pub mod gguf;
 pub mod infer;
 pub mod safetensors;
 pub mod tokenizer;
 pub mod optim;
+pub mod rl;
+pub mod tokenizer;
+pub mod train;
 pub mod trajectory;
 pub mod weights;
 

@@ -4,6 +4,7 @@ mod checkpoint;
 mod grad;
 mod optim;
 mod rl;
+mod train;
 mod trajectory;
 //! Integration tests of `ssr-trainer` (one binary, one module per area).
 mod engine;
