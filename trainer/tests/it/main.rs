@@ -1,15 +1,14 @@
-//! The integration tests of `ssr-trainer`, one module per area.
+//! The integration tests of `ssr-trainer`: one binary, one module per area.
 
 mod checkpoint;
-mod grad;
-mod optim;
-mod rl;
-mod train;
-mod trajectory;
-//! Integration tests of `ssr-trainer` (one binary, one module per area).
 mod engine;
 mod gguf_files;
+mod grad;
 mod model_files;
+mod optim;
 mod parity;
+mod rl;
 mod safetensors_files;
 mod tokenizer;
+mod train;
+mod trajectory;
