@@ -18,7 +18,6 @@ pub mod safetensors;
 pub mod tokenizer;
 pub mod optim;
 pub mod rl;
-pub mod tokenizer;
 pub mod train;
 pub mod trajectory;
 pub mod weights;
