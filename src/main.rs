@@ -21,12 +21,15 @@ struct Cli {
 enum Cmd {
     #[command(subcommand)]
     Sandbox(cli::sandbox::SandboxCmd),
+    /// The agent's WASM tools: list, describe, call, check, policy, bench.
+    Tools(cli::tools::ToolsArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Sandbox(c) => cli::sandbox::run(c),
+        Cmd::Tools(c) => cli::tools::run(c),
     };
     match result {
         Ok(code) => code,
