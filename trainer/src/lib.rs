@@ -10,6 +10,8 @@
 //! sees token ids, masks, logprobs and scalar rewards, never repositories.
 
 pub mod config;
+pub mod cpu;
+pub mod rl;
 pub mod weights;
 
 pub use config::Config;
