@@ -134,9 +134,14 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
             let mut episode = Episode::new(*role, repo.canonicalize().with_context(|| format!("--repo {}", repo.display()))?);
             episode.oracle_files = oracle_files.clone();
             episode.state_dir = state_dir.clone();
-            // Why no sandbox here yet: the bubblewrap backend lands separately; until the
-            // CLI wires it, `bash` answers permission-denied rather than running
-            // commands unsandboxed.
+            // The bash shim's commands run in the default sandbox (bubblewrap); where it
+            // is unavailable `exec` is refused (permission-denied), never run unsandboxed.
+            if host.tool(name).is_some_and(|t| t.imports.exec) {
+                match ssr_sandbox::default_sandbox(ssr_sandbox::Environment::default()) {
+                    Ok(sandbox) => episode.sandbox = Some(std::sync::Arc::from(sandbox)),
+                    Err(e) => eprintln!("warning: no sandbox, commands will be refused: {e}"),
+                }
+            }
             let reply = host.call(&episode, name, call_args)?;
             if *json {
                 let (result, error) = match &reply.result {

@@ -17,7 +17,7 @@
 //! Does not own the grants' semantics (see `grants`, `exec`) or tool loading.
 
 use crate::bindings::ssr::tool::exec::ExecResult;
-use crate::bindings::{self, HostPre};
+use crate::bindings::{self, Host_Pre as HostPre};
 use crate::error::LimitKind;
 use crate::exec::ExecGrant;
 use crate::grants::WorkspaceGrant;

@@ -57,9 +57,9 @@ pub fn check(
                 )));
             }
             found.exec = true;
-        } else if name == TYPES_IMPORT {
-        } else if WASI_ALLOWED.iter().any(|p| name.starts_with(p)) && name.contains("@0.2.") {
-        } else {
+        } else if name != TYPES_IMPORT
+            && !(WASI_ALLOWED.iter().any(|p| name.starts_with(p)) && name.contains("@0.2."))
+        {
             return Err(err(format!(
                 "it imports `{name}`, which is outside the tool contract (allowed: wasi:cli, wasi:io, \
                  wasi:clocks, wasi:filesystem and wasi:random 0.2, and the granted ssr:tool interfaces)"

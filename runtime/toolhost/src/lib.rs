@@ -81,11 +81,3 @@ impl ToolError {
         }
     }
 }
-
-impl std::fmt::Display for ToolError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.kind(), self.message())
-    }
-}
-
-impl std::error::Error for ToolError {}

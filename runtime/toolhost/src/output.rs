@@ -66,6 +66,7 @@ impl Pollable for BoundedOutput {
     async fn ready(&mut self) {}
 }
 
+#[wasmtime_wasi::async_trait]
 impl OutputStream for BoundedOutput {
     fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
         self.push(&bytes);

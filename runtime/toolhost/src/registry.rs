@@ -5,7 +5,7 @@
 //! Does not own the limits' mechanics (`call`), the write checks (`grants`) or the
 //! sandbox (`exec` forwards to any `Sandbox`).
 
-use crate::bindings::HostPre;
+use crate::bindings::Host_Pre as HostPre;
 use crate::cache::{CacheOutcome, ComponentCache};
 use crate::call::{self, Answer, CallSetup, CallState, Failure, Invocation};
 use crate::contract::{self, ContractImports};
@@ -208,7 +208,7 @@ impl ToolHost {
         let mut linker: Linker<CallState> = Linker::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| ToolHostError::Engine(format!("linking WASI: {e:#}")))?;
-        crate::bindings::Host::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+        crate::bindings::Host_::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| ToolHostError::Engine(format!("linking ssr:tool: {e:#}")))?;
         let mut host = ToolHost {
             engine,
@@ -225,7 +225,7 @@ impl ToolHost {
                     None => std::fs::read(&path)
                         .map_err(|_| ToolHostError::StandardToolMissing(name.to_string()))?,
                 };
-                host.load(&bytes, &path, standard_ask(name), None, ToolOrigin::Standard, Some(name))?;
+                host.load(&bytes, &path, standard_ask(name), None, ToolOrigin::Standard, Some(*name))?;
             }
         }
         for dir in &config.tool_dirs {

@@ -31,7 +31,8 @@ fn long_output_is_cut_with_a_marker() {
     assert!(text.len() < 33 << 10, "{} bytes", text.len());
     assert!(text.contains("bytes truncated"), "no marker");
     assert!(text.starts_with("1\n2\n3\n"));
-    assert!(text.contains("100000\n[exit code: 0]"), "tail kept");
+    // The sandbox keeps the head of its output limit and says it dropped the rest.
+    assert!(text.ends_with("[output beyond the sandbox's limit was dropped]\n[exit code: 0]"), "{}", &text[text.len() - 200..]);
 }
 
 #[test]
@@ -103,4 +104,29 @@ fn protected_files_reach_the_sandbox_read_only() {
     }
     assert!(!ro.contains(&PathBuf::from("src.py")));
     assert_eq!(specs[0].workspace, repo.path());
+}
+
+#[test]
+fn bwrap_sandbox_runs_the_shim() {
+    // The real backend. Bubblewrap is a setup requirement (scripts/setup.sh); where it
+    // cannot create namespaces the backend says why and this test says so.
+    let sandbox = match ssr_sandbox::BwrapSandbox::new(ssr_sandbox::Environment::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bwrap_sandbox_runs_the_shim: bubblewrap unavailable here: {e}");
+            return;
+        }
+    };
+    let repo = Repo::new(&[("conftest.py", "original\n"), ("src.py", "a\n")]);
+    let h = host();
+    let mut e = repo.episode(Role::Solver);
+    e.sandbox = Some(Arc::new(sandbox));
+    let r = h
+        .call(&e, "bash", r#"{"command":"pwd; echo new > new.txt; echo evil >> conftest.py"}"#)
+        .unwrap();
+    let text = ok(&r);
+    assert!(text.starts_with("/repo\n"), "{text}");
+    assert!(!text.ends_with("[exit code: 0]"), "writing the protected file must fail: {text}");
+    assert_eq!(repo.read("new.txt"), "new\n");
+    assert_eq!(repo.read("conftest.py"), "original\n");
 }
