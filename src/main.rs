@@ -26,6 +26,8 @@ enum Cmd {
     Model(cli::model::ModelCmd),
     /// Trains the policy on a trajectory file and writes a checkpoint.
     Train(cli::train::TrainArgs),
+    /// The agent's WASM tools: list, describe, call, check, policy, bench.
+    Tools(cli::tools::ToolsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -34,6 +36,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Sandbox(c) => cli::sandbox::run(c),
         Cmd::Model(c) => cli::model::run(c),
         Cmd::Train(a) => cli::train::run(a),
+        Cmd::Tools(c) => cli::tools::run(c),
     };
     match result {
         Ok(code) => code,

@@ -5,3 +5,5 @@ pub mod bench_model;
 pub mod model;
 pub mod sandbox;
 pub mod train;
+pub mod bench_tools;
+pub mod tools;
