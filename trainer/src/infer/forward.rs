@@ -12,9 +12,10 @@
 //! - Prompts are processed in chunks of [`PREFILL_CHUNK`] tokens through the f32 GEMM:
 //!   large enough for the GEMM to reach its speed, small enough that the attention
 //!   scores (`chunk x T`) and activations stay a few MiB.
-//! - With Q8_0 decode weights, steps of fewer than [`Q8_MAX_ROWS`] tokens use the Q8_0
-//!   matrix-vector kernel (memory-bound, so fewer bytes per weight is faster); larger
-//!   batches use f32 GEMM (compute-bound, where f32 GEMM is faster than dequantizing).
+//! - Kernel per step size ([`ModelRef`]): steps of fewer than [`Q8_MAX_ROWS`] tokens
+//!   (decode) use the Q8_0 matrix-vector kernel when a Q8_0 copy exists (memory-bound:
+//!   fewer bytes per weight is faster); larger steps (prefill) use the bf16 GEMM when a
+//!   bf16 copy exists (compute-bound: twice f32's arithmetic rate), else f32 GEMM.
 
 use super::qweights::Q8Matrix;
 use crate::config::Config;
@@ -25,6 +26,8 @@ use rayon::prelude::*;
 
 /// Tokens per prefill GEMM call.
 pub const PREFILL_CHUNK: usize = 256;
+/// Decode attends heads in parallel from this context length on.
+pub const PARALLEL_ATTENTION_MIN_CONTEXT: usize = 512;
 /// Below this many rows the Q8_0 kernel is used when available.
 pub const Q8_MAX_ROWS: usize = 8;
 
@@ -471,9 +474,11 @@ fn attention(
         matmul_nn(&mut o, &s, vg, n, total, hd, false);
         o
     };
-    // Few rows (decode): heads in parallel, each GEMM single-threaded. Many rows
-    // (prefill): heads in turn, each GEMM threaded.
-    let outs: Vec<Vec<f32>> = if n < Q8_MAX_ROWS {
+    // Few rows (decode) over a long context: heads in parallel, each GEMM
+    // single-threaded. Short contexts: heads in turn on this thread (the work, ~T*64*9
+    // multiply-adds, is smaller than a fork/join, which also stalls when the machine is
+    // busy). Many rows (prefill): heads in turn, each GEMM threaded.
+    let outs: Vec<Vec<f32>> = if n < Q8_MAX_ROWS && total >= PARALLEL_ATTENTION_MIN_CONTEXT {
         (0..nh).into_par_iter().map(head).collect()
     } else {
         (0..nh).map(head).collect()
