@@ -16,7 +16,7 @@ use clap::Args;
 use serde::Serialize;
 use ssr_trainer::infer::sampling::SamplingOptions;
 use ssr_trainer::infer::{
-    DecodeWeights, Engine, GenerateOptions, Generation, single_threaded, worker_threads,
+    Engine, GenerateOptions, Generation, Precision, single_threaded, worker_threads,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,7 +115,7 @@ pub fn measure(args: &BenchModelArgs) -> anyhow::Result<ModelBenchReport> {
     let baseline = if args.no_baseline {
         None
     } else {
-        engine.set_decode_weights(DecodeWeights::F32);
+        engine.set_precision(Precision::F32);
         Some(single_threaded(|| {
             speeds(&engine, &prompt, args.decode_tokens)
         })??)

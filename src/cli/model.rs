@@ -5,7 +5,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use ssr_trainer::gguf::{self, GgufFile};
 use ssr_trainer::infer::sampling::SamplingOptions;
-use ssr_trainer::infer::{DecodeWeights, Engine, GenerateOptions};
+use ssr_trainer::infer::{Engine, GenerateOptions, Precision};
 use ssr_trainer::tokenizer::{ChatOptions, Message, Role, Tokenizer};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -33,10 +33,10 @@ pub struct InfoArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum DecodeArg {
-    /// Q8_0 weights for generated tokens (fast; default).
-    Q8,
-    /// f32 weights throughout (exact).
+pub enum PrecisionArg {
+    /// bf16 prompt prefill (AVX-512 BF16 CPUs) and Q8_0 decode (default).
+    Fast,
+    /// f32 weights throughout (exact, slower).
     F32,
 }
 
@@ -69,9 +69,9 @@ pub struct GenerateArgs {
     /// Stop when this string appears (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
-    /// Weights used for generated tokens.
-    #[arg(long, value_enum, default_value_t = DecodeArg::Q8)]
-    pub decode_weights: DecodeArg,
+    /// Weight copies used by the engine.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Fast)]
+    pub precision: PrecisionArg,
     /// Print one JSON object (text, ids, logprobs, counts, speeds) instead of streaming.
     #[arg(long)]
     pub json: bool,
@@ -170,9 +170,9 @@ fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let t0 = Instant::now();
     let mut engine =
         Engine::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
-    engine.set_decode_weights(match a.decode_weights {
-        DecodeArg::Q8 => DecodeWeights::Q8_0,
-        DecodeArg::F32 => DecodeWeights::F32,
+    engine.set_precision(match a.precision {
+        PrecisionArg::Fast => Precision::Fast,
+        PrecisionArg::F32 => Precision::F32,
     });
     let load_seconds = t0.elapsed().as_secs_f64();
     let tok = engine.tokenizer();
@@ -227,18 +227,18 @@ fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
             "load_seconds": load_seconds, "prefill_seconds": g.prefill_seconds, "decode_seconds": g.decode_seconds,
             "prefill_tokens_per_second": g.prefill_tokens_per_second(),
             "decode_tokens_per_second": g.decode_tokens_per_second(),
-            "decode_weights": engine.decode_weights(),
+            "kernels": engine.kernels(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         eprintln!(
-            "{} prompt + {} generated tokens ({:?}); prefill {:.1} tok/s, decode {:.1} tok/s ({:?} weights)",
+            "{} prompt + {} generated tokens ({:?}); prefill {:.1} tok/s, decode {:.1} tok/s (kernels {:?})",
             g.prompt_tokens,
             g.token_ids.len(),
             g.finish,
             g.prefill_tokens_per_second(),
             g.decode_tokens_per_second(),
-            engine.decode_weights()
+            engine.kernels()
         );
     }
     Ok(ExitCode::SUCCESS)

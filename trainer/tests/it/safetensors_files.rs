@@ -2,7 +2,7 @@
 //! independent HF-style (rotate_half) forward, and bad files give typed errors.
 
 use ssr_trainer::Config;
-use ssr_trainer::infer::{DecodeWeights, Engine};
+use ssr_trainer::infer::{Engine, Precision};
 use ssr_trainer::safetensors::{
     Dtype, SafetensorsError, load_dir, weights_to_hf_tensors, write_safetensors,
 };
@@ -137,7 +137,7 @@ fn hf_forward(t: &HashMap<String, Vec<f32>>, c: &Config, ids: &[u32]) -> Vec<f64
 
 #[test]
 fn safetensors_matches_hf_rotate_half_forward() {
-    let engine = crate::engine::small_engine(DecodeWeights::F32);
+    let engine = crate::engine::small_engine(Precision::F32);
     let w = engine.weights().clone();
     let c = w.config.clone();
     let hf = weights_to_hf_tensors(&w);
@@ -150,7 +150,7 @@ fn safetensors_matches_hf_rotate_half_forward() {
     let e = Engine::from_weights(
         loaded,
         Tokenizer::bytes_only(&["<|im_end|>", "<|endoftext|>"]),
-        DecodeWeights::F32,
+        Precision::F32,
     )
     .unwrap();
     let got = e.logits(&ids).unwrap();
@@ -168,7 +168,7 @@ fn safetensors_matches_hf_rotate_half_forward() {
 
 #[test]
 fn half_precision_dtypes_load() {
-    let w = crate::engine::small_engine(DecodeWeights::F32)
+    let w = crate::engine::small_engine(Precision::F32)
         .weights()
         .clone();
     for (dtype, tol) in [(Dtype::F16, 1e-3f32), (Dtype::BF16, 4e-3)] {
@@ -186,7 +186,7 @@ fn half_precision_dtypes_load() {
 
 #[test]
 fn bad_checkpoints_are_typed_errors() {
-    let w = crate::engine::small_engine(DecodeWeights::F32)
+    let w = crate::engine::small_engine(Precision::F32)
         .weights()
         .clone();
     let c = w.config.clone();
