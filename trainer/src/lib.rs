@@ -10,6 +10,9 @@
 //! sees token ids, masks, logprobs and scalar rewards, never repositories.
 
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod gpu;
+pub mod testing;
 pub mod weights;
 
 pub use config::Config;
