@@ -10,8 +10,10 @@
 //! sees token ids, masks, logprobs and scalar rewards, never repositories.
 
 pub mod config;
+pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod gpu;
+pub mod rl;
 pub mod testing;
 pub mod weights;
 
