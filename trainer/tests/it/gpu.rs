@@ -1,0 +1,335 @@
+//! GPU parity tests: every kernel against its CPU twin on fresh random inputs, with a
+//! tolerance per dtype (each commented with how it was chosen). Without a GPU each test
+//! prints why it skipped and passes; the no-GPU behaviour itself is tested here too.
+//!
+//! Run on a GPU machine with `scripts/gpu_check.sh` (the carried test binary).
+#![cfg(feature = "cuda")]
+
+use half::bf16;
+use ssr_trainer::cpu::matmul::{matmul_nn, matmul_nt, matmul_tn};
+use ssr_trainer::gpu::lm_head::{LmHeadInputs, LmHeadOutputs, LmHeadShape, LmHeadWorkspace};
+use ssr_trainer::gpu::rl::{AdvantageCode, ClipSettings, PolicyLossInputs};
+use ssr_trainer::gpu::{Gpu, GpuError, LibraryProbe};
+use ssr_trainer::rl::{self, AdvantageKind, Aggregation, LossConfig};
+use ssr_trainer::testing::{Tolerance, assert_close};
+
+use crate::grad::{random_vec, rng};
+
+/// The GPU, or `None` after printing why the test is skipped. Any failure other than
+/// "no GPU" is a real failure of the backend and fails the test.
+fn gpu_or_skip(test: &str) -> Option<Gpu> {
+    match Gpu::open() {
+        Ok(g) => Some(g),
+        Err(e @ GpuError::NoGpu { .. }) => {
+            eprintln!("skipping {test}: {e}");
+            None
+        }
+        Err(e) => panic!("{test}: opening the GPU failed: {e}"),
+    }
+}
+
+fn to_bf16(x: &[f32]) -> Vec<bf16> {
+    x.iter().map(|&v| bf16::from_f32(v)).collect()
+}
+
+fn from_bf16(x: &[bf16]) -> Vec<f32> {
+    x.iter().map(|v| v.to_f32()).collect()
+}
+
+fn random_targets(r: &mut rand_chacha::ChaCha8Rng, n: usize, vocab: usize) -> Vec<u32> {
+    use rand::Rng;
+    (0..n).map(|_| r.gen_range(0..vocab as u32)).collect()
+}
+
+#[test]
+fn open_without_gpu_is_a_typed_error_not_a_panic() {
+    // On a machine without CUDA this must be NoGpu; on a GPU machine it must open.
+    match Gpu::open() {
+        Ok(g) => {
+            assert!(g.info().compute_capability.0 >= 7, "{:?}", g.info());
+            assert!(g.arch().starts_with("--gpu-architecture=sm_"));
+        }
+        Err(e) => assert!(e.is_no_gpu(), "expected NoGpu, got {e}"),
+    }
+    let probe = LibraryProbe::run();
+    if !probe.driver {
+        assert!(probe.require_compute().unwrap_err().to_string().contains("libcuda"));
+    }
+}
+
+#[test]
+fn every_kernel_source_compiles_with_nvrtc() {
+    // Needs only libnvrtc (no GPU): `pip download nvidia-cuda-nvrtc==13.0.*`, unzip, and put
+    // its lib folder on LD_LIBRARY_PATH to run this on a CPU-only machine.
+    if !LibraryProbe::run().nvrtc {
+        eprintln!("skipping every_kernel_source_compiles_with_nvrtc: libnvrtc not found");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let arch = ssr_trainer::gpu::compile::arch_flag(9, 0);
+    for src in ssr_trainer::gpu::compile::KernelSource::ALL {
+        let ptx = ssr_trainer::gpu::compile::compile(src, &arch, dir.path())
+            .unwrap_or_else(|e| panic!("{}: {e}", src.file_name()));
+        assert!(ptx.contains(".target sm_90"), "{}", src.file_name());
+        // The second call is served from the cache.
+        let again = ssr_trainer::gpu::compile::compile(src, &arch, dir.path()).unwrap();
+        assert_eq!(ptx, again);
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), ssr_trainer::gpu::compile::KernelSource::ALL.len());
+}
+
+// Tolerance for log-probs and entropies from f32 or bf16-valued logits of magnitude ≲ 10:
+// the kernel sums ~vocab/512 exponentials per thread in f32 with fast-math __expf (≈2 ulp)
+// then combines 512 partials; relative error of the sum ≈ 1e-6, so logprob = x − m − log s
+// is off by ≲ 1e-5 absolute. 1e-4 absolute + 1e-4 relative leaves a 10× margin.
+const LOGPROB_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
+// Logits gradient in f32: entries are p_j-sized (≈ 1/vocab); p_j = exp(lp) carries the
+// logprob's ≲1e-5 absolute error as a relative one. 1e-3 relative + 1e-7 absolute.
+const DLOGITS_F32_TOL: Tolerance = Tolerance::new(1e-7, 1e-3);
+// Logits gradient stored as bf16: 8 mantissa bits, rounding ≤ 2^-9 ≈ 2e-3 relative, on
+// top of the f32 error above: 5e-3 relative.
+const DLOGITS_BF16_TOL: Tolerance = Tolerance::new(1e-7, 5e-3);
+
+#[test]
+fn logprobs_from_logits_matches_cpu_twin_f32_and_bf16() {
+    let Some(gpu) = gpu_or_skip("logprobs_from_logits_matches_cpu_twin_f32_and_bf16") else { return };
+    let mut r = rng(101);
+    // 61: scalar path (vocab % 4 != 0); 1024 and 49152: 16-byte vector path.
+    for (rows, vocab) in [(37usize, 61usize), (33, 1024), (4, 49152)] {
+        for temperature in [1.0f32, 0.7] {
+            let logits = random_vec(&mut r, rows * vocab, 8.0);
+            let targets = random_targets(&mut r, rows, vocab);
+            let t_dev = gpu.upload(&targets).unwrap();
+            // f32 logits
+            let (lp_ref, h_ref) = rl::logprobs_from_logits(&logits, &targets, vocab, temperature);
+            let mut lp = gpu.upload(&vec![f32::NAN; rows]).unwrap();
+            let mut h = gpu.upload(&vec![f32::NAN; rows]).unwrap();
+            let l_dev = gpu.upload(&logits).unwrap();
+            gpu.logprobs_from_logits(&l_dev, &t_dev, vocab, temperature, &mut lp, &mut h).unwrap();
+            assert_close("logprob f32", &gpu.download(&lp).unwrap(), &lp_ref, LOGPROB_TOL);
+            assert_close("entropy f32", &gpu.download(&h).unwrap(), &h_ref, LOGPROB_TOL);
+            // bf16 logits: the twin sees the same bf16 values widened to f32.
+            let lb = to_bf16(&logits);
+            let (lp_ref, h_ref) = rl::logprobs_from_logits(&from_bf16(&lb), &targets, vocab, temperature);
+            let lb_dev = gpu.upload(&lb).unwrap();
+            gpu.logprobs_from_logits(&lb_dev, &t_dev, vocab, temperature, &mut lp, &mut h).unwrap();
+            assert_close("logprob bf16", &gpu.download(&lp).unwrap(), &lp_ref, LOGPROB_TOL);
+            assert_close("entropy bf16", &gpu.download(&h).unwrap(), &h_ref, LOGPROB_TOL);
+        }
+    }
+}
+
+#[test]
+fn logprobs_fused_gradient_matches_cpu_twin_in_place() {
+    let Some(gpu) = gpu_or_skip("logprobs_fused_gradient_matches_cpu_twin_in_place") else { return };
+    let mut r = rng(102);
+    for (rows, vocab) in [(19usize, 61usize), (24, 4096)] {
+        let temperature = 0.8;
+        let logits = random_vec(&mut r, rows * vocab, 6.0);
+        let targets = random_targets(&mut r, rows, vocab);
+        let dlp = random_vec(&mut r, rows, 1.0);
+        let dent = random_vec(&mut r, rows, 0.1);
+        let t_dev = gpu.upload(&targets).unwrap();
+        let dlp_dev = gpu.upload(&dlp).unwrap();
+        let dent_dev = gpu.upload(&dent).unwrap();
+        let mut lp = gpu.upload(&vec![f32::NAN; rows]).unwrap();
+        let mut h = gpu.upload(&vec![f32::NAN; rows]).unwrap();
+
+        // f32, in place, with and without the entropy gradient.
+        for with_entropy in [false, true] {
+            let de = with_entropy.then_some(dent.as_slice());
+            let want = rl::logprobs_from_logits_backward(&logits, &targets, vocab, temperature, &dlp, de);
+            let mut l_dev = gpu.upload(&logits).unwrap();
+            let de_dev = with_entropy.then_some(&dent_dev);
+            gpu.logprobs_from_logits_fused(&mut l_dev, &t_dev, vocab, temperature, &dlp_dev, de_dev, &mut lp, &mut h)
+                .unwrap();
+            assert_close("dlogits f32 fused", &gpu.download(&l_dev).unwrap(), &want, DLOGITS_F32_TOL);
+            let (lp_ref, _) = rl::logprobs_from_logits(&logits, &targets, vocab, temperature);
+            assert_close("logprob (fused pass)", &gpu.download(&lp).unwrap(), &lp_ref, LOGPROB_TOL);
+        }
+        // bf16, in place.
+        let lb = to_bf16(&logits);
+        let want = rl::logprobs_from_logits_backward(&from_bf16(&lb), &targets, vocab, temperature, &dlp, Some(&dent));
+        let mut lb_dev = gpu.upload(&lb).unwrap();
+        gpu.logprobs_from_logits_fused(&mut lb_dev, &t_dev, vocab, temperature, &dlp_dev, Some(&dent_dev), &mut lp, &mut h)
+            .unwrap();
+        assert_close("dlogits bf16 fused", &from_bf16(&gpu.download(&lb_dev).unwrap()), &want, DLOGITS_BF16_TOL);
+        // Separate output buffer (not in place), f32.
+        let want = rl::logprobs_from_logits_backward(&logits, &targets, vocab, temperature, &dlp, None);
+        let l_dev = gpu.upload(&logits).unwrap();
+        let mut dl = gpu.upload(&vec![f32::NAN; rows * vocab]).unwrap();
+        gpu.logprobs_from_logits_backward(&l_dev, &t_dev, vocab, temperature, &dlp_dev, None, &mut dl, &mut lp, &mut h)
+            .unwrap();
+        assert_close("dlogits f32", &gpu.download(&dl).unwrap(), &want, DLOGITS_F32_TOL);
+    }
+}
+
+#[test]
+fn logprobs_shape_errors_are_typed_and_launch_nothing() {
+    let Some(gpu) = gpu_or_skip("logprobs_shape_errors_are_typed_and_launch_nothing") else { return };
+    let l = gpu.upload(&[0.0f32; 10]).unwrap();
+    let t = gpu.upload(&[0u32; 3]).unwrap();
+    let mut lp = gpu.zeros::<f32>(3).unwrap();
+    let mut h = gpu.zeros::<f32>(3).unwrap();
+    let e = gpu.logprobs_from_logits(&l, &t, 4, 1.0, &mut lp, &mut h).unwrap_err();
+    assert!(matches!(e, GpuError::Shape { expected: 12, got: 10, .. }), "{e}");
+    let e = gpu.logprobs_from_logits(&l, &t, 0, 1.0, &mut lp, &mut h).unwrap_err();
+    assert!(matches!(e, GpuError::Invalid { .. }), "{e}");
+}
+
+/// CPU composition of the fused LM head: logits = h Wᵀ, the twin's row pass, then
+/// dh = dlogits W and dW = dlogitsᵀ h, all in f32 from the same bf16 inputs.
+struct LmHeadRef {
+    logprob: Vec<f32>,
+    entropy: Vec<f32>,
+    dhidden: Vec<f32>,
+    dweight: Vec<f32>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn lm_head_reference(
+    h: &[f32],
+    w: &[f32],
+    targets: &[u32],
+    n: usize,
+    d: usize,
+    v: usize,
+    temperature: f32,
+    dlp: &[f32],
+    dent: Option<&[f32]>,
+) -> LmHeadRef {
+    let mut logits = vec![0.0; n * v];
+    matmul_nt(&mut logits, h, w, n, d, v, false);
+    let (logprob, entropy) = rl::logprobs_from_logits(&logits, targets, v, temperature);
+    let dl = rl::logprobs_from_logits_backward(&logits, targets, v, temperature, dlp, dent);
+    let mut dhidden = vec![0.0; n * d];
+    matmul_nn(&mut dhidden, &dl, w, n, v, d, false);
+    let mut dweight = vec![0.0; v * d];
+    matmul_tn(&mut dweight, &dl, h, v, n, d, false);
+    LmHeadRef { logprob, entropy, dhidden, dweight }
+}
+
+fn scaled_tol(reference: &[f32], frac: f32) -> Tolerance {
+    let max = reference.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    Tolerance::new(frac * max, frac)
+}
+
+#[test]
+fn lm_head_loss_matches_cpu_composition_across_chunks() {
+    let Some(gpu) = gpu_or_skip("lm_head_loss_matches_cpu_composition_across_chunks") else { return };
+    let mut r = rng(103);
+    // vocab 1000: vector path; 998: scalar path (998 % 4 != 0). 70 tokens in chunks of 32
+    // rows (a budget of 32 rows), so the last chunk is partial and dW accumulates over 3.
+    for (n, d, v) in [(70usize, 64usize, 1000usize), (45, 32, 998)] {
+        let temperature = 1.0;
+        let h = from_bf16(&to_bf16(&random_vec(&mut r, n * d, 1.0)));
+        let w = from_bf16(&to_bf16(&random_vec(&mut r, v * d, 0.5)));
+        let targets = random_targets(&mut r, n, v);
+        let dlp = random_vec(&mut r, n, 1.0);
+        let dent = random_vec(&mut r, n, 0.1);
+        let want = lm_head_reference(&h, &w, &targets, n, d, v, temperature, &dlp, Some(&dent));
+
+        let h_dev = gpu.upload(&to_bf16(&h)).unwrap();
+        let w_dev = gpu.upload(&to_bf16(&w)).unwrap();
+        let t_dev = gpu.upload(&targets).unwrap();
+        let dlp_dev = gpu.upload(&dlp).unwrap();
+        let dent_dev = gpu.upload(&dent).unwrap();
+        let mut lp = gpu.upload(&vec![f32::NAN; n]).unwrap();
+        let mut en = gpu.upload(&vec![f32::NAN; n]).unwrap();
+        let mut dh = gpu.upload(&vec![f32::NAN; n * d]).unwrap();
+        let mut dw = gpu.zeros::<f32>(v * d).unwrap();
+        let mut ws = LmHeadWorkspace::new(&gpu, v, 32 * v * 6).unwrap();
+        assert_eq!(ws.chunk_rows, 32);
+        let shape = LmHeadShape { tokens: n, dim: d, vocab: v, temperature };
+        let inp = LmHeadInputs { hidden: &h_dev, weight: &w_dev, targets: &t_dev, dlogprob: Some(&dlp_dev), dentropy: Some(&dent_dev) };
+        let mut out = LmHeadOutputs { logprob: &mut lp, entropy: &mut en, dhidden: Some(&mut dh), dweight: Some(&mut dw) };
+        gpu.lm_head_loss(&shape, &inp, &mut out, &mut ws).unwrap();
+
+        // Logits come from a bf16×bf16 GEMM with f32 accumulation over d ≤ 64 terms: exact
+        // products, ~1e-6 relative sums, so the log-prob tolerance above applies.
+        assert_close("lm_head logprob", &gpu.download(&lp).unwrap(), &want.logprob, LOGPROB_TOL);
+        assert_close("lm_head entropy", &gpu.download(&en).unwrap(), &want.entropy, LOGPROB_TOL);
+        // The backward GEMMs read the bf16-rounded logits gradient (≤ 2^-9 relative per
+        // element, random signs, summed over vocab or token terms): 2% of the largest
+        // entry absolute plus 2% relative bounds that with margin.
+        assert_close("lm_head dhidden", &gpu.download(&dh).unwrap(), &want.dhidden, scaled_tol(&want.dhidden, 2e-2));
+        assert_close("lm_head dweight", &gpu.download(&dw).unwrap(), &want.dweight, scaled_tol(&want.dweight, 2e-2));
+
+        // Forward only: same log-probs, no gradient buffers.
+        let inp = LmHeadInputs { dlogprob: None, dentropy: None, ..inp };
+        let mut lp2 = gpu.upload(&vec![f32::NAN; n]).unwrap();
+        let mut out = LmHeadOutputs { logprob: &mut lp2, entropy: &mut en, dhidden: None, dweight: None };
+        gpu.lm_head_loss(&shape, &inp, &mut out, &mut ws).unwrap();
+        assert_close("lm_head logprob (forward only)", &gpu.download(&lp2).unwrap(), &want.logprob, LOGPROB_TOL);
+    }
+}
+
+#[test]
+fn advantages_match_cpu_twin_on_ragged_groups() {
+    let Some(gpu) = gpu_or_skip("advantages_match_cpu_twin_on_ragged_groups") else { return };
+    let mut r = rng(104);
+    // Ragged: an empty group, a group of one, equal rewards, and ordinary groups.
+    let offsets = [0usize, 0, 1, 5, 9, 17, 17, 30];
+    let mut rewards = random_vec(&mut r, 30, 1.0);
+    rewards[5..9].fill(0.5);
+    let r_dev = gpu.upload(&rewards).unwrap();
+    for (kind, code) in
+        [(AdvantageKind::Grpo, AdvantageCode::Grpo), (AdvantageKind::DrGrpo, AdvantageCode::DrGrpo), (AdvantageKind::Rloo, AdvantageCode::Rloo)]
+    {
+        let want = rl::advantages(&rewards, &offsets, kind, 1e-6);
+        let mut out = gpu.upload(&vec![f32::NAN; 30]).unwrap();
+        gpu.advantages(&r_dev, &offsets, code, 1e-6, &mut out).unwrap();
+        // Both sides compute in f64 and round once to f32: at most 1 ulp apart.
+        assert_close(&format!("advantages {kind:?}"), &gpu.download(&out).unwrap(), &want, Tolerance::new(1e-7, 1e-6));
+    }
+    let mut out = gpu.zeros::<f32>(30).unwrap();
+    let e = gpu.advantages(&r_dev, &[0, 5, 3, 30], AdvantageCode::Grpo, 1e-6, &mut out).unwrap_err();
+    assert!(matches!(e, GpuError::Invalid { .. }), "{e}");
+}
+
+#[test]
+fn policy_loss_matches_cpu_twin_ppo_dapo_kl() {
+    let Some(gpu) = gpu_or_skip("policy_loss_matches_cpu_twin_ppo_dapo_kl") else { return };
+    let mut r = rng(105);
+    let n = 3000;
+    let seq_offsets = [0usize, 700, 1500, 1501, 3000];
+    let logp = random_vec(&mut r, n, 1.0).iter().map(|x| x - 2.0).collect::<Vec<_>>();
+    // Ratios spread over [e^-0.4, e^0.4] so both clip sides are hit.
+    let old: Vec<f32> = logp.iter().zip(random_vec(&mut r, n, 0.4)).map(|(l, d)| l + d).collect();
+    let refl: Vec<f32> = logp.iter().zip(random_vec(&mut r, n, 0.3)).map(|(l, d)| l + d).collect();
+    let adv = random_vec(&mut r, n, 1.5);
+    let mask: Vec<f32> = random_vec(&mut r, n, 1.0).iter().map(|&x| if x > -0.5 { 1.0 } else { 0.0 }).collect();
+    let dev = |x: &[f32]| gpu.upload(x).unwrap();
+    let (lp_d, old_d, ref_d, adv_d, mask_d) = (dev(&logp), dev(&old), dev(&refl), dev(&adv), dev(&mask));
+    for (clip_low, clip_high, kl_coef, agg) in [
+        (0.2f32, 0.2f32, 0.0f32, Aggregation::TokenMean),          // PPO
+        (0.2, 0.28, 0.0, Aggregation::TokenMean),                   // DAPO clip-higher
+        (0.2, 0.28, 0.05, Aggregation::SequenceMean),               // with k3 KL
+        (0.2, 0.28, 0.05, Aggregation::TokenSum { divisor: 4096.0 }),
+    ] {
+        let cfg = LossConfig { clip_low, clip_high, kl_coef, aggregation: agg };
+        let refp = (kl_coef > 0.0).then_some(refl.as_slice());
+        let want = rl::policy_loss(&logp, &old, refp, &adv, &mask, &seq_offsets, &cfg);
+        let weights = rl::aggregation_weights(&mask, &seq_offsets, agg);
+        let w_d = dev(&weights);
+        let inp = PolicyLossInputs {
+            logp: &lp_d,
+            old_logp: &old_d,
+            ref_logp: (kl_coef > 0.0).then_some(&ref_d),
+            advantages: &adv_d,
+            mask: &mask_d,
+            weights: &w_d,
+        };
+        let mut dlogp = gpu.upload(&vec![f32::NAN; n]).unwrap();
+        let got = gpu.weighted_policy_loss(&inp, &ClipSettings { clip_low, clip_high, kl_coef }, &mut dlogp).unwrap();
+        // f32 ratio via fast-math __expf (≈2 ulp) against the twin's f64: 1e-5 relative
+        // per token, plus 1e-9 absolute for weights ~1/tokens.
+        assert_close("dlogp", &gpu.download(&dlogp).unwrap(), &want.dlogp, Tolerance::new(1e-9, 1e-5));
+        // Sums of 3000 terms (f64 accumulation on both sides) of f32 per-token values.
+        let tol = Tolerance::new(1e-6, 1e-5);
+        assert_close("loss", &[got.loss, got.pg_loss, got.kl, got.ratio_mean], &[want.loss, want.pg_loss, want.kl, want.ratio_mean], tol);
+        assert_eq!(got.tokens, want.tokens);
+        assert_eq!(got.clipped_tokens, want.clipped_tokens, "a ratio on the clip boundary would differ; none is drawn here");
+        assert!(got.clipped_tokens > 0, "inputs must exercise the clip");
+    }
+}
