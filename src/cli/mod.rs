@@ -2,3 +2,4 @@
 //! `run` function returning the process exit code.
 
 pub mod sandbox;
+pub mod bench_gpu;

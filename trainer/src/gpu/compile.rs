@@ -87,6 +87,8 @@ pub enum Kernel {
     AddInPlace,
     AttentionForward,
     AttentionBackwardPreprocess,
+    AttentionBackwardDq,
+    /// dk and dv.
     AttentionBackward,
     AdamwStep,
     SumSquares,
@@ -103,7 +105,7 @@ impl Kernel {
             | RmsnormBackward | RopeForward | RopeBackward | SwigluForward | SwigluBackward | AddInPlace => {
                 KernelSource::Model
             }
-            AttentionForward | AttentionBackwardPreprocess | AttentionBackward => KernelSource::Attention,
+            AttentionForward | AttentionBackwardPreprocess | AttentionBackwardDq | AttentionBackward => KernelSource::Attention,
             AdamwStep | SumSquares | ScaleInPlace => KernelSource::Optim,
         }
     }
@@ -131,6 +133,7 @@ impl Kernel {
             AddInPlace => "add_in_place",
             AttentionForward => "attention_forward",
             AttentionBackwardPreprocess => "attention_backward_preprocess",
+            AttentionBackwardDq => "attention_backward_dq",
             AttentionBackward => "attention_backward",
             AdamwStep => "adamw_step",
             SumSquares => "sum_squares",
@@ -238,7 +241,7 @@ mod tests {
             LogprobsFromLogitsF32, LogprobsFromLogitsBf16, LmHeadRows, Advantages, PolicyLoss, SumF32,
             CastF32ToBf16, CastBf16ToF32, EmbeddingForward, EmbeddingBackward, RmsnormForward,
             RmsnormBackward, RopeForward, RopeBackward, SwigluForward, SwigluBackward, AddInPlace,
-            AttentionForward, AttentionBackwardPreprocess, AttentionBackward, AdamwStep, SumSquares,
+            AttentionForward, AttentionBackwardPreprocess, AttentionBackwardDq, AttentionBackward, AdamwStep, SumSquares,
             ScaleInPlace,
         ];
         for k in all {

@@ -15,10 +15,10 @@ mod context;
 mod error;
 pub mod nvtx;
 
-// pub mod bench;
+pub mod bench;
 pub mod lm_head;
 pub mod logprobs;
-// pub mod model_ops;
+pub mod model_ops;
 // pub mod nccl;
 // pub mod optim;
 pub mod rl;
