@@ -1,5 +1,8 @@
 //! The integration tests of `ssr-trainer`, one module per area.
 
+mod checkpoint;
 mod gpu;
 mod grad;
+mod optim;
 mod rl;
+mod trajectory;
