@@ -18,8 +18,10 @@ pub mod gpu;
 pub mod infer;
 pub mod optim;
 pub mod rl;
+pub mod safetensors;
 pub mod testing;
 pub mod tokenizer;
+pub mod train;
 pub mod trajectory;
 pub mod weights;
 

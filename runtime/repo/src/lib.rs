@@ -6,3 +6,10 @@
 //!
 //! Does not own: running anything (that is `ssr-sandbox`), or deciding what a bug is
 //! (`ssr-game`).
+
+pub mod patch;
+
+pub use patch::{
+    ApplyError, ApplyFailure, FileBody, FilePatch, Hunk, HunkLine, LineKind, ParseError,
+    ParseFailure, Patch, PathChange, TouchedPath, UnsafePath,
+};

@@ -20,7 +20,7 @@ pub mod lm_head;
 pub mod logprobs;
 pub mod model_ops;
 // pub mod nccl;
-// pub mod optim;
+pub mod optim;
 pub mod rl;
 
 pub use blas::{Gemm, GemmDtype, GemmElem};

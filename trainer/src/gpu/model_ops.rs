@@ -269,11 +269,12 @@ impl Gpu {
     pub fn add_in_place(&self, x: &mut CudaSlice<f32>, y: &CudaSlice<f32>) -> Result<(), GpuError> {
         check_len("add_in_place", "y", x.len(), y.len())?;
         let n = x.len() as i64;
+        let cfg = elementwise(x.len());
         let f = self.function(Kernel::AddInPlace)?;
         let mut b = self.stream().launch_builder(&f);
         b.arg(&mut *x).arg(y).arg(&n);
         // SAFETY: (float*, const float*, i64); grid-stride over n = x.len() = y.len().
-        unsafe { b.launch(elementwise(x.len())) }.map_err(GpuError::driver("launch add_in_place"))?;
+        unsafe { b.launch(cfg) }.map_err(GpuError::driver("launch add_in_place"))?;
         Ok(())
     }
 

@@ -380,6 +380,21 @@ impl Engine {
     }
 }
 
+/// Threads the engine's parallel loops use (rayon's global pool).
+pub fn worker_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Runs `f` with the engine's parallel loops and GEMMs on one thread (baselines).
+pub fn single_threaded<R: Send>(
+    f: impl FnOnce() -> R + Send,
+) -> Result<R, rayon::ThreadPoolBuildError> {
+    Ok(rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()?
+        .install(f))
+}
+
 /// The first stop string that ends within the bytes added from `new_from` on (it may
 /// start earlier): `(index, byte offset where it starts)`.
 fn find_stop(bytes: &[u8], new_from: usize, stops: &[String]) -> Option<(usize, usize)> {
