@@ -18,6 +18,7 @@ pub mod nvtx;
 pub mod bench;
 pub mod lm_head;
 pub mod logprobs;
+pub mod model;
 pub mod model_ops;
 // pub mod nccl;
 pub mod optim;

@@ -500,3 +500,36 @@ fn adamw_three_steps_with_clipping_match_cpu_twin() {
         }
     }
 }
+
+#[test]
+fn sequence_backward_matches_cpu_twin_on_tiny_model() {
+    use ssr_trainer::gpu::model::DeviceWeights;
+    let Some(gpu) = gpu_or_skip("sequence_backward_matches_cpu_twin_on_tiny_model") else { return };
+    let mut r = rng(109);
+    let cfg = ssr_trainer::Config::tiny();
+    let mut w = ssr_trainer::Weights::zeros(&cfg);
+    w.for_each_mut(|name, t| {
+        let scale = if name.contains("norm") { 0.2 } else { 0.3 };
+        t.iter_mut().for_each(|x| *x = if name.contains("norm") { 1.0 } else { 0.0 } + rand::Rng::gen_range(&mut r, -scale..scale));
+    });
+    let tokens = random_targets(&mut r, 40, cfg.vocab_size);
+    let positions: Vec<usize> = (5..40).step_by(2).collect();
+    let dlp = random_vec(&mut r, positions.len(), 1.0);
+    let mut grads = ssr_trainer::Weights::zeros(&cfg);
+    let want = ssr_trainer::train::sequence_backward(&w, &tokens, &positions, 0.9, |_| dlp.clone(), &mut grads);
+
+    let dw = DeviceWeights::upload(&gpu, &w).unwrap();
+    let mut dg = DeviceWeights::zeros(&gpu, &cfg).unwrap();
+    let got = gpu.sequence_backward(&dw, &tokens, &positions, 0.9, |_| dlp.clone(), &mut dg).unwrap();
+    // The LM head runs on bf16 hidden states and weights (8 mantissa bits): log-probs of
+    // a 64-entry vocabulary move by ≲ 1e-2 absolute.
+    assert_close("sequence logprob", &got.logprob, &want.logprob, Tolerance::new(2e-2, 1e-2));
+    assert_close("sequence entropy", &got.entropy, &want.entropy, Tolerance::new(2e-2, 1e-2));
+    // Gradients carry the bf16 LM head's error through every layer: compare by relative
+    // L2 norm per tensor (METHOD: bf16 operands land between 1e-3 and 1e-2).
+    let host = dg.to_host(&gpu).unwrap();
+    for ((name, g), (_, want_g)) in host.tensors().iter().zip(grads.tensors().iter()) {
+        let m = ssr_trainer::testing::check_close(g, want_g, Tolerance::new(f32::INFINITY, 0.0)).unwrap();
+        assert!(m.rel_l2 < 3e-2, "{name}: relative L2 error {:.2e}", m.rel_l2);
+    }
+}
