@@ -189,7 +189,7 @@ pub fn compile(src: KernelSource, arch: &str, cache_dir: &Path) -> Result<String
         Ok(ptx) if !ptx.is_empty() => return Ok(ptx),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(GpuError::Cache { path, source }),
+        Err(source) => return Err(GpuError::Io { path, source }),
     }
     let _range = super::nvtx::Range::new(format!("nvrtc {}", src.file_name()));
     let opts = cudarc::nvrtc::CompileOptions {

@@ -52,9 +52,9 @@ pub enum GpuError {
     #[error("invalid argument to {op}: {detail}")]
     Invalid { op: &'static str, detail: String },
 
-    /// Reading or writing the compiled-kernel cache failed.
-    #[error("kernel cache at {}: {source}", path.display())]
-    Cache {
+    /// Reading or writing a file the backend keeps (kernel cache, NCCL id file) failed.
+    #[error("I/O on {}: {source}", path.display())]
+    Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,

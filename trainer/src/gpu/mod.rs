@@ -20,7 +20,7 @@ pub mod lm_head;
 pub mod logprobs;
 pub mod model;
 pub mod model_ops;
-// pub mod nccl;
+pub mod nccl;
 pub mod optim;
 pub mod rl;
 

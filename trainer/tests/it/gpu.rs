@@ -533,3 +533,21 @@ fn sequence_backward_matches_cpu_twin_on_tiny_model() {
         assert!(m.rel_l2 < 3e-2, "{name}: relative L2 error {:.2e}", m.rel_l2);
     }
 }
+
+#[test]
+fn nccl_communicator_world_size_one_all_reduce_is_identity() {
+    use ssr_trainer::gpu::nccl::{Communicator, new_unique_id};
+    let Some(gpu) = gpu_or_skip("nccl_communicator_world_size_one_all_reduce_is_identity") else { return };
+    if !LibraryProbe::run().nccl {
+        eprintln!("skipping nccl_communicator_world_size_one_all_reduce_is_identity: libnccl not found");
+        return;
+    }
+    let id = new_unique_id().unwrap();
+    assert_eq!(id.len(), 256);
+    let comm = Communicator::init(&gpu, 0, 1, &id).unwrap();
+    let x = random_vec(&mut rng(110), 1000, 1.0);
+    let mut d = gpu.upload(&x).unwrap();
+    comm.all_reduce_mean(&mut d).unwrap();
+    assert_eq!(gpu.download(&d).unwrap(), x, "the mean over one rank is the input");
+    assert!(Communicator::init(&gpu, 1, 1, &id).is_err(), "rank outside the world is a typed error");
+}
