@@ -73,7 +73,8 @@ pub fn kernels(a: KernelsBenchArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e).context("opening the GPU"),
     };
-    let report = bench::run_kernel_bench(&gpu, &opts, &mut |step| eprintln!("[bench kernels] {step}"))?;
+    let report =
+        bench::run_kernel_bench(&gpu, &opts, &mut |step| eprintln!("[bench kernels] {step}"))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -89,7 +90,18 @@ fn print_table(r: &KernelBenchReport) {
     );
     println!(
         "{:<17} {:<8} {:>6} {:>9} {:>8} {:>7} {:>8} {:>7} {:>9} {:>9} {:>8} {:>9}",
-        "op", "shape", "tokens", "ms", "GB/s", "%copy", "TFLOP/s", "%gemm", "MiB", "torch ms", "speedup", "torch MiB"
+        "op",
+        "shape",
+        "tokens",
+        "ms",
+        "GB/s",
+        "%copy",
+        "TFLOP/s",
+        "%gemm",
+        "MiB",
+        "torch ms",
+        "speedup",
+        "torch MiB"
     );
     for c in &r.cases {
         let opt = |x: Option<f64>, p: usize| x.map_or("-".to_string(), |v| format!("{v:.p$}"));
@@ -105,7 +117,12 @@ fn print_table(r: &KernelBenchReport) {
             100.0 * c.frac_of_gemm,
             c.device_bytes as f64 / 1048576.0,
             opt(c.torch_ms, 3),
-            opt(c.speedup_vs_torch, 2).to_string() + if c.speedup_vs_torch.is_some() { "x" } else { "" },
+            opt(c.speedup_vs_torch, 2).to_string()
+                + if c.speedup_vs_torch.is_some() {
+                    "x"
+                } else {
+                    ""
+                },
             opt(c.torch_peak_bytes.map(|b| b as f64 / 1048576.0), 0),
         );
     }

@@ -52,18 +52,26 @@ pub fn check_close(got: &[f32], want: &[f32], tol: Tolerance) -> Result<Mismatch
         let d = (f64::from(g) - f64::from(w)).abs();
         // Two infinities of the same sign agree; NaN never passes.
         let same_inf = g.is_infinite() && w.is_infinite() && g.signum() == w.signum();
-        let ok = !g.is_nan() && !w.is_nan() && (same_inf || d <= f64::from(tol.abs) + f64::from(tol.rel) * f64::from(w.abs()));
+        let ok = !g.is_nan()
+            && !w.is_nan()
+            && (same_inf || d <= f64::from(tol.abs) + f64::from(tol.rel) * f64::from(w.abs()));
         if !ok {
             m.n_bad += 1;
             m.first_bad.get_or_insert(i);
         }
         if !same_inf {
-            m.max_abs_err = m.max_abs_err.max(if d.is_nan() { f64::INFINITY } else { d });
+            m.max_abs_err = m
+                .max_abs_err
+                .max(if d.is_nan() { f64::INFINITY } else { d });
             diff2 += d * d;
             ref2 += f64::from(w) * f64::from(w);
         }
     }
-    m.rel_l2 = if ref2 > 0.0 { (diff2 / ref2).sqrt() } else { diff2.sqrt() };
+    m.rel_l2 = if ref2 > 0.0 {
+        (diff2 / ref2).sqrt()
+    } else {
+        diff2.sqrt()
+    };
     if m.n_bad == 0 { Ok(m) } else { Err(m) }
 }
 
@@ -121,6 +129,11 @@ mod tests {
     #[test]
     #[should_panic(expected = "logprob: 1 of 2 elements")]
     fn assert_close_names_the_quantity() {
-        assert_close("logprob", &[0.0, 5.0], &[0.0, 1.0], Tolerance::new(1e-3, 0.0));
+        assert_close(
+            "logprob",
+            &[0.0, 5.0],
+            &[0.0, 1.0],
+            Tolerance::new(1e-3, 0.0),
+        );
     }
 }

@@ -28,8 +28,16 @@ pub struct HeadShape {
 
 /// SmolLM2-135M (vocab 49,152, width 576) and a Qwen2-7B-like head (152,064 × 3,584).
 pub const SHAPES: [HeadShape; 2] = [
-    HeadShape { name: "smollm2", vocab: 49_152, dim: 576 },
-    HeadShape { name: "7b", vocab: 152_064, dim: 3_584 },
+    HeadShape {
+        name: "smollm2",
+        vocab: 49_152,
+        dim: 576,
+    },
+    HeadShape {
+        name: "7b",
+        vocab: 152_064,
+        dim: 3_584,
+    },
 ];
 
 /// What to run.
@@ -115,7 +123,11 @@ struct TorchCase {
 }
 
 /// Times `f` with device events: 3 warm-up calls, then `reps` timed ones; median in ms.
-pub fn time_ms(gpu: &Gpu, reps: usize, mut f: impl FnMut() -> Result<(), GpuError>) -> Result<f64, GpuError> {
+pub fn time_ms(
+    gpu: &Gpu,
+    reps: usize,
+    mut f: impl FnMut() -> Result<(), GpuError>,
+) -> Result<f64, GpuError> {
     for _ in 0..3 {
         f()?;
     }
@@ -123,11 +135,22 @@ pub fn time_ms(gpu: &Gpu, reps: usize, mut f: impl FnMut() -> Result<(), GpuErro
     let mut times = Vec::with_capacity(reps.max(1));
     let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
     for _ in 0..reps.max(1) {
-        let start = gpu.stream().record_event(flags).map_err(GpuError::driver("record event"))?;
+        let start = gpu
+            .stream()
+            .record_event(flags)
+            .map_err(GpuError::driver("record event"))?;
         f()?;
-        let end = gpu.stream().record_event(flags).map_err(GpuError::driver("record event"))?;
-        end.synchronize().map_err(GpuError::driver("event synchronize"))?;
-        times.push(f64::from(start.elapsed_ms(&end).map_err(GpuError::driver("event elapsed"))?));
+        let end = gpu
+            .stream()
+            .record_event(flags)
+            .map_err(GpuError::driver("record event"))?;
+        end.synchronize()
+            .map_err(GpuError::driver("event synchronize"))?;
+        times.push(f64::from(
+            start
+                .elapsed_ms(&end)
+                .map_err(GpuError::driver("event elapsed"))?,
+        ));
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
@@ -145,18 +168,27 @@ fn fill_random<T: DeviceRepr + Copy>(
     use rand::{Rng, SeedableRng};
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let tile_len = buf.len().min(1 << 23);
-    let tile: Vec<T> = (0..tile_len).map(|_| conv(r.gen_range(-scale..scale))).collect();
+    let tile: Vec<T> = (0..tile_len)
+        .map(|_| conv(r.gen_range(-scale..scale)))
+        .collect();
     let mut off = 0;
     while off < buf.len() {
         let k = tile_len.min(buf.len() - off);
         let mut dst = buf.slice_mut(off..off + k);
-        gpu.stream().memcpy_htod(&tile[..k], &mut dst).map_err(GpuError::driver("fill"))?;
+        gpu.stream()
+            .memcpy_htod(&tile[..k], &mut dst)
+            .map_err(GpuError::driver("fill"))?;
         off += k;
     }
     Ok(())
 }
 
-fn random_targets(gpu: &Gpu, n: usize, vocab: usize, seed: u64) -> Result<CudaSlice<u32>, GpuError> {
+fn random_targets(
+    gpu: &Gpu,
+    n: usize,
+    vocab: usize,
+    seed: u64,
+) -> Result<CudaSlice<u32>, GpuError> {
     use rand::{Rng, SeedableRng};
     let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let t: Vec<u32> = (0..n).map(|_| r.gen_range(0..vocab as u32)).collect();
@@ -170,7 +202,11 @@ pub fn copy_bandwidth(gpu: &Gpu, reps: usize) -> Result<f64, GpuError> {
     fill_random(gpu, &mut src, 1.0, 7, |x| x)?;
     let mut dst = gpu.zeros::<f32>(n)?;
     let _r = Range::new("bench copy");
-    let ms = time_ms(gpu, reps, || gpu.stream().memcpy_dtod(&src, &mut dst).map_err(GpuError::driver("copy")))?;
+    let ms = time_ms(gpu, reps, || {
+        gpu.stream()
+            .memcpy_dtod(&src, &mut dst)
+            .map_err(GpuError::driver("copy"))
+    })?;
     Ok(2.0 * (n * 4) as f64 / (ms * 1e-3) / 1e9)
 }
 
@@ -215,7 +251,13 @@ pub fn run_kernel_bench(
     })
 }
 
-fn bench_row_pass(gpu: &Gpu, shape: &HeadShape, n: usize, reps: usize, copy: f64) -> Result<Vec<BenchCase>, GpuError> {
+fn bench_row_pass(
+    gpu: &Gpu,
+    shape: &HeadShape,
+    n: usize,
+    reps: usize,
+    copy: f64,
+) -> Result<Vec<BenchCase>, GpuError> {
     let v = shape.vocab;
     let _r = Range::new(format!("bench logprobs {} {n}", shape.name));
     let mut logits = gpu.zeros::<bf16>(n * v)?;
@@ -227,11 +269,23 @@ fn bench_row_pass(gpu: &Gpu, shape: &HeadShape, n: usize, reps: usize, copy: f64
     fill_random(gpu, &mut dlp, 1.0, 3, |x| x)?;
     let mut dlogits = gpu.zeros::<bf16>(n * v)?;
     let device_bytes = 2 * n * v * 2 + n * 16;
-    let fwd = time_ms(gpu, reps, || gpu.logprobs_from_logits(&logits, &targets, v, 1.0, &mut lp, &mut h))?;
+    let fwd = time_ms(gpu, reps, || {
+        gpu.logprobs_from_logits(&logits, &targets, v, 1.0, &mut lp, &mut h)
+    })?;
     // Forward and gradient in one launch: read, read again, write the gradient. Timed into
     // a separate buffer (same traffic as in place) so every repeat reads the same logits.
     let fused = time_ms(gpu, reps, || {
-        gpu.logprobs_from_logits_backward(&logits, &targets, v, 1.0, &dlp, None, &mut dlogits, &mut lp, &mut h)
+        gpu.logprobs_from_logits_backward(
+            &logits,
+            &targets,
+            v,
+            1.0,
+            &dlp,
+            None,
+            &mut dlogits,
+            &mut lp,
+            &mut h,
+        )
     })?;
     let mk = |op: &str, ms: f64, bytes: f64| BenchCase {
         op: op.into(),
@@ -252,10 +306,19 @@ fn bench_row_pass(gpu: &Gpu, shape: &HeadShape, n: usize, reps: usize, copy: f64
         speedup_vs_torch: None,
     };
     let row = (n * v * 2) as f64;
-    Ok(vec![mk("logprobs_fwd", fwd, row), mk("logprobs_fwd_bwd", fused, 3.0 * row)])
+    Ok(vec![
+        mk("logprobs_fwd", fwd, row),
+        mk("logprobs_fwd_bwd", fused, 3.0 * row),
+    ])
 }
 
-fn bench_lm_head(gpu: &Gpu, shape: &HeadShape, n: usize, opts: &KernelBenchOptions, copy: f64) -> Result<BenchCase, GpuError> {
+fn bench_lm_head(
+    gpu: &Gpu,
+    shape: &HeadShape,
+    n: usize,
+    opts: &KernelBenchOptions,
+    copy: f64,
+) -> Result<BenchCase, GpuError> {
     let (v, d) = (shape.vocab, shape.dim);
     let _r = Range::new(format!("bench lm_head {} {n}", shape.name));
     let mut hidden = gpu.zeros::<bf16>(n * d)?;
@@ -271,15 +334,39 @@ fn bench_lm_head(gpu: &Gpu, shape: &HeadShape, n: usize, opts: &KernelBenchOptio
     let mut dw = gpu.zeros::<f32>(v * d)?;
     let mut ws = LmHeadWorkspace::new(gpu, v, opts.workspace_bytes)?;
     let device_bytes = (n * d + v * d) * 2 + n * 16 + (n * d + v * d) * 4 + ws.bytes();
-    let shape_l = LmHeadShape { tokens: n, dim: d, vocab: v, temperature: 1.0 };
+    let shape_l = LmHeadShape {
+        tokens: n,
+        dim: d,
+        vocab: v,
+        temperature: 1.0,
+    };
     let ms = time_ms(gpu, opts.reps, || {
-        let inp = LmHeadInputs { hidden: &hidden, weight: &weight, targets: &targets, dlogprob: Some(&dlp), dentropy: None };
-        let mut out = LmHeadOutputs { logprob: &mut lp, entropy: &mut en, dhidden: Some(&mut dh), dweight: Some(&mut dw) };
+        let inp = LmHeadInputs {
+            hidden: &hidden,
+            weight: &weight,
+            targets: &targets,
+            dlogprob: Some(&dlp),
+            dentropy: None,
+        };
+        let mut out = LmHeadOutputs {
+            logprob: &mut lp,
+            entropy: &mut en,
+            dhidden: Some(&mut dh),
+            dweight: Some(&mut dw),
+        };
         gpu.lm_head_loss(&shape_l, &inp, &mut out, &mut ws)
     })?;
     drop(ws);
     // The ceiling: one plain cuBLAS bf16 GEMM of the forward's size, f32 output.
-    let g = Gemm { m: n, n: v, k: d, a_trans: false, b_trans: true, alpha: 1.0, beta: 0.0 };
+    let g = Gemm {
+        m: n,
+        n: v,
+        k: d,
+        a_trans: false,
+        b_trans: true,
+        alpha: 1.0,
+        beta: 0.0,
+    };
     let gemm_ms = {
         let mut c = gpu.zeros::<f32>(n * v)?;
         time_ms(gpu, opts.reps, || gpu.gemm(&g, &hidden, &weight, &mut c))?
@@ -309,7 +396,11 @@ fn bench_lm_head(gpu: &Gpu, shape: &HeadShape, n: usize, opts: &KernelBenchOptio
     })
 }
 
-fn run_torch(python: &str, script: &std::path::Path, opts: &KernelBenchOptions) -> Result<TorchReport, String> {
+fn run_torch(
+    python: &str,
+    script: &std::path::Path,
+    opts: &KernelBenchOptions,
+) -> Result<TorchReport, String> {
     let shapes: Vec<&str> = opts.shapes.iter().map(|s| s.name).collect();
     let tokens: Vec<String> = opts.tokens.iter().map(|t| t.to_string()).collect();
     let out = Command::new(python)
@@ -325,15 +416,30 @@ fn run_torch(python: &str, script: &std::path::Path, opts: &KernelBenchOptions) 
         .map_err(|e| format!("could not run {python} {}: {e}", script.display()))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let tail: String = err.chars().rev().take(800).collect::<Vec<_>>().into_iter().rev().collect();
-        return Err(format!("{} exited with {}: {tail}", script.display(), out.status));
+        let tail: String = err
+            .chars()
+            .rev()
+            .take(800)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        return Err(format!(
+            "{} exited with {}: {tail}",
+            script.display(),
+            out.status
+        ));
     }
     serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable baseline output: {e}"))
 }
 
 fn merge_torch(cases: &mut [BenchCase], t: TorchReport) {
     for c in cases.iter_mut() {
-        if let Some(tc) = t.cases.iter().find(|tc| tc.op == c.op && tc.shape == c.shape && tc.tokens == c.tokens) {
+        if let Some(tc) = t
+            .cases
+            .iter()
+            .find(|tc| tc.op == c.op && tc.shape == c.shape && tc.tokens == c.tokens)
+        {
             c.torch_ms = Some(tc.ms);
             c.torch_peak_bytes = Some(tc.peak_bytes);
             c.speedup_vs_torch = Some(tc.ms / c.ms);

@@ -43,7 +43,15 @@ pub struct Gemm {
 impl Gemm {
     /// `C = A · B` (no transposes, alpha 1, beta 0).
     pub fn nn(m: usize, n: usize, k: usize) -> Gemm {
-        Gemm { m, n, k, a_trans: false, b_trans: false, alpha: 1.0, beta: 0.0 }
+        Gemm {
+            m,
+            n,
+            k,
+            a_trans: false,
+            b_trans: false,
+            alpha: 1.0,
+            beta: 0.0,
+        }
     }
 
     pub fn flops(&self) -> f64 {
@@ -76,16 +84,35 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         let (ab, c_dtype) = (TAB::DTYPE, TC::DTYPE);
         const OP: &str = "gemm";
-        let need = [(g.m * g.k, a.len(), "A"), (g.k * g.n, b.len(), "B"), (g.m * g.n, c.len(), "C")];
+        let need = [
+            (g.m * g.k, a.len(), "A"),
+            (g.k * g.n, b.len(), "B"),
+            (g.m * g.n, c.len(), "C"),
+        ];
         for (expected, got, what) in need {
             if got < expected {
-                return Err(GpuError::Shape { op: OP, what, expected, got });
+                return Err(GpuError::Shape {
+                    op: OP,
+                    what,
+                    expected,
+                    got,
+                });
             }
         }
-        let (m, n, k) = (to_i32(OP, "m", g.m)?, to_i32(OP, "n", g.n)?, to_i32(OP, "k", g.k)?);
+        let (m, n, k) = (
+            to_i32(OP, "m", g.m)?,
+            to_i32(OP, "n", g.n)?,
+            to_i32(OP, "k", g.k)?,
+        );
         // Row-major C[m,n] is column-major C^T[n,m] = op(B)^T op(A)^T: swap the operands.
         // A row-major [r, c] buffer read column-major is its transpose with ld = c.
-        let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
+        let op = |t: bool| {
+            if t {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
         let ldb = if g.b_trans { k } else { n };
         let lda = if g.a_trans { m } else { k };
         let stream = self.stream();
@@ -124,4 +151,3 @@ impl Gpu {
         .map_err(GpuError::cublas("gemm_ex"))
     }
 }
-

@@ -101,11 +101,13 @@ impl Kernel {
         match self {
             LogprobsFromLogitsF32 | LogprobsFromLogitsBf16 | LmHeadRows => KernelSource::Logprobs,
             Advantages | PolicyLoss | SumF32 => KernelSource::Rl,
-            CastF32ToBf16 | CastBf16ToF32 | EmbeddingForward | EmbeddingBackward | RmsnormForward
-            | RmsnormBackward | RopeForward | RopeBackward | SwigluForward | SwigluBackward | AddInPlace => {
-                KernelSource::Model
-            }
-            AttentionForward | AttentionBackwardPreprocess | AttentionBackwardDq | AttentionBackward => KernelSource::Attention,
+            CastF32ToBf16 | CastBf16ToF32 | EmbeddingForward | EmbeddingBackward
+            | RmsnormForward | RmsnormBackward | RopeForward | RopeBackward | SwigluForward
+            | SwigluBackward | AddInPlace => KernelSource::Model,
+            AttentionForward
+            | AttentionBackwardPreprocess
+            | AttentionBackwardDq
+            | AttentionBackward => KernelSource::Attention,
             AdamwStep | SumSquares | ScaleInPlace => KernelSource::Optim,
         }
     }
@@ -197,14 +199,17 @@ pub fn compile(src: KernelSource, arch: &str, cache_dir: &Path) -> Result<String
         name: Some(src.file_name().to_string()),
         ..Default::default()
     };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src.text(), opts).map_err(|e| GpuError::Compile {
-        source_name: src.file_name(),
-        arch: arch.to_string(),
-        log: match e {
-            cudarc::nvrtc::CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
-            other => format!("{other:?}"),
-        },
-    })?;
+    let ptx =
+        cudarc::nvrtc::compile_ptx_with_opts(src.text(), opts).map_err(|e| GpuError::Compile {
+            source_name: src.file_name(),
+            arch: arch.to_string(),
+            log: match e {
+                cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                    log.to_string_lossy().into_owned()
+                }
+                other => format!("{other:?}"),
+            },
+        })?;
     let text = ptx.to_src();
     // A cache that cannot be written is only slower, never wrong: write to a temporary
     // name and rename so a concurrent reader never sees half a file, and ignore failures
@@ -230,7 +235,11 @@ mod tests {
         let c = cache_path(dir, KernelSource::Logprobs, &arch_flag(9, 0), &["y".into()]);
         assert_ne!(a, b);
         assert_ne!(a, c);
-        assert!(a.to_string_lossy().ends_with("-sm_90.ptx"), "{}", a.display());
+        assert!(
+            a.to_string_lossy().ends_with("-sm_90.ptx"),
+            "{}",
+            a.display()
+        );
         assert!(a.to_string_lossy().contains("/c/logprobs-"));
     }
 
@@ -238,16 +247,39 @@ mod tests {
     fn every_kernel_symbol_is_defined_in_its_source() {
         use Kernel::*;
         let all = [
-            LogprobsFromLogitsF32, LogprobsFromLogitsBf16, LmHeadRows, Advantages, PolicyLoss, SumF32,
-            CastF32ToBf16, CastBf16ToF32, EmbeddingForward, EmbeddingBackward, RmsnormForward,
-            RmsnormBackward, RopeForward, RopeBackward, SwigluForward, SwigluBackward, AddInPlace,
-            AttentionForward, AttentionBackwardPreprocess, AttentionBackwardDq, AttentionBackward, AdamwStep, SumSquares,
+            LogprobsFromLogitsF32,
+            LogprobsFromLogitsBf16,
+            LmHeadRows,
+            Advantages,
+            PolicyLoss,
+            SumF32,
+            CastF32ToBf16,
+            CastBf16ToF32,
+            EmbeddingForward,
+            EmbeddingBackward,
+            RmsnormForward,
+            RmsnormBackward,
+            RopeForward,
+            RopeBackward,
+            SwigluForward,
+            SwigluBackward,
+            AddInPlace,
+            AttentionForward,
+            AttentionBackwardPreprocess,
+            AttentionBackwardDq,
+            AttentionBackward,
+            AdamwStep,
+            SumSquares,
             ScaleInPlace,
         ];
         for k in all {
             let text = k.source().text();
             let needle = format!("void {}(", k.symbol());
-            assert!(text.contains(&needle), "{} lacks `{needle}`", k.source().file_name());
+            assert!(
+                text.contains(&needle),
+                "{} lacks `{needle}`",
+                k.source().file_name()
+            );
             assert!(text.contains("extern \"C\""), "{}", k.source().file_name());
         }
     }

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+};
 
 use super::compile::{self, Kernel, KernelSource};
 use super::error::GpuError;
@@ -43,11 +45,15 @@ impl LibraryProbe {
     /// `Err(NoGpu)` naming the first missing library the compute path needs (NCCL is only
     /// needed for data parallelism and is checked by the communicator).
     pub fn require_compute(&self) -> Result<(), GpuError> {
-        let missing = [("driver (libcuda)", self.driver), ("NVRTC (libnvrtc)", self.nvrtc), ("cuBLAS (libcublas)", self.cublas)]
-            .into_iter()
-            .filter(|(_, ok)| !ok)
-            .map(|(n, _)| n)
-            .collect::<Vec<_>>();
+        let missing = [
+            ("driver (libcuda)", self.driver),
+            ("NVRTC (libnvrtc)", self.nvrtc),
+            ("cuBLAS (libcublas)", self.cublas),
+        ]
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(n, _)| n)
+        .collect::<Vec<_>>();
         if missing.is_empty() {
             Ok(())
         } else {
@@ -83,7 +89,10 @@ pub struct Gpu {
 
 impl std::fmt::Debug for Gpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gpu").field("info", &self.info).field("arch", &self.arch).finish_non_exhaustive()
+        f.debug_struct("Gpu")
+            .field("info", &self.info)
+            .field("arch", &self.arch)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,20 +125,32 @@ impl Gpu {
     fn open_unchecked(ordinal: usize) -> Result<Gpu, GpuError> {
         let count = match CudaContext::device_count() {
             Ok(n) => n,
-            Err(e) => return Err(GpuError::NoGpu { reason: format!("cuInit/cuDeviceGetCount failed: {e}") }),
+            Err(e) => {
+                return Err(GpuError::NoGpu {
+                    reason: format!("cuInit/cuDeviceGetCount failed: {e}"),
+                });
+            }
         };
         if count <= 0 {
-            return Err(GpuError::NoGpu { reason: "the CUDA driver reports no device".into() });
+            return Err(GpuError::NoGpu {
+                reason: "the CUDA driver reports no device".into(),
+            });
         }
         if ordinal >= count as usize {
-            return Err(GpuError::NoGpu { reason: format!("device {ordinal} requested, {count} present") });
+            return Err(GpuError::NoGpu {
+                reason: format!("device {ordinal} requested, {count} present"),
+            });
         }
         let ctx = CudaContext::new(ordinal).map_err(GpuError::driver("open context"))?;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).map_err(GpuError::cublas("create handle"))?;
-        let cc = ctx.compute_capability().map_err(GpuError::driver("compute capability"))?;
+        let cc = ctx
+            .compute_capability()
+            .map_err(GpuError::driver("compute capability"))?;
         let sms = ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .attribute(
+                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            )
             .map_err(GpuError::driver("multiprocessor count"))?;
         let info = DeviceInfo {
             ordinal,
@@ -178,7 +199,9 @@ impl Gpu {
             return Ok(f.clone());
         }
         let module = self.module(k.source())?;
-        let f = module.load_function(k.symbol()).map_err(GpuError::driver("load kernel function"))?;
+        let f = module
+            .load_function(k.symbol())
+            .map_err(GpuError::driver("load kernel function"))?;
         lock(&self.functions).insert(k, f.clone());
         Ok(f)
     }
@@ -206,27 +229,40 @@ impl Gpu {
 
     /// Copies a host slice to a new device buffer.
     pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>, GpuError> {
-        self.stream.clone_htod(host).map_err(GpuError::driver("copy to device"))
+        self.stream
+            .clone_htod(host)
+            .map_err(GpuError::driver("copy to device"))
     }
 
     /// Copies a device buffer to a new host vector (synchronises the stream).
     pub fn download<T: DeviceRepr>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>, GpuError> {
-        self.stream.clone_dtoh(dev).map_err(GpuError::driver("copy to host"))
+        self.stream
+            .clone_dtoh(dev)
+            .map_err(GpuError::driver("copy to host"))
     }
 
     /// A zero-filled device buffer of `n` elements.
-    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>, GpuError> {
-        self.stream.alloc_zeros(n).map_err(GpuError::driver("allocate"))
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(
+        &self,
+        n: usize,
+    ) -> Result<CudaSlice<T>, GpuError> {
+        self.stream
+            .alloc_zeros(n)
+            .map_err(GpuError::driver("allocate"))
     }
 
     /// Waits for all work issued so far.
     pub fn synchronize(&self) -> Result<(), GpuError> {
-        self.stream.synchronize().map_err(GpuError::driver("synchronize"))
+        self.stream
+            .synchronize()
+            .map_err(GpuError::driver("synchronize"))
     }
 
     /// (free, total) device memory in bytes.
     pub fn memory(&self) -> Result<(usize, usize), GpuError> {
-        self.ctx.mem_get_info().map_err(GpuError::driver("memory info"))
+        self.ctx
+            .mem_get_info()
+            .map_err(GpuError::driver("memory info"))
     }
 }
 

@@ -71,17 +71,29 @@ impl GpuError {
         move |source| GpuError::Driver { op, source }
     }
 
-    pub(crate) fn cublas(op: &'static str) -> impl FnOnce(cudarc::cublas::result::CublasError) -> GpuError {
+    pub(crate) fn cublas(
+        op: &'static str,
+    ) -> impl FnOnce(cudarc::cublas::result::CublasError) -> GpuError {
         move |source| GpuError::Cublas { op, source }
     }
 }
 
 /// Checks that a buffer has exactly `expected` elements.
-pub(crate) fn check_len(op: &'static str, what: &'static str, expected: usize, got: usize) -> Result<(), GpuError> {
+pub(crate) fn check_len(
+    op: &'static str,
+    what: &'static str,
+    expected: usize,
+    got: usize,
+) -> Result<(), GpuError> {
     if expected == got {
         Ok(())
     } else {
-        Err(GpuError::Shape { op, what, expected, got })
+        Err(GpuError::Shape {
+            op,
+            what,
+            expected,
+            got,
+        })
     }
 }
 

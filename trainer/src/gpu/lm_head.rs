@@ -30,7 +30,10 @@ pub struct LmHeadWorkspace {
 
 impl std::fmt::Debug for LmHeadWorkspace {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LmHeadWorkspace").field("vocab", &self.vocab).field("chunk_rows", &self.chunk_rows).finish()
+        f.debug_struct("LmHeadWorkspace")
+            .field("vocab", &self.vocab)
+            .field("chunk_rows", &self.chunk_rows)
+            .finish()
     }
 }
 
@@ -99,7 +102,12 @@ impl Gpu {
         ws: &mut LmHeadWorkspace,
     ) -> Result<(), GpuError> {
         const OP: &str = "lm_head_loss";
-        let LmHeadShape { tokens: n, dim: d, vocab: v, temperature } = *shape;
+        let LmHeadShape {
+            tokens: n,
+            dim: d,
+            vocab: v,
+            temperature,
+        } = *shape;
         check_len(OP, "workspace vocab", v, ws.vocab)?;
         check_len(OP, "hidden", n * d, inp.hidden.len())?;
         check_len(OP, "weight", v * d, inp.weight.len())?;
@@ -137,7 +145,15 @@ impl Gpu {
             {
                 let _g = Range::new("gemm logits");
                 let mut lg = ws.logits.slice_mut(0..c * v);
-                let g = Gemm { m: c, n: v, k: d, a_trans: false, b_trans: true, alpha: 1.0, beta: 0.0 };
+                let g = Gemm {
+                    m: c,
+                    n: v,
+                    k: d,
+                    a_trans: false,
+                    b_trans: true,
+                    alpha: 1.0,
+                    beta: 0.0,
+                };
                 self.gemm(&g, &h, inp.weight, &mut lg)?;
             }
             {
@@ -195,7 +211,15 @@ impl Gpu {
                 }
                 {
                     let _g = Range::new("gemm dweight");
-                    let g = Gemm { m: v, n: d, k: c, a_trans: true, b_trans: false, alpha: 1.0, beta: 1.0 };
+                    let g = Gemm {
+                        m: v,
+                        n: d,
+                        k: c,
+                        a_trans: true,
+                        b_trans: false,
+                        alpha: 1.0,
+                        beta: 1.0,
+                    };
                     self.gemm(&g, &dl, &h, dw)?;
                 }
             }

@@ -60,7 +60,10 @@ impl Gpu {
     pub(crate) unsafe fn launch_row_pass(&self, p: &RowPass) -> Result<(), GpuError> {
         const OP: &str = "logprobs_from_logits";
         if !(p.temperature > 0.0 && p.temperature.is_finite()) {
-            return Err(GpuError::Invalid { op: OP, detail: format!("temperature {} is not positive", p.temperature) });
+            return Err(GpuError::Invalid {
+                op: OP,
+                detail: format!("temperature {} is not positive", p.temperature),
+            });
         }
         if p.n_rows == 0 {
             return Ok(());
@@ -70,12 +73,25 @@ impl Gpu {
         to_i32(OP, "rows*vocab", p.n_rows.saturating_mul(p.vocab))?;
         let f = self.function(p.kernel)?;
         let _r = Range::new(p.kernel.symbol());
-        let cfg = LaunchConfig { grid_dim: (n_rows as u32, 1, 1), block_dim: (ROW_THREADS, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (n_rows as u32, 1, 1),
+            block_dim: (ROW_THREADS, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let inv_t = 1.0f32 / p.temperature;
         let vec_ok = i32::from(p.vec_ok);
         let mut b = self.stream().launch_builder(&f);
-        b.arg(&p.logits).arg(&p.targets).arg(&n_rows).arg(&vocab).arg(&inv_t).arg(&vec_ok);
-        b.arg(&p.logprob).arg(&p.entropy).arg(&p.dlogp).arg(&p.dentropy).arg(&p.dlogits);
+        b.arg(&p.logits)
+            .arg(&p.targets)
+            .arg(&n_rows)
+            .arg(&vocab)
+            .arg(&inv_t)
+            .arg(&vec_ok);
+        b.arg(&p.logprob)
+            .arg(&p.entropy)
+            .arg(&p.dlogp)
+            .arg(&p.dentropy)
+            .arg(&p.dlogits);
         // SAFETY: the argument list matches the kernel signature (pointers as u64 device
         // addresses, ints as i32, inv_temp as f32); one block per row (grid = n_rows) and the
         // kernel reads row r's `vocab` elements only for r < n_rows, within the buffer
@@ -235,11 +251,24 @@ impl Gpu {
         unsafe { self.launch_row_pass(&p) }
     }
 
-    fn check_rows(&self, logits_len: usize, n_targets: usize, vocab: usize) -> Result<usize, GpuError> {
+    fn check_rows(
+        &self,
+        logits_len: usize,
+        n_targets: usize,
+        vocab: usize,
+    ) -> Result<usize, GpuError> {
         if vocab == 0 {
-            return Err(GpuError::Invalid { op: "logprobs_from_logits", detail: "vocab is 0".into() });
+            return Err(GpuError::Invalid {
+                op: "logprobs_from_logits",
+                detail: "vocab is 0".into(),
+            });
         }
-        check_len("logprobs_from_logits", "logits (rows * vocab)", n_targets * vocab, logits_len)?;
+        check_len(
+            "logprobs_from_logits",
+            "logits (rows * vocab)",
+            n_targets * vocab,
+            logits_len,
+        )?;
         Ok(n_targets)
     }
 }

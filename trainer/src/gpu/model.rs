@@ -45,7 +45,9 @@ pub struct DeviceWeights {
 
 impl std::fmt::Debug for DeviceWeights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceWeights").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("DeviceWeights")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -153,7 +155,9 @@ pub struct DeviceActivations {
 
 impl std::fmt::Debug for DeviceActivations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceActivations").field("seq", &self.seq).finish_non_exhaustive()
+        f.debug_struct("DeviceActivations")
+            .field("seq", &self.seq)
+            .finish_non_exhaustive()
     }
 }
 
@@ -166,10 +170,29 @@ pub struct GpuSequenceOutput {
 
 impl Gpu {
     /// `y[rows, out] = x[rows, in] · Wᵀ` (W is `[out, in]`), f32.
-    fn linear(&self, x: &CudaSlice<f32>, w: &CudaSlice<f32>, rows: usize, out: usize) -> Result<CudaSlice<f32>, GpuError> {
+    fn linear(
+        &self,
+        x: &CudaSlice<f32>,
+        w: &CudaSlice<f32>,
+        rows: usize,
+        out: usize,
+    ) -> Result<CudaSlice<f32>, GpuError> {
         let inp = w.len() / out.max(1);
         let mut y = self.zeros::<f32>(rows * out)?;
-        self.gemm(&Gemm { m: rows, n: out, k: inp, a_trans: false, b_trans: true, alpha: 1.0, beta: 0.0 }, x, w, &mut y)?;
+        self.gemm(
+            &Gemm {
+                m: rows,
+                n: out,
+                k: inp,
+                a_trans: false,
+                b_trans: true,
+                alpha: 1.0,
+                beta: 0.0,
+            },
+            x,
+            w,
+            &mut y,
+        )?;
         Ok(y)
     }
 
@@ -187,22 +210,55 @@ impl Gpu {
         accumulate: bool,
     ) -> Result<(), GpuError> {
         let inp = w.len() / out.max(1);
-        self.gemm(&Gemm { m: out, n: inp, k: rows, a_trans: true, b_trans: false, alpha: 1.0, beta: 1.0 }, dy, x, dw)?;
+        self.gemm(
+            &Gemm {
+                m: out,
+                n: inp,
+                k: rows,
+                a_trans: true,
+                b_trans: false,
+                alpha: 1.0,
+                beta: 1.0,
+            },
+            dy,
+            x,
+            dw,
+        )?;
         let beta = if accumulate { 1.0 } else { 0.0 };
-        self.gemm(&Gemm { beta, ..Gemm::nn(rows, inp, out) }, dy, w, dx)
+        self.gemm(
+            &Gemm {
+                beta,
+                ..Gemm::nn(rows, inp, out)
+            },
+            dy,
+            w,
+            dx,
+        )
     }
 
     /// `crate::train::forward` on the device.
-    pub fn model_forward(&self, w: &DeviceWeights, tokens: &[u32]) -> Result<DeviceActivations, GpuError> {
+    pub fn model_forward(
+        &self,
+        w: &DeviceWeights,
+        tokens: &[u32],
+    ) -> Result<DeviceActivations, GpuError> {
         let c = &w.config;
         let vocab = c.vocab_size as u32;
         if let Some(&bad) = tokens.iter().find(|&&t| t >= vocab) {
-            return Err(GpuError::Invalid { op: "model_forward", detail: format!("token {bad} outside vocabulary {vocab}") });
+            return Err(GpuError::Invalid {
+                op: "model_forward",
+                detail: format!("token {bad} outside vocabulary {vocab}"),
+            });
         }
         let _r = Range::new("model forward");
         let t = tokens.len();
         let (dim, hd, kv) = (c.dim, c.head_dim(), c.kv_dim());
-        let shape = AttnShape { seq: t, n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: hd };
+        let shape = AttnShape {
+            seq: t,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: hd,
+        };
         let tok = self.upload(tokens)?;
         let mut x = self.zeros::<f32>(t * dim)?;
         self.embedding(&w.tok_embeddings, dim, &tok, &mut x)?;
@@ -232,12 +288,34 @@ impl Gpu {
             let mut out = self.linear(&act, &l.w_down, t, dim)?;
             self.add_in_place(&mut out, &h)?;
             let x_in = std::mem::replace(&mut x, out);
-            layers.push(LayerActs { x: x_in, xn, rstd_attn, q, k, v, lse, attn, h, hn, rstd_ffn, gate, up, act });
+            layers.push(LayerActs {
+                x: x_in,
+                xn,
+                rstd_attn,
+                q,
+                k,
+                v,
+                lse,
+                attn,
+                h,
+                hn,
+                rstd_ffn,
+                gate,
+                up,
+                act,
+            });
         }
         let mut hidden = self.zeros::<f32>(t * dim)?;
         let mut rstd_final = self.zeros::<f32>(t)?;
         self.rms_norm(&x, &w.final_norm, c.norm_eps, &mut hidden, &mut rstd_final)?;
-        Ok(DeviceActivations { tokens: tok, seq: t, layers, x_final: x, rstd_final, hidden })
+        Ok(DeviceActivations {
+            tokens: tok,
+            seq: t,
+            layers,
+            x_final: x,
+            rstd_final,
+            hidden,
+        })
     }
 
     /// `crate::train::backward` on the device: adds every weight gradient into `grads`
@@ -254,35 +332,105 @@ impl Gpu {
         let (dim, hd, kv) = (c.dim, c.head_dim(), c.kv_dim());
         check_len("model_backward", "dhidden", t * dim, dhidden.len())?;
         let _r = Range::new("model backward");
-        let shape = AttnShape { seq: t, n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: hd };
+        let shape = AttnShape {
+            seq: t,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: hd,
+        };
         let mut dx = self.zeros::<f32>(t * dim)?;
-        self.rms_norm_backward(dhidden, &acts.x_final, &w.final_norm, &acts.rstd_final, &mut dx, &mut grads.final_norm)?;
-        for ((l, g), a) in w.layers.iter().zip(grads.layers.iter_mut()).zip(&acts.layers).rev() {
+        self.rms_norm_backward(
+            dhidden,
+            &acts.x_final,
+            &w.final_norm,
+            &acts.rstd_final,
+            &mut dx,
+            &mut grads.final_norm,
+        )?;
+        for ((l, g), a) in w
+            .layers
+            .iter()
+            .zip(grads.layers.iter_mut())
+            .zip(&acts.layers)
+            .rev()
+        {
             let mut dact = self.zeros::<f32>(t * c.ffn_dim)?;
-            self.linear_backward(&dx, &a.act, &l.w_down, &mut g.w_down, t, dim, &mut dact, false)?;
+            self.linear_backward(
+                &dx,
+                &a.act,
+                &l.w_down,
+                &mut g.w_down,
+                t,
+                dim,
+                &mut dact,
+                false,
+            )?;
             let mut dgate = self.zeros::<f32>(t * c.ffn_dim)?;
             let mut dup = self.zeros::<f32>(t * c.ffn_dim)?;
             self.swiglu_backward(&dact, &a.gate, &a.up, &mut dgate, &mut dup)?;
             let mut dhn = self.zeros::<f32>(t * dim)?;
-            self.linear_backward(&dgate, &a.hn, &l.w_gate, &mut g.w_gate, t, c.ffn_dim, &mut dhn, false)?;
-            self.linear_backward(&dup, &a.hn, &l.w_up, &mut g.w_up, t, c.ffn_dim, &mut dhn, true)?;
+            self.linear_backward(
+                &dgate,
+                &a.hn,
+                &l.w_gate,
+                &mut g.w_gate,
+                t,
+                c.ffn_dim,
+                &mut dhn,
+                false,
+            )?;
+            self.linear_backward(
+                &dup,
+                &a.hn,
+                &l.w_up,
+                &mut g.w_up,
+                t,
+                c.ffn_dim,
+                &mut dhn,
+                true,
+            )?;
             let mut dh = self.zeros::<f32>(t * dim)?;
-            self.rms_norm_backward(&dhn, &a.h, &l.ffn_norm, &a.rstd_ffn, &mut dh, &mut g.ffn_norm)?;
+            self.rms_norm_backward(
+                &dhn,
+                &a.h,
+                &l.ffn_norm,
+                &a.rstd_ffn,
+                &mut dh,
+                &mut g.ffn_norm,
+            )?;
             self.add_in_place(&mut dh, &dx)?;
             let mut dattn = self.zeros::<f32>(t * c.n_heads * hd)?;
             self.linear_backward(&dh, &a.attn, &l.wo, &mut g.wo, t, dim, &mut dattn, false)?;
             let mut dq = self.zeros::<f32>(t * c.n_heads * hd)?;
             let mut dk = self.zeros::<f32>(t * kv)?;
             let mut dv = self.zeros::<f32>(t * kv)?;
-            self.attention_backward(&dattn, &a.q, &a.k, &a.v, &a.attn, &a.lse, shape, &mut dq, &mut dk, &mut dv)?;
+            self.attention_backward(
+                &dattn, &a.q, &a.k, &a.v, &a.attn, &a.lse, shape, &mut dq, &mut dk, &mut dv,
+            )?;
             self.rope(&mut dq, c.n_heads, hd, c.rope_theta, 0, true)?;
             self.rope(&mut dk, c.n_kv_heads, hd, c.rope_theta, 0, true)?;
             let mut dxn = self.zeros::<f32>(t * dim)?;
-            self.linear_backward(&dq, &a.xn, &l.wq, &mut g.wq, t, c.n_heads * hd, &mut dxn, false)?;
+            self.linear_backward(
+                &dq,
+                &a.xn,
+                &l.wq,
+                &mut g.wq,
+                t,
+                c.n_heads * hd,
+                &mut dxn,
+                false,
+            )?;
             self.linear_backward(&dk, &a.xn, &l.wk, &mut g.wk, t, kv, &mut dxn, true)?;
             self.linear_backward(&dv, &a.xn, &l.wv, &mut g.wv, t, kv, &mut dxn, true)?;
             let mut dx_in = self.zeros::<f32>(t * dim)?;
-            self.rms_norm_backward(&dxn, &a.x, &l.attn_norm, &a.rstd_attn, &mut dx_in, &mut g.attn_norm)?;
+            self.rms_norm_backward(
+                &dxn,
+                &a.x,
+                &l.attn_norm,
+                &a.rstd_attn,
+                &mut dx_in,
+                &mut g.attn_norm,
+            )?;
             self.add_in_place(&mut dx_in, &dh)?;
             dx = dx_in;
         }
@@ -304,7 +452,10 @@ impl Gpu {
     ) -> Result<GpuSequenceOutput, GpuError> {
         const OP: &str = "sequence_backward";
         if !positions.iter().all(|&p| p >= 1 && p < tokens.len()) {
-            return Err(GpuError::Invalid { op: OP, detail: format!("positions must lie in 1..{}", tokens.len()) });
+            return Err(GpuError::Invalid {
+                op: OP,
+                detail: format!("positions must lie in 1..{}", tokens.len()),
+            });
         }
         let c = w.config.clone();
         let (dim, vocab, n) = (c.dim, c.vocab_size, positions.len());
@@ -324,10 +475,26 @@ impl Gpu {
         let mut en = self.zeros::<f32>(n)?;
         // 256 MiB of logits workspace: SmolLM2's vocabulary in chunks of ~900 rows.
         let mut ws = LmHeadWorkspace::new(self, vocab, 256 << 20)?;
-        let shape = LmHeadShape { tokens: n, dim, vocab, temperature };
+        let shape = LmHeadShape {
+            tokens: n,
+            dim,
+            vocab,
+            temperature,
+        };
         {
-            let inp = LmHeadInputs { hidden: &h_bf, weight: &w_bf, targets: &tg, dlogprob: None, dentropy: None };
-            let mut out = LmHeadOutputs { logprob: &mut lp, entropy: &mut en, dhidden: None, dweight: None };
+            let inp = LmHeadInputs {
+                hidden: &h_bf,
+                weight: &w_bf,
+                targets: &tg,
+                dlogprob: None,
+                dentropy: None,
+            };
+            let mut out = LmHeadOutputs {
+                logprob: &mut lp,
+                entropy: &mut en,
+                dhidden: None,
+                dweight: None,
+            };
             self.lm_head_loss(&shape, &inp, &mut out, &mut ws)?;
         }
         let logprob = self.download(&lp)?;
@@ -337,7 +504,13 @@ impl Gpu {
         let dlp = self.upload(&dlogprob)?;
         let mut dh = self.zeros::<f32>(n * dim)?;
         {
-            let inp = LmHeadInputs { hidden: &h_bf, weight: &w_bf, targets: &tg, dlogprob: Some(&dlp), dentropy: None };
+            let inp = LmHeadInputs {
+                hidden: &h_bf,
+                weight: &w_bf,
+                targets: &tg,
+                dlogprob: Some(&dlp),
+                dentropy: None,
+            };
             let mut out = LmHeadOutputs {
                 logprob: &mut lp,
                 entropy: &mut en,

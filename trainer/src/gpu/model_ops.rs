@@ -17,7 +17,11 @@ use super::nvtx::Range;
 /// thread loops), enough to fill any current GPU.
 fn elementwise(n: usize) -> LaunchConfig {
     let blocks = n.div_ceil(256).clamp(1, 65_535 * 4) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// Shape of one attention call (mirrors `crate::train::attention::AttentionShape`).
@@ -31,13 +35,22 @@ pub struct AttnShape {
 
 impl AttnShape {
     fn check(&self, op: &'static str) -> Result<(), GpuError> {
-        if self.n_kv_heads == 0 || !self.n_heads.is_multiple_of(self.n_kv_heads) || self.head_dim == 0 {
-            return Err(GpuError::Invalid { op, detail: format!("bad head layout {self:?}") });
+        if self.n_kv_heads == 0
+            || !self.n_heads.is_multiple_of(self.n_kv_heads)
+            || self.head_dim == 0
+        {
+            return Err(GpuError::Invalid {
+                op,
+                detail: format!("bad head layout {self:?}"),
+            });
         }
         // Shared memory: accumulators [32][hd+1] (two for dk/dv) plus tiles; hd ≤ 128 keeps
         // every attention kernel under the 48 KiB a block gets without opting in.
         if self.head_dim > 128 {
-            return Err(GpuError::Invalid { op, detail: format!("head_dim {} > 128", self.head_dim) });
+            return Err(GpuError::Invalid {
+                op,
+                detail: format!("head_dim {} > 128", self.head_dim),
+            });
         }
         Ok(())
     }
@@ -57,26 +70,36 @@ const ATT_QTILE: usize = 8;
 
 impl Gpu {
     /// f32 → bf16 (round to nearest even, as `half::bf16::from_f32`).
-    pub fn cast_f32_to_bf16(&self, x: &CudaSlice<f32>, y: &mut CudaSlice<bf16>) -> Result<(), GpuError> {
+    pub fn cast_f32_to_bf16(
+        &self,
+        x: &CudaSlice<f32>,
+        y: &mut CudaSlice<bf16>,
+    ) -> Result<(), GpuError> {
         check_len("cast_f32_to_bf16", "y", x.len(), y.len())?;
         let n = x.len() as i64;
         let f = self.function(Kernel::CastF32ToBf16)?;
         let mut b = self.stream().launch_builder(&f);
         b.arg(x).arg(&mut *y).arg(&n);
         // SAFETY: (const float*, u16*, i64); grid-stride i < n = x.len() = y.len().
-        unsafe { b.launch(elementwise(x.len())) }.map_err(GpuError::driver("launch cast_f32_to_bf16"))?;
+        unsafe { b.launch(elementwise(x.len())) }
+            .map_err(GpuError::driver("launch cast_f32_to_bf16"))?;
         Ok(())
     }
 
     /// bf16 → f32.
-    pub fn cast_bf16_to_f32(&self, x: &CudaSlice<bf16>, y: &mut CudaSlice<f32>) -> Result<(), GpuError> {
+    pub fn cast_bf16_to_f32(
+        &self,
+        x: &CudaSlice<bf16>,
+        y: &mut CudaSlice<f32>,
+    ) -> Result<(), GpuError> {
         check_len("cast_bf16_to_f32", "y", x.len(), y.len())?;
         let n = x.len() as i64;
         let f = self.function(Kernel::CastBf16ToF32)?;
         let mut b = self.stream().launch_builder(&f);
         b.arg(x).arg(&mut *y).arg(&n);
         // SAFETY: (const u16*, float*, i64); grid-stride i < n = x.len() = y.len().
-        unsafe { b.launch(elementwise(x.len())) }.map_err(GpuError::driver("launch cast_bf16_to_f32"))?;
+        unsafe { b.launch(elementwise(x.len())) }
+            .map_err(GpuError::driver("launch cast_bf16_to_f32"))?;
         Ok(())
     }
 
@@ -90,19 +113,35 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         const OP: &str = "embedding";
         if dim == 0 || !table.len().is_multiple_of(dim) {
-            return Err(GpuError::Invalid { op: OP, detail: format!("table of {} is not [vocab, {dim}]", table.len()) });
+            return Err(GpuError::Invalid {
+                op: OP,
+                detail: format!("table of {} is not [vocab, {dim}]", table.len()),
+            });
         }
         let t = tokens.len();
         check_len(OP, "out", t * dim, out.len())?;
         if t == 0 {
             return Ok(());
         }
-        let (t_i, d_i, v_i) = (to_i32(OP, "T", t)?, to_i32(OP, "dim", dim)?, to_i32(OP, "vocab", table.len() / dim)?);
+        let (t_i, d_i, v_i) = (
+            to_i32(OP, "T", t)?,
+            to_i32(OP, "dim", dim)?,
+            to_i32(OP, "vocab", table.len() / dim)?,
+        );
         let f = self.function(Kernel::EmbeddingForward)?;
         let _r = Range::new(OP);
-        let cfg = LaunchConfig { grid_dim: (t_i as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (t_i as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let mut b = self.stream().launch_builder(&f);
-        b.arg(table).arg(tokens).arg(&t_i).arg(&d_i).arg(&v_i).arg(&mut *out);
+        b.arg(table)
+            .arg(tokens)
+            .arg(&t_i)
+            .arg(&d_i)
+            .arg(&v_i)
+            .arg(&mut *out);
         // SAFETY: (const float*, const u32*, int ×3, float*); block t < T reads tokens[t]
         // and, when tokens[t] < vocab, table[tok·dim + d] (table = vocab·dim); writes
         // out[t·dim + d] < T·dim = out.len().
@@ -121,16 +160,32 @@ impl Gpu {
     ) -> Result<(), GpuError> {
         const OP: &str = "embedding_backward";
         if dim == 0 || !dtable.len().is_multiple_of(dim) {
-            return Err(GpuError::Invalid { op: OP, detail: format!("dtable of {} is not [vocab, {dim}]", dtable.len()) });
+            return Err(GpuError::Invalid {
+                op: OP,
+                detail: format!("dtable of {} is not [vocab, {dim}]", dtable.len()),
+            });
         }
         let t = tokens.len();
         check_len(OP, "dout", t * dim, dout.len())?;
-        let (t_i, d_i, v_i) = (to_i32(OP, "T", t)?, to_i32(OP, "dim", dim)?, to_i32(OP, "vocab", dtable.len() / dim)?);
+        let (t_i, d_i, v_i) = (
+            to_i32(OP, "T", t)?,
+            to_i32(OP, "dim", dim)?,
+            to_i32(OP, "vocab", dtable.len() / dim)?,
+        );
         let f = self.function(Kernel::EmbeddingBackward)?;
         let _r = Range::new(OP);
-        let cfg = LaunchConfig { grid_dim: (dim.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (dim.div_ceil(128) as u32, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let mut b = self.stream().launch_builder(&f);
-        b.arg(&mut *dtable).arg(tokens).arg(&t_i).arg(&d_i).arg(&v_i).arg(dout);
+        b.arg(&mut *dtable)
+            .arg(tokens)
+            .arg(&t_i)
+            .arg(&d_i)
+            .arg(&v_i)
+            .arg(dout);
         // SAFETY: (float*, const u32*, int ×3, const float*); thread d < dim loops t < T:
         // reads dout[t·dim + d] (T·dim), writes dtable[tok·dim + d] only for tok < vocab.
         unsafe { b.launch(cfg) }.map_err(GpuError::driver("launch embedding_backward"))?;
@@ -149,7 +204,10 @@ impl Gpu {
         const OP: &str = "rms_norm";
         let dim = gain.len();
         if dim == 0 || !x.len().is_multiple_of(dim) {
-            return Err(GpuError::Invalid { op: OP, detail: format!("x of {} is not [T, {dim}]", x.len()) });
+            return Err(GpuError::Invalid {
+                op: OP,
+                detail: format!("x of {} is not [T, {dim}]", x.len()),
+            });
         }
         let t = x.len() / dim;
         check_len(OP, "y", x.len(), y.len())?;
@@ -161,9 +219,19 @@ impl Gpu {
         let f = self.function(Kernel::RmsnormForward)?;
         let _r = Range::new(OP);
         // 256 threads: a power of two ≤ 1024, as block_sum requires.
-        let cfg = LaunchConfig { grid_dim: (t_i as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (t_i as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let mut b = self.stream().launch_builder(&f);
-        b.arg(x).arg(gain).arg(&t_i).arg(&d_i).arg(&eps).arg(&mut *y).arg(&mut *rstd);
+        b.arg(x)
+            .arg(gain)
+            .arg(&t_i)
+            .arg(&d_i)
+            .arg(&eps)
+            .arg(&mut *y)
+            .arg(&mut *rstd);
         // SAFETY: (const float* ×2, int, int, float, float* ×2); block t < T touches row t of
         // x and y (T·dim each), gain[d < dim], rstd[t].
         unsafe { b.launch(cfg) }.map_err(GpuError::driver("launch rms_norm"))?;
@@ -183,7 +251,10 @@ impl Gpu {
         const OP: &str = "rms_norm_backward";
         let dim = gain.len();
         if dim == 0 || !x.len().is_multiple_of(dim) {
-            return Err(GpuError::Invalid { op: OP, detail: format!("x of {} is not [T, {dim}]", x.len()) });
+            return Err(GpuError::Invalid {
+                op: OP,
+                detail: format!("x of {} is not [T, {dim}]", x.len()),
+            });
         }
         let t = x.len() / dim;
         check_len(OP, "dy", x.len(), dy.len())?;
@@ -194,9 +265,20 @@ impl Gpu {
         let f = self.function(Kernel::RmsnormBackward)?;
         let _r = Range::new(OP);
         let col_blocks = dim.div_ceil(256);
-        let cfg = LaunchConfig { grid_dim: ((t + col_blocks) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: ((t + col_blocks) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let mut b = self.stream().launch_builder(&f);
-        b.arg(dy).arg(x).arg(gain).arg(rstd).arg(&t_i).arg(&d_i).arg(&mut *dx).arg(&mut *dgain);
+        b.arg(dy)
+            .arg(x)
+            .arg(gain)
+            .arg(rstd)
+            .arg(&t_i)
+            .arg(&d_i)
+            .arg(&mut *dx)
+            .arg(&mut *dgain);
         // SAFETY: (const float* ×4, int, int, float* ×2); blocks < T touch row t of dy, x, dx
         // and rstd[t]; the ceil(dim/256) column blocks touch column d < dim of dy, x and
         // dgain[d]; T·dim and dim were checked above.
@@ -206,24 +288,60 @@ impl Gpu {
 
     /// `crate::train::rope::rope` (sign +1) or `rope_backward` (-1), in place, positions
     /// `pos0 .. pos0 + T` (pos0 > 0 for generation with a KV cache).
-    pub fn rope(&self, x: &mut CudaSlice<f32>, heads: usize, head_dim: usize, theta: f32, pos0: usize, backward: bool) -> Result<(), GpuError> {
+    pub fn rope(
+        &self,
+        x: &mut CudaSlice<f32>,
+        heads: usize,
+        head_dim: usize,
+        theta: f32,
+        pos0: usize,
+        backward: bool,
+    ) -> Result<(), GpuError> {
         const OP: &str = "rope";
         let width = heads * head_dim;
-        if head_dim == 0 || !head_dim.is_multiple_of(2) || width == 0 || !x.len().is_multiple_of(width) {
-            return Err(GpuError::Invalid { op: OP, detail: format!("x of {} is not [T, {heads} × {head_dim}] with even head_dim", x.len()) });
+        if head_dim == 0
+            || !head_dim.is_multiple_of(2)
+            || width == 0
+            || !x.len().is_multiple_of(width)
+        {
+            return Err(GpuError::Invalid {
+                op: OP,
+                detail: format!(
+                    "x of {} is not [T, {heads} × {head_dim}] with even head_dim",
+                    x.len()
+                ),
+            });
         }
         let t = x.len() / width;
         let n = t * heads * head_dim / 2;
         if n == 0 {
             return Ok(());
         }
-        let (t_i, h_i, hd_i, p_i) = (to_i32(OP, "T", t)?, to_i32(OP, "heads", heads)?, to_i32(OP, "hd", head_dim)?, to_i32(OP, "pos0", pos0)?);
+        let (t_i, h_i, hd_i, p_i) = (
+            to_i32(OP, "T", t)?,
+            to_i32(OP, "heads", heads)?,
+            to_i32(OP, "hd", head_dim)?,
+            to_i32(OP, "pos0", pos0)?,
+        );
         to_i32(OP, "pairs", n)?;
-        let f = self.function(if backward { Kernel::RopeBackward } else { Kernel::RopeForward })?;
+        let f = self.function(if backward {
+            Kernel::RopeBackward
+        } else {
+            Kernel::RopeForward
+        })?;
         let _r = Range::new(if backward { "rope_backward" } else { "rope" });
-        let cfg = LaunchConfig { grid_dim: (n.div_ceil(256) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (n.div_ceil(256) as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let mut b = self.stream().launch_builder(&f);
-        b.arg(&mut *x).arg(&t_i).arg(&h_i).arg(&hd_i).arg(&theta).arg(&p_i);
+        b.arg(&mut *x)
+            .arg(&t_i)
+            .arg(&h_i)
+            .arg(&hd_i)
+            .arg(&theta)
+            .arg(&p_i);
         // SAFETY: (float*, int ×3, float, int); thread idx < T·heads·hd/2 touches
         // x[(idx / half)·hd + 2(idx % half) + {0,1}] < T·heads·hd = x.len().
         unsafe { b.launch(cfg) }.map_err(GpuError::driver("launch rope"))?;
@@ -231,7 +349,12 @@ impl Gpu {
     }
 
     /// `crate::train::swiglu::swiglu`: `act = silu(gate) ∘ up`.
-    pub fn swiglu(&self, gate: &CudaSlice<f32>, up: &CudaSlice<f32>, act: &mut CudaSlice<f32>) -> Result<(), GpuError> {
+    pub fn swiglu(
+        &self,
+        gate: &CudaSlice<f32>,
+        up: &CudaSlice<f32>,
+        act: &mut CudaSlice<f32>,
+    ) -> Result<(), GpuError> {
         check_len("swiglu", "up", gate.len(), up.len())?;
         check_len("swiglu", "act", gate.len(), act.len())?;
         let n = gate.len() as i64;
@@ -253,13 +376,23 @@ impl Gpu {
         dup: &mut CudaSlice<f32>,
     ) -> Result<(), GpuError> {
         let n = gate.len();
-        for (what, len) in [("dact", dact.len()), ("up", up.len()), ("dgate", dgate.len()), ("dup", dup.len())] {
+        for (what, len) in [
+            ("dact", dact.len()),
+            ("up", up.len()),
+            ("dgate", dgate.len()),
+            ("dup", dup.len()),
+        ] {
             check_len("swiglu_backward", what, n, len)?;
         }
         let n_i = n as i64;
         let f = self.function(Kernel::SwigluBackward)?;
         let mut b = self.stream().launch_builder(&f);
-        b.arg(dact).arg(gate).arg(up).arg(&mut *dgate).arg(&mut *dup).arg(&n_i);
+        b.arg(dact)
+            .arg(gate)
+            .arg(up)
+            .arg(&mut *dgate)
+            .arg(&mut *dup)
+            .arg(&n_i);
         // SAFETY: (const float* ×3, float* ×2, i64); grid-stride over n, all five of length n.
         unsafe { b.launch(elementwise(n)) }.map_err(GpuError::driver("launch swiglu_backward"))?;
         Ok(())
@@ -310,7 +443,16 @@ impl Gpu {
         let f = self.function(Kernel::AttentionForward)?;
         let _r = Range::new(OP);
         let mut b = self.stream().launch_builder(&f);
-        b.arg(q).arg(k).arg(v).arg(&t).arg(&nh).arg(&nkv).arg(&hd).arg(&scale).arg(&mut *out).arg(&mut *lse);
+        b.arg(q)
+            .arg(k)
+            .arg(v)
+            .arg(&t)
+            .arg(&nh)
+            .arg(&nkv)
+            .arg(&hd)
+            .arg(&scale)
+            .arg(&mut *out)
+            .arg(&mut *lse);
         // SAFETY: (const float* ×3, int ×4, float, float* ×2); block (x, h) handles rows
         // i = 32x + tid < T of head h < nh, reading q/out rows within T·nh·hd and k/v rows
         // j ≤ i < T of kv head h / (nh/nkv) within T·nkv·hd, lse[h·T + i] < nh·T; dynamic
@@ -361,12 +503,17 @@ impl Gpu {
         {
             let f = self.function(Kernel::AttentionBackwardPreprocess)?;
             let n = shape.seq * shape.n_heads;
-            let cfg = LaunchConfig { grid_dim: (n.div_ceil(256) as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            let cfg = LaunchConfig {
+                grid_dim: (n.div_ceil(256) as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
             let mut b = self.stream().launch_builder(&f);
             b.arg(dout).arg(out).arg(&t).arg(&nh).arg(&hd).arg(&mut dd);
             // SAFETY: (const float* ×2, int ×3, float*); thread idx < T·nh reads row
             // (idx / nh, head idx % nh) of dout and out (T·nh·hd) and writes D[h·T + i].
-            unsafe { b.launch(cfg) }.map_err(GpuError::driver("launch attention_backward_preprocess"))?;
+            unsafe { b.launch(cfg) }
+                .map_err(GpuError::driver("launch attention_backward_preprocess"))?;
         }
         {
             let f = self.function(Kernel::AttentionBackwardDq)?;
@@ -378,22 +525,40 @@ impl Gpu {
             };
             let mut b = self.stream().launch_builder(&f);
             b.arg(q).arg(k).arg(v).arg(dout).arg(lse).arg(&dd);
-            b.arg(&t).arg(&nh).arg(&nkv).arg(&hd).arg(&scale).arg(&mut *dq);
+            b.arg(&t)
+                .arg(&nh)
+                .arg(&nkv)
+                .arg(&hd)
+                .arg(&scale)
+                .arg(&mut *dq);
             // SAFETY: (const float* ×6, int ×4, float, float*); as the forward: rows i < T
             // of head h < nh, keys j ≤ i, lse/D[h·T + i]; smem as laid out by the kernel.
             unsafe { b.launch(cfg) }.map_err(GpuError::driver("launch attention_backward_dq"))?;
         }
         {
             let f = self.function(Kernel::AttentionBackward)?;
-            let smem = (2 * ATT_ROWS * (shape.head_dim + 1) + 2 * ATT_QTILE * shape.head_dim + 2 * ATT_QTILE) * 4;
+            let smem = (2 * ATT_ROWS * (shape.head_dim + 1)
+                + 2 * ATT_QTILE * shape.head_dim
+                + 2 * ATT_QTILE)
+                * 4;
             let cfg = LaunchConfig {
-                grid_dim: (shape.seq.div_ceil(ATT_ROWS) as u32, shape.n_kv_heads as u32, 1),
+                grid_dim: (
+                    shape.seq.div_ceil(ATT_ROWS) as u32,
+                    shape.n_kv_heads as u32,
+                    1,
+                ),
                 block_dim: (ATT_ROWS as u32, 1, 1),
                 shared_mem_bytes: smem as u32,
             };
             let mut b = self.stream().launch_builder(&f);
             b.arg(q).arg(k).arg(v).arg(dout).arg(lse).arg(&dd);
-            b.arg(&t).arg(&nh).arg(&nkv).arg(&hd).arg(&scale).arg(&mut *dk).arg(&mut *dv);
+            b.arg(&t)
+                .arg(&nh)
+                .arg(&nkv)
+                .arg(&hd)
+                .arg(&scale)
+                .arg(&mut *dk)
+                .arg(&mut *dv);
             // SAFETY: (const float* ×6, int ×4, float, float* ×2); block (x, g) handles key
             // rows j = 32x + tid < T of kv head g < nkv, query rows i in [j, T) of the
             // group's heads; smem = 2·32·(hd+1) + 2·8·hd + 2·8 floats as laid out (≤ 41 KiB
@@ -405,7 +570,11 @@ impl Gpu {
 
     fn attn_ints(&self, op: &'static str, s: &AttnShape) -> Result<[i32; 4], GpuError> {
         to_i32(op, "T·nh·hd", s.q_len())?;
-        Ok([to_i32(op, "T", s.seq)?, to_i32(op, "nh", s.n_heads)?, to_i32(op, "nkv", s.n_kv_heads)?, to_i32(op, "hd", s.head_dim)?])
+        Ok([
+            to_i32(op, "T", s.seq)?,
+            to_i32(op, "nh", s.n_heads)?,
+            to_i32(op, "nkv", s.n_kv_heads)?,
+            to_i32(op, "hd", s.head_dim)?,
+        ])
     }
 }
-

@@ -34,19 +34,28 @@ pub struct Communicator {
 
 impl std::fmt::Debug for Communicator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Communicator").field("rank", &self.rank).field("world_size", &self.world_size).finish()
+        f.debug_struct("Communicator")
+            .field("rank", &self.rank)
+            .field("world_size", &self.world_size)
+            .finish()
     }
 }
 
 fn nccl_err(op: &'static str) -> impl FnOnce(cudarc::nccl::result::NcclError) -> GpuError {
-    move |e| GpuError::Nccl { op, detail: format!("{:?}", e.0) }
+    move |e| GpuError::Nccl {
+        op,
+        detail: format!("{:?}", e.0),
+    }
 }
 
 fn require_nccl() -> Result<(), GpuError> {
     if LibraryProbe::run().nccl {
         Ok(())
     } else {
-        Err(GpuError::Nccl { op: "load", detail: "libnccl not found on the library path".into() })
+        Err(GpuError::Nccl {
+            op: "load",
+            detail: "libnccl not found on the library path".into(),
+        })
     }
 }
 
@@ -56,7 +65,10 @@ pub fn new_unique_id() -> Result<String, GpuError> {
     // cudarc panics while loading a libnccl that lacks a symbol of the configured
     // version: keep that a typed error.
     let id = std::panic::catch_unwind(Id::new)
-        .map_err(|_| GpuError::Nccl { op: "load", detail: "libnccl is older than NCCL 2.26".into() })?
+        .map_err(|_| GpuError::Nccl {
+            op: "load",
+            detail: "libnccl is older than NCCL 2.26".into(),
+        })?
         .map_err(nccl_err("get unique id"))?;
     let bytes: Vec<u8> = id.internal().iter().map(|&c| c as u8).collect();
     Ok(hex::encode(bytes))
@@ -67,18 +79,32 @@ impl Communicator {
     pub fn init(gpu: &Gpu, rank: usize, world_size: usize, id_hex: &str) -> Result<Self, GpuError> {
         require_nccl()?;
         if rank >= world_size {
-            return Err(GpuError::Invalid { op: "nccl init", detail: format!("rank {rank} of world size {world_size}") });
+            return Err(GpuError::Invalid {
+                op: "nccl init",
+                detail: format!("rank {rank} of world size {world_size}"),
+            });
         }
-        let bytes = hex::decode(id_hex.trim()).map_err(|e| GpuError::Invalid { op: "nccl init", detail: format!("id: {e}") })?;
+        let bytes = hex::decode(id_hex.trim()).map_err(|e| GpuError::Invalid {
+            op: "nccl init",
+            detail: format!("id: {e}"),
+        })?;
         let internal: [std::ffi::c_char; 128] = bytes
             .iter()
             .map(|&b| b as std::ffi::c_char)
             .collect::<Vec<_>>()
             .try_into()
-            .map_err(|_| GpuError::Invalid { op: "nccl init", detail: format!("id has {} bytes, not 128", bytes.len()) })?;
+            .map_err(|_| GpuError::Invalid {
+                op: "nccl init",
+                detail: format!("id has {} bytes, not 128", bytes.len()),
+            })?;
         let _r = Range::new("nccl init");
-        let comm = Comm::from_rank(gpu.stream().clone(), rank, world_size, Id::uninit(internal)).map_err(nccl_err("init rank"))?;
-        Ok(Communicator { comm, rank, world_size })
+        let comm = Comm::from_rank(gpu.stream().clone(), rank, world_size, Id::uninit(internal))
+            .map_err(nccl_err("init rank"))?;
+        Ok(Communicator {
+            comm,
+            rank,
+            world_size,
+        })
     }
 
     /// From `SSR_RANK`, `SSR_WORLD_SIZE` and `SSR_NCCL_ID_FILE` (module doc); `Ok(None)`
@@ -87,16 +113,24 @@ impl Communicator {
         let var = |k: &str| std::env::var(k).ok();
         let world: usize = match var("SSR_WORLD_SIZE") {
             None => return Ok(None),
-            Some(w) => w.parse().map_err(|_| GpuError::Invalid { op: "nccl env", detail: format!("SSR_WORLD_SIZE={w}") })?,
+            Some(w) => w.parse().map_err(|_| GpuError::Invalid {
+                op: "nccl env",
+                detail: format!("SSR_WORLD_SIZE={w}"),
+            })?,
         };
         if world <= 1 {
             return Ok(None);
         }
         let rank: usize = var("SSR_RANK")
             .and_then(|r| r.parse().ok())
-            .ok_or_else(|| GpuError::Invalid { op: "nccl env", detail: "SSR_RANK missing or not a number".into() })?;
-        let file = var("SSR_NCCL_ID_FILE")
-            .ok_or_else(|| GpuError::Invalid { op: "nccl env", detail: "SSR_NCCL_ID_FILE not set".into() })?;
+            .ok_or_else(|| GpuError::Invalid {
+                op: "nccl env",
+                detail: "SSR_RANK missing or not a number".into(),
+            })?;
+        let file = var("SSR_NCCL_ID_FILE").ok_or_else(|| GpuError::Invalid {
+            op: "nccl env",
+            detail: "SSR_NCCL_ID_FILE not set".into(),
+        })?;
         let id = exchange_id(Path::new(&file), rank, Duration::from_secs(120))?;
         Self::init(gpu, rank, world, &id).map(Some)
     }
@@ -104,14 +138,19 @@ impl Communicator {
     /// Averages `buf` over all ranks, in place (gradients after a backward).
     pub fn all_reduce_mean(&self, buf: &mut CudaSlice<f32>) -> Result<(), GpuError> {
         let _r = Range::new("nccl all_reduce");
-        self.comm.all_reduce_in_place(buf, &ReduceOp::Avg).map_err(nccl_err("all_reduce"))?;
+        self.comm
+            .all_reduce_in_place(buf, &ReduceOp::Avg)
+            .map_err(nccl_err("all_reduce"))?;
         Ok(())
     }
 }
 
 /// Rank 0 writes a fresh id to `file` (temporary name, then rename); others poll for it.
 fn exchange_id(file: &Path, rank: usize, timeout: Duration) -> Result<String, GpuError> {
-    let io = |source| GpuError::Io { path: file.to_path_buf(), source };
+    let io = |source| GpuError::Io {
+        path: file.to_path_buf(),
+        source,
+    };
     if rank == 0 {
         let id = new_unique_id()?;
         let tmp = file.with_extension("tmp");
@@ -127,7 +166,13 @@ fn exchange_id(file: &Path, rank: usize, timeout: Duration) -> Result<String, Gp
             return Ok(s);
         }
         if start.elapsed() > timeout {
-            return Err(GpuError::Nccl { op: "exchange id", detail: format!("{} not written by rank 0 within {timeout:?}", file.display()) });
+            return Err(GpuError::Nccl {
+                op: "exchange id",
+                detail: format!(
+                    "{} not written by rank 0 within {timeout:?}",
+                    file.display()
+                ),
+            });
         }
         std::thread::sleep(Duration::from_millis(100));
     }

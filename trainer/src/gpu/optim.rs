@@ -41,29 +41,64 @@ pub struct GpuAdamW {
 
 impl std::fmt::Debug for GpuAdamW {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuAdamW").field("config", &self.config).field("step", &self.step).field("tensors", &self.m.len()).finish()
+        f.debug_struct("GpuAdamW")
+            .field("config", &self.config)
+            .field("step", &self.step)
+            .field("tensors", &self.m.len())
+            .finish()
     }
 }
 
 impl GpuAdamW {
     /// Zero moments for tensors of these lengths.
     pub fn new(gpu: &Gpu, config: AdamWConfig, lens: &[usize]) -> Result<Self, GpuError> {
-        let m = lens.iter().map(|&n| gpu.zeros::<f32>(n)).collect::<Result<Vec<_>, _>>()?;
-        let v = lens.iter().map(|&n| gpu.zeros::<f32>(n)).collect::<Result<Vec<_>, _>>()?;
-        Ok(GpuAdamW { config, step: 0, m, v })
+        let m = lens
+            .iter()
+            .map(|&n| gpu.zeros::<f32>(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let v = lens
+            .iter()
+            .map(|&n| gpu.zeros::<f32>(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(GpuAdamW {
+            config,
+            step: 0,
+            m,
+            v,
+        })
     }
 
     /// Moments from host vectors (resuming from a CPU checkpoint), same order as params.
-    pub fn from_host(gpu: &Gpu, config: AdamWConfig, step: u64, m: &[&[f32]], v: &[&[f32]]) -> Result<Self, GpuError> {
-        let m = m.iter().map(|x| gpu.upload(x)).collect::<Result<Vec<_>, _>>()?;
-        let v = v.iter().map(|x| gpu.upload(x)).collect::<Result<Vec<_>, _>>()?;
+    pub fn from_host(
+        gpu: &Gpu,
+        config: AdamWConfig,
+        step: u64,
+        m: &[&[f32]],
+        v: &[&[f32]],
+    ) -> Result<Self, GpuError> {
+        let m = m
+            .iter()
+            .map(|x| gpu.upload(x))
+            .collect::<Result<Vec<_>, _>>()?;
+        let v = v
+            .iter()
+            .map(|x| gpu.upload(x))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(GpuAdamW { config, step, m, v })
     }
 
     /// The moments copied to the host (for the CPU checkpoint writer).
     pub fn moments_to_host(&self, gpu: &Gpu) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>), GpuError> {
-        let m = self.m.iter().map(|x| gpu.download(x)).collect::<Result<Vec<_>, _>>()?;
-        let v = self.v.iter().map(|x| gpu.download(x)).collect::<Result<Vec<_>, _>>()?;
+        let m = self
+            .m
+            .iter()
+            .map(|x| gpu.download(x))
+            .collect::<Result<Vec<_>, _>>()?;
+        let v = self
+            .v
+            .iter()
+            .map(|x| gpu.download(x))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok((m, v))
     }
 
@@ -92,19 +127,42 @@ impl GpuAdamW {
         let bc1 = 1.0 - f64::from(c.beta1).powf(t as f64);
         let bc2 = 1.0 - f64::from(c.beta2).powf(t as f64);
         let f = gpu.function(Kernel::AdamwStep)?;
-        for ((p, m), v) in params.iter_mut().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
-            let decay = if p.name.contains("norm") { 1.0f32 } else { 1.0 - lr * c.weight_decay };
+        for ((p, m), v) in params
+            .iter_mut()
+            .zip(self.m.iter_mut())
+            .zip(self.v.iter_mut())
+        {
+            let decay = if p.name.contains("norm") {
+                1.0f32
+            } else {
+                1.0 - lr * c.weight_decay
+            };
             let n = p.weight.len();
             if n == 0 {
                 continue;
             }
             let n_i = n as i64;
             let blocks = n.div_ceil(256).min(65_535 * 4) as u32;
-            let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            let cfg = LaunchConfig {
+                grid_dim: (blocks, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
             let mut b = gpu.stream().launch_builder(&f);
             let null = 0u64;
-            b.arg(&mut *p.weight).arg(p.grad).arg(&mut *m).arg(&mut *v).arg(&n_i).arg(&scale);
-            b.arg(&c.beta1).arg(&c.beta2).arg(&c.eps).arg(&lr).arg(&decay).arg(&bc1).arg(&bc2);
+            b.arg(&mut *p.weight)
+                .arg(p.grad)
+                .arg(&mut *m)
+                .arg(&mut *v)
+                .arg(&n_i)
+                .arg(&scale);
+            b.arg(&c.beta1)
+                .arg(&c.beta2)
+                .arg(&c.eps)
+                .arg(&lr)
+                .arg(&decay)
+                .arg(&bc1)
+                .arg(&bc2);
             match p.weight_bf16.as_deref_mut() {
                 Some(wb) => b.arg(wb),
                 None => b.arg(&null),
@@ -114,7 +172,12 @@ impl GpuAdamW {
             // (and w_bf16 when given) all hold n elements (checked above).
             unsafe { b.launch(cfg) }.map_err(GpuError::driver("launch adamw_step"))?;
         }
-        Ok(StepStats { step: t, lr, grad_norm: norm as f32, clipped })
+        Ok(StepStats {
+            step: t,
+            lr,
+            grad_norm: norm as f32,
+            clipped,
+        })
     }
 }
 
@@ -131,7 +194,11 @@ impl Gpu {
         for (i, g) in grads.iter().enumerate() {
             let n = g.len() as i64;
             let mut dst = partial.slice_mut(i * NORM_BLOCKS..(i + 1) * NORM_BLOCKS);
-            let cfg = LaunchConfig { grid_dim: (NORM_BLOCKS as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            let cfg = LaunchConfig {
+                grid_dim: (NORM_BLOCKS as u32, 1, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
             let mut b = self.stream().launch_builder(&f);
             b.arg(*g).arg(&n).arg(&mut dst);
             // SAFETY: (const float*, i64, double*); grid-stride i < n = g.len(); block b
@@ -151,7 +218,11 @@ impl Gpu {
         }
         let f = self.function(Kernel::ScaleInPlace)?;
         let blocks = x.len().div_ceil(256).min(65_535 * 4) as u32;
-        let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let mut b = self.stream().launch_builder(&f);
         b.arg(&mut *x).arg(&n).arg(&s);
         // SAFETY: (float*, i64, float); grid-stride over n = x.len().

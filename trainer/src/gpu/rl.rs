@@ -75,7 +75,10 @@ impl Gpu {
         if !valid {
             return Err(GpuError::Invalid {
                 op: OP,
-                detail: format!("group_offsets must start at 0, not decrease, and end at {}", rewards.len()),
+                detail: format!(
+                    "group_offsets must start at 0, not decrease, and end at {}",
+                    rewards.len()
+                ),
             });
         }
         let n_groups = group_offsets.len() - 1;
@@ -95,7 +98,12 @@ impl Gpu {
         };
         let code = kind as i32;
         let mut b = self.stream().launch_builder(&f);
-        b.arg(rewards).arg(&offs).arg(&n_groups_i).arg(&code).arg(&eps).arg(out);
+        b.arg(rewards)
+            .arg(&offs)
+            .arg(&n_groups_i)
+            .arg(&code)
+            .arg(&eps)
+            .arg(out);
         // SAFETY: signature (const float*, const u64*, int, int, float, float*) matches;
         // thread g < n_groups reads offsets[g], offsets[g+1] (len n_groups + 1) and touches
         // rewards/out in [offsets[g], offsets[g+1]) ⊆ [0, rewards.len()] (checked above).
@@ -145,8 +153,18 @@ impl Gpu {
                 None => (0u64, None),
             };
             let mut b = s.launch_builder(&f);
-            b.arg(inp.logp).arg(inp.old_logp).arg(&pref).arg(inp.advantages).arg(inp.mask).arg(inp.weights);
-            b.arg(&n_i).arg(&cfg.clip_low).arg(&cfg.clip_high).arg(&cfg.kl_coef).arg(&mut *dlogp).arg(&mut stats);
+            b.arg(inp.logp)
+                .arg(inp.old_logp)
+                .arg(&pref)
+                .arg(inp.advantages)
+                .arg(inp.mask)
+                .arg(inp.weights);
+            b.arg(&n_i)
+                .arg(&cfg.clip_low)
+                .arg(&cfg.clip_high)
+                .arg(&cfg.kl_coef)
+                .arg(&mut *dlogp)
+                .arg(&mut stats);
             // SAFETY: signature (6 × const float*, int, 3 × float, float*, float*) matches;
             // thread t < n reads index t of six n-element inputs (lengths checked) and
             // writes dlogp[t] (n) and stats[k·n + t] for k < 6 (stats has 6n).
@@ -161,11 +179,24 @@ impl Gpu {
         } else {
             (0.0, 0.0, 0.0)
         };
-        Ok(PolicyLossStats { loss: sums[0], pg_loss: sums[1], kl, clip_fraction, ratio_mean, tokens, clipped_tokens })
+        Ok(PolicyLossStats {
+            loss: sums[0],
+            pg_loss: sums[1],
+            kl,
+            clip_fraction,
+            ratio_mean,
+            tokens,
+            clipped_tokens,
+        })
     }
 
     /// Deterministic per-row sums of `x` (`[rows, n]`), copied to the host.
-    pub(crate) fn sum_rows(&self, x: &CudaSlice<f32>, rows: usize, n: usize) -> Result<Vec<f32>, GpuError> {
+    pub(crate) fn sum_rows(
+        &self,
+        x: &CudaSlice<f32>,
+        rows: usize,
+        n: usize,
+    ) -> Result<Vec<f32>, GpuError> {
         const OP: &str = "sum_f32";
         check_len(OP, "x", rows * n, x.len())?;
         let mut out = self.zeros::<f32>(rows)?;
@@ -175,7 +206,11 @@ impl Gpu {
         let n_i = to_i32(OP, "n", n)?;
         let f = self.function(Kernel::SumF32)?;
         // 256 threads: power of two ≤ 1024 as the kernel's tree needs; 2 KiB of shared f64.
-        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let mut b = self.stream().launch_builder(&f);
         b.arg(x).arg(&n_i).arg(&mut out);
         // SAFETY: signature (const float*, int, float*); block r reads x[r·n .. r·n + n)
@@ -184,4 +219,3 @@ impl Gpu {
         self.download(&out)
     }
 }
-
