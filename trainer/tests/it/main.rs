@@ -3,6 +3,7 @@
 mod checkpoint;
 mod engine;
 mod gguf_files;
+mod gpu;
 mod grad;
 mod model_files;
 mod optim;
