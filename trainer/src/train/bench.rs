@@ -7,7 +7,7 @@
 //! of training to forward-only tokens/s is expected near 1/3; far below says the
 //! backward is slower than its arithmetic.
 
-use super::sequence::{next_token_logprobs, sequence_backward};
+use super::sequence::{next_token_logprobs, sequence_backward_per_token};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::weights::Weights;
 use serde::{Deserialize, Serialize};
@@ -66,7 +66,7 @@ pub fn measure_training_throughput(weights: &Weights, seq_len: usize) -> TrainTh
     let mut w = weights.clone();
     let mut grads = Weights::zeros(&w.config);
     let t1 = Instant::now();
-    sequence_backward(
+    sequence_backward_per_token(
         &w,
         &tokens,
         &positions,

@@ -20,7 +20,7 @@
 //! (`crate::trajectory`, `crate::checkpoint`).
 
 use super::sequence::next_token_logprobs;
-use super::sequence::sequence_backward;
+use super::sequence::sequence_backward_per_token;
 use crate::checkpoint::{self, CheckpointError};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::rl::{
@@ -367,7 +367,7 @@ impl TrainSession {
             let mask = vec![1.0f32; p.positions.len()];
             // The loss is computed chunk by chunk as the LM head produces log-probs;
             // with batch-wide weights the chunks add up to the batch loss exactly.
-            let out = sequence_backward(
+            let out = sequence_backward_per_token(
                 &self.weights,
                 &p.tokens,
                 &p.positions,
