@@ -21,12 +21,16 @@ struct Cli {
 enum Cmd {
     #[command(subcommand)]
     Sandbox(cli::sandbox::SandboxCmd),
+    /// Benchmarks, each against a baseline measured side by side in the same run.
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCmd),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Sandbox(c) => cli::sandbox::run(c),
+        Cmd::Bench(c) => cli::bench::run(c),
     };
     match result {
         Ok(code) => code,
