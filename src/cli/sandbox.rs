@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use ssr_sandbox::cgroup::{Controller, Hierarchy};
 use ssr_sandbox::{
-    Command, Environment, ExecOutcome, ExecSpec, LimitHit, RootFs, default_sandbox, host_cgroups,
-    probe_bwrap, probe_engines,
+    BwrapSandbox, Command, Environment, ExecOutcome, ExecSpec, LimitHit, RootFs, Sandbox,
+    default_sandbox, host_cgroups, probe_bwrap, probe_engines,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -141,7 +141,11 @@ struct ExecReport<'a> {
 
 fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
     let (env, spec) = to_spec(&a)?;
-    let sandbox = default_sandbox(env)?;
+    // One exec per process: a parked launcher would only be started to be killed.
+    let sandbox: Box<dyn Sandbox> = match &env.rootfs {
+        RootFs::Image(_) => default_sandbox(env)?,
+        _ => Box::new(BwrapSandbox::new(env)?.with_warm_pool(false)),
+    };
     let outcome = sandbox.exec(&spec)?;
     if a.json {
         let report = ExecReport {

@@ -19,11 +19,12 @@ use crate::plan::{Plan, plan};
 use crate::rootfs::{etc_snapshot, rootfs_args};
 use crate::spec::{Environment, ExecOutcome, ExecSpec, LimitHit, RootFs, Sandbox, SandboxError};
 use crate::supervise::{self, Launch, Supervised, TreeKiller, Watch};
+use crate::warm;
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Once, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The uid and gid the command runs as inside (`nobody`). Mapped to the caller's own
 /// uid outside, so files it creates in the workspace belong to the caller. Why not uid
@@ -58,6 +59,8 @@ pub struct BwrapSandbox {
     info: BwrapInfo,
     cgroups: CgroupHost,
     tmp_bytes: u64,
+    /// Use parked launchers (`warm`): on by default.
+    warm_pool: bool,
 }
 
 static BWRAP: OnceLock<Result<BwrapInfo, String>> = OnceLock::new();
@@ -96,12 +99,21 @@ impl BwrapSandbox {
             info,
             cgroups,
             tmp_bytes: DEFAULT_TMP_BYTES,
+            warm_pool: true,
         })
     }
 
     /// Sets the size of `/tmp` inside the sandbox.
     pub fn with_tmp_size(mut self, bytes: u64) -> Self {
         self.tmp_bytes = bytes;
+        self
+    }
+
+    /// Turns the pool of parked launchers on or off. It saves the start of `bwrap` and
+    /// its move into a cgroup on every exec after the first, at the price of one parked
+    /// `bwrap` process per process; a one-shot caller (the CLI) turns it off.
+    pub fn with_warm_pool(mut self, on: bool) -> Self {
+        self.warm_pool = on;
         self
     }
 
@@ -327,20 +339,67 @@ impl Sandbox for BwrapSandbox {
         let plan = plan(&self.env, spec)?;
         let args = bwrap_args(&self.env.rootfs, &plan, &self.info, self.tmp_bytes);
         let limits = &spec.limits;
+        let pids = limits.pids.map(|p| p + LAUNCHER_PROCS);
+        let mut rlimits = vec![(libc::RLIMIT_CORE, 0)];
+        if let Some(f) = limits.file_size_bytes {
+            rlimits.push((libc::RLIMIT_FSIZE, f));
+        }
+        rlimits.extend(self.fallback_rlimits(limits.memory_bytes, limits.pids));
+        let watch = Watch {
+            timeout: limits.timeout,
+            idle_timeout: limits.idle_timeout,
+            output_bytes: limits.output_bytes,
+        };
+
+        // Warm path: a launcher parked in its own cgroup (see `warm`). Any failure on
+        // the way kills it and falls through to the cold path.
+        if self.warm_pool
+            && self.env.rootfs == RootFs::Host
+            && self.cgroups == *host_cgroups()
+            && !plan.env.contains_key("PWD")
+            && !plan.env.contains_key(warm::ARGV_VAR)
+            && Path::new(warm::SHELL).exists()
+            && let Some(parked) = warm::take(&self.info, &self.cgroups)
+        {
+            // The options go through the pipe; the command rides in a variable to the
+            // parked shim (`warm::SHIM`).
+            let mut options = args[..args.len() - plan.argv.len() - 1].to_vec();
+            options.extend(
+                ["--setenv", warm::ARGV_VAR, &warm::shell_quote(&plan.argv)].map(OsString::from),
+            );
+            let limited = match &parked.cgroup {
+                Some(cg) => cg.set_limits(limits.memory_bytes, pids),
+                None => Ok(()),
+            };
+            let released = match limited {
+                Ok(()) => {
+                    let started = Instant::now();
+                    parked.release(&options, &rlimits).map(|r| (r, started))
+                }
+                Err(e) => Err((parked.child, parked.cgroup, e)),
+            };
+            match released {
+                Ok(((child, cgroup), started)) => {
+                    warm::count_hit();
+                    return self.finish(child, started, cgroup, &watch);
+                }
+                Err((mut child, cgroup, _)) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    drop(cgroup);
+                }
+            }
+        }
+
         let cgroup = if self.cgroups.hierarchies.is_empty() {
             None
         } else {
             Some(ExecCgroup::create(
                 &self.cgroups,
                 limits.memory_bytes,
-                limits.pids.map(|p| p + LAUNCHER_PROCS),
+                pids,
             )?)
         };
-        let mut rlimits = vec![(libc::RLIMIT_CORE, 0)];
-        if let Some(f) = limits.file_size_bytes {
-            rlimits.push((libc::RLIMIT_FSIZE, f));
-        }
-        rlimits.extend(self.fallback_rlimits(limits.memory_bytes, limits.pids));
         let launch = Launch {
             program: self.info.path.clone(),
             args,
@@ -351,25 +410,34 @@ impl Sandbox for BwrapSandbox {
                 Some(cg) => cg.procs_files()?,
                 None => Vec::new(),
             },
+            args_pipe: None,
         };
-        let watch = Watch {
-            timeout: limits.timeout,
-            idle_timeout: limits.idle_timeout,
-            output_bytes: limits.output_bytes,
-        };
-        let killer = BwrapKiller {
-            cgroup: cgroup.as_ref(),
-        };
-        let seen = supervise::run(launch, &watch, &killer).map_err(SandboxError::Spawn)?;
-        let events = cgroup.as_ref().map(ExecCgroup::events).unwrap_or_default();
-        if let Some(cg) = cgroup {
-            cg.release();
-        }
-        Ok(outcome(seen, events))
+        let started = Instant::now();
+        let child = supervise::spawn(launch).map_err(SandboxError::Spawn)?;
+        self.finish(child, started, cgroup, &watch)
     }
 }
 
 impl BwrapSandbox {
+    /// Watches a started launcher to the end, reads the cgroup's events, releases it.
+    fn finish(
+        &self,
+        child: std::process::Child,
+        started: Instant,
+        cgroup: Option<ExecCgroup>,
+        watch: &Watch,
+    ) -> Result<ExecOutcome, SandboxError> {
+        let killer = BwrapKiller {
+            cgroup: cgroup.as_ref(),
+        };
+        let seen = supervise::watch_child(child, started, watch, &killer);
+        let events = cgroup.as_ref().map(ExecCgroup::events).unwrap_or_default();
+        if let Some(cg) = cgroup {
+            cg.release();
+        }
+        Ok(outcome(seen.map_err(SandboxError::Spawn)?, events))
+    }
+
     /// rlimits standing in for cgroup controllers the host lacks, with a warning once per
     /// process. They are weaker: `RLIMIT_AS` counts address space, not memory, and
     /// `RLIMIT_NPROC` counts per user across the host and does not bind root at all.

@@ -409,6 +409,7 @@ impl Sandbox for DockerSandbox {
                 .collect(),
             rlimits: Vec::new(),
             cgroup_procs: Vec::new(),
+            args_pipe: None,
         };
         let watch = Watch {
             timeout: spec.limits.timeout,
