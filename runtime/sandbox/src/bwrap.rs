@@ -13,15 +13,20 @@
 //! the command (`--new-session`). When the command ends, bwrap's init exits and the
 //! kernel kills everything else in the pid namespace; the cgroup is killed and removed
 //! on top of that, so `setsid`/`nohup` cannot outlive an exec.
+//!
+//! Two paths start bwrap: cold (spawned for this exec, joining a fresh cgroup before
+//! `exec`) and warm (a launcher parked earlier in its own cgroup, `warm`), which gets
+//! its options through a pipe and runs the command through a one-line `/bin/sh` shim
+//! that `exec`s it. Both give the same outcome; the warm path only skips waiting.
 
-use crate::cgroup::{CgroupEvents, CgroupHost, Controller, ExecCgroup};
+use crate::cgroup::{CgroupHost, Controller, ExecCgroup};
+use crate::outcome::outcome;
 use crate::plan::{Plan, plan};
 use crate::rootfs::{etc_snapshot, rootfs_args};
-use crate::spec::{Environment, ExecOutcome, ExecSpec, LimitHit, RootFs, Sandbox, SandboxError};
-use crate::supervise::{self, Launch, Supervised, TreeKiller, Watch};
+use crate::spec::{Environment, ExecOutcome, ExecSpec, RootFs, Sandbox, SandboxError};
+use crate::supervise::{self, Launch, TreeKiller, Watch};
 use crate::warm;
 use std::ffi::OsString;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
@@ -473,69 +478,6 @@ impl BwrapSandbox {
     }
 }
 
-/// Turns what the supervisor saw into the caller's outcome.
-pub(crate) fn outcome(seen: Supervised, events: CgroupEvents) -> ExecOutcome {
-    let (exit_code, signal) = decode_status(seen.status);
-    let truncated = seen.stdout.truncated() || seen.stderr.truncated();
-    let limit_hit = first_limit(&seen, events, signal);
-    ExecOutcome {
-        exit_code: if seen.killed_for.is_some() {
-            None
-        } else {
-            exit_code
-        },
-        signal: if seen.killed_for.is_some() {
-            Some(libc::SIGKILL)
-        } else {
-            signal
-        },
-        timed_out: seen.killed_for.is_some(),
-        truncated,
-        limit_hit,
-        stdout: seen.stdout.text(),
-        stderr: seen.stderr.text(),
-        wall_ms: seen.wall.as_millis() as u64,
-    }
-}
-
-/// Exit code or signal. bwrap (and `docker run`) fold "killed by signal N" into exit
-/// status 128+N, as shells do; the two cannot be told apart from outside, so 129..=159
-/// (signals 1..=31) is reported as the signal. A command that deliberately exits with
-/// such a status is reported as killed by the corresponding signal.
-pub(crate) fn decode_status(status: std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
-    if let Some(sig) = status.signal() {
-        return (None, Some(sig));
-    }
-    match status.code() {
-        Some(c) if (129..=159).contains(&c) => (None, Some(c - 128)),
-        c => (c, None),
-    }
-}
-
-/// The first limit hit. Cgroup limits are only known from counters read at the end, so
-/// they come first (they are also the cause when a bomb later times out); then a file
-/// too large (`SIGXFSZ`); then, by time, output truncation and the timeouts.
-fn first_limit(seen: &Supervised, events: CgroupEvents, signal: Option<i32>) -> Option<LimitHit> {
-    if events.oom_kills > 0 {
-        return Some(LimitHit::Memory);
-    }
-    if events.pids_max_hits > 0 {
-        return Some(LimitHit::Pids);
-    }
-    if signal == Some(libc::SIGXFSZ) {
-        return Some(LimitHit::FileSize);
-    }
-    let truncated_at = [seen.stdout.truncated_at, seen.stderr.truncated_at]
-        .into_iter()
-        .flatten()
-        .min();
-    match (truncated_at, seen.killed_at, seen.killed_for) {
-        (Some(t), Some(k), Some(why)) => Some(if t <= k { LimitHit::Output } else { why }),
-        (Some(_), _, _) => Some(LimitHit::Output),
-        (None, _, why) => why,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,15 +548,5 @@ mod tests {
             .unwrap();
         assert!(ro > rw);
         assert_eq!(a[ro + 1], ws.join("test_x.py").to_string_lossy());
-    }
-
-    #[test]
-    fn status_128_plus_n_is_a_signal() {
-        use std::os::unix::process::ExitStatusExt;
-        let st = |raw| std::process::ExitStatus::from_raw(raw);
-        assert_eq!(decode_status(st(137 << 8)), (None, Some(9)));
-        assert_eq!(decode_status(st(3 << 8)), (Some(3), None));
-        assert_eq!(decode_status(st(9)), (None, Some(9)));
-        assert_eq!(decode_status(st(255 << 8)), (Some(255), None));
     }
 }

@@ -16,6 +16,7 @@
 mod bwrap;
 pub mod cgroup;
 mod docker;
+mod outcome;
 mod plan;
 mod rootfs;
 mod spec;
