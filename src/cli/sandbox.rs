@@ -29,7 +29,7 @@ pub enum SandboxCmd {
     /// not run it at all.
     ///
     /// Example: ssr sandbox exec --repo . --timeout 10 --memory 512 --ro tests -- pytest -q
-    Exec(ExecArgs),
+    Exec(Box<ExecArgs>),
 }
 
 #[derive(Args)]
@@ -86,7 +86,7 @@ pub struct ExecArgs {
 pub fn run(cmd: SandboxCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         SandboxCmd::Probe(a) => probe(a),
-        SandboxCmd::Exec(a) => exec(a),
+        SandboxCmd::Exec(a) => exec(*a),
     }
 }
 
