@@ -16,6 +16,7 @@ mod error;
 pub mod nvtx;
 
 pub mod bench;
+pub mod generate;
 pub mod lm_head;
 pub mod logprobs;
 pub mod model;

@@ -170,7 +170,7 @@ pub struct GpuSequenceOutput {
 
 impl Gpu {
     /// `y[rows, out] = x[rows, in] · Wᵀ` (W is `[out, in]`), f32.
-    fn linear(
+    pub(crate) fn linear(
         &self,
         x: &CudaSlice<f32>,
         w: &CudaSlice<f32>,

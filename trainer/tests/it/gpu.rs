@@ -447,7 +447,7 @@ fn advantages_match_cpu_twin_on_ragged_groups() {
         (AdvantageKind::Rloo, AdvantageCode::Rloo),
     ] {
         let want = rl::advantages(&rewards, &offsets, kind, 1e-6);
-        let mut out = gpu.upload(&vec![f32::NAN; 30]).unwrap();
+        let mut out = gpu.upload(&[f32::NAN; 30]).unwrap();
         gpu.advantages(&r_dev, &offsets, code, 1e-6, &mut out)
             .unwrap();
         // Both sides compute in f64 and round once to f32: at most 1 ulp apart.
@@ -963,4 +963,67 @@ fn nccl_communicator_world_size_one_all_reduce_is_identity() {
         Communicator::init(&gpu, 1, 1, &id).is_err(),
         "rank outside the world is a typed error"
     );
+}
+
+#[test]
+fn gpu_decoder_prefill_and_decode_match_cpu_forward_logits() {
+    use ssr_trainer::gpu::generate::GpuDecoder;
+    use ssr_trainer::infer::sampling::SamplingOptions;
+    let Some(gpu) = gpu_or_skip("gpu_decoder_prefill_and_decode_match_cpu_forward_logits") else {
+        return;
+    };
+    let mut r = rng(111);
+    let cfg = ssr_trainer::Config::tiny();
+    let mut w = ssr_trainer::Weights::zeros(&cfg);
+    w.for_each_mut(|name, t| {
+        let base = if name.contains("norm") { 1.0 } else { 0.0 };
+        t.iter_mut()
+            .for_each(|x| *x = base + rand::Rng::gen_range(&mut r, -0.3..0.3));
+    });
+    let tokens = random_targets(&mut r, 20, cfg.vocab_size);
+    // CPU: logits of every position from the training forward.
+    let acts = ssr_trainer::train::forward(&w, &tokens);
+    let mut want = vec![0.0; tokens.len() * cfg.vocab_size];
+    matmul_nt(
+        &mut want,
+        &acts.hidden,
+        w.lm_head(),
+        tokens.len(),
+        cfg.dim,
+        cfg.vocab_size,
+        false,
+    );
+    let v = cfg.vocab_size;
+    let mut dec = GpuDecoder::new(&gpu, &w, 32).unwrap();
+    // Prefill 12 tokens, then decode the remaining 8 one at a time (attention over the
+    // cache with a query offset).
+    let got = dec.forward_last(&gpu, &tokens[..12]).unwrap();
+    // f32 throughout, fast-math exp in attention: 1e-4 on logits of order 1.
+    let tol = Tolerance::new(1e-4, 1e-4);
+    assert_close("prefill logits", &got, &want[11 * v..12 * v], tol);
+    for i in 12..tokens.len() {
+        let got = dec.forward_last(&gpu, &tokens[i..=i]).unwrap();
+        assert_close(
+            &format!("decode logits at {i}"),
+            &got,
+            &want[i * v..(i + 1) * v],
+            tol,
+        );
+    }
+    assert_eq!(dec.len(), tokens.len());
+    assert!(
+        dec.forward_last(&gpu, &[0; 13]).is_err(),
+        "over capacity is a typed error"
+    );
+    // Greedy generation is deterministic and stops at max_tokens.
+    let greedy = SamplingOptions {
+        temperature: 0.0,
+        ..SamplingOptions::default()
+    };
+    let a = dec
+        .generate(&gpu, &tokens[..5], 6, greedy.clone(), &[])
+        .unwrap();
+    let b = dec.generate(&gpu, &tokens[..5], 6, greedy, &[]).unwrap();
+    assert_eq!(a.token_ids, b.token_ids);
+    assert_eq!(a.token_ids.len(), 6);
 }
