@@ -24,6 +24,7 @@ pub mod model_ops;
 pub mod nccl;
 pub mod optim;
 pub mod rl;
+pub mod train;
 
 pub use blas::{Gemm, GemmDtype, GemmElem};
 pub use context::{DeviceInfo, Gpu, LibraryProbe};

@@ -1027,3 +1027,94 @@ fn gpu_decoder_prefill_and_decode_match_cpu_forward_logits() {
     assert_eq!(a.token_ids, b.token_ids);
     assert_eq!(a.token_ids.len(), 6);
 }
+
+#[test]
+fn gpu_train_step_matches_cpu_step_on_tiny_model() {
+    use ssr_trainer::gpu::train::{GpuTrainer, TrainSequence};
+    use ssr_trainer::optim::AdamW;
+    use ssr_trainer::rl::{PolicyLossOutput, aggregation_weights, weighted_policy_loss};
+    let Some(gpu) = gpu_or_skip("gpu_train_step_matches_cpu_step_on_tiny_model") else {
+        return;
+    };
+    let mut r = rng(112);
+    let cfg = ssr_trainer::Config::tiny();
+    let mut w = ssr_trainer::Weights::zeros(&cfg);
+    w.for_each_mut(|name, t| {
+        let base = if name.contains("norm") { 1.0 } else { 0.0 };
+        t.iter_mut()
+            .for_each(|x| *x = base + rand::Rng::gen_range(&mut r, -0.3..0.3));
+    });
+    let mut tc = ssr_trainer::train::TrainConfig::default();
+    tc.adamw.lr = 1e-3;
+    tc.adamw.warmup_steps = 0;
+    let seqs: Vec<(Vec<u32>, Vec<usize>, Vec<f32>, f32)> = [(30usize, 1.0f32), (22, -0.5)]
+        .iter()
+        .map(|&(len, adv)| {
+            let toks = random_targets(&mut r, len, cfg.vocab_size);
+            let pos: Vec<usize> = (len / 2..len).collect();
+            let old = random_vec(&mut r, pos.len(), 0.5)
+                .iter()
+                .map(|x| x - 4.0)
+                .collect();
+            (toks, pos, old, adv)
+        })
+        .collect();
+
+    // The CPU twin of one session step on this batch.
+    let mut offsets = vec![0usize];
+    for s in &seqs {
+        offsets.push(offsets[offsets.len() - 1] + s.1.len());
+    }
+    let weights = aggregation_weights(&vec![1.0; offsets[2]], &offsets, tc.loss.aggregation);
+    let mut grads = ssr_trainer::Weights::zeros(&cfg);
+    let mut parts = Vec::new();
+    let mut cpu_w = w.clone();
+    for (i, (toks, pos, old, adv)) in seqs.iter().enumerate() {
+        let advs = vec![*adv; pos.len()];
+        let mask = vec![1.0; pos.len()];
+        let ws = &weights[offsets[i]..offsets[i + 1]];
+        ssr_trainer::train::sequence_backward(
+            &cpu_w,
+            toks,
+            pos,
+            tc.temperature,
+            |lp| {
+                let o = weighted_policy_loss(lp, old, None, &advs, &mask, ws, &tc.loss);
+                let d = o.dlogp.clone();
+                parts.push(o);
+                d
+            },
+            &mut grads,
+        );
+    }
+    let want_loss = PolicyLossOutput::merge(parts);
+    let mut opt = AdamW::new(tc.adamw, &cfg);
+    let want_stats = opt.step(&mut cpu_w, &mut grads);
+
+    let mut trainer = GpuTrainer::new(&gpu, &w, None, tc.clone(), None, None).unwrap();
+    let batch: Vec<TrainSequence<'_>> = seqs
+        .iter()
+        .map(|(t, p, o, a)| TrainSequence {
+            tokens: t,
+            positions: p,
+            old_logp: o,
+            advantage: *a,
+        })
+        .collect();
+    let got = trainer.step(&gpu, &batch).unwrap();
+    // bf16 LM head on the GPU (8 mantissa bits): the loss and norm within 3%.
+    let tol = Tolerance::new(1e-4, 3e-2);
+    assert_close(
+        "loss",
+        &[got.loss, got.grad_norm],
+        &[want_loss.loss, want_stats.grad_norm],
+        tol,
+    );
+    assert_eq!(got.trained_tokens, want_loss.tokens);
+    // A first Adam step moves each weight by about lr · sign(g): a gradient error can at
+    // worst flip a tiny gradient's sign, a 2·lr difference; 2.5·lr bounds it.
+    let host = trainer.weights_to_host(&gpu).unwrap();
+    for ((name, g), (_, c)) in host.tensors().iter().zip(cpu_w.tensors().iter()) {
+        assert_close(name, g, c, Tolerance::new(2.5e-3, 0.0));
+    }
+}
