@@ -28,6 +28,8 @@ enum Cmd {
     Train(cli::train::TrainArgs),
     /// The agent's WASM tools: list, describe, call, check, policy, bench.
     Tools(cli::tools::ToolsArgs),
+    /// Benchmarks, each against a baseline measured side by side in the same run.
+    Bench(cli::bench::BenchCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +39,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Model(c) => cli::model::run(c),
         Cmd::Train(a) => cli::train::run(a),
         Cmd::Tools(c) => cli::tools::run(c),
+        Cmd::Bench(c) => cli::bench::run(c),
     };
     match result {
         Ok(code) => code,

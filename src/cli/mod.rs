@@ -7,6 +7,7 @@ pub mod bench_gpu;
 pub mod bench_model;
 pub mod bench_tools;
 pub mod model;
+pub mod bench;
 pub mod sandbox;
 pub mod tools;
 pub mod train;
