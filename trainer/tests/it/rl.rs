@@ -78,7 +78,10 @@ fn advantage_kind_parses_from_cli_names() {
     assert!("ppo".parse::<AdvantageKind>().is_err());
 }
 
-fn loss_inputs(n: usize, seed: u64) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+/// (logp, old_logp, ref_logp, advantages, mask)
+type LossInputs = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
+fn loss_inputs(n: usize, seed: u64) -> LossInputs {
     let mut r = rng(seed);
     let logp: Vec<f32> = random_vec(&mut r, n, 1.0).iter().map(|x| x - 2.0).collect();
     // old logp within ±0.5 of current so that some ratios fall outside the clip range
