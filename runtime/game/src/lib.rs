@@ -11,6 +11,9 @@
 
 pub mod artifact;
 pub mod config;
+pub mod episode;
+pub mod evaluate;
+pub mod higher_order;
 pub mod inject;
 pub mod patch_ops;
 pub mod report;
@@ -22,5 +25,7 @@ pub mod workspace;
 
 pub use artifact::Artifact;
 pub use config::{EpisodeConfig, RunEnv, VerifyConfig};
+pub use episode::{SolverEpisode, build_episode};
+pub use evaluate::{BugState, EvalOutcome, Evaluation, Evaluator};
 pub use report::{Check, RejectCode, VerificationReport};
 pub use verify::Verifier;
