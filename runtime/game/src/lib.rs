@@ -13,6 +13,7 @@ pub mod artifact;
 pub mod config;
 pub mod episode;
 pub mod evaluate;
+pub mod examples;
 pub mod higher_order;
 pub mod inject;
 pub mod patch_ops;

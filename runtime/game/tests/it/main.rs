@@ -2,6 +2,7 @@
 //! episodes and the procedural injectors, on small real repositories.
 
 mod evaluate_episode;
+mod examples_e2e;
 mod fixture;
 mod process_sandbox;
 mod verify_checks;
