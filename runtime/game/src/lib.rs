@@ -10,6 +10,7 @@
 //! repository code runs through a [`ssr_sandbox::Sandbox`].
 
 pub mod artifact;
+pub mod bug_store;
 pub mod config;
 pub mod episode;
 pub mod evaluate;
