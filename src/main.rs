@@ -29,6 +29,7 @@ enum Cmd {
     /// The agent's WASM tools: list, describe, call, check, policy, bench.
     Tools(cli::tools::ToolsArgs),
     /// Benchmarks, each against a baseline measured side by side in the same run.
+    #[command(subcommand)]
     Bench(cli::bench::BenchCmd),
 }
 
