@@ -24,6 +24,13 @@ enum Cmd {
     /// Inspect a GGUF model and generate text with the embedded engine.
     #[command(subcommand)]
     Model(cli::model::ModelCmd),
+    /// Trains the policy on a trajectory file and writes a checkpoint.
+    Train(cli::train::TrainArgs),
+    /// The agent's WASM tools: list, describe, call, check, policy, bench.
+    Tools(cli::tools::ToolsArgs),
+    /// Benchmarks, each against a baseline measured side by side in the same run.
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCmd),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,6 +38,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Sandbox(c) => cli::sandbox::run(c),
         Cmd::Model(c) => cli::model::run(c),
+        Cmd::Train(a) => cli::train::run(a),
+        Cmd::Tools(c) => cli::tools::run(c),
+        Cmd::Bench(c) => cli::bench::run(c),
     };
     match result {
         Ok(code) => code,

@@ -9,12 +9,20 @@
 //! Does not own: prompts, tools, episodes or rewards (`ssr-agent`, `ssr-game`): it
 //! sees token ids, masks, logprobs and scalar rewards, never repositories.
 
+pub mod checkpoint;
 pub mod config;
 pub mod cpu;
 pub mod gguf;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod infer;
+pub mod optim;
+pub mod rl;
 pub mod safetensors;
+pub mod testing;
 pub mod tokenizer;
+pub mod train;
+pub mod trajectory;
 pub mod weights;
 
 pub use config::Config;
