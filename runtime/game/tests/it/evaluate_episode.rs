@@ -1,13 +1,12 @@
 //! The evaluator, the solver episode and higher-order bugs on the calc fixture.
 
 use crate::fixture::{self, calc_repo, diff, good_artifact, test_config};
-use crate::process_sandbox::ProcessSandbox;
 use ssr_game::higher_order::{HigherOrderPool, HigherOrderRejection};
 use ssr_game::patch_ops;
 use ssr_game::{BugState, EpisodeConfig, EvalOutcome, Evaluator, Verifier, build_episode};
 
 fn p_of(repo: &std::path::Path, a: &ssr_game::Artifact, scratch: &std::path::Path) -> Vec<String> {
-    let r = Verifier::new(&ProcessSandbox, test_config(scratch)).verify(repo, a);
+    let r = Verifier::new(crate::fixture::sandbox(), test_config(scratch)).verify(repo, a);
     assert!(r.valid, "{}", r.summary());
     r.all_tests()
 }
@@ -20,7 +19,7 @@ fn true_fix_scores_plus_one_and_cheats_minus_one() {
     let p = p_of(repo.path(), &a, scratch.path());
     let mut cfg = test_config(scratch.path());
     cfg.hard_timeout_secs = 3.0;
-    let ev = Evaluator::new(&ProcessSandbox, cfg);
+    let ev = Evaluator::new(crate::fixture::sandbox(), cfg);
     let bug = BugState {
         artifact: &a,
         higher_order_patch: None,
@@ -94,7 +93,7 @@ fn higher_order_bugs_are_filtered_deduplicated_and_capped() {
     let scratch = tempfile::tempdir().unwrap();
     let a = good_artifact(repo.path());
     let p = p_of(repo.path(), &a, scratch.path());
-    let ev = Evaluator::new(&ProcessSandbox, test_config(scratch.path()));
+    let ev = Evaluator::new(crate::fixture::sandbox(), test_config(scratch.path()));
     let ep_dir = tempfile::tempdir().unwrap();
     let ep = build_episode(repo.path(), &a, None, &EpisodeConfig::default(), &ep_dir.path().join("w")).unwrap();
     let buggy_ops = std::fs::read_to_string(ep.workspace.join("calc/ops.py")).unwrap();

@@ -2,7 +2,15 @@
 
 use ssr_game::patch_ops::diff_of_changes;
 use ssr_game::{Artifact, VerifyConfig, inject::Framework};
+use ssr_sandbox::{BwrapSandbox, Environment, Sandbox};
 use std::path::Path;
+use std::sync::OnceLock;
+
+/// The real sandbox every test runs in: bubblewrap over a minimal view of the host.
+pub fn sandbox() -> &'static dyn Sandbox {
+    static SB: OnceLock<BwrapSandbox> = OnceLock::new();
+    SB.get_or_init(|| BwrapSandbox::new(Environment::default()).expect("bubblewrap is available"))
+}
 
 pub const OPS: &str = "\
 \"\"\"Arithmetic helpers.\"\"\"

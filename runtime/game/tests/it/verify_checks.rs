@@ -3,7 +3,6 @@
 //! nothing behind in the scratch directory.
 
 use crate::fixture::{self, calc_repo, diff, good_artifact, test_config};
-use crate::process_sandbox::ProcessSandbox;
 use ssr_game::{Artifact, Check, RejectCode, VerificationReport, Verifier, VerifyConfig};
 use std::path::Path;
 
@@ -11,7 +10,7 @@ fn verify_with(repo: &Path, a: &Artifact, tweak: impl FnOnce(&mut VerifyConfig))
     let scratch = tempfile::tempdir().unwrap();
     let mut cfg = test_config(scratch.path());
     tweak(&mut cfg);
-    let report = Verifier::new(&ProcessSandbox, cfg).verify(repo, a);
+    let report = Verifier::new(crate::fixture::sandbox(), cfg).verify(repo, a);
     let left: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().collect();
     assert!(left.is_empty(), "verification left {} entries behind", left.len());
     report
@@ -332,4 +331,18 @@ fn sequential_and_parallel_verification_agree() {
     assert!(p.valid && s.valid);
     assert_eq!(p.fail_to_pass, s.fail_to_pass);
     assert_eq!(p.pass_to_pass, s.pass_to_pass);
+}
+
+/// The verdict does not depend on the backend: the plain-process test double and
+/// bubblewrap agree on the same artifact.
+#[test]
+fn process_double_and_bubblewrap_agree() {
+    let repo = calc_repo();
+    let a = good_artifact(repo.path());
+    let scratch = tempfile::tempdir().unwrap();
+    let double = Verifier::new(&crate::process_sandbox::ProcessSandbox, test_config(scratch.path())).verify(repo.path(), &a);
+    let real = verify_with(repo.path(), &a, |_| {});
+    assert!(double.valid && real.valid, "{} / {}", double.summary(), real.summary());
+    assert_eq!(double.fail_to_pass, real.fail_to_pass);
+    assert_eq!(double.pass_to_pass, real.pass_to_pass);
 }
