@@ -12,11 +12,11 @@
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;
-pub mod rl;
 pub mod gguf;
 pub mod infer;
-pub mod tokenizer;
 pub mod optim;
+pub mod rl;
+pub mod tokenizer;
 pub mod trajectory;
 pub mod weights;
 

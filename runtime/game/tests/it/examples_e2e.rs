@@ -3,7 +3,9 @@
 
 use crate::fixture::test_config;
 use ssr_game::inject::{InjectConfig, InjectedBug, Strategy, inject};
-use ssr_game::{BugState, EpisodeConfig, EvalOutcome, Evaluator, build_episode, examples, patch_ops};
+use ssr_game::{
+    BugState, EpisodeConfig, EvalOutcome, Evaluator, build_episode, examples, patch_ops,
+};
 use std::path::{Path, PathBuf};
 
 fn examples_source() -> PathBuf {
@@ -29,7 +31,12 @@ fn run_injector(repo: &Path, strategy: Strategy, count: usize, scratch: &Path) -
     for t in &run.tried {
         eprintln!("{:?} {} -> {}", strategy, t.candidate, t.reason);
     }
-    assert!(run.bugs.len() >= count, "{:?} found {} valid bugs", strategy, run.bugs.len());
+    assert!(
+        run.bugs.len() >= count,
+        "{:?} found {} valid bugs",
+        strategy,
+        run.bugs.len()
+    );
     for b in &run.bugs {
         assert!(b.report.valid && !b.report.fail_to_pass.is_empty());
         assert_eq!(b.seed, 7);
@@ -54,9 +61,20 @@ fn score_bug(repo: &Path, bug: &InjectedBug, scratch: &Path) {
     assert_eq!(e.outcome, EvalOutcome::EmptyPatch);
     // Oracle edit: delete every oracle test file's content in the buggy workspace.
     let ws = tempfile::tempdir().unwrap();
-    let ep = build_episode(repo, &bug.artifact, None, &EpisodeConfig::default(), &ws.path().join("w")).unwrap();
-    let changes: Vec<(String, Option<String>)> =
-        bug.artifact.test_files.iter().map(|f| (f.clone(), Some(String::new()))).collect();
+    let ep = build_episode(
+        repo,
+        &bug.artifact,
+        None,
+        &EpisodeConfig::default(),
+        &ws.path().join("w"),
+    )
+    .unwrap();
+    let changes: Vec<(String, Option<String>)> = bug
+        .artifact
+        .test_files
+        .iter()
+        .map(|f| (f.clone(), Some(String::new())))
+        .collect();
     let cheat = patch_ops::diff_of_changes(&ep.workspace, &changes).unwrap();
     let e = ev.evaluate(repo, state, &cheat);
     assert_eq!(e.reward, -1.0, "{}", e.summary());
@@ -87,13 +105,24 @@ fn example_repositories_are_deterministic() {
     let (_a, ra) = build("python-textkit");
     let (_b, rb) = build("python-textkit");
     let head = |p: &Path| {
-        let o = std::process::Command::new("git").args(["rev-parse", "HEAD"]).current_dir(p).output().unwrap();
+        let o = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(p)
+            .output()
+            .unwrap();
         String::from_utf8(o.stdout).unwrap()
     };
     assert_eq!(head(&ra), head(&rb));
-    let log = std::process::Command::new("git").args(["log", "--format=%s"]).current_dir(&ra).output().unwrap();
+    let log = std::process::Command::new("git")
+        .args(["log", "--format=%s"])
+        .current_dir(&ra)
+        .output()
+        .unwrap();
     let log = String::from_utf8(log.stdout).unwrap();
-    assert!(log.lines().filter(|l| l.starts_with("fix:")).count() >= 4, "{log}");
+    assert!(
+        log.lines().filter(|l| l.starts_with("fix:")).count() >= 4,
+        "{log}"
+    );
 }
 
 /// A real third-party project: three sdists of `toolz` from PyPI committed in version

@@ -94,7 +94,10 @@ def test_words():
 /// Writes the calc package into `dir`.
 pub fn write_calc(dir: &Path) {
     for (p, t) in [
-        ("calc/__init__.py", "from .ops import add, sub, mul, div, clamp\nfrom .text import shout, words\n"),
+        (
+            "calc/__init__.py",
+            "from .ops import add, sub, mul, div, clamp\nfrom .text import shout, words\n",
+        ),
         ("calc/ops.py", OPS),
         ("calc/text.py", TEXT),
         ("tests/test_ops.py", TEST_OPS),
@@ -124,10 +127,16 @@ pub fn diff(repo: &Path, changes: &[(&str, Option<&str>)]) -> String {
 /// A valid artifact: `add` is broken, `test_add` is deleted.
 pub fn good_artifact(repo: &Path) -> Artifact {
     let fw = Framework::Pytest;
-    let test_files = vec!["tests/test_ops.py".to_string(), "tests/test_text.py".to_string()];
+    let test_files = vec![
+        "tests/test_ops.py".to_string(),
+        "tests/test_text.py".to_string(),
+    ];
     let bug = diff(
         repo,
-        &[("calc/ops.py", Some(&OPS.replace("return a + b", "return a + b + 1")))],
+        &[(
+            "calc/ops.py",
+            Some(&OPS.replace("return a + b", "return a + b + 1")),
+        )],
     );
     let weak_tests = TEST_OPS.replace("def test_add():\n    assert add(2, 3) == 5\n\n\n", "");
     let weak = diff(repo, &[("tests/test_ops.py", Some(&weak_tests))]);
