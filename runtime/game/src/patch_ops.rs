@@ -165,8 +165,8 @@ pub fn files(diff: &str) -> Result<Vec<DiffFile>, PatchError> {
 }
 
 fn split_git_header(rest: &str) -> Option<(String, String)> {
-    if rest.starts_with('"') {
-        let close = rest[1..].find('"')? + 1;
+    if let Some(inner) = rest.strip_prefix('"') {
+        let close = inner.find('"')? + 1;
         let a = &rest[..=close];
         let b = rest[close + 1..].trim();
         return Some((a.to_string(), b.to_string()));

@@ -151,11 +151,12 @@ pub fn good_artifact(repo: &Path) -> Artifact {
 
 /// Settings for tests: short timeouts, scratch space inside `scratch`.
 pub fn test_config(scratch: &Path) -> VerifyConfig {
-    let mut cfg = VerifyConfig::default();
-    cfg.run_env = ssr_game::RunEnv::host_toolchains();
-    cfg.hard_timeout_secs = 20.0;
-    cfg.soft_timeout_secs = 15.0;
-    cfg.parser_timeout_secs = 5.0;
-    cfg.scratch_dir = Some(scratch.to_path_buf());
-    cfg
+    VerifyConfig {
+        run_env: ssr_game::RunEnv::host_toolchains(),
+        hard_timeout_secs: 20.0,
+        soft_timeout_secs: 15.0,
+        parser_timeout_secs: 5.0,
+        scratch_dir: Some(scratch.to_path_buf()),
+        ..VerifyConfig::default()
+    }
 }
