@@ -31,6 +31,21 @@ enum Cmd {
     /// Benchmarks, each against a baseline measured side by side in the same run.
     #[command(subcommand)]
     Bench(cli::bench::BenchCmd),
+    /// Runs a procedural (model-free) bug injector on a repository.
+    Inject(cli::inject::InjectArgs),
+    /// Checks a bug artifact with the seven consistency checks.
+    Verify(cli::verify::VerifyArgs),
+    /// Scores a solver patch against a bug.
+    Evaluate(cli::evaluate::EvaluateArgs),
+    /// Exports stored bugs to other formats.
+    #[command(subcommand)]
+    Export(cli::export::ExportCmd),
+    /// Builds the example repositories.
+    #[command(subcommand)]
+    Examples(cli::examples::ExamplesCmd),
+    /// Verification benchmark (to become `ssr bench verify`).
+    #[command(name = "bench-verify", hide = true)]
+    BenchVerify(cli::bench_verify::BenchVerifyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +56,12 @@ fn main() -> std::process::ExitCode {
         Cmd::Train(a) => cli::train::run(a),
         Cmd::Tools(c) => cli::tools::run(c),
         Cmd::Bench(c) => cli::bench::run(c),
+        Cmd::Inject(a) => cli::inject::run(a),
+        Cmd::Verify(a) => cli::verify::run(a),
+        Cmd::Evaluate(a) => cli::evaluate::run(a),
+        Cmd::Export(c) => cli::export::run(c),
+        Cmd::Examples(c) => cli::examples::run(c),
+        Cmd::BenchVerify(a) => cli::bench_verify::run(a),
     };
     match result {
         Ok(code) => code,
