@@ -19,6 +19,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Runs commands in the sandbox over a directory; probes what the host offers.
     #[command(subcommand)]
     Sandbox(cli::sandbox::SandboxCmd),
     /// Inspect a GGUF model and generate text with the embedded engine.
@@ -43,9 +44,6 @@ enum Cmd {
     /// Builds the example repositories.
     #[command(subcommand)]
     Examples(cli::examples::ExamplesCmd),
-    /// Verification benchmark (to become `ssr bench verify`).
-    #[command(name = "bench-verify", hide = true)]
-    BenchVerify(cli::bench_verify::BenchVerifyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,7 +59,6 @@ fn main() -> std::process::ExitCode {
         Cmd::Evaluate(a) => cli::evaluate::run(a),
         Cmd::Export(c) => cli::export::run(c),
         Cmd::Examples(c) => cli::examples::run(c),
-        Cmd::BenchVerify(a) => cli::bench_verify::run(a),
     };
     match result {
         Ok(code) => code,
