@@ -156,7 +156,7 @@ fn bench(args: &BenchToolsArgs, config: HostConfig, root: &Path) -> anyhow::Resu
     let mut episode = Episode::new(Role::Solver, repo.canonicalize()?);
     episode.state_dir = Some(root.join("state"));
 
-    let mut time_tool =
+    let time_tool =
         |tool: &str, call_args: &dyn Fn(usize) -> String, n: usize| -> anyhow::Result<Stats> {
             for i in 0..n.min(10) {
                 host.call(&episode, tool, &call_args(i))?.result?;

@@ -2,11 +2,18 @@
 //! `run` function returning the process exit code.
 
 // Wired into `BenchCmd` by the lead (see bench_gpu.rs's module doc); until then unused.
+pub mod bench;
 #[allow(dead_code)]
 pub mod bench_gpu;
 pub mod bench_model;
 pub mod bench_tools;
+pub mod bench_verify;
+pub mod evaluate;
+pub mod examples;
+pub mod export;
+pub mod inject;
 pub mod model;
 pub mod sandbox;
 pub mod tools;
 pub mod train;
+pub mod verify;
