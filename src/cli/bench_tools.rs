@@ -193,7 +193,7 @@ fn bench(args: &BenchToolsArgs, config: HostConfig, root: &Path) -> anyhow::Resu
     let big = repo.join("big.py").display().to_string();
     let edit = repo.join("edit.py").display().to_string();
     let swap = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             ("VALUE_A", "VALUE_B")
         } else {
             ("VALUE_B", "VALUE_A")
