@@ -7,7 +7,11 @@ use std::path::Path;
 
 fn run(args: &[&str]) -> (i32, String, String) {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let out = ssr().env("HOME", home).args(args).output().expect("ssr runs");
+    let out = ssr()
+        .env("HOME", home)
+        .args(args)
+        .output()
+        .expect("ssr runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -31,8 +35,20 @@ fn inject_verify_evaluate_export_on_the_python_example() {
 
     let bugs = tmp.path().join("bugs");
     let (code, out, err) = run(&[
-        "inject", "--repo", s(&repo), "--strategy", "history", "--count", "1", "--seed", "3", "--out", s(&bugs),
-        "--json", "--hard-timeout", "60",
+        "inject",
+        "--repo",
+        s(&repo),
+        "--strategy",
+        "history",
+        "--count",
+        "1",
+        "--seed",
+        "3",
+        "--out",
+        s(&bugs),
+        "--json",
+        "--hard-timeout",
+        "60",
     ]);
     assert_eq!(code, 0, "{out}\n{err}");
     let inj: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -52,14 +68,30 @@ fn inject_verify_evaluate_export_on_the_python_example() {
     let fix = ssr_game::patch_ops::reverse(&bug_diff).unwrap();
     let fix_path = tmp.path().join("fix.diff");
     std::fs::write(&fix_path, fix).unwrap();
-    let (code, out, err) = run(&["evaluate", s(&bug), "--repo", s(&repo), "--patch", s(&fix_path), "--json"]);
+    let (code, out, err) = run(&[
+        "evaluate",
+        s(&bug),
+        "--repo",
+        s(&repo),
+        "--patch",
+        s(&fix_path),
+        "--json",
+    ]);
     assert_eq!(code, 0, "{out}\n{err}");
     let e: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(e["reward"], 1.0);
 
     let empty = tmp.path().join("empty.diff");
     std::fs::write(&empty, "").unwrap();
-    let (code, out, _) = run(&["evaluate", s(&bug), "--repo", s(&repo), "--patch", s(&empty), "--json"]);
+    let (code, out, _) = run(&[
+        "evaluate",
+        s(&bug),
+        "--repo",
+        s(&repo),
+        "--patch",
+        s(&empty),
+        "--json",
+    ]);
     assert_eq!(code, 1);
     let e: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(e["reward"], -1.0);
@@ -68,7 +100,15 @@ fn inject_verify_evaluate_export_on_the_python_example() {
     let (code, out, err) = run(&["export", "swebench", s(&bugs)]);
     assert_eq!(code, 0, "{err}");
     let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
-    for k in ["instance_id", "repo", "base_commit", "patch", "test_patch", "FAIL_TO_PASS", "PASS_TO_PASS"] {
+    for k in [
+        "instance_id",
+        "repo",
+        "base_commit",
+        "patch",
+        "test_patch",
+        "FAIL_TO_PASS",
+        "PASS_TO_PASS",
+    ] {
         assert!(line.get(k).is_some(), "missing {k}");
     }
     let f2p: Vec<String> = serde_json::from_str(line["FAIL_TO_PASS"].as_str().unwrap()).unwrap();
@@ -83,7 +123,13 @@ fn inject_verify_evaluate_export_on_the_python_example() {
 
 #[test]
 fn game_commands_have_help() {
-    for cmd in [&["inject"][..], &["verify"], &["evaluate"], &["export", "swebench"], &["examples", "create"]] {
+    for cmd in [
+        &["inject"][..],
+        &["verify"],
+        &["evaluate"],
+        &["export", "swebench"],
+        &["examples", "create"],
+    ] {
         let mut args = cmd.to_vec();
         args.push("--help");
         let (code, out, _) = run(&args);
