@@ -9,7 +9,15 @@
 //! Does not own: prompts, tools, episodes or rewards (`ssr-agent`, `ssr-game`): it
 //! sees token ids, masks, logprobs and scalar rewards, never repositories.
 
+pub mod checkpoint;
 pub mod config;
+pub mod cpu;
+pub mod rl;
+pub mod gguf;
+pub mod infer;
+pub mod tokenizer;
+pub mod optim;
+pub mod trajectory;
 pub mod weights;
 
 pub use config::Config;

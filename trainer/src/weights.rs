@@ -82,6 +82,43 @@ impl Weights {
         }
     }
 
+    /// Every parameter tensor with its name, in [`Weights::for_each`] order (for code
+    /// that walks several `Weights` in lock step: optimizer moments, gradients).
+    pub fn tensors(&self) -> Vec<(String, &[f32])> {
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            &self.tok_embeddings[..],
+        )];
+        for (i, l) in self.layers.iter().enumerate() {
+            for (name, t) in layer_tensors(l) {
+                out.push((format!("model.layers.{i}.{name}"), t));
+            }
+        }
+        out.push(("model.norm.weight".to_string(), &self.final_norm));
+        if let Some(h) = &self.lm_head {
+            out.push(("lm_head.weight".to_string(), h));
+        }
+        out
+    }
+
+    /// Mutable twin of [`Weights::tensors`], same names and order.
+    pub fn tensors_mut(&mut self) -> Vec<(String, &mut Vec<f32>)> {
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            &mut self.tok_embeddings,
+        )];
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            for (name, t) in layer_tensors_mut(l) {
+                out.push((format!("model.layers.{i}.{name}"), t));
+            }
+        }
+        out.push(("model.norm.weight".to_string(), &mut self.final_norm));
+        if let Some(h) = &mut self.lm_head {
+            out.push(("lm_head.weight".to_string(), h));
+        }
+        out
+    }
+
     /// Total number of scalar parameters.
     pub fn num_params(&self) -> usize {
         let mut n = 0;

@@ -13,6 +13,24 @@
 //! thread; async callers wrap it in `spawn_blocking`. An async trait would buy nothing
 //! but a runtime dependency here.
 
+mod bwrap;
+pub mod cgroup;
+mod docker;
+mod plan;
 mod spec;
+mod supervise;
 
+pub use bwrap::{
+    BwrapInfo, BwrapSandbox, DEFAULT_TMP_BYTES, SANDBOX_UID, host_cgroups, probe_bwrap,
+};
+pub use docker::{DockerPlan, DockerSandbox, Engine, EngineProbe, docker_run_args, probe_engines};
 pub use spec::*;
+
+/// The sandbox for `env`: bubblewrap for [`RootFs::Host`] and [`RootFs::Dir`], a docker
+/// compatible engine for [`RootFs::Image`].
+pub fn default_sandbox(env: Environment) -> Result<Box<dyn Sandbox>, SandboxError> {
+    match &env.rootfs {
+        RootFs::Image(_) => Ok(Box::new(DockerSandbox::new(env)?)),
+        _ => Ok(Box::new(BwrapSandbox::new(env)?)),
+    }
+}

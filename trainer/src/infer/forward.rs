@@ -1,0 +1,437 @@
+//! The llama forward pass with a KV cache, in f32 (prefill) or Q8_0 weights (decode).
+//!
+//! Owns: RMSNorm, interleaved-pair RoPE (the GGUF layout of Q/K), grouped-query causal
+//! attention over the cache, SwiGLU, the LM head, and the [`KvCache`].
+//! Does not own: sampling or stopping (`infer::sampling`, `infer`), nor gradients (the
+//! training engineer's CPU reference).
+//!
+//! Layout decisions:
+//! - The cache stores each KV head contiguously (`[n_kv, capacity, head_dim]`), so the
+//!   keys and values one head attends to are a plain `[T, head_dim]` matrix that the
+//!   GEMM reads in place, with no copy per token.
+//! - Prompts are processed in chunks of [`PREFILL_CHUNK`] tokens through the f32 GEMM:
+//!   large enough for the GEMM to reach its speed, small enough that the attention
+//!   scores (`chunk x T`) and activations stay a few MiB.
+//! - With Q8_0 decode weights, steps of fewer than [`Q8_MAX_ROWS`] tokens use the Q8_0
+//!   matrix-vector kernel (memory-bound, so fewer bytes per weight is faster); larger
+//!   batches use f32 GEMM (compute-bound, where f32 GEMM is faster than dequantizing).
+
+use super::qweights::Q8Matrix;
+use crate::config::Config;
+use crate::cpu::matmul::{matmul_nn, matmul_nt};
+use crate::weights::Weights;
+use rayon::prelude::*;
+
+/// Tokens per prefill GEMM call.
+pub const PREFILL_CHUNK: usize = 256;
+/// Below this many rows the Q8_0 kernel is used when available.
+pub const Q8_MAX_ROWS: usize = 8;
+
+/// Keys and values of every processed position.
+#[derive(Clone, Debug)]
+pub struct KvCache {
+    cap: usize,
+    len: usize,
+    n_kv: usize,
+    hd: usize,
+    /// Per layer `[n_kv, cap, hd]`.
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+}
+
+impl KvCache {
+    /// A cache for up to `capacity` positions.
+    pub fn new(c: &Config, capacity: usize) -> Self {
+        let size = c.n_kv_heads * capacity * c.head_dim();
+        KvCache {
+            cap: capacity,
+            len: 0,
+            n_kv: c.n_kv_heads,
+            hd: c.head_dim(),
+            k: (0..c.n_layers).map(|_| vec![0.0; size]).collect(),
+            v: (0..c.n_layers).map(|_| vec![0.0; size]).collect(),
+        }
+    }
+    /// Positions already processed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+    /// Forgets positions from `len` on (e.g. to reuse a shared prompt prefix).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+    /// Range of KV head `g`'s first `t` positions in a layer buffer.
+    fn head_range(&self, g: usize, t: usize) -> std::ops::Range<usize> {
+        let start = g * self.cap * self.hd;
+        start..start + t * self.hd
+    }
+}
+
+/// Q8_0 copies of one layer's matrices, fused where they share an input.
+#[derive(Clone, Debug)]
+pub struct Q8Layer {
+    /// `[q_dim + 2*kv_dim, dim]`: Wq, Wk, Wv stacked.
+    pub qkv: Q8Matrix,
+    pub wo: Q8Matrix,
+    /// `[2*ffn_dim, dim]`: gate then up.
+    pub gate_up: Q8Matrix,
+    pub down: Q8Matrix,
+}
+
+/// The whole model in Q8_0 (decode weights).
+#[derive(Clone, Debug)]
+pub struct Q8Model {
+    pub layers: Vec<Q8Layer>,
+    pub lm_head: Q8Matrix,
+}
+
+impl Q8Model {
+    /// Quantizes `w`; `None` when a width is not a multiple of 32.
+    pub fn from_weights(w: &Weights) -> Option<Self> {
+        let c = &w.config;
+        let (d, qd, kv, ff) = (c.dim, c.n_heads * c.head_dim(), c.kv_dim(), c.ffn_dim);
+        let layers = w
+            .layers
+            .iter()
+            .map(|l| {
+                Some(Q8Layer {
+                    qkv: Q8Matrix::concat(&[
+                        Q8Matrix::from_f32(&l.wq, qd, d)?,
+                        Q8Matrix::from_f32(&l.wk, kv, d)?,
+                        Q8Matrix::from_f32(&l.wv, kv, d)?,
+                    ]),
+                    wo: Q8Matrix::from_f32(&l.wo, d, qd)?,
+                    gate_up: Q8Matrix::concat(&[
+                        Q8Matrix::from_f32(&l.w_gate, ff, d)?,
+                        Q8Matrix::from_f32(&l.w_up, ff, d)?,
+                    ]),
+                    down: Q8Matrix::from_f32(&l.w_down, d, ff)?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Q8Model {
+            layers,
+            lm_head: Q8Matrix::from_f32(w.lm_head(), c.vocab_size, d)?,
+        })
+    }
+
+    pub fn n_bytes(&self) -> usize {
+        self.lm_head.n_bytes()
+            + self
+                .layers
+                .iter()
+                .map(|l| l.qkv.n_bytes() + l.wo.n_bytes() + l.gate_up.n_bytes() + l.down.n_bytes())
+                .sum::<usize>()
+    }
+}
+
+/// cos/sin of every (position, pair) for RoPE, computed in f64.
+#[derive(Clone, Debug)]
+pub struct RopeTable {
+    half: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
+    pub fn new(c: &Config) -> Self {
+        let hd = c.head_dim();
+        let half = hd / 2;
+        let n = c.max_seq_len * half;
+        let (mut cos, mut sin) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for p in 0..c.max_seq_len {
+            for i in 0..half {
+                let freq = (c.rope_theta as f64).powf(-((2 * i) as f64) / hd as f64);
+                let a = p as f64 * freq;
+                cos.push(a.cos() as f32);
+                sin.push(a.sin() as f32);
+            }
+        }
+        RopeTable { half, cos, sin }
+    }
+
+    /// Rotates pairs `(2i, 2i+1)` of every head of every row; row `r` is at `pos0 + r`.
+    fn apply(&self, x: &mut [f32], row_len: usize, pos0: usize) {
+        for (r, row) in x.chunks_exact_mut(row_len).enumerate() {
+            let base = (pos0 + r) * self.half;
+            let (cos, sin) = (
+                &self.cos[base..base + self.half],
+                &self.sin[base..base + self.half],
+            );
+            for head in row.chunks_exact_mut(2 * self.half) {
+                for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                    let (x0, x1) = (pair[0], pair[1]);
+                    pair[0] = x0 * cos[i] - x1 * sin[i];
+                    pair[1] = x0 * sin[i] + x1 * cos[i];
+                }
+            }
+        }
+    }
+}
+
+fn rmsnorm(out: &mut [f32], x: &[f32], g: &[f32], eps: f32) {
+    for (o, xr) in out.chunks_exact_mut(g.len()).zip(x.chunks_exact(g.len())) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / g.len() as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, v), w) in o.iter_mut().zip(xr).zip(g) {
+            *o = v * inv * w;
+        }
+    }
+}
+
+/// Which logits a forward call returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogitsFor {
+    /// `[n_tokens, vocab]`.
+    All,
+    /// `[vocab]` of the last token.
+    Last,
+}
+
+/// Everything the forward reads.
+#[derive(Clone, Copy, Debug)]
+pub struct ModelRef<'a> {
+    pub w: &'a Weights,
+    pub q8: Option<&'a Q8Model>,
+    pub rope: &'a RopeTable,
+}
+
+/// Runs `tokens` (ids checked by the caller) at positions `cache.len()..`, appends
+/// their keys and values to the cache, and returns logits.
+pub fn forward(m: ModelRef<'_>, cache: &mut KvCache, tokens: &[u32], want: LogitsFor) -> Vec<f32> {
+    assert!(
+        cache.len + tokens.len() <= cache.cap,
+        "KV cache overflow (checked by the engine)"
+    );
+    let vocab = m.w.config.vocab_size;
+    let mut logits = Vec::with_capacity(if want == LogitsFor::All {
+        tokens.len() * vocab
+    } else {
+        vocab
+    });
+    let chunks: Vec<&[u32]> = tokens.chunks(PREFILL_CHUNK).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let last_chunk = i + 1 == chunks.len();
+        let rows = match want {
+            LogitsFor::All => RowsOut::All,
+            LogitsFor::Last if last_chunk => RowsOut::Last,
+            LogitsFor::Last => RowsOut::None,
+        };
+        forward_chunk(m, cache, chunk, rows, &mut logits);
+    }
+    logits
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum RowsOut {
+    All,
+    Last,
+    None,
+}
+
+/// `out[rows, n] = x[rows, k] W^T`, through Q8_0 when given and the batch is small.
+fn linear(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    q: Option<&Q8Matrix>,
+    rows: usize,
+    k: usize,
+    n: usize,
+) {
+    match q {
+        Some(q) if rows < Q8_MAX_ROWS => q.matmul(x, rows, out),
+        _ => matmul_nt(out, x, w, rows, k, n, false),
+    }
+}
+
+fn forward_chunk(
+    m: ModelRef<'_>,
+    cache: &mut KvCache,
+    tokens: &[u32],
+    rows_out: RowsOut,
+    logits: &mut Vec<f32>,
+) {
+    let c = &m.w.config;
+    let (d, hd, nh, nkv, ff) = (c.dim, c.head_dim(), c.n_heads, c.n_kv_heads, c.ffn_dim);
+    let (qd, kvd) = (nh * hd, c.kv_dim());
+    let n = tokens.len();
+    let pos0 = cache.len;
+    let total = pos0 + n;
+    let use_q8 = m.q8.is_some() && n < Q8_MAX_ROWS;
+
+    let mut x = Vec::with_capacity(n * d);
+    for &t in tokens {
+        x.extend_from_slice(&m.w.tok_embeddings[t as usize * d..(t as usize + 1) * d]);
+    }
+    let mut h = vec![0.0; n * d];
+    let mut q = vec![0.0; n * qd];
+    let mut k = vec![0.0; n * kvd];
+    let mut v = vec![0.0; n * kvd];
+    let mut att = vec![0.0; n * qd];
+    let mut proj = vec![0.0; n * d];
+    let mut gate = vec![0.0; n * ff];
+    let mut up = vec![0.0; n * ff];
+    let mut fused = Vec::new();
+
+    for (li, l) in m.w.layers.iter().enumerate() {
+        let ql = m.q8.map(|q8| &q8.layers[li]);
+        rmsnorm(&mut h, &x, &l.attn_norm, c.norm_eps);
+        match ql {
+            Some(ql) if use_q8 => {
+                fused.resize(n * (qd + 2 * kvd), 0.0);
+                ql.qkv.matmul(&h, n, &mut fused);
+                for (r, row) in fused.chunks_exact(qd + 2 * kvd).enumerate() {
+                    q[r * qd..(r + 1) * qd].copy_from_slice(&row[..qd]);
+                    k[r * kvd..(r + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
+                    v[r * kvd..(r + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
+                }
+            }
+            _ => {
+                matmul_nt(&mut q, &h, &l.wq, n, d, qd, false);
+                matmul_nt(&mut k, &h, &l.wk, n, d, kvd, false);
+                matmul_nt(&mut v, &h, &l.wv, n, d, kvd, false);
+            }
+        }
+        m.rope.apply(&mut q, qd, pos0);
+        m.rope.apply(&mut k, kvd, pos0);
+        // Append to the cache, head-major.
+        for r in 0..n {
+            for g in 0..nkv {
+                let dst = g * cache.cap * hd + (pos0 + r) * hd;
+                cache.k[li][dst..dst + hd]
+                    .copy_from_slice(&k[r * kvd + g * hd..r * kvd + (g + 1) * hd]);
+                cache.v[li][dst..dst + hd]
+                    .copy_from_slice(&v[r * kvd + g * hd..r * kvd + (g + 1) * hd]);
+            }
+        }
+        attention(&mut att, &q, cache, li, n, pos0, total, nh);
+        linear(
+            &mut proj,
+            &att,
+            &l.wo,
+            ql.filter(|_| use_q8).map(|q| &q.wo),
+            n,
+            qd,
+            d,
+        );
+        x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+
+        rmsnorm(&mut h, &x, &l.ffn_norm, c.norm_eps);
+        match ql {
+            Some(ql) if use_q8 => {
+                fused.resize(n * 2 * ff, 0.0);
+                ql.gate_up.matmul(&h, n, &mut fused);
+                for (r, row) in fused.chunks_exact(2 * ff).enumerate() {
+                    gate[r * ff..(r + 1) * ff].copy_from_slice(&row[..ff]);
+                    up[r * ff..(r + 1) * ff].copy_from_slice(&row[ff..]);
+                }
+            }
+            _ => {
+                matmul_nt(&mut gate, &h, &l.w_gate, n, d, ff, false);
+                matmul_nt(&mut up, &h, &l.w_up, n, d, ff, false);
+            }
+        }
+        for (g, u) in gate.iter_mut().zip(&up) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+        linear(
+            &mut proj,
+            &gate,
+            &l.w_down,
+            ql.filter(|_| use_q8).map(|q| &q.down),
+            n,
+            ff,
+            d,
+        );
+        x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+    }
+    cache.len = total;
+
+    let (first, rows) = match rows_out {
+        RowsOut::None => return,
+        RowsOut::Last => (n - 1, 1),
+        RowsOut::All => (0, n),
+    };
+    let mut hn = vec![0.0; rows * d];
+    rmsnorm(&mut hn, &x[first * d..], &m.w.final_norm, c.norm_eps);
+    let start = logits.len();
+    logits.resize(start + rows * c.vocab_size, 0.0);
+    let head_q8 = m.q8.filter(|_| rows < Q8_MAX_ROWS).map(|q| &q.lm_head);
+    linear(
+        &mut logits[start..],
+        &hn,
+        m.w.lm_head(),
+        head_q8,
+        rows,
+        d,
+        c.vocab_size,
+    );
+}
+
+/// Causal grouped-query attention of `n` new rows (positions `pos0..`) over the
+/// cache's first `total` positions; `att` is `[n, n_heads*hd]`.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    att: &mut [f32],
+    q: &[f32],
+    cache: &KvCache,
+    layer: usize,
+    n: usize,
+    pos0: usize,
+    total: usize,
+    nh: usize,
+) {
+    let hd = cache.hd;
+    let group = nh / cache.n_kv;
+    let qd = nh * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let head = |h: usize| -> Vec<f32> {
+        let g = h / group;
+        let kg = &cache.k[layer][cache.head_range(g, total)];
+        let vg = &cache.v[layer][cache.head_range(g, total)];
+        let mut qh = vec![0.0; n * hd];
+        for r in 0..n {
+            qh[r * hd..(r + 1) * hd].copy_from_slice(&q[r * qd + h * hd..r * qd + (h + 1) * hd]);
+        }
+        let mut s = vec![0.0; n * total];
+        matmul_nt(&mut s, &qh, kg, n, hd, total, false);
+        for (r, row) in s.chunks_exact_mut(total).enumerate() {
+            let visible = pos0 + r + 1;
+            let row = &mut row[..visible];
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b * scale));
+            let mut sum = 0.0;
+            for x in row.iter_mut() {
+                *x = (*x * scale - max).exp();
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
+        // Masked positions: zero weight.
+        for (r, row) in s.chunks_exact_mut(total).enumerate() {
+            row[pos0 + r + 1..].fill(0.0);
+        }
+        let mut o = vec![0.0; n * hd];
+        matmul_nn(&mut o, &s, vg, n, total, hd, false);
+        o
+    };
+    // Few rows (decode): heads in parallel, each GEMM single-threaded. Many rows
+    // (prefill): heads in turn, each GEMM threaded.
+    let outs: Vec<Vec<f32>> = if n < Q8_MAX_ROWS {
+        (0..nh).into_par_iter().map(head).collect()
+    } else {
+        (0..nh).map(head).collect()
+    };
+    for (h, o) in outs.iter().enumerate() {
+        for r in 0..n {
+            att[r * qd + h * hd..r * qd + (h + 1) * hd].copy_from_slice(&o[r * hd..(r + 1) * hd]);
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! The generation engine: a loaded model, its tokenizer, and `generate`.
+//!
+//! Owns: [`Engine`] (load from GGUF, build from [`Weights`], swap weights after a
+//! training step), prompt prefill and token-by-token decode with a KV cache
+//! ([`forward`]), sampling ([`sampling`]), stop tokens and stop sequences, and the
+//! [`Generation`] record (text, ids, per-token logprobs, timings).
+//! Does not own: chat prompts (`crate::tokenizer::chat`), the training forward/backward.
+//!
+//! Precision: the f32 [`Weights`] are the master copy (the trainer's). The prompt is
+//! processed with them through the f32 GEMM; generated tokens use a Q8_0 copy by
+//! default ([`DecodeWeights`]), because decode reads every weight per token and Q8_0
+//! reads 3.6x fewer bytes. Choose [`DecodeWeights::F32`] for bit-for-bit agreement
+//! with [`Engine::logits`].
+//!
+//! `Engine` is `Send + Sync`: `generate` takes `&self` and keeps its KV cache on the
+//! stack, so several tasks (e.g. tokio `spawn_blocking`) may share one engine.
+
+pub mod forward;
+pub mod qweights;
+pub mod sampling;
+
+use crate::gguf::{self, GgufError, GgufFile};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::weights::Weights;
+use forward::{KvCache, LogitsFor, ModelRef, Q8Model, RopeTable};
+use sampling::{Sampler, SamplingOptions};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+/// Why the engine could not load or generate.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    TokenOutOfRange { id: u32, vocab: usize },
+    #[error("the prompt has {prompt} tokens; the context holds {context}")]
+    PromptTooLong { prompt: usize, context: usize },
+    #[error("tokenizer has {tokenizer} tokens but the model's vocabulary is {model}")]
+    VocabMismatch { tokenizer: usize, model: usize },
+    #[error("new weights have a different shape: {0}")]
+    ShapeChanged(String),
+}
+
+/// Which weights generate tokens after the prompt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecodeWeights {
+    /// Q8_0 blocks, activations in f32 (fast; see `qweights`).
+    #[default]
+    Q8_0,
+    /// The f32 master weights (exact; ~3.6x more memory traffic).
+    F32,
+}
+
+/// Settings of one generation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampling: SamplingOptions,
+    /// Stop when one of these strings appears in the output; it is cut from `text`.
+    pub stop: Vec<String>,
+    /// Stop at end-of-turn / end-of-text tokens (`<|im_end|>`, `<|endoftext|>`, EOS).
+    pub stop_at_eos: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        GenerateOptions {
+            max_tokens: 256,
+            sampling: SamplingOptions::default(),
+            stop: Vec::new(),
+            stop_at_eos: true,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end token was sampled (it is the last of `token_ids`).
+    Eos,
+    /// A stop sequence appeared (index into `stop`).
+    Stop(usize),
+    /// `max_tokens` reached.
+    Length,
+    /// The context window is full.
+    ContextFull,
+}
+
+/// What one generation produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// Generated text (lossy UTF-8), without the end token and cut before a stop sequence.
+    pub text: String,
+    /// Every sampled token, including an end token or the token that completed a stop
+    /// sequence: what the policy actually emitted, for training.
+    pub token_ids: Vec<u32>,
+    /// Per token: log-probability under the sampling temperature (behaviour policy).
+    pub logprobs: Vec<f32>,
+    /// Per token: log-probability under the untempered model (T = 1).
+    pub raw_logprobs: Vec<f32>,
+    pub prompt_tokens: usize,
+    pub finish: FinishReason,
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+}
+
+impl Generation {
+    /// Decode speed, tokens per second (the first token comes from prefill).
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        let n = self.token_ids.len().saturating_sub(1);
+        if self.decode_seconds > 0.0 {
+            n as f64 / self.decode_seconds
+        } else {
+            0.0
+        }
+    }
+    pub fn prefill_tokens_per_second(&self) -> f64 {
+        if self.prefill_seconds > 0.0 {
+            self.prompt_tokens as f64 / self.prefill_seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// A model ready to generate.
+pub struct Engine {
+    weights: Weights,
+    q8: Option<Q8Model>,
+    rope: RopeTable,
+    tokenizer: Tokenizer,
+    decode: DecodeWeights,
+    /// Tokens that end a turn.
+    end_ids: Vec<u32>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.weights.config)
+            .field("decode", &self.decode)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Loads a GGUF model and its tokenizer.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, EngineError> {
+        let f = GgufFile::open(path)?;
+        Self::from_gguf(&f)
+    }
+
+    pub fn from_gguf(f: &GgufFile) -> Result<Self, EngineError> {
+        let config = gguf::config_from_gguf(f)?;
+        let tokenizer = Tokenizer::from_gguf(f)?;
+        let weights = gguf::weights_from_gguf(f, &config)?;
+        Self::from_weights(weights, tokenizer, DecodeWeights::default())
+    }
+
+    /// An engine over given weights (e.g. the trainer's current policy).
+    pub fn from_weights(
+        weights: Weights,
+        tokenizer: Tokenizer,
+        decode: DecodeWeights,
+    ) -> Result<Self, EngineError> {
+        if tokenizer.vocab_size() > weights.config.vocab_size {
+            return Err(EngineError::VocabMismatch {
+                tokenizer: tokenizer.vocab_size(),
+                model: weights.config.vocab_size,
+            });
+        }
+        let end_ids = [
+            Some(tokenizer.eos_id),
+            tokenizer.end_of_turn_id(),
+            tokenizer.token_id("<|endoftext|>"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut e = Engine {
+            rope: RopeTable::new(&weights.config),
+            q8: None,
+            weights,
+            tokenizer,
+            decode,
+            end_ids,
+        };
+        e.rebuild_decode_weights();
+        Ok(e)
+    }
+
+    fn rebuild_decode_weights(&mut self) {
+        // A model whose widths are not multiples of 32 falls back to f32 decode.
+        self.q8 = match self.decode {
+            DecodeWeights::Q8_0 => Q8Model::from_weights(&self.weights),
+            DecodeWeights::F32 => None,
+        };
+    }
+
+    /// Replaces the weights (after a training step); the shape must not change.
+    pub fn set_weights(&mut self, weights: Weights) -> Result<(), EngineError> {
+        if weights.config != self.weights.config {
+            return Err(EngineError::ShapeChanged(format!(
+                "{:?} vs {:?}",
+                weights.config, self.weights.config
+            )));
+        }
+        self.weights = weights;
+        self.rebuild_decode_weights();
+        Ok(())
+    }
+
+    pub fn set_decode_weights(&mut self, decode: DecodeWeights) {
+        if decode != self.decode {
+            self.decode = decode;
+            self.rebuild_decode_weights();
+        }
+    }
+
+    /// The decode weights actually in use (Q8_0 can fall back to F32).
+    pub fn decode_weights(&self) -> DecodeWeights {
+        if self.q8.is_some() {
+            DecodeWeights::Q8_0
+        } else {
+            DecodeWeights::F32
+        }
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+    pub fn config(&self) -> &crate::Config {
+        &self.weights.config
+    }
+
+    fn model(&self, with_q8: bool) -> ModelRef<'_> {
+        ModelRef {
+            w: &self.weights,
+            q8: self.q8.as_ref().filter(|_| with_q8),
+            rope: &self.rope,
+        }
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<(), EngineError> {
+        if ids.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let vocab = self.weights.config.vocab_size;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(EngineError::TokenOutOfRange { id, vocab });
+        }
+        let context = self.weights.config.max_seq_len;
+        if ids.len() > context {
+            return Err(EngineError::PromptTooLong {
+                prompt: ids.len(),
+                context,
+            });
+        }
+        Ok(())
+    }
+
+    /// Logits of every position (`[ids.len(), vocab]`), f32 weights throughout.
+    pub fn logits(&self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {
+        self.check_ids(ids)?;
+        let mut cache = KvCache::new(&self.weights.config, ids.len());
+        Ok(forward::forward(
+            self.model(false),
+            &mut cache,
+            ids,
+            LogitsFor::All,
+        ))
+    }
+
+    /// Logits of each position when the ids are fed one at a time through the decode
+    /// path (the first through prefill): what `generate` sees. For tests and checks.
+    pub fn decode_logits(&self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {
+        self.check_ids(ids)?;
+        let mut cache = KvCache::new(&self.weights.config, ids.len());
+        let mut out = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            out.extend(forward::forward(
+                self.model(i > 0),
+                &mut cache,
+                std::slice::from_ref(id),
+                LogitsFor::Last,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Generates a continuation of `prompt_ids`.
+    pub fn generate(
+        &self,
+        prompt_ids: &[u32],
+        opts: &GenerateOptions,
+    ) -> Result<Generation, EngineError> {
+        self.generate_streaming(prompt_ids, opts, |_, _| {})
+    }
+
+    /// [`Engine::generate`], calling `on_token(id, bytes)` as each token is sampled.
+    pub fn generate_streaming(
+        &self,
+        prompt_ids: &[u32],
+        opts: &GenerateOptions,
+        mut on_token: impl FnMut(u32, &[u8]),
+    ) -> Result<Generation, EngineError> {
+        self.check_ids(prompt_ids)?;
+        let context = self.weights.config.max_seq_len;
+        let capacity = (prompt_ids.len() + opts.max_tokens).min(context);
+        let mut cache = KvCache::new(&self.weights.config, capacity);
+        let mut sampler = Sampler::new(opts.sampling.clone());
+        let mut out = Generation {
+            text: String::new(),
+            token_ids: Vec::new(),
+            logprobs: Vec::new(),
+            raw_logprobs: Vec::new(),
+            prompt_tokens: prompt_ids.len(),
+            finish: FinishReason::Length,
+            prefill_seconds: 0.0,
+            decode_seconds: 0.0,
+        };
+        if opts.max_tokens == 0 {
+            return Ok(out);
+        }
+        let t0 = Instant::now();
+        let mut logits =
+            forward::forward(self.model(false), &mut cache, prompt_ids, LogitsFor::Last);
+        out.prefill_seconds = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut cut: Option<usize> = None;
+        loop {
+            let choice = sampler.sample(&logits);
+            out.token_ids.push(choice.token);
+            out.logprobs.push(choice.logprob);
+            out.raw_logprobs.push(choice.raw_logprob);
+            if opts.stop_at_eos && self.end_ids.contains(&choice.token) {
+                out.finish = FinishReason::Eos;
+                on_token(choice.token, &[]);
+                break;
+            }
+            let piece = self.tokenizer.token_bytes(choice.token);
+            let before = bytes.len();
+            bytes.extend_from_slice(piece);
+            on_token(choice.token, piece);
+            if let Some((i, at)) = find_stop(&bytes, before, &opts.stop) {
+                out.finish = FinishReason::Stop(i);
+                cut = Some(at);
+                break;
+            }
+            if out.token_ids.len() >= opts.max_tokens {
+                out.finish = FinishReason::Length;
+                break;
+            }
+            if cache.len() >= cache.capacity() {
+                out.finish = FinishReason::ContextFull;
+                break;
+            }
+            logits = forward::forward(
+                self.model(true),
+                &mut cache,
+                &[choice.token],
+                LogitsFor::Last,
+            );
+        }
+        out.decode_seconds = t1.elapsed().as_secs_f64();
+        bytes.truncate(cut.unwrap_or(bytes.len()));
+        out.text = String::from_utf8_lossy(&bytes).into_owned();
+        Ok(out)
+    }
+}
+
+/// The first stop string that ends within the bytes added from `new_from` on (it may
+/// start earlier): `(index, byte offset where it starts)`.
+fn find_stop(bytes: &[u8], new_from: usize, stops: &[String]) -> Option<(usize, usize)> {
+    let mut best: Option<(usize, usize)> = None;
+    for (i, s) in stops.iter().enumerate() {
+        let s = s.as_bytes();
+        if s.is_empty() {
+            continue;
+        }
+        let from = new_from.saturating_sub(s.len() - 1);
+        if let Some(p) = bytes[from..].windows(s.len()).position(|w| w == s) {
+            let at = from + p;
+            if best.is_none_or(|(_, b)| at < b) {
+                best = Some((i, at));
+            }
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_found_across_token_boundary() {
+        let stops = vec!["END".to_string(), "\n\n".to_string()];
+        assert_eq!(find_stop(b"abcEN", 3, &stops), None);
+        assert_eq!(find_stop(b"abcEND", 5, &stops), Some((0, 3)));
+        assert_eq!(find_stop(b"x\n\nEND", 2, &stops), Some((1, 1)));
+    }
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn engine_is_send_and_sync() {
+        assert_send_sync::<Engine>();
+    }
+}
