@@ -128,32 +128,32 @@ pub async fn run_episode(
             };
             let generate_ms = t0.elapsed().as_millis() as u64;
             stats.generate_ms += generate_ms;
-            let gen = match generated {
+            let generation = match generated {
                 Ok(g) => g,
                 Err(e) => break 'episode EpisodeEnd::PolicyError(e.to_string()),
             };
-            endpoint = gen.endpoint.clone();
-            exact &= gen.exact_tokens;
-            prompt_tokens_seen = gen.prompt_tokens + gen.token_ids.len();
+            endpoint = generation.endpoint.clone();
+            exact &= generation.exact_tokens;
+            prompt_tokens_seen = generation.prompt_tokens + generation.token_ids.len();
             let ended_with_eom = codec
                 .as_ref()
                 .and_then(|c| c.end_of_message())
-                .is_some_and(|eom| gen.token_ids.last() == Some(&eom));
-            let mut sampled_text = gen.text.clone();
+                .is_some_and(|eom| generation.token_ids.last() == Some(&eom));
+            let mut sampled_text = generation.text.clone();
             if ended_with_eom {
                 sampled_text.push_str(ChatMl::END);
             }
-            stats.sampled_tokens += gen.token_ids.len();
-            ledger.push_sampled(sampled_text, gen.token_ids.clone(), gen.logprobs.clone());
-            messages.push(Message::new(Role::Assistant, &gen.text));
+            stats.sampled_tokens += generation.token_ids.len();
+            ledger.push_sampled(sampled_text, generation.token_ids.clone(), generation.logprobs.clone());
+            messages.push(Message::new(Role::Assistant, &generation.text));
             let close = template.assistant_close(ended_with_eom);
 
-            let stopped_at_close = gen.finish == FinishReason::Stop && !gen.stop_in_text;
-            let parsed = parse_tool_call(spec.syntax, &gen.text, &shapes, stopped_at_close);
+            let stopped_at_close = generation.finish == FinishReason::Stop && !generation.stop_in_text;
+            let parsed = parse_tool_call(spec.syntax, &generation.text, &shapes, stopped_at_close);
             let mut record = TurnRecord {
                 turn,
-                text: gen.text.clone(),
-                finish: gen.finish,
+                text: generation.text.clone(),
+                finish: generation.finish,
                 call: None,
                 call_error: None,
                 observation: None,
@@ -161,7 +161,7 @@ pub async fn run_episode(
                 tool_timed_out: false,
                 generate_ms,
                 tool_ms: 0,
-                new_tokens: gen.token_ids.len(),
+                new_tokens: generation.token_ids.len(),
             };
             stats.turns = turn + 1;
             let result = match parsed {

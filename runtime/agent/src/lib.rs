@@ -12,9 +12,15 @@ pub mod chat;
 pub mod episode;
 pub mod policy;
 pub mod prompts;
+pub mod report;
+pub mod rundir;
+pub mod selfplay;
+pub mod sandbox_tools;
+pub mod serve;
 pub mod shutdown;
 pub mod toolcall;
 pub mod tools;
+pub mod trajectory;
 pub mod transcript;
 
 pub use budget::Budgets;

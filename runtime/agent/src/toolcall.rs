@@ -130,12 +130,16 @@ pub fn parse_tool_call(
         ToolCallSyntax::Json => parse_json_body(body)?,
     };
     if !tools.iter().any(|t| t.name == call.name) {
-        return Err(ToolCallError::UnknownTool {
-            name: call.name,
-            available: tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
-        });
+        return Err(unknown(call.name, tools));
     }
     Ok(call)
+}
+
+fn unknown(name: String, tools: &[ToolShape]) -> ToolCallError {
+    ToolCallError::UnknownTool {
+        name,
+        available: tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
+    }
 }
 
 /// The bodies between every `open` and its following `close`. An `open` without a
@@ -166,6 +170,9 @@ fn parse_cwm_body(body: &str, tools: &[ToolShape]) -> Result<ToolCall, ToolCallE
     let name = body[..gt].trim().to_string();
     if name.is_empty() || name.contains(char::is_whitespace) {
         return Err(ToolCallError::NoName);
+    }
+    if !tools.iter().any(|t| t.name == name) {
+        return Err(unknown(name, tools));
     }
     let raw = &body[gt + 1..];
     // One leading and one trailing newline belong to the block's layout, not the value.
