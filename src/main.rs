@@ -21,12 +21,22 @@ struct Cli {
 enum Cmd {
     #[command(subcommand)]
     Sandbox(cli::sandbox::SandboxCmd),
+    /// Inspect a GGUF model and generate text with the embedded engine.
+    #[command(subcommand)]
+    Model(cli::model::ModelCmd),
+    /// Trains the policy on a trajectory file and writes a checkpoint.
+    Train(cli::train::TrainArgs),
+    /// The agent's WASM tools: list, describe, call, check, policy, bench.
+    Tools(cli::tools::ToolsArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Sandbox(c) => cli::sandbox::run(c),
+        Cmd::Model(c) => cli::model::run(c),
+        Cmd::Train(a) => cli::train::run(a),
+        Cmd::Tools(c) => cli::tools::run(c),
     };
     match result {
         Ok(code) => code,

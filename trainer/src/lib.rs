@@ -12,11 +12,16 @@
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;
-pub mod rl;
 pub mod gguf;
+#[cfg(feature = "cuda")]
+pub mod gpu;
 pub mod infer;
-pub mod tokenizer;
 pub mod optim;
+pub mod rl;
+pub mod safetensors;
+pub mod testing;
+pub mod tokenizer;
+pub mod train;
 pub mod trajectory;
 pub mod weights;
 

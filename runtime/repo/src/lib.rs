@@ -6,3 +6,16 @@
 //!
 //! Does not own: running anything (that is `ssr-sandbox`), or deciding what a bug is
 //! (`ssr-game`).
+
+pub mod bench;
+pub mod copy;
+pub mod history;
+pub mod patch;
+pub mod snapshot;
+
+pub use history::{CommitInfo, Repo, RepoError};
+pub use patch::{
+    ApplyError, ApplyFailure, FileBody, FilePatch, Hunk, HunkLine, LineKind, ParseError,
+    ParseFailure, Patch, PathChange, TouchedPath, UnsafePath,
+};
+pub use snapshot::{Snapshot, SnapshotBase, SnapshotMethod};

@@ -16,6 +16,7 @@
 
 use crate::cgroup::{CgroupEvents, CgroupHost, Controller, ExecCgroup};
 use crate::plan::{Plan, plan};
+use crate::rootfs::{etc_snapshot, rootfs_args};
 use crate::spec::{Environment, ExecOutcome, ExecSpec, LimitHit, RootFs, Sandbox, SandboxError};
 use crate::supervise::{self, Launch, Supervised, TreeKiller, Watch};
 use std::ffi::OsString;
@@ -37,42 +38,6 @@ const LAUNCHER_PROCS: u64 = 2;
 /// Default size of the sandbox's `/tmp` tmpfs (its pages also count against the memory
 /// limit).
 pub const DEFAULT_TMP_BYTES: u64 = 512 << 20;
-
-/// Top-level host directories shown read-only (or recreated as symlinks on merged-/usr
-/// systems) for [`RootFs::Host`].
-const HOST_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
-
-/// The `/etc` entries shown for [`RootFs::Host`]: what the loader, name service, locale,
-/// Debian alternatives, and common tools need. Never `shadow`, `ssh`, or the rest.
-const HOST_ETC: &[&str] = &[
-    "alternatives",
-    "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
-    "passwd",
-    "group",
-    "nsswitch.conf",
-    "hosts",
-    "host.conf",
-    "localtime",
-    "timezone",
-    "locale.alias",
-    "locale.conf",
-    "default/locale",
-    "mime.types",
-    "os-release",
-    "debian_version",
-    "bash.bashrc",
-    "profile",
-    "inputrc",
-    "gitconfig",
-    "pip.conf",
-    "python3",
-    "ssl/openssl.cnf",
-    "ssl/certs",
-    "ca-certificates.conf",
-    "terminfo",
-];
 
 /// What was found about the host's bubblewrap.
 #[derive(Clone, Debug)]
@@ -140,6 +105,13 @@ impl BwrapSandbox {
         self
     }
 
+    /// Uses `cgroups` instead of the host's detected support; `CgroupHost::default()`
+    /// runs without cgroups (rlimit fallback), as on a host that has none.
+    pub fn with_cgroups(mut self, cgroups: CgroupHost) -> Self {
+        self.cgroups = cgroups;
+        self
+    }
+
     pub fn info(&self) -> &BwrapInfo {
         &self.info
     }
@@ -201,7 +173,11 @@ pub fn probe_bwrap() -> Result<BwrapInfo, String> {
         disable_userns: help.contains("--disable-userns"),
     };
     let mut trial: Vec<OsString> = base_args(&info);
-    trial.extend(rootfs_args(&RootFs::Host, Path::new("/repo")));
+    trial.extend(rootfs_args(
+        &RootFs::Host,
+        Path::new("/repo"),
+        etc_snapshot(),
+    ));
     trial.extend(["--", "true"].map(OsString::from));
     let out = std::process::Command::new(&info.path)
         .args(&trial)
@@ -258,67 +234,6 @@ fn base_args(info: &BwrapInfo) -> Vec<OsString> {
     a.into_iter().map(OsString::from).collect()
 }
 
-/// The read-only root filesystem, `/proc` and `/dev`. `skip` is the workspace's guest
-/// path, whose top directory is not taken from an image (it is mounted separately).
-fn rootfs_args(rootfs: &RootFs, skip: &Path) -> Vec<OsString> {
-    let mut a: Vec<OsString> = Vec::new();
-    let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
-        a.extend(items.iter().map(|i| i.as_ref().to_os_string()));
-    };
-    match rootfs {
-        RootFs::Host => {
-            for d in HOST_DIRS {
-                let host = Path::new("/").join(d);
-                bind_entry(&host, &host, &mut push);
-            }
-            for e in HOST_ETC {
-                let host = Path::new("/etc").join(e);
-                if host.exists() {
-                    push(&[&"--ro-bind", &host, &host]);
-                }
-            }
-        }
-        RootFs::Dir(root) => {
-            let top = skip
-                .components()
-                .nth(1)
-                .map(|c| c.as_os_str().to_os_string());
-            let mut entries: Vec<_> = std::fs::read_dir(root)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.file_name())
-                .collect();
-            entries.sort();
-            for name in entries {
-                let skipped = ["proc", "dev", "tmp", "sys"].iter().any(|s| name == *s);
-                if skipped || Some(&name) == top.as_ref() {
-                    continue;
-                }
-                bind_entry(&root.join(&name), &Path::new("/").join(&name), &mut push);
-            }
-        }
-        // Rejected by `BwrapSandbox::new`.
-        RootFs::Image(_) => {}
-    }
-    push(&[&"--proc", &"/proc", &"--dev", &"/dev"]);
-    a
-}
-
-/// A symlink is recreated as the same symlink (merged /usr: `/bin -> usr/bin`); anything
-/// else is bound read-only.
-fn bind_entry(host: &Path, guest: &Path, push: &mut dyn FnMut(&[&dyn AsRef<std::ffi::OsStr>])) {
-    match std::fs::symlink_metadata(host) {
-        Ok(m) if m.file_type().is_symlink() => {
-            if let Ok(target) = std::fs::read_link(host) {
-                push(&[&"--symlink", &target, &guest]);
-            }
-        }
-        Ok(_) => push(&[&"--ro-bind", &host, &guest]),
-        Err(_) => {}
-    }
-}
-
 /// The whole `bwrap` command line for one plan.
 pub(crate) fn bwrap_args(
     rootfs: &RootFs,
@@ -327,7 +242,7 @@ pub(crate) fn bwrap_args(
     tmp_bytes: u64,
 ) -> Vec<OsString> {
     let mut a = base_args(info);
-    a.extend(rootfs_args(rootfs, &plan.guest));
+    a.extend(rootfs_args(rootfs, &plan.guest, etc_snapshot()));
     let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
         a.extend(items.iter().map(|i| i.as_ref().to_os_string()));
     };
@@ -390,7 +305,15 @@ impl TreeKiller for BwrapKiller<'_> {
             unsafe { libc::kill(-pid, libc::SIGKILL) };
         }
         if let Some(cg) = self.cgroup {
-            cg.kill_all(Duration::from_secs(2));
+            // After a timeout, wait until the cgroup is empty; after a normal exit one
+            // pass suffices (the pid namespace is already going down with bwrap's init,
+            // and `ExecCgroup::release` finishes the job off the critical path).
+            let patience = if reaped {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(2)
+            };
+            cg.kill_all(patience);
         }
     }
 }
@@ -439,7 +362,9 @@ impl Sandbox for BwrapSandbox {
         };
         let seen = supervise::run(launch, &watch, &killer).map_err(SandboxError::Spawn)?;
         let events = cgroup.as_ref().map(ExecCgroup::events).unwrap_or_default();
-        drop(cgroup);
+        if let Some(cg) = cgroup {
+            cg.release();
+        }
         Ok(outcome(seen, events))
     }
 }

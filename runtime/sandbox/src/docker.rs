@@ -498,6 +498,7 @@ mod tests {
     fn run_line_carries_isolation_and_limits() {
         let ws = tempfile::tempdir().unwrap();
         std::fs::write(ws.path().join("test_a.py"), "").unwrap();
+        std::fs::create_dir(ws.path().join("src")).unwrap();
         let mut spec = ExecSpec::new(Command::Argv(vec!["pytest".into(), "-q".into()]), ws.path());
         spec.read_only_paths = vec!["test_a.py".into()];
         spec.cwd = Some("src".into());

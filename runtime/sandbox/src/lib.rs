@@ -17,6 +17,7 @@ mod bwrap;
 pub mod cgroup;
 mod docker;
 mod plan;
+mod rootfs;
 mod spec;
 mod supervise;
 

@@ -69,6 +69,12 @@ pub(crate) fn plan_with_host_env(
             let rel = relative_to_workspace(rel, &spec.workspace, &workspace, &guest).ok_or_else(
                 || invalid(format!("cwd {} is outside the workspace", rel.display())),
             )?;
+            if !workspace.join(&rel).is_dir() {
+                return Err(invalid(format!(
+                    "cwd {} is not a directory in the workspace",
+                    rel.display()
+                )));
+            }
             guest.join(rel)
         }
     };
@@ -240,6 +246,9 @@ mod tests {
         spec.cwd = Some("../x".into());
         let e = plan_with_host_env(&Environment::default(), &spec, |_| None).unwrap_err();
         assert!(matches!(e, SandboxError::InvalidSpec(_)), "{e}");
+        spec.cwd = Some("missing".into());
+        let e = plan_with_host_env(&Environment::default(), &spec, |_| None).unwrap_err();
+        assert!(e.to_string().contains("not a directory"), "{e}");
     }
 
     #[test]

@@ -129,6 +129,64 @@ impl ExecSpec {
             limits: Limits::default(),
         }
     }
+
+    /// A spec running `program args...` (no shell) over `workspace`.
+    pub fn argv<I, S>(args: I, workspace: impl Into<PathBuf>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::new(
+            Command::Argv(args.into_iter().map(Into::into).collect()),
+            workspace,
+        )
+    }
+
+    /// A spec running `bash -c script` over `workspace`.
+    pub fn script(script: impl Into<String>, workspace: impl Into<PathBuf>) -> Self {
+        Self::new(Command::Script(script.into()), workspace)
+    }
+
+    /// Working directory relative to the workspace.
+    pub fn with_cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(cwd.into());
+        self
+    }
+
+    /// Adds paths (relative to the workspace) mounted read-only.
+    pub fn with_read_only<I, P>(mut self, paths: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<PathBuf>,
+    {
+        self.read_only_paths
+            .extend(paths.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds an extra mount.
+    pub fn with_mount(mut self, mount: Mount) -> Self {
+        self.mounts.push(mount);
+        self
+    }
+
+    /// Sets a variable for this exec.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Replaces all limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the wall-clock limit.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.timeout = timeout;
+        self
+    }
 }
 
 /// Which limit ended or constrained the command, when one did.
@@ -163,7 +221,9 @@ pub struct ExecOutcome {
 }
 
 impl ExecOutcome {
-    /// Exited normally with status 0 and no limit hit.
+    /// Exited normally with status 0 and was not ended by a timeout. A limit the
+    /// command survived (truncated output, a child killed for memory) does not count
+    /// against success; look at [`ExecOutcome::limit_hit`] for those.
     pub fn success(&self) -> bool {
         self.exit_code == Some(0) && !self.timed_out
     }
@@ -195,4 +255,22 @@ pub trait Sandbox: Send + Sync {
     fn name(&self) -> &'static str;
     /// Runs one command to completion or until a limit ends it.
     fn exec(&self, spec: &ExecSpec) -> Result<ExecOutcome, SandboxError>;
+}
+
+impl<S: Sandbox + ?Sized> Sandbox for Box<S> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn exec(&self, spec: &ExecSpec) -> Result<ExecOutcome, SandboxError> {
+        (**self).exec(spec)
+    }
+}
+
+impl<S: Sandbox + ?Sized> Sandbox for std::sync::Arc<S> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn exec(&self, spec: &ExecSpec) -> Result<ExecOutcome, SandboxError> {
+        (**self).exec(spec)
+    }
 }

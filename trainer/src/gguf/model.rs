@@ -60,7 +60,10 @@ pub(crate) fn check_config(c: &Config) -> Result<(), String> {
     {
         return Err(format!("zero-sized dimension in {c:?}"));
     }
-    if c.dim % c.n_heads != 0 || c.n_heads % c.n_kv_heads != 0 || (c.dim / c.n_heads) % 2 != 0 {
+    if !c.dim.is_multiple_of(c.n_heads)
+        || !c.n_heads.is_multiple_of(c.n_kv_heads)
+        || !(c.dim / c.n_heads).is_multiple_of(2)
+    {
         return Err(format!(
             "dim {} / heads {} / kv heads {} do not give an even head size shared by whole groups",
             c.dim, c.n_heads, c.n_kv_heads

@@ -68,7 +68,8 @@ impl TensorType {
     /// Bytes that `n` elements occupy, or `None` when `n` is not a whole number of blocks.
     pub fn bytes_for(self, n: u64) -> Option<u64> {
         let (be, bb) = self.block();
-        (n % be as u64 == 0).then(|| n / be as u64 * bb as u64)
+        n.is_multiple_of(be as u64)
+            .then(|| n / be as u64 * bb as u64)
     }
 }
 

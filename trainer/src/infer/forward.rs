@@ -12,18 +12,22 @@
 //! - Prompts are processed in chunks of [`PREFILL_CHUNK`] tokens through the f32 GEMM:
 //!   large enough for the GEMM to reach its speed, small enough that the attention
 //!   scores (`chunk x T`) and activations stay a few MiB.
-//! - With Q8_0 decode weights, steps of fewer than [`Q8_MAX_ROWS`] tokens use the Q8_0
-//!   matrix-vector kernel (memory-bound, so fewer bytes per weight is faster); larger
-//!   batches use f32 GEMM (compute-bound, where f32 GEMM is faster than dequantizing).
+//! - Kernel per step size ([`ModelRef`]): steps of fewer than [`Q8_MAX_ROWS`] tokens
+//!   (decode) use the Q8_0 matrix-vector kernel when a Q8_0 copy exists (memory-bound:
+//!   fewer bytes per weight is faster); larger steps (prefill) use the bf16 GEMM when a
+//!   bf16 copy exists (compute-bound: twice f32's arithmetic rate), else f32 GEMM.
 
 use super::qweights::Q8Matrix;
 use crate::config::Config;
+use crate::cpu::bf16_gemm::Bf16Matrix;
 use crate::cpu::matmul::{matmul_nn, matmul_nt};
 use crate::weights::Weights;
 use rayon::prelude::*;
 
 /// Tokens per prefill GEMM call.
 pub const PREFILL_CHUNK: usize = 256;
+/// Decode attends heads in parallel from this context length on.
+pub const PARALLEL_ATTENTION_MIN_CONTEXT: usize = 512;
 /// Below this many rows the Q8_0 kernel is used when available.
 pub const Q8_MAX_ROWS: usize = 8;
 
@@ -73,61 +77,110 @@ impl KvCache {
     }
 }
 
-/// Q8_0 copies of one layer's matrices, fused where they share an input.
+/// A weight matrix in a kernel-specific format: `out[m, rows] = x[m, cols] W^T`.
+pub trait PackedMatrix: Sync + Send + std::fmt::Debug {
+    fn apply(&self, x: &[f32], m: usize, out: &mut [f32]);
+    fn n_bytes(&self) -> usize;
+}
+
+impl PackedMatrix for Q8Matrix {
+    fn apply(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.matmul(x, m, out)
+    }
+    fn n_bytes(&self) -> usize {
+        Q8Matrix::n_bytes(self)
+    }
+}
+
+impl PackedMatrix for Bf16Matrix {
+    fn apply(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        self.matmul(x, m, out)
+    }
+    fn n_bytes(&self) -> usize {
+        Bf16Matrix::n_bytes(self)
+    }
+}
+
+/// One layer's matrices in a packed format, fused where they share an input.
 #[derive(Clone, Debug)]
-pub struct Q8Layer {
+pub struct PackedLayer<M> {
     /// `[q_dim + 2*kv_dim, dim]`: Wq, Wk, Wv stacked.
-    pub qkv: Q8Matrix,
-    pub wo: Q8Matrix,
+    pub qkv: M,
+    pub wo: M,
     /// `[2*ffn_dim, dim]`: gate then up.
-    pub gate_up: Q8Matrix,
-    pub down: Q8Matrix,
+    pub gate_up: M,
+    pub down: M,
 }
 
-/// The whole model in Q8_0 (decode weights).
+/// The whole model in a packed format; `lm_head` only where the format serves it.
 #[derive(Clone, Debug)]
-pub struct Q8Model {
-    pub layers: Vec<Q8Layer>,
-    pub lm_head: Q8Matrix,
+pub struct PackedModel<M> {
+    pub layers: Vec<PackedLayer<M>>,
+    pub lm_head: Option<M>,
 }
 
-impl Q8Model {
-    /// Quantizes `w`; `None` when a width is not a multiple of 32.
-    pub fn from_weights(w: &Weights) -> Option<Self> {
+/// Q8_0 decode weights.
+pub type Q8Model = PackedModel<Q8Matrix>;
+/// bf16 prefill weights.
+pub type Bf16Model = PackedModel<Bf16Matrix>;
+
+fn stack(parts: &[&[f32]]) -> Vec<f32> {
+    parts.concat()
+}
+
+impl<M: PackedMatrix> PackedModel<M> {
+    /// Packs `w` with `pack(matrix, rows, cols)`; `None` when `pack` refuses a shape.
+    pub fn pack(
+        w: &Weights,
+        with_lm_head: bool,
+        pack: impl Fn(&[f32], usize, usize) -> Option<M>,
+    ) -> Option<Self> {
         let c = &w.config;
         let (d, qd, kv, ff) = (c.dim, c.n_heads * c.head_dim(), c.kv_dim(), c.ffn_dim);
         let layers = w
             .layers
             .iter()
             .map(|l| {
-                Some(Q8Layer {
-                    qkv: Q8Matrix::concat(&[
-                        Q8Matrix::from_f32(&l.wq, qd, d)?,
-                        Q8Matrix::from_f32(&l.wk, kv, d)?,
-                        Q8Matrix::from_f32(&l.wv, kv, d)?,
-                    ]),
-                    wo: Q8Matrix::from_f32(&l.wo, d, qd)?,
-                    gate_up: Q8Matrix::concat(&[
-                        Q8Matrix::from_f32(&l.w_gate, ff, d)?,
-                        Q8Matrix::from_f32(&l.w_up, ff, d)?,
-                    ]),
-                    down: Q8Matrix::from_f32(&l.w_down, d, ff)?,
+                Some(PackedLayer {
+                    qkv: pack(&stack(&[&l.wq, &l.wk, &l.wv]), qd + 2 * kv, d)?,
+                    wo: pack(&l.wo, d, qd)?,
+                    gate_up: pack(&stack(&[&l.w_gate, &l.w_up]), 2 * ff, d)?,
+                    down: pack(&l.w_down, d, ff)?,
                 })
             })
             .collect::<Option<Vec<_>>>()?;
-        Some(Q8Model {
-            layers,
-            lm_head: Q8Matrix::from_f32(w.lm_head(), c.vocab_size, d)?,
-        })
+        let lm_head = if with_lm_head {
+            Some(pack(w.lm_head(), c.vocab_size, d)?)
+        } else {
+            None
+        };
+        Some(PackedModel { layers, lm_head })
     }
 
     pub fn n_bytes(&self) -> usize {
-        self.lm_head.n_bytes()
+        self.lm_head.as_ref().map_or(0, |h| h.n_bytes())
             + self
                 .layers
                 .iter()
                 .map(|l| l.qkv.n_bytes() + l.wo.n_bytes() + l.gate_up.n_bytes() + l.down.n_bytes())
                 .sum::<usize>()
+    }
+}
+
+impl Q8Model {
+    /// Quantizes `w`; `None` when a width is not a multiple of 32.
+    pub fn from_weights(w: &Weights) -> Option<Self> {
+        Self::pack(w, true, Q8Matrix::from_f32)
+    }
+}
+
+impl Bf16Model {
+    /// Packs `w` for the bf16 GEMM; `None` when the CPU lacks AVX-512 BF16.
+    pub fn from_weights(w: &Weights) -> Option<Self> {
+        if !crate::cpu::bf16_gemm::available() {
+            return None;
+        }
+        Self::pack(w, false, |m, r, c| Some(Bf16Matrix::from_f32(m, r, c)))
     }
 }
 
@@ -198,7 +251,10 @@ pub enum LogitsFor {
 #[derive(Clone, Copy, Debug)]
 pub struct ModelRef<'a> {
     pub w: &'a Weights,
+    /// Used for steps of fewer than [`Q8_MAX_ROWS`] tokens (decode).
     pub q8: Option<&'a Q8Model>,
+    /// Used for steps of at least [`Q8_MAX_ROWS`] tokens (prefill).
+    pub bf16: Option<&'a Bf16Model>,
     pub rope: &'a RopeTable,
 }
 
@@ -235,22 +291,6 @@ enum RowsOut {
     None,
 }
 
-/// `out[rows, n] = x[rows, k] W^T`, through Q8_0 when given and the batch is small.
-fn linear(
-    out: &mut [f32],
-    x: &[f32],
-    w: &[f32],
-    q: Option<&Q8Matrix>,
-    rows: usize,
-    k: usize,
-    n: usize,
-) {
-    match q {
-        Some(q) if rows < Q8_MAX_ROWS => q.matmul(x, rows, out),
-        _ => matmul_nt(out, x, w, rows, k, n, false),
-    }
-}
-
 fn forward_chunk(
     m: ModelRef<'_>,
     cache: &mut KvCache,
@@ -264,7 +304,22 @@ fn forward_chunk(
     let n = tokens.len();
     let pos0 = cache.len;
     let total = pos0 + n;
-    let use_q8 = m.q8.is_some() && n < Q8_MAX_ROWS;
+    // The packed layer set for this step's size, if any.
+    let layer_set: Option<Vec<[&dyn PackedMatrix; 4]>> = if n < Q8_MAX_ROWS {
+        m.q8.map(|q| {
+            q.layers
+                .iter()
+                .map(|l| [&l.qkv as &dyn PackedMatrix, &l.wo, &l.gate_up, &l.down])
+                .collect()
+        })
+    } else {
+        m.bf16.map(|q| {
+            q.layers
+                .iter()
+                .map(|l| [&l.qkv as &dyn PackedMatrix, &l.wo, &l.gate_up, &l.down])
+                .collect()
+        })
+    };
 
     let mut x = Vec::with_capacity(n * d);
     for &t in tokens {
@@ -281,19 +336,19 @@ fn forward_chunk(
     let mut fused = Vec::new();
 
     for (li, l) in m.w.layers.iter().enumerate() {
-        let ql = m.q8.map(|q8| &q8.layers[li]);
+        let pl = layer_set.as_ref().map(|set| set[li]);
         rmsnorm(&mut h, &x, &l.attn_norm, c.norm_eps);
-        match ql {
-            Some(ql) if use_q8 => {
+        match pl {
+            Some([qkv, ..]) => {
                 fused.resize(n * (qd + 2 * kvd), 0.0);
-                ql.qkv.matmul(&h, n, &mut fused);
+                qkv.apply(&h, n, &mut fused);
                 for (r, row) in fused.chunks_exact(qd + 2 * kvd).enumerate() {
                     q[r * qd..(r + 1) * qd].copy_from_slice(&row[..qd]);
                     k[r * kvd..(r + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
                     v[r * kvd..(r + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
                 }
             }
-            _ => {
+            None => {
                 matmul_nt(&mut q, &h, &l.wq, n, d, qd, false);
                 matmul_nt(&mut k, &h, &l.wk, n, d, kvd, false);
                 matmul_nt(&mut v, &h, &l.wv, n, d, kvd, false);
@@ -312,28 +367,23 @@ fn forward_chunk(
             }
         }
         attention(&mut att, &q, cache, li, n, pos0, total, nh);
-        linear(
-            &mut proj,
-            &att,
-            &l.wo,
-            ql.filter(|_| use_q8).map(|q| &q.wo),
-            n,
-            qd,
-            d,
-        );
+        match pl {
+            Some([_, wo, ..]) => wo.apply(&att, n, &mut proj),
+            None => matmul_nt(&mut proj, &att, &l.wo, n, qd, d, false),
+        }
         x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
 
         rmsnorm(&mut h, &x, &l.ffn_norm, c.norm_eps);
-        match ql {
-            Some(ql) if use_q8 => {
+        match pl {
+            Some([_, _, gate_up, _]) => {
                 fused.resize(n * 2 * ff, 0.0);
-                ql.gate_up.matmul(&h, n, &mut fused);
+                gate_up.apply(&h, n, &mut fused);
                 for (r, row) in fused.chunks_exact(2 * ff).enumerate() {
                     gate[r * ff..(r + 1) * ff].copy_from_slice(&row[..ff]);
                     up[r * ff..(r + 1) * ff].copy_from_slice(&row[ff..]);
                 }
             }
-            _ => {
+            None => {
                 matmul_nt(&mut gate, &h, &l.w_gate, n, d, ff, false);
                 matmul_nt(&mut up, &h, &l.w_up, n, d, ff, false);
             }
@@ -341,15 +391,10 @@ fn forward_chunk(
         for (g, u) in gate.iter_mut().zip(&up) {
             *g = *g / (1.0 + (-*g).exp()) * u;
         }
-        linear(
-            &mut proj,
-            &gate,
-            &l.w_down,
-            ql.filter(|_| use_q8).map(|q| &q.down),
-            n,
-            ff,
-            d,
-        );
+        match pl {
+            Some([.., down]) => down.apply(&gate, n, &mut proj),
+            None => matmul_nt(&mut proj, &gate, &l.w_down, n, ff, d, false),
+        }
         x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
     }
     cache.len = total;
@@ -363,16 +408,23 @@ fn forward_chunk(
     rmsnorm(&mut hn, &x[first * d..], &m.w.final_norm, c.norm_eps);
     let start = logits.len();
     logits.resize(start + rows * c.vocab_size, 0.0);
-    let head_q8 = m.q8.filter(|_| rows < Q8_MAX_ROWS).map(|q| &q.lm_head);
-    linear(
-        &mut logits[start..],
-        &hn,
-        m.w.lm_head(),
-        head_q8,
-        rows,
-        d,
-        c.vocab_size,
-    );
+    // Few rows (decode, or the last prompt row): the Q8_0 head when present.
+    match m
+        .q8
+        .and_then(|q| q.lm_head.as_ref())
+        .filter(|_| rows < Q8_MAX_ROWS)
+    {
+        Some(head) => head.matmul(&hn, rows, &mut logits[start..]),
+        None => matmul_nt(
+            &mut logits[start..],
+            &hn,
+            m.w.lm_head(),
+            rows,
+            d,
+            c.vocab_size,
+            false,
+        ),
+    }
 }
 
 /// Causal grouped-query attention of `n` new rows (positions `pos0..`) over the
@@ -422,9 +474,11 @@ fn attention(
         matmul_nn(&mut o, &s, vg, n, total, hd, false);
         o
     };
-    // Few rows (decode): heads in parallel, each GEMM single-threaded. Many rows
-    // (prefill): heads in turn, each GEMM threaded.
-    let outs: Vec<Vec<f32>> = if n < Q8_MAX_ROWS {
+    // Few rows (decode) over a long context: heads in parallel, each GEMM
+    // single-threaded. Short contexts: heads in turn on this thread (the work, ~T*64*9
+    // multiply-adds, is smaller than a fork/join, which also stalls when the machine is
+    // busy). Many rows (prefill): heads in turn, each GEMM threaded.
+    let outs: Vec<Vec<f32>> = if n < Q8_MAX_ROWS && total >= PARALLEL_ATTENTION_MIN_CONTEXT {
         (0..nh).into_par_iter().map(head).collect()
     } else {
         (0..nh).map(head).collect()

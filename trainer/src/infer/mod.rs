@@ -6,11 +6,13 @@
 //! [`Generation`] record (text, ids, per-token logprobs, timings).
 //! Does not own: chat prompts (`crate::tokenizer::chat`), the training forward/backward.
 //!
-//! Precision: the f32 [`Weights`] are the master copy (the trainer's). The prompt is
-//! processed with them through the f32 GEMM; generated tokens use a Q8_0 copy by
-//! default ([`DecodeWeights`]), because decode reads every weight per token and Q8_0
-//! reads 3.6x fewer bytes. Choose [`DecodeWeights::F32`] for bit-for-bit agreement
-//! with [`Engine::logits`].
+//! Precision ([`Precision`]): the f32 [`Weights`] are the master copy (the
+//! trainer's) and [`Engine::logits`] always uses them. `generate` by default
+//! ([`Precision::Fast`]) runs the prompt through a bf16 copy with the AVX-512 BF16
+//! GEMM (compute-bound: twice the arithmetic rate of f32; f32 GEMM on CPUs without
+//! it) and generated tokens through a Q8_0 copy (memory-bound: 3.6x fewer bytes
+//! than f32). [`Precision::F32`] uses the f32 weights everywhere (bit-for-bit the
+//! function the trainer computes, several times slower).
 //!
 //! `Engine` is `Send + Sync`: `generate` takes `&self` and keeps its KV cache on the
 //! stack, so several tasks (e.g. tokio `spawn_blocking`) may share one engine.
@@ -22,7 +24,7 @@ pub mod sampling;
 use crate::gguf::{self, GgufError, GgufFile};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 use crate::weights::Weights;
-use forward::{KvCache, LogitsFor, ModelRef, Q8Model, RopeTable};
+use forward::{Bf16Model, KvCache, LogitsFor, ModelRef, Q8Model, RopeTable};
 use sampling::{Sampler, SamplingOptions};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -47,14 +49,24 @@ pub enum EngineError {
     ShapeChanged(String),
 }
 
-/// Which weights generate tokens after the prompt.
+/// Which weight copies `generate` uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DecodeWeights {
-    /// Q8_0 blocks, activations in f32 (fast; see `qweights`).
+pub enum Precision {
+    /// bf16 prompt prefill (when the CPU has AVX-512 BF16) and Q8_0 decode.
     #[default]
-    Q8_0,
-    /// The f32 master weights (exact; ~3.6x more memory traffic).
+    Fast,
+    /// The f32 master weights throughout.
     F32,
+}
+
+/// The kernels an engine actually uses (fast paths fall back when the CPU or the
+/// model's shapes do not allow them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Kernels {
+    /// `"bf16"` or `"f32"`.
+    pub prefill: &'static str,
+    /// `"q8_0"` or `"f32"`.
+    pub decode: &'static str,
 }
 
 /// Settings of one generation.
@@ -134,9 +146,10 @@ impl Generation {
 pub struct Engine {
     weights: Weights,
     q8: Option<Q8Model>,
+    bf16: Option<Bf16Model>,
     rope: RopeTable,
     tokenizer: Tokenizer,
-    decode: DecodeWeights,
+    precision: Precision,
     /// Tokens that end a turn.
     end_ids: Vec<u32>,
 }
@@ -145,7 +158,7 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("config", &self.weights.config)
-            .field("decode", &self.decode)
+            .field("precision", &self.precision)
             .finish()
     }
 }
@@ -161,14 +174,14 @@ impl Engine {
         let config = gguf::config_from_gguf(f)?;
         let tokenizer = Tokenizer::from_gguf(f)?;
         let weights = gguf::weights_from_gguf(f, &config)?;
-        Self::from_weights(weights, tokenizer, DecodeWeights::default())
+        Self::from_weights(weights, tokenizer, Precision::default())
     }
 
     /// An engine over given weights (e.g. the trainer's current policy).
     pub fn from_weights(
         weights: Weights,
         tokenizer: Tokenizer,
-        decode: DecodeWeights,
+        precision: Precision,
     ) -> Result<Self, EngineError> {
         if tokenizer.vocab_size() > weights.config.vocab_size {
             return Err(EngineError::VocabMismatch {
@@ -187,20 +200,25 @@ impl Engine {
         let mut e = Engine {
             rope: RopeTable::new(&weights.config),
             q8: None,
+            bf16: None,
             weights,
             tokenizer,
-            decode,
+            precision,
             end_ids,
         };
-        e.rebuild_decode_weights();
+        e.rebuild_fast_weights();
         Ok(e)
     }
 
-    fn rebuild_decode_weights(&mut self) {
-        // A model whose widths are not multiples of 32 falls back to f32 decode.
-        self.q8 = match self.decode {
-            DecodeWeights::Q8_0 => Q8Model::from_weights(&self.weights),
-            DecodeWeights::F32 => None,
+    fn rebuild_fast_weights(&mut self) {
+        // Widths that are not multiples of 32 fall back to f32 decode; CPUs without
+        // AVX-512 BF16 to f32 prefill.
+        (self.q8, self.bf16) = match self.precision {
+            Precision::Fast => (
+                Q8Model::from_weights(&self.weights),
+                Bf16Model::from_weights(&self.weights),
+            ),
+            Precision::F32 => (None, None),
         };
     }
 
@@ -213,23 +231,26 @@ impl Engine {
             )));
         }
         self.weights = weights;
-        self.rebuild_decode_weights();
+        self.rebuild_fast_weights();
         Ok(())
     }
 
-    pub fn set_decode_weights(&mut self, decode: DecodeWeights) {
-        if decode != self.decode {
-            self.decode = decode;
-            self.rebuild_decode_weights();
+    pub fn set_precision(&mut self, precision: Precision) {
+        if precision != self.precision {
+            self.precision = precision;
+            self.rebuild_fast_weights();
         }
     }
 
-    /// The decode weights actually in use (Q8_0 can fall back to F32).
-    pub fn decode_weights(&self) -> DecodeWeights {
-        if self.q8.is_some() {
-            DecodeWeights::Q8_0
-        } else {
-            DecodeWeights::F32
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// The kernels in use after fallbacks.
+    pub fn kernels(&self) -> Kernels {
+        Kernels {
+            prefill: if self.bf16.is_some() { "bf16" } else { "f32" },
+            decode: if self.q8.is_some() { "q8_0" } else { "f32" },
         }
     }
 
@@ -243,10 +264,12 @@ impl Engine {
         &self.weights.config
     }
 
-    fn model(&self, with_q8: bool) -> ModelRef<'_> {
+    /// The model view: `fast` enables the bf16/Q8_0 copies (when built).
+    fn model(&self, fast: bool) -> ModelRef<'_> {
         ModelRef {
             w: &self.weights,
-            q8: self.q8.as_ref().filter(|_| with_q8),
+            q8: self.q8.as_ref().filter(|_| fast),
+            bf16: self.bf16.as_ref().filter(|_| fast),
             rope: &self.rope,
         }
     }
@@ -281,15 +304,28 @@ impl Engine {
         ))
     }
 
+    /// Logits of every position through the prefill path `generate` uses (bf16 under
+    /// [`Precision::Fast`] when available). For tests and checks.
+    pub fn prefill_logits(&self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {
+        self.check_ids(ids)?;
+        let mut cache = KvCache::new(&self.weights.config, ids.len());
+        Ok(forward::forward(
+            self.model(true),
+            &mut cache,
+            ids,
+            LogitsFor::All,
+        ))
+    }
+
     /// Logits of each position when the ids are fed one at a time through the decode
-    /// path (the first through prefill): what `generate` sees. For tests and checks.
+    /// path: what `generate` sees for generated tokens. For tests and checks.
     pub fn decode_logits(&self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {
         self.check_ids(ids)?;
         let mut cache = KvCache::new(&self.weights.config, ids.len());
         let mut out = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
+        for id in ids {
             out.extend(forward::forward(
-                self.model(i > 0),
+                self.model(true),
                 &mut cache,
                 std::slice::from_ref(id),
                 LogitsFor::Last,
@@ -334,7 +370,7 @@ impl Engine {
         }
         let t0 = Instant::now();
         let mut logits =
-            forward::forward(self.model(false), &mut cache, prompt_ids, LogitsFor::Last);
+            forward::forward(self.model(true), &mut cache, prompt_ids, LogitsFor::Last);
         out.prefill_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let mut bytes: Vec<u8> = Vec::new();
@@ -378,6 +414,21 @@ impl Engine {
         out.text = String::from_utf8_lossy(&bytes).into_owned();
         Ok(out)
     }
+}
+
+/// Threads the engine's parallel loops use (rayon's global pool).
+pub fn worker_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// Runs `f` with the engine's parallel loops and GEMMs on one thread (baselines).
+pub fn single_threaded<R: Send>(
+    f: impl FnOnce() -> R + Send,
+) -> Result<R, rayon::ThreadPoolBuildError> {
+    Ok(rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()?
+        .install(f))
 }
 
 /// The first stop string that ends within the bytes added from `new_from` on (it may

@@ -14,10 +14,13 @@
 //! validated with typed errors before it reaches this module (`crate::trajectory`).
 
 mod advantage;
+mod lm_head;
 mod logprob;
 mod loss;
 
 pub use advantage::{AdvantageKind, advantages};
+pub(crate) use lm_head::lm_head_backward_into;
+pub use lm_head::{LM_HEAD_CHUNK_TOKENS, LmHeadOutput, lm_head_logprobs, lm_head_loss};
 pub use logprob::{logprobs_from_logits, logprobs_from_logits_backward};
 pub use loss::{
     Aggregation, LossConfig, PolicyLossOutput, aggregation_weights, policy_loss,

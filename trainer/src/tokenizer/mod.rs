@@ -30,8 +30,10 @@ pub enum TokenizerError {
     UnsupportedPreTokenizer(String),
     #[error("merge #{index} {merge:?} is malformed or names a token not in the vocabulary")]
     BadMerge { index: usize, merge: String },
-    #[error("byte 0x{byte:02x} has no token (character {ch:?}): not a byte-level vocabulary")]
-    MissingByte { byte: u8, ch: char },
+    #[error(
+        "only {found} of the 256 byte tokens are in the vocabulary: not a byte-level vocabulary"
+    )]
+    NotByteLevel { found: usize },
     #[error("token list has {tokens} entries but token types have {types}")]
     TypeCountMismatch { tokens: usize, types: usize },
     #[error("special token id {id} is outside the vocabulary of {vocab}")]
@@ -49,8 +51,11 @@ pub struct Tokenizer {
     tokens: Vec<String>,
     /// What each token decodes to.
     token_bytes: Vec<Vec<u8>>,
-    /// Id of each single byte.
-    byte_ids: [u32; 256],
+    /// Id of each single byte; `None` for bytes the vocabulary lacks (SmolLM2 lacks 21:
+    /// six control characters and bytes that never or rarely occur in UTF-8, such as
+    /// 0xC0, 0xC1, 0xF5..=0xFF). Encoding drops those bytes, as HF `tokenizers` and
+    /// llama.cpp do; decoding stays lossless for every id sequence.
+    byte_ids: [Option<u32>; 256],
     /// `(left, right)` → `(rank, merged)`.
     merges: HashMap<(u32, u32), (u32, u32)>,
     /// Special tokens, longest first (so a prefix never shadows a longer token).
@@ -166,15 +171,14 @@ impl Tokenizer {
             .enumerate()
             .map(|(i, s)| (s.as_str(), i as u32))
             .collect();
-        let mut byte_ids = [0u32; 256];
+        let mut byte_ids = [None; 256];
         for (b, c) in b2u.iter().enumerate() {
-            let mut buf = [0u8; 4];
-            byte_ids[b] =
-                *ids.get(&*c.encode_utf8(&mut buf))
-                    .ok_or(TokenizerError::MissingByte {
-                        byte: b as u8,
-                        ch: *c,
-                    })?;
+            byte_ids[b] = ids.get(&*c.encode_utf8(&mut [0u8; 4])).copied();
+        }
+        // Printable ASCII must all be there, or this is not a byte-level BPE vocabulary.
+        let found = byte_ids.iter().filter(|b| b.is_some()).count();
+        if byte_ids[0x21..0x7f].iter().any(Option::is_none) {
+            return Err(TokenizerError::NotByteLevel { found });
         }
         let mut merge_map = HashMap::with_capacity(merges.len());
         for (index, m) in merges.iter().enumerate() {
@@ -282,14 +286,25 @@ impl Tokenizer {
     }
 
     /// Encodes any bytes: valid UTF-8 runs as [`Tokenizer::encode_ordinary`], each
-    /// invalid byte as its byte token. `decode(encode_bytes(b)) == b` for every `b`.
+    /// invalid byte as its byte token. `decode(encode_bytes(b)) == b` for every `b`
+    /// made of bytes the vocabulary has ([`Tokenizer::has_byte`]); others are dropped.
     pub fn encode_bytes(&self, bytes: &[u8]) -> Vec<u32> {
         let mut out = Vec::new();
         for chunk in bytes.utf8_chunks() {
             self.encode_ordinary_into(chunk.valid(), &mut out);
-            out.extend(chunk.invalid().iter().map(|b| self.byte_ids[*b as usize]));
+            out.extend(
+                chunk
+                    .invalid()
+                    .iter()
+                    .filter_map(|b| self.byte_ids[*b as usize]),
+            );
         }
         out
+    }
+
+    /// Whether byte `b` has a token (else encoding drops it).
+    pub fn has_byte(&self, b: u8) -> bool {
+        self.byte_ids[b as usize].is_some()
     }
 
     fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) {
@@ -301,12 +316,15 @@ impl Tokenizer {
     /// Merges the bytes of one word, lowest merge rank first (a heap over adjacent
     /// pairs with a linked list of symbols: O(n log n) even for long runs).
     fn bpe(&self, word: &[u8], out: &mut Vec<u32>) {
-        if word.len() == 1 {
-            out.push(self.byte_ids[word[0] as usize]);
+        let mut ids: Vec<u32> = word
+            .iter()
+            .filter_map(|b| self.byte_ids[*b as usize])
+            .collect();
+        let n = ids.len();
+        if n <= 1 {
+            out.extend(ids);
             return;
         }
-        let mut ids: Vec<u32> = word.iter().map(|b| self.byte_ids[*b as usize]).collect();
-        let n = ids.len();
         let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
         let mut next: Vec<usize> = (1..=n).collect();
         let mut alive = vec![true; n];

@@ -39,7 +39,7 @@ impl PreTokenizer {
     }
 
     /// Splits `text` into words (slices of `text`, in order, covering it exactly).
-    pub fn split<'a>(self, text: &'a str) -> Vec<&'a str> {
+    pub fn split(self, text: &str) -> Vec<&str> {
         let mut out = Vec::new();
         match self {
             Self::Gpt2 => gpt2_split(text, &mut out),
@@ -93,7 +93,7 @@ mod tests {
     fn gpt2_rules() {
         let p = PreTokenizer::Gpt2;
         check(p, "Hello world", &["Hello", " world"]);
-        check(p, "it's  a\n\nb", &["it", "'s", " ", " a", "\n\n", "b"]);
+        check(p, "it's  a\n\nb", &["it", "'s", " ", " a", "\n", "\n", "b"]);
         check(p, "x   ", &["x", "   "]);
         check(p, "a\n b", &["a", "\n", " b"]);
         check(p, "fn(x) {}", &["fn", "(", "x", ")", " {}"]);

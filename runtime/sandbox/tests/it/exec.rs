@@ -62,3 +62,106 @@ fn timeout_returns_partial_output() {
     assert_eq!(o.stdout, "before\n");
     assert!(o.wall_ms < 5000, "{}", o.wall_ms);
 }
+
+/// Copies `bash` and the libraries `ldd` lists into `root`, giving a tiny image.
+fn tiny_image(root: &std::path::Path) {
+    let ldd = std::process::Command::new("ldd")
+        .arg("/usr/bin/bash")
+        .output()
+        .unwrap();
+    let mut files = vec![std::path::PathBuf::from("/usr/bin/bash")];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        if let Some(p) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            files.push(p.into());
+        }
+    }
+    for f in files {
+        let real = f.canonicalize().unwrap();
+        for dest in [f.clone(), real.clone()] {
+            let d = root.join(dest.strip_prefix("/").unwrap());
+            std::fs::create_dir_all(d.parent().unwrap()).unwrap();
+            if !d.exists() {
+                std::fs::copy(&real, &d).unwrap();
+            }
+        }
+    }
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/image-marker"), "from-the-image").unwrap();
+}
+
+#[test]
+fn rootfs_dir_is_used_as_the_root() {
+    let img = tempfile::tempdir().unwrap();
+    tiny_image(img.path());
+    let env = ssr_sandbox::Environment {
+        rootfs: ssr_sandbox::RootFs::Dir(img.path().to_path_buf()),
+        ..ssr_sandbox::Environment::default()
+    };
+    let sb = ssr_sandbox::BwrapSandbox::new(env).unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let spec = ExecSpec::new(
+        Command::Argv(vec![
+            "/usr/bin/bash".into(),
+            "-c".into(),
+            "echo $(< /etc/image-marker); [ -e /usr/bin/python3 ] && echo HOST-VISIBLE; echo x > /repo/out; echo done".into(),
+        ]),
+        ws.path(),
+    );
+    let o = sb.exec(&spec).unwrap();
+    assert_eq!(o.stdout, "from-the-image\ndone\n", "{o:?}");
+    assert!(ws.path().join("out").exists());
+}
+
+#[test]
+fn environment_allowlist_and_explicit_variables() {
+    let env = ssr_sandbox::Environment {
+        env_allowlist: vec!["PATH".into()],
+        env: [("FROM_ENV".to_string(), "1".to_string())].into(),
+        ..ssr_sandbox::Environment::default()
+    };
+    let sb = ssr_sandbox::BwrapSandbox::new(env).unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let mut spec = script(ws.path(), "env | sort");
+    spec.env.insert("FROM_SPEC".into(), "2".into());
+    let o = sb.exec(&spec).unwrap();
+    let names: Vec<&str> = o
+        .stdout
+        .lines()
+        .filter_map(|l| l.split('=').next())
+        .collect();
+    // bash adds PWD, SHLVL and `_` itself.
+    for n in &names {
+        assert!(
+            ["FROM_ENV", "FROM_SPEC", "HOME", "PATH", "PWD", "SHLVL", "_"].contains(n),
+            "unexpected variable {n} in {}",
+            o.stdout
+        );
+    }
+    assert!(o.stdout.contains("FROM_ENV=1\n") && o.stdout.contains("FROM_SPEC=2\n"));
+    assert!(o.stdout.contains("HOME=/tmp\n"));
+}
+
+#[test]
+fn invalid_specs_are_typed_errors() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut spec = script(ws.path(), "true");
+    spec.cwd = Some("../..".into());
+    assert!(matches!(
+        sandbox().exec(&spec),
+        Err(ssr_sandbox::SandboxError::InvalidSpec(_))
+    ));
+    let spec = ExecSpec::new(Command::Argv(vec![]), ws.path());
+    assert!(matches!(
+        sandbox().exec(&spec),
+        Err(ssr_sandbox::SandboxError::InvalidSpec(_))
+    ));
+}
+
+#[test]
+fn missing_program_is_a_failed_command_not_an_error() {
+    let ws = tempfile::tempdir().unwrap();
+    let spec = ExecSpec::new(Command::Argv(vec!["no-such-program-xyz".into()]), ws.path());
+    let o = sandbox().exec(&spec).unwrap();
+    assert!(!o.success());
+    assert!(o.stderr.contains("no-such-program-xyz"), "{o:?}");
+}

@@ -123,3 +123,67 @@ fn exec_cgroup_is_killed_and_removed_on_drop() {
     );
     assert!(dirs.iter().all(|d| !d.exists()));
 }
+
+/// A sandbox as on a host without usable cgroups.
+fn without_cgroups() -> ssr_sandbox::BwrapSandbox {
+    sandbox().with_cgroups(ssr_sandbox::cgroup::CgroupHost::default())
+}
+
+#[test]
+fn without_cgroups_memory_falls_back_to_rlimit_as() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut spec = script(ws.path(), "python3 -c 'b = bytearray(600 << 20)'");
+    spec.limits.memory_bytes = Some(256 << 20);
+    let o = without_cgroups().exec(&spec).unwrap();
+    assert!(!o.success());
+    assert!(o.stderr.contains("MemoryError"), "{o:?}");
+}
+
+#[test]
+fn without_cgroups_timeout_still_kills_the_whole_tree() {
+    let ws = tempfile::tempdir().unwrap();
+    let mut spec = script(
+        ws.path(),
+        "setsid bash -c 'while :; do echo x >> /repo/mark; sleep 0.05; done' >/dev/null 2>&1 & sleep 30",
+    );
+    spec.limits.timeout = Duration::from_secs(1);
+    let o = without_cgroups().exec(&spec).unwrap();
+    assert!(o.timed_out);
+    let size = || {
+        std::fs::metadata(ws.path().join("mark"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let before = size();
+    assert!(before > 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(size(), before, "a process survived the timeout");
+}
+
+#[test]
+fn released_cgroup_is_killed_at_once_and_removed_soon() {
+    if !require_cgroup(Controller::Pids) {
+        return;
+    }
+    let cg = ExecCgroup::create(host_cgroups(), None, Some(8)).unwrap();
+    let dirs: Vec<_> = cg.dirs().map(|d| d.to_path_buf()).collect();
+    let mut child = std::process::Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .unwrap();
+    std::fs::write(dirs[0].join("cgroup.procs"), child.id().to_string()).unwrap();
+    cg.release();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while dirs.iter().any(|d| d.exists()) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        dirs.iter().all(|d| !d.exists()),
+        "cgroup left behind: {dirs:?}"
+    );
+}

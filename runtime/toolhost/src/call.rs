@@ -1,0 +1,365 @@
+//! One tool invocation: a fresh [`Store`] with the call's WASI context and grants, its
+//! limits, and the thread that lets the host walk away at the wall-clock limit.
+//!
+//! Limits and how each is enforced:
+//! - CPU: the engine's epoch ticks every [`crate::engine::EPOCH_TICK`]; the deadline
+//!   callback compares the guest's own time (wall time minus time spent in host calls,
+//!   measured by a call hook) with `cpu_ms`, so a long `exec` does not count.
+//! - Memory: a [`ResourceLimiter`] refuses growth beyond `memory_bytes` by trapping.
+//! - Output: stdout/stderr are [`BoundedOutput`]s; the result text is cut by the caller.
+//! - Host calls: the call hook counts every host call (WASI included).
+//! - Resource table: [`ResourceTable::set_max_capacity`].
+//! - Wall clock: the call runs on its own thread; at `wall_ms` the caller stops waiting,
+//!   returns the limit error, and sets a flag that traps the guest at its next
+//!   host-call boundary or epoch tick. Host calls are themselves bounded (`exec` by the
+//!   remaining wall time), so an abandoned thread finishes soon after.
+//!
+//! Does not own the grants' semantics (see `grants`, `exec`) or tool loading.
+
+use crate::bindings::ssr::tool::exec::ExecResult;
+use crate::bindings::{self, Host_Pre as HostPre};
+use crate::error::LimitKind;
+use crate::exec::ExecGrant;
+use crate::grants::WorkspaceGrant;
+use crate::output::BoundedOutput;
+use crate::policy::CallLimits;
+use crate::{Description, ToolError};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use wasmtime::component::ResourceTable;
+use wasmtime::{CallHook, Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Why the store stopped the guest, recorded before the trap is raised.
+#[derive(Clone, Debug)]
+pub(crate) struct Stop {
+    pub kind: LimitKind,
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0} limit reached")]
+struct LimitTrap(LimitKind);
+
+struct Meter {
+    started: Instant,
+    deadline: Instant,
+    cpu_limit: Duration,
+    host_time: Duration,
+    host_entered: Option<Instant>,
+    host_calls: u64,
+    max_host_calls: u64,
+    cancelled: Arc<AtomicBool>,
+    stop: Option<Stop>,
+}
+
+impl Meter {
+    fn stop(&mut self, kind: LimitKind, detail: String) -> wasmtime::Error {
+        if self.stop.is_none() {
+            self.stop = Some(Stop { kind, detail });
+        }
+        wasmtime::Error::new(LimitTrap(kind))
+    }
+
+    fn guest_time(&self) -> Duration {
+        self.started.elapsed().saturating_sub(self.host_time)
+    }
+}
+
+struct CallLimiter {
+    memory_bytes: usize,
+    table_elements: usize,
+    hit: Option<String>,
+}
+
+impl ResourceLimiter for CallLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.hit = Some(format!(
+                "linear memory would grow from {current} to {desired} bytes, over the limit of {}",
+                self.memory_bytes
+            ));
+            return Err(wasmtime::Error::new(LimitTrap(LimitKind::Memory)));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.table_elements {
+            self.hit = Some(format!(
+                "a table would grow from {current} to {desired} elements, over the limit of {}",
+                self.table_elements
+            ));
+            return Err(wasmtime::Error::new(LimitTrap(LimitKind::Memory)));
+        }
+        Ok(true)
+    }
+}
+
+/// The data of one call's store.
+pub(crate) struct CallState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: CallLimiter,
+    workspace: Option<WorkspaceGrant>,
+    exec: Option<ExecGrant>,
+    meter: Meter,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::ssr::tool::types::Host for CallState {}
+
+impl bindings::ssr::tool::workspace::Host for CallState {
+    fn write_file(
+        &mut self,
+        path: String,
+        contents: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), ToolError>> {
+        Ok(match &self.workspace {
+            Some(w) => w.write_file(&path, &contents),
+            None => Err(no_write_grant(&path)),
+        })
+    }
+
+    fn remove_file(&mut self, path: String) -> wasmtime::Result<Result<(), ToolError>> {
+        Ok(match &self.workspace {
+            Some(w) => w.remove_file(&path),
+            None => Err(no_write_grant(&path)),
+        })
+    }
+}
+
+fn no_write_grant(path: &str) -> ToolError {
+    ToolError::PermissionDenied(format!(
+        "{path}: this tool has no write access to the repository"
+    ))
+}
+
+impl bindings::ssr::tool::exec::Host for CallState {
+    fn run(
+        &mut self,
+        command: String,
+        timeout_ms: u32,
+    ) -> wasmtime::Result<Result<ExecResult, ToolError>> {
+        let Some(grant) = &self.exec else {
+            return Ok(Err(ToolError::PermissionDenied(
+                "this tool may not run commands in this role".into(),
+            )));
+        };
+        grant
+            .run(&command, timeout_ms, self.meter.deadline)
+            .map_err(wasmtime::Error::new)
+    }
+}
+
+/// Everything one call needs, built by the host from the grant and the episode.
+pub(crate) struct CallSetup {
+    pub wasi: WasiCtx,
+    pub workspace: Option<WorkspaceGrant>,
+    pub exec: Option<ExecGrant>,
+    pub limits: CallLimits,
+    pub stdout: BoundedOutput,
+    pub stderr: BoundedOutput,
+}
+
+/// What to invoke.
+pub(crate) enum Invocation {
+    Describe,
+    Call(String),
+}
+
+pub(crate) enum Answer {
+    Described(Description),
+    Called(Result<String, ToolError>),
+}
+
+/// How a call ended, before the host turns it into its public types.
+pub(crate) struct Finished {
+    pub answer: Result<Answer, Failure>,
+    pub stdout: BoundedOutput,
+    pub stderr: BoundedOutput,
+    pub elapsed: Duration,
+}
+
+pub(crate) enum Failure {
+    Limit(Stop),
+    Trap(String),
+}
+
+/// Runs one invocation on its own thread and waits at most `limits.wall_ms`.
+pub(crate) fn run(
+    engine: &Engine,
+    pre: &HostPre<CallState>,
+    setup: CallSetup,
+    invocation: Invocation,
+) -> Finished {
+    let started = Instant::now();
+    let wall = Duration::from_millis(setup.limits.wall_ms);
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let stdout = setup.stdout.clone();
+    let stderr = setup.stderr.clone();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let spawned = {
+        let engine = engine.clone();
+        let pre = pre.clone();
+        let cancelled = cancelled.clone();
+        std::thread::Builder::new()
+            .name("ssr-tool-call".into())
+            .spawn(move || {
+                let r = invoke(&engine, &pre, setup, invocation, started, cancelled);
+                let _ = tx.send(r);
+            })
+    };
+    let answer = match spawned {
+        Err(e) => Err(Failure::Trap(format!("could not start the call's thread: {e}"))),
+        Ok(_) => match rx.recv_timeout(wall) {
+            Ok(r) => r,
+            Err(_) => {
+                // The guest is abandoned: it traps at its next host-call boundary or
+                // epoch tick, and its host calls are bounded by the same deadline.
+                cancelled.store(true, Ordering::SeqCst);
+                Err(Failure::Limit(Stop {
+                    kind: LimitKind::WallClock,
+                    detail: format!("the call ran past its {} ms", wall.as_millis()),
+                }))
+            }
+        },
+    };
+    Finished {
+        answer,
+        stdout,
+        stderr,
+        elapsed: started.elapsed(),
+    }
+}
+
+fn invoke(
+    engine: &Engine,
+    pre: &HostPre<CallState>,
+    setup: CallSetup,
+    invocation: Invocation,
+    started: Instant,
+    cancelled: Arc<AtomicBool>,
+) -> Result<Answer, Failure> {
+    let limits = setup.limits;
+    let mut table = ResourceTable::new();
+    table.set_max_capacity(usize::try_from(limits.table_entries).unwrap_or(usize::MAX));
+    let state = CallState {
+        wasi: setup.wasi,
+        table,
+        limiter: CallLimiter {
+            memory_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+            table_elements: 1 << 20,
+            hit: None,
+        },
+        workspace: setup.workspace,
+        exec: setup.exec,
+        meter: Meter {
+            started,
+            deadline: started + Duration::from_millis(limits.wall_ms),
+            cpu_limit: Duration::from_millis(limits.cpu_ms),
+            host_time: Duration::ZERO,
+            host_entered: None,
+            host_calls: 0,
+            max_host_calls: limits.host_calls,
+            cancelled,
+            stop: None,
+        },
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let m = &mut ctx.data_mut().meter;
+        if m.cancelled.load(Ordering::Relaxed) {
+            return Err(m.stop(LimitKind::WallClock, "abandoned at the wall-clock limit".into()));
+        }
+        let guest = m.guest_time();
+        if guest > m.cpu_limit {
+            let detail = format!(
+                "ran {} ms of guest code, limit {} ms",
+                guest.as_millis(),
+                m.cpu_limit.as_millis()
+            );
+            return Err(m.stop(LimitKind::Cpu, detail));
+        }
+        Ok(UpdateDeadline::Continue(1))
+    });
+    store.call_hook(|mut ctx, hook| {
+        let m = &mut ctx.data_mut().meter;
+        match hook {
+            CallHook::CallingHost => {
+                m.host_calls += 1;
+                if m.host_calls > m.max_host_calls {
+                    let detail = format!("more than {} host calls", m.max_host_calls);
+                    return Err(m.stop(LimitKind::HostCalls, detail));
+                }
+                m.host_entered = Some(Instant::now());
+            }
+            CallHook::ReturningFromHost => {
+                if let Some(t) = m.host_entered.take() {
+                    m.host_time += t.elapsed();
+                }
+                if m.cancelled.load(Ordering::Relaxed) {
+                    return Err(m.stop(
+                        LimitKind::WallClock,
+                        "abandoned at the wall-clock limit during a host call".into(),
+                    ));
+                }
+            }
+            CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+        }
+        Ok(())
+    });
+
+    let result = (|| -> wasmtime::Result<Answer> {
+        let instance = pre.instantiate(&mut store)?;
+        let tool = instance.ssr_tool_tool();
+        Ok(match invocation {
+            Invocation::Describe => Answer::Described(tool.call_describe(&mut store)?),
+            Invocation::Call(args) => Answer::Called(tool.call_call(&mut store, &args)?),
+        })
+    })();
+    match result {
+        Ok(answer) => Ok(answer),
+        Err(e) => {
+            let data = store.data();
+            if let Some(stop) = &data.meter.stop {
+                return Err(Failure::Limit(stop.clone()));
+            }
+            if let Some(detail) = &data.limiter.hit {
+                return Err(Failure::Limit(Stop {
+                    kind: LimitKind::Memory,
+                    detail: detail.clone(),
+                }));
+            }
+            let message = format!("{e:#}");
+            if message.contains("resource table has no free keys") {
+                return Err(Failure::Limit(Stop {
+                    kind: LimitKind::ResourceTable,
+                    detail: format!("more than {} live resources", limits.table_entries),
+                }));
+            }
+            Err(Failure::Trap(message))
+        }
+    }
+}

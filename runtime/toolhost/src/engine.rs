@@ -1,0 +1,97 @@
+//! The one wasmtime [`Engine`] of a host: pooling allocator, epoch interruption, and the
+//! ticker thread that advances the epoch.
+//!
+//! Does not own per-call deadlines (see `call`): it only provides the clock they count.
+
+use crate::error::ToolHostError;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the epoch advances. The CPU limit is checked at this granularity; 2 ms
+/// keeps the overshoot small while the ticker costs nothing measurable.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Largest linear memory any tool may have; the policy's `memory_bytes` is enforced
+/// per call below it. The pooling allocator reserves address space (not memory) for
+/// this many bytes per slot.
+pub const MAX_MEMORY_BYTES: usize = 1 << 30;
+
+/// Concurrent instances the pool holds: calls in flight plus calls abandoned at their
+/// wall-clock limit that are still unwinding.
+const POOL_COMPONENT_INSTANCES: u32 = 64;
+
+/// The engine and its epoch ticker; dropping it stops the ticker.
+pub struct ToolEngine {
+    engine: Engine,
+    stop: Arc<AtomicBool>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ToolEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolEngine").finish_non_exhaustive()
+    }
+}
+
+impl ToolEngine {
+    pub fn new() -> Result<ToolEngine, ToolHostError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_COMPONENT_INSTANCES)
+            .total_core_instances(POOL_COMPONENT_INSTANCES * 8)
+            .total_memories(POOL_COMPONENT_INSTANCES * 2)
+            .total_tables(POOL_COMPONENT_INSTANCES * 8)
+            .max_memory_size(MAX_MEMORY_BYTES);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| ToolHostError::Engine(format!("{e:#}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("ssr-epoch-ticker".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| ToolHostError::Engine(format!("epoch ticker thread: {e}")))?
+        };
+        Ok(ToolEngine {
+            engine,
+            stop,
+            ticker: Some(ticker),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A key that changes whenever a precompiled component from another engine
+    /// configuration or wasmtime version could not be loaded (or, worse, would be
+    /// loaded wrongly) by this one: wasmtime's own compatibility hash plus this crate's
+    /// version.
+    pub fn compatibility_key(&self) -> String {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        env!("CARGO_PKG_VERSION").hash(&mut hasher);
+        format!("{:016x}", hasher.finish())
+    }
+}
+
+impl Drop for ToolEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+    }
+}

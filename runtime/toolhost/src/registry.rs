@@ -1,0 +1,574 @@
+//! The [`ToolHost`]: loads the standard and custom tools once (contract check, compile
+//! or cache hit, pre-instantiation, `describe`), and runs calls for an [`Episode`]
+//! under the grant the policy gives the episode's role.
+//!
+//! Does not own the limits' mechanics (`call`), the write checks (`grants`) or the
+//! sandbox (`exec` forwards to any `Sandbox`).
+
+use crate::bindings::Host_Pre as HostPre;
+use crate::cache::{CacheOutcome, ComponentCache};
+use crate::call::{self, Answer, CallSetup, CallState, Failure, Invocation};
+use crate::contract::{self, ContractImports};
+use crate::engine::ToolEngine;
+use crate::error::ToolHostError;
+use crate::exec::ExecGrant;
+use crate::grants::{Protected, WorkspaceGrant};
+use crate::manifest::Manifest;
+use crate::output::BoundedOutput;
+use crate::policy::{CallLimits, EffectiveGrant, Policy, RepoAccess, Role, ToolGrantSpec};
+use crate::{Description, ToolError, standard};
+use ssr_sandbox::Sandbox;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::Linker;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// Limits of the load-time `describe` call.
+const DESCRIBE_LIMITS: CallLimits = CallLimits {
+    cpu_ms: 2_000,
+    memory_bytes: 64 << 20,
+    output_bytes: 64 << 10,
+    wall_ms: 10_000,
+    host_calls: 100_000,
+    table_entries: 256,
+};
+
+/// Guest path of the per-tool scratch directory.
+pub const STATE_GUEST_DIR: &str = "/state";
+
+/// How a host is set up.
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    pub policy: Policy,
+    /// Folders scanned for custom tools (`tool.toml` in the folder or one level below).
+    pub tool_dirs: Vec<PathBuf>,
+    /// Where compiled components are cached; `None` compiles in memory every start.
+    pub cache_dir: Option<PathBuf>,
+    /// Load the four standard tools (bash, editor, search, submit).
+    pub standard_tools: bool,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            policy: Policy::default(),
+            tool_dirs: Vec::new(),
+            cache_dir: ComponentCache::default_dir(),
+            standard_tools: true,
+        }
+    }
+}
+
+/// Where a tool came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToolOrigin {
+    /// Built into this binary (or found in the tools-wasm build folder).
+    Standard,
+    /// Loaded from a manifest in a tools folder.
+    Custom { manifest: PathBuf },
+}
+
+/// A tool ready to call.
+pub struct LoadedTool {
+    pub description: Description,
+    pub origin: ToolOrigin,
+    /// The component file (for standard tools: where it was built).
+    pub component_path: PathBuf,
+    /// What the tool asks for (standard: built in; custom: its manifest).
+    pub asked: ToolGrantSpec,
+    /// The manifest's limit ceiling, for custom tools.
+    pub asked_limits: Option<CallLimits>,
+    /// The `ssr:tool` interfaces it imports.
+    pub imports: ContractImports,
+    /// How the compiled component was obtained.
+    pub cache: CacheOutcome,
+    pre: HostPre<CallState>,
+}
+
+impl std::fmt::Debug for LoadedTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedTool")
+            .field("name", &self.description.name)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedTool {
+    pub fn name(&self) -> &str {
+        &self.description.name
+    }
+}
+
+/// The runtime's side of a call: which role, which repository, which files are the
+/// episode's oracle, where commands run. Built by the runtime, never by the model.
+#[derive(Clone)]
+pub struct Episode {
+    pub role: Role,
+    /// The episode's repository on the host.
+    pub repo: PathBuf,
+    /// Per-episode scratch root; each tool granted `state` gets `<state_dir>/<tool>`
+    /// at `/state`. `None`: no tool gets state (the editor's undo says so).
+    pub state_dir: Option<PathBuf>,
+    /// Repository-relative files that stay read-only (the oracle's `test_files.txt`),
+    /// on top of the role's protected globs.
+    pub oracle_files: Vec<String>,
+    /// Where the bash shim's commands run; `None`: exec is refused.
+    pub sandbox: Option<Arc<dyn Sandbox>>,
+    /// Where the repository appears in the sandbox (and in the model's paths).
+    pub workspace_guest: PathBuf,
+}
+
+impl std::fmt::Debug for Episode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Episode")
+            .field("role", &self.role)
+            .field("repo", &self.repo)
+            .field("state_dir", &self.state_dir)
+            .field("oracle_files", &self.oracle_files)
+            .field("sandbox", &self.sandbox.as_ref().map(|s| s.name()))
+            .finish()
+    }
+}
+
+impl Episode {
+    pub fn new(role: Role, repo: impl Into<PathBuf>) -> Self {
+        Episode {
+            role,
+            repo: repo.into(),
+            state_dir: None,
+            oracle_files: Vec::new(),
+            sandbox: None,
+            workspace_guest: PathBuf::from("/repo"),
+        }
+    }
+}
+
+/// What a call returned.
+#[derive(Clone, Debug)]
+pub struct ToolReply {
+    /// The text for the model, or the tool's typed error.
+    pub result: Result<String, ToolError>,
+    /// The result text was cut to the output limit.
+    pub truncated: bool,
+    /// The guest's stdout and stderr (capped), for logs, never for the model.
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl ToolReply {
+    /// The observation text: the result, or the error as `kind: message`.
+    pub fn text(&self) -> String {
+        match &self.result {
+            Ok(t) => t.clone(),
+            Err(e) => format!("error ({}): {}", e.kind(), e.message()),
+        }
+    }
+}
+
+/// The tool host.
+pub struct ToolHost {
+    engine: ToolEngine,
+    linker: Linker<CallState>,
+    cache: ComponentCache,
+    policy: Policy,
+    tools: BTreeMap<String, LoadedTool>,
+}
+
+impl std::fmt::Debug for ToolHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolHost")
+            .field("tools", &self.tools.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What each standard tool asks for.
+fn standard_ask(name: &str) -> ToolGrantSpec {
+    let mut g = ToolGrantSpec::default();
+    match name {
+        "bash" => g.exec = true,
+        "editor" => {
+            g.repo = RepoAccess::Rw;
+            g.state = true;
+        }
+        _ => g.repo = RepoAccess::Ro,
+    }
+    g
+}
+
+impl ToolHost {
+    /// Starts the engine and loads the standard tools and every custom tool found.
+    pub fn new(config: HostConfig) -> Result<ToolHost, ToolHostError> {
+        let engine = ToolEngine::new()?;
+        let cache = ComponentCache::new(config.cache_dir.clone(), engine.compatibility_key())?;
+        let mut linker: Linker<CallState> = Linker::new(engine.engine());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| ToolHostError::Engine(format!("linking WASI: {e:#}")))?;
+        crate::bindings::Host_::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| ToolHostError::Engine(format!("linking ssr:tool: {e:#}")))?;
+        let mut host = ToolHost {
+            engine,
+            linker,
+            cache,
+            policy: config.policy,
+            tools: BTreeMap::new(),
+        };
+        if config.standard_tools {
+            for (name, embedded) in standard::EMBEDDED {
+                let path = crate::tools_wasm_dir().join(format!("ssr_tool_{name}.wasm"));
+                let bytes = match embedded {
+                    Some(b) => b.to_vec(),
+                    None => std::fs::read(&path)
+                        .map_err(|_| ToolHostError::StandardToolMissing(name.to_string()))?,
+                };
+                host.load(&bytes, &path, standard_ask(name), None, ToolOrigin::Standard, Some(*name))?;
+            }
+        }
+        for dir in &config.tool_dirs {
+            for manifest_path in crate::manifest::discover(dir)? {
+                host.load_manifest(&manifest_path)?;
+            }
+        }
+        Ok(host)
+    }
+
+    /// Loads the custom tool described by a `tool.toml`.
+    pub fn load_manifest(&mut self, manifest_path: &Path) -> Result<&LoadedTool, ToolHostError> {
+        let manifest = Manifest::from_file(manifest_path)?;
+        let base = manifest_path.parent().unwrap_or(Path::new("."));
+        let component_path = base.join(&manifest.component);
+        let bytes = std::fs::read(&component_path).map_err(|e| ToolHostError::Manifest {
+            path: manifest_path.to_path_buf(),
+            reason: format!("component `{}`: {e}", component_path.display()),
+        })?;
+        self.load(
+            &bytes,
+            &component_path,
+            manifest.asked(),
+            Some(manifest.limits()),
+            ToolOrigin::Custom {
+                manifest: manifest_path.to_path_buf(),
+            },
+            Some(&manifest.name),
+        )
+    }
+
+    /// Checks, compiles (or loads from the cache), pre-instantiates and describes one
+    /// component. `expected_name`, when given, must match what `describe` returns.
+    pub fn load(
+        &mut self,
+        wasm: &[u8],
+        path: &Path,
+        asked: ToolGrantSpec,
+        asked_limits: Option<CallLimits>,
+        origin: ToolOrigin,
+        expected_name: Option<&str>,
+    ) -> Result<&LoadedTool, ToolHostError> {
+        let (component, cache) = self.cache.load(self.engine.engine(), wasm, path)?;
+        let imports = contract::check(
+            self.engine.engine(),
+            &component,
+            path,
+            asked.repo == RepoAccess::Rw,
+            asked.exec,
+        )?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(HostPre::new)
+            .map_err(|e| ToolHostError::Contract {
+                path: path.to_path_buf(),
+                reason: format!("{e:#}"),
+            })?;
+        let setup = CallSetup {
+            wasi: WasiCtxBuilder::new().build(),
+            workspace: None,
+            exec: None,
+            limits: DESCRIBE_LIMITS,
+            stdout: BoundedOutput::new(4096),
+            stderr: BoundedOutput::new(4096),
+        };
+        let finished = call::run(self.engine.engine(), &pre, setup, Invocation::Describe);
+        let description = match finished.answer {
+            Ok(Answer::Described(d)) => d,
+            Ok(Answer::Called(_)) => unreachable_answer(path)?,
+            Err(Failure::Limit(stop)) => {
+                return Err(ToolHostError::Contract {
+                    path: path.to_path_buf(),
+                    reason: format!("`describe` hit the {} limit: {}", stop.kind, stop.detail),
+                });
+            }
+            Err(Failure::Trap(message)) => {
+                return Err(ToolHostError::Contract {
+                    path: path.to_path_buf(),
+                    reason: format!("`describe` trapped: {message}"),
+                });
+            }
+        };
+        validate_description(&description, path, expected_name)?;
+        if let Some(existing) = self.tools.get(&description.name) {
+            return Err(ToolHostError::DuplicateTool {
+                name: description.name.clone(),
+                first: existing.component_path.clone(),
+                second: path.to_path_buf(),
+            });
+        }
+        let name = description.name.clone();
+        let tool = LoadedTool {
+            description,
+            origin,
+            component_path: path.to_path_buf(),
+            asked,
+            asked_limits,
+            imports,
+            cache,
+            pre,
+        };
+        Ok(self.tools.entry(name).or_insert(tool))
+    }
+
+    /// Every loaded tool, by name.
+    pub fn tools(&self) -> impl Iterator<Item = &LoadedTool> {
+        self.tools.values()
+    }
+
+    pub fn tool(&self, name: &str) -> Option<&LoadedTool> {
+        self.tools.get(name)
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The tools `role` may use (what goes into the model's prompt).
+    pub fn tools_for(&self, role: Role) -> Vec<&LoadedTool> {
+        self.tools
+            .values()
+            .filter(|t| self.grant_of(role, t).is_some())
+            .collect()
+    }
+
+    /// The effective grant of a loaded tool for a role.
+    pub fn grant_of(&self, role: Role, tool: &LoadedTool) -> Option<EffectiveGrant> {
+        self.policy
+            .grant(role, tool.name(), &tool.asked, tool.asked_limits)
+    }
+
+    /// Calls `name` with JSON `arguments` for `episode`.
+    pub fn call(
+        &self,
+        episode: &Episode,
+        name: &str,
+        arguments: &str,
+    ) -> Result<ToolReply, ToolHostError> {
+        let tool = self
+            .tools
+            .get(name)
+            .ok_or_else(|| ToolHostError::UnknownTool(name.to_string()))?;
+        let grant = self
+            .grant_of(episode.role, tool)
+            .ok_or_else(|| ToolHostError::NotGranted {
+                tool: name.to_string(),
+                role: episode.role.as_str().to_string(),
+            })?;
+        let setup = self.setup(episode, tool, &grant)?;
+        let limits = grant.limits;
+        let finished = call::run(
+            self.engine.engine(),
+            &tool.pre,
+            setup,
+            Invocation::Call(arguments.to_string()),
+        );
+        let (stdout, _) = finished.stdout.contents();
+        let (stderr, _) = finished.stderr.contents();
+        match finished.answer {
+            Ok(Answer::Called(result)) => {
+                let mut truncated = false;
+                let result = result.map(|text| {
+                    let max = usize::try_from(limits.output_bytes).unwrap_or(usize::MAX);
+                    if text.len() > max {
+                        truncated = true;
+                        cut_to(&text, max)
+                    } else {
+                        text
+                    }
+                });
+                Ok(ToolReply {
+                    result,
+                    truncated,
+                    stdout,
+                    stderr,
+                    elapsed: finished.elapsed,
+                })
+            }
+            Ok(Answer::Described(_)) => unreachable_answer(&tool.component_path),
+            Err(Failure::Limit(stop)) => Err(ToolHostError::Limit {
+                tool: name.to_string(),
+                limit: stop.kind,
+                detail: stop.detail,
+            }),
+            Err(Failure::Trap(message)) => Err(ToolHostError::Trap {
+                tool: name.to_string(),
+                message: if stderr.is_empty() {
+                    message
+                } else {
+                    format!("{message}; guest stderr: {}", stderr.trim_end())
+                },
+            }),
+        }
+    }
+
+    /// Builds the call's WASI context and host grants from the effective grant.
+    fn setup(
+        &self,
+        episode: &Episode,
+        tool: &LoadedTool,
+        grant: &EffectiveGrant,
+    ) -> Result<CallSetup, ToolHostError> {
+        let grant_err = |reason: String| ToolHostError::Grant {
+            path: episode.repo.clone(),
+            reason,
+        };
+        let limits = grant.limits;
+        let output_cap = usize::try_from(limits.output_bytes).unwrap_or(usize::MAX);
+        let stdout = BoundedOutput::new(output_cap);
+        let stderr = BoundedOutput::new(output_cap);
+        let mut b = WasiCtxBuilder::new();
+        // Before any preopen: each preopen copies the flag when it is created.
+        b.allow_blocking_current_thread(true);
+        b.stdout(stdout.clone()).stderr(stderr.clone());
+        b.env("SSR_ROLE", episode.role.as_str());
+        b.env("SSR_WORKSPACE", episode.workspace_guest.to_string_lossy());
+        b.env("SSR_TOOL_CONFIG", grant.config.to_string());
+        let protected = Protected::new(&grant.protected, &episode.oracle_files).map_err(grant_err)?;
+        let mut workspace = None;
+        if grant.repo != RepoAccess::None {
+            if !episode.repo.is_dir() {
+                return Err(grant_err("not a directory".into()));
+            }
+            b.preopened_dir(&episode.repo, ".", FsPerms::ReadOnly)
+                .map_err(|e| grant_err(format!("{e:#}")))?;
+            workspace = Some(
+                WorkspaceGrant::open(&episode.repo, grant.repo == RepoAccess::Rw, protected.clone())
+                    .map_err(|e| grant_err(e.to_string()))?,
+            );
+        }
+        if grant.state
+            && let Some(root) = &episode.state_dir
+        {
+            let dir = root.join(tool.name());
+            std::fs::create_dir_all(&dir).map_err(|source| ToolHostError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            b.preopened_dir(&dir, STATE_GUEST_DIR, FsPerms::ReadWrite)
+                .map_err(|e| grant_err(format!("{e:#}")))?;
+            b.env("SSR_STATE_DIR", STATE_GUEST_DIR);
+        }
+        for extra in &grant.extra {
+            let perms = if extra.mode == RepoAccess::Rw {
+                FsPerms::ReadWrite
+            } else {
+                FsPerms::ReadOnly
+            };
+            b.preopened_dir(&extra.host, &extra.guest, perms)
+                .map_err(|e| grant_err(format!("extra `{}`: {e:#}", extra.host.display())))?;
+        }
+        let exec = match (&episode.sandbox, grant.exec) {
+            (Some(sandbox), true) => {
+                let deny = grant
+                    .deny
+                    .iter()
+                    .map(|p| regex::Regex::new(p))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| grant_err(e.to_string()))?;
+                Some(ExecGrant {
+                    sandbox: sandbox.clone(),
+                    workspace: episode.repo.clone(),
+                    workspace_guest: episode.workspace_guest.clone(),
+                    deny,
+                    protected,
+                    max_timeout: Duration::from_millis(self.policy.exec_timeout_ms),
+                    output_bytes: output_cap,
+                    env: BTreeMap::new(),
+                })
+            }
+            _ => None,
+        };
+        Ok(CallSetup {
+            wasi: b.build(),
+            workspace,
+            exec,
+            limits,
+            stdout,
+            stderr,
+        })
+    }
+}
+
+fn unreachable_answer<T>(path: &Path) -> Result<T, ToolHostError> {
+    Err(ToolHostError::Engine(format!(
+        "{}: the call answered a different invocation than was made",
+        path.display()
+    )))
+}
+
+fn validate_description(
+    d: &Description,
+    path: &Path,
+    expected: Option<&str>,
+) -> Result<(), ToolHostError> {
+    let err = |reason: String| ToolHostError::Contract {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if d.name.is_empty()
+        || !d
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(err(format!("`describe` returned the invalid name `{}`", d.name)));
+    }
+    if let Some(expected) = expected
+        && d.name != expected
+    {
+        return Err(err(format!(
+            "`describe` says its name is `{}` but the manifest says `{expected}`",
+            d.name
+        )));
+    }
+    let schema: serde_json::Value = serde_json::from_str(&d.parameters_schema)
+        .map_err(|e| err(format!("`parameters-schema` is not JSON: {e}")))?;
+    if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
+        return Err(err("`parameters-schema` must be an object schema".into()));
+    }
+    if d.description.trim().is_empty() {
+        return Err(err("`describe` returned an empty description".into()));
+    }
+    Ok(())
+}
+
+/// Cuts `text` to about `max` bytes, keeping head and tail around a visible marker.
+fn cut_to(text: &str, max: usize) -> String {
+    let marker_room = 80.min(max);
+    let keep = max - marker_room;
+    let mut head = keep / 2;
+    while head > 0 && !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - (keep - keep / 2);
+    while tail < text.len() && !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{}\n[... {} bytes truncated by the tool host ...]\n{}",
+        &text[..head],
+        tail - head,
+        &text[tail..]
+    )
+}

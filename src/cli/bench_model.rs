@@ -1,0 +1,191 @@
+//! `ssr bench model`: prefill and decode speed of the embedded engine on SmolLM2-135M,
+//! with a baseline measured side by side in the same run.
+//!
+//! Baseline: the same engine restricted to one thread and f32 weights throughout (no
+//! Q8_0 decode copy, no threaded GEMM), i.e. the plain f32 forward a first
+//! implementation would have. The llama.cpp figures measured on the 2-core dev machine
+//! (NOTES.md: llama-cpp-python 0.3.36, 2 threads, same GGUF) are printed as a fixed
+//! reference point; llama.cpp is not run here.
+//!
+//! Hook for training: [`ModelBenchReport::training_tokens_per_second`] is `None` here;
+//! the training benchmark fills it (call [`measure`], then set the field) so one report
+//! carries inference and training speed.
+
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+use ssr_trainer::infer::sampling::SamplingOptions;
+use ssr_trainer::infer::{
+    Engine, GenerateOptions, Generation, Precision, single_threaded, worker_threads,
+};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// llama.cpp on the 2-core dev machine (NOTES.md), tokens per second.
+pub const LLAMA_CPP_PREFILL_TPS: f64 = 375.0;
+pub const LLAMA_CPP_DECODE_TPS: f64 = 118.0;
+
+#[derive(Args, Clone)]
+pub struct BenchModelArgs {
+    /// The GGUF file (default: $SSR_MODEL, else .models/SmolLM2-135M-Instruct.Q4_1.gguf).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Prompt length for the prefill measurement.
+    #[arg(long, default_value_t = 256)]
+    pub prompt_tokens: usize,
+    /// Tokens generated for the decode measurement.
+    #[arg(long, default_value_t = 64)]
+    pub decode_tokens: usize,
+    /// Skip the single-threaded f32 baseline (it takes ~10x longer than the engine).
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Speeds of one configuration.
+#[derive(Clone, Debug, Serialize)]
+pub struct Speeds {
+    pub prefill_tokens_per_second: f64,
+    pub decode_tokens_per_second: f64,
+}
+
+/// The `--json` object of `ssr bench model`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelBenchReport {
+    pub model: PathBuf,
+    pub threads: usize,
+    pub prompt_tokens: usize,
+    pub decode_tokens: usize,
+    /// The engine as used by self-play (threads, f32 GEMM prefill, Q8_0 decode).
+    pub engine: Speeds,
+    /// One thread, f32 weights throughout; `None` with `--no-baseline`.
+    pub baseline: Option<Speeds>,
+    /// engine / baseline.
+    pub prefill_ratio: Option<f64>,
+    pub decode_ratio: Option<f64>,
+    /// llama.cpp on the dev machine (not measured in this run).
+    pub llama_cpp_reference: Speeds,
+    /// Filled by the training benchmark; `None` from this command alone.
+    pub training_tokens_per_second: Option<f64>,
+}
+
+pub fn default_model() -> PathBuf {
+    std::env::var_os("SSR_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+}
+
+fn one_run(engine: &Engine, prompt: &[u32], decode_tokens: usize) -> anyhow::Result<Generation> {
+    let opts = GenerateOptions {
+        max_tokens: decode_tokens,
+        sampling: SamplingOptions {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        stop: Vec::new(),
+        stop_at_eos: false,
+    };
+    Ok(engine.generate(prompt, &opts)?)
+}
+
+fn speeds(engine: &Engine, prompt: &[u32], decode_tokens: usize) -> anyhow::Result<Speeds> {
+    // Warm-up (page faults, thread pool start), then the measured run.
+    one_run(engine, &prompt[..prompt.len().min(16)], 4)?;
+    let g = one_run(engine, prompt, decode_tokens)?;
+    Ok(Speeds {
+        prefill_tokens_per_second: g.prefill_tokens_per_second(),
+        decode_tokens_per_second: g.decode_tokens_per_second(),
+    })
+}
+
+/// Runs the measurement.
+pub fn measure(args: &BenchModelArgs) -> anyhow::Result<ModelBenchReport> {
+    let model = args.model.clone().unwrap_or_else(default_model);
+    let mut engine = Engine::load(&model)
+        .with_context(|| format!("loading {} (see scripts/setup.sh)", model.display()))?;
+    let text = "fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n// The quick brown fox jumps over the lazy dog. ";
+    let mut prompt = Vec::new();
+    while prompt.len() < args.prompt_tokens {
+        prompt.extend(engine.tokenizer().encode(text));
+    }
+    prompt.truncate(args.prompt_tokens.max(1));
+    let eng = speeds(&engine, &prompt, args.decode_tokens)?;
+    let baseline = if args.no_baseline {
+        None
+    } else {
+        engine.set_precision(Precision::F32);
+        Some(single_threaded(|| {
+            speeds(&engine, &prompt, args.decode_tokens)
+        })??)
+    };
+    let ratio = |f: fn(&Speeds) -> f64| baseline.as_ref().map(|b| f(&eng) / f(b));
+    Ok(ModelBenchReport {
+        model,
+        threads: worker_threads(),
+        prompt_tokens: prompt.len(),
+        decode_tokens: args.decode_tokens,
+        prefill_ratio: ratio(|s| s.prefill_tokens_per_second),
+        decode_ratio: ratio(|s| s.decode_tokens_per_second),
+        engine: eng,
+        baseline,
+        llama_cpp_reference: Speeds {
+            prefill_tokens_per_second: LLAMA_CPP_PREFILL_TPS,
+            decode_tokens_per_second: LLAMA_CPP_DECODE_TPS,
+        },
+        training_tokens_per_second: None,
+    })
+}
+
+/// Prints a report as text.
+pub fn print_text(r: &ModelBenchReport) {
+    println!("model: {} ({} threads)", r.model.display(), r.threads);
+    println!("{:<34} {:>14} {:>14}", "", "prefill tok/s", "decode tok/s");
+    let row = |name: &str, s: &Speeds| {
+        println!(
+            "{name:<34} {:>14.1} {:>14.1}",
+            s.prefill_tokens_per_second, s.decode_tokens_per_second
+        )
+    };
+    row(
+        &format!(
+            "engine ({} prompt, {} new)",
+            r.prompt_tokens, r.decode_tokens
+        ),
+        &r.engine,
+    );
+    if let Some(b) = &r.baseline {
+        row("baseline (1 thread, f32)", b);
+        println!(
+            "{:<34} {:>13.1}x {:>13.1}x",
+            "engine / baseline",
+            r.prefill_ratio.unwrap_or(0.0),
+            r.decode_ratio.unwrap_or(0.0)
+        );
+    }
+    row("llama.cpp, dev machine (NOTES.md)", &r.llama_cpp_reference);
+    println!(
+        "{:<34} {:>13.2}x {:>13.2}x",
+        "engine / llama.cpp",
+        r.engine.prefill_tokens_per_second / LLAMA_CPP_PREFILL_TPS,
+        r.engine.decode_tokens_per_second / LLAMA_CPP_DECODE_TPS
+    );
+    if let Some(t) = r.training_tokens_per_second {
+        println!("training: {t:.1} tok/s");
+    }
+}
+
+/// `ssr bench model`.
+pub fn run(args: BenchModelArgs) -> anyhow::Result<ExitCode> {
+    if !args.json {
+        eprintln!("measuring (engine, then the 1-thread f32 baseline unless --no-baseline)...");
+    }
+    let r = measure(&args)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        print_text(&r);
+    }
+    Ok(ExitCode::SUCCESS)
+}

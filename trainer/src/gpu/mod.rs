@@ -1,0 +1,31 @@
+//! The GPU backend: the only code in the project that touches cudarc or CUDA.
+//!
+//! Owns: probing for CUDA without panicking (`Gpu::open` returns `GpuError::NoGpu` on a
+//! machine without one), NVRTC compilation of `kernels/*.cu` with an on-disk cache, kernel
+//! launches with checked shapes, cuBLAS GEMMs, NVTX ranges, the kernel benchmark, and the
+//! NCCL communicator.
+//!
+//! Does not own: the maths. Every kernel has a CPU twin of the same name in `trainer`
+//! (`rl`, `train`, `optim`) that defines what it computes; `trainer/tests/it/gpu.rs`
+//! checks each against its twin.
+
+mod blas;
+pub mod compile;
+mod context;
+mod error;
+pub mod nvtx;
+
+pub mod bench;
+pub mod lm_head;
+pub mod logprobs;
+pub mod model;
+pub mod model_ops;
+pub mod nccl;
+pub mod optim;
+pub mod rl;
+
+pub use blas::{Gemm, GemmDtype, GemmElem};
+pub use context::{DeviceInfo, Gpu, LibraryProbe};
+pub use cudarc::driver::CudaSlice as DeviceBuffer;
+pub use error::GpuError;
+pub use half::bf16;

@@ -1,0 +1,33 @@
+//! Training: the f32 CPU training forward over full sequences that keeps its
+//! activations, the backward of every operation, and the RL training session built on
+//! them.
+//!
+//! Owns: one file per operation, each with a forward and a `_backward` of the same
+//! stem ([`embedding`], [`norm`], [`rope`], [`attention`], [`swiglu`], [`linear`]), the
+//! whole-model forward/backward ([`model`]), one sequence through the fused LM head
+//! ([`sequence`]), and the step loop over trajectories ([`session`]).
+//!
+//! Does not own: inference with a KV cache (`crate::infer`), the matrix products
+//! (`crate::cpu::matmul`), the RL maths (`crate::rl`), the optimizer (`crate::optim`).
+//!
+//! Every parallel loop writes disjoint outputs and every float reduction runs in a
+//! fixed order, so a step is bit-for-bit reproducible on the same machine and thread
+//! count: exact checkpoint resume depends on it.
+
+pub mod attention;
+pub mod bench;
+pub mod embedding;
+pub mod linear;
+pub mod model;
+pub mod norm;
+pub mod rope;
+pub mod run;
+pub mod sequence;
+pub mod session;
+pub mod swiglu;
+
+pub use bench::{TrainThroughput, measure_training_throughput};
+pub use model::{Activations, backward, forward};
+pub use run::{LoadedPolicy, RunError, RunSummary, TrainJob, TrainOverrides, load_policy, run_job};
+pub use sequence::{SequenceOutput, next_token_logprobs, next_token_loss, sequence_backward};
+pub use session::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession};

@@ -1,0 +1,208 @@
+//! The library entry point of `ssr train`: load a policy (GGUF file or checkpoint
+//! directory) and a trajectory file, run steps, report each, write a checkpoint.
+//!
+//! `--model` semantics: a GGUF file starts a fresh run from its weights (dequantized
+//! to f32); a checkpoint directory with optimizer state and a training config resumes
+//! that run exactly (its step count, moments and settings; explicitly given settings
+//! replace the saved ones); a weights-only checkpoint starts a fresh run.
+//!
+//! Does not own: argument parsing and printing (`src/cli/train.rs`).
+
+use super::session::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession};
+use crate::checkpoint::{self, CheckpointError};
+use crate::gguf::{self, GgufError};
+use crate::rl::{AdvantageKind, Aggregation};
+use crate::trajectory::{self, TrajectoryError};
+use crate::weights::Weights;
+use std::path::{Path, PathBuf};
+
+/// Why a training run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("model {path}: {source}")]
+    Gguf {
+        path: PathBuf,
+        #[source]
+        source: GgufError,
+    },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Trajectories(#[from] TrajectoryError),
+    #[error("{path}: {source}")]
+    Train {
+        path: PathBuf,
+        #[source]
+        source: Box<TrainError>,
+    },
+    #[error("{0}")]
+    Session(Box<TrainError>),
+}
+
+impl From<TrainError> for RunError {
+    fn from(e: TrainError) -> Self {
+        RunError::Session(Box::new(e))
+    }
+}
+
+/// A policy to train from.
+#[derive(Debug)]
+pub enum LoadedPolicy {
+    /// Weights to start a fresh run from.
+    Fresh(Weights),
+    /// A run to continue.
+    Resume(Box<TrainSession>),
+}
+
+/// Loads `path`: a checkpoint directory (resumable or weights-only) or a GGUF file.
+pub fn load_policy(path: &Path) -> Result<LoadedPolicy, RunError> {
+    if path.is_dir() {
+        let ck = checkpoint::load(path)?;
+        if ck.optimizer.is_some() {
+            return TrainSession::from_checkpoint(ck)
+                .map(|s| LoadedPolicy::Resume(Box::new(s)))
+                .map_err(|source| RunError::Train {
+                    path: path.to_path_buf(),
+                    source: Box::new(source),
+                });
+        }
+        return Ok(LoadedPolicy::Fresh(ck.weights));
+    }
+    gguf::load_model(path)
+        .map(|(_, w)| LoadedPolicy::Fresh(w))
+        .map_err(|source| RunError::Gguf {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Loads weights only (a reference model for the KL penalty).
+pub fn load_weights(path: &Path) -> Result<Weights, RunError> {
+    Ok(match load_policy(path)? {
+        LoadedPolicy::Fresh(w) => w,
+        LoadedPolicy::Resume(s) => s.weights,
+    })
+}
+
+/// Settings given on the command line; `None` keeps the base value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TrainOverrides {
+    pub lr: Option<f32>,
+    pub warmup_steps: Option<u64>,
+    pub weight_decay: Option<f32>,
+    /// `Some(None)` disables clipping.
+    pub max_grad_norm: Option<Option<f32>>,
+    pub clip_low: Option<f32>,
+    pub clip_high: Option<f32>,
+    pub kl_coef: Option<f32>,
+    pub aggregation: Option<Aggregation>,
+    pub advantage: Option<AdvantageKind>,
+    pub temperature: Option<f32>,
+    pub batch_size: Option<usize>,
+    pub seed: Option<u64>,
+}
+
+impl TrainOverrides {
+    /// `base` with every given setting replaced.
+    pub fn apply(&self, mut base: TrainConfig) -> TrainConfig {
+        let a = &mut base.adamw;
+        set(&mut a.lr, self.lr);
+        set(&mut a.warmup_steps, self.warmup_steps);
+        set(&mut a.weight_decay, self.weight_decay);
+        set(&mut a.max_grad_norm, self.max_grad_norm);
+        let l = &mut base.loss;
+        set(&mut l.clip_low, self.clip_low);
+        set(&mut l.clip_high, self.clip_high);
+        set(&mut l.kl_coef, self.kl_coef);
+        set(&mut l.aggregation, self.aggregation);
+        set(&mut base.advantage, self.advantage);
+        set(&mut base.temperature, self.temperature);
+        set(&mut base.batch_size, self.batch_size);
+        set(&mut base.seed, self.seed);
+        base
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+/// Everything one `ssr train` run needs.
+#[derive(Clone, Debug)]
+pub struct TrainJob {
+    pub trajectories: PathBuf,
+    pub model: PathBuf,
+    /// Checkpoint directory written at the end (and every `save_every` steps).
+    pub out: PathBuf,
+    /// Steps to take in this run.
+    pub steps: u64,
+    /// Settings given explicitly; the rest come from the resumed checkpoint, or the
+    /// defaults for a fresh run.
+    pub overrides: TrainOverrides,
+    /// Reference model of the KL penalty (required when `kl_coef > 0`).
+    pub reference: Option<PathBuf>,
+    pub save_every: Option<u64>,
+}
+
+/// What a run did.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub steps: Vec<StepMetrics>,
+    /// The run resumed a checkpoint (as opposed to starting fresh).
+    pub resumed: bool,
+    /// Optimizer step count after the run.
+    pub final_step: u64,
+}
+
+/// Runs a training job, calling `on_step` after every step.
+pub fn run_job(
+    job: &TrainJob,
+    mut on_step: impl FnMut(&StepMetrics),
+) -> Result<RunSummary, RunError> {
+    let (mut session, resumed) = match load_policy(&job.model)? {
+        LoadedPolicy::Fresh(w) => {
+            let config = job.overrides.apply(TrainConfig::default());
+            (TrainSession::new(w, config), false)
+        }
+        LoadedPolicy::Resume(mut s) => {
+            let config = job.overrides.apply(s.config.clone());
+            s.set_config(config);
+            (*s, true)
+        }
+    };
+    if let Some(r) = &job.reference {
+        session.set_reference(load_weights(r)?)?;
+    }
+    let trajectories = trajectory::read_trajectories(&job.trajectories)?;
+    let c = &session.config;
+    let data = Dataset::new(
+        &trajectories,
+        &session.weights.config,
+        c.advantage,
+        c.advantage_eps,
+    )
+    .map_err(|source| RunError::Train {
+        path: job.trajectories.clone(),
+        source: Box::new(source),
+    })?;
+    let mut steps = Vec::new();
+    for i in 1..=job.steps {
+        let m = session.step(&data)?;
+        on_step(&m);
+        steps.push(m);
+        if job
+            .save_every
+            .is_some_and(|k| k > 0 && i % k == 0 && i < job.steps)
+        {
+            session.save(&job.out)?;
+        }
+    }
+    session.save(&job.out)?;
+    Ok(RunSummary {
+        steps,
+        resumed,
+        final_step: session.step_count(),
+    })
+}
