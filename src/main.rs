@@ -28,6 +28,10 @@ enum Cmd {
     Train(cli::train::TrainArgs),
     /// The agent's WASM tools: list, describe, call, check, policy, bench.
     Tools(cli::tools::ToolsArgs),
+    /// Serves the embedded model as an OpenAI-compatible HTTP server.
+    Serve(cli::serve::ServeArgs),
+    /// Writes a run's HTML report and prints its summary table.
+    Report(cli::report::ReportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +41,8 @@ fn main() -> std::process::ExitCode {
         Cmd::Model(c) => cli::model::run(c),
         Cmd::Train(a) => cli::train::run(a),
         Cmd::Tools(c) => cli::tools::run(c),
+        Cmd::Serve(a) => cli::serve::run(a),
+        Cmd::Report(a) => cli::report::run(a),
     };
     match result {
         Ok(code) => code,

@@ -6,6 +6,8 @@
 pub mod bench_gpu;
 pub mod bench_model;
 pub mod model;
+pub mod report;
+pub mod serve;
 pub mod sandbox;
 pub mod train;
 pub mod bench_tools;

@@ -104,6 +104,11 @@ impl SelfPlayConfig {
         }
     }
 
+    /// Parses a TOML configuration (missing fields take their defaults).
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
     /// The injector's reward for a bug (SSR_SPEC.md section 7).
     pub fn injector_reward(&self, valid: bool, solved: u32, attempts: u32) -> f32 {
         if !valid {

@@ -3,6 +3,7 @@
 //! against each other, the run directory and the report.
 
 mod episode;
+mod load;
 mod openai;
 mod support;
 mod tokens;
