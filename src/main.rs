@@ -32,6 +32,8 @@ enum Cmd {
     Serve(cli::serve::ServeArgs),
     /// Writes a run's HTML report and prints its summary table.
     Report(cli::report::ReportArgs),
+    /// Runs self-play rounds: inject, verify, solve, evaluate, reward, train.
+    Selfplay(Box<cli::selfplay::SelfPlayArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +45,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Tools(c) => cli::tools::run(c),
         Cmd::Serve(a) => cli::serve::run(a),
         Cmd::Report(a) => cli::report::run(a),
+        Cmd::Selfplay(a) => cli::selfplay::run(*a),
     };
     match result {
         Ok(code) => code,

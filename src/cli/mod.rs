@@ -7,6 +7,7 @@ pub mod bench_gpu;
 pub mod bench_model;
 pub mod model;
 pub mod report;
+pub mod selfplay;
 pub mod serve;
 pub mod sandbox;
 pub mod train;

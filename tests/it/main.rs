@@ -4,3 +4,4 @@
 mod agent_openai_python;
 mod agent_report;
 mod selfplay_scripted;
+mod selfplay_scripted;

@@ -11,7 +11,9 @@
 
 pub mod arena;
 pub mod config;
+pub mod game_arena;
 pub mod progress;
+pub mod train;
 
 use crate::episode::{EpisodeSpec, run_episode};
 use crate::policy::{Policy, Sampling};
