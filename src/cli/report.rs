@@ -23,14 +23,22 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.run_dir.join("run.json").is_file(), "{} is not a run directory (no run.json)", args.run_dir.display());
+    anyhow::ensure!(
+        args.run_dir.join("run.json").is_file(),
+        "{} is not a run directory (no run.json)",
+        args.run_dir.display()
+    );
     let run = RunDir::open(&args.run_dir)?;
     let meta = run.meta()?;
     let metrics = run.metrics()?;
     let out = args.out.unwrap_or_else(|| run.report_path());
-    std::fs::write(&out, render_html(meta.as_ref(), &metrics)).with_context(|| format!("writing {}", out.display()))?;
+    std::fs::write(&out, render_html(meta.as_ref(), &metrics))
+        .with_context(|| format!("writing {}", out.display()))?;
     if args.json {
-        println!("{}", serde_json::json!({"report": out, "summary": summarize(&metrics), "rounds": metrics}));
+        println!(
+            "{}",
+            serde_json::json!({"report": out, "summary": summarize(&metrics), "rounds": metrics})
+        );
     } else {
         print!("{}", summary_table(&metrics));
         println!("report: {}", out.display());

@@ -92,11 +92,16 @@ pub struct SelfPlayArgs {
 fn resolve_config(args: &SelfPlayArgs) -> anyhow::Result<SelfPlayConfig> {
     let mut cfg = match (&args.config, args.policy) {
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            SelfPlayConfig::from_toml(&text).with_context(|| format!("parsing {}", path.display()))?
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            SelfPlayConfig::from_toml(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
         }
         (None, PolicyKind::Embedded) => SelfPlayConfig::embedded_quick(),
-        (None, _) => SelfPlayConfig { attempts_per_bug: 4, ..SelfPlayConfig::default() },
+        (None, _) => SelfPlayConfig {
+            attempts_per_bug: 4,
+            ..SelfPlayConfig::default()
+        },
     };
     if let Some(r) = args.rounds {
         cfg.rounds = r;
@@ -129,18 +134,26 @@ fn default_repo() -> anyhow::Result<PathBuf> {
         return Ok(dest);
     }
     let source = PathBuf::from(DEFAULT_EXAMPLE);
-    anyhow::ensure!(source.is_dir(), "{} not found: run from the project root or pass --repo", source.display());
+    anyhow::ensure!(
+        source.is_dir(),
+        "{} not found: run from the project root or pass --repo",
+        source.display()
+    );
     std::fs::create_dir_all(".examples")?;
-    ssr_game::examples::create_one(&source, &dest).with_context(|| format!("creating the example repository {}", dest.display()))?;
+    ssr_game::examples::create_one(&source, &dest)
+        .with_context(|| format!("creating the example repository {}", dest.display()))?;
     Ok(dest)
 }
 
 fn model_path(args: &SelfPlayArgs) -> PathBuf {
-    args.model.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+    args.model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
 }
 
 fn load_codec(path: &Path) -> anyhow::Result<Arc<dyn TextCodec>> {
-    let f = ssr_trainer::gguf::GgufFile::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let f = ssr_trainer::gguf::GgufFile::open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
     let tok = ssr_trainer::tokenizer::Tokenizer::from_gguf(&f).context("reading the tokenizer")?;
     Ok(Arc::new(TrainerCodec::new(tok)))
 }
@@ -153,7 +166,9 @@ pub fn run(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
 async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = resolve_config(&args)?;
     let out = args.out.clone().unwrap_or_else(|| {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         PathBuf::from(format!("runs/{t}-{}", cfg.seed))
     });
     let run = RunDir::open(&out)?;
@@ -161,7 +176,8 @@ async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
     if let Some(prev) = &previous {
         // A resumed run keeps its recorded configuration; only `rounds` may grow.
         let rounds = cfg.rounds;
-        cfg = serde_json::from_value(prev.config["selfplay"].clone()).context("reading the recorded configuration")?;
+        cfg = serde_json::from_value(prev.config["selfplay"].clone())
+            .context("reading the recorded configuration")?;
         cfg.rounds = cfg.rounds.max(rounds);
         eprintln!("resuming {} (seed {})", out.display(), cfg.seed);
     }
@@ -169,38 +185,79 @@ async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
         Some(r) => r.clone(),
         None => default_repo()?,
     };
-    let repo = repo.canonicalize().with_context(|| format!("{} does not exist", repo.display()))?;
+    let repo = repo
+        .canonicalize()
+        .with_context(|| format!("{} does not exist", repo.display()))?;
 
     let mut embedded: Option<Arc<EmbeddedPolicy>> = None;
     let policy: Arc<dyn Policy> = match args.policy {
         PolicyKind::Embedded => {
-            let p = Arc::new(EmbeddedPolicy::load(&model_path(&args), 1).context("loading the embedded model (run `just setup`)")?);
+            let p = Arc::new(
+                EmbeddedPolicy::load(&model_path(&args), 1)
+                    .context("loading the embedded model (run `just setup`)")?,
+            );
             embedded = Some(p.clone());
             p
         }
         PolicyKind::Openai => {
-            let base_url = args.base_url.clone().context("--policy openai needs --base-url")?;
-            let codec = if model_path(&args).exists() { Some(load_codec(&model_path(&args))?) } else { None };
-            let config = OpenAiConfig { base_url, model: args.model_name.clone(), api_key: std::env::var("OPENAI_API_KEY").ok(), ..OpenAiConfig::default() };
+            let base_url = args
+                .base_url
+                .clone()
+                .context("--policy openai needs --base-url")?;
+            let codec = if model_path(&args).exists() {
+                Some(load_codec(&model_path(&args))?)
+            } else {
+                None
+            };
+            let config = OpenAiConfig {
+                base_url,
+                model: args.model_name.clone(),
+                api_key: std::env::var("OPENAI_API_KEY").ok(),
+                ..OpenAiConfig::default()
+            };
             Arc::new(OpenAiPolicy::new(config, codec)?)
         }
         PolicyKind::Scripted => {
-            let script = args.script.clone().context("--policy scripted needs --script FILE")?;
-            let codec = if model_path(&args).exists() { Some(load_codec(&model_path(&args))?) } else { None };
+            let script = args
+                .script
+                .clone()
+                .context("--policy scripted needs --script FILE")?;
+            let codec = if model_path(&args).exists() {
+                Some(load_codec(&model_path(&args))?)
+            } else {
+                None
+            };
             Arc::new(ScriptedPolicy::from_file(&script, codec)?)
         }
     };
     let trainer: Option<Arc<dyn TrainStep>> = match (cfg.train, &embedded) {
         (false, _) => None,
-        (true, Some(p)) => Some(Arc::new(EngineTrainer::new(p.engine(), cfg.learning_rate, cfg.temperature, cfg.seed, run.checkpoints()).map_err(anyhow::Error::msg)?)),
-        (true, None) => bail!("--train needs the embedded policy (the weights must live in this process)"),
+        (true, Some(p)) => Some(Arc::new(
+            EngineTrainer::new(
+                p.engine(),
+                cfg.learning_rate,
+                cfg.temperature,
+                cfg.seed,
+                run.checkpoints(),
+            )
+            .map_err(anyhow::Error::msg)?,
+        )),
+        (true, None) => {
+            bail!("--train needs the embedded policy (the weights must live in this process)")
+        }
     };
 
-    let sandbox = ssr_sandbox::default_sandbox(ssr_sandbox::Environment::default()).context("no sandbox backend (install bubblewrap)")?;
-    let mut verify = ssr_game::VerifyConfig { min_passing_tests: cfg.min_passing_tests, ..ssr_game::VerifyConfig::default() };
+    let sandbox = ssr_sandbox::default_sandbox(ssr_sandbox::Environment::default())
+        .context("no sandbox backend (install bubblewrap)")?;
+    let mut verify = ssr_game::VerifyConfig {
+        min_passing_tests: cfg.min_passing_tests,
+        ..ssr_game::VerifyConfig::default()
+    };
     verify.run_env = ssr_game::RunEnv::host_toolchains();
     let arena = Arc::new(GameArena {
-        repo_name: repo.file_name().map_or_else(|| "repo".into(), |n| n.to_string_lossy().into_owned()),
+        repo_name: repo
+            .file_name()
+            .map_or_else(|| "repo".into(), |n| n.to_string_lossy().into_owned()),
         repo: repo.clone(),
         sandbox: Arc::from(sandbox),
         verify,
@@ -212,11 +269,17 @@ async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
     });
 
     let meta = RunMeta {
-        id: out.file_name().map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned()),
+        id: out
+            .file_name()
+            .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned()),
         seed: cfg.seed,
         policy: policy.name(),
         created_unix: previous.as_ref().map_or_else(
-            || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            },
             |p| p.created_unix,
         ),
         config: serde_json::json!({"selfplay": cfg, "repo": repo, "policy_kind": format!("{:?}", args.policy).to_lowercase()}),
@@ -227,15 +290,29 @@ async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
     let (handle, rx) = shutdown::channel();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nstopping: finished episodes are kept; run the same command to resume (Ctrl-C again to abort)");
+            eprintln!(
+                "\nstopping: finished episodes are kept; run the same command to resume (Ctrl-C again to abort)"
+            );
             handle.request();
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(130);
             }
         }
     });
-    let progress: Arc<dyn Progress> = if args.json { Arc::new(NoProgress) } else { Arc::new(BarProgress::stderr()) };
-    let sp = SelfPlay { config: cfg, policy, arena, run: run.clone(), shutdown: rx, progress, trainer };
+    let progress: Arc<dyn Progress> = if args.json {
+        Arc::new(NoProgress)
+    } else {
+        Arc::new(BarProgress::stderr())
+    };
+    let sp = SelfPlay {
+        config: cfg,
+        policy,
+        arena,
+        run: run.clone(),
+        shutdown: rx,
+        progress,
+        trainer,
+    };
     let outcome = sp.run().await?;
     drop(sp);
     let _ = std::fs::remove_dir_all(run.root().join("scratch"));
@@ -243,7 +320,10 @@ async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
     std::fs::write(run.report_path(), render_html(Some(&meta), &metrics))?;
     let summary = summarize(&metrics);
     if args.json {
-        println!("{}", serde_json::json!({"run_dir": out, "outcome": format!("{outcome:?}").to_lowercase(), "summary": summary, "report": run.report_path()}));
+        println!(
+            "{}",
+            serde_json::json!({"run_dir": out, "outcome": format!("{outcome:?}").to_lowercase(), "summary": summary, "report": run.report_path()})
+        );
     } else {
         print!("{}", summary_table(&metrics));
         println!(
@@ -258,5 +338,9 @@ async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
             println!("interrupted: run the same command again to resume");
         }
     }
-    Ok(if outcome == RunOutcome::Interrupted { ExitCode::from(130) } else { ExitCode::SUCCESS })
+    Ok(if outcome == RunOutcome::Interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -38,18 +38,33 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
-        let policy = EmbeddedPolicy::load(&args.model, args.max_concurrent)
-            .with_context(|| format!("loading {} (run `just setup` to fetch the model)", args.model.display()))?;
-        let model_id = args
-            .model_id
-            .clone()
-            .unwrap_or_else(|| args.model.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned()));
-        let completer: Arc<dyn Completer> = Arc::new(EngineCompleter { policy: Arc::new(policy), model_id: model_id.clone() });
-        let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse().context("parsing --host/--port")?;
-        let server = Server::bind(addr, completer).await.with_context(|| format!("binding {addr}"))?;
+        let policy = EmbeddedPolicy::load(&args.model, args.max_concurrent).with_context(|| {
+            format!(
+                "loading {} (run `just setup` to fetch the model)",
+                args.model.display()
+            )
+        })?;
+        let model_id = args.model_id.clone().unwrap_or_else(|| {
+            args.model
+                .file_stem()
+                .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
+        });
+        let completer: Arc<dyn Completer> = Arc::new(EngineCompleter {
+            policy: Arc::new(policy),
+            model_id: model_id.clone(),
+        });
+        let addr: SocketAddr = format!("{}:{}", args.host, args.port)
+            .parse()
+            .context("parsing --host/--port")?;
+        let server = Server::bind(addr, completer)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         let local = server.local_addr()?;
         if args.json {
-            println!("{}", serde_json::json!({"base_url": format!("http://{local}/v1"), "model": model_id}));
+            println!(
+                "{}",
+                serde_json::json!({"base_url": format!("http://{local}/v1"), "model": model_id})
+            );
         } else {
             println!("serving {model_id} at http://{local}/v1 (Ctrl-C stops)");
         }

@@ -6,16 +6,33 @@ use std::path::Path;
 use std::process::Command;
 
 fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"].into_iter().find(|p| Path::new(p).exists())
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
 }
 
 #[test]
 fn agent_report_renders_every_plot_in_headless_chromium() {
     let tmp = tempfile::tempdir().unwrap();
     let run = RunDir::open(tmp.path()).unwrap();
-    run.write_meta(&RunMeta { id: "t".into(), seed: 3, policy: "scripted".into(), created_unix: 0, config: serde_json::json!({}), starts: 1 }).unwrap();
+    run.write_meta(&RunMeta {
+        id: "t".into(),
+        seed: 3,
+        policy: "scripted".into(),
+        created_unix: 0,
+        config: serde_json::json!({}),
+        starts: 1,
+    })
+    .unwrap();
     for round in 0..3u32 {
-        let phase_ms = BTreeMap::from([("inject+verify".to_string(), 1000 + 100 * u64::from(round)), ("solve+evaluate".to_string(), 2000)]);
+        let phase_ms = BTreeMap::from([
+            ("inject+verify".to_string(), 1000 + 100 * u64::from(round)),
+            ("solve+evaluate".to_string(), 2000),
+        ]);
         run.append_metrics(&RoundMetrics {
             round,
             injector_episodes: 2,
@@ -36,36 +53,70 @@ fn agent_report_renders_every_plot_in_headless_chromium() {
         })
         .unwrap();
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_ssr")).args(["report", "--json"]).arg(tmp.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_ssr"))
+        .args(["report", "--json"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["summary"]["rounds"], 3);
     let html = tmp.path().join("report.html");
     assert!(html.is_file());
 
     let Some(chromium) = chromium() else {
-        eprintln!("skipped the browser check: chromium is not installed (apt-get install chromium)");
+        eprintln!(
+            "skipped the browser check: chromium is not installed (apt-get install chromium)"
+        );
         return;
     };
     let dom = Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--dump-dom"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--dump-dom",
+        ])
         .arg(format!("file://{}", html.display()))
         .output()
         .unwrap();
-    assert!(dom.status.success(), "{}", String::from_utf8_lossy(&dom.stderr));
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
     let dom = String::from_utf8_lossy(&dom.stdout);
     for id in ssr_agent::report::PLOT_IDS {
-        let at = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("plot {id} missing from the rendered DOM"));
+        let at = dom
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("plot {id} missing from the rendered DOM"));
         let end = at + dom[at..].find("</svg>").expect("svg closed");
         let svg = &dom[at..end];
-        assert!(svg.contains("<circle") || svg.contains("<rect"), "plot {id} has no marks");
+        assert!(
+            svg.contains("<circle") || svg.contains("<rect"),
+            "plot {id} has no marks"
+        );
     }
     let shot = tmp.path().join("report.png");
     let s = Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--window-size=1200,1400"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--window-size=1200,1400",
+        ])
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("file://{}", html.display()))
         .output()
         .unwrap();
-    assert!(s.status.success() && shot.metadata().map(|m| m.len() > 10_000).unwrap_or(false), "screenshot failed");
+    assert!(
+        s.status.success() && shot.metadata().map(|m| m.len() > 10_000).unwrap_or(false),
+        "screenshot failed"
+    );
 }

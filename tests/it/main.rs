@@ -3,5 +3,5 @@
 
 mod agent_openai_python;
 mod agent_report;
-mod selfplay_scripted;
+mod selfplay_embedded;
 mod selfplay_scripted;

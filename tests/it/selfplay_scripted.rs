@@ -67,7 +67,12 @@ git diff -- tests/test_roman.py > ssr_artifact/test_weaken.diff && cat ssr_artif
 }
 
 fn read_jsonl(p: &Path) -> Vec<Value> {
-    std::fs::read_to_string(p).unwrap_or_default().lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -106,25 +111,49 @@ fn selfplay_scripted_round_end_to_end() {
             .args(extra)
             .output()
             .unwrap();
-        assert!(o.status.success(), "stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         serde_json::from_slice::<Value>(o.stdout.trim_ascii()).unwrap()
     };
     let summary = run(&[]);
     assert_eq!(summary["summary"]["model_valid"], 1, "{summary}");
 
-    let verdict: Value = serde_json::from_str(&std::fs::read_to_string(out.join("bugs/r0-inj0/verdict.json")).unwrap()).unwrap();
+    let verdict: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("bugs/r0-inj0/verdict.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(verdict["valid"], true, "{verdict}");
     let episodes = read_jsonl(&out.join("episodes.jsonl"));
-    let solver: Vec<&Value> = episodes.iter().filter(|e| e["role"] == "solver" && e["bug_id"] == "r0-inj0").collect();
+    let solver: Vec<&Value> = episodes
+        .iter()
+        .filter(|e| e["role"] == "solver" && e["bug_id"] == "r0-inj0")
+        .collect();
     assert_eq!(solver.len(), 2);
-    let rewards: Vec<f64> = solver.iter().map(|e| e["reward"].as_f64().unwrap()).collect();
-    assert!(rewards.contains(&1.0) && rewards.contains(&-1.0), "mixed outcomes: {rewards:?}");
+    let rewards: Vec<f64> = solver
+        .iter()
+        .map(|e| e["reward"].as_f64().unwrap())
+        .collect();
+    assert!(
+        rewards.contains(&1.0) && rewards.contains(&-1.0),
+        "mixed outcomes: {rewards:?}"
+    );
 
     // Section 7: s = 1/2 → 1 − 1.8·0.5 = 0.1 for the injector.
     let trajs = read_jsonl(&out.join("trajectories.jsonl"));
     let inj = trajs.iter().find(|t| t["role"] == "injector").unwrap();
-    assert!((inj["reward"].as_f64().unwrap() - 0.1).abs() < 1e-6, "{}", inj["reward"]);
-    let sol: Vec<&Value> = trajs.iter().filter(|t| t["role"] == "solver" && t["group_id"] == "r0-inj0").collect();
+    assert!(
+        (inj["reward"].as_f64().unwrap() - 0.1).abs() < 1e-6,
+        "{}",
+        inj["reward"]
+    );
+    let sol: Vec<&Value> = trajs
+        .iter()
+        .filter(|t| t["role"] == "solver" && t["group_id"] == "r0-inj0")
+        .collect();
     assert_eq!(sol.len(), 2);
 
     // Token ids and masks reproduce the transcripts exactly.
@@ -132,11 +161,19 @@ fn selfplay_scripted_round_end_to_end() {
     let tok = ssr_trainer::tokenizer::Tokenizer::from_gguf(&f).unwrap();
     for t in &trajs {
         let ep = t["metadata"]["episode"].as_str().unwrap();
-        let transcript: ssr_agent::Transcript = serde_json::from_str(&std::fs::read_to_string(out.join(format!("transcripts/{ep}.json"))).unwrap()).unwrap();
+        let transcript: ssr_agent::Transcript = serde_json::from_str(
+            &std::fs::read_to_string(out.join(format!("transcripts/{ep}.json"))).unwrap(),
+        )
+        .unwrap();
         let ids: Vec<u32> = serde_json::from_value(t["token_ids"].clone()).unwrap();
         let mask: Vec<u8> = serde_json::from_value(t["loss_mask"].clone()).unwrap();
         assert_eq!(tok.decode_lossy(&ids), transcript.rendered(), "{ep}");
-        let sampled: Vec<u32> = ids.iter().zip(&mask).filter(|(_, m)| **m == 1).map(|(i, _)| *i).collect();
+        let sampled: Vec<u32> = ids
+            .iter()
+            .zip(&mask)
+            .filter(|(_, m)| **m == 1)
+            .map(|(i, _)| *i)
+            .collect();
         let turns: String = transcript.turns.iter().map(|r| r.text.as_str()).collect();
         assert_eq!(tok.decode_lossy(&sampled), turns, "{ep}");
     }
@@ -150,5 +187,8 @@ fn selfplay_scripted_round_end_to_end() {
     let before = std::fs::read_to_string(out.join("episodes.jsonl")).unwrap();
     let again = run(&[]);
     assert_eq!(again["summary"]["rounds"], 1);
-    assert_eq!(std::fs::read_to_string(out.join("episodes.jsonl")).unwrap(), before);
+    assert_eq!(
+        std::fs::read_to_string(out.join("episodes.jsonl")).unwrap(),
+        before
+    );
 }

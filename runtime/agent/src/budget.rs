@@ -79,7 +79,10 @@ pub fn truncate_output(text: &str, max_bytes: usize) -> String {
     if text.len() <= max_bytes {
         return text.to_string();
     }
-    let marker = format!("\n[... {} bytes cut ...]\n", text.len().saturating_sub(max_bytes));
+    let marker = format!(
+        "\n[... {} bytes cut ...]\n",
+        text.len().saturating_sub(max_bytes)
+    );
     let keep = max_bytes.saturating_sub(marker.len());
     let head_len = floor_char_boundary(text, keep / 2);
     let tail_start = ceil_char_boundary(text, text.len() - (keep - head_len));
@@ -119,6 +122,9 @@ mod tests {
     #[test]
     fn remaining_line_counts_down() {
         let b = Budgets::embedded();
-        assert_eq!(b.remaining_line(2, 1000), "[10 turns left, 7192 tokens left]");
+        assert_eq!(
+            b.remaining_line(2, 1000),
+            "[10 turns left, 7192 tokens left]"
+        );
     }
 }

@@ -36,7 +36,10 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Message { role, content: content.into() }
+        Message {
+            role,
+            content: content.into(),
+        }
     }
 }
 
@@ -111,7 +114,10 @@ impl ChatMl {
 
     /// The pieces that open an assistant turn (the generation prompt).
     pub fn assistant_open(&self) -> Vec<Piece> {
-        vec![Piece::Control(Self::START), Piece::Text("assistant\n".into())]
+        vec![
+            Piece::Control(Self::START),
+            Piece::Text("assistant\n".into()),
+        ]
     }
 
     /// The pieces that close an assistant turn; a generation that already ended with
@@ -146,7 +152,10 @@ mod tests {
     #[test]
     fn renders_chatml() {
         let t = ChatMl;
-        let msgs = [Message::new(Role::System, "sys"), Message::new(Role::User, "hi")];
+        let msgs = [
+            Message::new(Role::System, "sys"),
+            Message::new(Role::User, "hi"),
+        ];
         assert_eq!(
             t.render(&msgs, true),
             "<|im_start|>system\nsys<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"

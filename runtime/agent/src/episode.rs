@@ -48,16 +48,29 @@ impl Ledger {
     fn push_read(&mut self, pieces: &[Piece]) {
         let (text, ids) = encode_pieces(self.codec.as_deref(), pieces);
         self.len += ids.len();
-        self.segments.push(Segment { text, token_ids: ids, logprobs: None, sampled: false });
+        self.segments.push(Segment {
+            text,
+            token_ids: ids,
+            logprobs: None,
+            sampled: false,
+        });
     }
 
     fn push_sampled(&mut self, text: String, ids: Vec<u32>, logprobs: Option<Vec<f32>>) {
         self.len += ids.len();
-        self.segments.push(Segment { text, token_ids: ids, logprobs, sampled: true });
+        self.segments.push(Segment {
+            text,
+            token_ids: ids,
+            logprobs,
+            sampled: true,
+        });
     }
 
     fn ids(&self) -> Vec<u32> {
-        self.segments.iter().flat_map(|s| s.token_ids.iter().copied()).collect()
+        self.segments
+            .iter()
+            .flat_map(|s| s.token_ids.iter().copied())
+            .collect()
     }
 
     fn count(&self, pieces: &[Piece]) -> usize {
@@ -82,10 +95,19 @@ pub async fn run_episode(
     let template = ChatMl;
     let codec = policy.codec();
     let budgets = &spec.budgets;
-    let context = policy.context_tokens().map_or(budgets.context_tokens, |c| c.min(budgets.context_tokens));
+    let context = policy
+        .context_tokens()
+        .map_or(budgets.context_tokens, |c| c.min(budgets.context_tokens));
     let shapes: Vec<_> = tools.specs().iter().map(|s| s.shape()).collect();
-    let mut messages = vec![Message::new(Role::System, &spec.system), Message::new(Role::User, &spec.task)];
-    let mut ledger = Ledger { codec: codec.clone(), segments: Vec::new(), len: 0 };
+    let mut messages = vec![
+        Message::new(Role::System, &spec.system),
+        Message::new(Role::User, &spec.task),
+    ];
+    let mut ledger = Ledger {
+        codec: codec.clone(),
+        segments: Vec::new(),
+        len: 0,
+    };
     ledger.push_read(&template.pieces(&messages, true));
     let mut turns = Vec::new();
     let mut stats = EpisodeStats::default();
@@ -98,10 +120,16 @@ pub async fn run_episode(
             if shutdown.is_requested() {
                 break 'episode EpisodeEnd::Cancelled;
             }
-            if budgets.episode_timeout_ms > 0 && started.elapsed().as_millis() as u64 >= budgets.episode_timeout_ms {
+            if budgets.episode_timeout_ms > 0
+                && started.elapsed().as_millis() as u64 >= budgets.episode_timeout_ms
+            {
                 break 'episode EpisodeEnd::EpisodeTimeout;
             }
-            let used = if codec.is_some() { ledger.len } else { prompt_tokens_seen.max(ledger.len) };
+            let used = if codec.is_some() {
+                ledger.len
+            } else {
+                prompt_tokens_seen.max(ledger.len)
+            };
             let room = context.saturating_sub(used);
             if room < MIN_TURN_TOKENS {
                 break 'episode EpisodeEnd::ContextExhausted;
@@ -109,8 +137,13 @@ pub async fn run_episode(
             let mut sampling = spec.sampling.clone();
             sampling.max_tokens = budgets.max_new_tokens.min(room);
             sampling.stop = spec.syntax.stop_sequences();
-            sampling.seed = spec.sampling.seed ^ (u64::from(turn) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let prompt = if codec.is_some() { Prompt::Tokens(ledger.ids()) } else { Prompt::Chat(messages.clone()) };
+            sampling.seed =
+                spec.sampling.seed ^ (u64::from(turn) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let prompt = if codec.is_some() {
+                Prompt::Tokens(ledger.ids())
+            } else {
+                Prompt::Chat(messages.clone())
+            };
             let request = GenerateRequest {
                 prompt,
                 sampling,
@@ -144,11 +177,16 @@ pub async fn run_episode(
                 sampled_text.push_str(ChatMl::END);
             }
             stats.sampled_tokens += generation.token_ids.len();
-            ledger.push_sampled(sampled_text, generation.token_ids.clone(), generation.logprobs.clone());
+            ledger.push_sampled(
+                sampled_text,
+                generation.token_ids.clone(),
+                generation.logprobs.clone(),
+            );
             messages.push(Message::new(Role::Assistant, &generation.text));
             let close = template.assistant_close(ended_with_eom);
 
-            let stopped_at_close = generation.finish == FinishReason::Stop && !generation.stop_in_text;
+            let stopped_at_close =
+                generation.finish == FinishReason::Stop && !generation.stop_in_text;
             let parsed = parse_tool_call(spec.syntax, &generation.text, &shapes, stopped_at_close);
             let mut record = TurnRecord {
                 turn,

@@ -14,8 +14,8 @@ pub mod policy;
 pub mod prompts;
 pub mod report;
 pub mod rundir;
-pub mod selfplay;
 pub mod sandbox_tools;
+pub mod selfplay;
 pub mod serve;
 pub mod shutdown;
 pub mod toolcall;
@@ -26,7 +26,9 @@ pub mod transcript;
 pub use budget::Budgets;
 pub use chat::{ChatMl, Message, Role, TextCodec};
 pub use episode::{EpisodeSpec, run_episode};
-pub use policy::{FinishReason, GenerateRequest, Generation, Policy, PolicyError, Prompt, Sampling};
+pub use policy::{
+    FinishReason, GenerateRequest, Generation, Policy, PolicyError, Prompt, Sampling,
+};
 pub use toolcall::{ToolCall, ToolCallError, ToolCallSyntax};
 pub use tools::{ToolResult, ToolSpec, Tools};
 pub use transcript::{EpisodeEnd, Transcript};

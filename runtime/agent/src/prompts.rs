@@ -37,7 +37,11 @@ impl StrategyMix {
     pub fn pick(self, rng: &mut impl Rng) -> Strategy {
         match self {
             StrategyMix::RemovalOrHistory => {
-                if rng.gen_bool(0.5) { Strategy::Removal } else { Strategy::History }
+                if rng.gen_bool(0.5) {
+                    Strategy::Removal
+                } else {
+                    Strategy::History
+                }
             }
             StrategyMix::Removal => Strategy::Removal,
             StrategyMix::History => Strategy::History,
@@ -48,9 +52,16 @@ impl StrategyMix {
 
 /// The tools section: each tool's name, description and arguments, and how to call.
 pub fn tools_section(tools: &[ToolSpec], syntax: ToolCallSyntax) -> String {
-    let mut s = String::from("## Tools\nYou act only through tools. Each of your turns must contain exactly one tool call and nothing after it; its result comes back as the next message.\n\n");
+    let mut s = String::from(
+        "## Tools\nYou act only through tools. Each of your turns must contain exactly one tool call and nothing after it; its result comes back as the next message.\n\n",
+    );
     for t in tools {
-        s.push_str(&format!("- `{}`: {}\n  arguments (JSON schema): {}\n", t.name, t.description.trim(), t.parameters));
+        s.push_str(&format!(
+            "- `{}`: {}\n  arguments (JSON schema): {}\n",
+            t.name,
+            t.description.trim(),
+            t.parameters
+        ));
     }
     let example = tools
         .iter()
@@ -66,7 +77,12 @@ pub fn tools_section(tools: &[ToolSpec], syntax: ToolCallSyntax) -> String {
 }
 
 /// The injector's system prompt for a strategy.
-pub fn injector_system(strategy: Strategy, tools: &[ToolSpec], syntax: ToolCallSyntax, min_passing_tests: usize) -> String {
+pub fn injector_system(
+    strategy: Strategy,
+    tools: &[ToolSpec],
+    syntax: ToolCallSyntax,
+    min_passing_tests: usize,
+) -> String {
     let how = match strategy {
         Strategy::Direct => "Introduce a bug into the code of the repository.".to_string(),
         Strategy::Removal => "Make the bug by taking functionality away: delete meaningful hunks of code, or the whole body of a function, class or file. Then make only the small compatibility edits needed so that the project still imports, builds and runs (keep names that other code uses; a stub may return a neutral value). A solver will have to write the removed behaviour again from the tests alone.".to_string(),
@@ -94,7 +110,9 @@ Produce the diffs with `git diff`, for example `git diff -- src/ > ssr_artifact/
 
 /// The injector's first user message.
 pub fn injector_task(repo_name: &str) -> String {
-    format!("The repository `{repo_name}` is checked out in your working directory with its full git history. Create the bug artifact as described, then submit.")
+    format!(
+        "The repository `{repo_name}` is checked out in your working directory with its full git history. Create the bug artifact as described, then submit."
+    )
 }
 
 /// The solver's system prompt.
@@ -135,7 +153,9 @@ mod tests {
         assert!(r.contains("taking functionality away") && h.contains("git log"));
         assert!(r.contains("<tool: bash>\nls\n</tool>"));
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let removals = (0..1000).filter(|_| StrategyMix::RemovalOrHistory.pick(&mut rng) == Strategy::Removal).count();
+        let removals = (0..1000)
+            .filter(|_| StrategyMix::RemovalOrHistory.pick(&mut rng) == Strategy::Removal)
+            .count();
         assert!((400..600).contains(&removals), "{removals}");
     }
 

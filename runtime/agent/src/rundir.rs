@@ -34,7 +34,11 @@ pub enum RunDirError {
     #[error("{path}: {reason}")]
     Format { path: PathBuf, reason: String },
     #[error("{path} exists and belongs to another run (seed {found}, asked {asked})")]
-    SeedMismatch { path: PathBuf, found: u64, asked: u64 },
+    SeedMismatch {
+        path: PathBuf,
+        found: u64,
+        asked: u64,
+    },
 }
 
 /// The run's metadata (`run.json`).
@@ -88,7 +92,9 @@ impl RunDir {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(|source| RunDirError::Io { path: p, source })?;
         }
-        Ok(RunDir { root: root.to_path_buf() })
+        Ok(RunDir {
+            root: root.to_path_buf(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -113,7 +119,9 @@ impl RunDir {
         self.root.join("report.html")
     }
     pub fn transcript_path(&self, episode_id: &str) -> PathBuf {
-        self.root.join("transcripts").join(format!("{episode_id}.json"))
+        self.root
+            .join("transcripts")
+            .join(format!("{episode_id}.json"))
     }
 
     /// Reads `run.json`, if the run was started before.
@@ -122,7 +130,10 @@ impl RunDir {
         match std::fs::read_to_string(&path) {
             Ok(s) => serde_json::from_str(&s)
                 .map(Some)
-                .map_err(|e| RunDirError::Format { path, reason: e.to_string() }),
+                .map_err(|e| RunDirError::Format {
+                    path,
+                    reason: e.to_string(),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(RunDirError::Io { path, source }),
         }
@@ -134,7 +145,11 @@ impl RunDir {
     }
 
     /// Stores a finished episode: its transcript, then its index line.
-    pub fn record_episode(&self, transcript: &Transcript, record: &EpisodeRecord) -> Result<(), RunDirError> {
+    pub fn record_episode(
+        &self,
+        transcript: &Transcript,
+        record: &EpisodeRecord,
+    ) -> Result<(), RunDirError> {
         write_json_atomic(&self.transcript_path(&transcript.episode_id), transcript)?;
         append_line(&self.episodes_path(), record)
     }
@@ -150,8 +165,14 @@ impl RunDir {
 
     pub fn transcript(&self, episode_id: &str) -> Result<Transcript, RunDirError> {
         let path = self.transcript_path(episode_id);
-        let s = std::fs::read_to_string(&path).map_err(|source| RunDirError::Io { path: path.clone(), source })?;
-        serde_json::from_str(&s).map_err(|e| RunDirError::Format { path, reason: e.to_string() })
+        let s = std::fs::read_to_string(&path).map_err(|source| RunDirError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&s).map_err(|e| RunDirError::Format {
+            path,
+            reason: e.to_string(),
+        })
     }
 
     pub fn append_metrics(&self, m: &RoundMetrics) -> Result<(), RunDirError> {
@@ -174,7 +195,10 @@ impl RunDir {
         let kept: String = text
             .lines()
             .filter(|l| {
-                serde_json::from_str::<Value>(l).ok().and_then(|v| v["metadata"]["round"].as_u64()).is_some_and(|r| finished_rounds.contains(&(r as u32)))
+                serde_json::from_str::<Value>(l)
+                    .ok()
+                    .and_then(|v| v["metadata"]["round"].as_u64())
+                    .is_some_and(|r| finished_rounds.contains(&(r as u32)))
             })
             .map(|l| format!("{l}\n"))
             .collect();
@@ -185,7 +209,10 @@ impl RunDir {
     }
 
     /// Appends trajectory records.
-    pub fn append_trajectories(&self, records: &[ssr_trainer::trajectory::Trajectory]) -> Result<(), RunDirError> {
+    pub fn append_trajectories(
+        &self,
+        records: &[ssr_trainer::trajectory::Trajectory],
+    ) -> Result<(), RunDirError> {
         for r in records {
             append_line(&self.trajectories_path(), r)?;
         }
@@ -227,10 +254,20 @@ pub struct RoundMetrics {
 }
 
 fn append_line<T: Serialize>(path: &Path, value: &T) -> Result<(), RunDirError> {
-    let mut line = serde_json::to_vec(value).map_err(|e| RunDirError::Format { path: path.into(), reason: e.to_string() })?;
+    let mut line = serde_json::to_vec(value).map_err(|e| RunDirError::Format {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
     line.push(b'\n');
-    let io = |source| RunDirError::Io { path: path.into(), source };
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
+    let io = |source| RunDirError::Io {
+        path: path.into(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
     f.write_all(&line).map_err(io)?;
     f.flush().map_err(io)
 }
@@ -240,7 +277,12 @@ fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, RunDi
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(RunDirError::Io { path: path.into(), source }),
+        Err(source) => {
+            return Err(RunDirError::Io {
+                path: path.into(),
+                source,
+            });
+        }
     };
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let mut out = Vec::new();
@@ -248,7 +290,12 @@ fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, RunDi
         match serde_json::from_str(l) {
             Ok(v) => out.push(v),
             Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
-            Err(e) => return Err(RunDirError::Format { path: path.into(), reason: format!("line {}: {e}", i + 1) }),
+            Err(e) => {
+                return Err(RunDirError::Format {
+                    path: path.into(),
+                    reason: format!("line {}: {e}", i + 1),
+                });
+            }
         }
     }
     Ok(out)
@@ -256,13 +303,19 @@ fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, RunDi
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunDirError> {
     let tmp = path.with_extension("tmp");
-    let io = |source| RunDirError::Io { path: path.into(), source };
+    let io = |source| RunDirError::Io {
+        path: path.into(),
+        source,
+    };
     std::fs::write(&tmp, bytes).map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }
 
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), RunDirError> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| RunDirError::Format { path: path.into(), reason: e.to_string() })?;
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| RunDirError::Format {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
     write_atomic(path, &bytes)
 }
 
@@ -274,8 +327,15 @@ mod tests {
     fn a_torn_last_line_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::open(dir.path()).unwrap();
-        run.append_metrics(&RoundMetrics { round: 0, ..Default::default() }).unwrap();
-        let mut f = std::fs::OpenOptions::new().append(true).open(run.metrics_path()).unwrap();
+        run.append_metrics(&RoundMetrics {
+            round: 0,
+            ..Default::default()
+        })
+        .unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(run.metrics_path())
+            .unwrap();
         f.write_all(b"{\"round\": 1, \"inj").unwrap();
         assert_eq!(run.metrics().unwrap().len(), 1);
     }

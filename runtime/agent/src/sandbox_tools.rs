@@ -87,8 +87,19 @@ impl SandboxTools {
                     _ => "[ended]".into(),
                 };
                 let body = truncate_output(&text, self.output_bytes);
-                let result = format!("{body}{}{status}", if body.is_empty() || body.ends_with('\n') { "" } else { "\n" });
-                if out.success() { ToolResult::ok(result) } else { ToolResult::error(result) }
+                let result = format!(
+                    "{body}{}{status}",
+                    if body.is_empty() || body.ends_with('\n') {
+                        ""
+                    } else {
+                        "\n"
+                    }
+                );
+                if out.success() {
+                    ToolResult::ok(result)
+                } else {
+                    ToolResult::error(result)
+                }
             }
             Err(e) => ToolResult::error(format!("the command could not be run: {e}")),
         }
@@ -96,7 +107,11 @@ impl SandboxTools {
 
     fn submit(&self) -> ToolResult {
         match self.role {
-            ToolRole::Solver => ToolResult { output: "Submitted: your changes to the working tree are your answer.".into(), is_error: false, submitted: true },
+            ToolRole::Solver => ToolResult {
+                output: "Submitted: your changes to the working tree are your answer.".into(),
+                is_error: false,
+                submitted: true,
+            },
             ToolRole::Injector => {
                 let dir = self.workspace.join(ARTIFACT_DIR);
                 let missing: Vec<&str> = ARTIFACT_FILES
@@ -105,9 +120,16 @@ impl SandboxTools {
                     .map(|(a, _)| *a)
                     .collect();
                 if missing.is_empty() {
-                    ToolResult { output: "Submitted: the artifact will be verified.".into(), is_error: false, submitted: true }
+                    ToolResult {
+                        output: "Submitted: the artifact will be verified.".into(),
+                        is_error: false,
+                        submitted: true,
+                    }
                 } else {
-                    ToolResult::error(format!("not submitted: {ARTIFACT_DIR}/ lacks {}", missing.join(", ")))
+                    ToolResult::error(format!(
+                        "not submitted: {ARTIFACT_DIR}/ lacks {}",
+                        missing.join(", ")
+                    ))
                 }
             }
         }
@@ -118,16 +140,26 @@ impl SandboxTools {
 impl Tools for SandboxTools {
     fn specs(&self) -> Vec<ToolSpec> {
         let submit = match self.role {
-            ToolRole::Injector => format!("Submits the bug artifact in `{ARTIFACT_DIR}/` for verification. Ends the episode."),
-            ToolRole::Solver => "Submits your changes to the working tree as the fix. Ends the episode.".to_string(),
+            ToolRole::Injector => format!(
+                "Submits the bug artifact in `{ARTIFACT_DIR}/` for verification. Ends the episode."
+            ),
+            ToolRole::Solver => {
+                "Submits your changes to the working tree as the fix. Ends the episode.".to_string()
+            }
         };
         vec![
             ToolSpec {
                 name: "bash".into(),
-                description: "Runs one bash command in the repository (no network). Output is cut when long.".into(),
+                description:
+                    "Runs one bash command in the repository (no network). Output is cut when long."
+                        .into(),
                 parameters: json!({"type": "object", "properties": {"command": {"type": "string", "description": "the command"}}, "required": ["command"]}),
             },
-            ToolSpec { name: "submit".into(), description: submit, parameters: json!({"type": "object", "properties": {}}) },
+            ToolSpec {
+                name: "submit".into(),
+                description: submit,
+                parameters: json!({"type": "object", "properties": {}}),
+            },
         ]
     }
 

@@ -19,7 +19,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use ssr_trainer::infer::sampling::SamplingOptions;
-use ssr_trainer::infer::{FinishReason as EngineFinish, GenerateOptions, Generation as EngineGeneration};
+use ssr_trainer::infer::{
+    FinishReason as EngineFinish, GenerateOptions, Generation as EngineGeneration,
+};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,7 +33,11 @@ pub trait Completer: Send + Sync {
     fn model_id(&self) -> String;
     fn codec(&self) -> Arc<dyn TextCodec>;
     fn context_tokens(&self) -> usize;
-    async fn complete(&self, prompt: Vec<u32>, opts: GenerateOptions) -> Result<EngineGeneration, PolicyError>;
+    async fn complete(
+        &self,
+        prompt: Vec<u32>,
+        opts: GenerateOptions,
+    ) -> Result<EngineGeneration, PolicyError>;
 }
 
 /// The embedded engine as a [`Completer`].
@@ -51,7 +57,11 @@ impl Completer for EngineCompleter {
     fn context_tokens(&self) -> usize {
         crate::policy::Policy::context_tokens(self.policy.as_ref()).unwrap_or(8192)
     }
-    async fn complete(&self, prompt: Vec<u32>, opts: GenerateOptions) -> Result<EngineGeneration, PolicyError> {
+    async fn complete(
+        &self,
+        prompt: Vec<u32>,
+        opts: GenerateOptions,
+    ) -> Result<EngineGeneration, PolicyError> {
         self.policy.generate_ids(prompt, opts).await
     }
 }
@@ -76,14 +86,23 @@ impl Completer for ReplayCompleter {
     fn context_tokens(&self) -> usize {
         1 << 20
     }
-    async fn complete(&self, prompt: Vec<u32>, _opts: GenerateOptions) -> Result<EngineGeneration, PolicyError> {
+    async fn complete(
+        &self,
+        prompt: Vec<u32>,
+        _opts: GenerateOptions,
+    ) -> Result<EngineGeneration, PolicyError> {
         tokio::time::sleep(self.latency).await;
         let open = self.codec.encode_control(ChatMl::START);
         let assistant = self.codec.encode_text("assistant\n");
         let mut pattern = open.clone();
         pattern.extend(&assistant);
-        let opens = prompt.windows(pattern.len().max(1)).filter(|w| *w == pattern.as_slice()).count();
-        let turn = opens.saturating_sub(1).min(self.turns.len().saturating_sub(1));
+        let opens = prompt
+            .windows(pattern.len().max(1))
+            .filter(|w| *w == pattern.as_slice())
+            .count();
+        let turn = opens
+            .saturating_sub(1)
+            .min(self.turns.len().saturating_sub(1));
         let text = self.turns.get(turn).cloned().unwrap_or_default();
         let ids = self.codec.encode_text(&text);
         Ok(EngineGeneration {
@@ -106,7 +125,11 @@ struct AppState {
 
 /// An OpenAI-shaped error response.
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    let kind = if status.is_client_error() { "invalid_request_error" } else { "server_error" };
+    let kind = if status.is_client_error() {
+        "invalid_request_error"
+    } else {
+        "server_error"
+    };
     (status, Json(json!({"error": {"message": message.into(), "type": kind, "param": null, "code": null}}))).into_response()
 }
 
@@ -115,7 +138,14 @@ fn stops(v: &Option<Value>) -> Result<Vec<String>, String> {
     match v {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(s)) => Ok(vec![s.clone()]),
-        Some(Value::Array(a)) => a.iter().map(|x| x.as_str().map(str::to_string).ok_or_else(|| "stop must be strings".to_string())).collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| "stop must be strings".to_string())
+            })
+            .collect(),
         Some(_) => Err("stop must be a string or a list of strings".into()),
     }
 }
@@ -159,12 +189,26 @@ struct ChatMessageIn {
 }
 
 impl AppState {
-    fn options(&self, max_tokens: Option<usize>, temperature: Option<f32>, top_p: Option<f32>, stop: Vec<String>, seed: Option<u64>) -> GenerateOptions {
+    fn options(
+        &self,
+        max_tokens: Option<usize>,
+        temperature: Option<f32>,
+        top_p: Option<f32>,
+        stop: Vec<String>,
+        seed: Option<u64>,
+    ) -> GenerateOptions {
         // Without a seed each request gets a fresh one (OpenAI semantics: sampling varies).
-        let seed = seed.unwrap_or_else(|| rand::random::<u64>() ^ self.counter.fetch_add(1, Ordering::Relaxed));
+        let seed = seed.unwrap_or_else(|| {
+            rand::random::<u64>() ^ self.counter.fetch_add(1, Ordering::Relaxed)
+        });
         GenerateOptions {
             max_tokens: max_tokens.unwrap_or(16),
-            sampling: SamplingOptions { temperature: temperature.unwrap_or(1.0), top_k: 0, top_p: top_p.unwrap_or(1.0), seed },
+            sampling: SamplingOptions {
+                temperature: temperature.unwrap_or(1.0),
+                top_k: 0,
+                top_p: top_p.unwrap_or(1.0),
+                seed,
+            },
             stop,
             stop_at_eos: true,
         }
@@ -176,7 +220,13 @@ impl AppState {
             return Err(error(StatusCode::BAD_REQUEST, "the prompt is empty"));
         }
         if ids.len() + max_tokens.min(1) > ctx {
-            return Err(error(StatusCode::BAD_REQUEST, format!("the prompt has {} tokens; the model's context is {ctx}", ids.len())));
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the prompt has {} tokens; the model's context is {ctx}",
+                    ids.len()
+                ),
+            ));
         }
         Ok(())
     }
@@ -195,20 +245,28 @@ fn usage(g: &EngineGeneration) -> Value {
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 async fn models(State(st): State<Arc<AppState>>) -> Response {
     Json(json!({"object": "list", "data": [{"id": st.completer.model_id(), "object": "model", "created": 0, "owned_by": "ssr"}]})).into_response()
 }
 
-async fn completions(State(st): State<Arc<AppState>>, body: Result<Json<CompletionRequest>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn completions(
+    State(st): State<Arc<AppState>>,
+    body: Result<Json<CompletionRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Json(req) = match body {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
     if req.stream {
-        return error(StatusCode::BAD_REQUEST, "stream=true is not supported by this server");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "stream=true is not supported by this server",
+        );
     }
     if req.n.is_some_and(|n| n != 1) {
         return error(StatusCode::BAD_REQUEST, "only n=1 is supported");
@@ -221,17 +279,37 @@ async fn completions(State(st): State<Arc<AppState>>, body: Result<Json<Completi
     };
     let ids: Vec<u32> = match &prompt {
         Value::String(s) => codec_encode_template_text(codec.as_ref(), s),
-        Value::Array(a) => match a.iter().map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok())).collect::<Option<Vec<_>>>() {
+        Value::Array(a) => match a
+            .iter()
+            .map(|x| x.as_u64().and_then(|n| u32::try_from(n).ok()))
+            .collect::<Option<Vec<_>>>()
+        {
             Some(ids) => ids,
-            None => return error(StatusCode::BAD_REQUEST, "prompt must be a string or a list of token ids"),
+            None => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "prompt must be a string or a list of token ids",
+                );
+            }
         },
-        _ => return error(StatusCode::BAD_REQUEST, "prompt must be a string or a list of token ids"),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "prompt must be a string or a list of token ids",
+            );
+        }
     };
     let stop = match stops(&req.stop) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let opts = st.options(req.max_tokens, req.temperature, req.top_p, stop.clone(), req.seed);
+    let opts = st.options(
+        req.max_tokens,
+        req.temperature,
+        req.top_p,
+        stop.clone(),
+        req.seed,
+    );
     if let Err(r) = st.check_prompt(&ids, opts.max_tokens) {
         return r;
     }
@@ -273,7 +351,10 @@ fn codec_encode_template_text(codec: &dyn TextCodec, text: &str) -> Vec<u32> {
     let mut ids = Vec::new();
     let mut rest = text;
     loop {
-        let next = [ChatMl::START, ChatMl::END].iter().filter_map(|c| rest.find(c).map(|i| (i, *c))).min();
+        let next = [ChatMl::START, ChatMl::END]
+            .iter()
+            .filter_map(|c| rest.find(c).map(|i| (i, *c)))
+            .min();
         match next {
             Some((i, c)) => {
                 ids.extend(codec.encode_text(&rest[..i]));
@@ -288,13 +369,19 @@ fn codec_encode_template_text(codec: &dyn TextCodec, text: &str) -> Vec<u32> {
     }
 }
 
-async fn chat(State(st): State<Arc<AppState>>, body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>) -> Response {
+async fn chat(
+    State(st): State<Arc<AppState>>,
+    body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
     let Json(req) = match body {
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
     if req.stream {
-        return error(StatusCode::BAD_REQUEST, "stream=true is not supported by this server");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "stream=true is not supported by this server",
+        );
     }
     if req.n.is_some_and(|n| n != 1) {
         return error(StatusCode::BAD_REQUEST, "only n=1 is supported");
@@ -305,14 +392,28 @@ async fn chat(State(st): State<Arc<AppState>>, body: Result<Json<ChatRequest>, a
             "system" | "developer" => Role::System,
             "user" | "tool" => Role::User,
             "assistant" => Role::Assistant,
-            other => return error(StatusCode::BAD_REQUEST, format!("unknown message role `{other}`")),
+            other => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown message role `{other}`"),
+                );
+            }
         };
         // Content is a string or a list of `{"type": "text", "text": …}` parts.
         let content = match &m.content {
             Value::String(s) => s.clone(),
-            Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(""),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(""),
             Value::Null => String::new(),
-            _ => return error(StatusCode::BAD_REQUEST, "message content must be a string or text parts"),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "message content must be a string or text parts",
+                );
+            }
         };
         messages.push(Message::new(role, content));
     }
@@ -325,7 +426,13 @@ async fn chat(State(st): State<Arc<AppState>>, body: Result<Json<ChatRequest>, a
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let opts = st.options(req.max_completion_tokens.or(req.max_tokens).or(Some(512)), req.temperature, req.top_p, stop.clone(), req.seed);
+    let opts = st.options(
+        req.max_completion_tokens.or(req.max_tokens).or(Some(512)),
+        req.temperature,
+        req.top_p,
+        stop.clone(),
+        req.seed,
+    );
     if let Err(r) = st.check_prompt(&ids, opts.max_tokens) {
         return r;
     }
@@ -361,8 +468,13 @@ async fn chat(State(st): State<Arc<AppState>>, body: Result<Json<ChatRequest>, a
 /// The router. `completions: false` serves chat only, like servers that have dropped
 /// the legacy endpoint (the client's fallback path is tested against it).
 pub fn router(completer: Arc<dyn Completer>, completions_endpoint: bool) -> Router {
-    let state = Arc::new(AppState { completer, counter: AtomicU64::new(0) });
-    let mut r = Router::new().route("/v1/models", get(models)).route("/v1/chat/completions", post(chat));
+    let state = Arc::new(AppState {
+        completer,
+        counter: AtomicU64::new(0),
+    });
+    let mut r = Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat));
     if completions_endpoint {
         r = r.route("/v1/completions", post(completions));
     }
@@ -382,9 +494,16 @@ impl Server {
     }
 
     /// [`Server::bind`], choosing whether `/v1/completions` exists.
-    pub async fn bind_with(addr: SocketAddr, completer: Arc<dyn Completer>, completions_endpoint: bool) -> std::io::Result<Self> {
+    pub async fn bind_with(
+        addr: SocketAddr,
+        completer: Arc<dyn Completer>,
+        completions_endpoint: bool,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        Ok(Server { listener, router: router(completer, completions_endpoint) })
+        Ok(Server {
+            listener,
+            router: router(completer, completions_endpoint),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -393,6 +512,8 @@ impl Server {
 
     /// Serves until `shutdown` is requested, then finishes in-flight requests.
     pub async fn run(self, shutdown: Shutdown) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(async move { shutdown.requested().await }).await
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { shutdown.requested().await })
+            .await
     }
 }

@@ -118,7 +118,9 @@ pub fn parse_tool_call(
             return Err(ToolCallError::Missing {
                 syntax: match syntax {
                     ToolCallSyntax::Cwm => "`<tool: NAME>…</tool>`".into(),
-                    ToolCallSyntax::Json => "`<tool_call>{\"name\": …, \"arguments\": …}</tool_call>`".into(),
+                    ToolCallSyntax::Json => {
+                        "`<tool_call>{\"name\": …, \"arguments\": …}</tool_call>`".into()
+                    }
                 },
             });
         }
@@ -138,7 +140,11 @@ pub fn parse_tool_call(
 fn unknown(name: String, tools: &[ToolShape]) -> ToolCallError {
     ToolCallError::UnknownTool {
         name,
-        available: tools.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
+        available: tools
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 
@@ -155,7 +161,9 @@ fn split_blocks<'a>(text: &'a str, open: &str, close: &str) -> Result<Vec<&'a st
                 rest = &after[end + close.len()..];
             }
             None => {
-                return Err(ToolCallError::Unclosed { close: close.into() });
+                return Err(ToolCallError::Unclosed {
+                    close: close.into(),
+                });
             }
         }
     }
@@ -181,7 +189,10 @@ fn parse_cwm_body(body: &str, tools: &[ToolShape]) -> Result<ToolCall, ToolCallE
     let trimmed = raw.trim();
     if trimmed.starts_with('{') {
         if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(trimmed) {
-            return Ok(ToolCall { name, arguments: Value::Object(map) });
+            return Ok(ToolCall {
+                name,
+                arguments: Value::Object(map),
+            });
         }
     }
     let primary = tools
@@ -201,14 +212,20 @@ fn parse_cwm_body(body: &str, tools: &[ToolShape]) -> Result<ToolCall, ToolCallE
             });
         }
     }
-    Ok(ToolCall { name, arguments: Value::Object(map) })
+    Ok(ToolCall {
+        name,
+        arguments: Value::Object(map),
+    })
 }
 
 fn parse_json_body(body: &str) -> Result<ToolCall, ToolCallError> {
-    let value: Value = serde_json::from_str(body.trim())
-        .map_err(|e| ToolCallError::BadJson { reason: e.to_string() })?;
+    let value: Value = serde_json::from_str(body.trim()).map_err(|e| ToolCallError::BadJson {
+        reason: e.to_string(),
+    })?;
     let Value::Object(mut obj) = value else {
-        return Err(ToolCallError::BadJson { reason: "expected a JSON object".into() });
+        return Err(ToolCallError::BadJson {
+            reason: "expected a JSON object".into(),
+        });
     };
     let name = match obj.remove("name") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
@@ -233,8 +250,14 @@ mod tests {
 
     fn shapes() -> Vec<ToolShape> {
         vec![
-            ToolShape { name: "bash".into(), primary_arg: Some("command".into()) },
-            ToolShape { name: "submit".into(), primary_arg: None },
+            ToolShape {
+                name: "bash".into(),
+                primary_arg: Some("command".into()),
+            },
+            ToolShape {
+                name: "submit".into(),
+                primary_arg: None,
+            },
         ]
     }
 
@@ -257,12 +280,28 @@ mod tests {
     fn cwm_blocks() {
         use serde_json::json;
         let s = ToolCallSyntax::Cwm;
-        check(s, "look\n<tool: bash>\nls -la\n</tool>", Ok(("bash", json!({"command": "ls -la"}))));
-        check(s, "<tool: bash>\n{\"command\": \"pwd\"}\n</tool>", Ok(("bash", json!({"command": "pwd"}))));
+        check(
+            s,
+            "look\n<tool: bash>\nls -la\n</tool>",
+            Ok(("bash", json!({"command": "ls -la"}))),
+        );
+        check(
+            s,
+            "<tool: bash>\n{\"command\": \"pwd\"}\n</tool>",
+            Ok(("bash", json!({"command": "pwd"}))),
+        );
         check(s, "<tool: submit>\n</tool>", Ok(("submit", json!({}))));
-        check(s, "<tool: bash>\necho 'a\n\nb'\n</tool>", Ok(("bash", json!({"command": "echo 'a\n\nb'"}))));
+        check(
+            s,
+            "<tool: bash>\necho 'a\n\nb'\n</tool>",
+            Ok(("bash", json!({"command": "echo 'a\n\nb'"}))),
+        );
         check(s, "nothing here", Err("missing"));
-        check(s, "<tool: bash>\nls\n</tool><tool: bash>\npwd\n</tool>", Err("several"));
+        check(
+            s,
+            "<tool: bash>\nls\n</tool><tool: bash>\npwd\n</tool>",
+            Err("several"),
+        );
         check(s, "<tool: bash>\nls", Err("unclosed"));
         check(s, "<tool: >\nls\n</tool>", Err("no_name"));
         check(s, "<tool: rm>\nx\n</tool>", Err("unknown_tool"));
@@ -283,15 +322,28 @@ mod tests {
             r#"<tool_call>{"name": "bash", "arguments": "{\"command\": \"ls\"}"}</tool_call>"#,
             Ok(("bash", json!({"command": "ls"}))),
         );
-        check(s, r#"<tool_call>{"name": "submit"}</tool_call>"#, Ok(("submit", json!({}))));
-        check(s, r#"<tool_call>{"name": "bash", "arguments": [1]}</tool_call>"#, Err("arguments_not_object"));
+        check(
+            s,
+            r#"<tool_call>{"name": "submit"}</tool_call>"#,
+            Ok(("submit", json!({}))),
+        );
+        check(
+            s,
+            r#"<tool_call>{"name": "bash", "arguments": [1]}</tool_call>"#,
+            Err("arguments_not_object"),
+        );
         check(s, r#"<tool_call>{"name": </tool_call>"#, Err("bad_json"));
-        check(s, r#"<tool_call>{"arguments": {}}</tool_call>"#, Err("no_name"));
+        check(
+            s,
+            r#"<tool_call>{"arguments": {}}</tool_call>"#,
+            Err("no_name"),
+        );
     }
 
     #[test]
     fn a_call_cut_by_its_stop_sequence_is_complete() {
-        let got = parse_tool_call(ToolCallSyntax::Cwm, "<tool: bash>\nls\n", &shapes(), true).unwrap();
+        let got =
+            parse_tool_call(ToolCallSyntax::Cwm, "<tool: bash>\nls\n", &shapes(), true).unwrap();
         assert_eq!(got.arguments["command"], "ls");
         let got = parse_tool_call(
             ToolCallSyntax::Json,

@@ -23,14 +23,21 @@ impl ToolSpec {
     pub fn shape(&self) -> ToolShape {
         let required = self.parameters.get("required").and_then(Value::as_array);
         let props = self.parameters.get("properties");
-        let primary_arg = required.into_iter().flatten().filter_map(Value::as_str).find(|name| {
-            props
-                .and_then(|p| p.get(*name))
-                .and_then(|p| p.get("type"))
-                .and_then(Value::as_str)
-                == Some("string")
-        });
-        ToolShape { name: self.name.clone(), primary_arg: primary_arg.map(str::to_string) }
+        let primary_arg = required
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .find(|name| {
+                props
+                    .and_then(|p| p.get(*name))
+                    .and_then(|p| p.get("type"))
+                    .and_then(Value::as_str)
+                    == Some("string")
+            });
+        ToolShape {
+            name: self.name.clone(),
+            primary_arg: primary_arg.map(str::to_string),
+        }
     }
 }
 
@@ -47,10 +54,18 @@ pub struct ToolResult {
 
 impl ToolResult {
     pub fn ok(output: impl Into<String>) -> Self {
-        ToolResult { output: output.into(), is_error: false, submitted: false }
+        ToolResult {
+            output: output.into(),
+            is_error: false,
+            submitted: false,
+        }
     }
     pub fn error(output: impl Into<String>) -> Self {
-        ToolResult { output: output.into(), is_error: true, submitted: false }
+        ToolResult {
+            output: output.into(),
+            is_error: true,
+            submitted: false,
+        }
     }
 }
 

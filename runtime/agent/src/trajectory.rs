@@ -35,12 +35,19 @@ pub fn to_trajectory(
 ) -> Result<Trajectory, TrajectoryBuildError> {
     let token_ids = t.token_ids();
     if token_ids.is_empty() {
-        return Err(TrajectoryBuildError::NoTokens { episode: t.episode_id.clone() });
+        return Err(TrajectoryBuildError::NoTokens {
+            episode: t.episode_id.clone(),
+        });
     }
     let role = match t.role.as_str() {
         "injector" => Role::Injector,
         "solver" => Role::Solver,
-        other => return Err(TrajectoryBuildError::Role { episode: t.episode_id.clone(), role: other.into() }),
+        other => {
+            return Err(TrajectoryBuildError::Role {
+                episode: t.episode_id.clone(),
+                role: other.into(),
+            });
+        }
     };
     let loss_mask = t.loss_mask();
     let (logprobs, known) = match t.logprobs() {
@@ -70,6 +77,10 @@ pub fn to_trajectory(
         advantage: None,
         metadata,
     };
-    traj.validate().map_err(|source| TrajectoryBuildError::Invalid { episode: t.episode_id.clone(), source })?;
+    traj.validate()
+        .map_err(|source| TrajectoryBuildError::Invalid {
+            episode: t.episode_id.clone(),
+            source,
+        })?;
     Ok(traj)
 }

@@ -94,13 +94,19 @@ impl Transcript {
     /// A conversation whose last message is not the assistant's has a pending
     /// generation prompt.
     pub fn rendered(&self) -> String {
-        let pending = self.messages.last().is_some_and(|m| m.role != Role::Assistant);
+        let pending = self
+            .messages
+            .last()
+            .is_some_and(|m| m.role != Role::Assistant);
         ChatMl.render(&self.messages, pending)
     }
 
     /// The concatenated token ids.
     pub fn token_ids(&self) -> Vec<u32> {
-        self.segments.iter().flat_map(|s| s.token_ids.iter().copied()).collect()
+        self.segments
+            .iter()
+            .flat_map(|s| s.token_ids.iter().copied())
+            .collect()
     }
 
     /// 1 for sampled tokens, 0 for read ones.

@@ -22,7 +22,9 @@ pub struct TrainerCodec {
 
 impl TrainerCodec {
     pub fn new(tokenizer: Tokenizer) -> Self {
-        TrainerCodec { tokenizer: Arc::new(tokenizer) }
+        TrainerCodec {
+            tokenizer: Arc::new(tokenizer),
+        }
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -75,8 +77,11 @@ impl EmbeddedPolicy {
     /// Loads a GGUF model. `max_concurrent` bounds simultaneous generations (each uses
     /// every core through the engine's own threads, so 1 is right on a small machine).
     pub fn load(path: &Path, max_concurrent: usize) -> Result<Self, PolicyError> {
-        let engine = Engine::load(path).map_err(|e| PolicyError::Engine(format!("{}: {e}", path.display())))?;
-        let name = path.file_stem().map_or_else(|| "embedded".into(), |s| s.to_string_lossy().into_owned());
+        let engine = Engine::load(path)
+            .map_err(|e| PolicyError::Engine(format!("{}: {e}", path.display())))?;
+        let name = path
+            .file_stem()
+            .map_or_else(|| "embedded".into(), |s| s.to_string_lossy().into_owned());
         Ok(Self::from_engine(engine, name, max_concurrent))
     }
 
@@ -100,12 +105,25 @@ impl EmbeddedPolicy {
     }
 
     /// Runs a generation on a blocking thread under the concurrency bound.
-    pub async fn generate_ids(&self, prompt: Vec<u32>, opts: GenerateOptions) -> Result<ssr_trainer::infer::Generation, PolicyError> {
-        let _permit = self.permits.clone().acquire_owned().await.map_err(|e| PolicyError::Engine(e.to_string()))?;
+    pub async fn generate_ids(
+        &self,
+        prompt: Vec<u32>,
+        opts: GenerateOptions,
+    ) -> Result<ssr_trainer::infer::Generation, PolicyError> {
+        let _permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| PolicyError::Engine(e.to_string()))?;
         let engine = self.engine.clone();
         tokio::task::spawn_blocking(move || {
-            let engine = engine.read().map_err(|_| PolicyError::Engine("engine lock poisoned".into()))?;
-            engine.generate(&prompt, &opts).map_err(|e| PolicyError::Engine(e.to_string()))
+            let engine = engine
+                .read()
+                .map_err(|_| PolicyError::Engine("engine lock poisoned".into()))?;
+            engine
+                .generate(&prompt, &opts)
+                .map_err(|e| PolicyError::Engine(e.to_string()))
         })
         .await
         .map_err(|e| PolicyError::Engine(format!("generation task failed: {e}")))?
@@ -129,12 +147,19 @@ impl Policy for EmbeddedPolicy {
     async fn generate(&self, request: GenerateRequest) -> Result<Generation, PolicyError> {
         let ids = match request.prompt {
             Prompt::Tokens(ids) => ids,
-            Prompt::Chat(messages) => encode_pieces(Some(self.codec.as_ref()), &ChatMl.pieces(&messages, true)).1,
+            Prompt::Chat(messages) => {
+                encode_pieces(Some(self.codec.as_ref()), &ChatMl.pieces(&messages, true)).1
+            }
         };
         let s = &request.sampling;
         let opts = GenerateOptions {
             max_tokens: s.max_tokens,
-            sampling: SamplingOptions { temperature: s.temperature, top_k: 0, top_p: s.top_p, seed: s.seed },
+            sampling: SamplingOptions {
+                temperature: s.temperature,
+                top_k: 0,
+                top_p: s.top_p,
+                seed: s.seed,
+            },
             stop: s.stop.clone(),
             stop_at_eos: true,
         };

@@ -38,7 +38,13 @@ pub struct Sampling {
 
 impl Default for Sampling {
     fn default() -> Self {
-        Sampling { temperature: 1.0, top_p: 1.0, max_tokens: 256, stop: Vec::new(), seed: 0 }
+        Sampling {
+            temperature: 1.0,
+            top_p: 1.0,
+            max_tokens: 256,
+            stop: Vec::new(),
+            seed: 0,
+        }
     }
 }
 
@@ -102,17 +108,32 @@ pub enum PolicyError {
     #[error("scripted policy: no script for role `{role}`")]
     NoScript { role: String },
     #[error("scripted policy: script {script} of role `{role}` has no turn {turn}")]
-    ScriptExhausted { role: String, script: usize, turn: u32 },
+    ScriptExhausted {
+        role: String,
+        script: usize,
+        turn: u32,
+    },
     #[error("cannot read the script {path}: {reason}")]
     ScriptFile { path: String, reason: String },
     #[error("policy server {url}: HTTP {status}: {body}")]
-    Http { url: String, status: u16, body: String },
+    Http {
+        url: String,
+        status: u16,
+        body: String,
+    },
     #[error("policy server {url} unreachable after {attempts} attempts: {reason}")]
-    Unreachable { url: String, attempts: u32, reason: String },
+    Unreachable {
+        url: String,
+        attempts: u32,
+        reason: String,
+    },
     #[error("policy server {url} sent an unexpected response: {reason}")]
     BadResponse { url: String, reason: String },
     #[error("the prompt ({prompt_tokens} tokens) leaves no room in the {context}-token context")]
-    ContextFull { prompt_tokens: usize, context: usize },
+    ContextFull {
+        prompt_tokens: usize,
+        context: usize,
+    },
     #[error("this policy needs {needs}")]
     Unsupported { needs: String },
     #[error("embedded engine: {0}")]

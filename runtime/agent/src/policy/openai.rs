@@ -69,12 +69,19 @@ pub struct OpenAiPolicy {
 impl OpenAiPolicy {
     /// `codec`: the model's tokenizer, when this machine has it. With it, prompts are
     /// sent as token ids and trajectories are exact.
-    pub fn new(config: OpenAiConfig, codec: Option<Arc<dyn TextCodec>>) -> Result<Self, PolicyError> {
+    pub fn new(
+        config: OpenAiConfig,
+        codec: Option<Arc<dyn TextCodec>>,
+    ) -> Result<Self, PolicyError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(config.request_timeout_ms))
             .pool_max_idle_per_host(config.max_concurrent)
             .build()
-            .map_err(|e| PolicyError::Unreachable { url: config.base_url.clone(), attempts: 0, reason: e.to_string() })?;
+            .map_err(|e| PolicyError::Unreachable {
+                url: config.base_url.clone(),
+                attempts: 0,
+                reason: e.to_string(),
+            })?;
         Ok(OpenAiPolicy {
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             completions_missing: AtomicBool::new(config.chat_only),
@@ -104,12 +111,18 @@ impl OpenAiPolicy {
                     let status = resp.status();
                     let text = resp.text().await.unwrap_or_default();
                     if status.is_success() {
-                        return serde_json::from_str(&text)
-                            .map_err(|e| PolicyError::BadResponse { url: url.clone(), reason: e.to_string() });
+                        return serde_json::from_str(&text).map_err(|e| PolicyError::BadResponse {
+                            url: url.clone(),
+                            reason: e.to_string(),
+                        });
                     }
                     let retryable = status.as_u16() == 429 || status.is_server_error();
                     if !retryable || attempt == attempts {
-                        return Err(PolicyError::Http { url, status: status.as_u16(), body: clip(&text, 500) });
+                        return Err(PolicyError::Http {
+                            url,
+                            status: status.as_u16(),
+                            body: clip(&text, 500),
+                        });
                     }
                     last = format!("HTTP {status}");
                 }
@@ -123,15 +136,24 @@ impl OpenAiPolicy {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(30));
         }
-        Err(PolicyError::Unreachable { url, attempts, reason: last })
+        Err(PolicyError::Unreachable {
+            url,
+            attempts,
+            reason: last,
+        })
     }
 
     async fn completions(&self, request: &GenerateRequest) -> Result<Generation, PolicyError> {
         let (prompt, prompt_len) = match &request.prompt {
             Prompt::Tokens(ids) => (json!(ids), ids.len()),
             Prompt::Chat(messages) => {
-                let (text, ids) = encode_pieces(self.codec.as_deref(), &ChatMl.pieces(messages, true));
-                if self.codec.is_some() { (json!(ids), ids.len()) } else { (json!(text), 0) }
+                let (text, ids) =
+                    encode_pieces(self.codec.as_deref(), &ChatMl.pieces(messages, true));
+                if self.codec.is_some() {
+                    (json!(ids), ids.len())
+                } else {
+                    (json!(text), 0)
+                }
             }
         };
         let s = &request.sampling;
@@ -149,19 +171,30 @@ impl OpenAiPolicy {
         });
         let v = self.post("completions", &body).await?;
         let url = self.url("completions");
-        let choice = v["choices"].get(0).ok_or_else(|| PolicyError::BadResponse { url: url.clone(), reason: "no choices".into() })?;
+        let choice = v["choices"]
+            .get(0)
+            .ok_or_else(|| PolicyError::BadResponse {
+                url: url.clone(),
+                reason: "no choices".into(),
+            })?;
         let text = choice["text"].as_str().unwrap_or_default().to_string();
         let tokens = choice["logprobs"]["tokens"].as_array();
         let ids: Option<Vec<u32>> = tokens.and_then(|t| {
             t.iter()
-                .map(|tok| tok.as_str().and_then(|s| s.strip_prefix("token_id:")).and_then(|n| n.parse().ok()))
+                .map(|tok| {
+                    tok.as_str()
+                        .and_then(|s| s.strip_prefix("token_id:"))
+                        .and_then(|n| n.parse().ok())
+                })
                 .collect()
         });
         let logprobs: Option<Vec<f32>> = choice["logprobs"]["token_logprobs"]
             .as_array()
             .and_then(|a| a.iter().map(|x| x.as_f64().map(|f| f as f32)).collect());
         let finish = finish_of(choice);
-        let prompt_tokens = v["usage"]["prompt_tokens"].as_u64().map_or(prompt_len, |n| n as usize);
+        let prompt_tokens = v["usage"]["prompt_tokens"]
+            .as_u64()
+            .map_or(prompt_len, |n| n as usize);
         Ok(match (ids, &self.codec) {
             (Some(ids), Some(codec)) => Generation {
                 text: text_of_ids(codec.as_ref(), &ids),
@@ -175,7 +208,9 @@ impl OpenAiPolicy {
                 endpoint: "completions".into(),
             },
             (ids, codec) => {
-                let token_ids = ids.or_else(|| codec.as_ref().map(|c| c.encode_text(&text))).unwrap_or_default();
+                let token_ids = ids
+                    .or_else(|| codec.as_ref().map(|c| c.encode_text(&text)))
+                    .unwrap_or_default();
                 Generation {
                     logprobs: logprobs.filter(|l| l.len() == token_ids.len()),
                     token_ids,
@@ -212,12 +247,26 @@ impl OpenAiPolicy {
         });
         let v = self.post("chat/completions", &body).await?;
         let url = self.url("chat/completions");
-        let choice = v["choices"].get(0).ok_or_else(|| PolicyError::BadResponse { url, reason: "no choices".into() })?;
-        let text = choice["message"]["content"].as_str().unwrap_or_default().to_string();
-        let logprobs: Option<Vec<f32>> = choice["logprobs"]["content"]
-            .as_array()
-            .and_then(|a| a.iter().map(|x| x["logprob"].as_f64().map(|f| f as f32)).collect());
-        let token_ids = self.codec.as_ref().map(|c| c.encode_text(&text)).unwrap_or_default();
+        let choice = v["choices"]
+            .get(0)
+            .ok_or_else(|| PolicyError::BadResponse {
+                url,
+                reason: "no choices".into(),
+            })?;
+        let text = choice["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let logprobs: Option<Vec<f32>> = choice["logprobs"]["content"].as_array().and_then(|a| {
+            a.iter()
+                .map(|x| x["logprob"].as_f64().map(|f| f as f32))
+                .collect()
+        });
+        let token_ids = self
+            .codec
+            .as_ref()
+            .map(|c| c.encode_text(&text))
+            .unwrap_or_default();
         Ok(Generation {
             logprobs: logprobs.filter(|l| l.len() == token_ids.len()),
             token_ids,
@@ -252,7 +301,11 @@ impl Policy for OpenAiPolicy {
     }
 
     fn codec(&self) -> Option<Arc<dyn TextCodec>> {
-        if self.completions_missing.load(Ordering::Relaxed) { None } else { self.codec.clone() }
+        if self.completions_missing.load(Ordering::Relaxed) {
+            None
+        } else {
+            self.codec.clone()
+        }
     }
 
     fn context_tokens(&self) -> Option<usize> {
@@ -260,12 +313,19 @@ impl Policy for OpenAiPolicy {
     }
 
     async fn generate(&self, request: GenerateRequest) -> Result<Generation, PolicyError> {
-        let _permit = self.permits.acquire().await.map_err(|e| PolicyError::Engine(e.to_string()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| PolicyError::Engine(e.to_string()))?;
         if self.completions_missing.load(Ordering::Relaxed) {
             return self.chat(&request).await;
         }
         match self.completions(&request).await {
-            Err(PolicyError::Http { status: 404 | 405 | 501, .. }) => {
+            Err(PolicyError::Http {
+                status: 404 | 405 | 501,
+                ..
+            }) => {
                 // The server has no completions endpoint: chat from now on (the
                 // transcript records `endpoint: chat` and inexact tokens).
                 self.completions_missing.store(true, Ordering::Relaxed);

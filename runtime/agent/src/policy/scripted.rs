@@ -48,7 +48,10 @@ impl ScriptedPolicy {
     }
 
     pub fn from_file(path: &Path, codec: Option<Arc<dyn TextCodec>>) -> Result<Self, PolicyError> {
-        let err = |reason: String| PolicyError::ScriptFile { path: path.display().to_string(), reason };
+        let err = |reason: String| PolicyError::ScriptFile {
+            path: path.display().to_string(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
         let scripts: Scripts = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
         Ok(ScriptedPolicy::new(scripts, codec))
@@ -78,9 +81,13 @@ impl Policy for ScriptedPolicy {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| PolicyError::NoScript { role: role.clone() })?;
         let index = request.tag.attempt as usize % scripts.len();
-        let turn = scripts[index].get(request.tag.turn as usize).ok_or_else(|| {
-            PolicyError::ScriptExhausted { role: role.clone(), script: index, turn: request.tag.turn }
-        })?;
+        let turn = scripts[index]
+            .get(request.tag.turn as usize)
+            .ok_or_else(|| PolicyError::ScriptExhausted {
+                role: role.clone(),
+                script: index,
+                turn: request.tag.turn,
+            })?;
         let text = turn.text().to_string();
         let (token_ids, exact) = match &self.codec {
             // Recorded turns are text: tokenizing it is the exact sequence the
@@ -89,7 +96,9 @@ impl Policy for ScriptedPolicy {
             None => (Vec::new(), false),
         };
         let logprobs = match turn {
-            ScriptTurn::Full { logprobs: Some(l), .. } if l.len() == token_ids.len() => Some(l.clone()),
+            ScriptTurn::Full {
+                logprobs: Some(l), ..
+            } if l.len() == token_ids.len() => Some(l.clone()),
             _ => None,
         };
         Ok(Generation {

@@ -47,7 +47,12 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    pub fn rejected(bug_id: &str, source: BugSource, code: &str, reason: impl Into<String>) -> Self {
+    pub fn rejected(
+        bug_id: &str,
+        source: BugSource,
+        code: &str,
+        reason: impl Into<String>,
+    ) -> Self {
         Verdict {
             bug_id: bug_id.into(),
             source,
@@ -83,7 +88,10 @@ pub enum ArenaError {
 
 impl ArenaError {
     pub fn failed(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
-        ArenaError::Failed { what: what.into(), reason: reason.to_string() }
+        ArenaError::Failed {
+            what: what.into(),
+            reason: reason.to_string(),
+        }
     }
 }
 
@@ -96,14 +104,34 @@ pub trait Arena: Send + Sync {
     async fn injector_world(&self, episode_id: &str) -> Result<World, ArenaError>;
     /// Reads the artifact the injector left in its world, verifies it from a fresh
     /// original, stores it in `bug_dir`.
-    async fn verify_submission(&self, world: &World, bug_id: &str, bug_dir: &Path) -> Result<Verdict, ArenaError>;
+    async fn verify_submission(
+        &self,
+        world: &World,
+        bug_id: &str,
+        bug_dir: &Path,
+    ) -> Result<Verdict, ArenaError>;
     /// A model-free bug made with `seed`, verified and stored in `bug_dir`.
-    async fn procedural_bug(&self, seed: u64, bug_id: &str, bug_dir: &Path) -> Result<Verdict, ArenaError>;
+    async fn procedural_bug(
+        &self,
+        seed: u64,
+        bug_id: &str,
+        bug_dir: &Path,
+    ) -> Result<Verdict, ArenaError>;
     /// The history-free buggy workspace of a stored bug with solver tools (oracle
     /// files read-only), and the task text.
-    async fn solver_world(&self, bug_dir: &Path, episode_id: &str) -> Result<(World, String), ArenaError>;
+    async fn solver_world(
+        &self,
+        bug_dir: &Path,
+        episode_id: &str,
+    ) -> Result<(World, String), ArenaError>;
     /// Scores the solver's changes to its world from a fresh original.
     async fn evaluate(&self, bug_dir: &Path, world: &World) -> Result<SolveOutcome, ArenaError>;
     /// A higher-order bug from a failed patch on a stored bug, stored in `dest_dir`.
-    async fn higher_order(&self, parent_dir: &Path, failed_patch: &str, bug_id: &str, dest_dir: &Path) -> Result<Verdict, ArenaError>;
+    async fn higher_order(
+        &self,
+        parent_dir: &Path,
+        failed_patch: &str,
+        bug_id: &str,
+        dest_dir: &Path,
+    ) -> Result<Verdict, ArenaError>;
 }

@@ -97,8 +97,16 @@ impl SelfPlayConfig {
             attempts_per_higher_order_bug: 1,
             max_higher_order_per_round: 1,
             max_concurrent_episodes: 2,
-            injector_budgets: Budgets { max_turns: 6, max_new_tokens: 160, ..Budgets::embedded() },
-            solver_budgets: Budgets { max_turns: 6, max_new_tokens: 160, ..Budgets::embedded() },
+            injector_budgets: Budgets {
+                max_turns: 6,
+                max_new_tokens: 160,
+                ..Budgets::embedded()
+            },
+            solver_budgets: Budgets {
+                max_turns: 6,
+                max_new_tokens: 160,
+                ..Budgets::embedded()
+            },
             temperature: 0.7,
             ..SelfPlayConfig::default()
         }
@@ -117,8 +125,16 @@ impl SelfPlayConfig {
         match self.injector_reward {
             InjectorReward::ValidityOnly => 1.0,
             InjectorReward::SolveRate { alpha } => {
-                let s = if attempts == 0 { 0.0 } else { f64::from(solved.min(attempts)) / f64::from(attempts) };
-                if s == 0.0 || s == 1.0 { -alpha as f32 } else { (1.0 - (1.0 + alpha) * s) as f32 }
+                let s = if attempts == 0 {
+                    0.0
+                } else {
+                    f64::from(solved.min(attempts)) / f64::from(attempts)
+                };
+                if s == 0.0 || s == 1.0 {
+                    -alpha as f32
+                } else {
+                    (1.0 - (1.0 + alpha) * s) as f32
+                }
             }
         }
     }

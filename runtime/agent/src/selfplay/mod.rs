@@ -143,13 +143,20 @@ impl SelfPlay {
         let t = Instant::now();
         let mut verdicts: Vec<Verdict> = Vec::new();
         let mut injector_done: Vec<Done> = Vec::new();
-        self.progress.phase(round, "inject", u64::from(cfg.injector_rollouts + cfg.procedural_per_round));
+        self.progress.phase(
+            round,
+            "inject",
+            u64::from(cfg.injector_rollouts + cfg.procedural_per_round),
+        );
         let mut set = JoinSet::new();
         let permits = Arc::new(Semaphore::new(cfg.max_concurrent_episodes.max(1)));
         for k in 0..cfg.injector_rollouts {
             let id = format!("r{round}-inj{k}");
             if let (Some(rec), Some(v)) = (index.get(&id), read_verdict(&self.run.bug_dir(&id))) {
-                injector_done.push(Done { record: rec.clone(), transcript: None });
+                injector_done.push(Done {
+                    record: rec.clone(),
+                    transcript: None,
+                });
                 verdicts.push(v);
                 self.progress.tick(&format!("{id} (resumed)"));
                 continue;
@@ -180,7 +187,10 @@ impl SelfPlay {
                 Some(v) => v,
                 None => {
                     let _ = std::fs::remove_dir_all(&dir);
-                    let v = self.arena.procedural_bug(derive_seed(cfg.seed, &id), &id, &dir).await?;
+                    let v = self
+                        .arena
+                        .procedural_bug(derive_seed(cfg.seed, &id), &id, &dir)
+                        .await?;
                     save_verdict(&dir, &v)?;
                     v
                 }
@@ -197,8 +207,15 @@ impl SelfPlay {
         let t = Instant::now();
         let valid: Vec<&Verdict> = verdicts.iter().filter(|v| v.valid).collect();
         let mut solver_done = Vec::new();
-        let jobs: Vec<(String, u32)> = valid.iter().flat_map(|v| (0..cfg.attempts_per_bug).map(move |a| (v.bug_id.clone(), a))).collect();
-        if self.solve_phase(round, "solve", &jobs, &index, &permits, &mut solver_done).await? == RunOutcome::Interrupted {
+        let jobs: Vec<(String, u32)> = valid
+            .iter()
+            .flat_map(|v| (0..cfg.attempts_per_bug).map(move |a| (v.bug_id.clone(), a)))
+            .collect();
+        if self
+            .solve_phase(round, "solve", &jobs, &index, &permits, &mut solver_done)
+            .await?
+            == RunOutcome::Interrupted
+        {
             return Ok(RunOutcome::Interrupted);
         }
         phase_ms.insert("solve+evaluate".to_string(), t.elapsed().as_millis() as u64);
@@ -206,18 +223,32 @@ impl SelfPlay {
         // Phase 3: higher-order bugs from failed first-order attempts, and their attempts.
         let t = Instant::now();
         let mut ho_verdicts = Vec::new();
-        let mut failed: Vec<&Done> = solver_done.iter().filter(|d| d.record.reward == Some(-1.0) && d.record.outcome["patch_nonempty"] == true).collect();
+        let mut failed: Vec<&Done> = solver_done
+            .iter()
+            .filter(|d| d.record.reward == Some(-1.0) && d.record.outcome["patch_nonempty"] == true)
+            .collect();
         failed.sort_by(|a, b| a.record.episode_id.cmp(&b.record.episode_id));
-        for d in failed.into_iter().take(cfg.max_higher_order_per_round as usize) {
+        for d in failed
+            .into_iter()
+            .take(cfg.max_higher_order_per_round as usize)
+        {
             let parent = d.record.bug_id.clone().unwrap_or_default();
             let id = format!("{}-ho", d.record.episode_id);
             let dir = self.run.bug_dir(&id);
             let v = match read_verdict(&dir) {
                 Some(v) => v,
                 None => {
-                    let patch = std::fs::read_to_string(patch_path(&self.run, &parent, &d.record.episode_id)).unwrap_or_default();
+                    let patch = std::fs::read_to_string(patch_path(
+                        &self.run,
+                        &parent,
+                        &d.record.episode_id,
+                    ))
+                    .unwrap_or_default();
                     let _ = std::fs::remove_dir_all(&dir);
-                    let v = self.arena.higher_order(&self.run.bug_dir(&parent), &patch, &id, &dir).await?;
+                    let v = self
+                        .arena
+                        .higher_order(&self.run.bug_dir(&parent), &patch, &id, &dir)
+                        .await?;
                     save_verdict(&dir, &v)?;
                     v
                 }
@@ -227,10 +258,23 @@ impl SelfPlay {
         let ho_jobs: Vec<(String, u32)> = ho_verdicts
             .iter()
             .filter(|v| v.valid)
-            .flat_map(|v| (0..cfg.attempts_per_higher_order_bug).map(move |a| (v.bug_id.clone(), a)))
+            .flat_map(|v| {
+                (0..cfg.attempts_per_higher_order_bug).map(move |a| (v.bug_id.clone(), a))
+            })
             .collect();
         let mut ho_done = Vec::new();
-        if self.solve_phase(round, "solve higher-order", &ho_jobs, &index, &permits, &mut ho_done).await? == RunOutcome::Interrupted {
+        if self
+            .solve_phase(
+                round,
+                "solve higher-order",
+                &ho_jobs,
+                &index,
+                &permits,
+                &mut ho_done,
+            )
+            .await?
+            == RunOutcome::Interrupted
+        {
             return Ok(RunOutcome::Interrupted);
         }
         phase_ms.insert("higher-order".to_string(), t.elapsed().as_millis() as u64);
@@ -238,7 +282,9 @@ impl SelfPlay {
         // Rewards. Injector: from its bug's first-order attempts.
         let mut solved_per_bug: BTreeMap<String, (u32, u32)> = BTreeMap::new();
         for d in &solver_done {
-            let e = solved_per_bug.entry(d.record.bug_id.clone().unwrap_or_default()).or_default();
+            let e = solved_per_bug
+                .entry(d.record.bug_id.clone().unwrap_or_default())
+                .or_default();
             e.1 += 1;
             if d.record.reward == Some(1.0) {
                 e.0 += 1;
@@ -247,7 +293,10 @@ impl SelfPlay {
         for d in &mut injector_done {
             let v = verdicts.iter().find(|v| v.bug_id == d.record.episode_id);
             let valid = v.is_some_and(|v| v.valid);
-            let (solved, attempts) = solved_per_bug.get(&d.record.episode_id).copied().unwrap_or((0, 0));
+            let (solved, attempts) = solved_per_bug
+                .get(&d.record.episode_id)
+                .copied()
+                .unwrap_or((0, 0));
             d.record.reward = Some(cfg.injector_reward(valid, solved, attempts));
         }
 
@@ -257,7 +306,12 @@ impl SelfPlay {
         for (d, group) in injector_done
             .iter()
             .map(|d| (d, format!("r{round}-injector")))
-            .chain(solver_done.iter().chain(&ho_done).map(|d| (d, d.record.bug_id.clone().unwrap_or_default())))
+            .chain(
+                solver_done
+                    .iter()
+                    .chain(&ho_done)
+                    .map(|d| (d, d.record.bug_id.clone().unwrap_or_default())),
+            )
         {
             let transcript = match &d.transcript {
                 Some(t) => t.clone(),
@@ -288,32 +342,83 @@ impl SelfPlay {
         }
 
         // Metrics.
-        let mean = |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
+        let mean =
+            |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
         let all_solver: Vec<&Done> = solver_done.iter().chain(&ho_done).collect();
-        let model_valid = verdicts.iter().filter(|v| v.source == BugSource::Model && v.valid).count() as u32;
+        let model_valid = verdicts
+            .iter()
+            .filter(|v| v.source == BugSource::Model && v.valid)
+            .count() as u32;
         let mut rejections = BTreeMap::new();
         for v in verdicts.iter().chain(&ho_verdicts).filter(|v| !v.valid) {
-            *rejections.entry(v.reason_code.clone().unwrap_or_else(|| "unknown".into())).or_insert(0) += 1;
+            *rejections
+                .entry(v.reason_code.clone().unwrap_or_else(|| "unknown".into()))
+                .or_insert(0) += 1;
         }
-        let solved = all_solver.iter().filter(|d| d.record.reward == Some(1.0)).count() as u32;
+        let solved = all_solver
+            .iter()
+            .filter(|d| d.record.reward == Some(1.0))
+            .count() as u32;
         let m = RoundMetrics {
             round,
             injector_episodes: cfg.injector_rollouts,
-            model_submitted: injector_done.iter().filter(|d| d.record.end == "submitted").count() as u32,
+            model_submitted: injector_done
+                .iter()
+                .filter(|d| d.record.end == "submitted")
+                .count() as u32,
             model_valid,
             procedural_attempted: cfg.procedural_per_round,
-            procedural_valid: verdicts.iter().filter(|v| v.source == BugSource::Procedural && v.valid).count() as u32,
-            validity_rate: if cfg.injector_rollouts == 0 { 0.0 } else { f64::from(model_valid) / f64::from(cfg.injector_rollouts) },
+            procedural_valid: verdicts
+                .iter()
+                .filter(|v| v.source == BugSource::Procedural && v.valid)
+                .count() as u32,
+            validity_rate: if cfg.injector_rollouts == 0 {
+                0.0
+            } else {
+                f64::from(model_valid) / f64::from(cfg.injector_rollouts)
+            },
             higher_order_bugs: ho_verdicts.iter().filter(|v| v.valid).count() as u32,
             solver_episodes: all_solver.len() as u32,
             solved,
-            solve_rate: if all_solver.is_empty() { 0.0 } else { f64::from(solved) / all_solver.len() as f64 },
-            mean_injector_reward: mean(injector_done.iter().filter_map(|d| d.record.reward.map(f64::from)).collect()),
-            mean_solver_reward: mean(all_solver.iter().filter_map(|d| d.record.reward.map(f64::from)).collect()),
-            mean_injector_turns: mean(injector_done.iter().map(|d| f64::from(d.record.turns)).collect()),
-            mean_solver_turns: mean(all_solver.iter().map(|d| f64::from(d.record.turns)).collect()),
-            malformed_calls: injector_done.iter().chain(all_solver.iter().copied()).map(|d| d.record.malformed_calls).sum(),
-            sampled_tokens: injector_done.iter().chain(all_solver.iter().copied()).map(|d| d.record.sampled_tokens as u64).sum(),
+            solve_rate: if all_solver.is_empty() {
+                0.0
+            } else {
+                f64::from(solved) / all_solver.len() as f64
+            },
+            mean_injector_reward: mean(
+                injector_done
+                    .iter()
+                    .filter_map(|d| d.record.reward.map(f64::from))
+                    .collect(),
+            ),
+            mean_solver_reward: mean(
+                all_solver
+                    .iter()
+                    .filter_map(|d| d.record.reward.map(f64::from))
+                    .collect(),
+            ),
+            mean_injector_turns: mean(
+                injector_done
+                    .iter()
+                    .map(|d| f64::from(d.record.turns))
+                    .collect(),
+            ),
+            mean_solver_turns: mean(
+                all_solver
+                    .iter()
+                    .map(|d| f64::from(d.record.turns))
+                    .collect(),
+            ),
+            malformed_calls: injector_done
+                .iter()
+                .chain(all_solver.iter().copied())
+                .map(|d| d.record.malformed_calls)
+                .sum(),
+            sampled_tokens: injector_done
+                .iter()
+                .chain(all_solver.iter().copied())
+                .map(|d| d.record.sampled_tokens as u64)
+                .sum(),
             phase_ms,
             train_loss,
             wall_ms: started.elapsed().as_millis() as u64,
@@ -331,7 +436,8 @@ impl SelfPlay {
         k: u32,
         id: String,
         permits: Arc<Semaphore>,
-    ) -> impl std::future::Future<Output = Result<Option<(Done, Verdict)>, SelfPlayError>> + Send + 'static {
+    ) -> impl std::future::Future<Output = Result<Option<(Done, Verdict)>, SelfPlayError>> + Send + 'static
+    {
         let policy = self.policy.clone();
         let arena = self.arena.clone();
         let run = self.run.clone();
@@ -339,8 +445,14 @@ impl SelfPlay {
         let cfg = self.config.clone();
         let sampling = self.sampling(&id);
         async move {
-            let _permit = permits.acquire_owned().await.map_err(|e| SelfPlayError::Task(e.to_string()))?;
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(derive_seed(cfg.seed, &format!("{id}/strategy")));
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .map_err(|e| SelfPlayError::Task(e.to_string()))?;
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(derive_seed(
+                cfg.seed,
+                &format!("{id}/strategy"),
+            ));
             let strategy = cfg.strategy.pick(&mut rng);
             let world = arena.injector_world(&id).await?;
             let specs = world.tools.specs();
@@ -348,13 +460,19 @@ impl SelfPlay {
                 episode_id: id.clone(),
                 role: "injector".into(),
                 attempt: k,
-                system: prompts::injector_system(strategy, &specs, cfg.syntax, cfg.min_passing_tests),
+                system: prompts::injector_system(
+                    strategy,
+                    &specs,
+                    cfg.syntax,
+                    cfg.min_passing_tests,
+                ),
                 task: prompts::injector_task(&arena.repo_name()),
                 budgets: cfg.injector_budgets.clone(),
                 syntax: cfg.syntax,
                 sampling,
             };
-            let transcript = run_episode(policy.as_ref(), world.tools.as_ref(), &spec, &shutdown).await;
+            let transcript =
+                run_episode(policy.as_ref(), world.tools.as_ref(), &spec, &shutdown).await;
             if !transcript.finished() {
                 return Ok(None);
             }
@@ -363,12 +481,33 @@ impl SelfPlay {
             let verdict = if transcript.end == EpisodeEnd::Submitted {
                 arena.verify_submission(&world, &id, &bug_dir).await?
             } else {
-                Verdict::rejected(&id, BugSource::Model, "not_submitted", format!("the episode ended without a submission ({:?})", transcript.end))
+                Verdict::rejected(
+                    &id,
+                    BugSource::Model,
+                    "not_submitted",
+                    format!(
+                        "the episode ended without a submission ({:?})",
+                        transcript.end
+                    ),
+                )
             };
             save_verdict(&bug_dir, &verdict)?;
-            let record = record_of(&transcript, round, Some(id.clone()), format!("r{round}-injector"), None, json!({"strategy": strategy, "valid": verdict.valid, "reason": verdict.reason}));
+            let record = record_of(
+                &transcript,
+                round,
+                Some(id.clone()),
+                format!("r{round}-injector"),
+                None,
+                json!({"strategy": strategy, "valid": verdict.valid, "reason": verdict.reason}),
+            );
             run.record_episode(&transcript, &record)?;
-            Ok(Some((Done { record, transcript: Some(transcript) }, verdict)))
+            Ok(Some((
+                Done {
+                    record,
+                    transcript: Some(transcript),
+                },
+                verdict,
+            )))
         }
     }
 
@@ -387,7 +526,10 @@ impl SelfPlay {
         for (bug, a) in jobs {
             let id = format!("{bug}-sol{a}");
             if let Some(rec) = index.get(&id) {
-                done.push(Done { record: rec.clone(), transcript: None });
+                done.push(Done {
+                    record: rec.clone(),
+                    transcript: None,
+                });
                 self.progress.tick(&format!("{id} (resumed)"));
                 continue;
             }
@@ -455,12 +597,18 @@ impl SelfPlay {
             }
         }
         done.sort_by(|a, b| a.record.episode_id.cmp(&b.record.episode_id));
-        Ok(if interrupted { RunOutcome::Interrupted } else { RunOutcome::Finished })
+        Ok(if interrupted {
+            RunOutcome::Interrupted
+        } else {
+            RunOutcome::Finished
+        })
     }
 }
 
 fn patch_path(run: &RunDir, bug: &str, episode_id: &str) -> std::path::PathBuf {
-    run.bug_dir(bug).join("attempts").join(format!("{episode_id}.diff"))
+    run.bug_dir(bug)
+        .join("attempts")
+        .join(format!("{episode_id}.diff"))
 }
 
 fn read_verdict(bug_dir: &Path) -> Option<Verdict> {
@@ -469,12 +617,25 @@ fn read_verdict(bug_dir: &Path) -> Option<Verdict> {
 }
 
 fn save_verdict(bug_dir: &Path, v: &Verdict) -> Result<(), RunDirError> {
-    std::fs::create_dir_all(bug_dir).map_err(|source| RunDirError::Io { path: bug_dir.into(), source })?;
+    std::fs::create_dir_all(bug_dir).map_err(|source| RunDirError::Io {
+        path: bug_dir.into(),
+        source,
+    })?;
     write_json_atomic(&bug_dir.join("verdict.json"), v)
 }
 
-fn record_of(t: &Transcript, round: u32, bug_id: Option<String>, group_id: String, reward: Option<f32>, outcome: serde_json::Value) -> EpisodeRecord {
-    let end = serde_json::to_value(&t.end).ok().and_then(|v| v["kind"].as_str().map(str::to_string)).unwrap_or_default();
+fn record_of(
+    t: &Transcript,
+    round: u32,
+    bug_id: Option<String>,
+    group_id: String,
+    reward: Option<f32>,
+    outcome: serde_json::Value,
+) -> EpisodeRecord {
+    let end = serde_json::to_value(&t.end)
+        .ok()
+        .and_then(|v| v["kind"].as_str().map(str::to_string))
+        .unwrap_or_default();
     EpisodeRecord {
         episode_id: t.episode_id.clone(),
         round,

@@ -14,18 +14,24 @@ pub struct BarProgress {
 impl BarProgress {
     /// Draws to stderr (hidden when stderr is not a terminal, as indicatif decides).
     pub fn stderr() -> Self {
-        BarProgress { bar: Mutex::new(None) }
+        BarProgress {
+            bar: Mutex::new(None),
+        }
     }
 }
 
 impl Progress for BarProgress {
     fn phase(&self, round: u32, phase: &str, total: u64) {
-        let Ok(mut slot) = self.bar.lock() else { return };
+        let Ok(mut slot) = self.bar.lock() else {
+            return;
+        };
         if let Some(old) = slot.take() {
             old.finish();
         }
         let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        if let Ok(style) = ProgressStyle::with_template("round {prefix} {msg:<22} [{bar:30}] {pos}/{len} {elapsed_precise}") {
+        if let Ok(style) = ProgressStyle::with_template(
+            "round {prefix} {msg:<22} [{bar:30}] {pos}/{len} {elapsed_precise}",
+        ) {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(round.to_string());

@@ -17,7 +17,12 @@ const EPISODES: usize = 256;
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|n| n.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -28,10 +33,19 @@ fn our_bwrap_children() -> usize {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .chars()
+                .all(|c| c.is_ascii_digit())
+        })
         .filter(|e| {
             let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).unwrap_or("");
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .unwrap_or("");
             let cmd = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
             ppid == me && cmd.contains("bwrap")
         })
@@ -49,17 +63,30 @@ async fn load_256_concurrent_solver_episodes_against_a_slow_server() {
     };
     let latency = Duration::from_millis(400);
     let completer = Arc::new(ReplayCompleter {
-        turns: vec!["<tool: bash>\nls && cat notes.txt\n</tool>".into(), "<tool: submit>\n</tool>".into()],
+        turns: vec![
+            "<tool: bash>\nls && cat notes.txt\n</tool>".into(),
+            "<tool: submit>\n</tool>".into(),
+        ],
         latency,
         codec: Arc::new(ByteCodec),
     });
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), completer).await.unwrap();
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), completer)
+        .await
+        .unwrap();
     let url = format!("http://{}/v1", server.local_addr().unwrap());
     let (stop_server, rx) = shutdown::channel();
     let server_task = tokio::spawn(server.run(rx));
     let policy = Arc::new(
-        OpenAiPolicy::new(OpenAiConfig { base_url: url, model: "replay".into(), max_concurrent: EPISODES, ..Default::default() }, Some(Arc::new(ByteCodec)))
-            .unwrap(),
+        OpenAiPolicy::new(
+            OpenAiConfig {
+                base_url: url,
+                model: "replay".into(),
+                max_concurrent: EPISODES,
+                ..Default::default()
+            },
+            Some(Arc::new(ByteCodec)),
+        )
+        .unwrap(),
     );
     let root = tempfile::tempdir().unwrap();
     let baseline = rss_kib();
@@ -104,10 +131,26 @@ async fn load_256_concurrent_solver_episodes_against_a_slow_server() {
     let mut done = 0;
     while let Some(t) = set.join_next().await {
         let t = t.expect("episode task");
-        assert_eq!(t.end, EpisodeEnd::Submitted, "{}: {:?}", t.episode_id, t.end);
-        assert_eq!(t.stats.tool_errors, 0, "{}: {:?}", t.episode_id, t.turns[0].observation);
+        assert_eq!(
+            t.end,
+            EpisodeEnd::Submitted,
+            "{}: {:?}",
+            t.episode_id,
+            t.end
+        );
+        assert_eq!(
+            t.stats.tool_errors, 0,
+            "{}: {:?}",
+            t.episode_id, t.turns[0].observation
+        );
         assert_eq!(t.stats.malformed_calls, 0);
-        assert!(t.turns[0].observation.as_deref().unwrap().contains("episode "));
+        assert!(
+            t.turns[0]
+                .observation
+                .as_deref()
+                .unwrap()
+                .contains("episode ")
+        );
         done += 1;
     }
     let wall = started.elapsed();
@@ -115,12 +158,17 @@ async fn load_256_concurrent_solver_episodes_against_a_slow_server() {
     assert_eq!(our_bwrap_children(), 0, "sandbox processes left behind");
     stop_server.request();
     server_task.await.unwrap().unwrap();
-    let per_episode = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(baseline) as f64 / EPISODES as f64;
+    let per_episode = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(baseline) as f64
+        / EPISODES as f64;
     println!(
         "load: {EPISODES} episodes in {:.2} s (2 turns each, {} ms server latency; serial lower bound {:.1} s); peak RSS +{:.0} KiB, {per_episode:.1} KiB per waiting episode",
         wall.as_secs_f64(),
         latency.as_millis(),
         (EPISODES * 2) as f64 * latency.as_secs_f64(),
-        (peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(baseline)) as f64
+        (peak
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .saturating_sub(baseline)) as f64
     );
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 async fn start(completer: Arc<dyn Completer>, completions: bool) -> (String, ShutdownHandle) {
-    let server = Server::bind_with("127.0.0.1:0".parse().unwrap(), completer, completions).await.unwrap();
+    let server = Server::bind_with("127.0.0.1:0".parse().unwrap(), completer, completions)
+        .await
+        .unwrap();
     let url = format!("http://{}/v1", server.local_addr().unwrap());
     let (handle, rx) = shutdown::channel();
     tokio::spawn(server.run(rx));
@@ -21,7 +23,10 @@ async fn start(completer: Arc<dyn Completer>, completions: bool) -> (String, Shu
 
 fn replay(latency_ms: u64) -> Arc<dyn Completer> {
     Arc::new(ReplayCompleter {
-        turns: vec!["<tool: bash>\nls\n</tool>".into(), "<tool: submit>\n</tool>".into()],
+        turns: vec![
+            "<tool: bash>\nls\n</tool>".into(),
+            "<tool: submit>\n</tool>".into(),
+        ],
         latency: Duration::from_millis(latency_ms),
         codec: Arc::new(ByteCodec),
     })
@@ -43,8 +48,22 @@ fn spec(id: &str) -> EpisodeSpec {
 #[tokio::test]
 async fn completions_endpoint_gives_exact_ids_and_logprobs() {
     let (url, _h) = start(replay(0), true).await;
-    let client = OpenAiPolicy::new(OpenAiConfig { base_url: url, model: "replay".into(), ..Default::default() }, Some(Arc::new(ByteCodec))).unwrap();
-    let t = run_episode(&client, &EchoTools::default(), &spec("c"), &shutdown::Shutdown::never()).await;
+    let client = OpenAiPolicy::new(
+        OpenAiConfig {
+            base_url: url,
+            model: "replay".into(),
+            ..Default::default()
+        },
+        Some(Arc::new(ByteCodec)),
+    )
+    .unwrap();
+    let t = run_episode(
+        &client,
+        &EchoTools::default(),
+        &spec("c"),
+        &shutdown::Shutdown::never(),
+    )
+    .await;
     assert_eq!(t.end, EpisodeEnd::Submitted, "{:?}", t.end);
     assert!(t.exact_tokens);
     assert_eq!(t.endpoint, "completions");
@@ -56,8 +75,22 @@ async fn completions_endpoint_gives_exact_ids_and_logprobs() {
 async fn a_server_without_completions_falls_back_to_chat_and_says_so() {
     let (url, _h) = start(replay(0), false).await;
     // No local tokenizer: prompts are chat messages from the start.
-    let client = OpenAiPolicy::new(OpenAiConfig { base_url: url, model: "replay".into(), ..Default::default() }, None).unwrap();
-    let t = run_episode(&client, &EchoTools::default(), &spec("f"), &shutdown::Shutdown::never()).await;
+    let client = OpenAiPolicy::new(
+        OpenAiConfig {
+            base_url: url,
+            model: "replay".into(),
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
+    let t = run_episode(
+        &client,
+        &EchoTools::default(),
+        &spec("f"),
+        &shutdown::Shutdown::never(),
+    )
+    .await;
     assert_eq!(t.endpoint, "chat");
     assert!(!t.exact_tokens);
     assert!(t.turns[0].call.is_some(), "{:?}", t.turns[0]);
@@ -68,12 +101,22 @@ async fn an_unreachable_server_is_a_typed_error_after_retries() {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     drop(l);
-    let cfg = OpenAiConfig { base_url: format!("http://{addr}/v1"), max_attempts: 3, backoff_ms: 10, ..Default::default() };
+    let cfg = OpenAiConfig {
+        base_url: format!("http://{addr}/v1"),
+        max_attempts: 3,
+        backoff_ms: 10,
+        ..Default::default()
+    };
     let client = OpenAiPolicy::new(cfg, None).unwrap();
     let req = GenerateRequest {
         prompt: Prompt::Chat(vec![ssr_agent::Message::new(ssr_agent::Role::User, "hi")]),
         sampling: Sampling::default(),
-        tag: RequestTag { role: "solver".into(), attempt: 0, turn: 0, episode_id: "x".into() },
+        tag: RequestTag {
+            role: "solver".into(),
+            attempt: 0,
+            turn: 0,
+            episode_id: "x".into(),
+        },
     };
     match client.generate(req).await {
         Err(PolicyError::Unreachable { attempts: 3, .. }) => {}
@@ -89,15 +132,43 @@ async fn the_served_engine_matches_the_engine_in_process() {
     };
     let policy = Arc::new(EmbeddedPolicy::load(&path, 1).unwrap());
     let codec = policy.codec().unwrap();
-    let completer = Arc::new(EngineCompleter { policy: policy.clone(), model_id: "smollm2".into() });
+    let completer = Arc::new(EngineCompleter {
+        policy: policy.clone(),
+        model_id: "smollm2".into(),
+    });
     let (url, _h) = start(completer, true).await;
-    let client = OpenAiPolicy::new(OpenAiConfig { base_url: url, model: "smollm2".into(), ..Default::default() }, Some(codec.clone())).unwrap();
-    let msgs = vec![ssr_agent::Message::new(ssr_agent::Role::User, "List the files.")];
-    let ids = ssr_agent::chat::encode_pieces(Some(codec.as_ref()), &ssr_agent::ChatMl.pieces(&msgs, true)).1;
+    let client = OpenAiPolicy::new(
+        OpenAiConfig {
+            base_url: url,
+            model: "smollm2".into(),
+            ..Default::default()
+        },
+        Some(codec.clone()),
+    )
+    .unwrap();
+    let msgs = vec![ssr_agent::Message::new(
+        ssr_agent::Role::User,
+        "List the files.",
+    )];
+    let ids = ssr_agent::chat::encode_pieces(
+        Some(codec.as_ref()),
+        &ssr_agent::ChatMl.pieces(&msgs, true),
+    )
+    .1;
     let req = GenerateRequest {
         prompt: Prompt::Tokens(ids),
-        sampling: Sampling { temperature: 0.7, max_tokens: 8, seed: 11, ..Sampling::default() },
-        tag: RequestTag { role: "solver".into(), attempt: 0, turn: 0, episode_id: "x".into() },
+        sampling: Sampling {
+            temperature: 0.7,
+            max_tokens: 8,
+            seed: 11,
+            ..Sampling::default()
+        },
+        tag: RequestTag {
+            role: "solver".into(),
+            attempt: 0,
+            turn: 0,
+            episode_id: "x".into(),
+        },
     };
     let direct = policy.generate(req.clone()).await.unwrap();
     let served = client.generate(req).await.unwrap();

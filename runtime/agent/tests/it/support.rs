@@ -54,20 +54,35 @@ impl Tools for EchoTools {
                 description: "Runs a bash command.".into(),
                 parameters: json!({"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}),
             },
-            ToolSpec { name: "submit".into(), description: "Submits.".into(), parameters: json!({"type": "object", "properties": {}}) },
+            ToolSpec {
+                name: "submit".into(),
+                description: "Submits.".into(),
+                parameters: json!({"type": "object", "properties": {}}),
+            },
         ]
     }
 
     async fn call(&self, call: &ToolCall, _timeout: Duration) -> ToolResult {
         self.calls.lock().unwrap().push(call.clone());
         match call.name.as_str() {
-            "submit" => ToolResult { output: "submitted".into(), is_error: false, submitted: true },
+            "submit" => ToolResult {
+                output: "submitted".into(),
+                is_error: false,
+                submitted: true,
+            },
             _ => {
-                let cmd = call.arguments["command"].as_str().unwrap_or_default().to_string();
+                let cmd = call.arguments["command"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 if let Some(secs) = cmd.strip_prefix("sleep ") {
                     tokio::time::sleep(Duration::from_secs(secs.trim().parse().unwrap_or(1))).await;
                 }
-                if cmd == "fail" { ToolResult::error("exit 1") } else { ToolResult::ok(format!("ran: {cmd}")) }
+                if cmd == "fail" {
+                    ToolResult::error("exit 1")
+                } else {
+                    ToolResult::ok(format!("ran: {cmd}"))
+                }
             }
         }
     }
@@ -78,6 +93,7 @@ pub fn model_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("SSR_MODEL") {
         return Some(PathBuf::from(p));
     }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.models/SmolLM2-135M-Instruct.Q4_1.gguf");
     p.exists().then_some(p)
 }

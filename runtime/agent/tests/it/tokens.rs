@@ -41,7 +41,11 @@ fn chatml_matches_the_trainer_template() {
             tokenizer::Message::new(role, m.content.clone())
         })
         .collect();
-    let opts = ChatOptions { add_generation_prompt: true, no_default_system: true, ..Default::default() };
+    let opts = ChatOptions {
+        add_generation_prompt: true,
+        no_default_system: true,
+        ..Default::default()
+    };
     let (text, ids) = encode_pieces(Some(&codec), &ChatMl.pieces(&msgs, true));
     assert_eq!(text, tokenizer::chat::render(&theirs, &opts));
     assert_eq!(ids, tok.encode_chat(&theirs, &opts));
@@ -56,7 +60,9 @@ async fn a_scripted_episode_trajectory_reproduces_its_transcript() {
     scripts.insert(
         "solver".into(),
         vec![vec![
-            ScriptTurn::Text("Let me look.\n<tool: bash>\ncat src/lib.rs | head -20\n</tool>".into()),
+            ScriptTurn::Text(
+                "Let me look.\n<tool: bash>\ncat src/lib.rs | head -20\n</tool>".into(),
+            ),
             ScriptTurn::Text("<tool: bash>\npython3 -m pytest -q 2>&1 | tail -5\n</tool>".into()),
             ScriptTurn::Text("<tool: submit>\n</tool>".into()),
         ]],
@@ -73,10 +79,17 @@ async fn a_scripted_episode_trajectory_reproduces_its_transcript() {
         sampling: Sampling::default(),
     };
     let t = run_episode(&policy, &EchoTools::default(), &spec, &Shutdown::never()).await;
-    let traj = to_trajectory(&t, 1.0, "bug-1", serde_json::json!({"round": 0})).expect("trajectory");
+    let traj =
+        to_trajectory(&t, 1.0, "bug-1", serde_json::json!({"round": 0})).expect("trajectory");
     assert_eq!(codec.decode(&traj.token_ids), t.rendered());
     // The sampled (mask 1) tokens are exactly the model's turns, in order.
-    let sampled: Vec<u32> = traj.token_ids.iter().zip(&traj.loss_mask).filter(|(_, m)| **m == 1).map(|(i, _)| *i).collect();
+    let sampled: Vec<u32> = traj
+        .token_ids
+        .iter()
+        .zip(&traj.loss_mask)
+        .filter(|(_, m)| **m == 1)
+        .map(|(i, _)| *i)
+        .collect();
     let turns: String = t.turns.iter().map(|r| r.text.as_str()).collect();
     assert_eq!(codec.decode(&sampled), turns);
     assert_eq!(traj.metadata["logprobs_known"], false);
