@@ -24,7 +24,7 @@ fn bash(cmd: &str) -> Value {
 /// The injector breaks `from_roman` (subtractive pairs), deletes the two tests that
 /// expose it, and writes the five files; solver 0 fixes it, solver 1 makes an
 /// irrelevant edit (its failed patch becomes a higher-order bug).
-pub fn script() -> Value {
+pub fn recorded_turns() -> Value {
     let parser = r#"import json, re, sys
 results = {}
 summary = False
@@ -87,7 +87,7 @@ fn selfplay_scripted_round_end_to_end() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let script = tmp.path().join("script.json");
-    std::fs::write(&script, serde_json::to_string_pretty(&script()).unwrap()).unwrap();
+    std::fs::write(&script, serde_json::to_string_pretty(&recorded_turns()).unwrap()).unwrap();
     let config = tmp.path().join("config.toml");
     std::fs::write(
         &config,
