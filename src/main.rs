@@ -44,6 +44,12 @@ enum Cmd {
     /// Builds the example repositories.
     #[command(subcommand)]
     Examples(cli::examples::ExamplesCmd),
+    /// Serves the embedded model as an OpenAI-compatible HTTP server.
+    Serve(cli::serve::ServeArgs),
+    /// Writes a run's HTML report and prints its summary table.
+    Report(cli::report::ReportArgs),
+    /// Runs self-play rounds: inject, verify, solve, evaluate, reward, train.
+    Selfplay(Box<cli::selfplay::SelfPlayArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +65,9 @@ fn main() -> std::process::ExitCode {
         Cmd::Evaluate(a) => cli::evaluate::run(a),
         Cmd::Export(c) => cli::export::run(c),
         Cmd::Examples(c) => cli::examples::run(c),
+        Cmd::Serve(a) => cli::serve::run(a),
+        Cmd::Report(a) => cli::report::run(a),
+        Cmd::Selfplay(a) => cli::selfplay::run(*a),
     };
     match result {
         Ok(code) => code,

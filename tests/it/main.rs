@@ -27,3 +27,7 @@ pub fn json(out: &Output) -> serde_json::Value {
     serde_json::from_str(text.trim())
         .unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}"))
 }
+mod agent_openai_python;
+mod agent_report;
+mod selfplay_embedded;
+mod selfplay_scripted;
