@@ -123,7 +123,7 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
         let mut par = Vec::new();
         let mut seq = Vec::new();
         for i in 0..args.repeats {
-            for parallel in [i % 2 == 0, i % 2 != 0] {
+            for parallel in [i.is_multiple_of(2), !i.is_multiple_of(2)] {
                 bar.set_message(format!(
                     "{name}: {} #{}",
                     if parallel { "parallel" } else { "sequential" },
