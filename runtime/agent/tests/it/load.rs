@@ -54,8 +54,11 @@ fn our_bwrap_children() -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_256_concurrent_solver_episodes_against_a_slow_server() {
-    let sandbox = match ssr_sandbox::default_sandbox(ssr_sandbox::Environment::default()) {
-        Ok(s) => Arc::<dyn ssr_sandbox::Sandbox>::from(s),
+    // Without the warm pool: its one parked launcher (a bwrap waiting for arguments, owned
+    // by the pool and killed with this process) would be counted as a leaked episode
+    // sandbox by `our_bwrap_children` below, which must see episode processes only.
+    let sandbox = match ssr_sandbox::BwrapSandbox::new(ssr_sandbox::Environment::default()) {
+        Ok(s) => Arc::new(s.with_warm_pool(false)) as Arc<dyn ssr_sandbox::Sandbox>,
         Err(e) => {
             eprintln!("skipped: no sandbox backend here ({e})");
             return;
