@@ -87,7 +87,11 @@ fn selfplay_scripted_round_end_to_end() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let script = tmp.path().join("script.json");
-    std::fs::write(&script, serde_json::to_string_pretty(&recorded_turns()).unwrap()).unwrap();
+    std::fs::write(
+        &script,
+        serde_json::to_string_pretty(&recorded_turns()).unwrap(),
+    )
+    .unwrap();
     let config = tmp.path().join("config.toml");
     std::fs::write(
         &config,
