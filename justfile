@@ -1,4 +1,4 @@
-# Thin recipes: each delegates to cargo or the ssr program. `just --list` shows them.
+# Thin recipes: each delegates to cargo, the ssr program or a script. `just --list` shows them.
 
 # Install system packages, the wasm target, Python test tools and the embedded model (idempotent).
 setup:
@@ -12,6 +12,26 @@ tools:
 test: tools
     cargo test --workspace
 
-# Benchmarks, each printing a ratio against a baseline measured in the same run.
+# The main job: self-play on the bundled example repository with the embedded model.
+selfplay *args:
+    cargo run -- selfplay {{args}}
+
+# Benchmarks (sandbox, tools, model, verify, kernels, train), each against a same-run baseline.
 bench what="sandbox":
     cargo run --release -- bench {{what}}
+
+# Parity of the embedded model with the independent numpy reference.
+parity:
+    cargo test -p ssr-trainer --test it parity -- --nocapture
+
+# Build the binaries a lent GPU machine runs (no Rust there): target/gpu-carry/.
+gpu-prepare:
+    bash scripts/gpu_check.sh prepare
+
+# On the GPU machine: GPU parity tests and the kernel and training benchmarks.
+gpu-test:
+    bash scripts/gpu_check.sh run
+
+# On the GPU machine: the kernel benchmark under nsys (ncu where nsys is absent).
+profile:
+    bash scripts/gpu_check.sh profile

@@ -5,13 +5,26 @@
 #                                  # release `ssr`, stripped, into target/gpu-carry/
 #   scripts/gpu_check.sh run       # GPU machine (device tool: carry ["target/gpu-carry"]):
 #                                  # GPU parity tests, then the kernel benchmark with the
-#                                  # PyTorch baseline; logs and JSON under $OUT
+#                                  # PyTorch baseline, then the training/generation
+#                                  # benchmark; logs and JSON under $OUT
 #   scripts/gpu_check.sh profile   # GPU machine: the kernel benchmark under nsys if present,
 #                                  # else ncu (NVTX ranges name phases and kernels)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=target/gpu-carry
 OUT=${OUT:-target/gpu-check-out}
+
+# cudarc loads libcuda, libnvrtc, libcublas and libnccl at run time: add the toolkit's
+# folder and the NVIDIA wheels that PyTorch installed (cuBLAS, NCCL) to the search path.
+cuda_library_path() {
+  local extra
+  extra=$(python3 -c 'import glob, os, site
+dirs = []
+for sp in site.getsitepackages():
+    dirs += glob.glob(os.path.join(sp, "nvidia", "*", "lib")) + glob.glob(os.path.join(sp, "nvidia", "cu13", "lib"))
+print(":".join(dirs))' 2>/dev/null || true)
+  export LD_LIBRARY_PATH="/usr/local/cuda/lib64${extra:+:$extra}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}
 
 case "${1:-run}" in
 prepare)
@@ -29,6 +42,7 @@ for line in sys.stdin:
   ;;
 run)
   mkdir -p "$OUT"
+  cuda_library_path
   { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true; } | tee "$OUT/device.txt"
   # Kernel cache in $OUT's sibling so a second call in the same lease skips NVRTC.
   export SSR_KERNEL_CACHE=${SSR_KERNEL_CACHE:-/tmp/ssr-kernels}
@@ -51,11 +65,16 @@ PY
   else
     echo "ssr bench kernels is not wired into this build (see src/cli/bench_gpu.rs)"
   fi
+  if "$CARRY/ssr" bench train --help >/dev/null 2>&1; then
+    "$CARRY/ssr" bench train >"$OUT/bench_train.txt" 2>"$OUT/bench_train.log"
+    echo "bench train exit $?"; cat "$OUT/bench_train.txt"; tail -3 "$OUT/bench_train.log"
+  fi
   set -e
   exit "$tests_rc"
   ;;
 profile)
   mkdir -p "$OUT"
+  cuda_library_path
   export SSR_KERNEL_CACHE=${SSR_KERNEL_CACHE:-/tmp/ssr-kernels}
   args=(bench kernels --shapes smollm2 --tokens 4096 --reps 3 --no-torch)
   if command -v nsys >/dev/null; then

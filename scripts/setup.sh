@@ -29,6 +29,7 @@ python3 -c 'import pytest' 2>/dev/null || py_missing+=(pytest)
 python3 -c 'import numpy' 2>/dev/null || py_missing+=(numpy)
 python3 -c 'import gguf' 2>/dev/null || py_missing+=(gguf)
 python3 -c 'import tokenizers' 2>/dev/null || py_missing+=(tokenizers)
+python3 -c 'import openai' 2>/dev/null || py_missing+=(openai)
 command -v just >/dev/null || py_missing+=(rust-just)
 if [ ${#py_missing[@]} -gt 0 ]; then
   say "pip install ${py_missing[*]}"

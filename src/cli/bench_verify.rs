@@ -64,13 +64,22 @@ fn median(mut v: Vec<u64>) -> u64 {
 fn figures(reports: &[VerificationReport]) -> ModeFigures {
     let wall = median(reports.iter().map(|r| r.wall_ms).collect());
     let crit = median(reports.iter().map(|r| r.critical_path_ms()).collect());
-    let overhead = median(reports.iter().map(|r| r.wall_ms.saturating_sub(r.critical_path_ms())).collect());
+    let overhead = median(
+        reports
+            .iter()
+            .map(|r| r.wall_ms.saturating_sub(r.critical_path_ms()))
+            .collect(),
+    );
     ModeFigures {
         wall_ms: wall,
         test_sum_ms: median(reports.iter().map(|r| r.test_time_sum_ms()).collect()),
         critical_path_ms: crit,
         overhead_ms: overhead,
-        overhead_pct: if wall == 0 { 0.0 } else { 100.0 * overhead as f64 / wall as f64 },
+        overhead_pct: if wall == 0 {
+            0.0
+        } else {
+            100.0 * overhead as f64 / wall as f64
+        },
     }
 }
 
@@ -89,7 +98,10 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
         sequential: false,
     };
     let bar = ProgressBar::new((names.len() * (1 + 2 * args.repeats)) as u64);
-    bar.set_style(ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let mut all = Vec::new();
     for name in names {
         bar.set_message(format!("{name}: building and injecting"));
@@ -103,18 +115,29 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
             verify: opts.verify_config(),
         };
         let run = inject(&sandbox, &repo.path, &cfg, &mut |_| {})?;
-        let bug = run.bugs.first().context("the history injector found no valid bug")?;
+        let bug = run
+            .bugs
+            .first()
+            .context("the history injector found no valid bug")?;
         bar.inc(1);
         let mut par = Vec::new();
         let mut seq = Vec::new();
         for i in 0..args.repeats {
             for parallel in [i % 2 == 0, i % 2 != 0] {
-                bar.set_message(format!("{name}: {} #{}", if parallel { "parallel" } else { "sequential" }, i + 1));
+                bar.set_message(format!(
+                    "{name}: {} #{}",
+                    if parallel { "parallel" } else { "sequential" },
+                    i + 1
+                ));
                 let mut vcfg = opts.verify_config();
                 vcfg.parallel = parallel;
                 let r = Verifier::new(&sandbox, vcfg).verify(&repo.path, &bug.artifact);
                 anyhow::ensure!(r.valid, "verification changed its verdict: {}", r.summary());
-                if parallel { par.push(r) } else { seq.push(r) }
+                if parallel {
+                    par.push(r)
+                } else {
+                    seq.push(r)
+                }
                 bar.inc(1);
             }
         }
@@ -124,7 +147,11 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
             example: name.to_string(),
             repeats: args.repeats,
             runs_per_verification: par.first().map(|r| r.runs.len()).unwrap_or(0),
-            speedup: if p.wall_ms == 0 { 0.0 } else { s.wall_ms as f64 / p.wall_ms as f64 },
+            speedup: if p.wall_ms == 0 {
+                0.0
+            } else {
+                s.wall_ms as f64 / p.wall_ms as f64
+            },
             parallel: p,
             sequential: s,
         });
@@ -134,7 +161,10 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
         for f in &all {
-            println!("{} ({} test runs per verification, medians of {}):", f.example, f.runs_per_verification, f.repeats);
+            println!(
+                "{} ({} test runs per verification, medians of {}):",
+                f.example, f.runs_per_verification, f.repeats
+            );
             for (mode, m) in [("parallel  ", &f.parallel), ("sequential", &f.sequential)] {
                 println!(
                     "  {mode} wall {:>6} ms | sum of test runs {:>6} ms | critical path {:>6} ms | overhead {:>5} ms ({:.1} % of wall)",

@@ -36,9 +36,12 @@ pub struct EvaluateArgs {
 
 pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let artifact = Artifact::read_dir(&args.artifact)?;
-    let patch = std::fs::read_to_string(&args.patch).with_context(|| format!("reading {}", args.patch.display()))?;
+    let patch = std::fs::read_to_string(&args.patch)
+        .with_context(|| format!("reading {}", args.patch.display()))?;
     let ho = match &args.higher_order_patch {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
         None => None,
     };
     let sandbox = game_sandbox()?;
@@ -51,7 +54,11 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         eprintln!("no report.json next to the artifact: verifying it first");
         Verifier::new(&sandbox, cfg.clone()).verify(&args.repo, &artifact)
     };
-    anyhow::ensure!(report.valid, "the artifact is not a valid bug: {}", report.summary());
+    anyhow::ensure!(
+        report.valid,
+        "the artifact is not a valid bug: {}",
+        report.summary()
+    );
     let tests = report.all_tests();
     let e = Evaluator::new(&sandbox, cfg).evaluate(
         &args.repo,
@@ -67,5 +74,9 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("{}", e.summary());
     }
-    Ok(if e.solved { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if e.solved {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

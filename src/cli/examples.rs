@@ -53,13 +53,23 @@ pub fn run(cmd: ExamplesCmd) -> anyhow::Result<ExitCode> {
     }
     if let Some(pkg) = &args.pypi {
         anyhow::ensure!(!args.versions.is_empty(), "--pypi needs --versions");
-        created.push(examples::create_from_pypi(pkg, &args.versions, &args.out.join(pkg))?);
+        created.push(examples::create_from_pypi(
+            pkg,
+            &args.versions,
+            &args.out.join(pkg),
+        )?);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&created)?);
     } else {
         for r in &created {
-            println!("{:<16} {:>3} commits  HEAD {}  {}", r.name, r.commits, &r.head[..12.min(r.head.len())], r.path.display());
+            println!(
+                "{:<16} {:>3} commits  HEAD {}  {}",
+                r.name,
+                r.commits,
+                &r.head[..12.min(r.head.len())],
+                r.path.display()
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

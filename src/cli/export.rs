@@ -47,6 +47,10 @@ pub fn run(cmd: ExportCmd) -> anyhow::Result<ExitCode> {
         Some(p) => std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?,
         None => std::io::stdout().write_all(text.as_bytes())?,
     }
-    eprintln!("exported {} instances ({} invalid bugs skipped)", lines.len(), skipped);
+    eprintln!(
+        "exported {} instances ({} invalid bugs skipped)",
+        lines.len(),
+        skipped
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -47,9 +47,14 @@ pub struct InjectArgs {
 }
 
 pub fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.repo.is_dir(), "repository {} is not a directory", args.repo.display());
+    anyhow::ensure!(
+        args.repo.is_dir(),
+        "repository {} is not a directory",
+        args.repo.display()
+    );
     let repo = args.repo.canonicalize()?;
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let sandbox = game_sandbox()?;
     let cfg = InjectConfig {
         strategy: args.strategy,
@@ -60,8 +65,10 @@ pub fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
     };
     let bar = ProgressBar::new(0);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} candidates, {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} candidates, {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.set_message("running the original tests");
     let result = inject(&sandbox, &repo, &cfg, &mut |ev| match ev {
@@ -76,7 +83,10 @@ pub fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
     });
     bar.finish_and_clear();
     let run = result?;
-    let repo_name = repo.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let repo_name = repo
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let base_commit = bug_store::head_commit(&repo);
     let mut written = Vec::new();
     for b in &run.bugs {
@@ -88,7 +98,11 @@ pub fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
             repo: repo_name.clone(),
             repo_path: repo.display().to_string(),
             base_commit: base_commit.clone(),
-            framework: Some(serde_json::to_string(&run.framework)?.trim_matches('"').to_string()),
+            framework: Some(
+                serde_json::to_string(&run.framework)?
+                    .trim_matches('"')
+                    .to_string(),
+            ),
         };
         let dir = bug_store::write(&args.out, &b.artifact, &b.report, &meta)?;
         written.push((b, dir));
@@ -125,8 +139,18 @@ pub fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
             run.seed
         );
         for (b, dir) in &written {
-            println!("  {}  {}  F={}  {}", b.id, b.candidate, b.report.fail_to_pass.len(), dir.display());
+            println!(
+                "  {}  {}  F={}  {}",
+                b.id,
+                b.candidate,
+                b.report.fail_to_pass.len(),
+                dir.display()
+            );
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

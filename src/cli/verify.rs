@@ -68,7 +68,11 @@ pub struct VerifyArgs {
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let artifact = Artifact::read_dir(&args.artifact)?;
-    anyhow::ensure!(args.repo.is_dir(), "repository {} is not a directory", args.repo.display());
+    anyhow::ensure!(
+        args.repo.is_dir(),
+        "repository {} is not a directory",
+        args.repo.display()
+    );
     let sandbox = game_sandbox()?;
     let report = Verifier::new(&sandbox, args.opts.verify_config()).verify(&args.repo, &artifact);
     if args.json {
@@ -89,5 +93,9 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             println!("FAIL_TO_PASS: {}", report.fail_to_pass.join(" "));
         }
     }
-    Ok(if report.valid { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

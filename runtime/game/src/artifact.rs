@@ -213,7 +213,13 @@ mod tests {
         assert_eq!(a.test_parser, "p");
         let out = tempfile::tempdir().unwrap();
         a.write_dir(out.path()).unwrap();
-        for n in [TEST_SCRIPT, TEST_FILES, TEST_PARSER, BUG_INJECT, TEST_WEAKEN] {
+        for n in [
+            TEST_SCRIPT,
+            TEST_FILES,
+            TEST_PARSER,
+            BUG_INJECT,
+            TEST_WEAKEN,
+        ] {
             assert!(out.path().join(n).exists(), "{n}");
         }
         assert_eq!(Artifact::read_dir(out.path()).unwrap(), a);

@@ -71,7 +71,12 @@ pub fn head_commit(repo: &Path) -> Option<String> {
 }
 
 /// Writes `<root>/<meta.id>/`.
-pub fn write(root: &Path, artifact: &Artifact, report: &VerificationReport, meta: &BugMeta) -> Result<PathBuf, StoreError> {
+pub fn write(
+    root: &Path,
+    artifact: &Artifact,
+    report: &VerificationReport,
+    meta: &BugMeta,
+) -> Result<PathBuf, StoreError> {
     let dir = root.join(&meta.id);
     artifact.write_dir(&dir)?;
     for (name, value) in [
@@ -79,7 +84,10 @@ pub fn write(root: &Path, artifact: &Artifact, report: &VerificationReport, meta
         (BUG_JSON, serde_json::to_string_pretty(meta)),
     ] {
         let path = dir.join(name);
-        let text = value.map_err(|source| StoreError::Json { path: path.clone(), source })?;
+        let text = value.map_err(|source| StoreError::Json {
+            path: path.clone(),
+            source,
+        })?;
         std::fs::write(&path, text).map_err(|source| StoreError::Io { path, source })?;
     }
     Ok(dir)
@@ -111,7 +119,10 @@ pub fn read(dir: &Path) -> Result<StoredBug, StoreError> {
 /// Every subdirectory of `root` that holds a `bug.json`, sorted by name.
 pub fn list(root: &Path) -> Result<Vec<PathBuf>, StoreError> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(root)
-        .map_err(|source| StoreError::Io { path: root.to_path_buf(), source })?
+        .map_err(|source| StoreError::Io {
+            path: root.to_path_buf(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.join(BUG_JSON).is_file())
         .collect();

@@ -193,9 +193,15 @@ impl Default for EpisodeConfig {
             ]
             .map(String::from)
             .to_vec(),
-            leftover_globs: ["**/__pycache__", "**/*.pyc", "**/target", "**/build", "**/*.egg-info"]
-                .map(String::from)
-                .to_vec(),
+            leftover_globs: [
+                "**/__pycache__",
+                "**/*.pyc",
+                "**/target",
+                "**/build",
+                "**/*.egg-info",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }

@@ -85,16 +85,30 @@ fn globset(globs: &[String]) -> Result<GlobSet, EpisodeError> {
 /// The task text for an artifact: the template and the reversed weakening.
 pub fn task_text(artifact: &Artifact) -> Result<String, patch_ops::PatchError> {
     let reversed = patch_ops::reverse(&artifact.test_weaken)?;
-    Ok(format!("{TASK_TEMPLATE}\n\n```diff\n{}```\n", ensure_newline(&reversed)))
+    Ok(format!(
+        "{TASK_TEMPLATE}\n\n```diff\n{}```\n",
+        ensure_newline(&reversed)
+    ))
 }
 
 fn ensure_newline(s: &str) -> String {
-    if s.ends_with('\n') { s.to_string() } else { format!("{s}\n") }
+    if s.ends_with('\n') {
+        s.to_string()
+    } else {
+        format!("{s}\n")
+    }
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<(), EpisodeError> {
     let out = Command::new("git")
-        .args(["-c", "user.name=ssr", "-c", "user.email=ssr@localhost", "-c", "commit.gpgsign=false"])
+        .args([
+            "-c",
+            "user.name=ssr",
+            "-c",
+            "user.email=ssr@localhost",
+            "-c",
+            "commit.gpgsign=false",
+        ])
         .args(args)
         .current_dir(dir)
         .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap_or(dir))
@@ -145,10 +159,14 @@ fn remove_matching(root: &Path, dir: &Path, set: &GlobSet) -> Result<(), Episode
 /// Collects the files under `root` (hidden directories included, `.git` excluded)
 /// whose relative path matches `set`.
 fn collect_matching(root: &Path, dir: &Path, set: &GlobSet, out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
-        let Ok(rel) = p.strip_prefix(root) else { continue };
+        let Ok(rel) = p.strip_prefix(root) else {
+            continue;
+        };
         if rel == Path::new(".git") {
             continue;
         }
@@ -192,7 +210,10 @@ pub fn build_episode(
     remove_matching(dest, dest, &globset(&cfg.leftover_globs)?)?;
     git(dest, &["init", "-q"])?;
     git(dest, &["add", "-A"])?;
-    git(dest, &["commit", "-q", "--allow-empty", "-m", "Initial commit"])?;
+    git(
+        dest,
+        &["commit", "-q", "--allow-empty", "-m", "Initial commit"],
+    )?;
 
     let mut read_only: Vec<String> = Vec::new();
     for f in &artifact.test_files {

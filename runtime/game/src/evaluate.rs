@@ -79,11 +79,20 @@ impl Evaluation {
             EvalOutcome::TimedOut { error } => format!("the tests timed out: {error}"),
             EvalOutcome::RunFailed { error } => format!("the test run failed: {error}"),
             EvalOutcome::TestsFailing { failing, missing } => {
-                let mut ids: Vec<&str> = self.failing.iter().chain(&self.missing).map(String::as_str).take(5).collect();
+                let mut ids: Vec<&str> = self
+                    .failing
+                    .iter()
+                    .chain(&self.missing)
+                    .map(String::as_str)
+                    .take(5)
+                    .collect();
                 if failing + missing > 5 {
                     ids.push("…");
                 }
-                format!("{failing} tests of P fail and {missing} are missing: {}", ids.join(", "))
+                format!(
+                    "{failing} tests of P fail and {missing} are missing: {}",
+                    ids.join(", ")
+                )
             }
         };
         format!("reward {:+}: {why}", self.reward)
@@ -120,15 +129,26 @@ impl<'a> Evaluator<'a> {
             return Evaluation::new(EvalOutcome::EmptyPatch, none(), none(), t0);
         }
         match patch_ops::files(patch) {
-            Ok(f) if f.is_empty() => return Evaluation::new(EvalOutcome::EmptyPatch, none(), none(), t0),
+            Ok(f) if f.is_empty() => {
+                return Evaluation::new(EvalOutcome::EmptyPatch, none(), none(), t0);
+            }
             Ok(_) => {}
             Err(e) => {
-                return Evaluation::new(EvalOutcome::DoesNotApply { error: e.to_string() }, none(), none(), t0);
+                return Evaluation::new(
+                    EvalOutcome::DoesNotApply {
+                        error: e.to_string(),
+                    },
+                    none(),
+                    none(),
+                    t0,
+                );
             }
         }
         let ws = match self.prepare(original, bug, patch) {
             Ok(ws) => ws,
-            Err(error) => return Evaluation::new(EvalOutcome::DoesNotApply { error }, none(), none(), t0),
+            Err(error) => {
+                return Evaluation::new(EvalOutcome::DoesNotApply { error }, none(), none(), t0);
+            }
         };
         let run = run_tests(
             self.sandbox,
@@ -143,11 +163,32 @@ impl<'a> Evaluator<'a> {
         let run = match run {
             Ok(r) => r,
             Err(e @ RunFailure::ScriptTimedOut { .. }) => {
-                return Evaluation::new(EvalOutcome::TimedOut { error: e.to_string() }, none(), none(), t0);
+                return Evaluation::new(
+                    EvalOutcome::TimedOut {
+                        error: e.to_string(),
+                    },
+                    none(),
+                    none(),
+                    t0,
+                );
             }
-            Err(e) => return Evaluation::new(EvalOutcome::RunFailed { error: e.to_string() }, none(), none(), t0),
+            Err(e) => {
+                return Evaluation::new(
+                    EvalOutcome::RunFailed {
+                        error: e.to_string(),
+                    },
+                    none(),
+                    none(),
+                    t0,
+                );
+            }
         };
-        let missing: Vec<String> = bug.tests.iter().filter(|id| !run.claimed.contains_key(*id)).cloned().collect();
+        let missing: Vec<String> = bug
+            .tests
+            .iter()
+            .filter(|id| !run.claimed.contains_key(*id))
+            .cloned()
+            .collect();
         let failing: Vec<String> = bug
             .tests
             .iter()
@@ -165,14 +206,23 @@ impl<'a> Evaluator<'a> {
         Evaluation::new(outcome, failing, missing, t0)
     }
 
-    fn prepare(&self, original: &Path, bug: BugState<'_>, patch: &str) -> Result<Workspace, String> {
+    fn prepare(
+        &self,
+        original: &Path,
+        bug: BugState<'_>,
+        patch: &str,
+    ) -> Result<Workspace, String> {
         let ws = Workspace::fresh(original, &self.cfg).map_err(|e| e.to_string())?;
-        ws.apply("bug_inject.diff", &bug.artifact.bug_inject).map_err(|e| e.to_string())?;
-        ws.apply("test_weaken.diff", &bug.artifact.test_weaken).map_err(|e| e.to_string())?;
+        ws.apply("bug_inject.diff", &bug.artifact.bug_inject)
+            .map_err(|e| e.to_string())?;
+        ws.apply("test_weaken.diff", &bug.artifact.test_weaken)
+            .map_err(|e| e.to_string())?;
         if let Some(ho) = bug.higher_order_patch {
-            ws.apply("the higher-order patch", ho).map_err(|e| e.to_string())?;
+            ws.apply("the higher-order patch", ho)
+                .map_err(|e| e.to_string())?;
         }
-        ws.apply("the solver patch", patch).map_err(|e| e.to_string())?;
+        ws.apply("the solver patch", patch)
+            .map_err(|e| e.to_string())?;
         // Oracle files always come back as in the original, whatever the patch did.
         for f in &bug.artifact.test_files {
             let f = check_repo_path(f).map_err(|e| format!("test_files.txt: {e}"))?;

@@ -61,7 +61,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExamplesError {
     move |source| ExamplesError::Io { path, source }
 }
 
-fn run(program: &str, args: &[&str], cwd: &Path, env: &[(&str, String)]) -> Result<String, ExamplesError> {
+fn run(
+    program: &str,
+    args: &[&str],
+    cwd: &Path,
+    env: &[(&str, String)],
+) -> Result<String, ExamplesError> {
     let fail = |error: String| ExamplesError::Command {
         program: program.to_string(),
         args: args.join(" "),
@@ -75,7 +80,15 @@ fn run(program: &str, args: &[&str], cwd: &Path, env: &[(&str, String)]) -> Resu
         .map_err(|e| fail(e.to_string()))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let tail: String = err.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("; ");
+        let tail: String = err
+            .lines()
+            .rev()
+            .take(6)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("; ");
         return Err(fail(tail));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
@@ -90,7 +103,9 @@ struct Builder {
 impl Builder {
     fn init(dir: &Path) -> Result<Builder, ExamplesError> {
         if dir.exists() {
-            return Err(ExamplesError::Exists { path: dir.to_path_buf() });
+            return Err(ExamplesError::Exists {
+                path: dir.to_path_buf(),
+            });
         }
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         run("git", &["init", "-q", "-b", "main"], dir, &[])?;
@@ -114,7 +129,15 @@ impl Builder {
         run("git", &["add", "-A"], &self.dir, &[])?;
         run(
             "git",
-            &["-c", "commit.gpgsign=false", "commit", "-q", "--allow-empty", "-m", message],
+            &[
+                "-c",
+                "commit.gpgsign=false",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                message,
+            ],
             &self.dir,
             &env,
         )?;
@@ -156,9 +179,11 @@ pub fn create_one(example: &Path, dest: &Path) -> Result<CreatedRepo, ExamplesEr
         let message = std::fs::read_to_string(c.join("message")).map_err(io(&c.join("message")))?;
         if let Ok(list) = std::fs::read_to_string(c.join("delete")) {
             for rel in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
-                let rel = crate::artifact::check_repo_path(rel).map_err(|e| ExamplesError::BadSource {
-                    path: c.clone(),
-                    reason: e.to_string(),
+                let rel = crate::artifact::check_repo_path(rel).map_err(|e| {
+                    ExamplesError::BadSource {
+                        path: c.clone(),
+                        reason: e.to_string(),
+                    }
                 })?;
                 let p = dest.join(rel);
                 if p.is_file() {
@@ -176,7 +201,10 @@ pub fn create_one(example: &Path, dest: &Path) -> Result<CreatedRepo, ExamplesEr
         b.commit(message.trim_end())?;
     }
     Ok(CreatedRepo {
-        name: dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        name: dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         path: dest.to_path_buf(),
         commits: b.count,
         head: b.head()?,
@@ -195,8 +223,16 @@ pub fn create_all(source: &Path, out: &Path) -> Result<Vec<CreatedRepo>, Example
 
 /// Builds `dest` from sdists of a PyPI package, one commit per version in the order
 /// given. Needs `pip` and network access to the package index.
-pub fn create_from_pypi(package: &str, versions: &[String], dest: &Path) -> Result<CreatedRepo, ExamplesError> {
-    let valid = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+pub fn create_from_pypi(
+    package: &str,
+    versions: &[String],
+    dest: &Path,
+) -> Result<CreatedRepo, ExamplesError> {
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
     if !valid(package) || versions.iter().any(|v| !valid(v)) || versions.is_empty() {
         return Err(ExamplesError::BadSource {
             path: PathBuf::from(package),
@@ -213,7 +249,16 @@ pub fn create_from_pypi(package: &str, versions: &[String], dest: &Path) -> Resu
         run(
             "python3",
             &[
-                "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:", "-d", &dl_s, &spec,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                &dl_s,
+                &spec,
             ],
             &dl,
             &[],
@@ -250,7 +295,11 @@ pub fn create_from_pypi(package: &str, versions: &[String], dest: &Path) -> Resu
             .map_err(io(&unpacked))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
-        let top = if tops.len() == 1 && tops[0].is_dir() { tops.remove(0) } else { unpacked.clone() };
+        let top = if tops.len() == 1 && tops[0].is_dir() {
+            tops.remove(0)
+        } else {
+            unpacked.clone()
+        };
         // Replace the tree: remove everything but .git, then copy the version in.
         for e in std::fs::read_dir(dest).map_err(io(dest))? {
             let p = e.map_err(io(dest))?.path();

@@ -79,7 +79,9 @@ impl HigherOrderPool {
         failed_patch: &str,
     ) -> Result<HigherOrderBug, HigherOrderRejection> {
         if parent_order >= MAX_ORDER {
-            return Err(HigherOrderRejection::OrderCap { order: parent_order });
+            return Err(HigherOrderRejection::OrderCap {
+                order: parent_order,
+            });
         }
         let oracle: BTreeSet<String> = parent
             .test_files
@@ -87,7 +89,9 @@ impl HigherOrderPool {
             .filter_map(|f| check_repo_path(f).ok())
             .collect();
         let filtered = patch_ops::filter(failed_patch, |f| !f.paths().any(|p| oracle.contains(p)))
-            .map_err(|e| HigherOrderRejection::DoesNotApply { error: e.to_string() })?;
+            .map_err(|e| HigherOrderRejection::DoesNotApply {
+                error: e.to_string(),
+            })?;
         if filtered.trim().is_empty() {
             return Err(HigherOrderRejection::EmptyAfterFiltering);
         }
@@ -124,7 +128,9 @@ impl HigherOrderPool {
                 })
             }
             EvalOutcome::Solved => Err(HigherOrderRejection::NothingFails),
-            EvalOutcome::DoesNotApply { error } => Err(HigherOrderRejection::DoesNotApply { error }),
+            EvalOutcome::DoesNotApply { error } => {
+                Err(HigherOrderRejection::DoesNotApply { error })
+            }
             EvalOutcome::EmptyPatch => Err(HigherOrderRejection::EmptyAfterFiltering),
             EvalOutcome::TimedOut { error } | EvalOutcome::RunFailed { error } => {
                 Err(HigherOrderRejection::RunFailed { error })

@@ -29,7 +29,11 @@ pub struct DiffFile {
 impl DiffFile {
     /// Both paths (one for edits, two for renames).
     pub fn paths(&self) -> impl Iterator<Item = &String> {
-        self.old.iter().chain(self.new.iter().filter(move |n| Some(*n) != self.old.as_ref()))
+        self.old.iter().chain(
+            self.new
+                .iter()
+                .filter(move |n| Some(*n) != self.old.as_ref()),
+        )
     }
 }
 
@@ -85,7 +89,9 @@ pub fn files(diff: &str) -> Result<Vec<DiffFile>, PatchError> {
     if !saw_git {
         let mut i = 0;
         while i < lines.len() {
-            if lines[i].starts_with("--- ") && lines.get(i + 1).is_some_and(|n| n.starts_with("+++ ")) {
+            if lines[i].starts_with("--- ")
+                && lines.get(i + 1).is_some_and(|n| n.starts_with("+++ "))
+            {
                 starts.push(i);
                 i += 2;
             } else {
@@ -159,8 +165,8 @@ pub fn files(diff: &str) -> Result<Vec<DiffFile>, PatchError> {
 }
 
 fn split_git_header(rest: &str) -> Option<(String, String)> {
-    if rest.starts_with('"') {
-        let close = rest[1..].find('"')? + 1;
+    if let Some(inner) = rest.strip_prefix('"') {
+        let close = inner.find('"')? + 1;
         let a = &rest[..=close];
         let b = rest[close + 1..].trim();
         return Some((a.to_string(), b.to_string()));
@@ -229,7 +235,11 @@ pub fn reverse(diff: &str) -> Result<String, PatchError> {
             } else if let Some(p) = body.strip_prefix("+++ ") {
                 let old = minus_hdr.take().unwrap_or_default();
                 let flip = |s: &str, from: &str, to: &str| {
-                    if s == "/dev/null" { s.to_string() } else { s.replacen(from, to, 1) }
+                    if s == "/dev/null" {
+                        s.to_string()
+                    } else {
+                        s.replacen(from, to, 1)
+                    }
                 };
                 out.push_str(&format!("--- {}\n", flip(p, "b/", "a/")));
                 out.push_str(&format!("+++ {}{nl}", flip(&old, "a/", "b/")));
@@ -331,7 +341,14 @@ pub fn diff_of_changes(original: &Path, changes: &[FileChange]) -> Result<String
     let root = tmp.path();
     let git = |args: &[&str]| -> Result<String, PatchError> {
         let out = Command::new("git")
-            .args(["-c", "user.name=ssr", "-c", "user.email=ssr@localhost", "-c", "core.quotepath=off"])
+            .args([
+                "-c",
+                "user.name=ssr",
+                "-c",
+                "user.email=ssr@localhost",
+                "-c",
+                "core.quotepath=off",
+            ])
             .args(args)
             .current_dir(root)
             .env("GIT_CEILING_DIRECTORIES", root.parent().unwrap_or(root))
@@ -410,7 +427,10 @@ index 0000000..3333333
         assert_eq!(f[1].old, None);
         assert_eq!(f[1].new.as_deref(), Some("src/new.py"));
         let t = touched_paths(EDIT).unwrap();
-        assert_eq!(t.into_iter().collect::<Vec<_>>(), vec!["src/m.py", "src/new.py"]);
+        assert_eq!(
+            t.into_iter().collect::<Vec<_>>(),
+            vec!["src/m.py", "src/new.py"]
+        );
     }
 
     #[test]
@@ -429,7 +449,10 @@ index 0000000..3333333
         assert!(dir.path().join("src/new.py").exists());
         let rev = reverse(EDIT).unwrap();
         apply(dir.path(), &rev).unwrap();
-        assert_eq!(std::fs::read_to_string(dir.path().join("src/m.py")).unwrap(), orig);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("src/m.py")).unwrap(),
+            orig
+        );
         assert!(!dir.path().join("src/new.py").exists());
         assert_eq!(reverse(&rev).unwrap(), EDIT);
     }

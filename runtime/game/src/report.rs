@@ -186,7 +186,11 @@ impl VerificationReport {
                     .iter()
                     .filter(|r| r.phase == *ph)
                     .map(|r| r.script_ms + r.parser_ms);
-                if self.parallel { it.max().unwrap_or(0) } else { it.sum() }
+                if self.parallel {
+                    it.max().unwrap_or(0)
+                } else {
+                    it.sum()
+                }
             })
             .sum()
     }

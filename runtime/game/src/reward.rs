@@ -47,7 +47,12 @@ pub fn solver_reward(solved: bool) -> f64 {
 /// The injector's reward. `solved` is how many of the bug's `attempts` first-order
 /// solver attempts scored +1; `valid` is the verifier's verdict. With no attempts
 /// (the bug was valid but never attempted) the solve rate is taken as 0.
-pub fn injector_reward(kind: InjectorRewardKind, valid: bool, solved: usize, attempts: usize) -> f64 {
+pub fn injector_reward(
+    kind: InjectorRewardKind,
+    valid: bool,
+    solved: usize,
+    attempts: usize,
+) -> f64 {
     if !valid {
         return -1.0;
     }

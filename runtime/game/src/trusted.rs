@@ -362,10 +362,7 @@ FAILED (failures=1, errors=1, skipped=1)
     fn check(log: &str, format: LogFormat, expected: &[(&str, TrustedStatus)]) {
         let (f, r) = parse_log(log).expect("format recognised");
         assert_eq!(f, format);
-        let want: TrustedResults = expected
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect();
+        let want: TrustedResults = expected.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         assert_eq!(r, want);
     }
 

@@ -250,7 +250,12 @@ impl<'a> Verifier<'a> {
         *since = Instant::now();
     }
 
-    fn checks(&self, original: &Path, artifact: &Artifact, report: &mut VerificationReport) -> Result<(), Rejection> {
+    fn checks(
+        &self,
+        original: &Path,
+        artifact: &Artifact,
+        report: &mut VerificationReport,
+    ) -> Result<(), Rejection> {
         let cfg = &self.cfg;
         let mut since = Instant::now();
 
@@ -293,7 +298,11 @@ impl<'a> Verifier<'a> {
             ));
         }
         if first.claimed.is_empty() {
-            return Err(reject(Check::Parser, RejectCode::NoTests, "the parser reported no tests on the original code"));
+            return Err(reject(
+                Check::Parser,
+                RejectCode::NoTests,
+                "the parser reported no tests on the original code",
+            ));
         }
         let bad: Vec<String> = first
             .claimed
@@ -335,7 +344,11 @@ impl<'a> Verifier<'a> {
             return Err(reject(
                 Check::OriginalPasses,
                 RejectCode::OriginalFails,
-                format!("{} tests fail on the original code: {}", failing.len(), list(&failing, 5)),
+                format!(
+                    "{} tests fail on the original code: {}",
+                    failing.len(),
+                    list(&failing, 5)
+                ),
             ));
         }
         let p: Vec<String> = first
@@ -348,7 +361,11 @@ impl<'a> Verifier<'a> {
             return Err(reject(
                 Check::OriginalPasses,
                 RejectCode::TooFewTests,
-                format!("{} tests pass on the original code, fewer than {}", p.len(), cfg.min_passing_tests),
+                format!(
+                    "{} tests pass on the original code, fewer than {}",
+                    p.len(),
+                    cfg.min_passing_tests
+                ),
             ));
         }
         for (i, other) in results.iter().enumerate().skip(1) {
@@ -385,7 +402,11 @@ impl<'a> Verifier<'a> {
         Self::pass(
             report,
             Check::OriginalPasses,
-            format!("{} tests pass on the original code in {} identical runs", p.len(), results.len()),
+            format!(
+                "{} tests pass on the original code in {} identical runs",
+                p.len(),
+                results.len()
+            ),
             &mut since,
         );
 
@@ -401,7 +422,12 @@ impl<'a> Verifier<'a> {
                 ),
             ));
         }
-        Self::pass(report, Check::Scope, format!("the bug changes {} code files", bug_files.len()), &mut since);
+        Self::pass(
+            report,
+            Check::Scope,
+            format!("the bug changes {} code files", bug_files.len()),
+            &mut since,
+        );
 
         // 5, 6, 7: all runs at once, judged in order.
         let mut states = vec![
@@ -421,7 +447,11 @@ impl<'a> Verifier<'a> {
         let mut results = results.into_iter();
 
         // 5.
-        let bug = ok_run(Check::BugBreaksTests, "bug", results.next().expect("bug run"))?;
+        let bug = ok_run(
+            Check::BugBreaksTests,
+            "bug",
+            results.next().expect("bug run"),
+        )?;
         self.cross_check(Check::BugBreaksTests, "bug", &bug, &p)?;
         let f: Vec<String> = p.iter().filter(|id| !bug.passed(id)).cloned().collect();
         if f.len() < cfg.min_failing_tests {
@@ -448,12 +478,21 @@ impl<'a> Verifier<'a> {
         Self::pass(
             report,
             Check::BugBreaksTests,
-            format!("the bug breaks {} of {} tests: {}", f.len(), p.len(), list(&f, 5)),
+            format!(
+                "the bug breaks {} of {} tests: {}",
+                f.len(),
+                p.len(),
+                list(&f, 5)
+            ),
             &mut since,
         );
 
         // 6.
-        let weak = ok_run(Check::WeakeningHides, "bug+weaken", results.next().expect("weaken run"))?;
+        let weak = ok_run(
+            Check::WeakeningHides,
+            "bug+weaken",
+            results.next().expect("weaken run"),
+        )?;
         self.cross_check(Check::WeakeningHides, "bug+weaken", &weak, &p)?;
         let hidden: Vec<String> = f
             .iter()
@@ -470,7 +509,11 @@ impl<'a> Verifier<'a> {
         Self::pass(
             report,
             Check::WeakeningHides,
-            format!("the weakening hides {} of {} broken tests", hidden.len(), f.len()),
+            format!(
+                "the weakening hides {} of {} broken tests",
+                hidden.len(),
+                f.len()
+            ),
             &mut since,
         );
 
@@ -483,14 +526,19 @@ impl<'a> Verifier<'a> {
                 return Err(reject(
                     Check::InverseMutation,
                     RejectCode::InverseRestoresNothing,
-                    format!("restoring `{file}` alone makes no broken test pass again: the change to it is padding"),
+                    format!(
+                        "restoring `{file}` alone makes no broken test pass again: the change to it is padding"
+                    ),
                 ));
             }
         }
         Self::pass(
             report,
             Check::InverseMutation,
-            format!("each of the {} changed files restores at least one broken test", bug_files.len()),
+            format!(
+                "each of the {} changed files restores at least one broken test",
+                bug_files.len()
+            ),
             &mut since,
         );
 
@@ -504,26 +552,43 @@ impl<'a> Verifier<'a> {
     fn check_files(&self, original: &Path, artifact: &Artifact) -> Result<Vec<String>, Rejection> {
         let c = Check::Files;
         if artifact.test_files.is_empty() {
-            return Err(reject(c, RejectCode::NoTestFiles, "test_files.txt lists no file"));
+            return Err(reject(
+                c,
+                RejectCode::NoTestFiles,
+                "test_files.txt lists no file",
+            ));
         }
         let mut oracle = BTreeSet::new();
-        let canon_root = original
-            .canonicalize()
-            .map_err(|e| reject(c, RejectCode::TestFileMissing, format!("original repository: {e}")))?;
+        let canon_root = original.canonicalize().map_err(|e| {
+            reject(
+                c,
+                RejectCode::TestFileMissing,
+                format!("original repository: {e}"),
+            )
+        })?;
         for raw in &artifact.test_files {
-            let rel = check_repo_path(raw)
-                .map_err(|e| reject(c, RejectCode::PathOutsideRepo, format!("test_files.txt: {e}")))?;
+            let rel = check_repo_path(raw).map_err(|e| {
+                reject(
+                    c,
+                    RejectCode::PathOutsideRepo,
+                    format!("test_files.txt: {e}"),
+                )
+            })?;
             let full = original.join(&rel);
             let meta = full.symlink_metadata();
             if !meta.as_ref().is_ok_and(|m| m.is_file()) {
                 return Err(reject(
                     c,
                     RejectCode::TestFileMissing,
-                    format!("test file `{rel}` does not exist as a regular file in the original repository"),
+                    format!(
+                        "test file `{rel}` does not exist as a regular file in the original repository"
+                    ),
                 ));
             }
             // A directory symlink on the way could still lead out of the repository.
-            let inside = full.canonicalize().is_ok_and(|p| p.starts_with(&canon_root));
+            let inside = full
+                .canonicalize()
+                .is_ok_and(|p| p.starts_with(&canon_root));
             if !inside {
                 return Err(reject(
                     c,
@@ -548,7 +613,10 @@ impl<'a> Verifier<'a> {
             return Err(reject(
                 c,
                 RejectCode::WeakenTouchesUnlisted,
-                format!("test_weaken.diff touches files not in test_files.txt: {}", list(&unlisted, 5)),
+                format!(
+                    "test_weaken.diff touches files not in test_files.txt: {}",
+                    list(&unlisted, 5)
+                ),
             ));
         }
         let clash: Vec<String> = bug
@@ -560,7 +628,10 @@ impl<'a> Verifier<'a> {
             return Err(reject(
                 c,
                 RejectCode::BugTouchesTests,
-                format!("bug_inject.diff touches oracle test files: {}", list(&clash, 5)),
+                format!(
+                    "bug_inject.diff touches oracle test files: {}",
+                    list(&clash, 5)
+                ),
             ));
         }
         // Both diffs must apply cleanly: the bug to the original, the weakening on top.
@@ -569,7 +640,13 @@ impl<'a> Verifier<'a> {
         Ok(bug.into_iter().collect())
     }
 
-    fn cross_check(&self, check: Check, label: &str, run: &TestRun, known: &[String]) -> Result<(), Rejection> {
+    fn cross_check(
+        &self,
+        check: Check,
+        label: &str,
+        run: &TestRun,
+        known: &[String],
+    ) -> Result<(), Rejection> {
         let Some((format, trusted)) = &run.trusted else {
             return Ok(());
         };
@@ -615,7 +692,9 @@ fn format_name(f: LogFormat) -> &'static str {
 fn run_failure_on_original(e: &RunFailure) -> Rejection {
     let code = match e {
         RunFailure::ScriptTimedOut { .. } => RejectCode::ScriptTimeout,
-        RunFailure::ParserTimedOut { .. } | RunFailure::ParserExit { .. } => RejectCode::ParserFailed,
+        RunFailure::ParserTimedOut { .. } | RunFailure::ParserExit { .. } => {
+            RejectCode::ParserFailed
+        }
         RunFailure::ParserOutput { .. } => RejectCode::ParserBadOutput,
         RunFailure::Sandbox(_) | RunFailure::Setup(_) => RejectCode::RunFailed,
     };
@@ -623,5 +702,11 @@ fn run_failure_on_original(e: &RunFailure) -> Rejection {
 }
 
 fn ok_run(check: Check, label: &str, r: Result<TestRun, RunFailure>) -> Result<TestRun, Rejection> {
-    r.map_err(|e| reject(check, RejectCode::RunFailed, format!("the {label} run failed: {e}")))
+    r.map_err(|e| {
+        reject(
+            check,
+            RejectCode::RunFailed,
+            format!("the {label} run failed: {e}"),
+        )
+    })
 }

@@ -104,8 +104,17 @@ fn copy_entry(src: &Path, dst: &Path) -> std::io::Result<()> {
 
 /// Copies the tree under `src` into `dst` (which exists), skipping entries whose path
 /// relative to `src` satisfies `skip`. Symlinks are copied as links, never followed.
-pub fn copy_tree(src: &Path, dst: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<(), WorkspaceError> {
-    fn walk(root: &Path, dir: &Path, dst_root: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<(), WorkspaceError> {
+pub fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    skip: &dyn Fn(&Path) -> bool,
+) -> Result<(), WorkspaceError> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        dst_root: &Path,
+        skip: &dyn Fn(&Path) -> bool,
+    ) -> Result<(), WorkspaceError> {
         let err = |p: &Path, source| WorkspaceError::Copy {
             from: p.to_path_buf(),
             to: dst_root.to_path_buf(),

@@ -29,6 +29,9 @@ pub struct SnapshotBench {
     pub copy_ms: f64,
     /// Median time to remove the baseline copy.
     pub copy_remove_ms: f64,
+    /// Time of one snapshot made with the fallback method (parallel copy), for hosts
+    /// without overlayfs or reflinks (one round).
+    pub fallback_copy_ms: f64,
     /// `copy_ms / snapshot_ms`: how many times faster the snapshot is (target ≥ 10).
     pub speedup: f64,
 }
@@ -121,6 +124,12 @@ pub fn snapshot_vs_copy(n_files: usize, rounds: usize) -> Result<SnapshotBench, 
         std::fs::remove_dir_all(&dest)?;
         copy_rm.push(t.elapsed());
     }
+    let fallback =
+        SnapshotBase::with_method(&repo, &work.path().join("snapshots"), SnapshotMethod::Copy)?;
+    let t = Instant::now();
+    let fallback_snapshot = fallback.snapshot()?;
+    let fallback_copy_ms = t.elapsed().as_secs_f64() * 1e3;
+    drop(fallback_snapshot);
     let snapshot_ms = median_ms(snap);
     let copy_ms = median_ms(copy);
     Ok(SnapshotBench {
@@ -132,6 +141,7 @@ pub fn snapshot_vs_copy(n_files: usize, rounds: usize) -> Result<SnapshotBench, 
         snapshot_drop_ms: median_ms(snap_drop),
         copy_ms,
         copy_remove_ms: median_ms(copy_rm),
+        fallback_copy_ms,
         speedup: if snapshot_ms > 0.0 {
             copy_ms / snapshot_ms
         } else {

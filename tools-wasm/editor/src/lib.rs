@@ -171,7 +171,9 @@ fn view(path: &str, range: Option<&[i64]>) -> Result<String, GuestError> {
                 "`view_range` only applies to files".into(),
             ));
         }
-        let mut out = format!("Files and directories up to two levels deep in {path}, hidden ones excluded:\n");
+        let mut out = format!(
+            "Files and directories up to two levels deep in {path}, hidden ones excluded:\n"
+        );
         list_dir(path, 0, &mut out)?;
         return Ok(out);
     }
@@ -192,7 +194,14 @@ fn view(path: &str, range: Option<&[i64]>) -> Result<String, GuestError> {
                     "view_range end {last} must be -1 or within {first}..={total}"
                 )));
             }
-            (first as usize, if last == -1 { None } else { Some(last as usize) })
+            (
+                first as usize,
+                if last == -1 {
+                    None
+                } else {
+                    Some(last as usize)
+                },
+            )
         }
         Some(_) => {
             return Err(GuestError::InvalidArguments(
@@ -218,7 +227,11 @@ fn list_dir(dir: &str, depth: usize, out: &mut String) -> Result<(), GuestError>
         .collect();
     entries.sort();
     for (name, is_dir) in entries {
-        let child = if dir == "." { name.clone() } else { format!("{dir}/{name}") };
+        let child = if dir == "." {
+            name.clone()
+        } else {
+            format!("{dir}/{name}")
+        };
         out.push_str(&"  ".repeat(depth));
         out.push_str(&child);
         if is_dir {

@@ -37,7 +37,9 @@ impl GuestError {
     /// Maps an I/O error on `path` to the case the agent can act on.
     pub fn io(path: &str, e: &io::Error) -> Self {
         match e.kind() {
-            io::ErrorKind::NotFound => GuestError::NotFound(format!("{path}: no such file or directory")),
+            io::ErrorKind::NotFound => {
+                GuestError::NotFound(format!("{path}: no such file or directory"))
+            }
             io::ErrorKind::PermissionDenied => {
                 GuestError::PermissionDenied(format!("{path}: not accessible to this tool ({e})"))
             }
@@ -68,7 +70,9 @@ pub fn config() -> serde_json::Value {
 
 /// The granted private scratch directory (`SSR_STATE_DIR`), when there is one.
 pub fn state_dir() -> Option<String> {
-    std::env::var("SSR_STATE_DIR").ok().filter(|s| !s.is_empty())
+    std::env::var("SSR_STATE_DIR")
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 /// Where the agent sees the repository in its sandbox (`SSR_WORKSPACE`, default `/repo`).
@@ -164,8 +168,14 @@ mod tests {
         assert_eq!(repo_path("./a/../b.py").unwrap(), "b.py");
         assert_eq!(repo_path("/repo/a/b.py").unwrap(), "a/b.py");
         assert_eq!(repo_path("/repo").unwrap(), ".");
-        assert!(matches!(repo_path("../x"), Err(GuestError::PermissionDenied(_))));
-        assert!(matches!(repo_path("/etc/passwd"), Err(GuestError::PermissionDenied(_))));
+        assert!(matches!(
+            repo_path("../x"),
+            Err(GuestError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            repo_path("/etc/passwd"),
+            Err(GuestError::PermissionDenied(_))
+        ));
     }
 
     #[test]

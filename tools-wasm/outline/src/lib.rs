@@ -48,8 +48,8 @@ impl Guest for Outline {
     fn call(arguments: String) -> Result<String, ToolError> {
         let args: Arguments = ssr_guest::parse_arguments(&arguments).map_err(to_tool_error)?;
         let path = repo_path(&args.path).map_err(to_tool_error)?;
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| to_tool_error(GuestError::io(&path, &e)))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| to_tool_error(GuestError::io(&path, &e)))?;
         let pattern = if path.ends_with(".py") {
             r"^(?P<indent>\s*)(?P<kind>(?:async\s+)?def|class)\s+(?P<name>\w+)"
         } else if path.ends_with(".rs") {
@@ -63,9 +63,19 @@ impl Guest for Outline {
         let mut out = String::new();
         for (i, line) in text.lines().enumerate() {
             if let Some(c) = re.captures(line) {
-                let depth = c["indent"].chars().map(|ch| if ch == '\t' { 4 } else { 1 }).sum::<usize>() / 4;
+                let depth = c["indent"]
+                    .chars()
+                    .map(|ch| if ch == '\t' { 4 } else { 1 })
+                    .sum::<usize>()
+                    / 4;
                 let kind = c["kind"].split_whitespace().collect::<Vec<_>>().join(" ");
-                let _ = writeln!(out, "{:>6}  {}{kind} {}", i + 1, "  ".repeat(depth), &c["name"]);
+                let _ = writeln!(
+                    out,
+                    "{:>6}  {}{kind} {}",
+                    i + 1,
+                    "  ".repeat(depth),
+                    &c["name"]
+                );
             }
         }
         if out.is_empty() {

@@ -136,7 +136,11 @@ fn search(args: Arguments) -> Result<String, GuestError> {
         if !entry.file_type().is_some_and(|t| t.is_file()) {
             continue;
         }
-        if entry.metadata().map(|m| m.len() > MAX_FILE_BYTES).unwrap_or(true) {
+        if entry
+            .metadata()
+            .map(|m| m.len() > MAX_FILE_BYTES)
+            .unwrap_or(true)
+        {
             continue;
         }
         let Ok(bytes) = std::fs::read(entry.path()) else {

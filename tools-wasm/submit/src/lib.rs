@@ -103,7 +103,9 @@ export!(Submit);
 fn non_empty_file(path: &str) -> Result<Option<u64>, GuestError> {
     match fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(Some(m.len())),
-        Ok(_) => Err(GuestError::InvalidArguments(format!("{path} is not a file"))),
+        Ok(_) => Err(GuestError::InvalidArguments(format!(
+            "{path} is not a file"
+        ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(GuestError::io(path, &e)),
     }
@@ -119,8 +121,19 @@ fn injector(args: Arguments) -> Result<serde_json::Value, GuestError> {
         .get("artifact_dir")
         .and_then(|v| v.as_str())
         .map(str::to_string);
-    let dir = repo_path(args.directory.as_deref().or(configured.as_deref()).unwrap_or("."))?;
-    let join = |name: &str| if dir == "." { name.to_string() } else { format!("{dir}/{name}") };
+    let dir = repo_path(
+        args.directory
+            .as_deref()
+            .or(configured.as_deref())
+            .unwrap_or("."),
+    )?;
+    let join = |name: &str| {
+        if dir == "." {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        }
+    };
     let mut files = serde_json::Map::new();
     let mut problems = Vec::new();
     for (name, alias) in ARTIFACT_FILES {
@@ -129,7 +142,10 @@ fn injector(args: Arguments) -> Result<serde_json::Value, GuestError> {
             .map(|n| (n, join(n)))
             .map(|(n, p)| non_empty_file(&p).map(|size| (n, p, size)))
             .collect::<Result<Vec<_>, _>>()?;
-        match found.iter().find(|(_, _, size)| size.is_some_and(|s| s > 0)) {
+        match found
+            .iter()
+            .find(|(_, _, size)| size.is_some_and(|s| s > 0))
+        {
             Some((_, path, _)) => {
                 files.insert(name.to_string(), json!(path));
             }
@@ -163,7 +179,9 @@ fn solver(args: Arguments) -> Result<serde_json::Value, GuestError> {
     if text.trim().is_empty() {
         return Err(GuestError::InvalidArguments(format!("{path} is empty")));
     }
-    let diff_shaped = text.lines().any(|l| l.starts_with("diff --git ") || l.starts_with("--- "));
+    let diff_shaped = text
+        .lines()
+        .any(|l| l.starts_with("diff --git ") || l.starts_with("--- "));
     if !diff_shaped {
         return Err(GuestError::InvalidArguments(format!(
             "{path} does not look like a unified diff (no `diff --git` or `---` line)"

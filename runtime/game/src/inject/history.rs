@@ -24,7 +24,8 @@ pub struct PastCommit {
 impl PastCommit {
     /// True when the message says it fixes a bug.
     pub fn is_fix(&self) -> bool {
-        static FIX: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?i)\b(fix(es|ed)?|bug(fix)?)\b").unwrap());
+        static FIX: LazyLock<Regex> =
+            LazyLock::new(|| Regex::new(r"(?i)\b(fix(es|ed)?|bug(fix)?)\b").unwrap());
         FIX.is_match(&self.subject)
     }
 }
@@ -33,7 +34,11 @@ impl PastCommit {
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     #[error("`git {args}` failed in {repo}: {error}")]
-    Git { repo: String, args: String, error: String },
+    Git {
+        repo: String,
+        args: String,
+        error: String,
+    },
 }
 
 fn git(repo: &Path, args: &[&str]) -> Result<String, HistoryError> {
@@ -49,14 +54,19 @@ fn git(repo: &Path, args: &[&str]) -> Result<String, HistoryError> {
         .output()
         .map_err(|e| fail(e.to_string()))?;
     if !out.status.success() {
-        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        return Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Non-merge commits that have a parent, newest first.
 pub fn commits(repo: &Path) -> Result<Vec<PastCommit>, HistoryError> {
-    let log = git(repo, &["log", "--no-merges", "--format=%H%x09%P%x09%s", "HEAD"])?;
+    let log = git(
+        repo,
+        &["log", "--no-merges", "--format=%H%x09%P%x09%s", "HEAD"],
+    )?;
     Ok(log
         .lines()
         .filter_map(|l| {
@@ -71,9 +81,23 @@ pub fn commits(repo: &Path) -> Result<Vec<PastCommit>, HistoryError> {
 
 /// The diff that undoes `commit`'s changes to code files (as judged by `framework`),
 /// one entry for the whole commit and then one per file when there are several.
-pub fn revert_diffs(repo: &Path, framework: Framework, commit: &PastCommit) -> Result<Vec<String>, HistoryError> {
+pub fn revert_diffs(
+    repo: &Path,
+    framework: Framework,
+    commit: &PastCommit,
+) -> Result<Vec<String>, HistoryError> {
     let parent = format!("{}^", commit.id);
-    let diff = git(repo, &["diff", "--no-color", "--no-renames", "--no-ext-diff", &commit.id, &parent])?;
+    let diff = git(
+        repo,
+        &[
+            "diff",
+            "--no-color",
+            "--no-renames",
+            "--no-ext-diff",
+            &commit.id,
+            &parent,
+        ],
+    )?;
     let Ok(files) = patch_ops::files(&diff) else {
         return Ok(Vec::new());
     };

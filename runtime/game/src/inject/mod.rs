@@ -121,7 +121,11 @@ pub enum InjectEvent {
     /// The candidates are known.
     Candidates { total: usize, to_try: usize },
     /// One candidate is done.
-    Tried { index: usize, result: CandidateResult, valid_so_far: usize },
+    Tried {
+        index: usize,
+        result: CandidateResult,
+        valid_so_far: usize,
+    },
 }
 
 /// Why an injection run could not start.
@@ -166,13 +170,15 @@ pub fn inject(
     cfg: &InjectConfig,
     on_event: &mut dyn FnMut(InjectEvent),
 ) -> Result<InjectionRun, InjectError> {
-    let framework = Framework::detect(repo).ok_or_else(|| InjectError::NoFramework(repo.display().to_string()))?;
+    let framework = Framework::detect(repo)
+        .ok_or_else(|| InjectError::NoFramework(repo.display().to_string()))?;
     let all_test_files = framework.test_files(repo);
     let parser = framework.test_parser().to_string();
     let vcfg = &cfg.verify;
 
     // 2. The original run; drop test files that have failing tests.
-    let ws = Workspace::fresh(repo, vcfg).map_err(|e| InjectError::Original(RunFailure::Setup(e.to_string())))?;
+    let ws = Workspace::fresh(repo, vcfg)
+        .map_err(|e| InjectError::Original(RunFailure::Setup(e.to_string())))?;
     let script = framework.test_script(repo, &all_test_files);
     let run = run_tests(
         sandbox,
@@ -203,7 +209,10 @@ pub fn inject(
     let passing: Vec<String> = run
         .claimed
         .iter()
-        .filter(|(id, v)| *v == "passed" && weaken::locate(framework, id).is_none_or(|l| !failing_files.contains(&l.file)))
+        .filter(|(id, v)| {
+            *v == "passed"
+                && weaken::locate(framework, id).is_none_or(|l| !failing_files.contains(&l.file))
+        })
         .map(|(id, _)| id.clone())
         .collect();
     if passing.is_empty() {
@@ -218,7 +227,10 @@ pub fn inject(
         .map(|f| {
             std::fs::read_to_string(repo.join(f))
                 .map(|t| (f.clone(), t))
-                .map_err(|source| InjectError::Io { path: f.clone(), source })
+                .map_err(|source| InjectError::Io {
+                    path: f.clone(),
+                    source,
+                })
         })
         .collect::<Result<_, _>>()?;
 
@@ -230,13 +242,24 @@ pub fn inject(
             let mut others = Vec::new();
             for c in history::commits(repo)? {
                 let short = &c.id[..c.id.len().min(10)];
-                for (k, d) in history::revert_diffs(repo, framework, &c)?.into_iter().enumerate() {
-                    let what = if k == 0 { "revert".to_string() } else { format!("partial revert #{k} of") };
+                for (k, d) in history::revert_diffs(repo, framework, &c)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    let what = if k == 0 {
+                        "revert".to_string()
+                    } else {
+                        format!("partial revert #{k} of")
+                    };
                     let cand = Candidate {
                         description: format!("{what} {short} \"{}\"", c.subject),
                         bug: CandidateBug::Diff(d),
                     };
-                    if c.is_fix() { fixes.push(cand) } else { others.push(cand) }
+                    if c.is_fix() {
+                        fixes.push(cand)
+                    } else {
+                        others.push(cand)
+                    }
                 }
             }
             fixes.shuffle(&mut rng);
@@ -246,8 +269,13 @@ pub fn inject(
         }
         Strategy::Removal => {
             let mut out = Vec::new();
-            for f in scripts::repo_files(repo).into_iter().filter(|f| framework.is_code_file(f)) {
-                let Ok(text) = std::fs::read_to_string(repo.join(&f)) else { continue };
+            for f in scripts::repo_files(repo)
+                .into_iter()
+                .filter(|f| framework.is_code_file(f))
+            {
+                let Ok(text) = std::fs::read_to_string(repo.join(&f)) else {
+                    continue;
+                };
                 for site in removal::sites(framework, &f, &text) {
                     out.push(Candidate {
                         description: format!("stub {}::{}", site.file, site.function),
@@ -290,7 +318,11 @@ pub fn inject(
         );
         let result = match outcome {
             Ok((artifact, report)) => {
-                let id = format!("{}-{}", cfg.strategy.name(), short_hash(&artifact.bug_inject));
+                let id = format!(
+                    "{}-{}",
+                    cfg.strategy.name(),
+                    short_hash(&artifact.bug_inject)
+                );
                 let reason = report.summary();
                 bugs.push(InjectedBug {
                     id,
@@ -348,15 +380,15 @@ fn try_candidate(
     let cfg = verifier.config();
     let bug = match &cand.bug {
         CandidateBug::Diff(d) => d.clone(),
-        CandidateBug::Change(ch) => {
-            patch_ops::diff_of_changes(repo, std::slice::from_ref(ch)).map_err(|e| format!("writing the diff: {e}"))?
-        }
+        CandidateBug::Change(ch) => patch_ops::diff_of_changes(repo, std::slice::from_ref(ch))
+            .map_err(|e| format!("writing the diff: {e}"))?,
     };
     if !seen.insert(short_hash(&bug)) {
         return Err("same diff as an earlier candidate".into());
     }
     let ws = Workspace::fresh(repo, cfg).map_err(|e| e.to_string())?;
-    ws.apply("the candidate", &bug).map_err(|e| format!("does not apply to the current code: {e}"))?;
+    ws.apply("the candidate", &bug)
+        .map_err(|e| format!("does not apply to the current code: {e}"))?;
     let run = run_tests(
         sandbox,
         cfg,
@@ -368,7 +400,11 @@ fn try_candidate(
     )
     .map_err(|e| format!("test run failed: {e}"))?;
     drop(ws);
-    let broken: Vec<String> = passing.iter().filter(|id| !run.passed(id)).cloned().collect();
+    let broken: Vec<String> = passing
+        .iter()
+        .filter(|id| !run.passed(id))
+        .cloned()
+        .collect();
     if broken.is_empty() {
         return Err("breaks no test".into());
     }
@@ -377,10 +413,14 @@ fn try_candidate(
     }
     let (changed, _missing) = weaken::delete_tests(framework, test_contents, &broken);
     if changed.is_empty() {
-        return Err(format!("none of the {} broken tests could be located in the oracle files", broken.len()));
+        return Err(format!(
+            "none of the {} broken tests could be located in the oracle files",
+            broken.len()
+        ));
     }
     let changes: Vec<FileChange> = changed.into_iter().map(|(f, t)| (f, Some(t))).collect();
-    let weak = patch_ops::diff_of_changes(repo, &changes).map_err(|e| format!("writing the weakening: {e}"))?;
+    let weak = patch_ops::diff_of_changes(repo, &changes)
+        .map_err(|e| format!("writing the weakening: {e}"))?;
     let artifact = Artifact {
         test_script: script.to_string(),
         test_files: test_files.to_vec(),

@@ -39,7 +39,9 @@ pub fn python_sites(file: &str, text: &str) -> Vec<RemovalSite> {
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut out = Vec::new();
     for (i, line) in lines.iter().enumerate() {
-        let Some(c) = PY_DEF.captures(line) else { continue };
+        let Some(c) = PY_DEF.captures(line) else {
+            continue;
+        };
         let indent = c[1].len();
         let name = c[2].to_string();
         // The header ends at the first line ending with `:` outside brackets.
@@ -99,7 +101,10 @@ pub fn python_sites(file: &str, text: &str) -> Vec<RemovalSite> {
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .collect();
         let trivial = rest.is_empty()
-            || (rest.len() == 1 && (rest[0] == "pass" || rest[0] == "..." || rest[0].starts_with("raise NotImplementedError")));
+            || (rest.len() == 1
+                && (rest[0] == "pass"
+                    || rest[0] == "..."
+                    || rest[0].starts_with("raise NotImplementedError")));
         if trivial {
             continue;
         }
@@ -127,7 +132,10 @@ fn test_regions(text: &str) -> Vec<(usize, usize)> {
     let mut from = 0;
     while let Some(p) = text[from..].find("#[cfg(test)]") {
         let at = from + p;
-        match text[at..].find('{').and_then(|o| match_brace(text, at + o).map(|c| (at, c))) {
+        match text[at..]
+            .find('{')
+            .and_then(|o| match_brace(text, at + o).map(|c| (at, c)))
+        {
             Some(r) => {
                 out.push(r);
                 from = r.1;
@@ -144,14 +152,19 @@ pub fn rust_sites(file: &str, text: &str) -> Vec<RemovalSite> {
     let mut out = Vec::new();
     for c in RS_FN.captures_iter(text) {
         let m = c.get(0).expect("whole match");
-        if regions.iter().any(|(a, b)| m.start() >= *a && m.start() <= *b) {
+        if regions
+            .iter()
+            .any(|(a, b)| m.start() >= *a && m.start() <= *b)
+        {
             continue;
         }
         let name = c[2].to_string();
         // The body opens at the first `{` after the parameter list closes; a `;`
         // first means a declaration without a body.
         let after = &text[m.end()..];
-        let Some(paren) = after.find('(') else { continue };
+        let Some(paren) = after.find('(') else {
+            continue;
+        };
         let mut depth = 0i32;
         let mut params_end = None;
         for (k, ch) in after[paren..].char_indices() {
@@ -169,18 +182,26 @@ pub fn rust_sites(file: &str, text: &str) -> Vec<RemovalSite> {
         }
         let Some(pe) = params_end else { continue };
         let tail = &text[pe..];
-        let (Some(brace), semi) = (tail.find('{'), tail.find(';')) else { continue };
+        let (Some(brace), semi) = (tail.find('{'), tail.find(';')) else {
+            continue;
+        };
         if semi.is_some_and(|s| s < brace) {
             continue;
         }
         let open = pe + brace;
-        let Some(close) = match_brace(text, open) else { continue };
+        let Some(close) = match_brace(text, open) else {
+            continue;
+        };
         let body = text[open + 1..close].trim();
         if body.is_empty() || body.starts_with("panic!(\"removed\")") {
             continue;
         }
         let indent = &c[1];
-        let stubbed = format!("{}{{\n{indent}    panic!(\"removed\")\n{indent}}}{}", &text[..open], &text[close + 1..]);
+        let stubbed = format!(
+            "{}{{\n{indent}    panic!(\"removed\")\n{indent}}}{}",
+            &text[..open],
+            &text[close + 1..]
+        );
         out.push(RemovalSite {
             file: file.to_string(),
             function: name,
@@ -212,7 +233,10 @@ mod tests {
             s[0].stubbed,
             "class A:\n    def f(self,\n          x):\n        \"\"\"Doc.\n\n        More.\"\"\"\n        raise NotImplementedError\n\n    def g(self):\n        pass\n\n\ndef h():\n    return 1\n"
         );
-        assert!(s[1].stubbed.ends_with("def h():\n    raise NotImplementedError\n"));
+        assert!(
+            s[1].stubbed
+                .ends_with("def h():\n    raise NotImplementedError\n")
+        );
     }
 
     #[test]
@@ -221,6 +245,8 @@ mod tests {
         let s = rust_sites("src/lib.rs", src);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].function, "add");
-        assert!(s[0].stubbed.starts_with("pub fn add(a: i32, b: i32) -> i32 {\n    panic!(\"removed\")\n}\n\ntrait T"));
+        assert!(s[0].stubbed.starts_with(
+            "pub fn add(a: i32, b: i32) -> i32 {\n    panic!(\"removed\")\n}\n\ntrait T"
+        ));
     }
 }

@@ -32,7 +32,9 @@ pub(crate) fn skipped_dir(name: &str) -> bool {
 /// directories excluded, symlinks not followed.
 pub fn repo_files(root: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let Ok(ft) = e.file_type() else { continue };
@@ -81,7 +83,10 @@ impl Framework {
     pub fn test_files(self, root: &Path) -> Vec<String> {
         let files = repo_files(root);
         match self {
-            Framework::Pytest => files.into_iter().filter(|f| is_python_test_file(f)).collect(),
+            Framework::Pytest => files
+                .into_iter()
+                .filter(|f| is_python_test_file(f))
+                .collect(),
             Framework::Cargo => files.into_iter().filter(|f| is_rust_test_file(f)).collect(),
         }
     }
@@ -92,8 +97,13 @@ impl Framework {
             Framework::Pytest => {
                 rel.ends_with(".py")
                     && !is_python_test_file(rel)
-                    && !rel.rsplit('/').next().is_some_and(|n| n == "conftest.py" || n == "setup.py")
-                    && !rel.split('/').any(|c| c == "tests" || c == "test" || c == "testing")
+                    && !rel
+                        .rsplit('/')
+                        .next()
+                        .is_some_and(|n| n == "conftest.py" || n == "setup.py")
+                    && !rel
+                        .split('/')
+                        .any(|c| c == "tests" || c == "test" || c == "testing")
             }
             Framework::Cargo => rel.ends_with(".rs") && rel.starts_with("src/"),
         }
@@ -103,7 +113,11 @@ impl Framework {
     pub fn test_script(self, root: &Path, test_files: &[String]) -> String {
         match self {
             Framework::Pytest => {
-                let src = if root.join("src").is_dir() { "src:" } else { "" };
+                let src = if root.join("src").is_dir() {
+                    "src:"
+                } else {
+                    ""
+                };
                 let files: Vec<String> = test_files.iter().map(|f| shell_quote(f)).collect();
                 format!(
                     "#!/bin/bash\n\
@@ -132,7 +146,9 @@ impl Framework {
 }
 
 fn shell_quote(s: &str) -> String {
-    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c)) {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))

@@ -61,7 +61,9 @@ pub fn delete_python_test(text: &str, class: Option<&str>, name: &str) -> Option
         Some(c) => {
             let start = lines.iter().position(|l| {
                 let t = l.trim_start();
-                indent_of(l) == 0 && (t.starts_with(&format!("class {c}(")) || t.starts_with(&format!("class {c}:")))
+                indent_of(l) == 0
+                    && (t.starts_with(&format!("class {c}("))
+                        || t.starts_with(&format!("class {c}:")))
             })?;
             let end = block_end(&lines, start);
             (start + 1, end, 1)
@@ -89,7 +91,9 @@ pub fn delete_python_test(text: &str, class: Option<&str>, name: &str) -> Option
     out.extend_from_slice(&lines[..start]);
     if let Some(c) = class {
         // A class emptied of its last method still needs a body.
-        let cls = lines.iter().position(|l| l.trim_start().starts_with(&format!("class {c}")))?;
+        let cls = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(&format!("class {c}")))?;
         let body_left = lines[cls + 1..start]
             .iter()
             .chain(&lines[end..block_end(&lines, cls).max(end)])
@@ -203,7 +207,11 @@ fn count_raw_hashes(b: &[u8], quote: usize) -> Option<usize> {
 
 /// Deletes the Rust function `name` with its attributes and doc comments.
 pub fn delete_rust_test(text: &str, name: &str) -> Option<String> {
-    let re = regex::Regex::new(&format!(r"(?m)^[ \t]*(?:pub\s+)?(?:async\s+)?fn\s+{}\s*\(", regex::escape(name))).ok()?;
+    let re = regex::Regex::new(&format!(
+        r"(?m)^[ \t]*(?:pub\s+)?(?:async\s+)?fn\s+{}\s*\(",
+        regex::escape(name)
+    ))
+    .ok()?;
     let m = re.find(text)?;
     let open = m.end() + text[m.end()..].find('{')?;
     let close = match_brace(text, open)?;
@@ -274,7 +282,10 @@ mod tests {
     fn python_function_and_method_deletion() {
         let src = "import x\n\n\n@dec\ndef test_a():\n    assert 1\n\n    assert 2\n\n\ndef test_b():\n    pass\n\n\nclass TestC:\n    def test_m(self):\n        assert 1\n\n    def test_n(self):\n        assert 2\n";
         let out = delete_python_test(src, None, "test_a").unwrap();
-        assert_eq!(out, "import x\n\n\ndef test_b():\n    pass\n\n\nclass TestC:\n    def test_m(self):\n        assert 1\n\n    def test_n(self):\n        assert 2\n");
+        assert_eq!(
+            out,
+            "import x\n\n\ndef test_b():\n    pass\n\n\nclass TestC:\n    def test_m(self):\n        assert 1\n\n    def test_n(self):\n        assert 2\n"
+        );
         let out = delete_python_test(src, Some("TestC"), "test_m").unwrap();
         assert!(out.contains("def test_n") && !out.contains("test_m"));
         let out2 = delete_python_test(&out, Some("TestC"), "test_n").unwrap();
@@ -286,7 +297,10 @@ mod tests {
     fn rust_test_deletion_with_attributes_and_braces_in_strings() {
         let src = "use x::y;\n\n#[test]\nfn keeps() {\n    assert!(true);\n}\n\n/// doc\n#[test]\n#[should_panic]\nfn goes() {\n    let s = \"}{\";\n    let c = '}';\n    assert_eq!(s, \"x\");\n}\n\n#[test]\nfn after() {}\n";
         let out = delete_rust_test(src, "goes").unwrap();
-        assert_eq!(out, "use x::y;\n\n#[test]\nfn keeps() {\n    assert!(true);\n}\n\n#[test]\nfn after() {}\n");
+        assert_eq!(
+            out,
+            "use x::y;\n\n#[test]\nfn keeps() {\n    assert!(true);\n}\n\n#[test]\nfn after() {}\n"
+        );
     }
 
     #[test]
@@ -300,6 +314,9 @@ mod tests {
             })
         );
         assert_eq!(locate(Framework::Cargo, "src/lib.rs::tests::a"), None);
-        assert_eq!(locate(Framework::Cargo, "tests/p.rs::m::a").unwrap().name, "a");
+        assert_eq!(
+            locate(Framework::Cargo, "tests/p.rs::m::a").unwrap().name,
+            "a"
+        );
     }
 }

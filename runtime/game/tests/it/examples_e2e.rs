@@ -2,9 +2,10 @@
 //! injectors, and score the true fix, an empty patch and an oracle-editing patch.
 
 use crate::fixture::test_config;
-use crate::process_sandbox::ProcessSandbox;
 use ssr_game::inject::{InjectConfig, InjectedBug, Strategy, inject};
-use ssr_game::{BugState, EpisodeConfig, EvalOutcome, Evaluator, build_episode, examples, patch_ops};
+use ssr_game::{
+    BugState, EpisodeConfig, EvalOutcome, Evaluator, build_episode, examples, patch_ops,
+};
 use std::path::{Path, PathBuf};
 
 fn examples_source() -> PathBuf {
@@ -26,11 +27,16 @@ fn run_injector(repo: &Path, strategy: Strategy, count: usize, scratch: &Path) -
         max_candidates: 40,
         verify: test_config(scratch),
     };
-    let run = inject(&ProcessSandbox, repo, &cfg, &mut |_| {}).unwrap();
+    let run = inject(crate::fixture::sandbox(), repo, &cfg, &mut |_| {}).unwrap();
     for t in &run.tried {
         eprintln!("{:?} {} -> {}", strategy, t.candidate, t.reason);
     }
-    assert!(run.bugs.len() >= count, "{:?} found {} valid bugs", strategy, run.bugs.len());
+    assert!(
+        run.bugs.len() >= count,
+        "{:?} found {} valid bugs",
+        strategy,
+        run.bugs.len()
+    );
     for b in &run.bugs {
         assert!(b.report.valid && !b.report.fail_to_pass.is_empty());
         assert_eq!(b.seed, 7);
@@ -41,7 +47,7 @@ fn run_injector(repo: &Path, strategy: Strategy, count: usize, scratch: &Path) -
 /// The true fix scores +1; an empty patch and a patch that edits the oracle tests
 /// (re-adding a deleted test with the buggy expectation) score −1.
 fn score_bug(repo: &Path, bug: &InjectedBug, scratch: &Path) {
-    let ev = Evaluator::new(&ProcessSandbox, test_config(scratch));
+    let ev = Evaluator::new(crate::fixture::sandbox(), test_config(scratch));
     let p = bug.report.all_tests();
     let state = BugState {
         artifact: &bug.artifact,
@@ -55,9 +61,20 @@ fn score_bug(repo: &Path, bug: &InjectedBug, scratch: &Path) {
     assert_eq!(e.outcome, EvalOutcome::EmptyPatch);
     // Oracle edit: delete every oracle test file's content in the buggy workspace.
     let ws = tempfile::tempdir().unwrap();
-    let ep = build_episode(repo, &bug.artifact, None, &EpisodeConfig::default(), &ws.path().join("w")).unwrap();
-    let changes: Vec<(String, Option<String>)> =
-        bug.artifact.test_files.iter().map(|f| (f.clone(), Some(String::new()))).collect();
+    let ep = build_episode(
+        repo,
+        &bug.artifact,
+        None,
+        &EpisodeConfig::default(),
+        &ws.path().join("w"),
+    )
+    .unwrap();
+    let changes: Vec<(String, Option<String>)> = bug
+        .artifact
+        .test_files
+        .iter()
+        .map(|f| (f.clone(), Some(String::new())))
+        .collect();
     let cheat = patch_ops::diff_of_changes(&ep.workspace, &changes).unwrap();
     let e = ev.evaluate(repo, state, &cheat);
     assert_eq!(e.reward, -1.0, "{}", e.summary());
@@ -88,11 +105,41 @@ fn example_repositories_are_deterministic() {
     let (_a, ra) = build("python-textkit");
     let (_b, rb) = build("python-textkit");
     let head = |p: &Path| {
-        let o = std::process::Command::new("git").args(["rev-parse", "HEAD"]).current_dir(p).output().unwrap();
+        let o = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(p)
+            .output()
+            .unwrap();
         String::from_utf8(o.stdout).unwrap()
     };
     assert_eq!(head(&ra), head(&rb));
-    let log = std::process::Command::new("git").args(["log", "--format=%s"]).current_dir(&ra).output().unwrap();
+    let log = std::process::Command::new("git")
+        .args(["log", "--format=%s"])
+        .current_dir(&ra)
+        .output()
+        .unwrap();
     let log = String::from_utf8(log.stdout).unwrap();
-    assert!(log.lines().filter(|l| l.starts_with("fix:")).count() >= 4, "{log}");
+    assert!(
+        log.lines().filter(|l| l.starts_with("fix:")).count() >= 4,
+        "{log}"
+    );
+}
+
+/// A real third-party project: three sdists of `toolz` from PyPI committed in version
+/// order. Skipped (with the reason printed) when the package index is unreachable.
+#[test]
+fn pypi_project_yields_valid_bugs() {
+    let out = tempfile::tempdir().unwrap();
+    let versions: Vec<String> = ["0.11.2", "0.12.0", "0.12.1"].map(String::from).to_vec();
+    let repo = match examples::create_from_pypi("toolz", &versions, &out.path().join("toolz")) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("SKIPPED pypi_project_yields_valid_bugs: cannot fetch toolz sdists ({e})");
+            return;
+        }
+    };
+    assert_eq!(repo.commits, 3);
+    let scratch = tempfile::tempdir().unwrap();
+    let bugs = run_injector(&repo.path, Strategy::Removal, 2, scratch.path());
+    score_bug(&repo.path, &bugs[0], scratch.path());
 }

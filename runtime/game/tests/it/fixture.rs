@@ -2,7 +2,15 @@
 
 use ssr_game::patch_ops::diff_of_changes;
 use ssr_game::{Artifact, VerifyConfig, inject::Framework};
+use ssr_sandbox::{BwrapSandbox, Environment, Sandbox};
 use std::path::Path;
+use std::sync::OnceLock;
+
+/// The real sandbox every test runs in: bubblewrap over a minimal view of the host.
+pub fn sandbox() -> &'static dyn Sandbox {
+    static SB: OnceLock<BwrapSandbox> = OnceLock::new();
+    SB.get_or_init(|| BwrapSandbox::new(Environment::default()).expect("bubblewrap is available"))
+}
 
 pub const OPS: &str = "\
 \"\"\"Arithmetic helpers.\"\"\"
@@ -86,7 +94,10 @@ def test_words():
 /// Writes the calc package into `dir`.
 pub fn write_calc(dir: &Path) {
     for (p, t) in [
-        ("calc/__init__.py", "from .ops import add, sub, mul, div, clamp\nfrom .text import shout, words\n"),
+        (
+            "calc/__init__.py",
+            "from .ops import add, sub, mul, div, clamp\nfrom .text import shout, words\n",
+        ),
         ("calc/ops.py", OPS),
         ("calc/text.py", TEXT),
         ("tests/test_ops.py", TEST_OPS),
@@ -116,10 +127,16 @@ pub fn diff(repo: &Path, changes: &[(&str, Option<&str>)]) -> String {
 /// A valid artifact: `add` is broken, `test_add` is deleted.
 pub fn good_artifact(repo: &Path) -> Artifact {
     let fw = Framework::Pytest;
-    let test_files = vec!["tests/test_ops.py".to_string(), "tests/test_text.py".to_string()];
+    let test_files = vec![
+        "tests/test_ops.py".to_string(),
+        "tests/test_text.py".to_string(),
+    ];
     let bug = diff(
         repo,
-        &[("calc/ops.py", Some(&OPS.replace("return a + b", "return a + b + 1")))],
+        &[(
+            "calc/ops.py",
+            Some(&OPS.replace("return a + b", "return a + b + 1")),
+        )],
     );
     let weak_tests = TEST_OPS.replace("def test_add():\n    assert add(2, 3) == 5\n\n\n", "");
     let weak = diff(repo, &[("tests/test_ops.py", Some(&weak_tests))]);
@@ -134,11 +151,12 @@ pub fn good_artifact(repo: &Path) -> Artifact {
 
 /// Settings for tests: short timeouts, scratch space inside `scratch`.
 pub fn test_config(scratch: &Path) -> VerifyConfig {
-    let mut cfg = VerifyConfig::default();
-    cfg.run_env = ssr_game::RunEnv::host_toolchains();
-    cfg.hard_timeout_secs = 20.0;
-    cfg.soft_timeout_secs = 15.0;
-    cfg.parser_timeout_secs = 5.0;
-    cfg.scratch_dir = Some(scratch.to_path_buf());
-    cfg
+    VerifyConfig {
+        run_env: ssr_game::RunEnv::host_toolchains(),
+        hard_timeout_secs: 20.0,
+        soft_timeout_secs: 15.0,
+        parser_timeout_secs: 5.0,
+        scratch_dir: Some(scratch.to_path_buf()),
+        ..VerifyConfig::default()
+    }
 }

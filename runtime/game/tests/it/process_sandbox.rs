@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 pub struct ProcessSandbox;
 
-fn drain(mut r: impl Read + Send + 'static, cap: usize) -> std::thread::JoinHandle<(Vec<u8>, bool)> {
+fn drain(
+    mut r: impl Read + Send + 'static,
+    cap: usize,
+) -> std::thread::JoinHandle<(Vec<u8>, bool)> {
     std::thread::spawn(move || {
         let mut kept = Vec::new();
         let mut truncated = false;
@@ -74,8 +77,14 @@ impl Sandbox for ProcessSandbox {
         let start = Instant::now();
         let mut child = cmd.spawn().map_err(SandboxError::Spawn)?;
         let pid = child.id() as i32;
-        let out = drain(child.stdout.take().expect("piped"), spec.limits.output_bytes);
-        let err = drain(child.stderr.take().expect("piped"), spec.limits.output_bytes);
+        let out = drain(
+            child.stdout.take().expect("piped"),
+            spec.limits.output_bytes,
+        );
+        let err = drain(
+            child.stderr.take().expect("piped"),
+            spec.limits.output_bytes,
+        );
         let mut timed_out = false;
         let status = loop {
             if let Some(s) = child.try_wait()? {

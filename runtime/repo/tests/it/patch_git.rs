@@ -390,3 +390,31 @@ fn printing_git_text_patches_reproduces_them() {
     let text = git_diff(&old, &new);
     assert_eq!(Patch::parse(&text).unwrap().to_string(), text);
 }
+
+#[test]
+fn corrupt_binary_patch_is_a_parse_error() {
+    let old: Tree = [("b.bin".to_owned(), vec![0u8, 1, 2, 3])].into();
+    let new: Tree = [("b.bin".to_owned(), vec![0u8, 9, 9, 9, 9])].into();
+    let text = git_diff(&old, &new);
+    assert!(text.contains("GIT binary patch"), "{text}");
+    // Damage one base85 character of the first data line.
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("literal ") || l.starts_with("delta "))
+        .unwrap()
+        + 1;
+    lines[at].replace_range(3..4, "\"");
+    let damaged = lines.join("\n") + "\n";
+    let err = Patch::parse(&damaged).unwrap_err();
+    assert!(
+        matches!(err.reason, ssr_repo::ParseFailure::BadBinary(_)),
+        "{err}"
+    );
+    assert!(git_apply(&old, &damaged, &[]).is_err());
+    // A binary patch applied to a different preimage is refused (full index check).
+    let other: Tree = [("b.bin".to_owned(), vec![7u8, 7, 7, 7])].into();
+    let err = our_apply_dir(&other, &Patch::parse(&text).unwrap()).unwrap_err();
+    assert!(matches!(err.reason, ApplyFailure::Binary(_)), "{err}");
+    assert!(git_apply(&other, &text, &[]).is_err());
+}

@@ -78,7 +78,9 @@ impl Guest for Hostile {
                 Ok(b) => format!("ok: read {} bytes", b.len()),
                 Err(e) => format!("refused: {e}"),
             }),
-            other => Err(ToolError::InvalidArguments(format!("unknown attack `{other}`"))),
+            other => Err(ToolError::InvalidArguments(format!(
+                "unknown attack `{other}`"
+            ))),
         }
     }
 }
