@@ -214,19 +214,22 @@ impl AppState {
         }
     }
 
-    fn check_prompt(&self, ids: &[u32], max_tokens: usize) -> Result<(), Response> {
+    fn check_prompt(&self, ids: &[u32], max_tokens: usize) -> Result<(), Box<Response>> {
         let ctx = self.completer.context_tokens();
         if ids.is_empty() {
-            return Err(error(StatusCode::BAD_REQUEST, "the prompt is empty"));
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "the prompt is empty",
+            )));
         }
         if ids.len() + max_tokens.min(1) > ctx {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::BAD_REQUEST,
                 format!(
                     "the prompt has {} tokens; the model's context is {ctx}",
                     ids.len()
                 ),
-            ));
+            )));
         }
         Ok(())
     }
@@ -311,7 +314,7 @@ async fn completions(
         req.seed,
     );
     if let Err(r) = st.check_prompt(&ids, opts.max_tokens) {
-        return r;
+        return *r;
     }
     let g = match st.completer.complete(ids, opts).await {
         Ok(g) => g,
@@ -434,7 +437,7 @@ async fn chat(
         req.seed,
     );
     if let Err(r) = st.check_prompt(&ids, opts.max_tokens) {
-        return r;
+        return *r;
     }
     let g = match st.completer.complete(ids, opts).await {
         Ok(g) => g,

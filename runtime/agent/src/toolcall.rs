@@ -187,13 +187,13 @@ fn parse_cwm_body(body: &str, tools: &[ToolShape]) -> Result<ToolCall, ToolCallE
     let raw = raw.strip_prefix('\n').unwrap_or(raw);
     let raw = raw.strip_suffix('\n').unwrap_or(raw);
     let trimmed = raw.trim();
-    if trimmed.starts_with('{') {
-        if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(trimmed) {
-            return Ok(ToolCall {
-                name,
-                arguments: Value::Object(map),
-            });
-        }
+    if trimmed.starts_with('{')
+        && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(trimmed)
+    {
+        return Ok(ToolCall {
+            name,
+            arguments: Value::Object(map),
+        });
     }
     let primary = tools
         .iter()

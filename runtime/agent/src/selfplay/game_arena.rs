@@ -233,7 +233,7 @@ impl Arena for GameArena {
         bug_id: &str,
         bug_dir: &Path,
     ) -> Result<Verdict, ArenaError> {
-        let strategy = if seed % 2 == 0 {
+        let strategy = if seed.is_multiple_of(2) {
             Strategy::Removal
         } else {
             Strategy::History
