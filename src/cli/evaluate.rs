@@ -5,7 +5,9 @@
 //!
 //! `--json` prints the `Evaluation`: `{"reward": 1.0 | -1.0, "solved": bool,
 //! "outcome": {"kind": "solved" | "empty_patch" | "does_not_apply" | "timed_out" |
-//! "run_failed" | "tests_failing", ...}, "failing": [id], "missing": [id], "wall_ms"}`.
+//! "run_failed" | "tests_failing", ...}, "failing": [id], "missing": [id],
+//! "dropped": [path], "notes": [string], "wall_ms"}`. `dropped` names the files whose
+//! sections of the patch were left out (oracle files and test infrastructure).
 
 use super::verify::{GameOpts, game_sandbox};
 use anyhow::Context;
@@ -60,15 +62,18 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         report.summary()
     );
     let tests = report.all_tests();
-    let e = Evaluator::new(&sandbox, cfg).evaluate(
-        &args.repo,
-        BugState {
-            artifact: &artifact,
-            higher_order_patch: ho.as_deref(),
-            tests: &tests,
-        },
-        &patch,
-    );
+    let e = Evaluator::new(&sandbox, cfg)
+        .with_protected_globs(ssr_game::EpisodeConfig::default().protected_globs)
+        .expecting_log_format(report.log_format)
+        .evaluate(
+            &args.repo,
+            BugState {
+                artifact: &artifact,
+                higher_order_patch: ho.as_deref(),
+                tests: &tests,
+            },
+            &patch,
+        );
     if args.json {
         println!("{}", serde_json::to_string_pretty(&e)?);
     } else {

@@ -60,14 +60,7 @@ pub enum StoreError {
 
 /// HEAD of the git repository at `repo`, when it is one.
 pub fn head_commit(repo: &Path) -> Option<String> {
-    let out = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(repo)
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    ssr_repo::Repo::open(repo).ok()?.head_id().ok()
 }
 
 /// Writes `<root>/<meta.id>/`.

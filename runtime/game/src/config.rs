@@ -174,7 +174,9 @@ impl VerifyConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeConfig {
     /// Globs (relative to the repository root, gitignore-like `**`) of test
-    /// infrastructure made read-only for the solver, besides the oracle files.
+    /// infrastructure made read-only for the solver, besides the oracle files
+    /// (default: [`crate::protected::DEFAULT_PROTECTED_GLOBS`]). The evaluator drops
+    /// solver-patch sections touching the same set.
     pub protected_globs: Vec<String>,
     /// Build leftovers removed from the buggy workspace (directory or file names).
     pub leftover_globs: Vec<String>,
@@ -183,16 +185,7 @@ pub struct EpisodeConfig {
 impl Default for EpisodeConfig {
     fn default() -> Self {
         EpisodeConfig {
-            protected_globs: [
-                "**/conftest.py",
-                "**/pytest.ini",
-                "**/tox.ini",
-                "**/setup.cfg",
-                "**/pyproject.toml",
-                "**/.cargo/config.toml",
-            ]
-            .map(String::from)
-            .to_vec(),
+            protected_globs: crate::protected::default_globs(),
             leftover_globs: [
                 "**/__pycache__",
                 "**/*.pyc",

@@ -5,19 +5,22 @@
 //! The workspace is original + bug + weakening (+ a higher-order patch), with no
 //! `.git` from the original, a fresh single-commit repository (fixed identity and
 //! date, so nothing about the original leaks through timestamps), and build
-//! leftovers that could hold the original code removed.
+//! leftovers that could hold the original code removed. The state is built in a
+//! snapshot of the original (`workspace`), then `ssr-repo`'s `history_free_copy`
+//! writes it to the destination and commits it once with gix (no `git` program).
 //!
 //! Does not own: running the solver (the agent), enforcing read-only paths (the tool
 //! host and sandbox do, from [`SolverEpisode::read_only_paths`]), or scoring.
 
-use crate::artifact::{Artifact, check_repo_path};
-use crate::config::EpisodeConfig;
+use crate::artifact::Artifact;
+use crate::config::{EpisodeConfig, VerifyConfig};
 use crate::patch_ops;
-use crate::workspace::{WorkspaceError, copy_tree};
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use crate::protected::{GlobError, ProtectedSet, globset};
+use crate::workspace::{WorkspaceBase, WorkspaceError};
+use globset::GlobSet;
 use serde::{Deserialize, Serialize};
+use ssr_repo::copy::{CopyError, CopyOptions, history_free_copy};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The fixed task template; the reversed weakening follows in a diff block.
 pub const TASK_TEMPLATE: &str = "The test suite of this project is being improved with the changes below. \
@@ -46,40 +49,18 @@ pub enum EpisodeError {
     Workspace(#[from] WorkspaceError),
     #[error("the destination {0} exists and is not empty")]
     DestinationNotEmpty(PathBuf),
-    #[error("invalid glob `{glob}`: {error}")]
-    Glob { glob: String, error: String },
+    #[error(transparent)]
+    Glob(#[from] GlobError),
     #[error("{0}")]
     Patch(#[from] patch_ops::PatchError),
-    #[error("git {args}: {error}")]
-    Git { args: String, error: String },
+    #[error("writing the history-free repository: {0}")]
+    Copy(#[from] CopyError),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-}
-
-fn globset(globs: &[String]) -> Result<GlobSet, EpisodeError> {
-    let mut b = GlobSetBuilder::new();
-    for g in globs {
-        let glob = Glob::new(g).map_err(|e| EpisodeError::Glob {
-            glob: g.clone(),
-            error: e.to_string(),
-        })?;
-        b.add(glob);
-        // `**/x` should also match `x` at the root.
-        if let Some(rest) = g.strip_prefix("**/") {
-            b.add(Glob::new(rest).map_err(|e| EpisodeError::Glob {
-                glob: g.clone(),
-                error: e.to_string(),
-            })?);
-        }
-    }
-    b.build().map_err(|e| EpisodeError::Glob {
-        glob: globs.join(","),
-        error: e.to_string(),
-    })
 }
 
 /// The task text for an artifact: the template and the reversed weakening.
@@ -96,36 +77,6 @@ fn ensure_newline(s: &str) -> String {
         s.to_string()
     } else {
         format!("{s}\n")
-    }
-}
-
-fn git(dir: &Path, args: &[&str]) -> Result<(), EpisodeError> {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=ssr",
-            "-c",
-            "user.email=ssr@localhost",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap_or(dir))
-        .env("GIT_AUTHOR_DATE", "2000-01-01T00:00:00Z")
-        .env("GIT_COMMITTER_DATE", "2000-01-01T00:00:00Z")
-        .output()
-        .map_err(|e| EpisodeError::Git {
-            args: args.join(" "),
-            error: e.to_string(),
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(EpisodeError::Git {
-            args: args.join(" "),
-            error: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
     }
 }
 
@@ -158,7 +109,7 @@ fn remove_matching(root: &Path, dir: &Path, set: &GlobSet) -> Result<(), Episode
 
 /// Collects the files under `root` (hidden directories included, `.git` excluded)
 /// whose relative path matches `set`.
-fn collect_matching(root: &Path, dir: &Path, set: &GlobSet, out: &mut Vec<String>) {
+fn collect_matching(root: &Path, dir: &Path, set: &ProtectedSet, out: &mut Vec<String>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
@@ -172,7 +123,9 @@ fn collect_matching(root: &Path, dir: &Path, set: &GlobSet, out: &mut Vec<String
         }
         match e.file_type() {
             Ok(ft) if ft.is_dir() => collect_matching(root, &p, set, out),
-            Ok(_) if set.is_match(rel) => out.push(rel.to_string_lossy().into_owned()),
+            Ok(_) if set.is_infrastructure(&rel.to_string_lossy()) => {
+                out.push(rel.to_string_lossy().into_owned())
+            }
             _ => {}
         }
     }
@@ -201,28 +154,35 @@ pub fn build_episode(
         path: dest.to_path_buf(),
         source,
     })?;
-    copy_tree(original, dest, &|rel| rel == Path::new(".git"))?;
-    patch_ops::apply(dest, &artifact.bug_inject)?;
-    patch_ops::apply(dest, &artifact.test_weaken)?;
+    // Build the buggy state in a snapshot, then copy it out as a fresh repository.
+    let base = WorkspaceBase::new(original, &VerifyConfig::default())?;
+    let staging = base.fresh()?;
+    let apply = |what: &str, diff: &str| staging.apply(what, diff).map_err(EpisodeError::Workspace);
+    apply("bug_inject.diff", &artifact.bug_inject)?;
+    apply("test_weaken.diff", &artifact.test_weaken)?;
     if let Some(ho) = higher_order_patch {
-        patch_ops::apply(dest, ho)?;
+        apply("the higher-order patch", ho)?;
     }
-    remove_matching(dest, dest, &globset(&cfg.leftover_globs)?)?;
-    git(dest, &["init", "-q"])?;
-    git(dest, &["add", "-A"])?;
-    git(
-        dest,
-        &["commit", "-q", "--allow-empty", "-m", "Initial commit"],
+    remove_matching(
+        staging.path(),
+        staging.path(),
+        &globset(&cfg.leftover_globs)?,
     )?;
+    history_free_copy(
+        staging.path(),
+        dest,
+        &CopyOptions {
+            // Leftovers are already gone, by the configured globs.
+            exclude: Vec::new(),
+            message: "Initial commit".into(),
+        },
+    )?;
+    drop(staging);
 
-    let mut read_only: Vec<String> = Vec::new();
-    for f in &artifact.test_files {
-        let f = check_repo_path(f).map_err(patch_ops::PatchError::from)?;
-        if !read_only.contains(&f) {
-            read_only.push(f);
-        }
-    }
-    let protected = globset(&cfg.protected_globs)?;
+    // Read-only: the oracle files and the test infrastructure present (the same
+    // protected set the evaluator drops from patches).
+    let protected = ProtectedSet::new(&artifact.test_files, &cfg.protected_globs)?;
+    let mut read_only: Vec<String> = protected.oracle().cloned().collect();
     let mut found = Vec::new();
     collect_matching(dest, dest, &protected, &mut found);
     for f in found {

@@ -5,21 +5,30 @@
 //!
 //! Never trusts the solver's workspace: only its patch text crosses over. The script
 //! and parser come from the stored artifact and are mounted read-only (see
-//! `testrun`), so code the solver wrote cannot rewrite them.
+//! `testrun`), so code the solver wrote cannot rewrite them. Sections of the patch
+//! that touch an oracle file or test infrastructure (the [`ProtectedSet`] the solver
+//! episode grants read-only: a new `conftest.py`, `sitecustomize.py`, `*.pth`, pytest
+//! or cargo configuration, `build.rs`, ...) are dropped before applying, and named in
+//! `dropped`. A test counts as passed only when the stored parser says so *and* the
+//! trusted parser of the log's format does not contradict it (see `trusted`: a fake
+//! `PASSED` line, or a run whose framework summary is missing or inconsistent, does
+//! not pass a test).
 //!
 //! JSON of an [`Evaluation`] (`ssr evaluate --json`):
 //! `{ "reward": 1.0 | -1.0, "solved": bool, "outcome": { "kind": "solved" | "empty_patch"
 //! | "does_not_apply" | "timed_out" | "run_failed" | "tests_failing", ... },
-//! "failing": [id], "missing": [id], "wall_ms": u64 }`.
+//! "failing": [id], "missing": [id], "dropped": [path], "notes": [string], "wall_ms": u64 }`.
 //!
 //! Does not own: producing the patch (the agent) or turning failures into new bugs
 //! (`higher_order`).
 
 use crate::artifact::{Artifact, check_repo_path};
 use crate::config::VerifyConfig;
-use crate::patch_ops;
+use crate::patch_ops::{self, Patch};
+use crate::protected::{ProtectedSet, default_globs};
 use crate::reward::solver_reward;
-use crate::testrun::{Harness, RunFailure, run_tests};
+use crate::testrun::{Harness, RunFailure, TestRun, run_tests};
+use crate::trusted::LogFormat;
 use crate::workspace::Workspace;
 use serde::{Deserialize, Serialize};
 use ssr_sandbox::Sandbox;
@@ -54,6 +63,13 @@ pub struct Evaluation {
     pub failing: Vec<String>,
     /// Tests of `P` the parser did not report.
     pub missing: Vec<String>,
+    /// Paths whose sections of the solver patch were dropped (oracle files and test
+    /// infrastructure), sorted.
+    #[serde(default)]
+    pub dropped: Vec<String>,
+    /// What else the scoring noticed (an incomplete run, a log in another format).
+    #[serde(default)]
+    pub notes: Vec<String>,
     pub wall_ms: u64,
 }
 
@@ -66,8 +82,16 @@ impl Evaluation {
             outcome,
             failing,
             missing,
+            dropped: Vec::new(),
+            notes: Vec::new(),
             wall_ms: t0.elapsed().as_millis() as u64,
         }
+    }
+
+    fn with(mut self, dropped: Vec<String>, notes: Vec<String>) -> Self {
+        self.dropped = dropped;
+        self.notes = notes;
+        self
     }
 
     /// One line for people.
@@ -95,7 +119,17 @@ impl Evaluation {
                 )
             }
         };
-        format!("reward {:+}: {why}", self.reward)
+        let mut line = format!("reward {:+}: {why}", self.reward);
+        if !self.dropped.is_empty() {
+            line.push_str(&format!(
+                " (dropped the patch's sections for protected files: {})",
+                self.dropped.join(", ")
+            ));
+        }
+        for note in &self.notes {
+            line.push_str(&format!("; {note}"));
+        }
+        line
     }
 }
 
@@ -113,42 +147,90 @@ pub struct BugState<'a> {
 pub struct Evaluator<'a> {
     sandbox: &'a dyn Sandbox,
     cfg: VerifyConfig,
+    protected_globs: Vec<String>,
+    expected_format: Option<LogFormat>,
 }
 
 impl<'a> Evaluator<'a> {
+    /// An evaluator protecting the default test infrastructure
+    /// ([`crate::protected::DEFAULT_PROTECTED_GLOBS`]).
     pub fn new(sandbox: &'a dyn Sandbox, cfg: VerifyConfig) -> Self {
-        Evaluator { sandbox, cfg }
+        Evaluator {
+            sandbox,
+            cfg,
+            protected_globs: default_globs(),
+            expected_format: None,
+        }
     }
 
-    /// Builds original + bug + weakening (+ higher-order patch), applies `patch`,
-    /// restores the oracle files, and runs the stored harness.
+    /// Protects these infrastructure globs instead: pass the solver episode's
+    /// `EpisodeConfig::protected_globs`, so the set made read-only and the set dropped
+    /// from patches are one.
+    pub fn with_protected_globs(mut self, globs: Vec<String>) -> Self {
+        self.protected_globs = globs;
+        self
+    }
+
+    /// The log format the verifier recognised on this bug (`VerificationReport::
+    /// log_format`). When set, a run whose log a trusted parser does not read as that
+    /// format counts as incomplete: no test passes.
+    pub fn expecting_log_format(mut self, format: Option<LogFormat>) -> Self {
+        self.expected_format = format;
+        self
+    }
+
+    /// The protected set of a bug: its oracle files and this evaluator's globs.
+    pub fn protected_set(
+        &self,
+        artifact: &Artifact,
+    ) -> Result<ProtectedSet, crate::protected::GlobError> {
+        ProtectedSet::new(&artifact.test_files, &self.protected_globs)
+    }
+
+    /// Builds original + bug + weakening (+ higher-order patch), applies `patch`
+    /// without its protected sections, restores the oracle files, and runs the stored
+    /// harness.
     pub fn evaluate(&self, original: &Path, bug: BugState<'_>, patch: &str) -> Evaluation {
         let t0 = Instant::now();
         let none = Vec::new;
         if patch.trim().is_empty() {
             return Evaluation::new(EvalOutcome::EmptyPatch, none(), none(), t0);
         }
-        match patch_ops::files(patch) {
-            Ok(f) if f.is_empty() => {
-                return Evaluation::new(EvalOutcome::EmptyPatch, none(), none(), t0);
-            }
-            Ok(_) => {}
+        let does_not_apply = |error: String| {
+            Evaluation::new(EvalOutcome::DoesNotApply { error }, none(), none(), t0)
+        };
+        let parsed = match patch_ops::parse(patch) {
+            Ok(p) => p,
+            Err(e) => return does_not_apply(e.to_string()),
+        };
+        let protected = match self.protected_set(bug.artifact) {
+            Ok(p) => p,
             Err(e) => {
                 return Evaluation::new(
-                    EvalOutcome::DoesNotApply {
-                        error: e.to_string(),
+                    EvalOutcome::RunFailed {
+                        error: format!("protected globs: {e}"),
                     },
                     none(),
                     none(),
                     t0,
                 );
             }
+        };
+        let (kept, dropped) = parsed.partition(|f| !f.paths().any(|p| protected.contains(p)));
+        let dropped: Vec<String> = dropped
+            .files
+            .iter()
+            .flat_map(|f| f.paths().map(str::to_owned).collect::<Vec<_>>())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if kept.is_empty() {
+            return Evaluation::new(EvalOutcome::EmptyPatch, none(), none(), t0)
+                .with(dropped, none());
         }
-        let ws = match self.prepare(original, bug, patch) {
+        let ws = match self.prepare(original, bug, &kept) {
             Ok(ws) => ws,
-            Err(error) => {
-                return Evaluation::new(EvalOutcome::DoesNotApply { error }, none(), none(), t0);
-            }
+            Err(error) => return does_not_apply(error).with(dropped, none()),
         };
         let run = run_tests(
             self.sandbox,
@@ -170,7 +252,8 @@ impl<'a> Evaluator<'a> {
                     none(),
                     none(),
                     t0,
-                );
+                )
+                .with(dropped, none());
             }
             Err(e) => {
                 return Evaluation::new(
@@ -180,9 +263,11 @@ impl<'a> Evaluator<'a> {
                     none(),
                     none(),
                     t0,
-                );
+                )
+                .with(dropped, none());
             }
         };
+        let (passes, notes) = self.judge(&run);
         let missing: Vec<String> = bug
             .tests
             .iter()
@@ -192,7 +277,7 @@ impl<'a> Evaluator<'a> {
         let failing: Vec<String> = bug
             .tests
             .iter()
-            .filter(|id| run.claimed.contains_key(*id) && !run.passed(id))
+            .filter(|id| run.claimed.contains_key(*id) && !passes(id))
             .cloned()
             .collect();
         let outcome = if missing.is_empty() && failing.is_empty() {
@@ -203,14 +288,39 @@ impl<'a> Evaluator<'a> {
                 missing: missing.len(),
             }
         };
-        Evaluation::new(outcome, failing, missing, t0)
+        Evaluation::new(outcome, failing, missing, t0).with(dropped, notes)
+    }
+
+    /// Which tests of a run count as passed, and notes on why some cannot.
+    fn judge<'r>(&self, run: &'r TestRun) -> (Box<dyn Fn(&str) -> bool + 'r>, Vec<String>) {
+        let mut notes = Vec::new();
+        let seen = run.trusted.as_ref().map(|t| t.format);
+        if let Some(want) = self.expected_format
+            && seen != Some(want)
+        {
+            notes.push(format!(
+                "the log is not a complete {} log as at verification ({}), so no test counts as passed",
+                want.name(),
+                seen.map_or("format not recognised", LogFormat::name)
+            ));
+            return (Box::new(|_| false), notes);
+        }
+        if let Some(t) = &run.trusted
+            && let Some(why) = &t.incomplete
+        {
+            notes.push(format!(
+                "the {} run is incomplete ({why}), so no test counts as passed",
+                t.format.name()
+            ));
+        }
+        (Box::new(|id| run.passed_trusted(id)), notes)
     }
 
     fn prepare(
         &self,
         original: &Path,
         bug: BugState<'_>,
-        patch: &str,
+        patch: &Patch,
     ) -> Result<Workspace, String> {
         let ws = Workspace::fresh(original, &self.cfg).map_err(|e| e.to_string())?;
         ws.apply("bug_inject.diff", &bug.artifact.bug_inject)
@@ -221,8 +331,8 @@ impl<'a> Evaluator<'a> {
             ws.apply("the higher-order patch", ho)
                 .map_err(|e| e.to_string())?;
         }
-        ws.apply("the solver patch", patch)
-            .map_err(|e| e.to_string())?;
+        patch_ops::apply_patch(ws.path(), patch)
+            .map_err(|e| format!("applying the solver patch: {e}"))?;
         // Oracle files always come back as in the original, whatever the patch did.
         for f in &bug.artifact.test_files {
             let f = check_repo_path(f).map_err(|e| format!("test_files.txt: {e}"))?;

@@ -12,7 +12,6 @@
 //! Does not own: anything about bugs (the injectors read these repositories like any
 //! other).
 
-use crate::workspace::copy_tree;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -330,4 +329,42 @@ pub fn create_from_pypi(
         commits: b.count,
         head: b.head()?,
     })
+}
+
+/// Copies the tree under `src` into `dst` (which exists), skipping entries whose path
+/// relative to `src` satisfies `skip`. Symlinks are copied as links, never followed.
+/// (Building examples is a setup step: a plain copy is all it needs.)
+fn copy_tree(src: &Path, dst: &Path, skip: &dyn Fn(&Path) -> bool) -> std::io::Result<()> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        dst_root: &Path,
+        skip: &dyn Fn(&Path) -> bool,
+    ) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
+            if skip(rel) {
+                continue;
+            }
+            let target = dst_root.join(rel);
+            let ft = entry.file_type()?;
+            if ft.is_dir() {
+                std::fs::create_dir_all(&target)?;
+                walk(root, &path, dst_root, skip)?;
+            } else if ft.is_symlink() {
+                if target.symlink_metadata().is_ok() {
+                    std::fs::remove_file(&target)?;
+                }
+                std::os::unix::fs::symlink(std::fs::read_link(&path)?, &target)?;
+            } else {
+                std::fs::copy(&path, &target)?;
+            }
+        }
+        Ok(())
+    }
+    walk(src, src, dst, skip)
 }

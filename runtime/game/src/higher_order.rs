@@ -1,12 +1,13 @@
 //! Higher-order bugs (`SSR_SPEC.md` section 6): a failed solver patch applied on top
-//! of its buggy state becomes a new bug with the same oracle. Checked lightly: hunks
-//! touching oracle files are dropped, the rest must apply, at least one test of `P`
+//! of its buggy state becomes a new bug with the same oracle. Checked lightly: file
+//! sections touching oracle files or test infrastructure (the evaluator's protected
+//! set) are dropped, the rest must apply, at least one test of `P`
 //! must still fail; orders are capped at 2, and duplicates (same patch hash on the
 //! same parent bug) are refused.
 //!
 //! Does not own: the evaluation run itself (`evaluate`).
 
-use crate::artifact::{Artifact, check_repo_path};
+use crate::artifact::Artifact;
 use crate::evaluate::{BugState, EvalOutcome, Evaluator};
 use crate::patch_ops;
 use serde::{Deserialize, Serialize};
@@ -83,15 +84,17 @@ impl HigherOrderPool {
                 order: parent_order,
             });
         }
-        let oracle: BTreeSet<String> = parent
-            .test_files
-            .iter()
-            .filter_map(|f| check_repo_path(f).ok())
-            .collect();
-        let filtered = patch_ops::filter(failed_patch, |f| !f.paths().any(|p| oracle.contains(p)))
-            .map_err(|e| HigherOrderRejection::DoesNotApply {
-                error: e.to_string(),
-            })?;
+        let protected =
+            evaluator
+                .protected_set(parent)
+                .map_err(|e| HigherOrderRejection::RunFailed {
+                    error: e.to_string(),
+                })?;
+        let (filtered, _dropped) =
+            patch_ops::drop_sections(failed_patch, |f| f.paths().any(|p| protected.contains(p)))
+                .map_err(|e| HigherOrderRejection::DoesNotApply {
+                    error: e.to_string(),
+                })?;
         if filtered.trim().is_empty() {
             return Err(HigherOrderRejection::EmptyAfterFiltering);
         }

@@ -18,6 +18,7 @@ pub mod examples;
 pub mod higher_order;
 pub mod inject;
 pub mod patch_ops;
+pub mod protected;
 pub mod report;
 pub mod reward;
 pub mod testrun;

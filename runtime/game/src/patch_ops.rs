@@ -1,43 +1,30 @@
-//! The patch operations the game needs, behind one narrow interface: which files a
-//! `git diff` touches, reversing it, dropping some files' sections, and applying it
+//! The patch operations the game needs, behind one narrow interface: reading a
+//! `git diff` with the game's path rules, which files it touches, reversing it,
+//! dropping some files' sections, writing one from new file contents, and applying it
 //! strictly (all or nothing) to a workspace directory.
 //!
-//! Why a local module: `ssr-repo` owns the pure-Rust `Patch`; the game only needs
-//! these few operations, so every caller goes through here and the backend can be
-//! swapped without touching the verifier. Parsing, reversing and filtering are done
-//! here on the text; applying uses `git apply` (strict by default: nothing is written
-//! when one hunk fails, and it refuses paths through symlinks).
+//! The backend is `ssr-repo`'s [`Patch`] (pure Rust, no `git` program): its parser,
+//! printer, reversal and its strict apply, which refuses absolute paths, `..`, paths
+//! into `.git` and paths through symbolic links, and writes nothing when one hunk
+//! fails. On top of that every path a diff names must pass the game's own rule
+//! ([`check_repo_path`]) when the diff is read, so a bad path is reported as such
+//! (check 1 tells "outside the repository" from "malformed").
+//!
+//! Why hunk counts are trusted (no `git apply --recount`): the diffs the game sees
+//! come from `git diff` (the agent's submit tool, the procedural injectors); a hunk
+//! whose counts do not match its body is a damaged diff and is refused as malformed.
+//! Revisit if model-written diffs turn out to need the leniency.
 //!
 //! Does not own: running repository code (that is the sandbox), or deciding which
-//! files a diff may touch (the verifier's check 1).
+//! files a diff may touch (the verifier's check 1, the evaluator's protected set).
 
 use crate::artifact::{PathRuleError, check_repo_path};
+use ssr_repo::patch::{FileSide, MODE_EXECUTABLE, MODE_FILE};
+pub use ssr_repo::{FilePatch, Patch};
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-/// One file section of a diff: its path before and after (`None` for `/dev/null`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DiffFile {
-    pub old: Option<String>,
-    pub new: Option<String>,
-    /// The section's text, header included.
-    pub text: String,
-}
-
-impl DiffFile {
-    /// Both paths (one for edits, two for renames).
-    pub fn paths(&self) -> impl Iterator<Item = &String> {
-        self.old.iter().chain(
-            self.new
-                .iter()
-                .filter(move |n| Some(*n) != self.old.as_ref()),
-        )
-    }
-}
-
-/// Why a diff could not be read or applied.
+/// Why a diff could not be read, written or applied.
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
     #[error("diff touches an unacceptable path: {0}")]
@@ -46,355 +33,123 @@ pub enum PatchError {
     Malformed(String),
     #[error("diff does not apply: {0}")]
     DoesNotApply(String),
-    #[error("could not run git: {0}")]
-    Git(#[source] std::io::Error),
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-fn unquote(p: &str) -> String {
-    let p = p.trim();
-    if p.len() >= 2 && p.starts_with('"') && p.ends_with('"') {
-        // git C-quotes unusual names; the common escapes are enough here.
-        p[1..p.len() - 1]
-            .replace("\\\"", "\"")
-            .replace("\\t", "\t")
-            .replace("\\\\", "\\")
-    } else {
-        p.to_string()
-    }
-}
-
-fn strip_side(p: &str, prefix: &str) -> Result<Option<String>, PatchError> {
-    let p = unquote(p.split('\t').next().unwrap_or(""));
-    if p == "/dev/null" {
-        return Ok(None);
-    }
-    let rel = p.strip_prefix(prefix).unwrap_or(&p);
-    Ok(Some(check_repo_path(rel)?))
-}
-
-/// Splits a diff into file sections and reads each one's paths. Accepts `git diff`
-/// output and plain unified diffs (`--- a/x` / `+++ b/x`). Text before the first
-/// section (a commit message) is ignored. Every path must stay inside the repository.
-pub fn files(diff: &str) -> Result<Vec<DiffFile>, PatchError> {
-    let lines: Vec<&str> = diff.split_inclusive('\n').collect();
-    // Section starts: `diff --git` lines, or `--- ` lines not inside a git section.
-    let mut starts = Vec::new();
-    let mut saw_git = false;
-    for (i, l) in lines.iter().enumerate() {
-        if l.starts_with("diff --git ") {
-            starts.push(i);
-            saw_git = true;
-        }
-    }
-    if !saw_git {
-        let mut i = 0;
-        while i < lines.len() {
-            if lines[i].starts_with("--- ")
-                && lines.get(i + 1).is_some_and(|n| n.starts_with("+++ "))
-            {
-                starts.push(i);
-                i += 2;
-            } else {
-                i += 1;
-            }
-        }
-    }
-    let mut out = Vec::new();
-    for (k, &s) in starts.iter().enumerate() {
-        let end = starts.get(k + 1).copied().unwrap_or(lines.len());
-        let section = &lines[s..end];
-        let text: String = section.concat();
-        let (mut old, mut new) = (None, None);
-        let mut have_minus = false;
-        let mut have_plus = false;
-        let mut deleted = false;
-        let mut added = false;
-        for l in section {
-            let l = l.trim_end_matches(['\n', '\r']);
-            if let Some(p) = l.strip_prefix("--- ") {
-                if !have_minus {
-                    old = strip_side(p, "a/")?;
-                    have_minus = true;
-                }
-            } else if let Some(p) = l.strip_prefix("+++ ") {
-                if !have_plus {
-                    new = strip_side(p, "b/")?;
-                    have_plus = true;
-                }
-            } else if let Some(p) = l.strip_prefix("rename from ") {
-                old = Some(check_repo_path(&unquote(p))?);
-                have_minus = true;
-            } else if let Some(p) = l.strip_prefix("rename to ") {
-                new = Some(check_repo_path(&unquote(p))?);
-                have_plus = true;
-            } else if l.starts_with("deleted file mode") {
-                deleted = true;
-            } else if l.starts_with("new file mode") {
-                added = true;
-            } else if l.starts_with("@@") {
-                break;
-            }
-        }
-        if !have_minus || !have_plus {
-            // A git section without ---/+++ (mode change, empty file, binary): read
-            // the paths from the `diff --git a/X b/Y` header.
-            let header = section[0].trim_end();
-            let rest = header.strip_prefix("diff --git ").ok_or_else(|| {
-                PatchError::Malformed(format!("section without file header: {header}"))
-            })?;
-            let (a, b) = split_git_header(rest)
-                .ok_or_else(|| PatchError::Malformed(format!("unreadable header: {header}")))?;
-            if !have_minus {
-                old = if added { None } else { strip_side(&a, "a/")? };
-            }
-            if !have_plus {
-                new = if deleted { None } else { strip_side(&b, "b/")? };
-            }
-        }
-        if old.is_none() && new.is_none() {
-            return Err(PatchError::Malformed("a file section names no path".into()));
-        }
-        out.push(DiffFile { old, new, text });
-    }
-    if out.is_empty() && !diff.trim().is_empty() {
+/// Parses `diff` (`git diff` output or a plain unified diff; text before the first
+/// file section, such as a commit message, is skipped). Every path must be a plain
+/// path inside the repository; non-blank text without any file section is malformed.
+pub fn parse(diff: &str) -> Result<Patch, PatchError> {
+    let patch = Patch::parse(diff).map_err(|e| PatchError::Malformed(e.to_string()))?;
+    if patch.is_empty() && !diff.trim().is_empty() {
         return Err(PatchError::Malformed(
             "no file sections (`diff --git` or `---`/`+++` headers) found".into(),
         ));
     }
-    Ok(out)
-}
-
-fn split_git_header(rest: &str) -> Option<(String, String)> {
-    if let Some(inner) = rest.strip_prefix('"') {
-        let close = inner.find('"')? + 1;
-        let a = &rest[..=close];
-        let b = rest[close + 1..].trim();
-        return Some((a.to_string(), b.to_string()));
+    for file in &patch.files {
+        for path in file.paths() {
+            check_repo_path(path)?;
+        }
     }
-    // `a/X b/X`: split at the ` b/` that makes both halves equal when possible.
-    let idx = rest.find(" b/")?;
-    Some((rest[..idx].to_string(), rest[idx + 1..].to_string()))
+    Ok(patch)
 }
 
 /// Every path the diff touches (both sides of renames).
 pub fn touched_paths(diff: &str) -> Result<BTreeSet<String>, PatchError> {
-    Ok(files(diff)?
+    Ok(parse(diff)?
+        .files
         .iter()
-        .flat_map(|f| f.paths().cloned().collect::<Vec<_>>())
+        .flat_map(|f| f.paths().map(str::to_owned).collect::<Vec<_>>())
         .collect())
 }
 
-/// Keeps only the file sections for which `keep` is true.
-pub fn filter(diff: &str, keep: impl Fn(&DiffFile) -> bool) -> Result<String, PatchError> {
-    Ok(files(diff)?
-        .into_iter()
-        .filter(|f| keep(f))
-        .map(|f| f.text)
-        .collect())
+/// The diff without the file sections `drop` accepts, and the paths of the sections
+/// dropped (sorted, each once).
+pub fn drop_sections(
+    diff: &str,
+    drop: impl Fn(&FilePatch) -> bool,
+) -> Result<(String, Vec<String>), PatchError> {
+    let (kept, dropped) = parse(diff)?.partition(|f| !drop(f));
+    let dropped: BTreeSet<String> = dropped
+        .files
+        .iter()
+        .flat_map(|f| f.paths().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    Ok((kept.to_string(), dropped.into_iter().collect()))
 }
 
-/// The reverse of a diff: applying it undoes the original. Hunk headers' ranges are
-/// swapped, `-`/`+` lines exchanged, additions become deletions and renames flip.
+/// The reverse of a diff: applying it undoes the original.
 pub fn reverse(diff: &str) -> Result<String, PatchError> {
-    let sections = files(diff)?;
-    let mut out = String::with_capacity(diff.len());
-    for f in sections {
-        let mut minus_hdr: Option<String> = None;
-        let mut in_hunk = false;
-        for line in f.text.split_inclusive('\n') {
-            let body = line.trim_end_matches('\n');
-            let nl = if line.ends_with('\n') { "\n" } else { "" };
-            if in_hunk {
-                if let Some(r) = body.strip_prefix('-') {
-                    out.push_str(&format!("+{r}{nl}"));
-                    continue;
-                } else if let Some(r) = body.strip_prefix('+') {
-                    out.push_str(&format!("-{r}{nl}"));
-                    continue;
-                } else if body.starts_with(' ') || body.starts_with('\\') || body.is_empty() {
-                    out.push_str(line);
-                    continue;
-                }
-                in_hunk = false;
-            }
-            if body.starts_with("@@") {
-                in_hunk = true;
-                out.push_str(&reverse_hunk_header(body));
-                out.push_str(nl);
-            } else if let Some(rest) = body.strip_prefix("diff --git ") {
-                match split_git_header(rest) {
-                    Some((a, b)) => {
-                        let a2 = a.replacen("a/", "b/", 1);
-                        let b2 = b.replacen("b/", "a/", 1);
-                        out.push_str(&format!("diff --git {b2} {a2}{nl}"));
-                    }
-                    None => out.push_str(line),
-                }
-            } else if let Some(p) = body.strip_prefix("--- ") {
-                minus_hdr = Some(p.to_string());
-            } else if let Some(p) = body.strip_prefix("+++ ") {
-                let old = minus_hdr.take().unwrap_or_default();
-                let flip = |s: &str, from: &str, to: &str| {
-                    if s == "/dev/null" {
-                        s.to_string()
-                    } else {
-                        s.replacen(from, to, 1)
-                    }
-                };
-                out.push_str(&format!("--- {}\n", flip(p, "b/", "a/")));
-                out.push_str(&format!("+++ {}{nl}", flip(&old, "a/", "b/")));
-            } else if let Some(m) = body.strip_prefix("new file mode ") {
-                out.push_str(&format!("deleted file mode {m}{nl}"));
-            } else if let Some(m) = body.strip_prefix("deleted file mode ") {
-                out.push_str(&format!("new file mode {m}{nl}"));
-            } else if let Some(p) = body.strip_prefix("rename from ") {
-                out.push_str(&format!("rename to {p}{nl}"));
-            } else if let Some(p) = body.strip_prefix("rename to ") {
-                out.push_str(&format!("rename from {p}{nl}"));
-            } else if let Some(p) = body.strip_prefix("old mode ") {
-                out.push_str(&format!("new mode {p}{nl}"));
-            } else if let Some(p) = body.strip_prefix("new mode ") {
-                out.push_str(&format!("old mode {p}{nl}"));
-            } else if let Some(rest) = body.strip_prefix("index ") {
-                // `index abc..def 100644` → `index def..abc 100644`
-                let mut parts = rest.splitn(2, ' ');
-                let ids = parts.next().unwrap_or("");
-                let mode = parts.next();
-                let swapped = match ids.split_once("..") {
-                    Some((x, y)) => format!("{y}..{x}"),
-                    None => ids.to_string(),
-                };
-                match mode {
-                    Some(m) => out.push_str(&format!("index {swapped} {m}{nl}")),
-                    None => out.push_str(&format!("index {swapped}{nl}")),
-                }
-            } else {
-                out.push_str(line);
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn reverse_hunk_header(h: &str) -> String {
-    // @@ -a,b +c,d @@ tail
-    let inner = h.trim_start_matches('@').trim_start();
-    let end = inner.find(" @@").unwrap_or(inner.len());
-    let ranges = &inner[..end];
-    let tail = &inner[end..];
-    let mut it = ranges.split_whitespace();
-    let (Some(old), Some(new)) = (it.next(), it.next()) else {
-        return h.to_string();
-    };
-    format!(
-        "@@ -{} +{}{}",
-        new.trim_start_matches('+'),
-        old.trim_start_matches('-'),
-        tail
-    )
+    Ok(parse(diff)?.reverse().to_string())
 }
 
 /// Applies `diff` to the directory `dir`, all or nothing. An empty diff is a no-op.
 pub fn apply(dir: &Path, diff: &str) -> Result<(), PatchError> {
-    if files(diff)?.is_empty() {
+    apply_patch(dir, &parse(diff)?)
+}
+
+/// Applies a parsed patch to `dir`, all or nothing.
+pub fn apply_patch(dir: &Path, patch: &Patch) -> Result<(), PatchError> {
+    if patch.is_empty() {
         return Ok(());
     }
-    let parent = dir.parent().unwrap_or(dir);
-    let mut child = Command::new("git")
-        .args(["apply", "--whitespace=nowarn", "--recount", "-"])
-        .current_dir(dir)
-        // Never let git discover an enclosing repository of the workspace.
-        .env("GIT_CEILING_DIRECTORIES", parent)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(PatchError::Git)?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let text = diff.to_string();
-    // Feed from a thread: a large diff must not dead-lock against git's output pipe.
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(text.as_bytes());
-    });
-    let out = child.wait_with_output().map_err(PatchError::Git)?;
-    let _ = feeder.join();
-    if out.status.success() {
-        Ok(())
-    } else {
-        let msg = String::from_utf8_lossy(&out.stderr);
-        let msg: String = msg.lines().take(8).collect::<Vec<_>>().join("; ");
-        Err(PatchError::DoesNotApply(msg))
-    }
+    patch
+        .apply_to_dir(dir)
+        .map_err(|e| PatchError::DoesNotApply(e.to_string()))
 }
 
 /// One file change for [`diff_of_changes`]: new content, or `None` to delete.
 pub type FileChange = (String, Option<String>);
 
 /// Writes the `git diff` that turns the files of `original` into `changes` (paths
-/// relative to the repository; `None` deletes). Only the touched files are copied
-/// into a throw-away git repository, so this is cheap on large repositories.
+/// relative to the repository; `None` deletes). Only the touched files are read.
 pub fn diff_of_changes(original: &Path, changes: &[FileChange]) -> Result<String, PatchError> {
-    let tmp = tempfile::Builder::new()
-        .prefix("ssr-diff-")
-        .tempdir()
-        .map_err(PatchError::Git)?;
-    let root = tmp.path();
-    let git = |args: &[&str]| -> Result<String, PatchError> {
-        let out = Command::new("git")
-            .args([
-                "-c",
-                "user.name=ssr",
-                "-c",
-                "user.email=ssr@localhost",
-                "-c",
-                "core.quotepath=off",
-            ])
-            .args(args)
-            .current_dir(root)
-            .env("GIT_CEILING_DIRECTORIES", root.parent().unwrap_or(root))
-            .output()
-            .map_err(PatchError::Git)?;
-        if !out.status.success() {
-            return Err(PatchError::Malformed(format!(
-                "git {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    git(&["init", "-q"])?;
-    for (rel, _) in changes {
-        let rel = check_repo_path(rel)?;
-        let src = original.join(&rel);
-        if src.is_file() {
-            let dst = root.join(&rel);
-            if let Some(p) = dst.parent() {
-                std::fs::create_dir_all(p).map_err(PatchError::Git)?;
-            }
-            std::fs::copy(&src, &dst).map_err(PatchError::Git)?;
-        }
-    }
-    git(&["add", "-A"])?;
-    git(&["commit", "-q", "--allow-empty", "-m", "base"])?;
+    let mut patch = Patch::default();
     for (rel, content) in changes {
-        let dst = root.join(check_repo_path(rel)?);
-        match content {
-            Some(text) => {
-                if let Some(p) = dst.parent() {
-                    std::fs::create_dir_all(p).map_err(PatchError::Git)?;
-                }
-                std::fs::write(&dst, text).map_err(PatchError::Git)?;
+        let rel = check_repo_path(rel)?;
+        let full = original.join(&rel);
+        let io = |source| PatchError::Io {
+            path: rel.clone(),
+            source,
+        };
+        let (old, mode) = match full.symlink_metadata() {
+            Ok(meta) if meta.is_file() => {
+                use std::os::unix::fs::PermissionsExt as _;
+                let mode = if meta.permissions().mode() & 0o111 != 0 {
+                    MODE_EXECUTABLE
+                } else {
+                    MODE_FILE
+                };
+                (Some(std::fs::read(&full).map_err(io)?), mode)
             }
-            None => {
-                if dst.exists() {
-                    std::fs::remove_file(&dst).map_err(PatchError::Git)?;
-                }
+            Ok(_) => {
+                return Err(PatchError::Malformed(format!(
+                    "`{rel}` is not a regular file in the original"
+                )));
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, MODE_FILE),
+            Err(e) => return Err(io(e)),
+        };
+        let old_side = old.as_deref().map(|content| FileSide {
+            path: &rel,
+            content,
+            mode,
+        });
+        let new_side = content.as_ref().map(|t| FileSide {
+            path: &rel,
+            content: t.as_bytes(),
+            mode,
+        });
+        if let Some(file) = FilePatch::from_contents(old_side, new_side) {
+            patch.files.push(file);
         }
     }
-    git(&["add", "-A"])?;
-    git(&["diff", "--cached", "--no-renames", "--no-color", "HEAD"])
+    Ok(patch.to_string())
 }
 
 #[cfg(test)]
@@ -420,12 +175,21 @@ index 0000000..3333333
 +X = 1
 ";
 
+    const ORIG: &str = "def f(x):\n    return x + 1\n\n";
+
+    fn repo() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/m.py"), ORIG).unwrap();
+        dir
+    }
+
     #[test]
     fn files_and_paths_are_read() {
-        let f = files(EDIT).unwrap();
-        assert_eq!(f.len(), 2);
-        assert_eq!(f[1].old, None);
-        assert_eq!(f[1].new.as_deref(), Some("src/new.py"));
+        let p = parse(EDIT).unwrap();
+        assert_eq!(p.files.len(), 2);
+        assert_eq!(p.files[1].old_path, None);
+        assert_eq!(p.files[1].new_path.as_deref(), Some("src/new.py"));
         let t = touched_paths(EDIT).unwrap();
         assert_eq!(
             t.into_iter().collect::<Vec<_>>(),
@@ -434,42 +198,135 @@ index 0000000..3333333
     }
 
     #[test]
-    fn escaping_paths_are_refused() {
-        let bad = "--- a/../etc/passwd\n+++ b/../etc/passwd\n@@ -1 +1 @@\n-x\n+y\n";
-        assert!(matches!(files(bad), Err(PatchError::BadPath(_))));
+    fn escaping_paths_are_refused_when_read() {
+        for bad in [
+            "--- a/../etc/passwd\n+++ b/../etc/passwd\n@@ -1 +1 @@\n-x\n+y\n",
+            "--- /etc/passwd\n+++ /etc/passwd\n@@ -1 +1 @@\n-x\n+y\n",
+            "--- a/.git/config\n+++ b/.git/config\n@@ -1 +1 @@\n-x\n+y\n",
+        ] {
+            assert!(matches!(parse(bad), Err(PatchError::BadPath(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_malformed_and_blank_is_empty() {
+        assert!(matches!(
+            parse("this is not a diff\n"),
+            Err(PatchError::Malformed(_))
+        ));
+        assert!(parse("  \n").unwrap().is_empty());
+        let truncated = "--- a/x\n+++ b/x\n@@ -1,3 +1,3 @@\n a\n-b\n";
+        assert!(matches!(parse(truncated), Err(PatchError::Malformed(_))));
     }
 
     #[test]
     fn reverse_round_trips_through_apply() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("src")).unwrap();
-        let orig = "def f(x):\n    return x + 1\n\n";
-        std::fs::write(dir.path().join("src/m.py"), orig).unwrap();
+        let dir = repo();
         apply(dir.path(), EDIT).unwrap();
         assert!(dir.path().join("src/new.py").exists());
         let rev = reverse(EDIT).unwrap();
         apply(dir.path(), &rev).unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.path().join("src/m.py")).unwrap(),
-            orig
+            ORIG
         );
         assert!(!dir.path().join("src/new.py").exists());
         assert_eq!(reverse(&rev).unwrap(), EDIT);
     }
 
+    /// `git apply` wrote nothing when one hunk failed; neither may the backend.
     #[test]
-    fn failed_apply_writes_nothing() {
+    fn failed_hunk_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("src")).unwrap();
         std::fs::write(dir.path().join("src/m.py"), "something else\n").unwrap();
         let err = apply(dir.path(), EDIT).unwrap_err();
         assert!(err.to_string().contains("src/m.py"), "{err}");
         assert!(!dir.path().join("src/new.py").exists());
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("src/m.py")).unwrap(),
+            "something else\n"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "no staging directory is left behind");
+    }
+
+    /// `git apply` refused to write through a symbolic link; so does the backend.
+    #[test]
+    fn paths_through_symlinks_are_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("src")).unwrap();
+        let err = apply(dir.path(), EDIT).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        // A file that is itself a symlink is not patched either.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        let target = outside.path().join("m.py");
+        std::fs::write(&target, ORIG).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("src/m.py")).unwrap();
+        assert!(apply(dir.path(), EDIT).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), ORIG);
+    }
+
+    /// `..`, absolute paths and `.git/` are refused at apply time too, for patches
+    /// that did not come through [`parse`].
+    #[test]
+    fn unsafe_paths_are_refused_at_apply() {
+        let dir = repo();
+        for path in ["../escape.py", "/tmp/abs.py", ".git/hooks/pre-commit"] {
+            let patch = Patch {
+                files: vec![
+                    FilePatch::from_contents(
+                        None,
+                        Some(FileSide {
+                            path,
+                            content: b"x = 1\n",
+                            mode: MODE_FILE,
+                        }),
+                    )
+                    .unwrap(),
+                ],
+            };
+            let err = apply_patch(dir.path(), &patch).unwrap_err();
+            assert!(err.to_string().contains("unsafe path"), "{path}: {err}");
+        }
+        assert!(!dir.path().join(".git").exists());
     }
 
     #[test]
-    fn filter_drops_sections() {
-        let kept = filter(EDIT, |f| f.new.as_deref() != Some("src/new.py")).unwrap();
+    fn drop_sections_names_what_it_dropped() {
+        let (kept, dropped) =
+            drop_sections(EDIT, |f| f.paths().any(|p| p == "src/new.py")).unwrap();
+        assert_eq!(dropped, vec!["src/new.py"]);
         assert_eq!(touched_paths(&kept).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn diff_of_changes_edits_adds_and_deletes() {
+        let dir = repo();
+        std::fs::write(dir.path().join("src/gone.py"), "G = 1\n").unwrap();
+        let diff = diff_of_changes(
+            dir.path(),
+            &[
+                (
+                    "src/m.py".into(),
+                    Some("def f(x):\n    return x + 2\n\n".into()),
+                ),
+                ("src/new.py".into(), Some("X = 1\n".into())),
+                ("src/gone.py".into(), None),
+            ],
+        )
+        .unwrap();
+        apply(dir.path(), &diff).unwrap();
+        assert!(
+            std::fs::read_to_string(dir.path().join("src/m.py"))
+                .unwrap()
+                .contains("x + 2")
+        );
+        assert!(dir.path().join("src/new.py").exists());
+        assert!(!dir.path().join("src/gone.py").exists());
+        assert!(diff_of_changes(dir.path(), &[("../x".into(), None)]).is_err());
     }
 }

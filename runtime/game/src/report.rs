@@ -83,6 +83,10 @@ pub enum RejectCode {
     BadStatusValue,
     /// Any run: the injector's parser disagrees with a trusted parser.
     ParserDisagrees,
+    /// Any run: the trusted parser finds the log incomplete (the framework's final
+    /// summary missing, or its counts not matching the per-test lines), so no test
+    /// counts as passed, while the injector's parser reports passing tests.
+    IncompleteRun,
     /// Check 3: a test fails on the original code.
     OriginalFails,
     /// Check 3: fewer than `min_passing_tests` tests.

@@ -12,7 +12,7 @@
 //! `evaluate`), or how the sandbox isolates (`ssr-sandbox`).
 
 use crate::config::VerifyConfig;
-use crate::trusted::{self, LogFormat, TrustedResults};
+use crate::trusted::{self, TrustedParse};
 use serde::{Deserialize, Serialize};
 use ssr_sandbox::{Command, ExecSpec, Mount, Sandbox};
 use std::collections::BTreeMap;
@@ -29,7 +29,7 @@ pub struct TestRun {
     /// The parser's JSON: test id → the value it gave (only `passed` counts as passed).
     pub claimed: BTreeMap<String, String>,
     /// The trusted parsers' reading of the log, when the format was recognised.
-    pub trusted: Option<(LogFormat, TrustedResults)>,
+    pub trusted: Option<TrustedParse>,
     pub script_exit: Option<i32>,
     pub script_ms: u64,
     pub parser_ms: u64,
@@ -41,6 +41,13 @@ impl TestRun {
     /// Ids the parser reported as `passed`.
     pub fn passed(&self, id: &str) -> bool {
         self.claimed.get(id).is_some_and(|v| v == "passed")
+    }
+
+    /// Ids both the parser and the trusted reading of the log (when the format was
+    /// recognised) let pass: an incomplete run, or a failing status for the test
+    /// anywhere in the log, makes it not passed whatever the parser says.
+    pub fn passed_trusted(&self, id: &str) -> bool {
+        self.passed(id) && self.trusted.as_ref().is_none_or(|t| t.allows_pass(id))
     }
 }
 

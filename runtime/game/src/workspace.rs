@@ -1,18 +1,23 @@
-//! Fresh workspaces for test runs: a copy of the original repository (without
-//! `.git`) in a temporary directory that is removed when dropped, plus the patch and
-//! restore steps that build each state the game runs (original, bug, bug + weakening,
-//! one file restored).
+//! Fresh workspaces for test runs: a copy-on-write snapshot of the original
+//! repository (without its `.git`), plus the patch and restore steps that build each
+//! state the game runs (original, bug, bug + weakening, one file restored).
 //!
-//! Why a plain copy: every run must start from the original, never from a workspace
-//! a test already ran in; the repositories the game plays on are small, and a copy
-//! is the one method that works on every filesystem. `ssr-repo`'s copy-on-write
-//! snapshots can replace [`Workspace::fresh`] without changing callers.
+//! Why snapshots: every run must start from the original, never from a workspace a
+//! test already ran in. `ssr-repo`'s [`SnapshotBase`] gives each run its own writable
+//! tree by the cheapest method the host allows (an overlayfs mount, else reflinked
+//! files, else a parallel copy); one [`WorkspaceBase`] per repository is probed once
+//! and serves every run of a verification. `.git` is hidden from every snapshot, so
+//! code under test cannot read the original from history.
 //!
-//! Does not own: running anything in the workspace (that is `testrun`).
+//! Does not own: running anything in the workspace (that is `testrun`), or the
+//! snapshot mechanics (`ssr-repo`).
 
 use crate::config::VerifyConfig;
 use crate::patch_ops::{self, PatchError};
+use ssr_repo::snapshot::{Snapshot, SnapshotBase, SnapshotError, SnapshotMethod, sweep_stale};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Why a workspace could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -30,29 +35,82 @@ pub enum WorkspaceError {
         #[source]
         source: PatchError,
     },
-    #[error("creating a temporary directory: {0}")]
-    Temp(#[source] std::io::Error),
+    #[error("making a snapshot of the repository: {0}")]
+    Snapshot(#[from] SnapshotError),
 }
 
-/// A temporary copy of a repository; deleted on drop.
+/// The original repository as the base of fresh workspaces.
+#[derive(Debug)]
+pub struct WorkspaceBase {
+    original: PathBuf,
+    snapshots: SnapshotBase,
+}
+
+/// Scratch directories already swept of snapshots left by killed processes.
+static SWEPT: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+impl WorkspaceBase {
+    /// Prepares snapshots of `original` under [`VerifyConfig::scratch_dir`] (the
+    /// system's temporary directory when unset). The first use of a scratch directory
+    /// in a process removes snapshots that killed processes left there.
+    pub fn new(original: &Path, cfg: &VerifyConfig) -> Result<WorkspaceBase, WorkspaceError> {
+        let scratch = cfg.scratch_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let first = SWEPT
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(scratch.clone());
+        if first {
+            // Best effort: a sweep that fails leaves the stale directories in place.
+            let _ = sweep_stale(&scratch);
+        }
+        let snapshots = SnapshotBase::new(original, &scratch)?.hiding(&[".git"])?;
+        Ok(WorkspaceBase {
+            original: original.to_path_buf(),
+            snapshots,
+        })
+    }
+
+    /// How this base's workspaces are made.
+    pub fn method(&self) -> SnapshotMethod {
+        self.snapshots.method()
+    }
+
+    /// The original repository.
+    pub fn original(&self) -> &Path {
+        &self.original
+    }
+
+    /// A new workspace holding the original (without `.git`).
+    pub fn fresh(&self) -> Result<Workspace, WorkspaceError> {
+        Ok(Workspace {
+            snapshot: self.snapshots.snapshot()?,
+        })
+    }
+}
+
+/// A private writable tree of a repository; unmounted and deleted on drop.
 #[derive(Debug)]
 pub struct Workspace {
-    dir: tempfile::TempDir,
+    snapshot: Snapshot,
 }
 
 impl Workspace {
-    /// Copies `original` (everything but `.git`) into a new temporary directory.
+    /// A workspace holding `original` (without `.git`); for one-off use. Many runs of
+    /// one repository should share a [`WorkspaceBase`].
     pub fn fresh(original: &Path, cfg: &VerifyConfig) -> Result<Workspace, WorkspaceError> {
-        let dir = cfg.temp_dir("ssr-ws-").map_err(WorkspaceError::Temp)?;
-        copy_tree(original, dir.path(), &|rel| rel == Path::new(".git"))?;
-        Ok(Workspace { dir })
+        WorkspaceBase::new(original, cfg)?.fresh()
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.snapshot.path()
     }
 
-    /// Applies a diff, naming `what` in the error.
+    /// How the tree was made.
+    pub fn method(&self) -> SnapshotMethod {
+        self.snapshot.method()
+    }
+
+    /// Applies a diff (all or nothing), naming `what` in the error.
     pub fn apply(&self, what: &str, diff: &str) -> Result<(), WorkspaceError> {
         patch_ops::apply(self.path(), diff).map_err(|source| WorkspaceError::Patch {
             what: format!("applying {what}"),
@@ -91,53 +149,12 @@ impl Workspace {
 
 fn copy_entry(src: &Path, dst: &Path) -> std::io::Result<()> {
     let meta = src.symlink_metadata()?;
+    if dst.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+        std::fs::remove_file(dst)?;
+    }
     if meta.file_type().is_symlink() {
-        let target = std::fs::read_link(src)?;
-        if dst.symlink_metadata().is_ok() {
-            std::fs::remove_file(dst)?;
-        }
-        std::os::unix::fs::symlink(target, dst)
+        std::os::unix::fs::symlink(std::fs::read_link(src)?, dst)
     } else {
         std::fs::copy(src, dst).map(|_| ())
     }
-}
-
-/// Copies the tree under `src` into `dst` (which exists), skipping entries whose path
-/// relative to `src` satisfies `skip`. Symlinks are copied as links, never followed.
-pub fn copy_tree(
-    src: &Path,
-    dst: &Path,
-    skip: &dyn Fn(&Path) -> bool,
-) -> Result<(), WorkspaceError> {
-    fn walk(
-        root: &Path,
-        dir: &Path,
-        dst_root: &Path,
-        skip: &dyn Fn(&Path) -> bool,
-    ) -> Result<(), WorkspaceError> {
-        let err = |p: &Path, source| WorkspaceError::Copy {
-            from: p.to_path_buf(),
-            to: dst_root.to_path_buf(),
-            source,
-        };
-        let entries = std::fs::read_dir(dir).map_err(|e| err(dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| err(dir, e))?;
-            let path = entry.path();
-            let rel = path.strip_prefix(root).expect("walk stays under root");
-            if skip(rel) {
-                continue;
-            }
-            let target = dst_root.join(rel);
-            let ft = entry.file_type().map_err(|e| err(&path, e))?;
-            if ft.is_dir() {
-                std::fs::create_dir_all(&target).map_err(|e| err(&path, e))?;
-                walk(root, &path, dst_root, skip)?;
-            } else {
-                copy_entry(&path, &target).map_err(|e| err(&path, e))?;
-            }
-        }
-        Ok(())
-    }
-    walk(src, src, dst, skip)
 }

@@ -10,6 +10,12 @@
 //!
 //! Hard links are never used: a write through a hard link would change the base.
 //! The base must not change while snapshots of it exist (overlayfs forbids it).
+//!
+//! Hidden names ([`SnapshotBase::hiding`]): top-level entries of the base that snapshots
+//! must not show (a repository's `.git`, so code under test cannot read the original from
+//! its history). A copy or reflink skips them; an overlay gets a whiteout for each in its
+//! upper layer before mounting (a `0:0` character device, which needs `CAP_MKNOD`: where
+//! one cannot be made, the base falls back to reflinks or copies).
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt as _;
@@ -45,6 +51,9 @@ pub enum SnapshotError {
         #[source]
         source: std::io::Error,
     },
+    /// A name given to [`SnapshotBase::hiding`] that is not one plain path component.
+    #[error("hidden name {0:?} must be one path component (not empty, `.`, `..`, no `/`)")]
+    BadHiddenName(String),
     /// The requested method does not work on this host or filesystem.
     #[error("snapshot method {method:?} is not available here: {reason}")]
     Unavailable {
@@ -75,6 +84,8 @@ pub struct SnapshotBase {
     base: PathBuf,
     scratch: PathBuf,
     method: SnapshotMethod,
+    /// Top-level names of the base that snapshots do not show.
+    hidden: Vec<String>,
 }
 
 impl SnapshotBase {
@@ -94,7 +105,38 @@ impl SnapshotBase {
             base,
             scratch,
             method,
+            hidden: Vec::new(),
         })
+    }
+
+    /// Hides the top-level entries `names` of the base from every snapshot (for example
+    /// `.git`). Each name must be one path component. An overlay base whose host cannot
+    /// make whiteouts falls back to reflinks, else copies.
+    pub fn hiding(mut self, names: &[&str]) -> Result<SnapshotBase, SnapshotError> {
+        for name in names {
+            if name.is_empty() || *name == "." || *name == ".." || name.contains(['/', '\0']) {
+                return Err(SnapshotError::BadHiddenName((*name).to_owned()));
+            }
+            if !self.hidden.iter().any(|h| h == name) {
+                self.hidden.push((*name).to_owned());
+            }
+        }
+        if self.method == SnapshotMethod::Overlay
+            && !self.hidden.is_empty()
+            && probe_whiteout(&self.scratch).is_err()
+        {
+            self.method = if probe_reflink(&self.base, &self.scratch).is_ok() {
+                SnapshotMethod::Reflink
+            } else {
+                SnapshotMethod::Copy
+            };
+        }
+        Ok(self)
+    }
+
+    /// The top-level names snapshots do not show.
+    pub fn hidden(&self) -> &[String] {
+        &self.hidden
     }
 
     /// Like [`SnapshotBase::new`] but with a chosen method; fails with
@@ -115,6 +157,7 @@ impl SnapshotBase {
             base,
             scratch,
             method,
+            hidden: Vec::new(),
         })
     }
 
@@ -144,6 +187,12 @@ impl SnapshotBase {
                 for d in [&upper, &work, &snapshot.path] {
                     std::fs::create_dir(d).map_err(io_err("creating", d))?;
                 }
+                for name in &self.hidden {
+                    if self.base.join(name).symlink_metadata().is_ok() {
+                        let w = upper.join(name);
+                        make_whiteout(&w).map_err(io_err("making a whiteout", &w))?;
+                    }
+                }
                 mount_overlay(&self.base, &upper, &work, &snapshot.path).map_err(|reason| {
                     SnapshotError::Unavailable {
                         method: SnapshotMethod::Overlay,
@@ -152,8 +201,12 @@ impl SnapshotBase {
                 })?;
                 snapshot.mounted = true;
             }
-            SnapshotMethod::Reflink => copy_tree(&self.base, &snapshot.path, true)?,
-            SnapshotMethod::Copy => copy_tree(&self.base, &snapshot.path, false)?,
+            SnapshotMethod::Reflink => {
+                copy_tree_hiding(&self.base, &snapshot.path, true, &self.hidden)?
+            }
+            SnapshotMethod::Copy => {
+                copy_tree_hiding(&self.base, &snapshot.path, false, &self.hidden)?
+            }
         }
         Ok(snapshot)
     }
@@ -270,6 +323,26 @@ fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Resu
     }
 }
 
+/// Makes an overlayfs whiteout (a `0:0` character device) at `path`.
+fn make_whiteout(path: &Path) -> std::io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: `c` is a valid NUL-terminated path that lives across the call; device 0
+    // with S_IFCHR is the whiteout overlayfs defines.
+    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o000, 0) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Makes and removes one whiteout under `scratch` to see whether this process may.
+fn probe_whiteout(scratch: &Path) -> Result<(), String> {
+    let dir = new_snapshot_dir(scratch).map_err(|e| e.to_string())?;
+    let result = make_whiteout(&dir.join("probe")).map_err(|e| format!("mknod: {e}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 /// Mounts and unmounts a throwaway overlay of `base` to see whether this host allows it.
 fn probe_overlay(base: &Path, scratch: &Path) -> Result<(), String> {
     let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
@@ -340,14 +413,24 @@ fn probe_reflink(base: &Path, scratch: &Path) -> Result<(), String> {
 
 /// Copies (or reflinks) the tree `src` to `dest`: directories and symlinks first, then
 /// files in parallel.
-pub(crate) fn copy_tree(src: &Path, dest: &Path, use_reflink: bool) -> Result<(), SnapshotError> {
+/// Top-level entries named in `hidden` are left out.
+fn copy_tree_hiding(
+    src: &Path,
+    dest: &Path,
+    use_reflink: bool,
+    hidden: &[String],
+) -> Result<(), SnapshotError> {
     use rayon::prelude::*;
     let mut files = Vec::new();
     std::fs::create_dir(dest).map_err(io_err("creating", dest))?;
     let mut stack = vec![(src.to_owned(), dest.to_owned())];
     while let Some((from_dir, to_dir)) = stack.pop() {
+        let top = from_dir == src;
         for entry in std::fs::read_dir(&from_dir).map_err(io_err("listing", &from_dir))? {
             let entry = entry.map_err(io_err("listing", &from_dir))?;
+            if top && hidden.iter().any(|h| entry.file_name() == h.as_str()) {
+                continue;
+            }
             let (from, to) = (entry.path(), to_dir.join(entry.file_name()));
             let ft = entry.file_type().map_err(io_err("inspecting", &from))?;
             if ft.is_dir() {

@@ -2,16 +2,15 @@
 //! code (commits whose message mentions a fix or a bug first), whole when it applies,
 //! else file by file.
 //!
-//! Reads history with the `git` program (log and diff only: nothing of the
-//! repository is executed).
+//! Reads history with `ssr-repo` (gix): the log and each commit's diff against its
+//! parent; nothing of the repository is executed and no `git` program runs.
 //!
 //! Does not own: weakening or verification (the pipeline in `inject`).
 
 use super::scripts::Framework;
-use crate::patch_ops;
 use regex::Regex;
+use ssr_repo::{Patch, Repo, RepoError};
 use std::path::Path;
-use std::process::Command;
 use std::sync::LazyLock;
 
 /// A past commit of the repository.
@@ -33,48 +32,34 @@ impl PastCommit {
 /// Why history could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
-    #[error("`git {args}` failed in {repo}: {error}")]
-    Git {
+    #[error("reading the history of {repo}: {source}")]
+    Repo {
         repo: String,
-        args: String,
-        error: String,
+        #[source]
+        source: RepoError,
     },
 }
 
-fn git(repo: &Path, args: &[&str]) -> Result<String, HistoryError> {
-    let fail = |error: String| HistoryError::Git {
+fn open(repo: &Path) -> Result<Repo, HistoryError> {
+    Repo::open(repo).map_err(|source| HistoryError::Repo {
         repo: repo.display().to_string(),
-        args: args.join(" "),
-        error,
-    };
-    let out = Command::new("git")
-        .args(["-c", "core.quotepath=off", "--no-pager"])
-        .args(args)
-        .current_dir(repo)
-        .output()
-        .map_err(|e| fail(e.to_string()))?;
-    if !out.status.success() {
-        return Err(fail(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        source,
+    })
 }
 
 /// Non-merge commits that have a parent, newest first.
 pub fn commits(repo: &Path) -> Result<Vec<PastCommit>, HistoryError> {
-    let log = git(
-        repo,
-        &["log", "--no-merges", "--format=%H%x09%P%x09%s", "HEAD"],
-    )?;
+    let r = open(repo)?;
+    let log = r.log("HEAD", None).map_err(|source| HistoryError::Repo {
+        repo: repo.display().to_string(),
+        source,
+    })?;
     Ok(log
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.splitn(3, '\t');
-            let id = it.next()?.to_string();
-            let parents = it.next()?;
-            let subject = it.next().unwrap_or("").to_string();
-            (!parents.trim().is_empty()).then_some(PastCommit { id, subject })
+        .into_iter()
+        .filter(|c| c.parents.len() == 1)
+        .map(|c| PastCommit {
+            subject: c.summary().to_string(),
+            id: c.id,
         })
         .collect())
 }
@@ -86,22 +71,16 @@ pub fn revert_diffs(
     framework: Framework,
     commit: &PastCommit,
 ) -> Result<Vec<String>, HistoryError> {
+    let r = open(repo)?;
     let parent = format!("{}^", commit.id);
-    let diff = git(
-        repo,
-        &[
-            "diff",
-            "--no-color",
-            "--no-renames",
-            "--no-ext-diff",
-            &commit.id,
-            &parent,
-        ],
-    )?;
-    let Ok(files) = patch_ops::files(&diff) else {
-        return Ok(Vec::new());
-    };
-    let code: Vec<_> = files
+    let revert = r
+        .diff_revs(&commit.id, &parent)
+        .map_err(|source| HistoryError::Repo {
+            repo: repo.display().to_string(),
+            source,
+        })?;
+    let code: Vec<_> = revert
+        .files
         .into_iter()
         .filter(|f| f.paths().all(|p| framework.is_code_file(p)))
         .collect();
@@ -109,9 +88,15 @@ pub fn revert_diffs(
     if code.is_empty() {
         return Ok(out);
     }
-    out.push(code.iter().map(|f| f.text.as_str()).collect::<String>());
+    let whole = Patch {
+        files: code.clone(),
+    };
+    out.push(whole.to_string());
     if code.len() > 1 {
-        out.extend(code.iter().map(|f| f.text.clone()));
+        out.extend(
+            code.into_iter()
+                .map(|f| Patch { files: vec![f] }.to_string()),
+        );
     }
     Ok(out)
 }

@@ -27,7 +27,7 @@ use crate::patch_ops::{self, FileChange};
 use crate::report::VerificationReport;
 use crate::testrun::{Harness, RunFailure, run_tests};
 use crate::verify::Verifier;
-use crate::workspace::Workspace;
+use crate::workspace::WorkspaceBase;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -177,7 +177,10 @@ pub fn inject(
     let vcfg = &cfg.verify;
 
     // 2. The original run; drop test files that have failing tests.
-    let ws = Workspace::fresh(repo, vcfg)
+    let base = WorkspaceBase::new(repo, vcfg)
+        .map_err(|e| InjectError::Original(RunFailure::Setup(e.to_string())))?;
+    let ws = base
+        .fresh()
         .map_err(|e| InjectError::Original(RunFailure::Setup(e.to_string())))?;
     let script = framework.test_script(repo, &all_test_files);
     let run = run_tests(
@@ -306,7 +309,7 @@ pub fn inject(
         let outcome = try_candidate(
             sandbox,
             &verifier,
-            repo,
+            &base,
             framework,
             &cand,
             &script,
@@ -367,7 +370,7 @@ pub fn inject(
 fn try_candidate(
     sandbox: &dyn Sandbox,
     verifier: &Verifier<'_>,
-    repo: &Path,
+    base: &WorkspaceBase,
     framework: Framework,
     cand: &Candidate,
     script: &str,
@@ -378,6 +381,7 @@ fn try_candidate(
     seen: &mut BTreeSet<String>,
 ) -> Result<(Artifact, VerificationReport), String> {
     let cfg = verifier.config();
+    let repo = base.original();
     let bug = match &cand.bug {
         CandidateBug::Diff(d) => d.clone(),
         CandidateBug::Change(ch) => patch_ops::diff_of_changes(repo, std::slice::from_ref(ch))
@@ -386,7 +390,7 @@ fn try_candidate(
     if !seen.insert(short_hash(&bug)) {
         return Err("same diff as an earlier candidate".into());
     }
-    let ws = Workspace::fresh(repo, cfg).map_err(|e| e.to_string())?;
+    let ws = base.fresh().map_err(|e| e.to_string())?;
     ws.apply("the candidate", &bug)
         .map_err(|e| format!("does not apply to the current code: {e}"))?;
     let run = run_tests(

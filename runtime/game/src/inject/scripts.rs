@@ -155,31 +155,64 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Reads pytest's `-rA` short summary; ERROR counts as failed, skips are left out.
+/// Reads pytest's `-rA` log as the trusted parser does: statuses only from the final
+/// `short test summary info` section, a failing status anywhere wins, conflicting
+/// duplicates fail, and without pytest's final line or with counts that do not match
+/// the section every test is failed. ERROR counts as failed, skips are left out.
 pub const PYTEST_PARSER: &str = r#"#!/usr/bin/env python3
 """Reads a pytest -rA log on stdin; prints {"<node id>": "passed"|"failed"}."""
 import json
 import re
 import sys
 
+HEADER = re.compile(r"^=+ short test summary info =+$")
+FINAL = re.compile(r"^(?:=+ )?((?:\d+ \w+)(?:, \d+ \w+)*|no tests ran) in [\d.]+s(?: \([^)]*\))?(?: =+)?$")
+LINE = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (\S+?)(?: - .*)?$")
+FAIL_ANYWHERE = re.compile(r"^(?:(\S+::\S+) (?:FAILED|ERROR)\b|(?:FAILED|ERROR) (\S+::\S+?)(?: - .*)?$)")
+WORD = {"PASSED": "passed", "XPASS": "xpassed", "FAILED": "failed", "ERROR": "error"}
+
+lines = [line.rstrip() for line in sys.stdin]
 results = {}
-in_summary = False
-for line in sys.stdin:
-    line = line.rstrip("\n")
-    if re.match(r"^=+ short test summary info =+$", line):
-        in_summary = True
-        continue
-    if not in_summary:
-        continue
-    m = re.match(r"^(PASSED|FAILED|ERROR|XPASS) (\S+?)(?: - .*)?$", line)
+starts = [i for i, line in enumerate(lines) if HEADER.match(line)]
+complete = bool(starts)
+if starts:
+    start = starts[-1]
+    end = next((i for i in range(start + 1, len(lines)) if FINAL.match(lines[i])), None)
+    seen = {}
+    for line in lines[start + 1:len(lines) if end is None else end]:
+        m = LINE.match(line)
+        if not m:
+            continue
+        word = WORD.get(m.group(1))
+        if word:
+            seen[word] = seen.get(word, 0) + 1
+        if m.group(1) in ("SKIPPED", "XFAIL"):
+            status = "other"
+        else:
+            status = "passed" if m.group(1) in ("PASSED", "XPASS") else "failed"
+        old = results.get(m.group(2))
+        results[m.group(2)] = status if old in (None, status) else "failed"
+    if end is None:
+        complete = False
+    else:
+        said = {}
+        for n, word in re.findall(r"(\d+) (\w+)", lines[end]):
+            word = {"errors": "error", "warnings": "warning"}.get(word, word)
+            said[word] = said.get(word, 0) + int(n)
+        for word in ("passed", "failed", "error", "xpassed"):
+            if said.get(word, 0) != seen.get(word, 0):
+                complete = False
+for line in lines:
+    m = FAIL_ANYWHERE.match(line)
     if m:
-        status = "passed" if m.group(1) in ("PASSED", "XPASS") else "failed"
-        if results.get(m.group(2)) != "failed":
-            results[m.group(2)] = status
-print(json.dumps(results, sort_keys=True))
+        results[m.group(1) or m.group(2)] = "failed"
+out = {k: (v if complete else "failed") for k, v in results.items() if v != "other"}
+print(json.dumps(out, sort_keys=True))
 "#;
 
-/// Reads `cargo test` output; ids are `<target>::<test>` as in the trusted parser.
+/// Reads `cargo test` output as the trusted parser does (ids `<target>::<test>`): a
+/// failing or conflicting status fails the test, and when a `running N tests` block
+/// has no `test result:` line or its counts do not match, every test is failed.
 pub const CARGO_PARSER: &str = r#"#!/usr/bin/env python3
 """Reads a cargo test log on stdin; prints {"<target>::<test>": "passed"|"failed"}."""
 import json
@@ -188,8 +221,11 @@ import sys
 
 results = {}
 target = "unknown"
+complete = True
+block = None
+declared = 0
 for line in sys.stdin:
-    line = line.rstrip("\n")
+    line = line.rstrip()
     m = re.match(r"^\s*Doc-tests (\S+)", line)
     if m:
         target = "doc:" + m.group(1)
@@ -198,11 +234,37 @@ for line in sys.stdin:
     if m:
         target = m.group(1)
         continue
-    m = re.match(r"^test (.+?) \.\.\. (ok|FAILED)(?:,.*)?$", line)
+    m = re.match(r"^running (\d+) tests?$", line)
     if m:
+        if block is not None:
+            complete = False
+        declared = int(m.group(1))
+        block = [0, 0, 0, 0]
+        continue
+    m = re.match(r"^test (.+?) \.\.\. (ok|FAILED|ignored)(?:,.*)?$", line)
+    if m:
+        kind = {"ok": 0, "FAILED": 1, "ignored": 2}[m.group(2)]
+        if block is None:
+            complete = False
+        else:
+            block[kind] += 1
+            block[3] += 1
         key = target + "::" + m.group(1)
-        status = "passed" if m.group(2) == "ok" else "failed"
-        if results.get(key) != "failed":
-            results[key] = status
-print(json.dumps(results, sort_keys=True))
+        status = ["passed", "failed", "other"][kind]
+        old = results.get(key)
+        results[key] = status if old in (None, status) else "failed"
+        continue
+    m = re.match(r"^test result: (?:ok|FAILED)\. (\d+) passed; (\d+) failed; (\d+) ignored;", line)
+    if m:
+        if block is None:
+            complete = False
+            continue
+        said = [int(m.group(k)) for k in (1, 2, 3)]
+        if said != block[:3] or block[3] != declared:
+            complete = False
+        block = None
+if block is not None:
+    complete = False
+out = {k: (v if complete else "failed") for k, v in results.items() if v != "other"}
+print(json.dumps(out, sort_keys=True))
 "#;

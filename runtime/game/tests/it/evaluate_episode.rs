@@ -57,7 +57,9 @@ fn true_fix_scores_plus_one_and_cheats_minus_one() {
     );
     let e = ev.evaluate(repo.path(), bug, &cheat);
     assert_eq!(e.reward, -1.0, "{}", e.summary());
-    assert_eq!(e.failing, vec!["tests/test_ops.py::test_add"]);
+    // The oracle section is dropped; nothing else is left to apply.
+    assert_eq!(e.outcome, EvalOutcome::EmptyPatch, "{}", e.summary());
+    assert_eq!(e.dropped, vec!["tests/test_ops.py"]);
 
     let e = ev.evaluate(
         repo.path(),

@@ -5,4 +5,5 @@ mod evaluate_episode;
 mod examples_e2e;
 mod fixture;
 mod process_sandbox;
+mod solver_cheats;
 mod verify_checks;

@@ -179,6 +179,13 @@ impl Patch {
         out
     }
 
+    /// Splits the patch into the file patches `keep` accepts and those it drops, both in
+    /// patch order (to leave out sections a role may not change, and say which).
+    pub fn partition(&self, mut keep: impl FnMut(&FilePatch) -> bool) -> (Patch, Patch) {
+        let (kept, dropped) = self.files.iter().cloned().partition(|f| keep(f));
+        (Patch { files: kept }, Patch { files: dropped })
+    }
+
     /// The patch that undoes this one (`git apply -R`): sides swapped, `+` and `-` swapped,
     /// files in reverse order. A binary patch without a reverse hunk becomes
     /// [`FileBody::BinaryWithoutData`], since its old content is not in the patch.
@@ -207,6 +214,14 @@ impl Patch {
 }
 
 impl FilePatch {
+    /// The paths this file patch touches: the old and the new one (one for an edit, two
+    /// for a rename, the existing one for a creation or deletion).
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        let old = self.old_path.as_deref();
+        let new = self.new_path.as_deref().filter(|n| Some(*n) != old);
+        old.into_iter().chain(new)
+    }
+
     /// The path this patch is about, for messages: the new path, else the old one.
     pub fn display_path(&self) -> &str {
         self.new_path

@@ -287,6 +287,37 @@ fn touched_paths_distinguish_changes() {
 }
 
 #[test]
+fn partition_drops_file_sections_and_the_rest_still_applies() {
+    let old = tree(&[("src/m.py", "1\n"), ("conftest.py", "a\n")]);
+    let new = tree(&[
+        ("src/m.py", "2\n"),
+        ("conftest.py", "b\n"),
+        ("tests/conftest.py", "c\n"),
+    ]);
+    let patch = Patch::parse(&git_diff(&old, &new)).unwrap();
+    let (kept, dropped) = patch.partition(|f| !f.paths().any(|p| p.ends_with("conftest.py")));
+    let dropped: Vec<&str> = dropped.files.iter().map(|f| f.display_path()).collect();
+    assert_eq!(dropped, vec!["conftest.py", "tests/conftest.py"]);
+    let applied = our_apply_dir(&old, &kept).unwrap();
+    assert_eq!(
+        applied,
+        tree(&[("src/m.py", "2\n"), ("conftest.py", "a\n")])
+    );
+    // Printing the kept part gives a patch git applies the same way.
+    assert_eq!(git_apply(&old, &kept.to_string(), &[]).unwrap(), applied);
+}
+
+#[test]
+fn file_paths_name_both_sides_of_a_rename_once_each() {
+    let text = "diff --git a/old.py b/new.py\nsimilarity index 100%\nrename from old.py\nrename to new.py\n";
+    let patch = Patch::parse(text).unwrap();
+    let paths: Vec<&str> = patch.files[0].paths().collect();
+    assert_eq!(paths, vec!["old.py", "new.py"]);
+    let edit = Patch::parse("--- a/x\n+++ b/x\n@@ -1 +1 @@\n-1\n+2\n").unwrap();
+    assert_eq!(edit.files[0].paths().collect::<Vec<_>>(), vec!["x"]);
+}
+
+#[test]
 fn renames_and_mode_changes_from_git() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();

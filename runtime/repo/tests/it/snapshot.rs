@@ -147,3 +147,54 @@ fn sweep_removes_snapshots_of_dead_processes() {
     }
     assert!(!stale.exists());
 }
+
+#[test]
+fn hidden_names_are_absent_from_every_method() {
+    let base = base_with_files();
+    std::fs::create_dir(base.path().join(".git")).unwrap();
+    std::fs::write(base.path().join(".git/HEAD"), "ref: refs/heads/main\n").unwrap();
+    // A nested `.git` is not top-level and stays visible.
+    std::fs::create_dir(base.path().join("sub/.git")).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut expected = read_tree(base.path());
+    expected.retain(|path, _| !path.starts_with(".git/"));
+    let hiding: Vec<SnapshotBase> = methods(base.path(), scratch.path())
+        .into_iter()
+        .map(|b| b.hiding(&[".git"]).unwrap())
+        .collect();
+    assert!(!hiding.is_empty());
+    for b in &hiding {
+        let s = b.snapshot().unwrap();
+        assert!(
+            s.path().join(".git").symlink_metadata().is_err(),
+            "{:?} shows the hidden .git",
+            s.method()
+        );
+        assert!(s.path().join("sub/.git").is_dir(), "{:?}", s.method());
+        assert_eq!(read_tree(s.path()), expected, "{:?}", s.method());
+        // Writing where the hidden name was does not reach the base.
+        std::fs::create_dir(s.path().join(".git")).unwrap();
+        std::fs::write(s.path().join(".git/HEAD"), "x\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(base.path().join(".git/HEAD")).unwrap(),
+            "ref: refs/heads/main\n"
+        );
+    }
+}
+
+#[test]
+fn hiding_refuses_names_that_are_not_one_component() {
+    let base = base_with_files();
+    let scratch = tempfile::tempdir().unwrap();
+    for bad in ["", ".", "..", "a/b"] {
+        let b =
+            SnapshotBase::with_method(base.path(), scratch.path(), SnapshotMethod::Copy).unwrap();
+        assert!(
+            matches!(
+                b.hiding(&[bad]),
+                Err(ssr_repo::snapshot::SnapshotError::BadHiddenName(_))
+            ),
+            "{bad:?}"
+        );
+    }
+}
