@@ -25,8 +25,9 @@ fn p_of(repo: &Path, a: &Artifact, scratch: &Path) -> (Vec<String>, ssr_game::Ve
 /// Python that prints pytest's summary header and a `PASSED` line for every test of
 /// `P`, then ends the process before pytest reports anything real.
 fn fake_report(p: &[String]) -> String {
+    // The leading newline ends pytest's half-written progress line.
     let mut lines = vec![
-        "=========================== short test summary info ============================"
+        "\n=========================== short test summary info ============================"
             .to_string(),
     ];
     for id in p {
@@ -79,6 +80,14 @@ fn fake_passed_lines_from_solver_code_score_minus_one() {
             let e = ev.evaluate(repo.path(), bug, &patch);
             assert_eq!(e.reward, -1.0, "{what}: {}", e.summary());
             assert!(!e.solved, "{what}");
+            // The fake report reached the log and the trusted parser refused it.
+            assert!(
+                e.notes
+                    .iter()
+                    .any(|n| n.contains("incomplete") || n.contains("not a complete")),
+                "{what}: {}",
+                e.summary()
+            );
             assert!(
                 e.failing
                     .contains(&"tests/test_ops.py::test_add".to_string())

@@ -453,9 +453,12 @@ fn check7_padding_is_caught_by_inverse_mutation() {
 fn parser_gaming_is_caught_by_the_trusted_parser() {
     let repo = calc_repo();
     let mut a = good_artifact(repo.path());
+    let honest =
+        "out = {k: (v if complete else \"failed\") for k, v in results.items() if v != \"other\"}";
+    assert!(a.test_parser.contains(honest));
     a.test_parser = a.test_parser.replace(
-        "status = \"passed\" if m.group(1) in (\"PASSED\", \"XPASS\") else \"failed\"",
-        "status = \"passed\"",
+        honest,
+        "out = {k: \"passed\" for k, v in results.items() if v != \"other\"}",
     );
     let r = expect_reject(
         &a,
@@ -481,9 +484,12 @@ fn parser_omitting_a_failing_test_is_caught() {
             Some(&fixture::TEST_OPS.replace("assert sub(5, 3) == 2", "assert sub(5, 3) >= 0")),
         )],
     );
+    let honest =
+        "out = {k: (v if complete else \"failed\") for k, v in results.items() if v != \"other\"}";
+    assert!(a.test_parser.contains(honest));
     a.test_parser = a.test_parser.replace(
-        "        if results.get(m.group(2)) != \"failed\":",
-        "        if status == \"failed\" and len(sys.argv) == 1 and 'sub(5, 3) >= 0' in open('tests/test_ops.py').read():\n            continue\n        if results.get(m.group(2)) != \"failed\":",
+        honest,
+        "out = {k: v for k, v in results.items() if v == \"passed\" or not (v == \"failed\" and 'sub(5, 3) >= 0' in open('tests/test_ops.py').read())}",
     );
     expect_reject(
         &a,
