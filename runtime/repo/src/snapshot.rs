@@ -328,7 +328,7 @@ fn make_whiteout(path: &Path) -> std::io::Result<()> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     // SAFETY: `c` is a valid NUL-terminated path that lives across the call; device 0
     // with S_IFCHR is the whiteout overlayfs defines.
-    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o000, 0) } == 0 {
+    if unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, 0) } == 0 {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())

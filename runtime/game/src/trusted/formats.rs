@@ -149,7 +149,7 @@ pub(super) fn parse_pytest(log: &str) -> Parsed {
             Some("pytest's final summary line (`=== N passed in Xs ===`) is missing".into()),
         );
     };
-    let stated = counts(&lines[end]);
+    let stated = counts(lines[end]);
     for word in ["passed", "failed", "error", "xpassed"] {
         let said = stated.get(word).copied().unwrap_or(0);
         let read = seen.get(word).copied().unwrap_or(0);
@@ -320,14 +320,15 @@ pub(super) fn parse_unittest(log: &str) -> Parsed {
             end = None;
             continue;
         }
-        if ran.is_some() && end.is_none() {
-            if let Some(c) = UNITTEST_END.captures(line) {
-                end = Some((
-                    c[1].to_string(),
-                    c.get(2).map_or("", |m| m.as_str()).to_string(),
-                ));
-                continue;
-            }
+        if ran.is_some()
+            && end.is_none()
+            && let Some(c) = UNITTEST_END.captures(line)
+        {
+            end = Some((
+                c[1].to_string(),
+                c.get(2).map_or("", |m| m.as_str()).to_string(),
+            ));
+            continue;
         }
         if let Some(c) = UNITTEST_NAME_ONLY.captures(line) {
             pending = Some(id_of(&c[1], &c[2]));
