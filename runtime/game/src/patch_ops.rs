@@ -247,6 +247,13 @@ index 0000000..3333333
             std::fs::read_to_string(dir.path().join("src/m.py")).unwrap(),
             "something else\n"
         );
+        // With the creation first and the failing edit second, still nothing.
+        let p = parse(EDIT).unwrap();
+        let swapped = Patch {
+            files: vec![p.files[1].clone(), p.files[0].clone()],
+        };
+        assert!(apply_patch(dir.path(), &swapped).is_err());
+        assert!(!dir.path().join("src/new.py").exists());
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
         assert_eq!(left.len(), 1, "no staging directory is left behind");
     }

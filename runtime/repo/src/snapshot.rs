@@ -8,6 +8,9 @@
 //! [`sweep_stale`] removes what a killed process left behind. Does not own: what runs in
 //! the snapshot (`ssr-sandbox`), or the base's content (`crate::copy`).
 //!
+//! Overlays are mounted `volatile` where the kernel has it: nothing a snapshot writes is
+//! ever synced to disk (its upper layer is deleted after use).
+//!
 //! Hard links are never used: a write through a hard link would change the base.
 //! The base must not change while snapshots of it exist (overlayfs forbids it).
 //!
@@ -301,6 +304,14 @@ fn mount_overlay(lower: &Path, upper: &Path, work: &Path, target: &Path) -> Resu
         upper.display(),
         work.display()
     );
+    // `volatile` (Linux 5.10+) skips syncing the upper layer, above all the sync of
+    // everything a run wrote (a cargo `target/`) when the snapshot is unmounted: a
+    // snapshot is thrown away after use, so its writes never need to reach the disk.
+    // Kernels without it refuse the option; mount again without.
+    mount_with(&format!("{data},volatile"), target).or_else(|_| mount_with(&data, target))
+}
+
+fn mount_with(data: &str, target: &Path) -> Result<(), String> {
     let cstr = |s: &[u8]| CString::new(s).map_err(|e| e.to_string());
     let source = cstr(b"overlay")?;
     let fstype = cstr(b"overlay")?;
