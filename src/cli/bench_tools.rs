@@ -162,7 +162,7 @@ fn bench(args: &BenchToolsArgs, config: HostConfig, root: &Path) -> anyhow::Resu
     let mut episode = Episode::new(Role::Solver, repo.canonicalize()?);
     episode.state_dir = Some(root.join("state"));
 
-    let mut time_tool =
+    let time_tool =
         |tool: &str, call_args: &dyn Fn(usize) -> String, n: usize| -> anyhow::Result<Stats> {
             for i in 0..n.min(10) {
                 host.call(&episode, tool, &call_args(i))?.result?;
@@ -199,7 +199,7 @@ fn bench(args: &BenchToolsArgs, config: HostConfig, root: &Path) -> anyhow::Resu
     let big = repo.join("big.py").display().to_string();
     let edit = repo.join("edit.py").display().to_string();
     let swap = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             ("VALUE_A", "VALUE_B")
         } else {
             ("VALUE_B", "VALUE_A")
