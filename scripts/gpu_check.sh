@@ -14,6 +14,18 @@ cd "$(dirname "$0")/.."
 CARRY=target/gpu-carry
 OUT=${OUT:-target/gpu-check-out}
 
+# cudarc loads libcuda, libnvrtc, libcublas and libnccl at run time: add the toolkit's
+# folder and the NVIDIA wheels that PyTorch installed (cuBLAS, NCCL) to the search path.
+cuda_library_path() {
+  local extra
+  extra=$(python3 -c 'import glob, os, site
+dirs = []
+for sp in site.getsitepackages():
+    dirs += glob.glob(os.path.join(sp, "nvidia", "*", "lib")) + glob.glob(os.path.join(sp, "nvidia", "cu13", "lib"))
+print(":".join(dirs))' 2>/dev/null || true)
+  export LD_LIBRARY_PATH="/usr/local/cuda/lib64${extra:+:$extra}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}
+
 case "${1:-run}" in
 prepare)
   bin=$(cargo test -p ssr-trainer --test it --no-run --message-format=json 2>/dev/null |
@@ -30,6 +42,7 @@ for line in sys.stdin:
   ;;
 run)
   mkdir -p "$OUT"
+  cuda_library_path
   { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true; } | tee "$OUT/device.txt"
   # Kernel cache in $OUT's sibling so a second call in the same lease skips NVRTC.
   export SSR_KERNEL_CACHE=${SSR_KERNEL_CACHE:-/tmp/ssr-kernels}
@@ -61,6 +74,7 @@ PY
   ;;
 profile)
   mkdir -p "$OUT"
+  cuda_library_path
   export SSR_KERNEL_CACHE=${SSR_KERNEL_CACHE:-/tmp/ssr-kernels}
   args=(bench kernels --shapes smollm2 --tokens 4096 --reps 3 --no-torch)
   if command -v nsys >/dev/null; then

@@ -19,6 +19,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Runs commands in the sandbox over a directory; probes what the host offers.
     #[command(subcommand)]
     Sandbox(cli::sandbox::SandboxCmd),
     /// Inspect a GGUF model and generate text with the embedded engine.
@@ -28,6 +29,27 @@ enum Cmd {
     Train(cli::train::TrainArgs),
     /// The agent's WASM tools: list, describe, call, check, policy, bench.
     Tools(cli::tools::ToolsArgs),
+    /// Benchmarks, each against a baseline measured side by side in the same run.
+    #[command(subcommand)]
+    Bench(cli::bench::BenchCmd),
+    /// Runs a procedural (model-free) bug injector on a repository.
+    Inject(cli::inject::InjectArgs),
+    /// Checks a bug artifact with the seven consistency checks.
+    Verify(cli::verify::VerifyArgs),
+    /// Scores a solver patch against a bug.
+    Evaluate(cli::evaluate::EvaluateArgs),
+    /// Exports stored bugs to other formats.
+    #[command(subcommand)]
+    Export(cli::export::ExportCmd),
+    /// Builds the example repositories.
+    #[command(subcommand)]
+    Examples(cli::examples::ExamplesCmd),
+    /// Serves the embedded model as an OpenAI-compatible HTTP server.
+    Serve(cli::serve::ServeArgs),
+    /// Writes a run's HTML report and prints its summary table.
+    Report(cli::report::ReportArgs),
+    /// Runs self-play rounds: inject, verify, solve, evaluate, reward, train.
+    Selfplay(Box<cli::selfplay::SelfPlayArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +59,15 @@ fn main() -> std::process::ExitCode {
         Cmd::Model(c) => cli::model::run(c),
         Cmd::Train(a) => cli::train::run(a),
         Cmd::Tools(c) => cli::tools::run(c),
+        Cmd::Bench(c) => cli::bench::run(c),
+        Cmd::Inject(a) => cli::inject::run(a),
+        Cmd::Verify(a) => cli::verify::run(a),
+        Cmd::Evaluate(a) => cli::evaluate::run(a),
+        Cmd::Export(c) => cli::export::run(c),
+        Cmd::Examples(c) => cli::examples::run(c),
+        Cmd::Serve(a) => cli::serve::run(a),
+        Cmd::Report(a) => cli::report::run(a),
+        Cmd::Selfplay(a) => cli::selfplay::run(*a),
     };
     match result {
         Ok(code) => code,

@@ -36,7 +36,7 @@ pub struct BenchModelArgs {
     /// Tokens generated for the decode measurement.
     #[arg(long, default_value_t = 64)]
     pub decode_tokens: usize,
-    /// Skip the single-threaded f32 baseline (it takes ~10x longer than the engine).
+    /// Skip the single-threaded f32 baseline (it runs the same measurement again, slower).
     #[arg(long)]
     pub no_baseline: bool,
     /// Print one JSON object.

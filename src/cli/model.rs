@@ -86,7 +86,7 @@ pub fn run(cmd: ModelCmd) -> anyhow::Result<ExitCode> {
 }
 
 fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
-    let f = GgufFile::open(&a.file)?;
+    let f = GgufFile::open(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let config = gguf::config_from_gguf(&f)?;
     let tok = Tokenizer::from_gguf(&f)?;
     let mut types: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
@@ -154,9 +154,9 @@ fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
         .collect();
     println!("tensor types:  {}", types_line.join(", "));
     println!(
-        "tokenizer:     byte-level BPE, {} tokens, bos {:?}, eos {}",
+        "tokenizer:     byte-level BPE, {} tokens, bos {}, eos {}",
         tok.vocab_size(),
-        tok.bos_id,
+        tok.bos_id.map_or("none".to_string(), |b| b.to_string()),
         tok.eos_id
     );
     println!("special:       {}", specials.join(" "));
@@ -232,13 +232,14 @@ fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         eprintln!(
-            "{} prompt + {} generated tokens ({:?}); prefill {:.1} tok/s, decode {:.1} tok/s (kernels {:?})",
+            "{} prompt + {} generated tokens ({:?}); prefill {:.1} tok/s, decode {:.1} tok/s ({} prefill, {} decode)",
             g.prompt_tokens,
             g.token_ids.len(),
             g.finish,
             g.prefill_tokens_per_second(),
             g.decode_tokens_per_second(),
-            engine.kernels()
+            engine.kernels().prefill,
+            engine.kernels().decode
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -39,13 +39,11 @@ pub enum CheckpointError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     #[error("{path}: not a valid safetensors file: {source}")]
     Format {
         path: PathBuf,
-        #[source]
         source: SafeTensorError,
     },
     #[error("{path}: metadata {key:?}: {reason}")]

@@ -97,21 +97,18 @@ pub enum TrajectoryError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     #[error("{path}:{line}: malformed trajectory: {source}")]
     Parse {
         path: PathBuf,
         line: usize,
-        #[source]
         source: serde_json::Error,
     },
     #[error("{path}:{line}: invalid trajectory: {source}")]
     Invalid {
         path: PathBuf,
         line: usize,
-        #[source]
         source: InvalidTrajectory,
     },
 }

@@ -6,3 +6,29 @@
 //!
 //! Does not own: the rules of the game (`ssr-game`), tool execution (`ssr-toolhost`) or
 //! the model's numerics (`ssr-trainer`).
+
+pub mod budget;
+pub mod chat;
+pub mod episode;
+pub mod policy;
+pub mod prompts;
+pub mod report;
+pub mod rundir;
+pub mod sandbox_tools;
+pub mod selfplay;
+pub mod serve;
+pub mod shutdown;
+pub mod toolcall;
+pub mod tools;
+pub mod trajectory;
+pub mod transcript;
+
+pub use budget::Budgets;
+pub use chat::{ChatMl, Message, Role, TextCodec};
+pub use episode::{EpisodeSpec, run_episode};
+pub use policy::{
+    FinishReason, GenerateRequest, Generation, Policy, PolicyError, Prompt, Sampling,
+};
+pub use toolcall::{ToolCall, ToolCallError, ToolCallSyntax};
+pub use tools::{ToolResult, ToolSpec, Tools};
+pub use transcript::{EpisodeEnd, Transcript};

@@ -1,8 +1,33 @@
 //! The rules of the self-play game (`SSR_SPEC.md` sections 2 to 8 and 11).
 //!
-//! Owns: the five-file bug `Artifact`, the seven-check verifier and its report, the
-//! trusted test-log parsers, the solver episode builder, the evaluator, rewards,
-//! higher-order bugs and the procedural (model-free) injectors.
+//! Owns: the five-file bug [`Artifact`], the seven-check [`Verifier`] and its
+//! [`VerificationReport`], the trusted test-log parsers, the solver episode builder,
+//! the evaluator, rewards, higher-order bugs and the procedural (model-free)
+//! injectors, and the example repositories' builder.
 //!
-//! Does not own: the model or prompts (`ssr-agent`), sandboxes (`ssr-sandbox`) or
-//! patch mechanics (`ssr-repo`).
+//! Does not own: the model or prompts (`ssr-agent`), sandbox backends
+//! (`ssr-sandbox`), or git internals (`ssr-repo`). Every command that touches
+//! repository code runs through a [`ssr_sandbox::Sandbox`].
+
+pub mod artifact;
+pub mod bug_store;
+pub mod config;
+pub mod episode;
+pub mod evaluate;
+pub mod examples;
+pub mod higher_order;
+pub mod inject;
+pub mod patch_ops;
+pub mod report;
+pub mod reward;
+pub mod testrun;
+pub mod trusted;
+pub mod verify;
+pub mod workspace;
+
+pub use artifact::Artifact;
+pub use config::{EpisodeConfig, RunEnv, VerifyConfig};
+pub use episode::{SolverEpisode, build_episode};
+pub use evaluate::{BugState, EvalOutcome, Evaluation, Evaluator};
+pub use report::{Check, RejectCode, VerificationReport};
+pub use verify::Verifier;

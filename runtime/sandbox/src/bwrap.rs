@@ -13,17 +13,23 @@
 //! the command (`--new-session`). When the command ends, bwrap's init exits and the
 //! kernel kills everything else in the pid namespace; the cgroup is killed and removed
 //! on top of that, so `setsid`/`nohup` cannot outlive an exec.
+//!
+//! Two paths start bwrap: cold (spawned for this exec, joining a fresh cgroup before
+//! `exec`) and warm (a launcher parked earlier in its own cgroup, `warm`), which gets
+//! its options through a pipe and runs the command through a one-line `/bin/sh` shim
+//! that `exec`s it. Both give the same outcome; the warm path only skips waiting.
 
-use crate::cgroup::{CgroupEvents, CgroupHost, Controller, ExecCgroup};
+use crate::cgroup::{CgroupHost, Controller, ExecCgroup};
+use crate::outcome::outcome;
 use crate::plan::{Plan, plan};
 use crate::rootfs::{etc_snapshot, rootfs_args};
-use crate::spec::{Environment, ExecOutcome, ExecSpec, LimitHit, RootFs, Sandbox, SandboxError};
-use crate::supervise::{self, Launch, Supervised, TreeKiller, Watch};
+use crate::spec::{Environment, ExecOutcome, ExecSpec, RootFs, Sandbox, SandboxError};
+use crate::supervise::{self, Launch, TreeKiller, Watch};
+use crate::warm;
 use std::ffi::OsString;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Once, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The uid and gid the command runs as inside (`nobody`). Mapped to the caller's own
 /// uid outside, so files it creates in the workspace belong to the caller. Why not uid
@@ -58,6 +64,8 @@ pub struct BwrapSandbox {
     info: BwrapInfo,
     cgroups: CgroupHost,
     tmp_bytes: u64,
+    /// Use parked launchers (`warm`): on by default.
+    warm_pool: bool,
 }
 
 static BWRAP: OnceLock<Result<BwrapInfo, String>> = OnceLock::new();
@@ -96,12 +104,21 @@ impl BwrapSandbox {
             info,
             cgroups,
             tmp_bytes: DEFAULT_TMP_BYTES,
+            warm_pool: true,
         })
     }
 
     /// Sets the size of `/tmp` inside the sandbox.
     pub fn with_tmp_size(mut self, bytes: u64) -> Self {
         self.tmp_bytes = bytes;
+        self
+    }
+
+    /// Turns the pool of parked launchers on or off. It saves the start of `bwrap` and
+    /// its move into a cgroup on every exec after the first, at the price of one parked
+    /// `bwrap` process per process; a one-shot caller (the CLI) turns it off.
+    pub fn with_warm_pool(mut self, on: bool) -> Self {
+        self.warm_pool = on;
         self
     }
 
@@ -327,20 +344,67 @@ impl Sandbox for BwrapSandbox {
         let plan = plan(&self.env, spec)?;
         let args = bwrap_args(&self.env.rootfs, &plan, &self.info, self.tmp_bytes);
         let limits = &spec.limits;
+        let pids = limits.pids.map(|p| p + LAUNCHER_PROCS);
+        let mut rlimits = vec![(libc::RLIMIT_CORE, 0)];
+        if let Some(f) = limits.file_size_bytes {
+            rlimits.push((libc::RLIMIT_FSIZE, f));
+        }
+        rlimits.extend(self.fallback_rlimits(limits.memory_bytes, limits.pids));
+        let watch = Watch {
+            timeout: limits.timeout,
+            idle_timeout: limits.idle_timeout,
+            output_bytes: limits.output_bytes,
+        };
+
+        // Warm path: a launcher parked in its own cgroup (see `warm`). Any failure on
+        // the way kills it and falls through to the cold path.
+        if self.warm_pool
+            && self.env.rootfs == RootFs::Host
+            && self.cgroups == *host_cgroups()
+            && !plan.env.contains_key("PWD")
+            && !plan.env.contains_key(warm::ARGV_VAR)
+            && Path::new(warm::SHELL).exists()
+            && let Some(parked) = warm::take(&self.info, &self.cgroups)
+        {
+            // The options go through the pipe; the command rides in a variable to the
+            // parked shim (`warm::SHIM`).
+            let mut options = args[..args.len() - plan.argv.len() - 1].to_vec();
+            options.extend(
+                ["--setenv", warm::ARGV_VAR, &warm::shell_quote(&plan.argv)].map(OsString::from),
+            );
+            let limited = match &parked.cgroup {
+                Some(cg) => cg.set_limits(limits.memory_bytes, pids),
+                None => Ok(()),
+            };
+            let released = match limited {
+                Ok(()) => {
+                    let started = Instant::now();
+                    parked.release(&options, &rlimits).map(|r| (r, started))
+                }
+                Err(e) => Err((parked.child, parked.cgroup, e)),
+            };
+            match released {
+                Ok(((child, cgroup), started)) => {
+                    warm::count_hit();
+                    return self.finish(child, started, cgroup, &watch);
+                }
+                Err((mut child, cgroup, _)) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    drop(cgroup);
+                }
+            }
+        }
+
         let cgroup = if self.cgroups.hierarchies.is_empty() {
             None
         } else {
             Some(ExecCgroup::create(
                 &self.cgroups,
                 limits.memory_bytes,
-                limits.pids.map(|p| p + LAUNCHER_PROCS),
+                pids,
             )?)
         };
-        let mut rlimits = vec![(libc::RLIMIT_CORE, 0)];
-        if let Some(f) = limits.file_size_bytes {
-            rlimits.push((libc::RLIMIT_FSIZE, f));
-        }
-        rlimits.extend(self.fallback_rlimits(limits.memory_bytes, limits.pids));
         let launch = Launch {
             program: self.info.path.clone(),
             args,
@@ -351,25 +415,34 @@ impl Sandbox for BwrapSandbox {
                 Some(cg) => cg.procs_files()?,
                 None => Vec::new(),
             },
+            args_pipe: None,
         };
-        let watch = Watch {
-            timeout: limits.timeout,
-            idle_timeout: limits.idle_timeout,
-            output_bytes: limits.output_bytes,
-        };
-        let killer = BwrapKiller {
-            cgroup: cgroup.as_ref(),
-        };
-        let seen = supervise::run(launch, &watch, &killer).map_err(SandboxError::Spawn)?;
-        let events = cgroup.as_ref().map(ExecCgroup::events).unwrap_or_default();
-        if let Some(cg) = cgroup {
-            cg.release();
-        }
-        Ok(outcome(seen, events))
+        let started = Instant::now();
+        let child = supervise::spawn(launch).map_err(SandboxError::Spawn)?;
+        self.finish(child, started, cgroup, &watch)
     }
 }
 
 impl BwrapSandbox {
+    /// Watches a started launcher to the end, reads the cgroup's events, releases it.
+    fn finish(
+        &self,
+        child: std::process::Child,
+        started: Instant,
+        cgroup: Option<ExecCgroup>,
+        watch: &Watch,
+    ) -> Result<ExecOutcome, SandboxError> {
+        let killer = BwrapKiller {
+            cgroup: cgroup.as_ref(),
+        };
+        let seen = supervise::watch_child(child, started, watch, &killer);
+        let events = cgroup.as_ref().map(ExecCgroup::events).unwrap_or_default();
+        if let Some(cg) = cgroup {
+            cg.release();
+        }
+        Ok(outcome(seen.map_err(SandboxError::Spawn)?, events))
+    }
+
     /// rlimits standing in for cgroup controllers the host lacks, with a warning once per
     /// process. They are weaker: `RLIMIT_AS` counts address space, not memory, and
     /// `RLIMIT_NPROC` counts per user across the host and does not bind root at all.
@@ -402,69 +475,6 @@ impl BwrapSandbox {
             });
         }
         r
-    }
-}
-
-/// Turns what the supervisor saw into the caller's outcome.
-pub(crate) fn outcome(seen: Supervised, events: CgroupEvents) -> ExecOutcome {
-    let (exit_code, signal) = decode_status(seen.status);
-    let truncated = seen.stdout.truncated() || seen.stderr.truncated();
-    let limit_hit = first_limit(&seen, events, signal);
-    ExecOutcome {
-        exit_code: if seen.killed_for.is_some() {
-            None
-        } else {
-            exit_code
-        },
-        signal: if seen.killed_for.is_some() {
-            Some(libc::SIGKILL)
-        } else {
-            signal
-        },
-        timed_out: seen.killed_for.is_some(),
-        truncated,
-        limit_hit,
-        stdout: seen.stdout.text(),
-        stderr: seen.stderr.text(),
-        wall_ms: seen.wall.as_millis() as u64,
-    }
-}
-
-/// Exit code or signal. bwrap (and `docker run`) fold "killed by signal N" into exit
-/// status 128+N, as shells do; the two cannot be told apart from outside, so 129..=159
-/// (signals 1..=31) is reported as the signal. A command that deliberately exits with
-/// such a status is reported as killed by the corresponding signal.
-pub(crate) fn decode_status(status: std::process::ExitStatus) -> (Option<i32>, Option<i32>) {
-    if let Some(sig) = status.signal() {
-        return (None, Some(sig));
-    }
-    match status.code() {
-        Some(c) if (129..=159).contains(&c) => (None, Some(c - 128)),
-        c => (c, None),
-    }
-}
-
-/// The first limit hit. Cgroup limits are only known from counters read at the end, so
-/// they come first (they are also the cause when a bomb later times out); then a file
-/// too large (`SIGXFSZ`); then, by time, output truncation and the timeouts.
-fn first_limit(seen: &Supervised, events: CgroupEvents, signal: Option<i32>) -> Option<LimitHit> {
-    if events.oom_kills > 0 {
-        return Some(LimitHit::Memory);
-    }
-    if events.pids_max_hits > 0 {
-        return Some(LimitHit::Pids);
-    }
-    if signal == Some(libc::SIGXFSZ) {
-        return Some(LimitHit::FileSize);
-    }
-    let truncated_at = [seen.stdout.truncated_at, seen.stderr.truncated_at]
-        .into_iter()
-        .flatten()
-        .min();
-    match (truncated_at, seen.killed_at, seen.killed_for) {
-        (Some(t), Some(k), Some(why)) => Some(if t <= k { LimitHit::Output } else { why }),
-        (Some(_), _, _) => Some(LimitHit::Output),
-        (None, _, why) => why,
     }
 }
 
@@ -538,15 +548,5 @@ mod tests {
             .unwrap();
         assert!(ro > rw);
         assert_eq!(a[ro + 1], ws.join("test_x.py").to_string_lossy());
-    }
-
-    #[test]
-    fn status_128_plus_n_is_a_signal() {
-        use std::os::unix::process::ExitStatusExt;
-        let st = |raw| std::process::ExitStatus::from_raw(raw);
-        assert_eq!(decode_status(st(137 << 8)), (None, Some(9)));
-        assert_eq!(decode_status(st(3 << 8)), (Some(3), None));
-        assert_eq!(decode_status(st(9)), (None, Some(9)));
-        assert_eq!(decode_status(st(255 << 8)), (Some(255), None));
     }
 }

@@ -338,7 +338,15 @@ impl ExecCgroup {
             };
             let dir = parent.join(&name);
             fs::create_dir(&dir)?;
-            cg.dirs.push((h.clone(), dir.clone()));
+            cg.dirs.push((h.clone(), dir));
+        }
+        cg.set_limits(memory, pids)?;
+        Ok(cg)
+    }
+
+    /// Writes the memory and pids limits (`None`: no limit of that kind is written).
+    pub fn set_limits(&self, memory: Option<u64>, pids: Option<u64>) -> io::Result<()> {
+        for (h, dir) in &self.dirs {
             match h {
                 Hierarchy::V1 {
                     controller: Controller::Memory,
@@ -376,7 +384,7 @@ impl ExecCgroup {
                 }
             }
         }
-        Ok(cg)
+        Ok(())
     }
 
     /// Opens every `cgroup.procs` for the launcher to write itself into.

@@ -13,7 +13,8 @@
 //! The container runs as the caller's uid:gid so the workspace is writable and files it
 //! creates belong to the caller; as root that is uid 0 without capabilities.
 
-use crate::bwrap::{decode_status, find_program};
+use crate::bwrap::find_program;
+use crate::outcome::decode_status;
 use crate::plan::{Plan, plan};
 use crate::spec::{
     Environment, ExecOutcome, ExecSpec, LimitHit, Limits, RootFs, Sandbox, SandboxError,
@@ -409,6 +410,7 @@ impl Sandbox for DockerSandbox {
                 .collect(),
             rlimits: Vec::new(),
             cgroup_procs: Vec::new(),
+            args_pipe: None,
         };
         let watch = Watch {
             timeout: spec.limits.timeout,

@@ -16,16 +16,19 @@
 mod bwrap;
 pub mod cgroup;
 mod docker;
+mod outcome;
 mod plan;
 mod rootfs;
 mod spec;
 mod supervise;
+mod warm;
 
 pub use bwrap::{
     BwrapInfo, BwrapSandbox, DEFAULT_TMP_BYTES, SANDBOX_UID, host_cgroups, probe_bwrap,
 };
 pub use docker::{DockerPlan, DockerSandbox, Engine, EngineProbe, docker_run_args, probe_engines};
 pub use spec::*;
+pub use warm::hits as warm_pool_hits;
 
 /// The sandbox for `env`: bubblewrap for [`RootFs::Host`] and [`RootFs::Dir`], a docker
 /// compatible engine for [`RootFs::Image`].

@@ -38,6 +38,8 @@ pub(crate) struct Launch {
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
     /// `cgroup.procs` files the child writes itself into before `exec`.
     pub cgroup_procs: Vec<File>,
+    /// A pipe read end the child inherits under the same number (for `bwrap --args N`).
+    pub args_pipe: Option<OwnedFd>,
 }
 
 /// Kills everything a launch started, not only the launcher process.
@@ -105,7 +107,17 @@ pub(crate) fn run(
     killer: &dyn TreeKiller,
 ) -> io::Result<Supervised> {
     let started = Instant::now();
-    let mut child = spawn(launch)?;
+    let child = spawn(launch)?;
+    watch_child(child, started, watch, killer)
+}
+
+/// Watches an already started launcher (see [`run`]); `started` is when its clock began.
+pub(crate) fn watch_child(
+    mut child: Child,
+    started: Instant,
+    watch: &Watch,
+    killer: &dyn TreeKiller,
+) -> io::Result<Supervised> {
     let pid = child.id() as i32;
     let stdout = child.stdout.take().map(OwnedFd::from);
     let stderr = child.stderr.take().map(OwnedFd::from);
@@ -181,7 +193,9 @@ pub(crate) fn run(
     })
 }
 
-fn spawn(launch: Launch) -> io::Result<Child> {
+/// Starts the launcher with a cleared environment, closed stdin, piped output, its own
+/// session, `PR_SET_PDEATHSIG` (tied to the calling thread), rlimits and cgroups.
+pub(crate) fn spawn(launch: Launch) -> io::Result<Child> {
     let mut cmd = std::process::Command::new(&launch.program);
     cmd.args(&launch.args)
         .env_clear()
@@ -193,8 +207,10 @@ fn spawn(launch: Launch) -> io::Result<Child> {
     let parent = unsafe { libc::getpid() };
     let rlimits = launch.rlimits;
     let procs: Vec<RawFd> = launch.cgroup_procs.iter().map(|f| f.as_raw_fd()).collect();
+    let args_fd: Option<RawFd> = launch.args_pipe.as_ref().map(|f| f.as_raw_fd());
     // SAFETY: the closure runs in the forked child before exec and only makes
-    // async-signal-safe system calls (setsid, prctl, getppid, setrlimit, write, _exit)
+    // async-signal-safe system calls (setsid, prctl, getppid, setrlimit, write, fcntl,
+    // _exit)
     // on values prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
@@ -227,11 +243,20 @@ fn spawn(launch: Launch) -> io::Result<Child> {
                     return Err(io::Error::last_os_error());
                 }
             }
+            // The args pipe keeps its number (the launcher's command line names it);
+            // only its close-on-exec flag is cleared, in the child alone. Why not dup2 to
+            // a fixed number: that number may be the pipe std uses to report exec errors.
+            if let Some(fd) = args_fd
+                && libc::fcntl(fd, libc::F_SETFD, 0) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
             Ok(())
         });
     }
     let child = cmd.spawn();
     drop(launch.cgroup_procs);
+    drop(launch.args_pipe);
     child
 }
 

@@ -100,11 +100,10 @@ impl Bf16Matrix {
                 let padded = rows.div_ceil(ROWS) * ROWS;
                 let mut xb = vec![0u32; padded * pairs];
                 for r in 0..rows {
-                    let xr = &x[(r0 + r) * k..(r0 + r + 1) * k];
-                    for p in 0..pairs {
-                        let hi = if 2 * p + 1 < k { xr[2 * p + 1] } else { 0.0 };
-                        xb[r * pairs + p] = pair(xr[2 * p], hi);
-                    }
+                    to_bf16_pairs(
+                        &x[(r0 + r) * k..(r0 + r + 1) * k],
+                        &mut xb[r * pairs..(r + 1) * pairs],
+                    );
                 }
                 let mut acc = [0.0f32; ROWS * TILE];
                 for t in 0..n.div_ceil(TILE) {
@@ -125,6 +124,42 @@ impl Bf16Matrix {
                 }
             });
     }
+}
+
+/// Rounds a row to bf16 (nearest even) into pairs: `out[p] = x[2p] | x[2p+1] << 16`,
+/// which is the plain bf16 array of the row in memory.
+fn to_bf16_pairs(x: &[f32], out: &mut [u32]) {
+    let k = x.len();
+    // SAFETY: only called from `matmul`, after `available()` confirmed AVX-512F and
+    // BF16; the kernel reads `x[..k/32*32]` and writes `out[..k/32*16]`, in bounds
+    // because `out.len() == k.div_ceil(2)`.
+    #[cfg(target_arch = "x86_64")]
+    let done = unsafe { to_bf16_pairs_avx512(x, out) };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
+    for p in done / 2..out.len() {
+        let hi = if 2 * p + 1 < k { x[2 * p + 1] } else { 0.0 };
+        out[p] = pair(x[2 * p], hi);
+    }
+}
+
+/// Converts whole 32-float chunks; returns how many floats it converted.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn to_bf16_pairs_avx512(x: &[f32], out: &mut [u32]) -> usize {
+    use std::arch::x86_64::*;
+    let chunks = x.len() / 32;
+    for c in 0..chunks {
+        // SAFETY: `c*32 + 32 <= x.len()` and `c*16 + 16 <= out.len()` (see caller).
+        unsafe {
+            let lo = _mm512_loadu_ps(x.as_ptr().add(c * 32));
+            let hi = _mm512_loadu_ps(x.as_ptr().add(c * 32 + 16));
+            // The lower 16 results come from the second operand.
+            let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(out.as_mut_ptr().add(c * 16) as *mut _, v);
+        }
+    }
+    chunks * 32
 }
 
 /// `acc[r][c] = sum_p dot2(x[r][p], tile[p][c])` for 8 rows and 16 columns.

@@ -444,19 +444,22 @@ fn attention(
     let group = nh / cache.n_kv;
     let qd = nh * hd;
     let scale = 1.0 / (hd as f32).sqrt();
-    let head = |h: usize| -> Vec<f32> {
+    // Per-thread scratch (the query rows of one head and its scores), reused across
+    // heads: fresh `n x total` buffers per head made page zeroing a visible cost.
+    let head = |h: usize, scratch: &mut (Vec<f32>, Vec<f32>), o: &mut [f32]| {
+        let (qh, s) = scratch;
         let g = h / group;
         let kg = &cache.k[layer][cache.head_range(g, total)];
         let vg = &cache.v[layer][cache.head_range(g, total)];
-        let mut qh = vec![0.0; n * hd];
+        qh.resize(n * hd, 0.0);
         for r in 0..n {
             qh[r * hd..(r + 1) * hd].copy_from_slice(&q[r * qd + h * hd..r * qd + (h + 1) * hd]);
         }
-        let mut s = vec![0.0; n * total];
-        matmul_nt(&mut s, &qh, kg, n, hd, total, false);
+        s.resize(n * total, 0.0);
+        matmul_nt(s, qh, kg, n, hd, total, false);
         for (r, row) in s.chunks_exact_mut(total).enumerate() {
             let visible = pos0 + r + 1;
-            let row = &mut row[..visible];
+            let (row, masked) = row.split_at_mut(visible);
             let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b * scale));
             let mut sum = 0.0;
             for x in row.iter_mut() {
@@ -465,25 +468,28 @@ fn attention(
             }
             let inv = 1.0 / sum;
             row.iter_mut().for_each(|x| *x *= inv);
+            masked.fill(0.0);
         }
-        // Masked positions: zero weight.
-        for (r, row) in s.chunks_exact_mut(total).enumerate() {
-            row[pos0 + r + 1..].fill(0.0);
-        }
-        let mut o = vec![0.0; n * hd];
-        matmul_nn(&mut o, &s, vg, n, total, hd, false);
-        o
+        matmul_nn(o, s, vg, n, total, hd, false);
     };
+    // Head-major outputs `[nh, n, hd]`.
+    let mut outs = vec![0.0f32; nh * n * hd];
     // Few rows (decode) over a long context: heads in parallel, each GEMM
     // single-threaded. Short contexts: heads in turn on this thread (the work, ~T*64*9
     // multiply-adds, is smaller than a fork/join, which also stalls when the machine is
     // busy). Many rows (prefill): heads in turn, each GEMM threaded.
-    let outs: Vec<Vec<f32>> = if n < Q8_MAX_ROWS && total >= PARALLEL_ATTENTION_MIN_CONTEXT {
-        (0..nh).into_par_iter().map(head).collect()
+    if n < Q8_MAX_ROWS && total >= PARALLEL_ATTENTION_MIN_CONTEXT {
+        outs.par_chunks_mut(n * hd).enumerate().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |scratch, (h, o)| head(h, scratch, o),
+        );
     } else {
-        (0..nh).map(head).collect()
-    };
-    for (h, o) in outs.iter().enumerate() {
+        let mut scratch = (Vec::new(), Vec::new());
+        for (h, o) in outs.chunks_mut(n * hd).enumerate() {
+            head(h, &mut scratch, o);
+        }
+    }
+    for (h, o) in outs.chunks(n * hd).enumerate() {
         for r in 0..n {
             att[r * qd + h * hd..r * qd + (h + 1) * hd].copy_from_slice(&o[r * hd..(r + 1) * hd]);
         }

@@ -20,11 +20,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("model {path}: {source}")]
-    Gguf {
-        path: PathBuf,
-        #[source]
-        source: GgufError,
-    },
+    Gguf { path: PathBuf, source: GgufError },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
@@ -32,7 +28,6 @@ pub enum RunError {
     #[error("{path}: {source}")]
     Train {
         path: PathBuf,
-        #[source]
         source: Box<TrainError>,
     },
     #[error("{0}")]

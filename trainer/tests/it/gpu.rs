@@ -1028,6 +1028,9 @@ fn gpu_decoder_prefill_and_decode_match_cpu_forward_logits() {
     assert_eq!(a.token_ids.len(), 6);
 }
 
+/// tokens, trained positions, behaviour log-probs, advantage.
+type BatchItem = (Vec<u32>, Vec<usize>, Vec<f32>, f32);
+
 #[test]
 fn gpu_train_step_matches_cpu_step_on_tiny_model() {
     use ssr_trainer::gpu::train::{GpuTrainer, TrainSequence};
@@ -1047,7 +1050,7 @@ fn gpu_train_step_matches_cpu_step_on_tiny_model() {
     let mut tc = ssr_trainer::train::TrainConfig::default();
     tc.adamw.lr = 1e-3;
     tc.adamw.warmup_steps = 0;
-    let seqs: Vec<(Vec<u32>, Vec<usize>, Vec<f32>, f32)> = [(30usize, 1.0f32), (22, -0.5)]
+    let seqs: Vec<BatchItem> = [(30usize, 1.0f32), (22, -0.5)]
         .iter()
         .map(|&(len, adv)| {
             let toks = random_targets(&mut r, len, cfg.vocab_size);

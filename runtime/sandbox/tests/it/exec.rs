@@ -165,3 +165,35 @@ fn missing_program_is_a_failed_command_not_an_error() {
     assert!(!o.success());
     assert!(o.stderr.contains("no-such-program-xyz"), "{o:?}");
 }
+
+#[test]
+fn sequential_execs_reuse_a_parked_launcher_with_identical_results() {
+    let ws = tempfile::tempdir().unwrap();
+    let sb = sandbox();
+    let before = ssr_sandbox::warm_pool_hits();
+    let mut outs = Vec::new();
+    for _ in 0..4 {
+        let spec = ExecSpec::new(
+            Command::Argv(vec![
+                "sh".into(),
+                "-c".into(),
+                "echo \"$0|$1\"; env | sort; exit 7".into(),
+                "it's".into(),
+            ]),
+            ws.path(),
+        );
+        outs.push(sb.exec(&spec).unwrap());
+        // Let the keeper park the next launcher.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        ssr_sandbox::warm_pool_hits() > before,
+        "no exec took the warm path"
+    );
+    for o in &outs {
+        assert_eq!(o.exit_code, Some(7), "{o:?}");
+        assert_eq!(o.stdout, outs[0].stdout, "warm and cold paths differ");
+        assert!(o.stdout.starts_with("it's|\n"), "{o:?}");
+        assert!(!o.stdout.contains("SSR_SANDBOX_ARGV"), "{o:?}");
+    }
+}

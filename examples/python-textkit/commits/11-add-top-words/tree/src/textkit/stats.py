@@ -1,0 +1,30 @@
+"""Word statistics."""
+
+from collections import Counter
+
+
+def words(text):
+    """The words of ``text``, lower-cased, punctuation stripped."""
+    out = []
+    for raw in text.split():
+        w = raw.strip(".,;:!?\"'()").lower()
+        if w:
+            out.append(w)
+    return out
+
+
+def word_count(text):
+    """Number of whitespace-separated words."""
+    return len(text.split())
+
+
+def char_freq(text):
+    """Frequency of each non-space character."""
+    return dict(Counter(c for c in text if not c.isspace()))
+
+
+def top_words(text, n=3):
+    """The ``n`` most frequent words, ties broken alphabetically."""
+    counts = Counter(words(text))
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [w for w, _ in ranked[:n]]

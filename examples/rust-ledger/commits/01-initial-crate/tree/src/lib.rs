@@ -1,0 +1,3 @@
+//! A tiny ledger: money amounts in cents, accounts, CSV import and reports.
+
+pub mod money;

@@ -1,0 +1,501 @@
+//! The run report: a self-contained HTML page (inline SVG plots, no scripts, no
+//! network) and the summary table printed by `ssr report` and at the end of a run.
+//!
+//! Owns: the plots (validity rate, solve rate, rewards, episode lengths, time per
+//! phase, all per round) and the summary. Does not own: the numbers (read from
+//! `metrics.jsonl` and `run.json`).
+
+use crate::rundir::{RoundMetrics, RunMeta};
+use std::fmt::Write as _;
+
+/// The ids of the plots every report contains (checked by the headless-browser test).
+pub const PLOT_IDS: [&str; 5] = [
+    "plot-validity",
+    "plot-solve",
+    "plot-rewards",
+    "plot-lengths",
+    "plot-phases",
+];
+
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+];
+
+/// One named series of (round, value) points.
+struct Series<'a> {
+    name: &'a str,
+    points: Vec<(f64, f64)>,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A line chart over rounds. `y_fixed` pins the y range (rates in [0, 1]).
+fn line_chart(id: &str, title: &str, series: &[Series], y_fixed: Option<(f64, f64)>) -> String {
+    let (w, h, l, r, t, b) = (520.0, 260.0, 50.0, 130.0, 30.0, 36.0);
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .collect();
+    let x_max = all.iter().map(|p| p.0).fold(1.0f64, f64::max);
+    let (mut y_min, mut y_max) = y_fixed.unwrap_or_else(|| {
+        let lo = all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let hi = all.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+        if lo.is_finite() {
+            (lo.min(0.0), hi.max(lo + 1e-9))
+        } else {
+            (0.0, 1.0)
+        }
+    });
+    if (y_max - y_min).abs() < 1e-9 {
+        y_min -= 0.5;
+        y_max += 0.5;
+    }
+    let px = |x: f64| l + (x / x_max) * (w - l - r);
+    let py = |y: f64| t + (1.0 - (y - y_min) / (y_max - y_min)) * (h - t - b);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg id="{id}" class="plot" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{t_}">"#,
+        t_ = esc(title)
+    );
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="18" font-size="14" font-weight="bold">{}</text>"#,
+        l,
+        esc(title)
+    );
+    // Axes and ticks.
+    let _ = write!(
+        s,
+        r##"<line x1="{l}" y1="{}" x2="{}" y2="{}" stroke="#333"/>"##,
+        h - b,
+        w - r,
+        h - b
+    );
+    let _ = write!(
+        s,
+        r##"<line x1="{l}" y1="{t}" x2="{l}" y2="{}" stroke="#333"/>"##,
+        h - b
+    );
+    for i in 0..=4 {
+        let y = y_min + (y_max - y_min) * f64::from(i) / 4.0;
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{}" font-size="10" text-anchor="end">{:.2}</text><line x1="{l}" y1="{1}" x2="{}" y2="{1}" stroke="#eee"/>"##,
+            l - 4.0,
+            py(y),
+            y,
+            w - r
+        );
+    }
+    let rounds = x_max.round() as i64;
+    let step = (rounds / 8).max(1);
+    for x in (0..=rounds).step_by(step as usize) {
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" font-size="10" text-anchor="middle">{x}</text>"#,
+            px(x as f64),
+            h - b + 14.0
+        );
+    }
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">round</text>"#,
+        (l + w - r) / 2.0,
+        h - 4.0
+    );
+    for (i, se) in series.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        if se.points.len() > 1 {
+            let pts: Vec<String> = se
+                .points
+                .iter()
+                .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+                .collect();
+            let _ = write!(
+                s,
+                r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+                pts.join(" ")
+            );
+        }
+        for (x, y) in &se.points {
+            let _ = write!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"><title>{}: round {x}, {y:.3}</title></circle>"#,
+                px(*x),
+                py(*y),
+                esc(se.name)
+            );
+        }
+        let ly = t + 14.0 * i as f64 + 6.0;
+        let _ = write!(
+            s,
+            r#"<rect x="{}" y="{}" width="10" height="10" fill="{c}"/><text x="{}" y="{}" font-size="11">{}</text>"#,
+            w - r + 8.0,
+            ly,
+            w - r + 22.0,
+            ly + 9.0,
+            esc(se.name)
+        );
+    }
+    if all.is_empty() {
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{}" font-size="12" text-anchor="middle" fill="#888">no data yet</text>"##,
+            (l + w - r) / 2.0,
+            (t + h - b) / 2.0
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// Stacked bars of time per phase per round, in seconds.
+fn phase_chart(id: &str, metrics: &[RoundMetrics]) -> String {
+    let (w, h, l, r, t, b) = (520.0, 260.0, 50.0, 130.0, 30.0, 36.0);
+    let mut phases: Vec<String> = metrics
+        .iter()
+        .flat_map(|m| m.phase_ms.keys().cloned())
+        .collect();
+    phases.sort();
+    phases.dedup();
+    let totals: Vec<f64> = metrics
+        .iter()
+        .map(|m| m.phase_ms.values().sum::<u64>() as f64 / 1000.0)
+        .collect();
+    let y_max = totals.iter().copied().fold(1e-9, f64::max);
+    let n = metrics.len().max(1) as f64;
+    let bw = ((w - l - r) / n * 0.7).max(2.0);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg id="{id}" class="plot" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="time per phase">"#
+    );
+    let _ = write!(
+        s,
+        r#"<text x="{l}" y="18" font-size="14" font-weight="bold">Time per phase (s)</text>"#
+    );
+    let _ = write!(
+        s,
+        r##"<line x1="{l}" y1="{}" x2="{}" y2="{}" stroke="#333"/><line x1="{l}" y1="{t}" x2="{l}" y2="{}" stroke="#333"/>"##,
+        h - b,
+        w - r,
+        h - b,
+        h - b
+    );
+    for i in 0..=4 {
+        let v = y_max * f64::from(i) / 4.0;
+        let y = t + (1.0 - v / y_max) * (h - t - b);
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{y:.1}" font-size="10" text-anchor="end">{v:.1}</text>"#,
+            l - 4.0
+        );
+    }
+    for (i, m) in metrics.iter().enumerate() {
+        let x = l + (i as f64 + 0.15) * (w - l - r) / n;
+        let mut y = h - b;
+        for (pi, p) in phases.iter().enumerate() {
+            let secs = m.phase_ms.get(p).copied().unwrap_or(0) as f64 / 1000.0;
+            let ph = secs / y_max * (h - t - b);
+            y -= ph;
+            let _ = write!(
+                s,
+                r#"<rect x="{x:.1}" y="{y:.1}" width="{bw:.1}" height="{ph:.1}" fill="{}"><title>round {}: {} {secs:.1} s</title></rect>"#,
+                COLORS[pi % COLORS.len()],
+                m.round,
+                esc(p)
+            );
+        }
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{}" font-size="10" text-anchor="middle">{}</text>"#,
+            x + bw / 2.0,
+            h - b + 14.0,
+            m.round
+        );
+    }
+    for (pi, p) in phases.iter().enumerate() {
+        let ly = t + 14.0 * pi as f64 + 6.0;
+        let _ = write!(
+            s,
+            r#"<rect x="{}" y="{ly}" width="10" height="10" fill="{}"/><text x="{}" y="{}" font-size="11">{}</text>"#,
+            w - r + 8.0,
+            COLORS[pi % COLORS.len()],
+            w - r + 22.0,
+            ly + 9.0,
+            esc(p)
+        );
+    }
+    if metrics.is_empty() {
+        let _ = write!(
+            s,
+            r##"<text x="{}" y="{}" font-size="12" text-anchor="middle" fill="#888">no data yet</text>"##,
+            (l + w - r) / 2.0,
+            (t + h - b) / 2.0
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+fn pts(metrics: &[RoundMetrics], f: impl Fn(&RoundMetrics) -> Option<f64>) -> Vec<(f64, f64)> {
+    metrics
+        .iter()
+        .filter_map(|m| f(m).map(|v| (f64::from(m.round), v)))
+        .collect()
+}
+
+/// Totals over the whole run.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub rounds: u32,
+    pub injector_episodes: u32,
+    pub model_valid: u32,
+    pub procedural_valid: u32,
+    pub higher_order_bugs: u32,
+    pub solver_episodes: u32,
+    pub solved: u32,
+    pub malformed_calls: u32,
+    pub sampled_tokens: u64,
+    pub wall_ms: u64,
+}
+
+pub fn summarize(metrics: &[RoundMetrics]) -> Summary {
+    let mut s = Summary {
+        rounds: metrics.len() as u32,
+        ..Default::default()
+    };
+    for m in metrics {
+        s.injector_episodes += m.injector_episodes;
+        s.model_valid += m.model_valid;
+        s.procedural_valid += m.procedural_valid;
+        s.higher_order_bugs += m.higher_order_bugs;
+        s.solver_episodes += m.solver_episodes;
+        s.solved += m.solved;
+        s.malformed_calls += m.malformed_calls;
+        s.sampled_tokens += m.sampled_tokens;
+        s.wall_ms += m.wall_ms;
+    }
+    s
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.3}"))
+}
+
+/// The per-round table as plain text (one screen for a short run).
+pub fn summary_table(metrics: &[RoundMetrics]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:>5} {:>9} {:>11} {:>10} {:>6} {:>7} {:>8} {:>8} {:>8} {:>7}",
+        "round",
+        "injector",
+        "valid(mdl)",
+        "valid(prc)",
+        "h-o",
+        "solver",
+        "solved",
+        "r_inj",
+        "r_sol",
+        "secs"
+    );
+    for m in metrics {
+        let _ = writeln!(
+            s,
+            "{:>5} {:>9} {:>11} {:>10} {:>6} {:>7} {:>8} {:>8} {:>8} {:>7.1}",
+            m.round,
+            m.injector_episodes,
+            m.model_valid,
+            m.procedural_valid,
+            m.higher_order_bugs,
+            m.solver_episodes,
+            m.solved,
+            opt(m.mean_injector_reward),
+            opt(m.mean_solver_reward),
+            m.wall_ms as f64 / 1000.0
+        );
+    }
+    let t = summarize(metrics);
+    let _ = writeln!(
+        s,
+        "total: {} rounds, {} injector episodes, {} valid bugs from the model, {} procedural, {} higher-order; {}/{} solver attempts solved; {} malformed tool calls; {} tokens sampled; {:.1} s",
+        t.rounds,
+        t.injector_episodes,
+        t.model_valid,
+        t.procedural_valid,
+        t.higher_order_bugs,
+        t.solved,
+        t.solver_episodes,
+        t.malformed_calls,
+        t.sampled_tokens,
+        t.wall_ms as f64 / 1000.0
+    );
+    s
+}
+
+/// The whole HTML report.
+pub fn render_html(meta: Option<&RunMeta>, metrics: &[RoundMetrics]) -> String {
+    let validity = [
+        Series {
+            name: "model bugs valid",
+            points: pts(metrics, |m| Some(m.validity_rate)),
+        },
+        Series {
+            name: "procedural valid",
+            points: pts(metrics, |m| {
+                (m.procedural_attempted > 0)
+                    .then(|| f64::from(m.procedural_valid) / f64::from(m.procedural_attempted))
+            }),
+        },
+    ];
+    let solve = [Series {
+        name: "solve rate",
+        points: pts(metrics, |m| (m.solver_episodes > 0).then_some(m.solve_rate)),
+    }];
+    let rewards = [
+        Series {
+            name: "injector",
+            points: pts(metrics, |m| m.mean_injector_reward),
+        },
+        Series {
+            name: "solver",
+            points: pts(metrics, |m| m.mean_solver_reward),
+        },
+    ];
+    let lengths = [
+        Series {
+            name: "injector turns",
+            points: pts(metrics, |m| m.mean_injector_turns),
+        },
+        Series {
+            name: "solver turns",
+            points: pts(metrics, |m| m.mean_solver_turns),
+        },
+    ];
+    let title = meta.map_or_else(
+        || "self-play run".to_string(),
+        |m| format!("self-play run {}", m.id),
+    );
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:sans-serif;margin:24px;color:#222}} .plots{{display:flex;flex-wrap:wrap;gap:16px}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} pre{{background:#f6f6f6;padding:8px}}</style></head><body>",
+        esc(&title)
+    );
+    let _ = write!(h, "<h1>{}</h1>", esc(&title));
+    if let Some(m) = meta {
+        let _ = write!(
+            h,
+            "<p>policy <b>{}</b>, seed <b>{}</b>, started {} time(s)</p>",
+            esc(&m.policy),
+            m.seed,
+            m.starts
+        );
+    }
+    h.push_str("<div class=\"plots\">");
+    h.push_str(&line_chart(
+        PLOT_IDS[0],
+        "Validity rate of injected bugs",
+        &validity,
+        Some((0.0, 1.0)),
+    ));
+    h.push_str(&line_chart(
+        PLOT_IDS[1],
+        "Solve rate",
+        &solve,
+        Some((0.0, 1.0)),
+    ));
+    h.push_str(&line_chart(
+        PLOT_IDS[2],
+        "Mean reward",
+        &rewards,
+        Some((-1.0, 1.0)),
+    ));
+    h.push_str(&line_chart(
+        PLOT_IDS[3],
+        "Episode length (turns)",
+        &lengths,
+        None,
+    ));
+    h.push_str(&phase_chart(PLOT_IDS[4], metrics));
+    h.push_str("</div><h2>Rounds</h2><table><tr><th>round</th><th>injector episodes</th><th>valid (model)</th><th>valid (procedural)</th><th>higher-order</th><th>solver episodes</th><th>solved</th><th>mean r_inj</th><th>mean r_sol</th><th>malformed calls</th><th>seconds</th></tr>");
+    for m in metrics {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td></tr>",
+            m.round,
+            m.injector_episodes,
+            m.model_valid,
+            m.procedural_valid,
+            m.higher_order_bugs,
+            m.solver_episodes,
+            m.solved,
+            opt(m.mean_injector_reward),
+            opt(m.mean_solver_reward),
+            m.malformed_calls,
+            m.wall_ms as f64 / 1000.0
+        );
+    }
+    h.push_str("</table>");
+    let mut rejections = std::collections::BTreeMap::<&str, u32>::new();
+    for m in metrics {
+        for (k, v) in &m.rejections {
+            *rejections.entry(k).or_default() += v;
+        }
+    }
+    if !rejections.is_empty() {
+        h.push_str("<h2>Rejected artifacts by reason</h2><table>");
+        for (k, v) in rejections {
+            let _ = write!(
+                h,
+                "<tr><td style=\"text-align:left\">{}</td><td>{v}</td></tr>",
+                esc(k)
+            );
+        }
+        h.push_str("</table>");
+    }
+    let _ = write!(
+        h,
+        "<h2>Summary</h2><pre>{}</pre>",
+        esc(&summary_table(metrics))
+    );
+    if let Some(m) = meta {
+        let _ = write!(
+            h,
+            "<h2>Configuration</h2><pre>{}</pre>",
+            esc(&serde_json::to_string_pretty(&m.config).unwrap_or_default())
+        );
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_plot_is_present_even_without_data() {
+        for metrics in [
+            vec![],
+            vec![RoundMetrics {
+                round: 0,
+                validity_rate: 0.5,
+                ..Default::default()
+            }],
+        ] {
+            let html = render_html(None, &metrics);
+            for id in PLOT_IDS {
+                assert!(html.contains(&format!("id=\"{id}\"")), "{id}");
+            }
+            assert!(!html.contains("<script"));
+        }
+    }
+}

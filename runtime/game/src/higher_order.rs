@@ -1,0 +1,140 @@
+//! Higher-order bugs (`SSR_SPEC.md` section 6): a failed solver patch applied on top
+//! of its buggy state becomes a new bug with the same oracle. Checked lightly: hunks
+//! touching oracle files are dropped, the rest must apply, at least one test of `P`
+//! must still fail; orders are capped at 2, and duplicates (same patch hash on the
+//! same parent bug) are refused.
+//!
+//! Does not own: the evaluation run itself (`evaluate`).
+
+use crate::artifact::{Artifact, check_repo_path};
+use crate::evaluate::{BugState, EvalOutcome, Evaluator};
+use crate::patch_ops;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Highest order a bug may have **[decision]**: no bug is made from failures on a
+/// higher-order bug.
+pub const MAX_ORDER: u8 = 2;
+
+/// A bug of order 2: the parent's artifact and oracle plus a failed solver patch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HigherOrderBug {
+    pub order: u8,
+    /// The failed solver patch without its oracle-file sections.
+    pub patch: String,
+    /// sha256 of the parent's bug diff and the filtered patch.
+    pub hash: String,
+    /// Tests of `P` that fail with the patch.
+    pub still_failing: Vec<String>,
+}
+
+/// Why a failed attempt did not become a higher-order bug.
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HigherOrderRejection {
+    #[error("the parent bug has order {order}; orders are capped at {MAX_ORDER}")]
+    OrderCap { order: u8 },
+    #[error("nothing is left of the patch once its oracle-file hunks are dropped")]
+    EmptyAfterFiltering,
+    #[error("the same patch was already turned into a bug (hash {hash})")]
+    Duplicate { hash: String },
+    #[error("the patch does not apply to the buggy state: {error}")]
+    DoesNotApply { error: String },
+    #[error("the patch makes every test of P pass: it is a fix, not a bug")]
+    NothingFails,
+    #[error("the patched state could not be run: {error}")]
+    RunFailed { error: String },
+}
+
+/// Remembers the hashes of the higher-order bugs made so far.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct HigherOrderPool {
+    seen: BTreeSet<String>,
+}
+
+impl HigherOrderPool {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.seen.is_empty()
+    }
+
+    /// Tries to turn `failed_patch`, a solver attempt on a bug of order
+    /// `parent_order`, into a higher-order bug.
+    pub fn make(
+        &mut self,
+        evaluator: &Evaluator<'_>,
+        original: &Path,
+        parent: &Artifact,
+        parent_order: u8,
+        tests: &[String],
+        failed_patch: &str,
+    ) -> Result<HigherOrderBug, HigherOrderRejection> {
+        if parent_order >= MAX_ORDER {
+            return Err(HigherOrderRejection::OrderCap {
+                order: parent_order,
+            });
+        }
+        let oracle: BTreeSet<String> = parent
+            .test_files
+            .iter()
+            .filter_map(|f| check_repo_path(f).ok())
+            .collect();
+        let filtered = patch_ops::filter(failed_patch, |f| !f.paths().any(|p| oracle.contains(p)))
+            .map_err(|e| HigherOrderRejection::DoesNotApply {
+                error: e.to_string(),
+            })?;
+        if filtered.trim().is_empty() {
+            return Err(HigherOrderRejection::EmptyAfterFiltering);
+        }
+        let mut h = Sha256::new();
+        h.update(parent.bug_inject.as_bytes());
+        h.update([0u8]);
+        h.update(filtered.as_bytes());
+        let hash = hex::encode(h.finalize());
+        if self.seen.contains(&hash) {
+            return Err(HigherOrderRejection::Duplicate { hash });
+        }
+        // The new state is the parent's plus the patch; with the oracle restored, at
+        // least one test of P must still fail. That is exactly evaluating the patch.
+        let eval = evaluator.evaluate(
+            original,
+            BugState {
+                artifact: parent,
+                higher_order_patch: None,
+                tests,
+            },
+            &filtered,
+        );
+        match eval.outcome {
+            EvalOutcome::TestsFailing { .. } => {
+                self.seen.insert(hash.clone());
+                let mut still_failing = eval.failing;
+                still_failing.extend(eval.missing);
+                still_failing.sort();
+                Ok(HigherOrderBug {
+                    order: parent_order + 1,
+                    patch: filtered,
+                    hash,
+                    still_failing,
+                })
+            }
+            EvalOutcome::Solved => Err(HigherOrderRejection::NothingFails),
+            EvalOutcome::DoesNotApply { error } => {
+                Err(HigherOrderRejection::DoesNotApply { error })
+            }
+            EvalOutcome::EmptyPatch => Err(HigherOrderRejection::EmptyAfterFiltering),
+            EvalOutcome::TimedOut { error } | EvalOutcome::RunFailed { error } => {
+                Err(HigherOrderRejection::RunFailed { error })
+            }
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! Procedural (model-free) injectors (`SSR_SPEC.md` section 8): `history` reverts the
+//! code hunks of past commits, `removal` replaces function bodies with stubs; both
+//! then weaken the oracle by deleting the tests that fail, write the harness for the
+//! detected framework, and keep only artifacts the verifier accepts.
+//!
+//! The pipeline for one repository:
+//! 1. detect the framework, list the oracle test files, write script and parser;
+//! 2. run the original once; test files with a failing test are left out of the
+//!    harness (the verifier demands that every selected test passes);
+//! 3. order the candidates (history: fix/bug commits first; both: seeded shuffle);
+//! 4. per candidate: apply it in a fresh workspace and run the tests; delete the
+//!    broken tests from the oracle files (the weakening); verify the artifact; keep
+//!    it when valid, until `count` bugs are found or `max_candidates` were tried.
+//!
+//! Does not own: the checks (`verify`), or model-driven injection (`ssr-agent`).
+
+pub mod history;
+pub mod removal;
+pub mod scripts;
+pub mod weaken;
+
+pub use scripts::Framework;
+
+use crate::artifact::Artifact;
+use crate::config::VerifyConfig;
+use crate::patch_ops::{self, FileChange};
+use crate::report::VerificationReport;
+use crate::testrun::{Harness, RunFailure, run_tests};
+use crate::verify::Verifier;
+use crate::workspace::Workspace;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use ssr_sandbox::Sandbox;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// How a procedural injector picks its bugs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Revert code hunks of past commits.
+    History,
+    /// Replace function bodies with stubs.
+    Removal,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "history" => Ok(Strategy::History),
+            "removal" => Ok(Strategy::Removal),
+            other => Err(format!("unknown strategy `{other}` (history | removal)")),
+        }
+    }
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::History => "history",
+            Strategy::Removal => "removal",
+        }
+    }
+}
+
+/// Settings of one injection run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InjectConfig {
+    pub strategy: Strategy,
+    /// Valid bugs wanted.
+    pub count: usize,
+    /// Seed of the candidate order (recorded with every bug).
+    pub seed: u64,
+    /// Candidates tried at most.
+    pub max_candidates: usize,
+    pub verify: VerifyConfig,
+}
+
+/// A bug the injector found valid.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InjectedBug {
+    /// `<strategy>-<first 10 hex digits of sha256(bug diff)>`.
+    pub id: String,
+    pub strategy: Strategy,
+    pub seed: u64,
+    /// What was done (`revert abc123 "fix: ..."`, `stub src/m.py::f`).
+    pub candidate: String,
+    pub artifact: Artifact,
+    pub report: VerificationReport,
+}
+
+/// What happened to one candidate.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CandidateResult {
+    pub candidate: String,
+    pub valid: bool,
+    pub reason: String,
+}
+
+/// The outcome of an injection run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InjectionRun {
+    pub framework: Framework,
+    pub strategy: Strategy,
+    pub seed: u64,
+    /// Oracle test files used by the harness.
+    pub test_files: Vec<String>,
+    /// Tests passing on the original.
+    pub original_tests: usize,
+    pub candidates_total: usize,
+    pub tried: Vec<CandidateResult>,
+    pub bugs: Vec<InjectedBug>,
+}
+
+/// Progress reported while injecting.
+#[derive(Clone, Debug)]
+pub enum InjectEvent {
+    /// The candidates are known.
+    Candidates { total: usize, to_try: usize },
+    /// One candidate is done.
+    Tried {
+        index: usize,
+        result: CandidateResult,
+        valid_so_far: usize,
+    },
+}
+
+/// Why an injection run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    #[error("no supported test framework found in {0} (pytest tests or a Cargo.toml)")]
+    NoFramework(String),
+    #[error("running the tests of the original repository: {0}")]
+    Original(RunFailure),
+    #[error("no test passes on the original repository")]
+    NothingPasses,
+    #[error(transparent)]
+    History(#[from] history::HistoryError),
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+enum CandidateBug {
+    Diff(String),
+    Change(FileChange),
+}
+
+struct Candidate {
+    description: String,
+    bug: CandidateBug,
+}
+
+fn short_hash(text: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(text.as_bytes());
+    hex::encode(h.finalize())[..10].to_string()
+}
+
+/// Runs the procedural injector on `repo`.
+pub fn inject(
+    sandbox: &dyn Sandbox,
+    repo: &Path,
+    cfg: &InjectConfig,
+    on_event: &mut dyn FnMut(InjectEvent),
+) -> Result<InjectionRun, InjectError> {
+    let framework = Framework::detect(repo)
+        .ok_or_else(|| InjectError::NoFramework(repo.display().to_string()))?;
+    let all_test_files = framework.test_files(repo);
+    let parser = framework.test_parser().to_string();
+    let vcfg = &cfg.verify;
+
+    // 2. The original run; drop test files that have failing tests.
+    let ws = Workspace::fresh(repo, vcfg)
+        .map_err(|e| InjectError::Original(RunFailure::Setup(e.to_string())))?;
+    let script = framework.test_script(repo, &all_test_files);
+    let run = run_tests(
+        sandbox,
+        vcfg,
+        ws.path(),
+        Harness {
+            test_script: &script,
+            test_parser: &parser,
+        },
+    )
+    .map_err(InjectError::Original)?;
+    drop(ws);
+    let failing_files: BTreeSet<String> = run
+        .claimed
+        .iter()
+        .filter(|(_, v)| *v != "passed")
+        .filter_map(|(id, _)| weaken::locate(framework, id).map(|l| l.file))
+        .collect();
+    let mut test_files: Vec<String> = all_test_files
+        .iter()
+        .filter(|f| !failing_files.contains(*f))
+        .cloned()
+        .collect();
+    let mut script = script;
+    if test_files.len() != all_test_files.len() {
+        script = framework.test_script(repo, &test_files);
+    }
+    let passing: Vec<String> = run
+        .claimed
+        .iter()
+        .filter(|(id, v)| {
+            *v == "passed"
+                && weaken::locate(framework, id).is_none_or(|l| !failing_files.contains(&l.file))
+        })
+        .map(|(id, _)| id.clone())
+        .collect();
+    if passing.is_empty() {
+        return Err(InjectError::NothingPasses);
+    }
+    if framework == Framework::Cargo {
+        // With cargo the whole crate is one run; keep every test file as oracle.
+        test_files = all_test_files.clone();
+    }
+    let test_contents: BTreeMap<String, String> = test_files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(repo.join(f))
+                .map(|t| (f.clone(), t))
+                .map_err(|source| InjectError::Io {
+                    path: f.clone(),
+                    source,
+                })
+        })
+        .collect::<Result<_, _>>()?;
+
+    // 3. Candidates.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut candidates = match cfg.strategy {
+        Strategy::History => {
+            let mut fixes = Vec::new();
+            let mut others = Vec::new();
+            for c in history::commits(repo)? {
+                let short = &c.id[..c.id.len().min(10)];
+                for (k, d) in history::revert_diffs(repo, framework, &c)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    let what = if k == 0 {
+                        "revert".to_string()
+                    } else {
+                        format!("partial revert #{k} of")
+                    };
+                    let cand = Candidate {
+                        description: format!("{what} {short} \"{}\"", c.subject),
+                        bug: CandidateBug::Diff(d),
+                    };
+                    if c.is_fix() {
+                        fixes.push(cand)
+                    } else {
+                        others.push(cand)
+                    }
+                }
+            }
+            fixes.shuffle(&mut rng);
+            others.shuffle(&mut rng);
+            fixes.extend(others);
+            fixes
+        }
+        Strategy::Removal => {
+            let mut out = Vec::new();
+            for f in scripts::repo_files(repo)
+                .into_iter()
+                .filter(|f| framework.is_code_file(f))
+            {
+                let Ok(text) = std::fs::read_to_string(repo.join(&f)) else {
+                    continue;
+                };
+                for site in removal::sites(framework, &f, &text) {
+                    out.push(Candidate {
+                        description: format!("stub {}::{}", site.file, site.function),
+                        bug: CandidateBug::Change((site.file, Some(site.stubbed))),
+                    });
+                }
+            }
+            out.shuffle(&mut rng);
+            out
+        }
+    };
+    let total = candidates.len();
+    candidates.truncate(cfg.max_candidates);
+    on_event(InjectEvent::Candidates {
+        total,
+        to_try: candidates.len(),
+    });
+
+    // 4. Try them.
+    let verifier = Verifier::new(sandbox, vcfg.clone());
+    let mut tried = Vec::new();
+    let mut bugs: Vec<InjectedBug> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (index, cand) in candidates.into_iter().enumerate() {
+        if bugs.len() >= cfg.count {
+            break;
+        }
+        let outcome = try_candidate(
+            sandbox,
+            &verifier,
+            repo,
+            framework,
+            &cand,
+            &script,
+            &parser,
+            &test_files,
+            &test_contents,
+            &passing,
+            &mut seen,
+        );
+        let result = match outcome {
+            Ok((artifact, report)) => {
+                let id = format!(
+                    "{}-{}",
+                    cfg.strategy.name(),
+                    short_hash(&artifact.bug_inject)
+                );
+                let reason = report.summary();
+                bugs.push(InjectedBug {
+                    id,
+                    strategy: cfg.strategy,
+                    seed: cfg.seed,
+                    candidate: cand.description.clone(),
+                    artifact,
+                    report,
+                });
+                CandidateResult {
+                    candidate: cand.description,
+                    valid: true,
+                    reason,
+                }
+            }
+            Err(reason) => CandidateResult {
+                candidate: cand.description,
+                valid: false,
+                reason,
+            },
+        };
+        on_event(InjectEvent::Tried {
+            index,
+            result: result.clone(),
+            valid_so_far: bugs.len(),
+        });
+        tried.push(result);
+    }
+    Ok(InjectionRun {
+        framework,
+        strategy: cfg.strategy,
+        seed: cfg.seed,
+        test_files,
+        original_tests: passing.len(),
+        candidates_total: total,
+        tried,
+        bugs,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn try_candidate(
+    sandbox: &dyn Sandbox,
+    verifier: &Verifier<'_>,
+    repo: &Path,
+    framework: Framework,
+    cand: &Candidate,
+    script: &str,
+    parser: &str,
+    test_files: &[String],
+    test_contents: &BTreeMap<String, String>,
+    passing: &[String],
+    seen: &mut BTreeSet<String>,
+) -> Result<(Artifact, VerificationReport), String> {
+    let cfg = verifier.config();
+    let bug = match &cand.bug {
+        CandidateBug::Diff(d) => d.clone(),
+        CandidateBug::Change(ch) => patch_ops::diff_of_changes(repo, std::slice::from_ref(ch))
+            .map_err(|e| format!("writing the diff: {e}"))?,
+    };
+    if !seen.insert(short_hash(&bug)) {
+        return Err("same diff as an earlier candidate".into());
+    }
+    let ws = Workspace::fresh(repo, cfg).map_err(|e| e.to_string())?;
+    ws.apply("the candidate", &bug)
+        .map_err(|e| format!("does not apply to the current code: {e}"))?;
+    let run = run_tests(
+        sandbox,
+        cfg,
+        ws.path(),
+        Harness {
+            test_script: script,
+            test_parser: parser,
+        },
+    )
+    .map_err(|e| format!("test run failed: {e}"))?;
+    drop(ws);
+    let broken: Vec<String> = passing
+        .iter()
+        .filter(|id| !run.passed(id))
+        .cloned()
+        .collect();
+    if broken.is_empty() {
+        return Err("breaks no test".into());
+    }
+    if broken.len() == passing.len() {
+        return Err("breaks every test (build or import error)".into());
+    }
+    let (changed, _missing) = weaken::delete_tests(framework, test_contents, &broken);
+    if changed.is_empty() {
+        return Err(format!(
+            "none of the {} broken tests could be located in the oracle files",
+            broken.len()
+        ));
+    }
+    let changes: Vec<FileChange> = changed.into_iter().map(|(f, t)| (f, Some(t))).collect();
+    let weak = patch_ops::diff_of_changes(repo, &changes)
+        .map_err(|e| format!("writing the weakening: {e}"))?;
+    let artifact = Artifact {
+        test_script: script.to_string(),
+        test_files: test_files.to_vec(),
+        test_parser: parser.to_string(),
+        bug_inject: bug,
+        test_weaken: weak,
+    };
+    let report = verifier.verify(repo, &artifact);
+    if report.valid {
+        Ok((artifact, report))
+    } else {
+        Err(report.summary())
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests of `ssr-game`: the verifier's checks and cheats, evaluation,
+//! episodes and the procedural injectors, on small real repositories.
+
+mod evaluate_episode;
+mod examples_e2e;
+mod fixture;
+mod process_sandbox;
+mod verify_checks;

@@ -1,0 +1,280 @@
+//! `ssr bench ...`: benchmarks that print a ratio against a baseline measured side by
+//! side in the same run. One variant per subsystem (`sandbox` here; others add theirs).
+//!
+//! Owns: the measurement loops, statistics and reports. Does not own: the code under
+//! test. Nothing here asserts performance; it reports.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use ssr_sandbox::{BwrapSandbox, Command, Environment, ExecSpec, Sandbox, host_cgroups};
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// Runs `true` through the bubblewrap sandbox and as a plain process spawn,
+    /// interleaved in the same run, and prints median, p99 and the overhead. A third
+    /// series runs the same bwrap command line directly (no cgroup, no supervisor), to
+    /// split the overhead between bubblewrap itself and this crate's layer.
+    Sandbox(SandboxBenchArgs),
+    /// Per-call latency of the WASM tools (editor view, str_replace, search) against a
+    /// fresh python3 process per call doing the same work, in the same run.
+    Tools(crate::cli::bench_tools::BenchToolsArgs),
+    /// Prefill and decode tokens per second of the embedded model, and training tokens
+    /// per second, against a naive baseline measured in the same run.
+    Model(crate::cli::bench_model::BenchModelArgs),
+    /// Wall time of verifying one artifact against the sum and the critical path of the
+    /// test runs it performs, and against the same checks run one after another.
+    Verify(crate::cli::bench_verify::BenchVerifyArgs),
+    /// The GPU kernels (log-probs, fused LM head) against PyTorch eager. Needs a GPU.
+    Kernels(crate::cli::bench_gpu::KernelsBenchArgs),
+    /// GPU training and generation throughput against PyTorch + transformers. Needs a GPU.
+    Train(crate::cli::bench_gpu::TrainBenchArgs),
+}
+
+#[derive(Args)]
+pub struct SandboxBenchArgs {
+    /// Measured iterations of each (after 5 unmeasured warm-up rounds).
+    #[arg(long, default_value_t = 200)]
+    iterations: usize,
+    /// Files in the repository of the snapshot benchmark (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_files: usize,
+    /// Rounds of snapshot against full copy (the copy takes seconds per round).
+    #[arg(long, default_value_t = 3)]
+    snapshot_rounds: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCmd::Sandbox(a) => sandbox(a),
+        BenchCmd::Tools(a) => {
+            let config = ssr_toolhost::HostConfig {
+                standard_tools: true,
+                ..ssr_toolhost::HostConfig::default()
+            };
+            crate::cli::bench_tools::run(&a, config)
+        }
+        BenchCmd::Model(a) => crate::cli::bench_model::run(a),
+        BenchCmd::Verify(a) => crate::cli::bench_verify::run(a),
+        BenchCmd::Kernels(a) => crate::cli::bench_gpu::kernels(a),
+        BenchCmd::Train(a) => crate::cli::bench_gpu::train(a),
+    }
+}
+
+/// Summary of one series of timings, in milliseconds.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct Stats {
+    pub median_ms: f64,
+    pub p99_ms: f64,
+    pub mean_ms: f64,
+    pub min_ms: f64,
+}
+
+impl Stats {
+    pub fn of(samples: &[Duration]) -> Stats {
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+        ms.sort_by(f64::total_cmp);
+        let n = ms.len().max(1);
+        let at = |q: f64| {
+            ms.get(((n as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        Stats {
+            median_ms: at(0.5),
+            p99_ms: at(0.99),
+            mean_ms: ms.iter().sum::<f64>() / n as f64,
+            min_ms: ms.first().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// The `--json` object of `ssr bench sandbox`.
+#[derive(Serialize)]
+struct SandboxBenchReport {
+    iterations: usize,
+    backend: &'static str,
+    bwrap_version: String,
+    cgroup: &'static str,
+    plain: Stats,
+    /// The sandbox's bwrap command line run directly: no cgroup, no supervisor.
+    bwrap_alone: Stats,
+    sandbox: Stats,
+    /// Sandbox median minus bwrap-alone median: the cost of cgroups and supervision.
+    layer_overhead_median_ms: f64,
+    /// Sandbox median minus plain median.
+    overhead_median_ms: f64,
+    /// Sandbox median divided by plain median.
+    ratio_median: f64,
+    /// Sandboxed runs that used a parked launcher (the rest took the cold path).
+    warm_hits: u64,
+    /// The design target: at most 5 ms median overhead.
+    target_ms: f64,
+    target_met: bool,
+    /// Episode snapshot of a repository against a plain recursive copy (`ssr-repo`).
+    snapshot: Option<ssr_repo::bench::SnapshotBench>,
+}
+
+const TARGET_MS: f64 = 5.0;
+const WARMUP: usize = 5;
+
+fn sandbox(a: SandboxBenchArgs) -> anyhow::Result<ExitCode> {
+    let sb = BwrapSandbox::new(Environment::default())?;
+    let ws = std::env::temp_dir().join(format!("ssr-bench-sandbox-{}", std::process::id()));
+    std::fs::create_dir_all(&ws).with_context(|| format!("creating {}", ws.display()))?;
+    let spec = ExecSpec::new(Command::Argv(vec!["true".into()]), &ws);
+    let true_path = ["/usr/bin/true", "/bin/true"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .context("no `true` program on this host")?;
+
+    let bar = ProgressBar::new((a.iterations + WARMUP) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len}").expect("valid template"),
+    );
+    bar.set_message("bench sandbox");
+    let bwrap_args = sb.command_line(&spec)?;
+    let mut series: [Vec<Duration>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let result = (|| -> anyhow::Result<()> {
+        for i in 0..a.iterations + WARMUP {
+            // Rotate the order so no side always runs right after another's teardown.
+            for k in 0..3 {
+                let side = (i + k) % 3;
+                let t = Instant::now();
+                match side {
+                    0 => {
+                        // The baseline gets the same treatment: closed stdin, captured output.
+                        let out = std::process::Command::new(true_path)
+                            .env_clear()
+                            .stdin(Stdio::null())
+                            .output()?;
+                        anyhow::ensure!(out.status.success(), "plain `true` failed");
+                    }
+                    1 => {
+                        let out = std::process::Command::new(&sb.info().path)
+                            .args(&bwrap_args)
+                            .env_clear()
+                            .stdin(Stdio::null())
+                            .output()?;
+                        anyhow::ensure!(out.status.success(), "bwrap `true` failed");
+                    }
+                    _ => {
+                        let o = sb.exec(&spec)?;
+                        anyhow::ensure!(o.success(), "sandboxed `true` failed: {o:?}");
+                    }
+                }
+                if i >= WARMUP {
+                    series[side].push(t.elapsed());
+                }
+            }
+            bar.inc(1);
+        }
+        Ok(())
+    })();
+    bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&ws);
+    result?;
+
+    let snapshot = if a.snapshot_files > 0 {
+        if !a.json {
+            eprintln!(
+                "snapshot benchmark: {} files, {} rounds (the plain copy takes a while)",
+                a.snapshot_files, a.snapshot_rounds
+            );
+        }
+        Some(ssr_repo::bench::snapshot_vs_copy(
+            a.snapshot_files,
+            a.snapshot_rounds.max(1),
+        )?)
+    } else {
+        None
+    };
+    let plain = Stats::of(&series[0]);
+    let bwrap_alone = Stats::of(&series[1]);
+    let sandbox = Stats::of(&series[2]);
+    let overhead = sandbox.median_ms - plain.median_ms;
+    let report = SandboxBenchReport {
+        iterations: a.iterations,
+        backend: sb.name(),
+        bwrap_version: sb.info().version.clone(),
+        cgroup: host_cgroups().version(),
+        ratio_median: sandbox.median_ms / plain.median_ms.max(1e-9),
+        overhead_median_ms: overhead,
+        layer_overhead_median_ms: sandbox.median_ms - bwrap_alone.median_ms,
+        target_ms: TARGET_MS,
+        target_met: overhead <= TARGET_MS,
+        warm_hits: ssr_sandbox::warm_pool_hits(),
+        plain,
+        bwrap_alone,
+        sandbox,
+        snapshot,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "sandbox overhead: `true`, {} interleaved iterations (bwrap {}, cgroup {}, {} of {} sandboxed runs on a parked launcher)",
+            report.iterations,
+            report.bwrap_version,
+            report.cgroup,
+            report.warm_hits,
+            report.iterations + WARMUP
+        );
+        println!("{:<16} {:>10} {:>10} {:>10}", "", "median", "p99", "mean");
+        for (name, s) in [
+            ("plain spawn", &report.plain),
+            ("bwrap alone", &report.bwrap_alone),
+            ("ssr sandbox", &report.sandbox),
+        ] {
+            println!(
+                "{name:<16} {:>7.2} ms {:>7.2} ms {:>7.2} ms",
+                s.median_ms, s.p99_ms, s.mean_ms
+            );
+        }
+        println!(
+            "overhead         {:+.2} ms median ({:.1}x); target <= {TARGET_MS} ms: {}",
+            report.overhead_median_ms,
+            report.ratio_median,
+            if report.target_met { "met" } else { "NOT met" }
+        );
+        println!(
+            "of which bubblewrap itself {:+.2} ms, cgroups and supervision {:+.2} ms",
+            report.bwrap_alone.median_ms - report.plain.median_ms,
+            report.layer_overhead_median_ms
+        );
+        if let Some(b) = &report.snapshot {
+            println!(
+                "snapshot of a {}-file repository ({:?}): {:.2} ms median (drop {:.1} ms) vs full copy {:.0} ms: {:.0}x faster; target >= 10x: {}",
+                b.n_files,
+                b.method,
+                b.snapshot_ms,
+                b.snapshot_drop_ms,
+                b.copy_ms,
+                b.speedup,
+                if b.speedup >= 10.0 { "met" } else { "NOT met" }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_take_median_and_p99_of_sorted_samples() {
+        let samples: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        let s = Stats::of(&samples);
+        assert_eq!(s.min_ms, 1.0);
+        assert_eq!(s.median_ms, 51.0);
+        assert_eq!(s.p99_ms, 99.0);
+        assert!((s.mean_ms - 50.5).abs() < 1e-9);
+    }
+}

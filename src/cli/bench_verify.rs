@@ -1,0 +1,182 @@
+//! `ssr bench verify [--repeats N] [--example python-textkit|rust-ledger|all] [--json]`:
+//! the wall time of verifying one artifact against (a) the sum of the test runs it
+//! performs, (b) their critical path, and (c) the same checks run one after another,
+//! measured side by side in the same run (parallel and sequential alternate).
+//! The artifact is the first valid bug of the history injector on a freshly built
+//! example repository. Nothing is asserted; the figures are printed.
+//!
+//! Orchestration overhead = wall − critical path of the test runs (script + parser
+//! time of the longest run of each phase), as a share of wall; target < 10 %.
+//!
+//! `--json` prints `[{"example", "repeats", "runs_per_verification",
+//! "parallel": {"wall_ms", "test_sum_ms", "critical_path_ms", "overhead_ms",
+//! "overhead_pct"}, "sequential": {... same ...}, "speedup"}]` (medians).
+
+use super::verify::{GameOpts, game_sandbox};
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use ssr_game::inject::{InjectConfig, Strategy, inject};
+use ssr_game::{VerificationReport, Verifier, examples};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct BenchVerifyArgs {
+    /// Verifications of each mode (parallel and sequential alternate).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Which example repository to use.
+    #[arg(long, default_value = "all")]
+    pub example: String,
+    /// Print one JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Medians of one mode.
+#[derive(Serialize, Debug, Default)]
+pub struct ModeFigures {
+    pub wall_ms: u64,
+    pub test_sum_ms: u64,
+    pub critical_path_ms: u64,
+    pub overhead_ms: u64,
+    pub overhead_pct: f64,
+}
+
+#[derive(Serialize, Debug)]
+pub struct ExampleFigures {
+    pub example: String,
+    pub repeats: usize,
+    pub runs_per_verification: usize,
+    pub parallel: ModeFigures,
+    pub sequential: ModeFigures,
+    /// Sequential wall / parallel wall.
+    pub speedup: f64,
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+fn figures(reports: &[VerificationReport]) -> ModeFigures {
+    let wall = median(reports.iter().map(|r| r.wall_ms).collect());
+    let crit = median(reports.iter().map(|r| r.critical_path_ms()).collect());
+    let overhead = median(
+        reports
+            .iter()
+            .map(|r| r.wall_ms.saturating_sub(r.critical_path_ms()))
+            .collect(),
+    );
+    ModeFigures {
+        wall_ms: wall,
+        test_sum_ms: median(reports.iter().map(|r| r.test_time_sum_ms()).collect()),
+        critical_path_ms: crit,
+        overhead_ms: overhead,
+        overhead_pct: if wall == 0 {
+            0.0
+        } else {
+            100.0 * overhead as f64 / wall as f64
+        },
+    }
+}
+
+pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
+    let names: Vec<&str> = match args.example.as_str() {
+        "all" => vec!["python-textkit", "rust-ledger"],
+        one => vec![one],
+    };
+    let source = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"));
+    let tmp = tempfile::tempdir()?;
+    let sandbox = game_sandbox()?;
+    let opts = GameOpts {
+        hard_timeout: 180.0,
+        soft_timeout: 90.0,
+        min_passing_tests: 5,
+        sequential: false,
+    };
+    let bar = ProgressBar::new((names.len() * (1 + 2 * args.repeats)) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut all = Vec::new();
+    for name in names {
+        bar.set_message(format!("{name}: building and injecting"));
+        let repo = examples::create_one(&source.join(name), &tmp.path().join(name))
+            .with_context(|| format!("building example {name}"))?;
+        let cfg = InjectConfig {
+            strategy: Strategy::History,
+            count: 1,
+            seed: 0,
+            max_candidates: 20,
+            verify: opts.verify_config(),
+        };
+        let run = inject(&sandbox, &repo.path, &cfg, &mut |_| {})?;
+        let bug = run
+            .bugs
+            .first()
+            .context("the history injector found no valid bug")?;
+        bar.inc(1);
+        let mut par = Vec::new();
+        let mut seq = Vec::new();
+        for i in 0..args.repeats {
+            for parallel in [i % 2 == 0, i % 2 != 0] {
+                bar.set_message(format!(
+                    "{name}: {} #{}",
+                    if parallel { "parallel" } else { "sequential" },
+                    i + 1
+                ));
+                let mut vcfg = opts.verify_config();
+                vcfg.parallel = parallel;
+                let r = Verifier::new(&sandbox, vcfg).verify(&repo.path, &bug.artifact);
+                anyhow::ensure!(r.valid, "verification changed its verdict: {}", r.summary());
+                if parallel {
+                    par.push(r)
+                } else {
+                    seq.push(r)
+                }
+                bar.inc(1);
+            }
+        }
+        let p = figures(&par);
+        let s = figures(&seq);
+        all.push(ExampleFigures {
+            example: name.to_string(),
+            repeats: args.repeats,
+            runs_per_verification: par.first().map(|r| r.runs.len()).unwrap_or(0),
+            speedup: if p.wall_ms == 0 {
+                0.0
+            } else {
+                s.wall_ms as f64 / p.wall_ms as f64
+            },
+            parallel: p,
+            sequential: s,
+        });
+    }
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        for f in &all {
+            println!(
+                "{} ({} test runs per verification, medians of {}):",
+                f.example, f.runs_per_verification, f.repeats
+            );
+            for (mode, m) in [("parallel  ", &f.parallel), ("sequential", &f.sequential)] {
+                println!(
+                    "  {mode} wall {:>6} ms | sum of test runs {:>6} ms | critical path {:>6} ms | overhead {:>5} ms ({:.1} % of wall)",
+                    m.wall_ms, m.test_sum_ms, m.critical_path_ms, m.overhead_ms, m.overhead_pct
+                );
+            }
+            println!(
+                "  parallel vs sequential: {:.2}x faster; parallel wall / sum of test runs = {:.2}",
+                f.speedup,
+                f.parallel.wall_ms as f64 / f.parallel.test_sum_ms.max(1) as f64
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,82 @@
+//! `ssr evaluate ARTIFACT_DIR --repo DIR --patch FILE [--json]`: scores one solver
+//! patch against a bug (`SSR_SPEC.md` section 5). The set `P` comes from the
+//! artifact's stored `report.json` (written by `ssr inject`), else the artifact is
+//! verified first. Exit status 0 when the patch solves the bug, 1 when it does not.
+//!
+//! `--json` prints the `Evaluation`: `{"reward": 1.0 | -1.0, "solved": bool,
+//! "outcome": {"kind": "solved" | "empty_patch" | "does_not_apply" | "timed_out" |
+//! "run_failed" | "tests_failing", ...}, "failing": [id], "missing": [id], "wall_ms"}`.
+
+use super::verify::{GameOpts, game_sandbox};
+use anyhow::Context;
+use clap::Args;
+use ssr_game::{Artifact, BugState, Evaluator, VerificationReport, Verifier};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct EvaluateArgs {
+    /// Directory holding the five artifact files (and `report.json` when available).
+    pub artifact: PathBuf,
+    /// The original repository.
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// The solver's patch (`git diff` format); may be empty.
+    #[arg(long)]
+    pub patch: PathBuf,
+    /// The failed solver patch of a higher-order bug, applied before `--patch`.
+    #[arg(long)]
+    pub higher_order_patch: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub opts: GameOpts,
+}
+
+pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
+    let artifact = Artifact::read_dir(&args.artifact)?;
+    let patch = std::fs::read_to_string(&args.patch)
+        .with_context(|| format!("reading {}", args.patch.display()))?;
+    let ho = match &args.higher_order_patch {
+        Some(p) => {
+            Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+        }
+        None => None,
+    };
+    let sandbox = game_sandbox()?;
+    let cfg = args.opts.verify_config();
+    let report_path = args.artifact.join("report.json");
+    let report: VerificationReport = if report_path.is_file() {
+        serde_json::from_str(&std::fs::read_to_string(&report_path)?)
+            .with_context(|| format!("reading {}", report_path.display()))?
+    } else {
+        eprintln!("no report.json next to the artifact: verifying it first");
+        Verifier::new(&sandbox, cfg.clone()).verify(&args.repo, &artifact)
+    };
+    anyhow::ensure!(
+        report.valid,
+        "the artifact is not a valid bug: {}",
+        report.summary()
+    );
+    let tests = report.all_tests();
+    let e = Evaluator::new(&sandbox, cfg).evaluate(
+        &args.repo,
+        BugState {
+            artifact: &artifact,
+            higher_order_patch: ho.as_deref(),
+            tests: &tests,
+        },
+        &patch,
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        println!("{}", e.summary());
+    }
+    Ok(if e.solved {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,156 @@
+//! `ssr inject --repo DIR --strategy history|removal [--count N] [--seed S] --out DIR
+//! [--json]`: the procedural (model-free) injectors. Valid bugs are written to
+//! `OUT/<bug id>/` (five files, `report.json`, `bug.json`; see
+//! `ssr_game::bug_store`), with a progress bar on stderr.
+//!
+//! `--json` prints one object: `{"repo", "framework", "strategy", "seed",
+//! "test_files": [path], "original_tests": n, "candidates_total": n, "tried": n,
+//! "valid": n, "bugs": [{"id", "dir", "candidate", "fail_to_pass": [id],
+//! "pass_to_pass": n}], "rejected": [{"candidate", "reason"}]}`.
+//! Exit status 0 when at least `--count` valid bugs were found, 1 otherwise.
+
+use super::verify::{GameOpts, game_sandbox};
+use anyhow::Context;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use ssr_game::bug_store::{self, BugMeta};
+use ssr_game::inject::{InjectConfig, InjectEvent, Strategy, inject};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct InjectArgs {
+    /// The repository to break (a git repository for `history`).
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// `history` (revert past commits' code hunks) or `removal` (stub function bodies).
+    #[arg(long)]
+    pub strategy: Strategy,
+    /// Valid bugs wanted.
+    #[arg(long, default_value_t = 5)]
+    pub count: usize,
+    /// Seed of the candidate order (recorded in every bug.json).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Candidates tried at most.
+    #[arg(long, default_value_t = 50)]
+    pub max_candidates: usize,
+    /// Where the bugs are written.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub opts: GameOpts,
+}
+
+pub fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.repo.is_dir(),
+        "repository {} is not a directory",
+        args.repo.display()
+    );
+    let repo = args.repo.canonicalize()?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let sandbox = game_sandbox()?;
+    let cfg = InjectConfig {
+        strategy: args.strategy,
+        count: args.count,
+        seed: args.seed,
+        max_candidates: args.max_candidates,
+        verify: args.opts.verify_config(),
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} candidates, {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message("running the original tests");
+    let result = inject(&sandbox, &repo, &cfg, &mut |ev| match ev {
+        InjectEvent::Candidates { to_try, .. } => {
+            bar.set_length(to_try as u64);
+            bar.set_message("0 valid");
+        }
+        InjectEvent::Tried { valid_so_far, .. } => {
+            bar.inc(1);
+            bar.set_message(format!("{valid_so_far} valid"));
+        }
+    });
+    bar.finish_and_clear();
+    let run = result?;
+    let repo_name = repo
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base_commit = bug_store::head_commit(&repo);
+    let mut written = Vec::new();
+    for b in &run.bugs {
+        let meta = BugMeta {
+            id: b.id.clone(),
+            strategy: Some(b.strategy.name().to_string()),
+            seed: Some(b.seed),
+            candidate: b.candidate.clone(),
+            repo: repo_name.clone(),
+            repo_path: repo.display().to_string(),
+            base_commit: base_commit.clone(),
+            framework: Some(
+                serde_json::to_string(&run.framework)?
+                    .trim_matches('"')
+                    .to_string(),
+            ),
+        };
+        let dir = bug_store::write(&args.out, &b.artifact, &b.report, &meta)?;
+        written.push((b, dir));
+    }
+    let ok = run.bugs.len() >= args.count;
+    if args.json {
+        let bugs: Vec<_> = written
+            .iter()
+            .map(|(b, dir)| {
+                json!({"id": b.id, "dir": dir, "candidate": b.candidate,
+                       "fail_to_pass": b.report.fail_to_pass, "pass_to_pass": b.report.pass_to_pass.len()})
+            })
+            .collect();
+        let rejected: Vec<_> = run
+            .tried
+            .iter()
+            .filter(|t| !t.valid)
+            .map(|t| json!({"candidate": t.candidate, "reason": t.reason}))
+            .collect();
+        let out = json!({
+            "repo": repo, "framework": run.framework, "strategy": run.strategy, "seed": run.seed,
+            "test_files": run.test_files, "original_tests": run.original_tests,
+            "candidates_total": run.candidates_total, "tried": run.tried.len(), "valid": run.bugs.len(),
+            "bugs": bugs, "rejected": rejected,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "{} valid bugs from {} candidates tried ({} available; {} tests pass on the original; seed {})",
+            run.bugs.len(),
+            run.tried.len(),
+            run.candidates_total,
+            run.original_tests,
+            run.seed
+        );
+        for (b, dir) in &written {
+            println!(
+                "  {}  {}  F={}  {}",
+                b.id,
+                b.candidate,
+                b.report.fail_to_pass.len(),
+                dir.display()
+            );
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

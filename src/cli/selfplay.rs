@@ -1,0 +1,346 @@
+//! `ssr selfplay`: the self-play main job (inject, verify, solve, evaluate, reward,
+//! higher-order bugs, trajectories, optional training), resumable from its run
+//! directory.
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use ssr_agent::Policy;
+use ssr_agent::chat::TextCodec;
+use ssr_agent::policy::embedded::{EmbeddedPolicy, TrainerCodec};
+use ssr_agent::policy::openai::{OpenAiConfig, OpenAiPolicy};
+use ssr_agent::policy::scripted::ScriptedPolicy;
+use ssr_agent::report::{render_html, summarize, summary_table};
+use ssr_agent::rundir::{RunDir, RunMeta};
+use ssr_agent::selfplay::game_arena::GameArena;
+use ssr_agent::selfplay::progress::BarProgress;
+use ssr_agent::selfplay::train::EngineTrainer;
+use ssr_agent::selfplay::{NoProgress, Progress, RunOutcome, SelfPlay, SelfPlayConfig, TrainStep};
+use ssr_agent::shutdown;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+const DEFAULT_MODEL: &str = ".models/SmolLM2-135M-Instruct.Q4_1.gguf";
+const DEFAULT_EXAMPLE: &str = "examples/python-textkit";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PolicyKind {
+    /// The embedded SmolLM2-135M engine in-process.
+    Embedded,
+    /// An OpenAI-compatible server (`--base-url`).
+    Openai,
+    /// Recorded turns from a JSON file (`--script`).
+    Scripted,
+}
+
+/// Runs self-play rounds: each round runs injector episodes (plus procedural
+/// injections), verifies the artifacts, runs G solver attempts per valid bug,
+/// evaluates them, assigns rewards, makes higher-order bugs, and appends trajectories.
+/// With no arguments it plays on the bundled example repository with the embedded
+/// model and small budgets. Ctrl-C stops cleanly; running the same command with the
+/// same `--out` resumes.
+#[derive(Args)]
+pub struct SelfPlayArgs {
+    /// The repository to play on (a git repository with tests). Default: the bundled
+    /// example, created once in `.examples/`.
+    #[arg(long)]
+    pub repo: Option<PathBuf>,
+    /// A TOML file of settings (see `SelfPlayConfig`); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = PolicyKind::Embedded)]
+    pub policy: PolicyKind,
+    /// GGUF model (embedded policy; also the tokenizer for exact ids with openai).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Recorded turns for the scripted policy.
+    #[arg(long)]
+    pub script: Option<PathBuf>,
+    /// Base URL of the OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Model name sent to the server.
+    #[arg(long, default_value = "default")]
+    pub model_name: String,
+    #[arg(long)]
+    pub rounds: Option<u32>,
+    /// The run directory (default `runs/<seed>-<time>`); an existing one is resumed.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Solver attempts per valid bug (G).
+    #[arg(long)]
+    pub attempts: Option<u32>,
+    /// Model injector episodes per round.
+    #[arg(long)]
+    pub injectors: Option<u32>,
+    /// Procedural injections per round.
+    #[arg(long)]
+    pub procedural: Option<u32>,
+    /// Episodes running at once.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Take a training step on the embedded model after each round.
+    #[arg(long)]
+    pub train: bool,
+    /// Print the final summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn resolve_config(args: &SelfPlayArgs) -> anyhow::Result<SelfPlayConfig> {
+    let mut cfg = match (&args.config, args.policy) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            SelfPlayConfig::from_toml(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
+        }
+        (None, PolicyKind::Embedded) => SelfPlayConfig::embedded_quick(),
+        (None, _) => SelfPlayConfig {
+            attempts_per_bug: 4,
+            ..SelfPlayConfig::default()
+        },
+    };
+    if let Some(r) = args.rounds {
+        cfg.rounds = r;
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    if let Some(a) = args.attempts {
+        cfg.attempts_per_bug = a;
+    }
+    if let Some(i) = args.injectors {
+        cfg.injector_rollouts = i;
+    }
+    if let Some(p) = args.procedural {
+        cfg.procedural_per_round = p;
+    }
+    if let Some(c) = args.concurrency {
+        cfg.max_concurrent_episodes = c;
+    }
+    if args.train {
+        cfg.train = true;
+    }
+    Ok(cfg)
+}
+
+/// The bundled example repository, created once by the game's example builder.
+fn default_repo() -> anyhow::Result<PathBuf> {
+    let dest = PathBuf::from(".examples/python-textkit");
+    if dest.join(".git").is_dir() {
+        return Ok(dest);
+    }
+    let source = PathBuf::from(DEFAULT_EXAMPLE);
+    anyhow::ensure!(
+        source.is_dir(),
+        "{} not found: run from the project root or pass --repo",
+        source.display()
+    );
+    std::fs::create_dir_all(".examples")?;
+    ssr_game::examples::create_one(&source, &dest)
+        .with_context(|| format!("creating the example repository {}", dest.display()))?;
+    Ok(dest)
+}
+
+fn model_path(args: &SelfPlayArgs) -> PathBuf {
+    args.model
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+}
+
+fn load_codec(path: &Path) -> anyhow::Result<Arc<dyn TextCodec>> {
+    let f = ssr_trainer::gguf::GgufFile::open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let tok = ssr_trainer::tokenizer::Tokenizer::from_gguf(&f).context("reading the tokenizer")?;
+    Ok(Arc::new(TrainerCodec::new(tok)))
+}
+
+pub fn run(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = resolve_config(&args)?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("runs/{t}-{}", cfg.seed))
+    });
+    let run = RunDir::open(&out)?;
+    let previous = run.meta()?;
+    if let Some(prev) = &previous {
+        // A resumed run keeps its recorded configuration; only `rounds` may grow.
+        let rounds = cfg.rounds;
+        cfg = serde_json::from_value(prev.config["selfplay"].clone())
+            .context("reading the recorded configuration")?;
+        cfg.rounds = cfg.rounds.max(rounds);
+        eprintln!("resuming {} (seed {})", out.display(), cfg.seed);
+    }
+    let repo = match &args.repo {
+        Some(r) => r.clone(),
+        None => default_repo()?,
+    };
+    let repo = repo
+        .canonicalize()
+        .with_context(|| format!("{} does not exist", repo.display()))?;
+
+    let mut embedded: Option<Arc<EmbeddedPolicy>> = None;
+    let policy: Arc<dyn Policy> = match args.policy {
+        PolicyKind::Embedded => {
+            let p = Arc::new(
+                EmbeddedPolicy::load(&model_path(&args), 1)
+                    .context("loading the embedded model (run `just setup`)")?,
+            );
+            embedded = Some(p.clone());
+            p
+        }
+        PolicyKind::Openai => {
+            let base_url = args
+                .base_url
+                .clone()
+                .context("--policy openai needs --base-url")?;
+            let codec = if model_path(&args).exists() {
+                Some(load_codec(&model_path(&args))?)
+            } else {
+                None
+            };
+            let config = OpenAiConfig {
+                base_url,
+                model: args.model_name.clone(),
+                api_key: std::env::var("OPENAI_API_KEY").ok(),
+                ..OpenAiConfig::default()
+            };
+            Arc::new(OpenAiPolicy::new(config, codec)?)
+        }
+        PolicyKind::Scripted => {
+            let script = args
+                .script
+                .clone()
+                .context("--policy scripted needs --script FILE")?;
+            let codec = if model_path(&args).exists() {
+                Some(load_codec(&model_path(&args))?)
+            } else {
+                None
+            };
+            Arc::new(ScriptedPolicy::from_file(&script, codec)?)
+        }
+    };
+    let trainer: Option<Arc<dyn TrainStep>> = match (cfg.train, &embedded) {
+        (false, _) => None,
+        (true, Some(p)) => Some(Arc::new(
+            EngineTrainer::new(
+                p.engine(),
+                cfg.learning_rate,
+                cfg.temperature,
+                cfg.seed,
+                run.checkpoints(),
+            )
+            .map_err(anyhow::Error::msg)?,
+        )),
+        (true, None) => {
+            bail!("--train needs the embedded policy (the weights must live in this process)")
+        }
+    };
+
+    let sandbox = ssr_sandbox::default_sandbox(ssr_sandbox::Environment::default())
+        .context("no sandbox backend (install bubblewrap)")?;
+    let mut verify = ssr_game::VerifyConfig {
+        min_passing_tests: cfg.min_passing_tests,
+        ..ssr_game::VerifyConfig::default()
+    };
+    verify.run_env = ssr_game::RunEnv::host_toolchains();
+    let arena = Arc::new(GameArena {
+        repo_name: repo
+            .file_name()
+            .map_or_else(|| "repo".into(), |n| n.to_string_lossy().into_owned()),
+        repo: repo.clone(),
+        sandbox: Arc::from(sandbox),
+        verify,
+        episode: ssr_game::EpisodeConfig::default(),
+        scratch: run.root().join("scratch"),
+        output_bytes: cfg.solver_budgets.output_bytes,
+        procedural_candidates: 12,
+        pool: Default::default(),
+    });
+
+    let meta = RunMeta {
+        id: out
+            .file_name()
+            .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned()),
+        seed: cfg.seed,
+        policy: policy.name(),
+        created_unix: previous.as_ref().map_or_else(
+            || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            },
+            |p| p.created_unix,
+        ),
+        config: serde_json::json!({"selfplay": cfg, "repo": repo, "policy_kind": format!("{:?}", args.policy).to_lowercase()}),
+        starts: previous.as_ref().map_or(1, |p| p.starts + 1),
+    };
+    run.write_meta(&meta)?;
+
+    let (handle, rx) = shutdown::channel();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\nstopping: finished episodes are kept; run the same command to resume (Ctrl-C again to abort)"
+            );
+            handle.request();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let progress: Arc<dyn Progress> = if args.json {
+        Arc::new(NoProgress)
+    } else {
+        Arc::new(BarProgress::stderr())
+    };
+    let sp = SelfPlay {
+        config: cfg,
+        policy,
+        arena,
+        run: run.clone(),
+        shutdown: rx,
+        progress,
+        trainer,
+    };
+    let outcome = sp.run().await?;
+    drop(sp);
+    let _ = std::fs::remove_dir_all(run.root().join("scratch"));
+    let metrics = run.metrics()?;
+    std::fs::write(run.report_path(), render_html(Some(&meta), &metrics))?;
+    let summary = summarize(&metrics);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"run_dir": out, "outcome": format!("{outcome:?}").to_lowercase(), "summary": summary, "report": run.report_path()})
+        );
+    } else {
+        print!("{}", summary_table(&metrics));
+        println!(
+            "bugs from the model: {} valid of {} injector episodes; procedural: {}; run directory: {}; report: {}",
+            summary.model_valid,
+            summary.injector_episodes,
+            summary.procedural_valid,
+            out.display(),
+            run.report_path().display()
+        );
+        if outcome == RunOutcome::Interrupted {
+            println!("interrupted: run the same command again to resume");
+        }
+    }
+    Ok(if outcome == RunOutcome::Interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,33 @@
+//! Cross-crate integration tests of the `ssr` program, one module per command group.
+//! They run the built binary (`CARGO_BIN_EXE_ssr`) as a user would.
+
+mod game_cli;
+mod sandbox_cli;
+
+use std::process::{Command, Output};
+
+/// The `ssr` binary under test, with a cleared environment except `PATH`.
+pub fn ssr() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ssr"));
+    c.env_clear();
+    if let Ok(p) = std::env::var("PATH") {
+        c.env("PATH", p);
+    }
+    c
+}
+
+/// Runs `ssr` with `args` and returns its output.
+pub fn ssr_output(args: &[&str]) -> Output {
+    ssr().args(args).output().expect("ssr runs")
+}
+
+/// Parses the single JSON object `ssr ... --json` printed.
+pub fn json(out: &Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {text}"))
+}
+mod agent_openai_python;
+mod agent_report;
+mod selfplay_embedded;
+mod selfplay_scripted;
