@@ -176,6 +176,8 @@ pub struct ToolHost {
     cache: ComponentCache,
     policy: Policy,
     tools: BTreeMap<String, LoadedTool>,
+    /// Each role's protected globs, compiled once.
+    protected: BTreeMap<Role, Protected>,
 }
 
 impl std::fmt::Debug for ToolHost {
@@ -213,12 +215,21 @@ impl ToolHost {
             |s| s,
         )
         .map_err(|e| ToolHostError::Engine(format!("linking ssr:tool: {e:#}")))?;
+        let mut protected = BTreeMap::new();
+        for (role, rp) in &config.policy.roles {
+            let p = Protected::new(&rp.protected, &[]).map_err(|reason| ToolHostError::Policy {
+                path: PathBuf::from("(policy)"),
+                reason,
+            })?;
+            protected.insert(*role, p);
+        }
         let mut host = ToolHost {
             engine,
             linker,
             cache,
             policy: config.policy,
             tools: BTreeMap::new(),
+            protected,
         };
         if config.standard_tools {
             for (name, embedded) in standard::EMBEDDED {
