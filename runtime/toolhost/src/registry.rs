@@ -465,8 +465,10 @@ impl ToolHost {
         b.env("SSR_ROLE", episode.role.as_str());
         b.env("SSR_WORKSPACE", episode.workspace_guest.to_string_lossy());
         b.env("SSR_TOOL_CONFIG", grant.config.to_string());
-        let protected =
-            Protected::new(&grant.protected, &episode.oracle_files).map_err(grant_err)?;
+        let protected = match self.protected.get(&episode.role) {
+            Some(p) => p.with_exact(&episode.oracle_files),
+            None => Protected::new(&grant.protected, &episode.oracle_files).map_err(grant_err)?,
+        };
         let mut workspace = None;
         if grant.repo != RepoAccess::None {
             if !episode.repo.is_dir() {
