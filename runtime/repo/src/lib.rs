@@ -9,7 +9,7 @@
 //!
 //! Modules: [`patch`] (the patch type and its strict apply), [`history`] ([`Repo`]: log,
 //! commit diffs, worktree diff), [`copy`] (history-free copies), [`snapshot`]
-//! (copy-on-write episode workspaces), [`bench`] (snapshot against a plain copy).
+//! (copy-on-write episode workspaces), [`mod@bench`] (snapshot against a plain copy).
 //!
 //! ```
 //! use std::collections::BTreeMap;
