@@ -17,8 +17,10 @@
 #define TILE 16   // keys staged per tile (forward, dq)
 #define QTILE 8   // queries staged per tile (dk, dv)
 
-extern "C" __global__ void attention_forward(const float* q, const float* k, const float* v, int T, int nh, int nkv,
-                                             int hd, float scale, float* out, float* lse) {
+// Forward. T query rows at positions q0 .. q0 + T - 1 attend to keys 0 .. q0 + row
+// (Tk = q0 + T keys in k and v, e.g. a KV cache during generation; q0 = 0 in training).
+extern "C" __global__ void attention_forward(const float* q, const float* k, const float* v, int T, int q0, int nh,
+                                             int nkv, int hd, float scale, float* out, float* lse) {
     extern __shared__ float smem[];
     const int ldo = hd + 1;
     float* o = smem;               // [ROWS][hd + 1]
@@ -31,18 +33,18 @@ extern "C" __global__ void attention_forward(const float* q, const float* k, con
     const float* qi = q + (size_t)i * nh * hd + (size_t)h * hd;
     for (int d = 0; d < hd; d++) oi[d] = 0.f;
     float m = -__int_as_float(0x7f800000), l = 0.f;  // -inf (no math headers under NVRTC)
-    int last = min(row0 + ROWS, T) - 1;
+    int last = min(row0 + ROWS, T) - 1 + q0;  // last key any row of this block sees
     for (int kt = 0; kt <= last; kt += TILE) {
         __syncthreads();
         for (int e = threadIdx.x; e < TILE * hd; e += blockDim.x) {
             int j = kt + e / hd, d = e % hd;
             size_t src = (size_t)j * nkv * hd + (size_t)g * hd + d;
-            ks[e] = j < T ? k[src] : 0.f;
-            vs[e] = j < T ? v[src] : 0.f;
+            ks[e] = j <= last ? k[src] : 0.f;
+            vs[e] = j <= last ? v[src] : 0.f;
         }
         __syncthreads();
         if (i < T) {
-            int jmax = min(kt + TILE - 1, i);
+            int jmax = min(kt + TILE - 1, i + q0);
             for (int j = kt; j <= jmax; j++) {
                 const float* kj = ks + (j - kt) * hd;
                 const float* vj = vs + (j - kt) * hd;

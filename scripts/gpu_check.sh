@@ -5,7 +5,8 @@
 #                                  # release `ssr`, stripped, into target/gpu-carry/
 #   scripts/gpu_check.sh run       # GPU machine (device tool: carry ["target/gpu-carry"]):
 #                                  # GPU parity tests, then the kernel benchmark with the
-#                                  # PyTorch baseline; logs and JSON under $OUT
+#                                  # PyTorch baseline, then the training/generation
+#                                  # benchmark; logs and JSON under $OUT
 #   scripts/gpu_check.sh profile   # GPU machine: the kernel benchmark under nsys if present,
 #                                  # else ncu (NVTX ranges name phases and kernels)
 set -euo pipefail
@@ -50,6 +51,10 @@ for c in r["cases"]:
 PY
   else
     echo "ssr bench kernels is not wired into this build (see src/cli/bench_gpu.rs)"
+  fi
+  if "$CARRY/ssr" bench train --help >/dev/null 2>&1; then
+    "$CARRY/ssr" bench train >"$OUT/bench_train.txt" 2>"$OUT/bench_train.log"
+    echo "bench train exit $?"; cat "$OUT/bench_train.txt"; tail -3 "$OUT/bench_train.log"
   fi
   set -e
   exit "$tests_rc"

@@ -19,14 +19,27 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let tools = manifest_dir.join("../../tools-wasm");
     let tools = tools.canonicalize().unwrap_or(tools);
-    for entry in ["Cargo.toml", "Cargo.lock", "wit", "guest", "editor", "search", "submit", "bash", "outline", "testing"] {
+    for entry in [
+        "Cargo.toml",
+        "Cargo.lock",
+        "wit",
+        "guest",
+        "editor",
+        "search",
+        "submit",
+        "bash",
+        "outline",
+        "testing",
+    ] {
         println!("cargo:rerun-if-changed={}", tools.join(entry).display());
     }
     println!("cargo:rerun-if-env-changed=SSR_SKIP_TOOLS_BUILD");
     let out_dir = tools.join("target/wasm32-wasip2/release");
 
     let built = if env::var_os("SSR_SKIP_TOOLS_BUILD").is_some() {
-        println!("cargo:warning=SSR_SKIP_TOOLS_BUILD is set: the WASM tools are not built or embedded");
+        println!(
+            "cargo:warning=SSR_SKIP_TOOLS_BUILD is set: the WASM tools are not built or embedded"
+        );
         false
     } else {
         build_tools(&tools)
@@ -34,13 +47,27 @@ fn main() {
 
     let mut code = String::new();
     writeln!(code, "/// Where the tools-wasm build puts its components.").unwrap();
-    writeln!(code, "pub const TOOLS_WASM_DIR: &str = {:?};", out_dir.display().to_string()).unwrap();
-    writeln!(code, "/// The standard tools compiled into this binary (None: not built).").unwrap();
+    writeln!(
+        code,
+        "pub const TOOLS_WASM_DIR: &str = {:?};",
+        out_dir.display().to_string()
+    )
+    .unwrap();
+    writeln!(
+        code,
+        "/// The standard tools compiled into this binary (None: not built)."
+    )
+    .unwrap();
     writeln!(code, "pub const EMBEDDED: &[(&str, Option<&[u8]>)] = &[").unwrap();
     for name in STANDARD {
         let file = out_dir.join(format!("ssr_tool_{name}.wasm"));
         if built && file.exists() {
-            writeln!(code, "    ({name:?}, Some(include_bytes!({:?}))),", file.display().to_string()).unwrap();
+            writeln!(
+                code,
+                "    ({name:?}, Some(include_bytes!({:?}))),",
+                file.display().to_string()
+            )
+            .unwrap();
         } else {
             writeln!(code, "    ({name:?}, None),").unwrap();
         }
@@ -53,9 +80,15 @@ fn main() {
 fn build_tools(tools: &std::path::Path) -> bool {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
-        .arg(tools.join("Cargo.toml"))
-        .current_dir(tools);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "--manifest-path",
+    ])
+    .arg(tools.join("Cargo.toml"))
+    .current_dir(tools);
     // The outer build's settings must not leak into the nested one: flags for the
     // host target, the outer target dir, or clippy as the compiler wrapper.
     for var in [

@@ -1,8 +1,9 @@
-//! `ssr bench kernels`: argument parsing and printing for the GPU kernel benchmark. The
-//! cases, timing and PyTorch baseline live in `ssr_trainer::gpu::bench`.
+//! `ssr bench kernels` and `ssr bench train`: argument parsing and printing for the GPU
+//! benchmarks. The cases, timing and PyTorch baselines live in `ssr_trainer::gpu::bench`.
 //!
-//! Wire-up (in `src/cli/bench.rs`): a variant `Kernels(bench_gpu::KernelsBenchArgs)` of
-//! `BenchCmd` and the arm `BenchCmd::Kernels(a) => bench_gpu::kernels(a)`.
+//! Wire-up (in `src/cli/bench.rs`): variants `Kernels(bench_gpu::KernelsBenchArgs)` and
+//! `Train(bench_gpu::TrainBenchArgs)` of `BenchCmd`, with the arms
+//! `BenchCmd::Kernels(a) => bench_gpu::kernels(a)` and `BenchCmd::Train(a) => bench_gpu::train(a)`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -129,4 +130,99 @@ fn print_table(r: &KernelBenchReport) {
     if let Some(e) = &r.torch_error {
         println!("PyTorch baseline unavailable: {e}");
     }
+}
+
+/// Training tokens/s and device memory for SmolLM2-135M shapes (random weights) at 8,192
+/// tokens per step, and generation tokens/s with the GPU KV cache, side by side with
+/// PyTorch + transformers eager on the same GPU. Needs a CUDA GPU.
+#[derive(Args, Debug)]
+pub struct TrainBenchArgs {
+    /// Tokens per optimizer step.
+    #[arg(long, default_value_t = 8192)]
+    tokens_per_step: usize,
+    /// Tokens per sequence (the step holds tokens_per_step / seq_len sequences).
+    #[arg(long, default_value_t = 2048)]
+    seq_len: usize,
+    /// Timed steps after one warm-up step (median reported).
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Prompt and generated tokens for the generation measurement.
+    #[arg(long, default_value_t = 128)]
+    gen_prompt: usize,
+    #[arg(long, default_value_t = 256)]
+    gen_tokens: usize,
+    #[arg(long, default_value = "scripts/bench_torch.py")]
+    torch_script: PathBuf,
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Skip the PyTorch baseline.
+    #[arg(long)]
+    no_torch: bool,
+    /// Print one JSON object (`TrainBenchReport`).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn train(a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        a.tokens_per_step > 0 && a.seq_len >= 2 && a.gen_prompt > 0,
+        "sizes must be positive (seq_len ≥ 2)"
+    );
+    let opts = bench::TrainBenchOptions {
+        tokens_per_step: a.tokens_per_step,
+        seq_len: a.seq_len,
+        steps: a.steps.max(1),
+        gen_prompt: a.gen_prompt,
+        gen_tokens: a.gen_tokens,
+        torch_script: (!a.no_torch).then_some(a.torch_script),
+        python: a.python,
+    };
+    let gpu = match Gpu::open() {
+        Ok(g) => g,
+        Err(e @ GpuError::NoGpu { .. }) => anyhow::bail!("`ssr bench train` needs a CUDA GPU: {e}"),
+        Err(e) => return Err(e).context("opening the GPU"),
+    };
+    let r = bench::run_train_bench(&gpu, &opts, &mut |step| eprintln!("[bench train] {step}"))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} — {}", r.device, r.model);
+    println!(
+        "{:<28} {:>14} {:>14} {:>8}",
+        "", "ssr (GPU)", "PyTorch", "ratio"
+    );
+    let t = r.torch.as_ref();
+    let row = |name: &str, ours: f64, theirs: Option<f64>| {
+        let th = theirs.map_or("-".to_string(), |v| format!("{v:.0}"));
+        let ratio = theirs.map_or("-".to_string(), |v| format!("{:.2}x", ours / v));
+        println!("{name:<28} {ours:>14.0} {th:>14} {ratio:>8}");
+    };
+    row(
+        &format!("train tokens/s ({} per step)", r.tokens_per_step),
+        r.train_tokens_per_s,
+        t.map(|t| t.train_tokens_per_s),
+    );
+    row(
+        "prefill tokens/s",
+        r.prefill_tokens_per_s,
+        t.map(|t| t.prefill_tokens_per_s),
+    );
+    row(
+        "decode tokens/s",
+        r.decode_tokens_per_s,
+        t.map(|t| t.decode_tokens_per_s),
+    );
+    println!(
+        "device memory: ssr {:.0} MiB in use after a step; PyTorch peak {}",
+        r.device_bytes_in_use as f64 / 1048576.0,
+        t.map_or("-".to_string(), |t| format!(
+            "{:.0} MiB",
+            t.peak_bytes as f64 / 1048576.0
+        ))
+    );
+    if let Some(e) = &r.torch_error {
+        println!("PyTorch baseline unavailable: {e}");
+    }
+    Ok(ExitCode::SUCCESS)
 }

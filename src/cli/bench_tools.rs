@@ -96,7 +96,9 @@ fn write_repo(root: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(&dir)?;
         for f in 0..20 {
             let body: String = (0..30)
-                .map(|l| format!("def handler_{d}_{f}_{l}(request):\n    return request.value + {l}\n"))
+                .map(|l| {
+                    format!("def handler_{d}_{f}_{l}(request):\n    return request.value + {l}\n")
+                })
                 .collect();
             std::fs::write(dir.join(format!("mod{f:02}.py")), body)?;
         }
@@ -121,7 +123,11 @@ fn run_python(py: &Path, script: &Path, args: &[&str]) -> anyhow::Result<Duratio
         .stdin(Stdio::null())
         .output()?;
     let d = t.elapsed();
-    anyhow::ensure!(out.status.success(), "baseline script failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "baseline script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(d)
 }
 
@@ -137,7 +143,11 @@ fn bench(args: &BenchToolsArgs, config: HostConfig, root: &Path) -> anyhow::Resu
     write_repo(&repo)?;
     let scripts = root.join("scripts");
     std::fs::create_dir_all(&scripts)?;
-    for (name, text) in [("view.py", VIEW_PY), ("replace.py", REPLACE_PY), ("search.py", SEARCH_PY)] {
+    for (name, text) in [
+        ("view.py", VIEW_PY),
+        ("replace.py", REPLACE_PY),
+        ("search.py", SEARCH_PY),
+    ] {
         std::fs::write(scripts.join(name), text)?;
     }
     let py = python()?;
@@ -146,21 +156,25 @@ fn bench(args: &BenchToolsArgs, config: HostConfig, root: &Path) -> anyhow::Resu
     let mut episode = Episode::new(Role::Solver, repo.canonicalize()?);
     episode.state_dir = Some(root.join("state"));
 
-    let mut time_tool = |tool: &str, call_args: &dyn Fn(usize) -> String, n: usize| -> anyhow::Result<Stats> {
-        for i in 0..n.min(10) {
-            host.call(&episode, tool, &call_args(i))?.result?;
-        }
-        let mut samples = Vec::with_capacity(n);
-        for i in 0..n {
-            let a = call_args(i);
-            let t = Instant::now();
-            let reply = host.call(&episode, tool, &a)?;
-            samples.push(t.elapsed());
-            reply.result?;
-        }
-        Ok(stats(samples))
-    };
-    let time_python = |script: &str, call_args: &dyn Fn(usize) -> Vec<String>, n: usize| -> anyhow::Result<Stats> {
+    let mut time_tool =
+        |tool: &str, call_args: &dyn Fn(usize) -> String, n: usize| -> anyhow::Result<Stats> {
+            for i in 0..n.min(10) {
+                host.call(&episode, tool, &call_args(i))?.result?;
+            }
+            let mut samples = Vec::with_capacity(n);
+            for i in 0..n {
+                let a = call_args(i);
+                let t = Instant::now();
+                let reply = host.call(&episode, tool, &a)?;
+                samples.push(t.elapsed());
+                reply.result?;
+            }
+            Ok(stats(samples))
+        };
+    let time_python = |script: &str,
+                       call_args: &dyn Fn(usize) -> Vec<String>,
+                       n: usize|
+     -> anyhow::Result<Stats> {
         let script = scripts.join(script);
         let mut samples = Vec::with_capacity(n);
         for i in 0..n + 2 {
@@ -178,11 +192,21 @@ fn bench(args: &BenchToolsArgs, config: HostConfig, root: &Path) -> anyhow::Resu
     let nb = args.baseline_iterations.max(1);
     let big = repo.join("big.py").display().to_string();
     let edit = repo.join("edit.py").display().to_string();
-    let swap = |i: usize| if i % 2 == 0 { ("VALUE_A", "VALUE_B") } else { ("VALUE_B", "VALUE_A") };
+    let swap = |i: usize| {
+        if i % 2 == 0 {
+            ("VALUE_A", "VALUE_B")
+        } else {
+            ("VALUE_B", "VALUE_A")
+        }
+    };
     let mut ops = Vec::new();
 
     eprintln!("bench: editor view ({n} calls) vs python3 ({nb} processes)…");
-    let view_tool = time_tool("editor", &|_| r#"{"command":"view","path":"big.py"}"#.to_string(), n)?;
+    let view_tool = time_tool(
+        "editor",
+        &|_| r#"{"command":"view","path":"big.py"}"#.to_string(),
+        n,
+    )?;
     let view_py = time_python("view.py", &|_| vec![big.clone()], nb)?;
     ops.push(("editor view, 1,000-line file", view_tool, view_py));
 
@@ -193,7 +217,8 @@ fn bench(args: &BenchToolsArgs, config: HostConfig, root: &Path) -> anyhow::Resu
         "editor",
         &|i| {
             let (old, new) = swap(i);
-            json!({"command": "str_replace", "path": "edit.py", "old_str": old, "new_str": new}).to_string()
+            json!({"command": "str_replace", "path": "edit.py", "old_str": old, "new_str": new})
+                .to_string()
         },
         // An even count (warm-up included) leaves the file at VALUE_A.
         n + n % 2,
@@ -212,9 +237,17 @@ fn bench(args: &BenchToolsArgs, config: HostConfig, root: &Path) -> anyhow::Resu
     let ns = (n / 10).max(5);
     let nbs = (nb / 3).max(5);
     eprintln!("bench: search over 2,000 files ({ns} calls) vs python3 ({nbs} processes)…");
-    let search_tool = time_tool("search", &|_| r#"{"pattern":"def handler_7_1\\d_"}"#.to_string(), ns)?;
+    let search_tool = time_tool(
+        "search",
+        &|_| r#"{"pattern":"def handler_7_1\\d_"}"#.to_string(),
+        ns,
+    )?;
     let repo_s = repo.display().to_string();
-    let search_py = time_python("search.py", &|_| vec![repo_s.clone(), r"def handler_7_1\d_".to_string()], nbs)?;
+    let search_py = time_python(
+        "search.py",
+        &|_| vec![repo_s.clone(), r"def handler_7_1\d_".to_string()],
+        nbs,
+    )?;
     ops.push(("search, 2,000 files", search_tool, search_py));
 
     if args.json {
@@ -246,7 +279,10 @@ fn bench(args: &BenchToolsArgs, config: HostConfig, root: &Path) -> anyhow::Resu
                 p.median.as_secs_f64() / t.median.as_secs_f64()
             );
         }
-        println!("baseline: {} running a script per call; targets: view ≤ 100 µs median, ≥ 100x", py.display());
+        println!(
+            "baseline: {} running a script per call; targets: view ≤ 100 µs median, ≥ 100x",
+            py.display()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,8 +5,8 @@
 #[allow(dead_code)]
 pub mod bench_gpu;
 pub mod bench_model;
+pub mod bench_tools;
 pub mod model;
 pub mod sandbox;
-pub mod train;
-pub mod bench_tools;
 pub mod tools;
+pub mod train;

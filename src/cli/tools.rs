@@ -131,7 +131,11 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let host = ToolHost::new(host_config(&args, true)?)?;
-            let mut episode = Episode::new(*role, repo.canonicalize().with_context(|| format!("--repo {}", repo.display()))?);
+            let mut episode = Episode::new(
+                *role,
+                repo.canonicalize()
+                    .with_context(|| format!("--repo {}", repo.display()))?,
+            );
             episode.oracle_files = oracle_files.clone();
             episode.state_dir = state_dir.clone();
             // The bash shim's commands run in the default sandbox (bubblewrap); where it
@@ -146,7 +150,10 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
             if *json {
                 let (result, error) = match &reply.result {
                     Ok(t) => (json!(t), json!(null)),
-                    Err(e) => (json!(null), json!({"kind": e.kind(), "message": e.message()})),
+                    Err(e) => (
+                        json!(null),
+                        json!({"kind": e.kind(), "message": e.message()}),
+                    ),
                 };
                 let obj = json!({
                     "ok": reply.result.is_ok(),
@@ -220,7 +227,10 @@ fn list(args: &ToolsArgs, role: Option<Role>, as_json: bool) -> anyhow::Result<E
         println!("{}", json!({ "tools": items }));
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<12} {:<10} {:<22} {:<22}", "TOOL", "ORIGIN", "INJECTOR", "SOLVER");
+    println!(
+        "{:<12} {:<10} {:<22} {:<22}",
+        "TOOL", "ORIGIN", "INJECTOR", "SOLVER"
+    );
     for t in tools {
         let grant = |r: Role| match host.grant_of(r, t) {
             None => "-".to_string(),
@@ -270,7 +280,12 @@ fn describe(args: &ToolsArgs, name: &str, as_json: bool) -> anyhow::Result<ExitC
             json!({"name": d.name, "description": d.description, "parameters_schema": schema})
         );
     } else {
-        println!("{}\n\n{}\n\nArguments (JSON schema):\n{}", d.name, d.description, serde_json::to_string_pretty(&schema)?);
+        println!(
+            "{}\n\n{}\n\nArguments (JSON schema):\n{}",
+            d.name,
+            d.description,
+            serde_json::to_string_pretty(&schema)?
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -296,8 +311,17 @@ fn check(args: &ToolsArgs, file: &Path, as_json: bool) -> anyhow::Result<ExitCod
         std::fs::read(file)
             .with_context(|| format!("reading {}", file.display()))
             .and_then(|bytes| {
-                host.load(&bytes, file, asked, None, ToolOrigin::Custom { manifest: file.to_path_buf() }, None)
-                    .map_err(anyhow::Error::from)
+                host.load(
+                    &bytes,
+                    file,
+                    asked,
+                    None,
+                    ToolOrigin::Custom {
+                        manifest: file.to_path_buf(),
+                    },
+                    None,
+                )
+                .map_err(anyhow::Error::from)
             })
     };
     match result {
@@ -323,7 +347,10 @@ fn check(args: &ToolsArgs, file: &Path, as_json: bool) -> anyhow::Result<ExitCod
         }
         Err(e) => {
             if as_json {
-                println!("{}", json!({"ok": false, "name": null, "imports": null, "error": format!("{e:#}")}));
+                println!(
+                    "{}",
+                    json!({"ok": false, "name": null, "imports": null, "error": format!("{e:#}")})
+                );
             } else {
                 eprintln!("check failed: {e:#}");
             }

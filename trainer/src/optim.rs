@@ -97,9 +97,16 @@ pub struct AdamW {
 
 /// The global L2 norm of a gradient (all tensors), accumulated in f64 in a fixed order.
 pub fn grad_norm(grads: &Weights) -> f64 {
+    // Fixed-size chunks summed in parallel, then the partial sums added in order:
+    // the result does not depend on thread scheduling.
+    const CHUNK: usize = 1 << 16;
     let mut sum = 0.0f64;
     grads.for_each(|_, g| {
-        sum += g.iter().map(|&x| x as f64 * x as f64).sum::<f64>();
+        let partial: Vec<f64> = g
+            .par_chunks(CHUNK)
+            .map(|c| c.iter().map(|&x| x as f64 * x as f64).sum::<f64>())
+            .collect();
+        sum += partial.iter().sum::<f64>();
     });
     sum.sqrt()
 }
@@ -133,8 +140,12 @@ impl AdamW {
         self.step += 1;
         let t = self.step;
         let lr = c.lr_at(t);
+        // PyTorch's arrangement of the bias corrections, in f32 per element (the
+        // scalars in f64): step_size = lr / bc1, denom = sqrt(v) / sqrt(bc2) + eps.
         let bc1 = 1.0 - (c.beta1 as f64).powf(t as f64);
         let bc2 = 1.0 - (c.beta2 as f64).powf(t as f64);
+        let step_size = (lr as f64 / bc1) as f32;
+        let inv_sqrt_bc2 = (1.0 / bc2.sqrt()) as f32;
         let g_list = grads.tensors();
         let mut m_list = self.m.tensors_mut();
         let mut v_list = self.v.tensors_mut();
@@ -169,10 +180,8 @@ impl AdamW {
                         let gj = g[j];
                         m[j] = c.beta1 * m[j] + (1.0 - c.beta1) * gj;
                         v[j] = c.beta2 * v[j] + (1.0 - c.beta2) * gj * gj;
-                        let mhat = m[j] as f64 / bc1;
-                        let vhat = v[j] as f64 / bc2;
-                        let update = (mhat / (vhat.sqrt() + c.eps as f64)) as f32;
-                        w[j] = w[j] * decay - lr * update;
+                        let denom = v[j].sqrt() * inv_sqrt_bc2 + c.eps;
+                        w[j] = w[j] * decay - step_size * m[j] / denom;
                     }
                 });
         }

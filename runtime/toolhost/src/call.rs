@@ -230,7 +230,9 @@ pub(crate) fn run(
             })
     };
     let answer = match spawned {
-        Err(e) => Err(Failure::Trap(format!("could not start the call's thread: {e}"))),
+        Err(e) => Err(Failure::Trap(format!(
+            "could not start the call's thread: {e}"
+        ))),
         Ok(_) => match rx.recv_timeout(wall) {
             Ok(r) => r,
             Err(_) => {
@@ -291,7 +293,10 @@ fn invoke(
     store.epoch_deadline_callback(|mut ctx| {
         let m = &mut ctx.data_mut().meter;
         if m.cancelled.load(Ordering::Relaxed) {
-            return Err(m.stop(LimitKind::WallClock, "abandoned at the wall-clock limit".into()));
+            return Err(m.stop(
+                LimitKind::WallClock,
+                "abandoned at the wall-clock limit".into(),
+            ));
         }
         let guest = m.guest_time();
         if guest > m.cpu_limit {

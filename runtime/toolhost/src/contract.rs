@@ -18,7 +18,13 @@ pub const TOOL_EXPORT: &str = "ssr:tool/tool@0.1.0";
 pub const WORKSPACE_IMPORT: &str = "ssr:tool/workspace@0.1.0";
 pub const EXEC_IMPORT: &str = "ssr:tool/exec@0.1.0";
 const TYPES_IMPORT: &str = "ssr:tool/types@0.1.0";
-const WASI_ALLOWED: [&str; 5] = ["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:filesystem/", "wasi:random/"];
+const WASI_ALLOWED: [&str; 5] = [
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:filesystem/",
+    "wasi:random/",
+];
 
 /// What a component imports from the `ssr:tool` package.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,7 +84,11 @@ pub fn check(
                         ty: ComponentItem::ComponentFunc(_),
                         ..
                     }) => {}
-                    _ => return Err(err(format!("its `{TOOL_EXPORT}` export lacks the function `{func}`"))),
+                    _ => {
+                        return Err(err(format!(
+                            "its `{TOOL_EXPORT}` export lacks the function `{func}`"
+                        )));
+                    }
                 }
             }
         }

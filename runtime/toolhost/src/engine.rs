@@ -81,7 +81,9 @@ impl ToolEngine {
     /// version.
     pub fn compatibility_key(&self) -> String {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut hasher);
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
         format!("{:016x}", hasher.finish())
     }

@@ -54,7 +54,9 @@ pub enum ToolHostError {
         first: PathBuf,
         second: PathBuf,
     },
-    #[error("the standard tool `{0}` was not built into this binary and is not in the tools folder; run `just tools` (needs `rustup target add wasm32-wasip2`) and rebuild")]
+    #[error(
+        "the standard tool `{0}` was not built into this binary and is not in the tools folder; run `just tools` (needs `rustup target add wasm32-wasip2`) and rebuild"
+    )]
     StandardToolMissing(String),
     #[error("component cache at `{path}`: {source}")]
     Cache {

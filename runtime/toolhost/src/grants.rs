@@ -108,7 +108,9 @@ impl Protected {
 /// `..` components, not empty. Refuses absolute paths and escapes.
 pub fn normalize(raw: &str) -> Result<String, ToolError> {
     if raw.contains('\0') {
-        return Err(ToolError::InvalidArguments("path contains a NUL byte".into()));
+        return Err(ToolError::InvalidArguments(
+            "path contains a NUL byte".into(),
+        ));
     }
     if raw.starts_with('/') {
         return Err(ToolError::PermissionDenied(format!(
@@ -163,7 +165,12 @@ impl WorkspaceGrant {
     fn resolve(&self, lexical: &str) -> Result<String, ToolError> {
         let parts: Vec<&str> = lexical.split('/').collect();
         let mut existing = parts.len();
-        while existing > 0 && self.root.symlink_metadata(parts[..existing].join("/")).is_err() {
+        while existing > 0
+            && self
+                .root
+                .symlink_metadata(parts[..existing].join("/"))
+                .is_err()
+        {
             existing -= 1;
         }
         let mut resolved = if existing == 0 {
@@ -201,7 +208,9 @@ impl WorkspaceGrant {
         if let Ok(meta) = self.root.metadata(&resolved)
             && meta.is_dir()
         {
-            return Err(ToolError::InvalidArguments(format!("{lexical} is a directory")));
+            return Err(ToolError::InvalidArguments(format!(
+                "{lexical} is a directory"
+            )));
         }
         Ok(resolved)
     }
@@ -215,10 +224,7 @@ impl WorkspaceGrant {
                 .create_dir_all(parent)
                 .map_err(|e| io_error(&target, &e))?;
         }
-        let file_name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("file");
+        let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
         let temp = path.with_file_name(format!(
             ".{file_name}.ssr-tmp-{}-{}",
             std::process::id(),
@@ -270,7 +276,9 @@ impl WorkspaceGrant {
             .symlink_metadata(&entry)
             .map_err(|e| io_error(&entry, &e))?;
         if meta.is_dir() {
-            return Err(ToolError::InvalidArguments(format!("{entry} is a directory")));
+            return Err(ToolError::InvalidArguments(format!(
+                "{entry} is a directory"
+            )));
         }
         self.root
             .remove_file(&entry)
@@ -295,9 +303,7 @@ fn escape_error(path: &str, e: &std::io::Error) -> ToolError {
 fn io_error(path: &str, e: &std::io::Error) -> ToolError {
     match e.kind() {
         std::io::ErrorKind::NotFound => ToolError::NotFound(format!("{path}: {e}")),
-        std::io::ErrorKind::PermissionDenied => {
-            ToolError::PermissionDenied(format!("{path}: {e}"))
-        }
+        std::io::ErrorKind::PermissionDenied => ToolError::PermissionDenied(format!("{path}: {e}")),
         _ => ToolError::Failed(format!("{path}: {e}")),
     }
 }
@@ -309,9 +315,18 @@ mod tests {
     #[test]
     fn normalize_refuses_escapes() {
         assert_eq!(normalize("a/./b/../c").unwrap(), "a/c");
-        assert!(matches!(normalize("../x"), Err(ToolError::PermissionDenied(_))));
-        assert!(matches!(normalize("/etc/passwd"), Err(ToolError::PermissionDenied(_))));
-        assert!(matches!(normalize("a/../.."), Err(ToolError::PermissionDenied(_))));
+        assert!(matches!(
+            normalize("../x"),
+            Err(ToolError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            normalize("/etc/passwd"),
+            Err(ToolError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            normalize("a/../.."),
+            Err(ToolError::PermissionDenied(_))
+        ));
     }
 
     #[test]

@@ -35,7 +35,9 @@ impl std::str::FromStr for Role {
         match s {
             "injector" => Ok(Role::Injector),
             "solver" => Ok(Role::Solver),
-            other => Err(format!("unknown role `{other}` (expected injector or solver)")),
+            other => Err(format!(
+                "unknown role `{other}` (expected injector or solver)"
+            )),
         }
     }
 }
@@ -264,7 +266,10 @@ impl Policy {
             for (name, grant) in grants.chain(rp.custom.iter().map(|g| ("custom", g))) {
                 for pattern in &grant.deny {
                     regex::Regex::new(pattern).map_err(|e| {
-                        format!("roles.{}.tools.{name}.deny: `{pattern}`: {e}", role.as_str())
+                        format!(
+                            "roles.{}.tools.{name}.deny: `{pattern}`: {e}",
+                            role.as_str()
+                        )
                     })?;
                 }
                 for extra in &grant.extra {
@@ -289,7 +294,13 @@ impl Policy {
 
     /// The grant of `tool` for `role`, or `None` when the role may not use it.
     /// `asked` is the tool manifest's request: the result never exceeds it.
-    pub fn grant(&self, role: Role, tool: &str, asked: &ToolGrantSpec, asked_limits: Option<CallLimits>) -> Option<EffectiveGrant> {
+    pub fn grant(
+        &self,
+        role: Role,
+        tool: &str,
+        asked: &ToolGrantSpec,
+        asked_limits: Option<CallLimits>,
+    ) -> Option<EffectiveGrant> {
         let rp = self.roles.get(&role)?;
         let spec = rp.tools.get(tool).or(rp.custom.as_ref())?;
         let base = rp.limits.apply(self.limits.apply(CallLimits::default()));
@@ -308,7 +319,13 @@ impl Policy {
                 .iter()
                 .filter(|e| asked.extra.iter().any(|a| a.guest == e.guest))
                 .map(|e| ExtraDir {
-                    mode: e.mode.min(asked.extra.iter().find(|a| a.guest == e.guest).map_or(RepoAccess::None, |a| a.mode)),
+                    mode: e.mode.min(
+                        asked
+                            .extra
+                            .iter()
+                            .find(|a| a.guest == e.guest)
+                            .map_or(RepoAccess::None, |a| a.mode),
+                    ),
                     ..e.clone()
                 })
                 .collect(),
@@ -334,7 +351,12 @@ mod tests {
         };
         let solver_editor = p.grant(Role::Solver, "editor", &all, None).unwrap();
         assert_eq!(solver_editor.repo, RepoAccess::Rw);
-        assert!(solver_editor.protected.iter().any(|g| g.ends_with("conftest.py")));
+        assert!(
+            solver_editor
+                .protected
+                .iter()
+                .any(|g| g.ends_with("conftest.py"))
+        );
         let search = p.grant(Role::Solver, "search", &all, None).unwrap();
         assert_eq!(search.repo, RepoAccess::Ro);
         assert!(!search.exec);

@@ -208,8 +208,11 @@ impl ToolHost {
         let mut linker: Linker<CallState> = Linker::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| ToolHostError::Engine(format!("linking WASI: {e:#}")))?;
-        crate::bindings::Host_::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
-            .map_err(|e| ToolHostError::Engine(format!("linking ssr:tool: {e:#}")))?;
+        crate::bindings::Host_::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| ToolHostError::Engine(format!("linking ssr:tool: {e:#}")))?;
         let mut host = ToolHost {
             engine,
             linker,
@@ -225,7 +228,14 @@ impl ToolHost {
                     None => std::fs::read(&path)
                         .map_err(|_| ToolHostError::StandardToolMissing(name.to_string()))?,
                 };
-                host.load(&bytes, &path, standard_ask(name), None, ToolOrigin::Standard, Some(*name))?;
+                host.load(
+                    &bytes,
+                    &path,
+                    standard_ask(name),
+                    None,
+                    ToolOrigin::Standard,
+                    Some(*name),
+                )?;
             }
         }
         for dir in &config.tool_dirs {
@@ -444,7 +454,8 @@ impl ToolHost {
         b.env("SSR_ROLE", episode.role.as_str());
         b.env("SSR_WORKSPACE", episode.workspace_guest.to_string_lossy());
         b.env("SSR_TOOL_CONFIG", grant.config.to_string());
-        let protected = Protected::new(&grant.protected, &episode.oracle_files).map_err(grant_err)?;
+        let protected =
+            Protected::new(&grant.protected, &episode.oracle_files).map_err(grant_err)?;
         let mut workspace = None;
         if grant.repo != RepoAccess::None {
             if !episode.repo.is_dir() {
@@ -453,8 +464,12 @@ impl ToolHost {
             b.preopened_dir(&episode.repo, ".", FsPerms::ReadOnly)
                 .map_err(|e| grant_err(format!("{e:#}")))?;
             workspace = Some(
-                WorkspaceGrant::open(&episode.repo, grant.repo == RepoAccess::Rw, protected.clone())
-                    .map_err(|e| grant_err(e.to_string()))?,
+                WorkspaceGrant::open(
+                    &episode.repo,
+                    grant.repo == RepoAccess::Rw,
+                    protected.clone(),
+                )
+                .map_err(|e| grant_err(e.to_string()))?,
             );
         }
         if grant.state
@@ -532,7 +547,10 @@ fn validate_description(
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
     {
-        return Err(err(format!("`describe` returned the invalid name `{}`", d.name)));
+        return Err(err(format!(
+            "`describe` returned the invalid name `{}`",
+            d.name
+        )));
     }
     if let Some(expected) = expected
         && d.name != expected

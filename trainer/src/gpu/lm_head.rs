@@ -190,7 +190,7 @@ impl Gpu {
                     n_rows: c,
                     vocab: v,
                     temperature,
-                    vec_ok: v % 4 == 0 && pl % 16 == 0 && pdl % 8 == 0,
+                    vec_ok: v.is_multiple_of(4) && pl % 16 == 0 && pdl % 8 == 0,
                     logprob: plp,
                     entropy: pe,
                     dlogp: pd,

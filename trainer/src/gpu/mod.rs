@@ -16,6 +16,7 @@ mod error;
 pub mod nvtx;
 
 pub mod bench;
+pub mod generate;
 pub mod lm_head;
 pub mod logprobs;
 pub mod model;
@@ -23,6 +24,7 @@ pub mod model_ops;
 pub mod nccl;
 pub mod optim;
 pub mod rl;
+pub mod train;
 
 pub use blas::{Gemm, GemmDtype, GemmElem};
 pub use context::{DeviceInfo, Gpu, LibraryProbe};

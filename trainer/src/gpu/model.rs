@@ -112,6 +112,72 @@ impl DeviceWeights {
         })
     }
 
+    /// Every tensor with its checkpoint name, in `Weights::for_each` order.
+    pub fn tensors(&self) -> Vec<(String, &CudaSlice<f32>)> {
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            &self.tok_embeddings,
+        )];
+        for (i, l) in self.layers.iter().enumerate() {
+            for (name, t) in [
+                ("input_layernorm.weight", &l.attn_norm),
+                ("self_attn.q_proj.weight", &l.wq),
+                ("self_attn.k_proj.weight", &l.wk),
+                ("self_attn.v_proj.weight", &l.wv),
+                ("self_attn.o_proj.weight", &l.wo),
+                ("post_attention_layernorm.weight", &l.ffn_norm),
+                ("mlp.gate_proj.weight", &l.w_gate),
+                ("mlp.up_proj.weight", &l.w_up),
+                ("mlp.down_proj.weight", &l.w_down),
+            ] {
+                out.push((format!("model.layers.{i}.{name}"), t));
+            }
+        }
+        out.push(("model.norm.weight".to_string(), &self.final_norm));
+        if let Some(h) = &self.lm_head {
+            out.push(("lm_head.weight".to_string(), h));
+        }
+        out
+    }
+
+    /// Mutable twin of [`DeviceWeights::tensors`], same names and order.
+    pub fn tensors_mut(&mut self) -> Vec<(String, &mut CudaSlice<f32>)> {
+        let mut out = vec![(
+            "model.embed_tokens.weight".to_string(),
+            &mut self.tok_embeddings,
+        )];
+        for (i, l) in self.layers.iter_mut().enumerate() {
+            for (name, t) in [
+                ("input_layernorm.weight", &mut l.attn_norm),
+                ("self_attn.q_proj.weight", &mut l.wq),
+                ("self_attn.k_proj.weight", &mut l.wk),
+                ("self_attn.v_proj.weight", &mut l.wv),
+                ("self_attn.o_proj.weight", &mut l.wo),
+                ("post_attention_layernorm.weight", &mut l.ffn_norm),
+                ("mlp.gate_proj.weight", &mut l.w_gate),
+                ("mlp.up_proj.weight", &mut l.w_up),
+                ("mlp.down_proj.weight", &mut l.w_down),
+            ] {
+                out.push((format!("model.layers.{i}.{name}"), t));
+            }
+        }
+        out.push(("model.norm.weight".to_string(), &mut self.final_norm));
+        if let Some(h) = &mut self.lm_head {
+            out.push(("lm_head.weight".to_string(), h));
+        }
+        out
+    }
+
+    /// Sets every tensor to zero (gradients between steps), without a host copy.
+    pub fn zero(&mut self, gpu: &Gpu) -> Result<(), GpuError> {
+        for (_, t) in self.tensors_mut() {
+            gpu.stream()
+                .memset_zeros(t)
+                .map_err(GpuError::driver("zero gradients"))?;
+        }
+        Ok(())
+    }
+
     /// The LM head matrix (the embeddings when tied).
     pub fn lm_head(&self) -> &CudaSlice<f32> {
         self.lm_head.as_ref().unwrap_or(&self.tok_embeddings)
@@ -170,7 +236,7 @@ pub struct GpuSequenceOutput {
 
 impl Gpu {
     /// `y[rows, out] = x[rows, in] · Wᵀ` (W is `[out, in]`), f32.
-    fn linear(
+    pub(crate) fn linear(
         &self,
         x: &CudaSlice<f32>,
         w: &CudaSlice<f32>,
@@ -436,6 +502,60 @@ impl Gpu {
         }
         self.embedding_backward(&mut grads.tok_embeddings, dim, &acts.tokens, &dx)?;
         Ok(())
+    }
+
+    /// `crate::train::next_token_logprobs` on the device: log-probs and entropies at
+    /// `positions` (no gradient).
+    pub fn next_token_logprobs(
+        &self,
+        w: &DeviceWeights,
+        tokens: &[u32],
+        positions: &[usize],
+        temperature: f32,
+    ) -> Result<(Vec<f32>, Vec<f32>), GpuError> {
+        if !positions.iter().all(|&p| p >= 1 && p < tokens.len()) {
+            return Err(GpuError::Invalid {
+                op: "next_token_logprobs",
+                detail: format!("positions must lie in 1..{}", tokens.len()),
+            });
+        }
+        let c = &w.config;
+        let (dim, vocab, n) = (c.dim, c.vocab_size, positions.len());
+        let acts = self.model_forward(w, tokens)?;
+        let hidden = self.download(&acts.hidden)?;
+        let mut h = Vec::with_capacity(n * dim);
+        for &p in positions {
+            h.extend_from_slice(&hidden[(p - 1) * dim..p * dim]);
+        }
+        let targets: Vec<u32> = positions.iter().map(|&p| tokens[p]).collect();
+        let h_bf = self.upload(&h.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>())?;
+        let mut w_bf = self.zeros::<bf16>(vocab * dim)?;
+        self.cast_f32_to_bf16(w.lm_head(), &mut w_bf)?;
+        let tg = self.upload(&targets)?;
+        let mut lp = self.zeros::<f32>(n)?;
+        let mut en = self.zeros::<f32>(n)?;
+        let mut ws = LmHeadWorkspace::new(self, vocab, 256 << 20)?;
+        let shape = LmHeadShape {
+            tokens: n,
+            dim,
+            vocab,
+            temperature,
+        };
+        let inp = LmHeadInputs {
+            hidden: &h_bf,
+            weight: &w_bf,
+            targets: &tg,
+            dlogprob: None,
+            dentropy: None,
+        };
+        let mut out = LmHeadOutputs {
+            logprob: &mut lp,
+            entropy: &mut en,
+            dhidden: None,
+            dweight: None,
+        };
+        self.lm_head_loss(&shape, &inp, &mut out, &mut ws)?;
+        Ok((self.download(&lp)?, self.download(&en)?))
     }
 
     /// `crate::train::sequence_backward` on the device: forward, the fused LM head at

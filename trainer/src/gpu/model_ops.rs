@@ -422,17 +422,45 @@ impl Gpu {
         out: &mut CudaSlice<f32>,
         lse: &mut CudaSlice<f32>,
     ) -> Result<(), GpuError> {
+        check_len("attention", "k", shape.kv_len(), k.len())?;
+        check_len("attention", "v", shape.kv_len(), v.len())?;
+        self.attention_at(q, k, v, shape, 0, out, lse)
+    }
+
+    /// Attention of `shape.seq` query rows at positions `q0 ..` over the first
+    /// `q0 + seq` rows of `k` and `v` (a KV cache of any capacity ≥ that): the decode
+    /// path of generation. `q0 = 0` with `k`, `v` of exactly `seq` rows is `attention`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_at(
+        &self,
+        q: &CudaSlice<f32>,
+        k: &CudaSlice<f32>,
+        v: &CudaSlice<f32>,
+        shape: AttnShape,
+        q0: usize,
+        out: &mut CudaSlice<f32>,
+        lse: &mut CudaSlice<f32>,
+    ) -> Result<(), GpuError> {
         const OP: &str = "attention";
         shape.check(OP)?;
+        let keys = (q0 + shape.seq) * shape.n_kv_heads * shape.head_dim;
         check_len(OP, "q", shape.q_len(), q.len())?;
-        check_len(OP, "k", shape.kv_len(), k.len())?;
-        check_len(OP, "v", shape.kv_len(), v.len())?;
+        if k.len() < keys || v.len() < keys {
+            return Err(GpuError::Shape {
+                op: OP,
+                what: "k/v rows (q0 + seq)",
+                expected: keys,
+                got: k.len().min(v.len()),
+            });
+        }
         check_len(OP, "out", shape.q_len(), out.len())?;
         check_len(OP, "lse", shape.n_heads * shape.seq, lse.len())?;
         if shape.seq == 0 {
             return Ok(());
         }
         let [t, nh, nkv, hd] = self.attn_ints(OP, &shape)?;
+        let q0_i = to_i32(OP, "q0", q0)?;
+        to_i32(OP, "keys", keys)?;
         let scale = 1.0 / (shape.head_dim as f32).sqrt();
         let smem = (ATT_ROWS * (shape.head_dim + 1) + 2 * ATT_TILE * shape.head_dim) * 4;
         let cfg = LaunchConfig {
@@ -447,17 +475,17 @@ impl Gpu {
             .arg(k)
             .arg(v)
             .arg(&t)
+            .arg(&q0_i)
             .arg(&nh)
             .arg(&nkv)
             .arg(&hd)
-            .arg(&scale)
-            .arg(&mut *out)
-            .arg(&mut *lse);
-        // SAFETY: (const float* ×3, int ×4, float, float* ×2); block (x, h) handles rows
+            .arg(&scale);
+        b.arg(&mut *out).arg(&mut *lse);
+        // SAFETY: (const float* ×3, int ×5, float, float* ×2); block (x, h) handles rows
         // i = 32x + tid < T of head h < nh, reading q/out rows within T·nh·hd and k/v rows
-        // j ≤ i < T of kv head h / (nh/nkv) within T·nkv·hd, lse[h·T + i] < nh·T; dynamic
-        // shared memory = 32·(hd+1) + 2·16·hd floats, as the kernel lays it out, ≤ 48 KiB
-        // for hd ≤ 128 (checked).
+        // j ≤ q0 + i < q0 + T of kv head h / (nh/nkv), within (q0 + T)·nkv·hd ≤ k.len(),
+        // v.len() (checked); lse[h·T + i] < nh·T; dynamic shared memory = 32·(hd+1) +
+        // 2·16·hd floats as the kernel lays it out, ≤ 48 KiB for hd ≤ 128 (checked).
         unsafe { b.launch(cfg) }.map_err(GpuError::driver("launch attention"))?;
         Ok(())
     }

@@ -19,6 +19,9 @@ use crate::optim::{AdamWConfig, StepStats};
 /// large tensor at full bandwidth, few enough that the partials are a small copy.
 const NORM_BLOCKS: usize = 256;
 
+/// First and second moments copied to the host, one vector per tensor.
+pub type HostMoments = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
 /// One parameter tensor in an optimizer step.
 #[derive(Debug)]
 pub struct GpuParam<'a> {
@@ -88,7 +91,7 @@ impl GpuAdamW {
     }
 
     /// The moments copied to the host (for the CPU checkpoint writer).
-    pub fn moments_to_host(&self, gpu: &Gpu) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>), GpuError> {
+    pub fn moments_to_host(&self, gpu: &Gpu) -> Result<HostMoments, GpuError> {
         let m = self
             .m
             .iter()

@@ -11,8 +11,9 @@
 //! Peak extra memory is two `[chunk, vocab]` f32 buffers: 2 × 128 × 49152 × 4 B ≈ 50 MB
 //! for SmolLM2, against 100 MB per 256 tokens for materialised logits.
 
-use super::logprob::{logprobs_backward_into, logprobs_from_logits};
+use super::logprob::{RowStats, logprobs_from_logits, row_grad, row_stats};
 use crate::cpu::matmul::{matmul_nn, matmul_nt, matmul_tn};
+use rayon::prelude::*;
 
 /// Rows of `hidden` per chunk. Why 128: large enough that the `[chunk, dim] ×
 /// [dim, vocab]` products run near the GEMM's peak, and that the rank-`chunk` update of
@@ -124,14 +125,61 @@ pub(crate) fn lm_head_backward_into(
     dhidden: &mut [f32],
     dweight: &mut [f32],
 ) -> (Vec<f32>, Vec<f32>) {
-    let vocab = check(hidden, weight, dim, targets);
     assert_eq!(
         dlogprob.len(),
         targets.len(),
         "dlogprob: one value per token"
     );
+    if let Some(d) = dentropy {
+        assert_eq!(d.len(), targets.len(), "dentropy: one value per token");
+    }
+    lm_head_backward_with(
+        hidden,
+        weight,
+        dim,
+        targets,
+        temperature,
+        |rows, _| {
+            (
+                dlogprob[rows.clone()].to_vec(),
+                dentropy.map(|d| d[rows].to_vec()),
+            )
+        },
+        dhidden,
+        dweight,
+    )
+}
+
+/// The fused LM head in one pass over the logits: for each chunk, the log-probs are
+/// computed, `upstream(rows, logprobs)` returns the gradients for those rows, and the
+/// backward of the chunk follows while its logits are still in memory.
+///
+/// Why: a loss whose per-token gradient depends only on that token's log-prob (the
+/// clipped policy loss with precomputed aggregation weights, the next-token loss) then
+/// needs one logits product instead of two; for SmolLM2 the LM head is ~40% of a
+/// step's arithmetic.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn lm_head_backward_with(
+    hidden: &[f32],
+    weight: &[f32],
+    dim: usize,
+    targets: &[u32],
+    temperature: f32,
+    mut upstream: impl FnMut(std::ops::Range<usize>, &[f32]) -> (Vec<f32>, Option<Vec<f32>>),
+    dhidden: &mut [f32],
+    dweight: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let vocab = check(hidden, weight, dim, targets);
+    assert!(
+        temperature > 0.0 && temperature.is_finite(),
+        "temperature must be positive"
+    );
+    if let Some(&t) = targets.iter().find(|&&t| t as usize >= vocab) {
+        panic!("target {t} out of range for vocab {vocab}");
+    }
     assert_eq!(dhidden.len(), hidden.len(), "dhidden must be [T, dim]");
     assert_eq!(dweight.len(), weight.len(), "dweight must be [vocab, dim]");
+    let inv_t = 1.0 / temperature;
     let chunk = LM_HEAD_CHUNK_TOKENS;
     let cap = chunk.min(targets.len()) * vocab;
     let (mut logits, mut dlogits) = (vec![0.0f32; cap], vec![0.0f32; cap]);
@@ -146,18 +194,32 @@ pub(crate) fn lm_head_backward_into(
         let logits = &mut logits[..rows * vocab];
         let dlogits = &mut dlogits[..rows * vocab];
         matmul_nt(logits, h, weight, rows, dim, vocab, false);
-        let (lp, ent) = logprobs_from_logits(logits, t, vocab, temperature);
+        let stats: Vec<RowStats> = logits
+            .par_chunks_exact(vocab)
+            .map(|row| row_stats(row, inv_t))
+            .collect();
+        let lp: Vec<f32> = stats
+            .iter()
+            .zip(logits.chunks_exact(vocab))
+            .zip(t)
+            .map(|((s, row), &tg)| ((row[tg as usize] * inv_t) as f64 - s.lse) as f32)
+            .collect();
+        let (dlp, dent) = upstream(r0..r0 + rows, &lp);
+        assert_eq!(dlp.len(), rows, "upstream: one dlogprob per row");
+        if let Some(d) = &dent {
+            assert_eq!(d.len(), rows, "upstream: one dentropy per row");
+        }
+        let ent: Vec<f32> = logits
+            .par_chunks_exact(vocab)
+            .zip(dlogits.par_chunks_exact_mut(vocab))
+            .enumerate()
+            .map(|(r, (row, drow))| {
+                let dh = dent.as_ref().map_or(0.0, |d| d[r]);
+                row_grad(row, t[r], inv_t, &stats[r], dlp[r], dh, drow).1
+            })
+            .collect();
         logprob.extend(lp);
         entropy.extend(ent);
-        logprobs_backward_into(
-            logits,
-            t,
-            vocab,
-            temperature,
-            &dlogprob[r0..r0 + rows],
-            dentropy.map(|d| &d[r0..r0 + rows]),
-            dlogits,
-        );
         matmul_nn(
             &mut dhidden[r0 * dim..(r0 + rows) * dim],
             dlogits,

@@ -19,7 +19,7 @@ mod logprob;
 mod loss;
 
 pub use advantage::{AdvantageKind, advantages};
-pub(crate) use lm_head::lm_head_backward_into;
+pub(crate) use lm_head::lm_head_backward_with;
 pub use lm_head::{LM_HEAD_CHUNK_TOKENS, LmHeadOutput, lm_head_logprobs, lm_head_loss};
 pub use logprob::{logprobs_from_logits, logprobs_from_logits_backward};
 pub use loss::{

@@ -7,7 +7,7 @@
 //! of training to forward-only tokens/s is expected near 1/3; far below says the
 //! backward is slower than its arithmetic.
 
-use super::sequence::{next_token_logprobs, sequence_backward};
+use super::sequence::{next_token_logprobs, sequence_backward_per_token};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::weights::Weights;
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,14 @@ pub fn measure_training_throughput(weights: &Weights, seq_len: usize) -> TrainTh
     let positions: Vec<usize> = (1..seq_len).collect();
     let n = positions.len() as f32;
 
+    // Warm-up: the first pass pays for page faults of fresh allocations and thread
+    // start-up, which a training loop pays once.
+    let _ = next_token_logprobs(
+        weights,
+        &tokens[..seq_len.min(16)],
+        &positions[..seq_len.min(16) - 1],
+        1.0,
+    );
     let t0 = Instant::now();
     let _ = next_token_logprobs(weights, &tokens, &positions, 1.0);
     let forward_s = t0.elapsed().as_secs_f64();
@@ -58,17 +66,20 @@ pub fn measure_training_throughput(weights: &Weights, seq_len: usize) -> TrainTh
     let mut w = weights.clone();
     let mut grads = Weights::zeros(&w.config);
     let t1 = Instant::now();
-    sequence_backward(
+    sequence_backward_per_token(
         &w,
         &tokens,
         &positions,
         1.0,
-        |lp| vec![-1.0 / n; lp.len()],
+        |_, lp| vec![-1.0 / n; lp.len()],
         &mut grads,
     );
     let forward_backward_s = t1.elapsed().as_secs_f64();
 
+    // The second optimizer step is timed: the first touches the freshly allocated
+    // (lazily zeroed) moment buffers, a one-time cost of a run.
     let mut opt = AdamW::new(AdamWConfig::default(), &w.config);
+    opt.step(&mut w, &mut grads.clone());
     let t2 = Instant::now();
     opt.step(&mut w, &mut grads);
     let optimizer_s = t2.elapsed().as_secs_f64();

@@ -29,5 +29,8 @@ pub mod swiglu;
 pub use bench::{TrainThroughput, measure_training_throughput};
 pub use model::{Activations, backward, forward};
 pub use run::{LoadedPolicy, RunError, RunSummary, TrainJob, TrainOverrides, load_policy, run_job};
-pub use sequence::{SequenceOutput, next_token_logprobs, next_token_loss, sequence_backward};
+pub use sequence::{
+    SequenceOutput, next_token_logprobs, next_token_loss, sequence_backward,
+    sequence_backward_per_token,
+};
 pub use session::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession};

@@ -20,7 +20,7 @@
 //! (`crate::trajectory`, `crate::checkpoint`).
 
 use super::sequence::next_token_logprobs;
-use super::sequence::sequence_backward;
+use super::sequence::sequence_backward_per_token;
 use crate::checkpoint::{self, CheckpointError};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::rl::{
@@ -365,30 +365,30 @@ impl TrainSession {
             let w_slice = &weights[offsets[s]..offsets[s + 1]];
             let adv = vec![p.advantage; p.positions.len()];
             let mask = vec![1.0f32; p.positions.len()];
-            let mut part = None;
-            let out = sequence_backward(
+            // The loss is computed chunk by chunk as the LM head produces log-probs;
+            // with batch-wide weights the chunks add up to the batch loss exactly.
+            let out = sequence_backward_per_token(
                 &self.weights,
                 &p.tokens,
                 &p.positions,
                 cfg.temperature,
-                |logp| {
+                |rows, logp| {
                     let o = weighted_policy_loss(
                         logp,
-                        &p.old_logp,
-                        ref_logp.as_deref(),
-                        &adv,
-                        &mask,
-                        w_slice,
+                        &p.old_logp[rows.clone()],
+                        ref_logp.as_ref().map(|r| &r[rows.clone()]),
+                        &adv[rows.clone()],
+                        &mask[rows.clone()],
+                        &w_slice[rows],
                         &cfg.loss,
                     );
                     let d = o.dlogp.clone();
-                    part = Some(o);
+                    parts.push(o);
                     d
                 },
                 &mut grads,
             );
             entropy_sum += out.entropy.iter().map(|&e| e as f64).sum::<f64>();
-            parts.push(part.expect("the loss closure ran"));
         }
         let loss = PolicyLossOutput::merge(parts);
         let stats = self.optimizer.step(&mut self.weights, &mut grads);

@@ -447,7 +447,7 @@ fn advantages_match_cpu_twin_on_ragged_groups() {
         (AdvantageKind::Rloo, AdvantageCode::Rloo),
     ] {
         let want = rl::advantages(&rewards, &offsets, kind, 1e-6);
-        let mut out = gpu.upload(&vec![f32::NAN; 30]).unwrap();
+        let mut out = gpu.upload(&[f32::NAN; 30]).unwrap();
         gpu.advantages(&r_dev, &offsets, code, 1e-6, &mut out)
             .unwrap();
         // Both sides compute in f64 and round once to f32: at most 1 ulp apart.
@@ -963,4 +963,158 @@ fn nccl_communicator_world_size_one_all_reduce_is_identity() {
         Communicator::init(&gpu, 1, 1, &id).is_err(),
         "rank outside the world is a typed error"
     );
+}
+
+#[test]
+fn gpu_decoder_prefill_and_decode_match_cpu_forward_logits() {
+    use ssr_trainer::gpu::generate::GpuDecoder;
+    use ssr_trainer::infer::sampling::SamplingOptions;
+    let Some(gpu) = gpu_or_skip("gpu_decoder_prefill_and_decode_match_cpu_forward_logits") else {
+        return;
+    };
+    let mut r = rng(111);
+    let cfg = ssr_trainer::Config::tiny();
+    let mut w = ssr_trainer::Weights::zeros(&cfg);
+    w.for_each_mut(|name, t| {
+        let base = if name.contains("norm") { 1.0 } else { 0.0 };
+        t.iter_mut()
+            .for_each(|x| *x = base + rand::Rng::gen_range(&mut r, -0.3..0.3));
+    });
+    let tokens = random_targets(&mut r, 20, cfg.vocab_size);
+    // CPU: logits of every position from the training forward.
+    let acts = ssr_trainer::train::forward(&w, &tokens);
+    let mut want = vec![0.0; tokens.len() * cfg.vocab_size];
+    matmul_nt(
+        &mut want,
+        &acts.hidden,
+        w.lm_head(),
+        tokens.len(),
+        cfg.dim,
+        cfg.vocab_size,
+        false,
+    );
+    let v = cfg.vocab_size;
+    let mut dec = GpuDecoder::new(&gpu, &w, 32).unwrap();
+    // Prefill 12 tokens, then decode the remaining 8 one at a time (attention over the
+    // cache with a query offset).
+    let got = dec.forward_last(&gpu, &tokens[..12]).unwrap();
+    // f32 throughout, fast-math exp in attention: 1e-4 on logits of order 1.
+    let tol = Tolerance::new(1e-4, 1e-4);
+    assert_close("prefill logits", &got, &want[11 * v..12 * v], tol);
+    for i in 12..tokens.len() {
+        let got = dec.forward_last(&gpu, &tokens[i..=i]).unwrap();
+        assert_close(
+            &format!("decode logits at {i}"),
+            &got,
+            &want[i * v..(i + 1) * v],
+            tol,
+        );
+    }
+    assert_eq!(dec.len(), tokens.len());
+    assert!(
+        dec.forward_last(&gpu, &[0; 13]).is_err(),
+        "over capacity is a typed error"
+    );
+    // Greedy generation is deterministic and stops at max_tokens.
+    let greedy = SamplingOptions {
+        temperature: 0.0,
+        ..SamplingOptions::default()
+    };
+    let a = dec
+        .generate(&gpu, &tokens[..5], 6, greedy.clone(), &[])
+        .unwrap();
+    let b = dec.generate(&gpu, &tokens[..5], 6, greedy, &[]).unwrap();
+    assert_eq!(a.token_ids, b.token_ids);
+    assert_eq!(a.token_ids.len(), 6);
+}
+
+#[test]
+fn gpu_train_step_matches_cpu_step_on_tiny_model() {
+    use ssr_trainer::gpu::train::{GpuTrainer, TrainSequence};
+    use ssr_trainer::optim::AdamW;
+    use ssr_trainer::rl::{PolicyLossOutput, aggregation_weights, weighted_policy_loss};
+    let Some(gpu) = gpu_or_skip("gpu_train_step_matches_cpu_step_on_tiny_model") else {
+        return;
+    };
+    let mut r = rng(112);
+    let cfg = ssr_trainer::Config::tiny();
+    let mut w = ssr_trainer::Weights::zeros(&cfg);
+    w.for_each_mut(|name, t| {
+        let base = if name.contains("norm") { 1.0 } else { 0.0 };
+        t.iter_mut()
+            .for_each(|x| *x = base + rand::Rng::gen_range(&mut r, -0.3..0.3));
+    });
+    let mut tc = ssr_trainer::train::TrainConfig::default();
+    tc.adamw.lr = 1e-3;
+    tc.adamw.warmup_steps = 0;
+    let seqs: Vec<(Vec<u32>, Vec<usize>, Vec<f32>, f32)> = [(30usize, 1.0f32), (22, -0.5)]
+        .iter()
+        .map(|&(len, adv)| {
+            let toks = random_targets(&mut r, len, cfg.vocab_size);
+            let pos: Vec<usize> = (len / 2..len).collect();
+            let old = random_vec(&mut r, pos.len(), 0.5)
+                .iter()
+                .map(|x| x - 4.0)
+                .collect();
+            (toks, pos, old, adv)
+        })
+        .collect();
+
+    // The CPU twin of one session step on this batch.
+    let mut offsets = vec![0usize];
+    for s in &seqs {
+        offsets.push(offsets[offsets.len() - 1] + s.1.len());
+    }
+    let weights = aggregation_weights(&vec![1.0; offsets[2]], &offsets, tc.loss.aggregation);
+    let mut grads = ssr_trainer::Weights::zeros(&cfg);
+    let mut parts = Vec::new();
+    let mut cpu_w = w.clone();
+    for (i, (toks, pos, old, adv)) in seqs.iter().enumerate() {
+        let advs = vec![*adv; pos.len()];
+        let mask = vec![1.0; pos.len()];
+        let ws = &weights[offsets[i]..offsets[i + 1]];
+        ssr_trainer::train::sequence_backward(
+            &cpu_w,
+            toks,
+            pos,
+            tc.temperature,
+            |lp| {
+                let o = weighted_policy_loss(lp, old, None, &advs, &mask, ws, &tc.loss);
+                let d = o.dlogp.clone();
+                parts.push(o);
+                d
+            },
+            &mut grads,
+        );
+    }
+    let want_loss = PolicyLossOutput::merge(parts);
+    let mut opt = AdamW::new(tc.adamw, &cfg);
+    let want_stats = opt.step(&mut cpu_w, &mut grads);
+
+    let mut trainer = GpuTrainer::new(&gpu, &w, None, tc.clone(), None, None).unwrap();
+    let batch: Vec<TrainSequence<'_>> = seqs
+        .iter()
+        .map(|(t, p, o, a)| TrainSequence {
+            tokens: t,
+            positions: p,
+            old_logp: o,
+            advantage: *a,
+        })
+        .collect();
+    let got = trainer.step(&gpu, &batch).unwrap();
+    // bf16 LM head on the GPU (8 mantissa bits): the loss and norm within 3%.
+    let tol = Tolerance::new(1e-4, 3e-2);
+    assert_close(
+        "loss",
+        &[got.loss, got.grad_norm],
+        &[want_loss.loss, want_stats.grad_norm],
+        tol,
+    );
+    assert_eq!(got.trained_tokens, want_loss.tokens);
+    // A first Adam step moves each weight by about lr · sign(g): a gradient error can at
+    // worst flip a tiny gradient's sign, a 2·lr difference; 2.5·lr bounds it.
+    let host = trainer.weights_to_host(&gpu).unwrap();
+    for ((name, g), (_, c)) in host.tensors().iter().zip(cpu_w.tensors().iter()) {
+        assert_close(name, g, c, Tolerance::new(2.5e-3, 0.0));
+    }
 }

@@ -74,7 +74,7 @@ use ssr_trainer::train::linear::{linear, linear_backward};
 use ssr_trainer::train::norm::{rms_norm, rms_norm_backward};
 use ssr_trainer::train::rope::{RopeTable, rope, rope_backward};
 use ssr_trainer::train::swiglu::{swiglu, swiglu_backward};
-use ssr_trainer::train::{next_token_logprobs, sequence_backward};
+use ssr_trainer::train::{next_token_logprobs, sequence_backward, sequence_backward_per_token};
 use ssr_trainer::{Config, Weights};
 
 /// Per-op tolerance: inputs of order 1, h = 1e-2, central differences of smooth f32
@@ -317,6 +317,20 @@ fn whole_model_gradient_matches_finite_differences() {
             },
             &mut grads,
         );
+        // The one-pass variant computes the same gradient.
+        let mut one_pass = Weights::zeros(&config);
+        sequence_backward_per_token(
+            &w,
+            &tokens,
+            &positions,
+            temperature,
+            |rows, lp| {
+                assert_eq!(lp.len(), rows.len());
+                dlp[rows].to_vec()
+            },
+            &mut one_pass,
+        );
+        assert_eq!(one_pass, grads, "one-pass and two-pass LM head differ");
         let loss = |w: &Weights| {
             project(
                 &next_token_logprobs(w, &tokens, &positions, temperature).0,

@@ -43,6 +43,7 @@ fn training_forward_agrees_with_the_inference_engine() {
         ModelRef {
             w: &w,
             q8: None,
+            bf16: None,
             rope: &rope,
         },
         &mut cache,

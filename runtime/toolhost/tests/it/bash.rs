@@ -18,7 +18,13 @@ fn episode(repo: &Repo, role: Role) -> ssr_toolhost::Episode {
 fn shows_stdout_stderr_and_exit_code() {
     let repo = Repo::new(&[("a.txt", "content\n")]);
     let h = host();
-    let r = h.call(&episode(&repo, Role::Solver), "bash", r#"{"command":"cat a.txt; echo oops >&2; exit 3"}"#).unwrap();
+    let r = h
+        .call(
+            &episode(&repo, Role::Solver),
+            "bash",
+            r#"{"command":"cat a.txt; echo oops >&2; exit 3"}"#,
+        )
+        .unwrap();
     assert_eq!(ok(&r), "content\n[stderr]\noops\n[exit code: 3]");
 }
 
@@ -26,13 +32,23 @@ fn shows_stdout_stderr_and_exit_code() {
 fn long_output_is_cut_with_a_marker() {
     let repo = Repo::new(&[]);
     let h = host();
-    let r = h.call(&episode(&repo, Role::Solver), "bash", r#"{"command":"seq 1 100000"}"#).unwrap();
+    let r = h
+        .call(
+            &episode(&repo, Role::Solver),
+            "bash",
+            r#"{"command":"seq 1 100000"}"#,
+        )
+        .unwrap();
     let text = ok(&r);
     assert!(text.len() < 33 << 10, "{} bytes", text.len());
     assert!(text.contains("bytes truncated"), "no marker");
     assert!(text.starts_with("1\n2\n3\n"));
     // The sandbox keeps the head of its output limit and says it dropped the rest.
-    assert!(text.ends_with("[output beyond the sandbox's limit was dropped]\n[exit code: 0]"), "{}", &text[text.len() - 200..]);
+    assert!(
+        text.ends_with("[output beyond the sandbox's limit was dropped]\n[exit code: 0]"),
+        "{}",
+        &text[text.len() - 200..]
+    );
 }
 
 #[test]
@@ -40,7 +56,13 @@ fn a_command_past_its_timeout_is_killed_with_partial_output() {
     let repo = Repo::new(&[]);
     let h = host();
     let started = std::time::Instant::now();
-    let r = h.call(&episode(&repo, Role::Solver), "bash", r#"{"command":"echo early; sleep 20","timeout_secs":1}"#).unwrap();
+    let r = h
+        .call(
+            &episode(&repo, Role::Solver),
+            "bash",
+            r#"{"command":"echo early; sleep 20","timeout_secs":1}"#,
+        )
+        .unwrap();
     let text = ok(&r);
     assert!(started.elapsed().as_secs() < 10);
     assert!(text.contains("early"), "{text}");
@@ -50,17 +72,20 @@ fn a_command_past_its_timeout_is_killed_with_partial_output() {
 #[test]
 fn policy_deny_patterns_refuse_commands() {
     let repo = Repo::new(&[]);
-    let policy = Policy::from_toml(
-        "[roles.solver.tools.bash]\nexec = true\ndeny = ['\\bgit\\s+log\\b']\n",
-    )
-    .unwrap();
+    let policy =
+        Policy::from_toml("[roles.solver.tools.bash]\nexec = true\ndeny = ['\\bgit\\s+log\\b']\n")
+            .unwrap();
     let h = host_with(policy);
     let e = episode(&repo, Role::Solver);
-    let r = h.call(&e, "bash", r#"{"command":"cd . && git log --oneline"}"#).unwrap();
+    let r = h
+        .call(&e, "bash", r#"{"command":"cd . && git log --oneline"}"#)
+        .unwrap();
     assert_eq!(err_kind(&r), "permission-denied");
     ok(&h.call(&e, "bash", r#"{"command":"echo allowed"}"#).unwrap());
     let default = host();
-    let r = default.call(&e, "bash", r#"{"command":"sudo ls"}"#).unwrap();
+    let r = default
+        .call(&e, "bash", r#"{"command":"sudo ls"}"#)
+        .unwrap();
     assert_eq!(err_kind(&r), "permission-denied");
 }
 
@@ -69,9 +94,21 @@ fn exec_is_refused_without_the_grant_or_a_sandbox() {
     let repo = Repo::new(&[]);
     let policy = Policy::from_toml("[roles.solver.tools.bash]\nexec = false\n").unwrap();
     let h = host_with(policy);
-    let r = h.call(&episode(&repo, Role::Solver), "bash", r#"{"command":"echo hi"}"#).unwrap();
+    let r = h
+        .call(
+            &episode(&repo, Role::Solver),
+            "bash",
+            r#"{"command":"echo hi"}"#,
+        )
+        .unwrap();
     assert_eq!(err_kind(&r), "permission-denied");
-    let no_sandbox = host().call(&repo.episode(Role::Solver), "bash", r#"{"command":"echo hi"}"#).unwrap();
+    let no_sandbox = host()
+        .call(
+            &repo.episode(Role::Solver),
+            "bash",
+            r#"{"command":"echo hi"}"#,
+        )
+        .unwrap();
     assert_eq!(err_kind(&no_sandbox), "permission-denied");
 }
 
@@ -90,7 +127,12 @@ impl Sandbox for RecordingSandbox {
 
 #[test]
 fn protected_files_reach_the_sandbox_read_only() {
-    let repo = Repo::new(&[("conftest.py", ""), ("pkg/tox.ini", ""), ("tests/test_a.py", ""), ("src.py", "")]);
+    let repo = Repo::new(&[
+        ("conftest.py", ""),
+        ("pkg/tox.ini", ""),
+        ("tests/test_a.py", ""),
+        ("src.py", ""),
+    ]);
     let h = host();
     let sandbox = Arc::new(RecordingSandbox(Mutex::new(Vec::new())));
     let mut e = repo.episode(Role::Solver);
@@ -122,11 +164,18 @@ fn bwrap_sandbox_runs_the_shim() {
     let mut e = repo.episode(Role::Solver);
     e.sandbox = Some(Arc::new(sandbox));
     let r = h
-        .call(&e, "bash", r#"{"command":"pwd; echo new > new.txt; echo evil >> conftest.py"}"#)
+        .call(
+            &e,
+            "bash",
+            r#"{"command":"pwd; echo new > new.txt; echo evil >> conftest.py"}"#,
+        )
         .unwrap();
     let text = ok(&r);
     assert!(text.starts_with("/repo\n"), "{text}");
-    assert!(!text.ends_with("[exit code: 0]"), "writing the protected file must fail: {text}");
+    assert!(
+        !text.ends_with("[exit code: 0]"),
+        "writing the protected file must fail: {text}"
+    );
     assert_eq!(repo.read("new.txt"), "new\n");
     assert_eq!(repo.read("conftest.py"), "original\n");
 }

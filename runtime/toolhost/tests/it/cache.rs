@@ -44,13 +44,24 @@ fn tampered_cache_entry_is_recompiled_not_trusted() {
     }
     std::fs::write(&victim, &bytes).unwrap();
     let third = host_in(cache.path());
-    let replaced: Vec<_> = third.tools().filter(|t| t.cache == CacheOutcome::Replaced).collect();
+    let replaced: Vec<_> = third
+        .tools()
+        .filter(|t| t.cache == CacheOutcome::Replaced)
+        .collect();
     assert_eq!(replaced.len(), 1);
     // The recompiled tool works.
     let repo = Repo::new(&[("a.txt", "x\n")]);
     let name = replaced[0].name().to_string();
-    let args = if name == "search" { r#"{"pattern":"x"}"# } else if name == "editor" { r#"{"command":"view","path":"a.txt"}"# } else { "{}" };
-    third.call(&repo.episode(Role::Solver), &name, args).unwrap();
+    let args = if name == "search" {
+        r#"{"pattern":"x"}"#
+    } else if name == "editor" {
+        r#"{"command":"view","path":"a.txt"}"#
+    } else {
+        "{}"
+    };
+    third
+        .call(&repo.episode(Role::Solver), &name, args)
+        .unwrap();
     drop(third);
 
     // A forged checksum beside forged bytes is caught by wasmtime's own header check,
@@ -60,5 +71,11 @@ fn tampered_cache_entry_is_recompiled_not_trusted() {
     let sum = victim.with_extension("sha256");
     std::fs::write(&sum, hex::encode(Sha256::digest(b"forged"))).unwrap();
     let fourth = host_in(cache.path());
-    assert_eq!(fourth.tools().filter(|t| t.cache == CacheOutcome::Replaced).count(), 1);
+    assert_eq!(
+        fourth
+            .tools()
+            .filter(|t| t.cache == CacheOutcome::Replaced)
+            .count(),
+        1
+    );
 }

@@ -17,7 +17,11 @@ fn tools_folder(manifest_text: &str) -> tempfile::TempDir {
     let tool = dir.path().join("outline");
     std::fs::create_dir(&tool).unwrap();
     std::fs::write(tool.join("tool.toml"), manifest_text).unwrap();
-    std::fs::copy(crate::support::guest_path("ssr_tool_outline"), tool.join("outline.wasm")).unwrap();
+    std::fs::copy(
+        crate::support::guest_path("ssr_tool_outline"),
+        tool.join("outline.wasm"),
+    )
+    .unwrap();
     dir
 }
 
@@ -36,14 +40,27 @@ fn outline_is_discovered_and_lists_definitions() {
     let h = host_for(folder.path()).unwrap();
     let tool = h.tool("outline").expect("discovered");
     assert!(matches!(tool.origin, ToolOrigin::Custom { .. }));
-    assert!(h.tools_for(Role::Solver).iter().any(|t| t.name() == "outline"));
+    assert!(
+        h.tools_for(Role::Solver)
+            .iter()
+            .any(|t| t.name() == "outline")
+    );
     let repo = Repo::new(&[
-        ("m.py", "import os\n\nclass A:\n    def f(self):\n        pass\n\nasync def g():\n    pass\n"),
-        ("lib.rs", "pub struct S;\nimpl S {\n    pub fn new() -> S { S }\n}\nfn main() {}\n"),
+        (
+            "m.py",
+            "import os\n\nclass A:\n    def f(self):\n        pass\n\nasync def g():\n    pass\n",
+        ),
+        (
+            "lib.rs",
+            "pub struct S;\nimpl S {\n    pub fn new() -> S { S }\n}\nfn main() {}\n",
+        ),
     ]);
     let e = repo.episode(Role::Solver);
     let py = h.call(&e, "outline", r#"{"path":"m.py"}"#).unwrap();
-    assert_eq!(ok(&py), "     3  class A\n     4    def f\n     7  async def g\n");
+    assert_eq!(
+        ok(&py),
+        "     3  class A\n     4    def f\n     7  async def g\n"
+    );
     let rs = h.call(&e, "outline", r#"{"path":"/repo/lib.rs"}"#).unwrap();
     let text = ok(&rs);
     assert!(text.contains("     1  struct S"), "{text}");
@@ -73,7 +90,11 @@ fn a_custom_tool_cannot_shadow_a_standard_one() {
         "name = \"editor\"\ncomponent = \"e.wasm\"\n[grants]\nrepo = \"rw\"\nstate = true\n",
     )
     .unwrap();
-    std::fs::copy(crate::support::guest_path("ssr_tool_editor"), tool.join("e.wasm")).unwrap();
+    std::fs::copy(
+        crate::support::guest_path("ssr_tool_editor"),
+        tool.join("e.wasm"),
+    )
+    .unwrap();
     let err = host_for(folder.path()).unwrap_err();
     assert!(matches!(err, ToolHostError::DuplicateTool { .. }), "{err}");
 }
@@ -89,11 +110,19 @@ fn custom_tools_get_at_most_the_role_ceiling() {
         "name = \"hostile\"\ncomponent = \"h.wasm\"\n[grants]\nrepo = \"rw\"\n",
     )
     .unwrap();
-    std::fs::copy(crate::support::guest_path("ssr_testing_hostile"), tool.join("h.wasm")).unwrap();
+    std::fs::copy(
+        crate::support::guest_path("ssr_testing_hostile"),
+        tool.join("h.wasm"),
+    )
+    .unwrap();
     let h = host_for(folder.path()).unwrap();
     let repo = Repo::new(&[("a.txt", "original")]);
     let r = h
-        .call(&repo.episode(Role::Solver), "hostile", r#"{"attack":"write_host","path":"a.txt"}"#)
+        .call(
+            &repo.episode(Role::Solver),
+            "hostile",
+            r#"{"attack":"write_host","path":"a.txt"}"#,
+        )
         .unwrap();
     assert!(ok(&r).starts_with("refused"), "{}", ok(&r));
     assert_eq!(repo.read("a.txt"), "original");

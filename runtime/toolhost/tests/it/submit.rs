@@ -23,30 +23,59 @@ fn injector_needs_all_five_files_non_empty() {
     let r = h.call(&e, "submit", "{}").unwrap();
     let v: serde_json::Value = serde_json::from_str(ok(&r)).unwrap();
     assert_eq!(v["ssr_submit"]["role"], "injector");
-    assert_eq!(v["ssr_submit"]["files"]["test_parser.py"], "parse_test_output.py");
+    assert_eq!(
+        v["ssr_submit"]["files"]["test_parser.py"],
+        "parse_test_output.py"
+    );
 }
 
 #[test]
 fn injector_reports_every_missing_file() {
     let repo = Repo::new(&[("art/test_script.sh", "x")]);
     let h = host();
-    let r = h.call(&repo.episode(Role::Injector), "submit", r#"{"directory":"art"}"#).unwrap();
+    let r = h
+        .call(
+            &repo.episode(Role::Injector),
+            "submit",
+            r#"{"directory":"art"}"#,
+        )
+        .unwrap();
     let e = r.result.unwrap_err();
-    for name in ["test_files.txt", "test_parser.py", "bug_inject.diff", "test_weaken.diff"] {
+    for name in [
+        "test_files.txt",
+        "test_parser.py",
+        "bug_inject.diff",
+        "test_weaken.diff",
+    ] {
         assert!(e.message().contains(name), "{e}");
     }
 }
 
 #[test]
 fn solver_submits_the_workspace_diff_or_a_patch_file() {
-    let repo = Repo::new(&[("fix.patch", "diff --git a/x b/x\n--- a/x\n+++ b/x\n"), ("notes.txt", "hello")]);
+    let repo = Repo::new(&[
+        ("fix.patch", "diff --git a/x b/x\n--- a/x\n+++ b/x\n"),
+        ("notes.txt", "hello"),
+    ]);
     let h = host();
     let e = repo.episode(Role::Solver);
-    let plain: serde_json::Value = serde_json::from_str(ok(&h.call(&e, "submit", "").unwrap())).unwrap();
+    let plain: serde_json::Value =
+        serde_json::from_str(ok(&h.call(&e, "submit", "").unwrap())).unwrap();
     assert_eq!(plain["ssr_submit"]["kind"], "workspace_diff");
-    let patch: serde_json::Value =
-        serde_json::from_str(ok(&h.call(&e, "submit", r#"{"patch_file":"fix.patch"}"#).unwrap())).unwrap();
+    let patch: serde_json::Value = serde_json::from_str(ok(&h
+        .call(&e, "submit", r#"{"patch_file":"fix.patch"}"#)
+        .unwrap()))
+    .unwrap();
     assert_eq!(patch["ssr_submit"]["path"], "fix.patch");
-    assert_eq!(err_kind(&h.call(&e, "submit", r#"{"patch_file":"notes.txt"}"#).unwrap()), "invalid-arguments");
-    assert_eq!(err_kind(&h.call(&e, "submit", r#"{"directory":"."}"#).unwrap()), "invalid-arguments");
+    assert_eq!(
+        err_kind(
+            &h.call(&e, "submit", r#"{"patch_file":"notes.txt"}"#)
+                .unwrap()
+        ),
+        "invalid-arguments"
+    );
+    assert_eq!(
+        err_kind(&h.call(&e, "submit", r#"{"directory":"."}"#).unwrap()),
+        "invalid-arguments"
+    );
 }

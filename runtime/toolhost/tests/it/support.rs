@@ -170,7 +170,11 @@ impl Sandbox for ProcessSandbox {
         let (o, od) = out_t.join().unwrap();
         let (e, ed) = err_t.join().unwrap();
         Ok(ExecOutcome {
-            exit_code: if timed_out { None } else { status.and_then(|s| s.code()) },
+            exit_code: if timed_out {
+                None
+            } else {
+                status.and_then(|s| s.code())
+            },
             signal: None,
             timed_out,
             truncated: od || ed,
