@@ -7,9 +7,10 @@
 
 use crate::bindings::Host_Pre as HostPre;
 use crate::cache::{CacheOutcome, ComponentCache};
-use crate::call::{self, Answer, CallSetup, CallState, Failure, Invocation};
+use crate::call::{self, Answer, CallProfile, CallSetup, CallState, Failure, Invocation};
 use crate::contract::{self, ContractImports};
 use crate::engine::ToolEngine;
+use crate::workers::Workers;
 use crate::error::ToolHostError;
 use crate::exec::ExecGrant;
 use crate::grants::{Protected, WorkspaceGrant};
@@ -21,7 +22,7 @@ use ssr_sandbox::Sandbox;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::component::Linker;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -172,6 +173,7 @@ impl ToolReply {
 /// The tool host.
 pub struct ToolHost {
     engine: ToolEngine,
+    workers: Workers,
     linker: Linker<CallState>,
     cache: ComponentCache,
     policy: Policy,
@@ -225,6 +227,7 @@ impl ToolHost {
         }
         let mut host = ToolHost {
             engine,
+            workers: Workers::new(),
             linker,
             cache,
             policy: config.policy,
@@ -313,7 +316,14 @@ impl ToolHost {
             stdout: BoundedOutput::new(4096),
             stderr: BoundedOutput::new(4096),
         };
-        let finished = call::run(self.engine.engine(), &pre, setup, Invocation::Describe);
+        let finished = call::run(
+            &self.workers,
+            self.engine.engine(),
+            &pre,
+            setup,
+            Invocation::Describe,
+            Instant::now(),
+        );
         let description = match finished.answer {
             Ok(Answer::Described(d)) => d,
             Ok(Answer::Called(_)) => unreachable_answer(path)?,
@@ -386,6 +396,34 @@ impl ToolHost {
         name: &str,
         arguments: &str,
     ) -> Result<ToolReply, ToolHostError> {
+        self.call_profiled(episode, name, arguments).0
+    }
+
+    /// [`ToolHost::call`], also saying where the call's time went. The profile is
+    /// filled as far as the call got (zero phases when it failed before running).
+    pub fn call_profiled(
+        &self,
+        episode: &Episode,
+        name: &str,
+        arguments: &str,
+    ) -> (Result<ToolReply, ToolHostError>, CallProfile) {
+        let started = Instant::now();
+        let mut profile = CallProfile::default();
+        let reply = self.call_inner(episode, name, arguments, started, &mut profile);
+        if profile.total.is_zero() {
+            profile.total = started.elapsed();
+        }
+        (reply, profile)
+    }
+
+    fn call_inner(
+        &self,
+        episode: &Episode,
+        name: &str,
+        arguments: &str,
+        started: Instant,
+        profile: &mut CallProfile,
+    ) -> Result<ToolReply, ToolHostError> {
         let tool = self
             .tools
             .get(name)
@@ -399,11 +437,14 @@ impl ToolHost {
         let setup = self.setup(episode, tool, &grant)?;
         let limits = grant.limits;
         let finished = call::run(
+            &self.workers,
             self.engine.engine(),
             &tool.pre,
             setup,
             Invocation::Call(arguments.to_string()),
+            started,
         );
+        *profile = finished.profile;
         let (stdout, _) = finished.stdout.contents();
         let (stderr, _) = finished.stderr.contents();
         match finished.answer {

@@ -153,6 +153,97 @@ fn ceil_char_boundary(s: &str, mut i: usize) -> usize {
     i
 }
 
+/// What [`repo_stat`] says about a repository path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RepoStat {
+    pub is_dir: bool,
+    pub size: u64,
+}
+
+/// The host's largest single read; a shorter read of a regular file is its end.
+const READ_CHUNK: u64 = 64 * 1024;
+
+fn fs_error(path: &str, e: wasip2::filesystem::types::ErrorCode) -> GuestError {
+    use wasip2::filesystem::types::ErrorCode;
+    match e {
+        ErrorCode::NoEntry => GuestError::NotFound(format!("{path}: no such file or directory")),
+        ErrorCode::Access | ErrorCode::NotPermitted => {
+            GuestError::PermissionDenied(format!("{path}: not accessible to this tool"))
+        }
+        ErrorCode::Loop => GuestError::PermissionDenied(format!(
+            "{path}: a symbolic link loop or a link out of the repository"
+        )),
+        other => GuestError::Failed(format!("{path}: {}", other.message())),
+    }
+}
+
+/// The preopened repository directory (guest path `.`), straight from WASI.
+///
+/// Why not `std::fs`: through wasi-libc a whole-file read costs a stat, an open, an
+/// fstat, a read stream, reads until EOF and two drops, each a host call, and host calls
+/// were most of a small tool call. [`repo_stat`] and [`read_repo_file`] cost one call
+/// for the stat and three for a file up to 64 KiB (open, read, drop).
+pub fn repository() -> Result<wasip2::filesystem::types::Descriptor, GuestError> {
+    wasip2::filesystem::preopens::get_directories()
+        .into_iter()
+        .find(|(_, name)| name == ".")
+        .map(|(d, _)| d)
+        .ok_or_else(|| {
+            GuestError::PermissionDenied("this tool was granted no access to the repository".into())
+        })
+}
+
+/// Stats a repository-relative path (as [`repo_path`] returns it), following symbolic
+/// links inside the repository (the host refuses those that leave it).
+pub fn repo_stat(
+    repo: &wasip2::filesystem::types::Descriptor,
+    path: &str,
+) -> Result<RepoStat, GuestError> {
+    use wasip2::filesystem::types::{DescriptorType, PathFlags};
+    let stat = repo
+        .stat_at(PathFlags::SYMLINK_FOLLOW, path)
+        .map_err(|e| fs_error(path, e))?;
+    Ok(RepoStat {
+        is_dir: stat.type_ == DescriptorType::Directory,
+        size: stat.size,
+    })
+}
+
+/// Reads a repository file whole (symbolic links inside the repository followed);
+/// refuses files over `max_bytes`.
+pub fn read_repo_file(
+    repo: &wasip2::filesystem::types::Descriptor,
+    path: &str,
+    size_hint: u64,
+    max_bytes: u64,
+) -> Result<Vec<u8>, GuestError> {
+    use wasip2::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let file = repo
+        .open_at(
+            PathFlags::SYMLINK_FOLLOW,
+            path,
+            OpenFlags::empty(),
+            DescriptorFlags::READ,
+        )
+        .map_err(|e| fs_error(path, e))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(size_hint.min(max_bytes)).unwrap_or(0));
+    loop {
+        let (chunk, end) = file
+            .read(READ_CHUNK, bytes.len() as u64)
+            .map_err(|e| fs_error(path, e))?;
+        let short = (chunk.len() as u64) < READ_CHUNK;
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() as u64 > max_bytes {
+            return Err(GuestError::Failed(format!(
+                "{path} has more than {max_bytes} bytes, over this tool's limit"
+            )));
+        }
+        if end || short {
+            return Ok(bytes);
+        }
+    }
+}
+
 /// Reads an optional unsigned integer from the tool config.
 pub fn config_u64(config: &serde_json::Value, key: &str, default: u64) -> u64 {
     config.get(key).and_then(|v| v.as_u64()).unwrap_or(default)
