@@ -138,8 +138,8 @@ fn read_text_at(
             stat.size
         )));
     }
-    let bytes = ssr_guest::read_repo_file(repo, path, stat.size, MAX_FILE_BYTES)?;
-    String::from_utf8(bytes)
+    let bytes = ssr_guest::read_repo_file(repo, path, MAX_FILE_BYTES)?;
+    ssr_guest::into_text(bytes)
         .map_err(|_| GuestError::Failed(format!("{path} is not UTF-8 text (a binary file?)")))
 }
 
@@ -159,7 +159,7 @@ fn from_host(e: ToolError) -> GuestError {
 
 fn numbered(text: &str, first_line: usize, last_line: Option<usize>) -> String {
     let mut out = String::with_capacity(text.len() + text.len() / 4 + 16);
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in ssr_guest::lines(text).enumerate() {
         let n = i + 1;
         if n < first_line {
             continue;
@@ -212,7 +212,7 @@ fn view(path: &str, range: Option<&[i64]>) -> Result<String, GuestError> {
     let (first, last) = match range {
         None => (1, None),
         Some([first, last]) => {
-            let total = text.lines().count();
+            let total = ssr_guest::count_lines(&text);
             let first = *first;
             let last = *last;
             if first < 1 || (first as usize) > total.max(1) {

@@ -132,7 +132,7 @@ fn search(args: Arguments) -> Result<String, GuestError> {
         if bytes[..bytes.len().min(8192)].contains(&0) {
             return;
         }
-        let text = String::from_utf8_lossy(bytes);
+        let text = ssr_guest::text_lossy(bytes);
         let mut matched_here = false;
         for_each_matching_line(&text, &regex, prefilter.as_ref(), &mut |number, line| {
             matched_here = true;
