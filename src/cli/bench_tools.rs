@@ -43,7 +43,9 @@ pub fn run(args: &BenchToolsArgs, config: HostConfig) -> anyhow::Result<ExitCode
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
-    let report = run_bench(options, config, &mut |step| bar.set_message(step.to_string()));
+    let report = run_bench(options, config, &mut |step| {
+        bar.set_message(step.to_string())
+    });
     bar.finish_and_clear();
     let report = report?;
     if args.json {

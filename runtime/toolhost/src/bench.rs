@@ -103,7 +103,10 @@ pub struct PhaseMedians {
 impl PhaseMedians {
     fn of(profiles: &[CallProfile]) -> PhaseMedians {
         let median = |f: &dyn Fn(&CallProfile) -> Duration| {
-            Stats::of(profiles.iter().map(f).collect()).median.as_secs_f64() * 1e6
+            Stats::of(profiles.iter().map(f).collect())
+                .median
+                .as_secs_f64()
+                * 1e6
         };
         let mut calls: Vec<u64> = profiles.iter().map(|p| p.host_calls).collect();
         calls.sort_unstable();
@@ -284,11 +287,14 @@ impl Bench<'_> {
         n: usize,
     ) -> Result<(Stats, PhaseMedians), BenchError> {
         let check = |reply: Result<crate::ToolReply, ToolHostError>| -> Result<(), BenchError> {
-            reply?.result.map(drop).map_err(|e: ToolError| BenchError::Tool {
-                tool: tool.to_string(),
-                kind: e.kind(),
-                message: e.message().to_string(),
-            })
+            reply?
+                .result
+                .map(drop)
+                .map_err(|e: ToolError| BenchError::Tool {
+                    tool: tool.to_string(),
+                    kind: e.kind(),
+                    message: e.message().to_string(),
+                })
         };
         for i in 0..n.min(10) {
             check(self.host.call(&self.episode, tool, &call_args(i)))?;
@@ -469,7 +475,14 @@ impl BenchReport {
         let _ = writeln!(
             s,
             "{:<30} {:>7} {:>9} {:>12} {:>8} {:>8} {:>11} {:>9}",
-            "operation", "setup", "dispatch", "instantiate", "run", "host", "host calls", "teardown"
+            "operation",
+            "setup",
+            "dispatch",
+            "instantiate",
+            "run",
+            "host",
+            "host calls",
+            "teardown"
         );
         for o in &self.ops {
             let p = &o.phases;

@@ -23,11 +23,11 @@ use crate::exec::ExecGrant;
 use crate::grants::WorkspaceGrant;
 use crate::output::BoundedOutput;
 use crate::policy::CallLimits;
-use crate::{Description, ToolError};
 use crate::workers::Workers;
+use crate::{Description, ToolError};
 use std::sync::Arc;
-use std::sync::mpsc::SyncSender;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{CallHook, Engine, ResourceLimiter, Store, UpdateDeadline};
@@ -280,9 +280,8 @@ pub(crate) fn run(
     profile.setup = setup_done - started;
     profile.total = elapsed;
     // What the worker did not account for: dropping the store, the channel, waking up.
-    profile.teardown = elapsed.saturating_sub(
-        profile.setup + profile.dispatch + profile.instantiate + profile.run,
-    );
+    profile.teardown = elapsed
+        .saturating_sub(profile.setup + profile.dispatch + profile.instantiate + profile.run);
     Finished {
         answer,
         stdout,

@@ -105,11 +105,17 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
-        assert!(threads.iter().all(|t| *t == threads[0]), "one worker served all calls");
+        assert!(
+            threads.iter().all(|t| *t == threads[0]),
+            "one worker served all calls"
+        );
         assert_eq!(workers.idle.lock().unwrap().len(), 1);
         let weak = Arc::downgrade(&workers.idle);
         drop(workers);
-        assert!(weak.upgrade().is_none(), "the idle list is gone with the pool");
+        assert!(
+            weak.upgrade().is_none(),
+            "the idle list is gone with the pool"
+        );
     }
 
     #[test]

@@ -10,10 +10,10 @@ mod walk;
 
 use ignore::overrides::OverrideBuilder;
 use regex::{Regex, RegexBuilder};
-use walk::Walk;
 use serde::Deserialize;
 use ssr_guest::{GuestError, repo_path};
 use std::fmt::Write as _;
+use walk::Walk;
 
 wit_bindgen::generate!({ world: "read-tool", path: "../wit" });
 
@@ -207,7 +207,9 @@ fn for_each_matching_line(
     let mut counted = 0usize;
     let mut number = 1usize;
     while from <= text.len() {
-        let Some(m) = whole.find_at(text, from) else { break };
+        let Some(m) = whole.find_at(text, from) else {
+            break;
+        };
         let start = bytes[..m.start()]
             .iter()
             .rposition(|&b| b == b'\n')
@@ -220,9 +222,14 @@ fn for_each_matching_line(
             .iter()
             .position(|&b| b == b'\n')
             .map_or(text.len(), |i| m.start() + i);
-        number += bytes[counted..start].iter().filter(|&&b| b == b'\n').count();
+        number += bytes[counted..start]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
         counted = start;
-        let line = text[start..end].strip_suffix('\r').unwrap_or(&text[start..end]);
+        let line = text[start..end]
+            .strip_suffix('\r')
+            .unwrap_or(&text[start..end]);
         if regex.is_match(line) {
             found(number, line);
         }
