@@ -9,7 +9,8 @@
 //! - Output: stdout/stderr are [`BoundedOutput`]s; the result text is cut by the caller.
 //! - Host calls: the call hook counts every host call (WASI included).
 //! - Resource table: [`ResourceTable::set_max_capacity`].
-//! - Wall clock: the call runs on its own thread; at `wall_ms` the caller stops waiting,
+//! - Wall clock: the call runs on a worker thread (kept between calls, see `workers`;
+//!   the store is created and dropped inside the job); at `wall_ms` the caller stops waiting,
 //!   returns the limit error, and sets a flag that traps the guest at its next
 //!   host-call boundary or epoch tick. Host calls are themselves bounded (`exec` by the
 //!   remaining wall time), so an abandoned thread finishes soon after.
@@ -27,7 +28,7 @@ use crate::workers::Workers;
 use crate::{Description, ToolError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{CallHook, Engine, ResourceLimiter, Store, UpdateDeadline};
@@ -231,7 +232,7 @@ pub(crate) enum Failure {
     Trap(String),
 }
 
-/// Runs one invocation on its own thread and waits at most `limits.wall_ms`.
+/// Runs one invocation on a worker thread and waits at most `limits.wall_ms`.
 /// `started` is when the caller began the call (before its setup).
 pub(crate) fn run(
     workers: &Workers,
@@ -265,7 +266,10 @@ pub(crate) fn run(
                 profile = p;
                 r
             }
-            Err(_) => {
+            Err(RecvTimeoutError::Disconnected) => Err(Failure::Trap(
+                "the call's worker thread ended without an answer (a host fault)".into(),
+            )),
+            Err(RecvTimeoutError::Timeout) => {
                 // The guest is abandoned: it traps at its next host-call boundary or
                 // epoch tick, and its host calls are bounded by the same deadline.
                 cancelled.store(true, Ordering::SeqCst);

@@ -54,9 +54,13 @@ impl ToolEngine {
             // those, found with the PAGEMAP_SCAN ioctl where the kernel has it) and stay
             // mapped, instead of being discarded with `madvise` and faulted back in by
             // the next call. Isolation is the same: every byte is back to the image.
-            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(KEEP_RESIDENT_BYTES)
             .pagemap_scan(Enabled::Auto);
+        // Without PAGEMAP_SCAN, keeping memory resident means a `memset` of the whole
+        // kept size on every call (about as slow as the faults it saves): only with it.
+        if pagemap_scan_available() {
+            pool.linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+                .table_keep_resident(KEEP_RESIDENT_BYTES);
+        }
         let mut config = Config::new();
         config
             .epoch_interruption(true)
@@ -99,6 +103,20 @@ impl ToolEngine {
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
         format!("{:016x}", hasher.finish())
     }
+}
+
+/// Whether the kernel has the PAGEMAP_SCAN ioctl (Linux 6.7 and later) and this process
+/// may read its page map; wasmtime's `Enabled::Auto` probes the same at run time.
+fn pagemap_scan_available() -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let version = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    version >= (6, 7) && std::fs::File::open("/proc/self/pagemap").is_ok()
 }
 
 impl Drop for ToolEngine {

@@ -190,6 +190,12 @@ impl std::fmt::Debug for ToolHost {
     }
 }
 
+// The agent shares one host between threads: the worker pool must not change that.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<ToolHost>();
+};
+
 /// What each standard tool asks for.
 fn standard_ask(name: &str) -> ToolGrantSpec {
     let mut g = ToolGrantSpec::default();
