@@ -7,9 +7,13 @@
 //! (NOTES.md: llama-cpp-python 0.3.36, 2 threads, same GGUF) are printed as a fixed
 //! reference point; llama.cpp is not run here.
 //!
-//! Hook for training: [`ModelBenchReport::training_tokens_per_second`] is `None` here;
-//! the training benchmark fills it (call [`measure`], then set the field) so one report
-//! carries inference and training speed.
+//! Training: one full RL step (training forward, fused LM head, backward, AdamW) over
+//! `--train-tokens` tokens through `ssr_trainer::train::measure_training_throughput`,
+//! with the forward-only time of the same sequence as its side-by-side baseline (a
+//! step costs about three forwards, so the ratio is expected near 1/3).
+//!
+//! The load average is read before and after: the dev machine is shared, and a busy
+//! machine lowers every figure.
 
 use anyhow::Context;
 use clap::Args;
@@ -18,6 +22,7 @@ use ssr_trainer::infer::sampling::SamplingOptions;
 use ssr_trainer::infer::{
     Engine, GenerateOptions, Generation, Precision, single_threaded, worker_threads,
 };
+use ssr_trainer::train::{TrainThroughput, measure_training_throughput};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,6 +44,12 @@ pub struct BenchModelArgs {
     /// Skip the single-threaded f32 baseline (it runs the same measurement again, slower).
     #[arg(long)]
     pub no_baseline: bool,
+    /// Tokens of the training-step measurement (about 30 s per 128 tokens on 2 cores).
+    #[arg(long, default_value_t = 128)]
+    pub train_tokens: usize,
+    /// Skip the training measurement.
+    #[arg(long)]
+    pub no_train: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -67,8 +78,24 @@ pub struct ModelBenchReport {
     pub decode_ratio: Option<f64>,
     /// llama.cpp on the dev machine (not measured in this run).
     pub llama_cpp_reference: Speeds,
-    /// Filled by the training benchmark; `None` from this command alone.
+    /// Tokens per second of a whole training step (forward, backward, AdamW) on the
+    /// f32 CPU trainer; `None` with `--no-train`.
     pub training_tokens_per_second: Option<f64>,
+    /// The training measurement in detail, with its forward-only baseline.
+    pub training: Option<TrainThroughput>,
+    /// 1-minute load average before and after the run (`/proc/loadavg`; the dev
+    /// machine is shared, so read the figures against it).
+    pub load_average: (Option<f64>, Option<f64>),
+}
+
+/// The 1-minute load average, where `/proc/loadavg` exists.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 pub fn default_model() -> PathBuf {
@@ -102,6 +129,7 @@ fn speeds(engine: &Engine, prompt: &[u32], decode_tokens: usize) -> anyhow::Resu
 
 /// Runs the measurement.
 pub fn measure(args: &BenchModelArgs) -> anyhow::Result<ModelBenchReport> {
+    let load_before = load_average();
     let model = args.model.clone().unwrap_or_else(default_model);
     let mut engine = Engine::load(&model)
         .with_context(|| format!("loading {} (see scripts/setup.sh)", model.display()))?;
@@ -121,6 +149,14 @@ pub fn measure(args: &BenchModelArgs) -> anyhow::Result<ModelBenchReport> {
         })??)
     };
     let ratio = |f: fn(&Speeds) -> f64| baseline.as_ref().map(|b| f(&eng) / f(b));
+    let training = if args.no_train {
+        None
+    } else {
+        Some(
+            measure_training_throughput(engine.weights(), args.train_tokens)
+                .context("training measurement")?,
+        )
+    };
     Ok(ModelBenchReport {
         model,
         threads: worker_threads(),
@@ -134,7 +170,9 @@ pub fn measure(args: &BenchModelArgs) -> anyhow::Result<ModelBenchReport> {
             prefill_tokens_per_second: LLAMA_CPP_PREFILL_TPS,
             decode_tokens_per_second: LLAMA_CPP_DECODE_TPS,
         },
-        training_tokens_per_second: None,
+        training_tokens_per_second: training.as_ref().map(|t| t.train_tokens_per_second),
+        training,
+        load_average: (load_before, load_average()),
     })
 }
 
@@ -171,15 +209,35 @@ pub fn print_text(r: &ModelBenchReport) {
         r.engine.prefill_tokens_per_second / LLAMA_CPP_PREFILL_TPS,
         r.engine.decode_tokens_per_second / LLAMA_CPP_DECODE_TPS
     );
-    if let Some(t) = r.training_tokens_per_second {
-        println!("training: {t:.1} tok/s");
+    if let Some(t) = &r.training {
+        println!(
+            "training step ({} tokens: forward, backward, AdamW): {:.1} tok/s",
+            t.tokens, t.train_tokens_per_second
+        );
+        println!(
+            "  forward only, same sequence (baseline): {:.1} tok/s; ratio {:.2} (about 1/3 expected)",
+            t.forward_tokens_per_second,
+            t.train_tokens_per_second / t.forward_tokens_per_second
+        );
+        println!(
+            "  forward {:.2} s, forward+backward {:.2} s, AdamW {:.2} s",
+            t.forward_s, t.forward_backward_s, t.optimizer_s
+        );
     }
+    let la = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.2}"));
+    println!(
+        "load average (1 min): {} before, {} after",
+        la(r.load_average.0),
+        la(r.load_average.1)
+    );
 }
 
 /// `ssr bench model`.
 pub fn run(args: BenchModelArgs) -> anyhow::Result<ExitCode> {
     if !args.json {
-        eprintln!("measuring (engine, then the 1-thread f32 baseline unless --no-baseline)...");
+        eprintln!(
+            "measuring (engine, the 1-thread f32 baseline unless --no-baseline, then one training step unless --no-train)..."
+        );
     }
     let r = measure(&args)?;
     if args.json {

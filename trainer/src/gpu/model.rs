@@ -413,13 +413,15 @@ impl Gpu {
             &mut dx,
             &mut grads.final_norm,
         )?;
-        for ((l, g), a) in w
+        for (li, ((l, g), a)) in w
             .layers
             .iter()
             .zip(grads.layers.iter_mut())
             .zip(&acts.layers)
+            .enumerate()
             .rev()
         {
+            let _l = Range::new(format!("layer {li} backward"));
             let mut dact = self.zeros::<f32>(t * c.ffn_dim)?;
             self.linear_backward(
                 &dx,
@@ -580,6 +582,7 @@ impl Gpu {
         let c = w.config.clone();
         let (dim, vocab, n) = (c.dim, c.vocab_size, positions.len());
         let acts = self.model_forward(w, tokens)?;
+        let lm_fwd = Range::new("lm_head forward");
         // Gather the scoring rows on the host: T·dim floats, small next to the model.
         let hidden = self.download(&acts.hidden)?;
         let mut h = Vec::with_capacity(n * dim);
@@ -619,7 +622,12 @@ impl Gpu {
         }
         let logprob = self.download(&lp)?;
         let entropy = self.download(&en)?;
-        let dlogprob = loss(&logprob);
+        drop(lm_fwd);
+        let dlogprob = {
+            let _r = Range::new("policy loss (host)");
+            loss(&logprob)
+        };
+        let lm_bwd = Range::new("lm_head backward");
         check_len(OP, "loss gradient (one per position)", n, dlogprob.len())?;
         let dlp = self.upload(&dlogprob)?;
         let mut dh = self.zeros::<f32>(n * dim)?;
@@ -645,6 +653,7 @@ impl Gpu {
             dhidden[(p - 1) * dim..p * dim].copy_from_slice(d);
         }
         let dhidden = self.upload(&dhidden)?;
+        drop(lm_bwd);
         self.model_backward(w, &acts, &dhidden, grads)?;
         Ok(GpuSequenceOutput { logprob, entropy })
     }
