@@ -5,7 +5,8 @@
 //! One module per concern: the row pass from logits ([`logprobs`]), the fused LM head
 //! ([`lm_head`]), advantages and the policy loss ([`rl`]), the model's element-wise ops
 //! and attention ([`model_ops`]), and whole training and generation on the device
-//! ([`training`]: AdamW, a sequence's backward, NCCL, the decoder, a train step).
+//! ([`training`]: AdamW, a sequence's backward, NCCL, the decoder, a train step), and
+//! the real SmolLM2-135M's logits and loss ([`smollm2`]).
 //!
 //! Run on a GPU machine with `scripts/gpu_check.sh` (the carried test binary).
 #![cfg(feature = "cuda")]
@@ -14,6 +15,7 @@ mod lm_head;
 mod logprobs;
 mod model_ops;
 mod rl;
+mod smollm2;
 mod training;
 
 use half::bf16;
