@@ -47,7 +47,7 @@ pub struct BenchModelArgs {
     /// Skip the single-threaded f32 baseline (it runs the same measurement again, slower).
     #[arg(long)]
     pub no_baseline: bool,
-    /// Tokens of the training-step measurement (about 30 s per 128 tokens on 2 cores).
+    /// Tokens of the training-step measurement (128 took about 10 s on the busy 2-core dev machine).
     #[arg(long, default_value_t = 128)]
     pub train_tokens: usize,
     /// Skip the training measurement.
