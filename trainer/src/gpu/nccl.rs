@@ -32,6 +32,13 @@ pub struct Communicator {
     pub world_size: usize,
 }
 
+// SAFETY: cudarc's `Comm` holds a raw `ncclComm_t` (hence not `Send`). NCCL allows a
+// communicator to be used from any thread as long as calls on it are not concurrent;
+// `Communicator` is not `Sync` and its only owner, `GpuTrainer`, calls it from `step`
+// (`&mut self`), so moving it to another thread (a trainer behind a mutex) keeps every
+// call serialized. The stream it is bound to is `Send + Sync` in cudarc.
+unsafe impl Send for Communicator {}
+
 impl std::fmt::Debug for Communicator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Communicator")

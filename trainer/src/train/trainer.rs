@@ -226,3 +226,14 @@ fn upload(
         comm,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    fn assert_send<T: Send>() {}
+
+    // Self-play keeps the trainer behind a mutex shared across tasks.
+    #[test]
+    fn trainer_is_send() {
+        assert_send::<super::Trainer>();
+    }
+}
