@@ -131,12 +131,6 @@ fn run_python(py: &Path, script: &Path, args: &[&str]) -> anyhow::Result<Duratio
     Ok(d)
 }
 
-/// `ssr bench tools`: the benchmark with the default policy, standard tools and cache.
-#[allow(dead_code)] // wired by `ssr bench tools` once the bench command group exists
-pub fn run_default(args: &BenchToolsArgs) -> anyhow::Result<ExitCode> {
-    run(args, HostConfig::default())
-}
-
 pub fn run(args: &BenchToolsArgs, config: HostConfig) -> anyhow::Result<ExitCode> {
     let root = std::env::temp_dir().join(format!("ssr-bench-tools-{}", std::process::id()));
     let result = bench(args, config, &root);

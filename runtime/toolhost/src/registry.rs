@@ -176,6 +176,8 @@ pub struct ToolHost {
     cache: ComponentCache,
     policy: Policy,
     tools: BTreeMap<String, LoadedTool>,
+    /// Each role's protected globs, compiled once.
+    protected: BTreeMap<Role, Protected>,
 }
 
 impl std::fmt::Debug for ToolHost {
@@ -213,12 +215,21 @@ impl ToolHost {
             |s| s,
         )
         .map_err(|e| ToolHostError::Engine(format!("linking ssr:tool: {e:#}")))?;
+        let mut protected = BTreeMap::new();
+        for (role, rp) in &config.policy.roles {
+            let p = Protected::new(&rp.protected, &[]).map_err(|reason| ToolHostError::Policy {
+                path: PathBuf::from("(policy)"),
+                reason,
+            })?;
+            protected.insert(*role, p);
+        }
         let mut host = ToolHost {
             engine,
             linker,
             cache,
             policy: config.policy,
             tools: BTreeMap::new(),
+            protected,
         };
         if config.standard_tools {
             for (name, embedded) in standard::EMBEDDED {
@@ -454,8 +465,10 @@ impl ToolHost {
         b.env("SSR_ROLE", episode.role.as_str());
         b.env("SSR_WORKSPACE", episode.workspace_guest.to_string_lossy());
         b.env("SSR_TOOL_CONFIG", grant.config.to_string());
-        let protected =
-            Protected::new(&grant.protected, &episode.oracle_files).map_err(grant_err)?;
+        let protected = match self.protected.get(&episode.role) {
+            Some(p) => p.with_exact(&episode.oracle_files),
+            None => Protected::new(&grant.protected, &episode.oracle_files).map_err(grant_err)?,
+        };
         let mut workspace = None;
         if grant.repo != RepoAccess::None {
             if !episode.repo.is_dir() {
