@@ -23,7 +23,7 @@ use std::time::Duration;
 /// pool holds 64 instances, some of them taken by calls abandoned at their wall-clock
 /// limit while they unwind; beyond this many, a call waits for a permit instead of
 /// failing on an exhausted pool.
-pub const MAX_CALLS_IN_FLIGHT: usize = 32;
+pub const MAX_CALLS_IN_FLIGHT: usize = 48;
 
 /// One [`ToolHost`] shared by every episode of a run, with the bound on calls in flight.
 pub struct SharedHost {
