@@ -90,14 +90,18 @@ impl SelfPlayConfig {
             attempts_per_higher_order_bug: 1,
             max_higher_order_per_round: 1,
             max_concurrent_episodes: 2,
+            // Measured on the 2-core dev machine (load average 10-12 from other
+            // builds): with 6 turns of 160 tokens the run took 10 m 56 s, almost all of
+            // it generation (the engine re-reads the whole ~2,000-token context every
+            // turn). Four turns of 128 tokens keep it well inside 15 minutes.
             injector_budgets: Budgets {
-                max_turns: 6,
-                max_new_tokens: 160,
+                max_turns: 4,
+                max_new_tokens: 128,
                 ..Budgets::embedded()
             },
             solver_budgets: Budgets {
-                max_turns: 6,
-                max_new_tokens: 160,
+                max_turns: 4,
+                max_new_tokens: 128,
                 ..Budgets::embedded()
             },
             temperature: 0.7,
