@@ -26,7 +26,9 @@ fn selfplay_train_step_changes_the_weights_the_next_round_uses() {
     let out = tmp.path().join("run");
     let o = Command::new(env!("CARGO_BIN_EXE_ssr"))
         .current_dir(&root)
-        .args(["selfplay", "--policy", "embedded", "--train", "--json", "--config"])
+        .args([
+            "selfplay", "--policy", "embedded", "--train", "--json", "--config",
+        ])
         .arg(&config)
         .arg("--out")
         .arg(&out)

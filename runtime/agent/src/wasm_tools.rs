@@ -65,12 +65,11 @@ impl WasmTools {
         let mut specs = Vec::new();
         for tool in host.host.tools_for(episode.role) {
             let d = &tool.description;
-            let parameters: Value = serde_json::from_str(&d.parameters_schema).map_err(|e| {
-                WasmToolsError::Schema {
+            let parameters: Value =
+                serde_json::from_str(&d.parameters_schema).map_err(|e| WasmToolsError::Schema {
                     tool: d.name.clone(),
                     reason: e.to_string(),
-                }
-            })?;
+                })?;
             specs.push(ToolSpec {
                 name: d.name.clone(),
                 description: d.description.clone(),

@@ -124,6 +124,9 @@ mod tests {
         let c = SelfPlayConfig::from_toml("[injector_reward]\nkind = \"validity_only\"\n").unwrap();
         assert_eq!(c.injector_reward, InjectorRewardKind::ValidityOnly);
         let d = SelfPlayConfig::default();
-        assert_eq!(d.injector_reward, InjectorRewardKind::SolveRate { alpha: 0.8 });
+        assert_eq!(
+            d.injector_reward,
+            InjectorRewardKind::SolveRate { alpha: 0.8 }
+        );
     }
 }

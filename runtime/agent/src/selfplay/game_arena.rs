@@ -409,7 +409,12 @@ impl Arena for GameArena {
         })
         .await?;
         let oracle = ep.read_only_paths.clone();
-        let tools = self.tools(&ep.workspace, Role::Solver, oracle, dir.path().join("state"))?;
+        let tools = self.tools(
+            &ep.workspace,
+            Role::Solver,
+            oracle,
+            dir.path().join("state"),
+        )?;
         Ok((
             World {
                 workspace: ep.workspace,

@@ -6,9 +6,9 @@
 
 use crate::support::ByteCodec;
 use ssr_agent::policy::openai::{OpenAiConfig, OpenAiPolicy};
-use ssr_agent::wasm_tools::{SharedHost, WasmTools};
 use ssr_agent::serve::{ReplayCompleter, Server};
 use ssr_agent::shutdown::{self, Shutdown};
+use ssr_agent::wasm_tools::{SharedHost, WasmTools};
 use ssr_agent::{Budgets, EpisodeEnd, EpisodeSpec, Sampling, ToolCallSyntax, run_episode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,7 +92,10 @@ async fn load_256_concurrent_solver_episodes_against_a_slow_server() {
         )
         .unwrap(),
     );
-    let host = SharedHost::new(crate::support::tool_host(ssr_toolhost::Policy::default(), &[]));
+    let host = SharedHost::new(crate::support::tool_host(
+        ssr_toolhost::Policy::default(),
+        &[],
+    ));
     let root = tempfile::tempdir().unwrap();
     let baseline = rss_kib();
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(baseline));

@@ -100,10 +100,7 @@ pub fn model_path() -> Option<PathBuf> {
 
 /// A tool host with the standard tools and the custom tools in `tool_dirs`, compiled
 /// components cached for the whole test binary.
-pub fn tool_host(
-    policy: ssr_toolhost::Policy,
-    tool_dirs: &[PathBuf],
-) -> ssr_toolhost::ToolHost {
+pub fn tool_host(policy: ssr_toolhost::Policy, tool_dirs: &[PathBuf]) -> ssr_toolhost::ToolHost {
     ssr_toolhost::ToolHost::new(ssr_toolhost::HostConfig {
         policy,
         tool_dirs: tool_dirs.to_vec(),

@@ -30,7 +30,12 @@ fn scripted(role: &str, turns: &[&str]) -> ScriptedPolicy {
     let mut scripts = Scripts::new();
     scripts.insert(
         role.into(),
-        vec![turns.iter().map(|t| ScriptTurn::Text(t.to_string())).collect()],
+        vec![
+            turns
+                .iter()
+                .map(|t| ScriptTurn::Text(t.to_string()))
+                .collect(),
+        ],
     );
     ScriptedPolicy::new(scripts, Some(Arc::new(ByteCodec)))
 }
@@ -137,7 +142,10 @@ async fn injector_submit_is_refused_until_the_artifact_is_complete() {
     assert_eq!(t.end, EpisodeEnd::Submitted, "{:#?}", t.turns);
     assert_eq!(t.stats.turns, 3);
     let first = t.turns[0].observation.clone().unwrap();
-    assert!(t.turns[0].tool_error && first.contains("test_script.sh"), "{first}");
+    assert!(
+        t.turns[0].tool_error && first.contains("test_script.sh"),
+        "{first}"
+    );
     assert_eq!(tools.submission().unwrap()["directory"], "ssr_artifact");
 }
 
@@ -198,7 +206,10 @@ async fn custom_tool_from_a_policy_file_is_offered_and_called() {
     let call = t.turns[0].call.as_ref().unwrap();
     assert_eq!(call.name, "wants-exec");
     let obs = t.turns[0].observation.clone().unwrap();
-    assert!(!t.turns[0].tool_error && obs.contains("from-custom"), "{obs}");
+    assert!(
+        !t.turns[0].tool_error && obs.contains("from-custom"),
+        "{obs}"
+    );
     assert_eq!(
         std::fs::read_to_string(ws.join("custom.txt")).unwrap(),
         "from-custom\n"
