@@ -32,6 +32,6 @@ gpu-prepare:
 gpu-test:
     bash scripts/gpu_check.sh run
 
-# On the GPU machine: the kernel benchmark under nsys (ncu where nsys is absent).
+# On the GPU machine: the kernel benchmark and one training step under nsys (ncu where nsys is absent).
 profile:
     bash scripts/gpu_check.sh profile

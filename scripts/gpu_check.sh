@@ -7,8 +7,9 @@
 #                                  # GPU parity tests, then the kernel benchmark with the
 #                                  # PyTorch baseline, then the training/generation
 #                                  # benchmark; logs and JSON under $OUT
-#   scripts/gpu_check.sh profile   # GPU machine: the kernel benchmark under nsys if present,
-#                                  # else ncu (NVTX ranges name phases and kernels)
+#   scripts/gpu_check.sh profile   # GPU machine: the kernel benchmark and a training step
+#                                  # (forward, LM head, backward, AdamW; NVTX ranges per
+#                                  # phase, layer and kernel) under nsys if present, else ncu
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=target/gpu-carry
@@ -76,13 +77,23 @@ profile)
   mkdir -p "$OUT"
   cuda_library_path
   export SSR_KERNEL_CACHE=${SSR_KERNEL_CACHE:-/tmp/ssr-kernels}
-  args=(bench kernels --shapes smollm2 --tokens 4096 --reps 3 --no-torch)
-  if command -v nsys >/dev/null; then
-    nsys profile --trace=cuda,nvtx -o "$OUT/kernels" "$CARRY/ssr" "${args[@]}"
+  kernels=(bench kernels --shapes smollm2 --tokens 4096 --reps 3 --no-torch)
+  # One warm-up step and two timed steps of 2,048 tokens: ranges "train step 2" and
+  # "train step 3" hold a steady-state step; "model forward" / "layer N" / "model
+  # backward" / "layer N backward" / "lm_head ..." / "optimizer step" inside.
+  train=(bench train --tokens-per-step 2048 --seq-len 2048 --steps 2 --gen-prompt 16 --gen-tokens 8 --no-torch)
+  nsys_bin=$(command -v nsys || ls /opt/nvidia/nsight-systems/*/bin/nsys /usr/local/cuda/bin/nsys 2>/dev/null | head -1 || true)
+  if [ -n "$nsys_bin" ]; then
+    "$nsys_bin" profile --trace=cuda,nvtx,cublas -o "$OUT/kernels" "$CARRY/ssr" "${kernels[@]}"
+    "$nsys_bin" profile --trace=cuda,nvtx,cublas -o "$OUT/train_step" "$CARRY/ssr" "${train[@]}"
   else
     # nsys is not on PATH on the lent machines; ncu profiles each kernel launch, grouped
-    # by the NVTX ranges. A few launches are enough for the report.
-    ncu --nvtx --launch-count 20 --set full -o "$OUT/kernels" "$CARRY/ssr" "${args[@]}"
+    # by the NVTX ranges. A few launches are enough for the kernel report; for the
+    # training step, the kernels of the second step (the first after warm-up), with the
+    # basic metric set so that a few hundred launches finish in minutes.
+    ncu --nvtx --launch-count 20 --set full -o "$OUT/kernels" "$CARRY/ssr" "${kernels[@]}"
+    ncu --nvtx --nvtx-include "train step 2/" --launch-count 400 --set basic \
+      -o "$OUT/train_step" "$CARRY/ssr" "${train[@]}"
   fi
   ls -la "$OUT"
   ;;

@@ -112,6 +112,12 @@ struct SandboxBenchReport {
     overhead_median_ms: f64,
     /// Sandbox median divided by plain median.
     ratio_median: f64,
+    /// Sandboxed runs in a ready sandbox (set up ahead for this workspace).
+    ready_hits: u64,
+    /// Measured sandboxed runs by path: in a ready sandbox, and the others (a parked
+    /// launcher or the cold path), each `None` when no run took it.
+    sandbox_ready: Option<Stats>,
+    sandbox_not_ready: Option<Stats>,
     /// Sandboxed runs that used a parked launcher (the rest took the cold path).
     warm_hits: u64,
     /// The design target: at most 5 ms median overhead.
@@ -140,7 +146,7 @@ fn sandbox(a: SandboxBenchArgs) -> anyhow::Result<ExitCode> {
     );
     bar.set_message("bench sandbox");
     let bwrap_args = sb.command_line(&spec)?;
-    let mut series: [Vec<Duration>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut series: [Vec<Duration>; 5] = Default::default();
     let result = (|| -> anyhow::Result<()> {
         for i in 0..a.iterations + WARMUP {
             // Rotate the order so no side always runs right after another's teardown.
@@ -165,8 +171,17 @@ fn sandbox(a: SandboxBenchArgs) -> anyhow::Result<ExitCode> {
                         anyhow::ensure!(out.status.success(), "bwrap `true` failed");
                     }
                     _ => {
+                        let before = ssr_sandbox::ready_sandbox_hits();
                         let o = sb.exec(&spec)?;
                         anyhow::ensure!(o.success(), "sandboxed `true` failed: {o:?}");
+                        if i >= WARMUP {
+                            let path = if ssr_sandbox::ready_sandbox_hits() > before {
+                                3
+                            } else {
+                                4
+                            };
+                            series[path].push(t.elapsed());
+                        }
                     }
                 }
                 if i >= WARMUP {
@@ -210,6 +225,9 @@ fn sandbox(a: SandboxBenchArgs) -> anyhow::Result<ExitCode> {
         target_ms: TARGET_MS,
         target_met: overhead <= TARGET_MS,
         warm_hits: ssr_sandbox::warm_pool_hits(),
+        ready_hits: ssr_sandbox::ready_sandbox_hits(),
+        sandbox_ready: (!series[3].is_empty()).then(|| Stats::of(&series[3])),
+        sandbox_not_ready: (!series[4].is_empty()).then(|| Stats::of(&series[4])),
         plain,
         bwrap_alone,
         sandbox,
@@ -219,19 +237,28 @@ fn sandbox(a: SandboxBenchArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "sandbox overhead: `true`, {} interleaved iterations (bwrap {}, cgroup {}, {} of {} sandboxed runs on a parked launcher)",
+            "sandbox overhead: `true`, {} interleaved iterations in one workspace (bwrap {}, cgroup {}; of {} sandboxed runs {} in a ready sandbox, {} on a parked launcher)",
             report.iterations,
             report.bwrap_version,
             report.cgroup,
+            report.iterations + WARMUP,
+            report.ready_hits,
             report.warm_hits,
-            report.iterations + WARMUP
         );
         println!("{:<16} {:>10} {:>10} {:>10}", "", "median", "p99", "mean");
         for (name, s) in [
             ("plain spawn", &report.plain),
             ("bwrap alone", &report.bwrap_alone),
             ("ssr sandbox", &report.sandbox),
-        ] {
+        ]
+        .into_iter()
+        .chain(report.sandbox_ready.as_ref().map(|s| ("  ready", s)))
+        .chain(
+            report
+                .sandbox_not_ready
+                .as_ref()
+                .map(|s| ("  not ready", s)),
+        ) {
             println!(
                 "{name:<16} {:>7.2} ms {:>7.2} ms {:>7.2} ms",
                 s.median_ms, s.p99_ms, s.mean_ms
@@ -244,7 +271,7 @@ fn sandbox(a: SandboxBenchArgs) -> anyhow::Result<ExitCode> {
             if report.target_met { "met" } else { "NOT met" }
         );
         println!(
-            "of which bubblewrap itself {:+.2} ms, cgroups and supervision {:+.2} ms",
+            "bubblewrap alone costs {:+.2} ms over a plain spawn; the sandbox {:+.2} ms over bubblewrap alone (a ready sandbox has done bubblewrap's set-up before the exec)",
             report.bwrap_alone.median_ms - report.plain.median_ms,
             report.layer_overhead_median_ms
         );

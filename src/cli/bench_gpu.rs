@@ -1,9 +1,10 @@
 //! `ssr bench kernels` and `ssr bench train`: argument parsing and printing for the GPU
 //! benchmarks. The cases, timing and PyTorch baselines live in `ssr_trainer::gpu::bench`.
 //!
-//! Wire-up (in `src/cli/bench.rs`): variants `Kernels(bench_gpu::KernelsBenchArgs)` and
-//! `Train(bench_gpu::TrainBenchArgs)` of `BenchCmd`, with the arms
-//! `BenchCmd::Kernels(a) => bench_gpu::kernels(a)` and `BenchCmd::Train(a) => bench_gpu::train(a)`.
+//! Without a usable GPU both print why and measure nothing: exit status
+//! [`NO_GPU_EXIT`] (3), distinct from 0 (measured) and 2 (any other error), and with
+//! `--json` the object `{"status": "no_gpu", "benchmark": "kernels"|"train", "reason"}`
+//! (a measured run's object has no "status" key).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,11 +14,47 @@ use clap::Args;
 use ssr_trainer::gpu::bench::{self, KernelBenchOptions, KernelBenchReport};
 use ssr_trainer::gpu::{Gpu, GpuError};
 
+/// Exit status of `ssr bench kernels` / `ssr bench train` on a machine without a usable
+/// GPU (nothing was measured).
+pub const NO_GPU_EXIT: u8 = 3;
+
+/// The `--json` object of a benchmark that found no GPU.
+#[derive(serde::Serialize)]
+struct NoGpuReport<'a> {
+    status: &'static str,
+    benchmark: &'a str,
+    reason: String,
+}
+
+/// Opens the GPU, or reports "no GPU" (module doc) and returns the exit code to end with.
+fn open_or_report(benchmark: &str, json: bool) -> anyhow::Result<Result<Gpu, ExitCode>> {
+    match Gpu::open() {
+        Ok(g) => Ok(Ok(g)),
+        Err(GpuError::NoGpu { reason }) => {
+            if json {
+                let r = NoGpuReport {
+                    status: "no_gpu",
+                    benchmark,
+                    reason,
+                };
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                eprintln!(
+                    "`ssr bench {benchmark}` needs a CUDA GPU and found none ({reason}); nothing was measured (exit status {NO_GPU_EXIT})."
+                );
+            }
+            Ok(Err(ExitCode::from(NO_GPU_EXIT)))
+        }
+        Err(e) => Err(e).context("opening the GPU"),
+    }
+}
+
 /// Times the log-prob row pass and the fused LM head (forward + backward) at SmolLM2
 /// (vocab 49,152, width 576) and 7B-like (152,064 × 3,584) shapes for 4,096 and 16,384
 /// tokens, against the measured device copy bandwidth, a plain cuBLAS GEMM of the same
 /// size, and PyTorch eager run in the same process tree. Needs a CUDA GPU; without one it
-/// exits with a "no GPU" error.
+/// says so, measures nothing and exits with status 3 (with `--json`:
+/// {"status": "no_gpu", "benchmark": "kernels", "reason"}).
 #[derive(Args, Debug)]
 pub struct KernelsBenchArgs {
     /// Shapes to run: any of `smollm2`, `7b` (comma-separated).
@@ -67,12 +104,9 @@ pub fn kernels(a: KernelsBenchArgs) -> anyhow::Result<ExitCode> {
         torch_script: (!a.no_torch).then_some(a.torch_script),
         python: a.python,
     };
-    let gpu = match Gpu::open() {
+    let gpu = match open_or_report("kernels", a.json)? {
         Ok(g) => g,
-        Err(e @ GpuError::NoGpu { .. }) => {
-            anyhow::bail!("`ssr bench kernels` needs a CUDA GPU: {e}")
-        }
-        Err(e) => return Err(e).context("opening the GPU"),
+        Err(code) => return Ok(code),
     };
     let report =
         bench::run_kernel_bench(&gpu, &opts, &mut |step| eprintln!("[bench kernels] {step}"))?;
@@ -134,7 +168,9 @@ fn print_table(r: &KernelBenchReport) {
 
 /// Training tokens/s and device memory for SmolLM2-135M shapes (random weights) at 8,192
 /// tokens per step, and generation tokens/s with the GPU KV cache, side by side with
-/// PyTorch + transformers eager on the same GPU. Needs a CUDA GPU.
+/// PyTorch + transformers eager on the same GPU. Needs a CUDA GPU; without one it says
+/// so, measures nothing and exits with status 3 (with `--json`:
+/// {"status": "no_gpu", "benchmark": "train", "reason"}).
 #[derive(Args, Debug)]
 pub struct TrainBenchArgs {
     /// Tokens per optimizer step.
@@ -177,10 +213,9 @@ pub fn train(a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
         torch_script: (!a.no_torch).then_some(a.torch_script),
         python: a.python,
     };
-    let gpu = match Gpu::open() {
+    let gpu = match open_or_report("train", a.json)? {
         Ok(g) => g,
-        Err(e @ GpuError::NoGpu { .. }) => anyhow::bail!("`ssr bench train` needs a CUDA GPU: {e}"),
-        Err(e) => return Err(e).context("opening the GPU"),
+        Err(code) => return Ok(code),
     };
     let r = bench::run_train_bench(&gpu, &opts, &mut |step| eprintln!("[bench train] {step}"))?;
     if a.json {

@@ -7,9 +7,16 @@
 //! (NOTES.md: llama-cpp-python 0.3.36, 2 threads, same GGUF) are printed as a fixed
 //! reference point; llama.cpp is not run here.
 //!
-//! Hook for training: [`ModelBenchReport::training_tokens_per_second`] is `None` here;
-//! the training benchmark fills it (call [`measure`], then set the field) so one report
-//! carries inference and training speed.
+//! Training: one full RL step (training forward, fused LM head, backward, AdamW) over
+//! `--train-tokens` tokens through `ssr_trainer::train::measure_training_throughput`,
+//! with the forward-only time of the same sequence as its side-by-side baseline (a
+//! step costs about three forwards, so the ratio is expected near 1/3).
+//!
+//! The load average is read before and after, and each measurement records the CPU
+//! time this process got (`cores_used` = CPU seconds / wall seconds, from
+//! `/proc/self/stat`): the dev machine is shared, and a busy machine lowers every
+//! figure; `cores_used` well below `threads` says the figures are the machine's load,
+//! not the engine's speed.
 
 use anyhow::Context;
 use clap::Args;
@@ -18,6 +25,7 @@ use ssr_trainer::infer::sampling::SamplingOptions;
 use ssr_trainer::infer::{
     Engine, GenerateOptions, Generation, Precision, single_threaded, worker_threads,
 };
+use ssr_trainer::train::{TrainThroughput, measure_training_throughput};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,6 +47,12 @@ pub struct BenchModelArgs {
     /// Skip the single-threaded f32 baseline (it runs the same measurement again, slower).
     #[arg(long)]
     pub no_baseline: bool,
+    /// Tokens of the training-step measurement (128 took about 10 s on the busy 2-core dev machine).
+    #[arg(long, default_value_t = 128)]
+    pub train_tokens: usize,
+    /// Skip the training measurement.
+    #[arg(long)]
+    pub no_train: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -49,6 +63,32 @@ pub struct BenchModelArgs {
 pub struct Speeds {
     pub prefill_tokens_per_second: f64,
     pub decode_tokens_per_second: f64,
+    /// CPU seconds this process used per wall second during the measured run (`None`
+    /// where `/proc/self/stat` is unreadable, and for the llama.cpp reference).
+    pub cores_used: Option<f64>,
+}
+
+/// CPU time (user + system) of this process, all threads, in seconds: fields 14 and 15
+/// of `/proc/self/stat`, in clock ticks of 1/100 s (Linux's USER_HZ on x86-64).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) may contain spaces: count fields after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Runs `f`, returning its result and the cores it kept busy on average.
+fn with_cores_used<R>(f: impl FnOnce() -> R) -> (R, Option<f64>) {
+    let (c0, t0) = (process_cpu_seconds(), std::time::Instant::now());
+    let r = f();
+    let wall = t0.elapsed().as_secs_f64();
+    let used = match (c0, process_cpu_seconds()) {
+        (Some(a), Some(b)) if wall > 0.0 => Some((b - a) / wall),
+        _ => None,
+    };
+    (r, used)
 }
 
 /// The `--json` object of `ssr bench model`.
@@ -67,8 +107,26 @@ pub struct ModelBenchReport {
     pub decode_ratio: Option<f64>,
     /// llama.cpp on the dev machine (not measured in this run).
     pub llama_cpp_reference: Speeds,
-    /// Filled by the training benchmark; `None` from this command alone.
+    /// Tokens per second of a whole training step (forward, backward, AdamW) on the
+    /// f32 CPU trainer; `None` with `--no-train`.
     pub training_tokens_per_second: Option<f64>,
+    /// The training measurement in detail, with its forward-only baseline.
+    pub training: Option<TrainThroughput>,
+    /// Cores this process kept busy during the training measurement.
+    pub training_cores_used: Option<f64>,
+    /// 1-minute load average before and after the run (`/proc/loadavg`; the dev
+    /// machine is shared, so read the figures against it).
+    pub load_average: (Option<f64>, Option<f64>),
+}
+
+/// The 1-minute load average, where `/proc/loadavg` exists.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 pub fn default_model() -> PathBuf {
@@ -93,15 +151,18 @@ fn one_run(engine: &Engine, prompt: &[u32], decode_tokens: usize) -> anyhow::Res
 fn speeds(engine: &Engine, prompt: &[u32], decode_tokens: usize) -> anyhow::Result<Speeds> {
     // Warm-up (page faults, thread pool start), then the measured run.
     one_run(engine, &prompt[..prompt.len().min(16)], 4)?;
-    let g = one_run(engine, prompt, decode_tokens)?;
+    let (g, cores_used) = with_cores_used(|| one_run(engine, prompt, decode_tokens));
+    let g = g?;
     Ok(Speeds {
         prefill_tokens_per_second: g.prefill_tokens_per_second(),
         decode_tokens_per_second: g.decode_tokens_per_second(),
+        cores_used,
     })
 }
 
 /// Runs the measurement.
 pub fn measure(args: &BenchModelArgs) -> anyhow::Result<ModelBenchReport> {
+    let load_before = load_average();
     let model = args.model.clone().unwrap_or_else(default_model);
     let mut engine = Engine::load(&model)
         .with_context(|| format!("loading {} (see scripts/setup.sh)", model.display()))?;
@@ -121,6 +182,13 @@ pub fn measure(args: &BenchModelArgs) -> anyhow::Result<ModelBenchReport> {
         })??)
     };
     let ratio = |f: fn(&Speeds) -> f64| baseline.as_ref().map(|b| f(&eng) / f(b));
+    let (training, training_cores_used) = if args.no_train {
+        (None, None)
+    } else {
+        let (t, cores) =
+            with_cores_used(|| measure_training_throughput(engine.weights(), args.train_tokens));
+        (Some(t.context("training measurement")?), cores)
+    };
     Ok(ModelBenchReport {
         model,
         threads: worker_threads(),
@@ -133,19 +201,28 @@ pub fn measure(args: &BenchModelArgs) -> anyhow::Result<ModelBenchReport> {
         llama_cpp_reference: Speeds {
             prefill_tokens_per_second: LLAMA_CPP_PREFILL_TPS,
             decode_tokens_per_second: LLAMA_CPP_DECODE_TPS,
+            cores_used: None,
         },
-        training_tokens_per_second: None,
+        training_tokens_per_second: training.as_ref().map(|t| t.train_tokens_per_second),
+        training,
+        training_cores_used,
+        load_average: (load_before, load_average()),
     })
 }
 
 /// Prints a report as text.
 pub fn print_text(r: &ModelBenchReport) {
     println!("model: {} ({} threads)", r.model.display(), r.threads);
-    println!("{:<34} {:>14} {:>14}", "", "prefill tok/s", "decode tok/s");
+    println!(
+        "{:<34} {:>14} {:>14} {:>11}",
+        "", "prefill tok/s", "decode tok/s", "cores used"
+    );
     let row = |name: &str, s: &Speeds| {
         println!(
-            "{name:<34} {:>14.1} {:>14.1}",
-            s.prefill_tokens_per_second, s.decode_tokens_per_second
+            "{name:<34} {:>14.1} {:>14.1} {:>11}",
+            s.prefill_tokens_per_second,
+            s.decode_tokens_per_second,
+            s.cores_used.map_or("-".to_string(), |c| format!("{c:.2}"))
         )
     };
     row(
@@ -171,15 +248,39 @@ pub fn print_text(r: &ModelBenchReport) {
         r.engine.prefill_tokens_per_second / LLAMA_CPP_PREFILL_TPS,
         r.engine.decode_tokens_per_second / LLAMA_CPP_DECODE_TPS
     );
-    if let Some(t) = r.training_tokens_per_second {
-        println!("training: {t:.1} tok/s");
+    if let Some(t) = &r.training {
+        println!(
+            "training step ({} tokens: forward, backward, AdamW): {:.1} tok/s",
+            t.tokens, t.train_tokens_per_second
+        );
+        println!(
+            "  forward only, same sequence (baseline): {:.1} tok/s; ratio {:.2} (about 1/3 expected)",
+            t.forward_tokens_per_second,
+            t.train_tokens_per_second / t.forward_tokens_per_second
+        );
+        println!(
+            "  forward {:.2} s, forward+backward {:.2} s, AdamW {:.2} s; cores used {}",
+            t.forward_s,
+            t.forward_backward_s,
+            t.optimizer_s,
+            r.training_cores_used
+                .map_or("-".to_string(), |c| format!("{c:.2}"))
+        );
     }
+    let la = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.2}"));
+    println!(
+        "load average (1 min): {} before, {} after",
+        la(r.load_average.0),
+        la(r.load_average.1)
+    );
 }
 
 /// `ssr bench model`.
 pub fn run(args: BenchModelArgs) -> anyhow::Result<ExitCode> {
     if !args.json {
-        eprintln!("measuring (engine, then the 1-thread f32 baseline unless --no-baseline)...");
+        eprintln!(
+            "measuring (engine, the 1-thread f32 baseline unless --no-baseline, then one training step unless --no-train)..."
+        );
     }
     let r = measure(&args)?;
     if args.json {

@@ -17,7 +17,8 @@ use std::time::Instant;
 pub enum ModelCmd {
     /// Shows a GGUF model's architecture, shapes, tensor types, vocabulary and template.
     Info(InfoArgs),
-    /// Generates text from a prompt with the embedded CPU engine.
+    /// Generates text from a prompt with the embedded engine (on a CUDA GPU when one is
+    /// usable, else the CPU; see --device).
     Generate(GenerateArgs),
     /// Prefill and decode speed against a same-run baseline (same as `ssr bench model`).
     Bench(super::bench_model::BenchModelArgs),
@@ -56,6 +57,10 @@ pub struct GenerateArgs {
     pub system: Option<String>,
     #[arg(long, default_value_t = 128)]
     pub max_tokens: usize,
+    /// Where generation runs: auto (CUDA device 0 when usable, else the CPU), cpu, cuda
+    /// or cuda:N. An explicit cuda without a usable GPU is an error.
+    #[arg(long, default_value = "auto", value_name = "auto|cpu|cuda[:N]")]
+    pub device: ssr_trainer::Device,
     /// 0 means greedy.
     #[arg(long, default_value_t = 0.0)]
     pub temperature: f32,
@@ -174,6 +179,10 @@ fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         PrecisionArg::Fast => Precision::Fast,
         PrecisionArg::F32 => Precision::F32,
     });
+    let device = engine
+        .set_device(a.device)
+        .context("choosing the device")?
+        .clone();
     let load_seconds = t0.elapsed().as_secs_f64();
     let tok = engine.tokenizer();
     let ids = if a.chat {
@@ -207,7 +216,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         engine.generate(&ids, &opts)?
     } else {
         eprintln!(
-            "loaded {} in {load_seconds:.2}s; prompt {} tokens",
+            "loaded {} in {load_seconds:.2}s on {device}; prompt {} tokens",
             a.model.display(),
             ids.len()
         );
@@ -227,7 +236,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
             "load_seconds": load_seconds, "prefill_seconds": g.prefill_seconds, "decode_seconds": g.decode_seconds,
             "prefill_tokens_per_second": g.prefill_tokens_per_second(),
             "decode_tokens_per_second": g.decode_tokens_per_second(),
-            "kernels": engine.kernels(),
+            "kernels": engine.kernels(), "device": device,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

@@ -1,12 +1,15 @@
-//! `ssr train`: RL training of the policy on a trajectory file, on the CPU.
+//! `ssr train`: RL training of the policy on a trajectory file, on a CUDA GPU when one
+//! is usable (`--device auto`, the default), else on the CPU.
 //!
-//! Parses arguments into a `TrainJob` and calls `ssr_trainer::train::run_job`; prints
-//! one line per step (or one JSON object per step with `--json`).
+//! Parses arguments into a `TrainJob`, calls `ssr_trainer::train::prepare_job` (which
+//! resolves the device), prints the device, then runs the steps and prints one line per
+//! step (or one JSON object per step with `--json`).
 
 use anyhow::Context;
 use clap::Args;
 use ssr_trainer::rl::{AdvantageKind, Aggregation};
-use ssr_trainer::train::{StepMetrics, TrainJob, TrainOverrides, run_job};
+use ssr_trainer::train::{StepMetrics, TrainJob, TrainOverrides, prepare_job};
+use ssr_trainer::{ActiveDevice, Device};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -19,7 +22,13 @@ use std::process::ExitCode;
 ///
 /// With `--json`, each step prints one object: {"step", "loss", "pg_loss", "kl",
 /// "clip_fraction", "ratio_mean", "entropy", "grad_norm", "lr", "sequences", "tokens",
-/// "trained_tokens", "seconds", "tokens_per_second"}.
+/// "trained_tokens", "seconds", "tokens_per_second"}; a last object (no "step" key)
+/// summarises the run: {"device": {"kind": "cpu"|"cuda", ...}, "resumed", "final_step",
+/// "checkpoint"}.
+///
+/// Data parallelism over several GPUs: one `ssr train --device cuda` process per GPU
+/// with SSR_RANK, SSR_WORLD_SIZE and SSR_NCCL_ID_FILE set (see the trainer's
+/// `gpu::nccl` module doc); gradients are averaged over NCCL each step.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Trajectory file (JSON lines; format in `ssr_trainer::trajectory`).
@@ -77,9 +86,22 @@ pub struct TrainArgs {
     /// Also write the checkpoint every N steps.
     #[arg(long, value_name = "N")]
     pub save_every: Option<u64>,
+    /// Where the steps run: auto (CUDA device 0 when usable, else the CPU), cpu, cuda,
+    /// or cuda:N. An explicit cuda without a usable GPU is an error.
+    #[arg(long, default_value = "auto", value_name = "auto|cpu|cuda[:N]")]
+    pub device: Device,
     /// One JSON object per step on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The last `--json` object of a run.
+#[derive(serde::Serialize)]
+struct RunSummaryJson<'a> {
+    device: &'a ActiveDevice,
+    resumed: bool,
+    final_step: u64,
+    checkpoint: &'a std::path::Path,
 }
 
 fn parse_aggregation(s: &str) -> Result<Aggregation, String> {
@@ -132,6 +154,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         batch_size,
         seed,
         save_every,
+        device,
         json,
     } = args;
     positive("lr", lr)?;
@@ -172,6 +195,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         },
         reference: ref_model,
         save_every,
+        device,
     };
     let print = |m: &StepMetrics| {
         if json {
@@ -195,12 +219,24 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
             );
         }
     };
-    let summary = run_job(&job, print).context("training failed")?;
+    let prepared = prepare_job(&job).context("training failed")?;
+    eprintln!("device: {}", prepared.device());
+    let summary = prepared.run(&job, print).context("training failed")?;
     let how = if summary.resumed { "resumed" } else { "fresh" };
     eprintln!(
-        "{how} run: now at step {}; checkpoint written to {}",
+        "{how} run on {}: now at step {}; checkpoint written to {}",
+        summary.device,
         summary.final_step,
         out.display()
     );
+    if json {
+        let last = RunSummaryJson {
+            device: &summary.device,
+            resumed: summary.resumed,
+            final_step: summary.final_step,
+            checkpoint: &out,
+        };
+        println!("{}", serde_json::to_string(&last)?);
+    }
     Ok(ExitCode::SUCCESS)
 }

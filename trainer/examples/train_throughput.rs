@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         weights.num_params(),
         rayon::current_num_threads()
     );
-    let t = measure_training_throughput(&weights, seq_len);
+    let t = measure_training_throughput(&weights, seq_len)?;
     println!("{}", serde_json::to_string_pretty(&t)?);
     println!(
         "training {:.1} tokens/s vs forward-only {:.1} tokens/s: ratio {:.3}",

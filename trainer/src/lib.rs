@@ -12,6 +12,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;
+pub mod device;
 pub mod gguf;
 #[cfg(feature = "cuda")]
 pub mod gpu;
@@ -26,4 +27,5 @@ pub mod trajectory;
 pub mod weights;
 
 pub use config::Config;
+pub use device::{ActiveDevice, Device, DeviceError};
 pub use weights::{LayerWeights, Weights};

@@ -22,6 +22,7 @@
 use crate::cgroup::{CgroupHost, Controller, ExecCgroup};
 use crate::outcome::outcome;
 use crate::plan::{Plan, plan};
+use crate::ready;
 use crate::rootfs::{etc_snapshot, rootfs_args};
 use crate::spec::{Environment, ExecOutcome, ExecSpec, RootFs, Sandbox, SandboxError};
 use crate::supervise::{self, Launch, TreeKiller, Watch};
@@ -251,8 +252,39 @@ fn base_args(info: &BwrapInfo) -> Vec<OsString> {
     a.into_iter().map(OsString::from).collect()
 }
 
-/// The whole `bwrap` command line for one plan.
+/// The whole `bwrap` command line for one plan: [`mount_args`], then the working
+/// directory, the environment and the command.
 pub(crate) fn bwrap_args(
+    rootfs: &RootFs,
+    plan: &Plan,
+    info: &BwrapInfo,
+    tmp_bytes: u64,
+) -> Vec<OsString> {
+    let mut a = mount_args(rootfs, plan, info, tmp_bytes);
+    a.extend(command_args(plan));
+    a
+}
+
+/// The working directory, the environment and the command.
+fn command_args(plan: &Plan) -> Vec<OsString> {
+    let mut a = Vec::new();
+    let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
+        a.extend(items.iter().map(|i| i.as_ref().to_os_string()));
+    };
+    push(&[&"--chdir", &plan.cwd, &"--clearenv"]);
+    for (k, v) in &plan.env {
+        push(&[&"--setenv", k, v]);
+    }
+    push(&[&"--"]);
+    for arg in &plan.argv {
+        push(&[arg]);
+    }
+    a
+}
+
+/// Namespaces, identity and every mount of one plan: the part of the command line a
+/// ready sandbox (`ready`) is made with ahead of the exec.
+pub(crate) fn mount_args(
     rootfs: &RootFs,
     plan: &Plan,
     info: &BwrapInfo,
@@ -297,14 +329,6 @@ pub(crate) fn bwrap_args(
     // The root itself is bwrap's tmpfs, owned by the sandbox uid: make it read-only so
     // the command cannot create top-level files or shadow directories.
     push(&[&"--remount-ro", &"/"]);
-    push(&[&"--chdir", &plan.cwd, &"--clearenv"]);
-    for (k, v) in &plan.env {
-        push(&[&"--setenv", k, v]);
-    }
-    push(&[&"--"]);
-    for arg in &plan.argv {
-        push(&[arg]);
-    }
     a
 }
 
@@ -342,7 +366,9 @@ impl Sandbox for BwrapSandbox {
 
     fn exec(&self, spec: &ExecSpec) -> Result<ExecOutcome, SandboxError> {
         let plan = plan(&self.env, spec)?;
-        let args = bwrap_args(&self.env.rootfs, &plan, &self.info, self.tmp_bytes);
+        let mounts = mount_args(&self.env.rootfs, &plan, &self.info, self.tmp_bytes);
+        let mut args = mounts.clone();
+        args.extend(command_args(&plan));
         let limits = &spec.limits;
         let pids = limits.pids.map(|p| p + LAUNCHER_PROCS);
         let mut rlimits = vec![(libc::RLIMIT_CORE, 0)];
@@ -355,6 +381,39 @@ impl Sandbox for BwrapSandbox {
             idle_timeout: limits.idle_timeout,
             output_bytes: limits.output_bytes,
         };
+
+        // Ready path: a sandbox already set up for this workspace (see `ready`). Any
+        // failure on the way kills it and falls through to the other paths.
+        if self.warm_pool
+            && self.cgroups == *host_cgroups()
+            && self.has_shell()
+            && let Some(script) = ready::script(&plan)
+            && let Some(key) = ready::Key::new(&self.info, &plan, mounts, &rlimits)
+            && let Some(r) = ready::take(&key, &self.info, &self.cgroups, &plan.guest)
+        {
+            let limited = match &r.cgroup {
+                Some(cg) => cg.set_limits(limits.memory_bytes, pids),
+                None => Ok(()),
+            };
+            let released = match limited {
+                Ok(()) => {
+                    let started = Instant::now();
+                    r.release(&script).map(|r| (r, started))
+                }
+                Err(e) => Err((r.child, r.cgroup, e)),
+            };
+            match released {
+                Ok(((child, cgroup), started)) => {
+                    ready::count_hit();
+                    return self.finish(child, started, cgroup, &watch);
+                }
+                Err((mut child, cgroup, _)) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    drop(cgroup);
+                }
+            }
+        }
 
         // Warm path: a launcher parked in its own cgroup (see `warm`). Any failure on
         // the way kills it and falls through to the cold path.
@@ -416,6 +475,7 @@ impl Sandbox for BwrapSandbox {
                 None => Vec::new(),
             },
             args_pipe: None,
+            stdin: None,
         };
         let started = Instant::now();
         let child = supervise::spawn(launch).map_err(SandboxError::Spawn)?;
@@ -424,6 +484,15 @@ impl Sandbox for BwrapSandbox {
 }
 
 impl BwrapSandbox {
+    /// Whether the root filesystem has the shell a ready sandbox's shim runs.
+    fn has_shell(&self) -> bool {
+        match &self.env.rootfs {
+            RootFs::Host => Path::new(ready::SHELL).exists(),
+            RootFs::Dir(d) => d.join(ready::SHELL.trim_start_matches('/')).exists(),
+            RootFs::Image(_) => false,
+        }
+    }
+
     /// Watches a started launcher to the end, reads the cgroup's events, releases it.
     fn finish(
         &self,

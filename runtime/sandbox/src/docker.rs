@@ -411,6 +411,7 @@ impl Sandbox for DockerSandbox {
             rlimits: Vec::new(),
             cgroup_procs: Vec::new(),
             args_pipe: None,
+            stdin: None,
         };
         let watch = Watch {
             timeout: spec.limits.timeout,

@@ -18,6 +18,7 @@ pub mod cgroup;
 mod docker;
 mod outcome;
 mod plan;
+mod ready;
 mod rootfs;
 mod spec;
 mod supervise;
@@ -27,6 +28,7 @@ pub use bwrap::{
     BwrapInfo, BwrapSandbox, DEFAULT_TMP_BYTES, SANDBOX_UID, host_cgroups, probe_bwrap,
 };
 pub use docker::{DockerPlan, DockerSandbox, Engine, EngineProbe, docker_run_args, probe_engines};
+pub use ready::hits as ready_sandbox_hits;
 pub use spec::*;
 pub use warm::hits as warm_pool_hits;
 

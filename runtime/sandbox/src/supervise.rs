@@ -40,6 +40,8 @@ pub(crate) struct Launch {
     pub cgroup_procs: Vec<File>,
     /// A pipe read end the child inherits under the same number (for `bwrap --args N`).
     pub args_pipe: Option<OwnedFd>,
+    /// The launcher's stdin (a ready sandbox's script pipe); `None` is `/dev/null`.
+    pub stdin: Option<OwnedFd>,
 }
 
 /// Kills everything a launch started, not only the launcher process.
@@ -200,7 +202,10 @@ pub(crate) fn spawn(launch: Launch) -> io::Result<Child> {
     cmd.args(&launch.args)
         .env_clear()
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(match launch.stdin {
+            Some(fd) => Stdio::from(fd),
+            None => Stdio::null(),
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // SAFETY: getpid is async-signal-safe and has no preconditions.

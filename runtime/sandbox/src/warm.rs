@@ -195,6 +195,7 @@ fn park(info: &BwrapInfo, cgroups: &CgroupHost) -> io::Result<Parked> {
             None => Vec::new(),
         },
         args_pipe: Some(read),
+        stdin: None,
     };
     let child = supervise::spawn(launch)?;
     Ok(Parked {

@@ -87,8 +87,11 @@ impl ComponentCache {
             .serialize()
             .map_err(|e| ToolHostError::Engine(format!("serialize {}: {e:#}", origin.display())))?;
         let sum = hex::encode(Sha256::digest(&serialized));
-        write_atomic(&artifact, &serialized)?;
-        write_atomic(&checksum, sum.as_bytes())?;
+        // Storing is best effort: a failed write (full disk, a concurrent writer of the
+        // same entry) costs a recompile next time, never this load.
+        if write_atomic(&artifact, &serialized).is_ok() {
+            let _ = write_atomic(&checksum, sum.as_bytes());
+        }
         let outcome = if existed {
             CacheOutcome::Replaced
         } else {
@@ -120,7 +123,11 @@ fn load_verified(engine: &Engine, artifact: &Path, checksum: &Path) -> Option<Co
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ToolHostError> {
-    let temp = path.with_extension(format!("tmp-{}", std::process::id()));
+    // Unique per process and per write: concurrent loads in one process must not share
+    // a temporary file.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = path.with_extension(format!("tmp-{}-{n}", std::process::id()));
     std::fs::write(&temp, bytes)
         .and_then(|()| std::fs::rename(&temp, path))
         .map_err(|source| {

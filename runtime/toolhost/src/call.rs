@@ -9,7 +9,8 @@
 //! - Output: stdout/stderr are [`BoundedOutput`]s; the result text is cut by the caller.
 //! - Host calls: the call hook counts every host call (WASI included).
 //! - Resource table: [`ResourceTable::set_max_capacity`].
-//! - Wall clock: the call runs on its own thread; at `wall_ms` the caller stops waiting,
+//! - Wall clock: the call runs on a worker thread (kept between calls, see `workers`;
+//!   the store is created and dropped inside the job); at `wall_ms` the caller stops waiting,
 //!   returns the limit error, and sets a flag that traps the guest at its next
 //!   host-call boundary or epoch tick. Host calls are themselves bounded (`exec` by the
 //!   remaining wall time), so an abandoned thread finishes soon after.
@@ -23,9 +24,11 @@ use crate::exec::ExecGrant;
 use crate::grants::WorkspaceGrant;
 use crate::output::BoundedOutput;
 use crate::policy::CallLimits;
+use crate::workers::Workers;
 use crate::{Description, ToolError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{CallHook, Engine, ResourceLimiter, Store, UpdateDeadline};
@@ -198,6 +201,30 @@ pub(crate) struct Finished {
     pub stdout: BoundedOutput,
     pub stderr: BoundedOutput,
     pub elapsed: Duration,
+    pub profile: CallProfile,
+}
+
+/// Where the time of one call went, phase by phase (for `ssr bench tools` and
+/// profiling; never needed to use a tool). Phases the call did not reach stay zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallProfile {
+    /// Building the call's WASI context and grants: preopens, protected set, limits.
+    pub setup: Duration,
+    /// From handing the call to its worker thread until the worker began it.
+    pub dispatch: Duration,
+    /// Creating the store and instantiating the component (from the pool).
+    pub instantiate: Duration,
+    /// The guest's export (`call` or `describe`), host calls included.
+    pub run: Duration,
+    /// Of `run`: time inside host calls (WASI and `ssr:tool` imports)...
+    pub host: Duration,
+    /// ...and how many there were.
+    pub host_calls: u64,
+    /// Dropping the store (the instance goes back to the pool) and handing the answer
+    /// back to the caller.
+    pub teardown: Duration,
+    /// The whole call as the caller saw it, setup included.
+    pub total: Duration,
 }
 
 pub(crate) enum Failure {
@@ -205,37 +232,44 @@ pub(crate) enum Failure {
     Trap(String),
 }
 
-/// Runs one invocation on its own thread and waits at most `limits.wall_ms`.
+/// Runs one invocation on a worker thread and waits at most `limits.wall_ms`.
+/// `started` is when the caller began the call (before its setup).
 pub(crate) fn run(
+    workers: &Workers,
     engine: &Engine,
     pre: &HostPre<CallState>,
     setup: CallSetup,
     invocation: Invocation,
+    started: Instant,
 ) -> Finished {
-    let started = Instant::now();
+    let setup_done = Instant::now();
     let wall = Duration::from_millis(setup.limits.wall_ms);
     let cancelled = Arc::new(AtomicBool::new(false));
     let stdout = setup.stdout.clone();
     let stderr = setup.stderr.clone();
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let spawned = {
+    let submitted = {
         let engine = engine.clone();
         let pre = pre.clone();
         let cancelled = cancelled.clone();
-        std::thread::Builder::new()
-            .name("ssr-tool-call".into())
-            .spawn(move || {
-                let r = invoke(&engine, &pre, setup, invocation, started, cancelled);
-                let _ = tx.send(r);
-            })
+        workers.submit(Box::new(move || {
+            invoke(&engine, &pre, setup, invocation, started, cancelled, tx);
+        }))
     };
-    let answer = match spawned {
+    let mut profile = CallProfile::default();
+    let answer = match submitted {
         Err(e) => Err(Failure::Trap(format!(
-            "could not start the call's thread: {e}"
+            "could not start a thread for the call: {e}"
         ))),
-        Ok(_) => match rx.recv_timeout(wall) {
-            Ok(r) => r,
-            Err(_) => {
+        Ok(_) => match rx.recv_timeout(wall.saturating_sub(setup_done - started)) {
+            Ok((r, p)) => {
+                profile = p;
+                r
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(Failure::Trap(
+                "the call's worker thread ended without an answer (a host fault)".into(),
+            )),
+            Err(RecvTimeoutError::Timeout) => {
                 // The guest is abandoned: it traps at its next host-call boundary or
                 // epoch tick, and its host calls are bounded by the same deadline.
                 cancelled.store(true, Ordering::SeqCst);
@@ -246,11 +280,18 @@ pub(crate) fn run(
             }
         },
     };
+    let elapsed = started.elapsed();
+    profile.setup = setup_done - started;
+    profile.total = elapsed;
+    // What the worker did not account for: dropping the store, the channel, waking up.
+    profile.teardown = elapsed
+        .saturating_sub(profile.setup + profile.dispatch + profile.instantiate + profile.run);
     Finished {
         answer,
         stdout,
         stderr,
-        elapsed: started.elapsed(),
+        elapsed,
+        profile,
     }
 }
 
@@ -261,7 +302,13 @@ fn invoke(
     invocation: Invocation,
     started: Instant,
     cancelled: Arc<AtomicBool>,
-) -> Result<Answer, Failure> {
+    reply: SyncSender<(Result<Answer, Failure>, CallProfile)>,
+) {
+    let began = Instant::now();
+    let mut profile = CallProfile {
+        dispatch: began.saturating_duration_since(started),
+        ..CallProfile::default()
+    };
     let limits = setup.limits;
     let mut table = ResourceTable::new();
     table.set_max_capacity(usize::try_from(limits.table_entries).unwrap_or(usize::MAX));
@@ -276,7 +323,7 @@ fn invoke(
         workspace: setup.workspace,
         exec: setup.exec,
         meter: Meter {
-            started,
+            started: began,
             deadline: started + Duration::from_millis(limits.wall_ms),
             cpu_limit: Duration::from_millis(limits.cpu_ms),
             host_time: Duration::ZERO,
@@ -338,12 +385,30 @@ fn invoke(
 
     let result = (|| -> wasmtime::Result<Answer> {
         let instance = pre.instantiate(&mut store)?;
+        let instantiated = Instant::now();
+        profile.instantiate = instantiated - began;
         let tool = instance.ssr_tool_tool();
-        Ok(match invocation {
+        let answer = match invocation {
             Invocation::Describe => Answer::Described(tool.call_describe(&mut store)?),
             Invocation::Call(args) => Answer::Called(tool.call_call(&mut store, &args)?),
-        })
+        };
+        profile.run = instantiated.elapsed();
+        Ok(answer)
     })();
+    profile.host = store.data().meter.host_time;
+    profile.host_calls = store.data().meter.host_calls;
+    // Answer first: dropping the store (the instance's memory goes back to the pool)
+    // is not the caller's wait.
+    let _ = reply.send((classify(result, &store, &limits), profile));
+    drop(store);
+}
+
+/// Turns the export's result into the answer or the limit that stopped it.
+fn classify(
+    result: wasmtime::Result<Answer>,
+    store: &Store<CallState>,
+    limits: &CallLimits,
+) -> Result<Answer, Failure> {
     match result {
         Ok(answer) => Ok(answer),
         Err(e) => {

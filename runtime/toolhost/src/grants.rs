@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// episode's oracle files (exact repository-relative paths).
 #[derive(Clone, Debug)]
 pub struct Protected {
-    globs: GlobSet,
+    /// Shared: compiling the glob set costs far more than a whole tool call.
+    globs: std::sync::Arc<GlobSet>,
     patterns: Vec<String>,
     exact: BTreeSet<String>,
 }
@@ -48,10 +49,19 @@ impl Protected {
             .filter_map(|p| normalize(p).ok())
             .collect::<BTreeSet<_>>();
         Ok(Protected {
-            globs: builder.build().map_err(|e| e.to_string())?,
+            globs: std::sync::Arc::new(builder.build().map_err(|e| e.to_string())?),
             patterns: globs.to_vec(),
             exact,
         })
+    }
+
+    /// The same globs with another episode's oracle files.
+    pub fn with_exact(&self, exact: &[String]) -> Protected {
+        Protected {
+            globs: self.globs.clone(),
+            patterns: self.patterns.clone(),
+            exact: exact.iter().filter_map(|p| normalize(p).ok()).collect(),
+        }
     }
 
     /// Whether the repository-relative `path` is protected.

@@ -18,6 +18,7 @@
 //! # Ok::<(), ToolHostError>(())
 //! ```
 
+pub mod bench;
 mod cache;
 mod call;
 pub mod contract;
@@ -29,6 +30,7 @@ pub mod manifest;
 mod output;
 pub mod policy;
 mod registry;
+mod workers;
 
 /// The WIT bindings (private to the host; the public types are re-exported below).
 mod bindings {
@@ -46,6 +48,7 @@ mod standard {
 
 pub use bindings::ssr::tool::types::{Description, ToolError};
 pub use cache::CacheOutcome;
+pub use call::CallProfile;
 pub use engine::EPOCH_TICK;
 pub use error::{LimitKind, ToolHostError};
 pub use grants::Protected;

@@ -7,7 +7,7 @@
 
 use crate::bindings::Host_Pre as HostPre;
 use crate::cache::{CacheOutcome, ComponentCache};
-use crate::call::{self, Answer, CallSetup, CallState, Failure, Invocation};
+use crate::call::{self, Answer, CallProfile, CallSetup, CallState, Failure, Invocation};
 use crate::contract::{self, ContractImports};
 use crate::engine::ToolEngine;
 use crate::error::ToolHostError;
@@ -16,12 +16,13 @@ use crate::grants::{Protected, WorkspaceGrant};
 use crate::manifest::Manifest;
 use crate::output::BoundedOutput;
 use crate::policy::{CallLimits, EffectiveGrant, Policy, RepoAccess, Role, ToolGrantSpec};
+use crate::workers::Workers;
 use crate::{Description, ToolError, standard};
 use ssr_sandbox::Sandbox;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::component::Linker;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
@@ -172,10 +173,13 @@ impl ToolReply {
 /// The tool host.
 pub struct ToolHost {
     engine: ToolEngine,
+    workers: Workers,
     linker: Linker<CallState>,
     cache: ComponentCache,
     policy: Policy,
     tools: BTreeMap<String, LoadedTool>,
+    /// Each role's protected globs, compiled once.
+    protected: BTreeMap<Role, Protected>,
 }
 
 impl std::fmt::Debug for ToolHost {
@@ -185,6 +189,12 @@ impl std::fmt::Debug for ToolHost {
             .finish_non_exhaustive()
     }
 }
+
+// The agent shares one host between threads: the worker pool must not change that.
+const _: () = {
+    const fn send_and_sync<T: Send + Sync>() {}
+    send_and_sync::<ToolHost>();
+};
 
 /// What each standard tool asks for.
 fn standard_ask(name: &str) -> ToolGrantSpec {
@@ -213,12 +223,22 @@ impl ToolHost {
             |s| s,
         )
         .map_err(|e| ToolHostError::Engine(format!("linking ssr:tool: {e:#}")))?;
+        let mut protected = BTreeMap::new();
+        for (role, rp) in &config.policy.roles {
+            let p = Protected::new(&rp.protected, &[]).map_err(|reason| ToolHostError::Policy {
+                path: PathBuf::from("(policy)"),
+                reason,
+            })?;
+            protected.insert(*role, p);
+        }
         let mut host = ToolHost {
             engine,
+            workers: Workers::new(),
             linker,
             cache,
             policy: config.policy,
             tools: BTreeMap::new(),
+            protected,
         };
         if config.standard_tools {
             for (name, embedded) in standard::EMBEDDED {
@@ -302,7 +322,14 @@ impl ToolHost {
             stdout: BoundedOutput::new(4096),
             stderr: BoundedOutput::new(4096),
         };
-        let finished = call::run(self.engine.engine(), &pre, setup, Invocation::Describe);
+        let finished = call::run(
+            &self.workers,
+            self.engine.engine(),
+            &pre,
+            setup,
+            Invocation::Describe,
+            Instant::now(),
+        );
         let description = match finished.answer {
             Ok(Answer::Described(d)) => d,
             Ok(Answer::Called(_)) => unreachable_answer(path)?,
@@ -375,6 +402,34 @@ impl ToolHost {
         name: &str,
         arguments: &str,
     ) -> Result<ToolReply, ToolHostError> {
+        self.call_profiled(episode, name, arguments).0
+    }
+
+    /// [`ToolHost::call`], also saying where the call's time went. The profile is
+    /// filled as far as the call got (zero phases when it failed before running).
+    pub fn call_profiled(
+        &self,
+        episode: &Episode,
+        name: &str,
+        arguments: &str,
+    ) -> (Result<ToolReply, ToolHostError>, CallProfile) {
+        let started = Instant::now();
+        let mut profile = CallProfile::default();
+        let reply = self.call_inner(episode, name, arguments, started, &mut profile);
+        if profile.total.is_zero() {
+            profile.total = started.elapsed();
+        }
+        (reply, profile)
+    }
+
+    fn call_inner(
+        &self,
+        episode: &Episode,
+        name: &str,
+        arguments: &str,
+        started: Instant,
+        profile: &mut CallProfile,
+    ) -> Result<ToolReply, ToolHostError> {
         let tool = self
             .tools
             .get(name)
@@ -388,11 +443,14 @@ impl ToolHost {
         let setup = self.setup(episode, tool, &grant)?;
         let limits = grant.limits;
         let finished = call::run(
+            &self.workers,
             self.engine.engine(),
             &tool.pre,
             setup,
             Invocation::Call(arguments.to_string()),
+            started,
         );
+        *profile = finished.profile;
         let (stdout, _) = finished.stdout.contents();
         let (stderr, _) = finished.stderr.contents();
         match finished.answer {
@@ -454,8 +512,10 @@ impl ToolHost {
         b.env("SSR_ROLE", episode.role.as_str());
         b.env("SSR_WORKSPACE", episode.workspace_guest.to_string_lossy());
         b.env("SSR_TOOL_CONFIG", grant.config.to_string());
-        let protected =
-            Protected::new(&grant.protected, &episode.oracle_files).map_err(grant_err)?;
+        let protected = match self.protected.get(&episode.role) {
+            Some(p) => p.with_exact(&episode.oracle_files),
+            None => Protected::new(&grant.protected, &episode.oracle_files).map_err(grant_err)?,
+        };
         let mut workspace = None;
         if grant.repo != RepoAccess::None {
             if !episode.repo.is_dir() {

@@ -117,20 +117,29 @@ fn required<T>(value: Option<T>, field: &str, command: &str) -> Result<T, GuestE
 }
 
 fn read_text(path: &str) -> Result<String, GuestError> {
-    let meta = fs::metadata(path).map_err(|e| GuestError::io(path, &e))?;
-    if meta.is_dir() {
+    let repo = ssr_guest::repository()?;
+    let stat = ssr_guest::repo_stat(&repo, path)?;
+    read_text_at(&repo, path, stat)
+}
+
+fn read_text_at(
+    repo: &wasip2::filesystem::types::Descriptor,
+    path: &str,
+    stat: ssr_guest::RepoStat,
+) -> Result<String, GuestError> {
+    if stat.is_dir {
         return Err(GuestError::InvalidArguments(format!(
             "{path} is a directory; only `view` works on directories"
         )));
     }
-    if meta.len() > MAX_FILE_BYTES {
+    if stat.size > MAX_FILE_BYTES {
         return Err(GuestError::Failed(format!(
             "{path} has {} bytes, more than the editor's limit of {MAX_FILE_BYTES}",
-            meta.len()
+            stat.size
         )));
     }
-    let bytes = fs::read(path).map_err(|e| GuestError::io(path, &e))?;
-    String::from_utf8(bytes)
+    let bytes = ssr_guest::read_repo_file(repo, path, MAX_FILE_BYTES)?;
+    ssr_guest::into_text(bytes)
         .map_err(|_| GuestError::Failed(format!("{path} is not UTF-8 text (a binary file?)")))
 }
 
@@ -149,8 +158,8 @@ fn from_host(e: ToolError) -> GuestError {
 }
 
 fn numbered(text: &str, first_line: usize, last_line: Option<usize>) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 8);
-    for (i, line) in text.lines().enumerate() {
+    let mut out = String::with_capacity(text.len() + text.len() / 4 + 16);
+    for (i, line) in ssr_guest::lines(text).enumerate() {
         let n = i + 1;
         if n < first_line {
             continue;
@@ -158,14 +167,36 @@ fn numbered(text: &str, first_line: usize, last_line: Option<usize>) -> String {
         if last_line.is_some_and(|last| n > last) {
             break;
         }
-        out.push_str(&format!("{n:6}\t{line}\n"));
+        push_line_number(&mut out, n);
+        out.push('\t');
+        out.push_str(line);
+        out.push('\n');
     }
     out
 }
 
+/// Appends `n` right-aligned in six columns (`{n:6}`), without the formatting
+/// machinery: numbering is most of the work of viewing a file.
+fn push_line_number(out: &mut String, mut n: usize) {
+    let mut digits = [b' '; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let start = at.min(digits.len() - 6);
+    // Only ASCII digits and spaces were written.
+    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or(""));
+}
+
 fn view(path: &str, range: Option<&[i64]>) -> Result<String, GuestError> {
-    let meta = fs::metadata(path).map_err(|e| GuestError::io(path, &e))?;
-    if meta.is_dir() {
+    let repo = ssr_guest::repository()?;
+    let stat = ssr_guest::repo_stat(&repo, path)?;
+    if stat.is_dir {
         if range.is_some() {
             return Err(GuestError::InvalidArguments(
                 "`view_range` only applies to files".into(),
@@ -177,11 +208,11 @@ fn view(path: &str, range: Option<&[i64]>) -> Result<String, GuestError> {
         list_dir(path, 0, &mut out)?;
         return Ok(out);
     }
-    let text = read_text(path)?;
-    let total = text.lines().count();
+    let text = read_text_at(&repo, path, stat)?;
     let (first, last) = match range {
         None => (1, None),
         Some([first, last]) => {
+            let total = ssr_guest::count_lines(&text);
             let first = *first;
             let last = *last;
             if first < 1 || (first as usize) > total.max(1) {

@@ -6,12 +6,14 @@
 //! read-only for every role. Hidden files and binary files (a NUL byte in the first
 //! 8 KiB) are skipped.
 
-use ignore::WalkBuilder;
+mod walk;
+
 use ignore::overrides::OverrideBuilder;
-use regex::RegexBuilder;
+use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 use ssr_guest::{GuestError, repo_path};
 use std::fmt::Write as _;
+use walk::Walk;
 
 wit_bindgen::generate!({ world: "read-tool", path: "../wit" });
 
@@ -99,7 +101,6 @@ fn search(args: Arguments) -> Result<String, GuestError> {
         .build()
         .map_err(|e| GuestError::InvalidArguments(format!("bad `pattern`: {e}")))?;
     let root = repo_path(args.path.as_deref().unwrap_or("."))?;
-    std::fs::metadata(&root).map_err(|e| GuestError::io(&root, &e))?;
     let max = args
         .max_results
         .unwrap_or(DEFAULT_MAX_RESULTS)
@@ -120,55 +121,32 @@ fn search(args: Arguments) -> Result<String, GuestError> {
         .build()
         .map_err(|e| GuestError::InvalidArguments(format!("bad globs: {e}")))?;
 
-    let walker = WalkBuilder::new(&root)
-        .require_git(false)
-        .follow_links(false)
-        .overrides(overrides)
-        .sort_by_file_name(|a, b| a.cmp(b))
-        .build();
-
+    let prefilter = Prefilter::new(&args.pattern, args.case_insensitive);
     let mut out = String::new();
     let mut shown = 0usize;
     let mut total = 0usize;
     let mut files_with_matches = 0usize;
-    for entry in walker {
-        let Ok(entry) = entry else { continue };
-        if !entry.file_type().is_some_and(|t| t.is_file()) {
-            continue;
-        }
-        if entry
-            .metadata()
-            .map(|m| m.len() > MAX_FILE_BYTES)
-            .unwrap_or(true)
-        {
-            continue;
-        }
-        let Ok(bytes) = std::fs::read(entry.path()) else {
-            continue;
-        };
+    let mut walk = Walk::new(&overrides, MAX_FILE_BYTES);
+    walk.run(&root, &mut |file| {
+        let bytes = file.bytes;
         if bytes[..bytes.len().min(8192)].contains(&0) {
-            continue;
+            return;
         }
-        let text = String::from_utf8_lossy(&bytes);
-        let display = entry.path().to_string_lossy();
-        let display = display.strip_prefix("./").unwrap_or(&display);
+        let text = ssr_guest::text_lossy(bytes);
         let mut matched_here = false;
-        for (i, line) in text.lines().enumerate() {
-            if !regex.is_match(line) {
-                continue;
-            }
+        for_each_matching_line(&text, &regex, prefilter.as_ref(), &mut |number, line| {
             matched_here = true;
             total += 1;
             if shown < max {
                 shown += 1;
                 let line = cut(line.trim_end(), MAX_LINE_BYTES);
-                let _ = writeln!(out, "{display}:{}: {line}", i + 1);
+                let _ = writeln!(out, "{}:{number}: {line}", file.path);
             }
-        }
+        });
         if matched_here {
             files_with_matches += 1;
         }
-    }
+    })?;
     if total == 0 {
         return Ok(format!("No matches for `{}` under {root}.", args.pattern));
     }
@@ -179,6 +157,84 @@ fn search(args: Arguments) -> Result<String, GuestError> {
         );
     }
     Ok(out)
+}
+
+/// The same pattern over a whole file at once, with `^` and `$` at line boundaries: a
+/// match of it shows where the next matching line can be, so the per-line regex runs
+/// only on candidate lines instead of on every line. `None` when the pattern uses
+/// something whose meaning differs between a line and a whole file (`\A`, `\z`,
+/// inline flags); those fall back to line by line.
+struct Prefilter(Regex);
+
+impl Prefilter {
+    fn new(pattern: &str, case_insensitive: bool) -> Option<Prefilter> {
+        if pattern.contains("\\A") || pattern.contains("\\z") || pattern.contains("(?") {
+            return None;
+        }
+        RegexBuilder::new(pattern)
+            .case_insensitive(case_insensitive)
+            .multi_line(true)
+            .crlf(true)
+            .size_limit(1 << 20)
+            .build()
+            .ok()
+            .map(Prefilter)
+    }
+}
+
+/// Calls `found(line_number, line)` for every line of `text` that `regex` matches, in
+/// order. With a prefilter: a whole-file match starting in a line makes that line a
+/// candidate, checked with `regex` itself; no line can be skipped, because a line
+/// matching `regex` matches the prefilter at the same place, so the leftmost prefilter
+/// match after a checked line is never past it.
+fn for_each_matching_line(
+    text: &str,
+    regex: &Regex,
+    prefilter: Option<&Prefilter>,
+    found: &mut dyn FnMut(usize, &str),
+) {
+    let Some(Prefilter(whole)) = prefilter else {
+        for (i, line) in text.lines().enumerate() {
+            if regex.is_match(line) {
+                found(i + 1, line);
+            }
+        }
+        return;
+    };
+    let bytes = text.as_bytes();
+    let mut from = 0usize;
+    // Line number of the line starting at `counted`.
+    let mut counted = 0usize;
+    let mut number = 1usize;
+    while from <= text.len() {
+        let Some(m) = whole.find_at(text, from) else {
+            break;
+        };
+        let start = bytes[..m.start()]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        if start == text.len() {
+            // After the final newline: not a line (as `str::lines` sees it).
+            break;
+        }
+        let end = bytes[m.start()..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text.len(), |i| m.start() + i);
+        number += bytes[counted..start]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        counted = start;
+        let line = text[start..end]
+            .strip_suffix('\r')
+            .unwrap_or(&text[start..end]);
+        if regex.is_match(line) {
+            found(number, line);
+        }
+        from = end + 1;
+    }
 }
 
 fn cut(line: &str, max: usize) -> String {

@@ -251,6 +251,16 @@ impl Gpu {
             .map_err(GpuError::driver("allocate"))
     }
 
+    /// Makes this device's context current on the calling thread. Callers that may run on
+    /// another thread than the one that opened the device (tokio blocking threads, a
+    /// trainer behind a mutex) call it first: cuBLAS through the raw handle uses the
+    /// thread's current context.
+    pub fn bind_to_thread(&self) -> Result<(), GpuError> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(GpuError::driver("bind context to thread"))
+    }
+
     /// Waits for all work issued so far.
     pub fn synchronize(&self) -> Result<(), GpuError> {
         self.stream

@@ -71,6 +71,20 @@ impl GpuDecoder {
         })
     }
 
+    /// Replaces the weights (same shape; e.g. after a training step) and empties the
+    /// cache, whose keys and values came from the old weights.
+    pub fn set_weights(&mut self, gpu: &Gpu, weights: &Weights) -> Result<(), GpuError> {
+        if weights.config != self.w.config {
+            return Err(GpuError::Invalid {
+                op: "decoder set_weights",
+                detail: "the new weights have a different shape".into(),
+            });
+        }
+        self.w = DeviceWeights::upload(gpu, weights)?;
+        self.len = 0;
+        Ok(())
+    }
+
     /// Positions already in the cache.
     pub fn len(&self) -> usize {
         self.len
@@ -125,6 +139,7 @@ impl GpuDecoder {
             head_dim: hd,
         };
         for (li, l) in self.w.layers.iter().enumerate() {
+            let _l = Range::new(format!("layer {li}"));
             let mut xn = gpu.zeros::<f32>(n * dim)?;
             let mut rstd = gpu.zeros::<f32>(n)?;
             gpu.rms_norm(&x, &l.attn_norm, c.norm_eps, &mut xn, &mut rstd)?;

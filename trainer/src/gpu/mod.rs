@@ -12,6 +12,7 @@
 mod blas;
 pub mod compile;
 mod context;
+mod device_weights;
 mod error;
 pub mod nvtx;
 

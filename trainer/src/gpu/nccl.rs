@@ -32,6 +32,13 @@ pub struct Communicator {
     pub world_size: usize,
 }
 
+// SAFETY: cudarc's `Comm` holds a raw `ncclComm_t` (hence not `Send`). NCCL allows a
+// communicator to be used from any thread as long as calls on it are not concurrent;
+// `Communicator` is not `Sync` and its only owner, `GpuTrainer`, calls it from `step`
+// (`&mut self`), so moving it to another thread (a trainer behind a mutex) keeps every
+// call serialized. The stream it is bound to is `Send + Sync` in cudarc.
+unsafe impl Send for Communicator {}
+
 impl std::fmt::Debug for Communicator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Communicator")
@@ -175,5 +182,41 @@ fn exchange_id(file: &Path, rank: usize, timeout: Duration) -> Result<String, Gp
             });
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The id exchange needs no GPU and no NCCL on the ranks that read it.
+    #[test]
+    fn non_zero_rank_reads_the_id_file_rank_zero_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("id");
+        let id = "ab".repeat(128);
+        std::fs::write(&file, &id).unwrap();
+        assert_eq!(
+            exchange_id(&file, 1, Duration::from_millis(500)).unwrap(),
+            id
+        );
+    }
+
+    #[test]
+    fn missing_or_partial_id_file_times_out_with_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("id");
+        std::fs::write(&file, "abcd").unwrap(); // a partial write is not an id
+        let e = exchange_id(&file, 2, Duration::from_millis(250)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                GpuError::Nccl {
+                    op: "exchange id",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }

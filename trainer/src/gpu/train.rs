@@ -1,6 +1,6 @@
-//! One RL optimizer step on the GPU: the backend `ssr train` switches to when a GPU is
-//! present (`Backend::detect`), with the same results as the CPU `TrainSession::step`
-//! within tolerance.
+//! One RL optimizer step on the GPU: the backend `crate::train::Trainer` (and through it
+//! `ssr train`) switches to when a GPU is present, with the same results as the CPU
+//! `TrainSession::step` within tolerance.
 //!
 //! Same algorithm as the twin `crate::train::TrainSession::step`: aggregation weights
 //! over the whole batch, per sequence the forward, the fused LM head, the host policy loss
@@ -22,24 +22,6 @@ use super::optim::{GpuAdamW, GpuParam};
 use crate::rl::{PolicyLossOutput, aggregation_weights, weighted_policy_loss};
 use crate::train::{StepMetrics, TrainConfig};
 use crate::weights::Weights;
-
-/// Where training runs.
-#[derive(Debug)]
-pub enum Backend {
-    Cpu,
-    Gpu(Box<Gpu>),
-}
-
-impl Backend {
-    /// The GPU when one can be opened, else the CPU; the reason for falling back is
-    /// returned so the caller can print it.
-    pub fn detect() -> (Backend, Option<String>) {
-        match Gpu::open() {
-            Ok(g) => (Backend::Gpu(Box::new(g)), None),
-            Err(e) => (Backend::Cpu, Some(e.to_string())),
-        }
-    }
-}
 
 /// One sequence of a batch (the session's prepared trajectory).
 #[derive(Clone, Copy, Debug)]
@@ -111,6 +93,30 @@ impl GpuTrainer {
         self.optimizer.step
     }
 
+    /// Whether a reference model is on the device.
+    pub fn has_reference(&self) -> bool {
+        self.reference.is_some()
+    }
+
+    /// Changes the settings of later steps (moments and step count are kept), as
+    /// `TrainSession::set_config` does.
+    pub fn set_config(&mut self, config: TrainConfig) {
+        self.optimizer.config = config.adamw;
+        self.config = config;
+    }
+
+    /// Uploads the frozen reference policy of the KL penalty (same shape as the policy).
+    pub fn set_reference(&mut self, gpu: &Gpu, reference: &Weights) -> Result<(), GpuError> {
+        if reference.config != self.weights.config {
+            return Err(GpuError::Invalid {
+                op: "set reference",
+                detail: "the reference model's shape differs from the policy's".into(),
+            });
+        }
+        self.reference = Some(DeviceWeights::upload(gpu, reference)?);
+        Ok(())
+    }
+
     /// The current weights on the host (for checkpoints and the inference engine).
     pub fn weights_to_host(&self, gpu: &Gpu) -> Result<Weights, GpuError> {
         self.weights.to_host(gpu)
@@ -159,11 +165,15 @@ impl GpuTrainer {
             if s.positions.is_empty() {
                 continue;
             }
+            let _seq = super::nvtx::Range::new(format!("sequence {i}"));
             let ref_logp = match (&self.reference, cfg.loss.kl_coef > 0.0) {
-                (Some(r), true) => Some(
-                    gpu.next_token_logprobs(r, s.tokens, s.positions, cfg.temperature)?
-                        .0,
-                ),
+                (Some(r), true) => {
+                    let _r = super::nvtx::Range::new("reference logprobs");
+                    Some(
+                        gpu.next_token_logprobs(r, s.tokens, s.positions, cfg.temperature)?
+                            .0,
+                    )
+                }
                 _ => None,
             };
             let w_slice = &weights[offsets[i]..offsets[i + 1]];

@@ -16,11 +16,20 @@
 //!
 //! `Engine` is `Send + Sync`: `generate` takes `&self` and keeps its KV cache on the
 //! stack, so several tasks (e.g. tokio `spawn_blocking`) may share one engine.
+//!
+//! Device ([`Engine::set_device`], [`Engine::load_on`]): on a CUDA device `generate`
+//! runs prefill and decode through the GPU decoder (f32 weights and KV cache on the
+//! device, `cuda.rs`), with the same sampling, stops, text and logprobs; generations
+//! then take turns on the device. [`Engine::logits`] and the `*_logits` checks stay on
+//! the CPU.
 
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod forward;
 pub mod qweights;
 pub mod sampling;
 
+use crate::device::{ActiveDevice, Device, DeviceError, Resolved};
 use crate::gguf::{self, GgufError, GgufFile};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 use crate::weights::Weights;
@@ -47,6 +56,9 @@ pub enum EngineError {
     VocabMismatch { tokenizer: usize, model: usize },
     #[error("new weights have a different shape: {0}")]
     ShapeChanged(String),
+    /// The device generating failed (CUDA; the CPU path has no device errors).
+    #[error(transparent)]
+    Device(#[from] DeviceError),
 }
 
 /// Which weight copies `generate` uses.
@@ -152,6 +164,10 @@ pub struct Engine {
     precision: Precision,
     /// Tokens that end a turn.
     end_ids: Vec<u32>,
+    /// Where `generate` runs.
+    active: ActiveDevice,
+    #[cfg(feature = "cuda")]
+    cuda: Option<cuda::CudaDecoder>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -159,6 +175,7 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("config", &self.weights.config)
             .field("precision", &self.precision)
+            .field("device", &self.active)
             .finish()
     }
 }
@@ -168,6 +185,13 @@ impl Engine {
     pub fn load(path: impl AsRef<Path>) -> Result<Self, EngineError> {
         let f = GgufFile::open(path)?;
         Self::from_gguf(&f)
+    }
+
+    /// Loads a GGUF model and moves generation to `device` ([`Engine::set_device`]).
+    pub fn load_on(path: impl AsRef<Path>, device: Device) -> Result<Self, EngineError> {
+        let mut e = Self::load(path)?;
+        e.set_device(device)?;
+        Ok(e)
     }
 
     pub fn from_gguf(f: &GgufFile) -> Result<Self, EngineError> {
@@ -205,9 +229,42 @@ impl Engine {
             tokenizer,
             precision,
             end_ids,
+            active: ActiveDevice::Cpu {
+                fallback_reason: None,
+            },
+            #[cfg(feature = "cuda")]
+            cuda: None,
         };
         e.rebuild_fast_weights();
         Ok(e)
+    }
+
+    /// Moves generation to `device`: `Auto` picks CUDA device 0 when usable, else the
+    /// CPU; `Cuda(n)` without a usable GPU is `DeviceError::Cuda` (source
+    /// `GpuError::NoGpu`) and leaves the engine as it was.
+    pub fn set_device(&mut self, device: Device) -> Result<&ActiveDevice, EngineError> {
+        let resolved = crate::device::resolve(device)?;
+        let active = resolved.active();
+        match resolved {
+            Resolved::Cpu { .. } => {
+                #[cfg(feature = "cuda")]
+                {
+                    self.cuda = None;
+                }
+            }
+            #[cfg(feature = "cuda")]
+            Resolved::Cuda(gpu) => {
+                let err = crate::device::on(&gpu);
+                self.cuda = Some(cuda::CudaDecoder::new(gpu, &self.weights).map_err(err)?);
+            }
+        }
+        self.active = active;
+        Ok(&self.active)
+    }
+
+    /// Where `generate` runs.
+    pub fn device(&self) -> &ActiveDevice {
+        &self.active
     }
 
     fn rebuild_fast_weights(&mut self) {
@@ -230,6 +287,11 @@ impl Engine {
                 weights.config, self.weights.config
             )));
         }
+        #[cfg(feature = "cuda")]
+        if let Some(c) = &mut self.cuda {
+            let err = crate::device::on(c.gpu());
+            c.set_weights(&weights).map_err(err)?;
+        }
         self.weights = weights;
         self.rebuild_fast_weights();
         Ok(())
@@ -248,6 +310,12 @@ impl Engine {
 
     /// The kernels in use after fallbacks.
     pub fn kernels(&self) -> Kernels {
+        if self.active.is_cuda() {
+            return Kernels {
+                prefill: "cuda_f32",
+                decode: "cuda_f32",
+            };
+        }
         Kernels {
             prefill: if self.bf16.is_some() { "bf16" } else { "f32" },
             decode: if self.q8.is_some() { "q8_0" } else { "f32" },
@@ -353,7 +421,6 @@ impl Engine {
         self.check_ids(prompt_ids)?;
         let context = self.weights.config.max_seq_len;
         let capacity = (prompt_ids.len() + opts.max_tokens).min(context);
-        let mut cache = KvCache::new(&self.weights.config, capacity);
         let mut sampler = Sampler::new(opts.sampling.clone());
         let mut out = Generation {
             text: String::new(),
@@ -368,9 +435,9 @@ impl Engine {
         if opts.max_tokens == 0 {
             return Ok(out);
         }
+        let mut stepper = self.stepper(capacity)?;
         let t0 = Instant::now();
-        let mut logits =
-            forward::forward(self.model(true), &mut cache, prompt_ids, LogitsFor::Last);
+        let mut logits = stepper.forward_last(prompt_ids)?;
         out.prefill_seconds = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let mut bytes: Vec<u8> = Vec::new();
@@ -398,21 +465,67 @@ impl Engine {
                 out.finish = FinishReason::Length;
                 break;
             }
-            if cache.len() >= cache.capacity() {
+            if stepper.len() >= capacity {
                 out.finish = FinishReason::ContextFull;
                 break;
             }
-            logits = forward::forward(
-                self.model(true),
-                &mut cache,
-                &[choice.token],
-                LogitsFor::Last,
-            );
+            logits = stepper.forward_last(&[choice.token])?;
         }
         out.decode_seconds = t1.elapsed().as_secs_f64();
         bytes.truncate(cut.unwrap_or(bytes.len()));
         out.text = String::from_utf8_lossy(&bytes).into_owned();
         Ok(out)
+    }
+}
+
+/// What `generate` runs its forwards through: the CPU fast paths with a cache on the
+/// heap, or the device's decoder.
+enum Stepper<'a> {
+    Cpu {
+        model: ModelRef<'a>,
+        cache: KvCache,
+    },
+    #[cfg(feature = "cuda")]
+    Cuda(cuda::CudaStepper<'a>),
+}
+
+impl Engine {
+    /// A stepper for one generation of at most `capacity` positions.
+    fn stepper(&self, capacity: usize) -> Result<Stepper<'_>, EngineError> {
+        #[cfg(feature = "cuda")]
+        if let Some(c) = &self.cuda {
+            let err = crate::device::on(c.gpu());
+            return Ok(Stepper::Cuda(c.stepper().map_err(err)?));
+        }
+        Ok(Stepper::Cpu {
+            model: self.model(true),
+            cache: KvCache::new(&self.weights.config, capacity),
+        })
+    }
+}
+
+impl Stepper<'_> {
+    /// Runs `ids` after the cached positions; logits of the last one.
+    fn forward_last(&mut self, ids: &[u32]) -> Result<Vec<f32>, EngineError> {
+        match self {
+            Stepper::Cpu { model, cache } => {
+                Ok(forward::forward(*model, cache, ids, LogitsFor::Last))
+            }
+            #[cfg(feature = "cuda")]
+            Stepper::Cuda(s) => {
+                let err = crate::device::on(s.gpu());
+                s.forward_last(ids).map_err(|e| err(e).into())
+            }
+        }
+    }
+
+    /// Positions processed.
+    fn len(&self) -> usize {
+        match self {
+            Stepper::Cpu { cache, .. } => cache.len(),
+            #[cfg(feature = "cuda")]
+            Stepper::Cuda(s) => s.len(),
+        }
     }
 }
 

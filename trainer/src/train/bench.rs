@@ -30,13 +30,28 @@ pub struct TrainThroughput {
     pub forward_tokens_per_second: f64,
 }
 
+/// Why the throughput could not be measured.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ThroughputError {
+    #[error("a training sequence needs at least 2 tokens, got {seq_len}")]
+    TooShort { seq_len: usize },
+    #[error("{seq_len} tokens exceed the model's context of {context}")]
+    TooLong { seq_len: usize, context: usize },
+}
+
 /// Measures one training step on a copy of `weights` over `seq_len` deterministic
 /// pseudo-random tokens (the weights themselves are not changed).
-///
-/// # Panics
-/// If `seq_len < 2`.
-pub fn measure_training_throughput(weights: &Weights, seq_len: usize) -> TrainThroughput {
-    assert!(seq_len >= 2, "need at least two tokens");
+pub fn measure_training_throughput(
+    weights: &Weights,
+    seq_len: usize,
+) -> Result<TrainThroughput, ThroughputError> {
+    if seq_len < 2 {
+        return Err(ThroughputError::TooShort { seq_len });
+    }
+    let context = weights.config.max_seq_len;
+    if seq_len > context {
+        return Err(ThroughputError::TooLong { seq_len, context });
+    }
     let vocab = weights.config.vocab_size as u64;
     // A fixed LCG: the token values do not change the arithmetic, only the gathers.
     let mut s = 0x2545_f491_4f6c_dd1du64;
@@ -84,12 +99,12 @@ pub fn measure_training_throughput(weights: &Weights, seq_len: usize) -> TrainTh
     opt.step(&mut w, &mut grads);
     let optimizer_s = t2.elapsed().as_secs_f64();
 
-    TrainThroughput {
+    Ok(TrainThroughput {
         tokens: seq_len,
         forward_s,
         forward_backward_s,
         optimizer_s,
         train_tokens_per_second: seq_len as f64 / (forward_backward_s + optimizer_s),
         forward_tokens_per_second: seq_len as f64 / forward_s,
-    }
+    })
 }

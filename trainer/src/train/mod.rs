@@ -5,7 +5,8 @@
 //! Owns: one file per operation, each with a forward and a `_backward` of the same
 //! stem ([`embedding`], [`norm`], [`rope`], [`attention`], [`swiglu`], [`linear`]), the
 //! whole-model forward/backward ([`model`]), one sequence through the fused LM head
-//! ([`sequence`]), and the step loop over trajectories ([`session`]).
+//! ([`sequence`]), the step loop over trajectories ([`session`]), and the
+//! device-dispatching [`Trainer`] over it and its GPU twin ([`trainer`]).
 //!
 //! Does not own: inference with a KV cache (`crate::infer`), the matrix products
 //! (`crate::cpu::matmul`), the RL maths (`crate::rl`), the optimizer (`crate::optim`).
@@ -25,12 +26,17 @@ pub mod run;
 pub mod sequence;
 pub mod session;
 pub mod swiglu;
+pub mod trainer;
 
-pub use bench::{TrainThroughput, measure_training_throughput};
+pub use bench::{ThroughputError, TrainThroughput, measure_training_throughput};
 pub use model::{Activations, backward, forward};
-pub use run::{LoadedPolicy, RunError, RunSummary, TrainJob, TrainOverrides, load_policy, run_job};
+pub use run::{
+    LoadedPolicy, PreparedJob, RunError, RunSummary, TrainJob, TrainOverrides, load_policy,
+    prepare_job, run_job,
+};
 pub use sequence::{
     SequenceOutput, next_token_logprobs, next_token_loss, sequence_backward,
     sequence_backward_per_token,
 };
 pub use session::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession};
+pub use trainer::Trainer;

@@ -6,10 +6,15 @@
 //! that run exactly (its step count, moments and settings; explicitly given settings
 //! replace the saved ones); a weights-only checkpoint starts a fresh run.
 //!
+//! The steps run on the job's [`Device`] through [`Trainer`] (CUDA when present under
+//! `auto`, else the CPU); [`PreparedJob::device`] says which, before the first step.
+//!
 //! Does not own: argument parsing and printing (`src/cli/train.rs`).
 
 use super::session::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession};
+use super::trainer::Trainer;
 use crate::checkpoint::{self, CheckpointError};
+use crate::device::{ActiveDevice, Device};
 use crate::gguf::{self, GgufError};
 use crate::rl::{AdvantageKind, Aggregation};
 use crate::trajectory::{self, TrajectoryError};
@@ -139,6 +144,8 @@ pub struct TrainJob {
     /// Reference model of the KL penalty (required when `kl_coef > 0`).
     pub reference: Option<PathBuf>,
     pub save_every: Option<u64>,
+    /// Where the steps run.
+    pub device: Device,
 }
 
 /// What a run did.
@@ -149,13 +156,62 @@ pub struct RunSummary {
     pub resumed: bool,
     /// Optimizer step count after the run.
     pub final_step: u64,
+    /// The device that ran the steps.
+    pub device: ActiveDevice,
 }
 
-/// Runs a training job, calling `on_step` after every step.
-pub fn run_job(
-    job: &TrainJob,
-    mut on_step: impl FnMut(&StepMetrics),
-) -> Result<RunSummary, RunError> {
+/// A job with its policy on its device and its trajectories validated: what
+/// [`prepare_job`] returns, ready to [`PreparedJob::run`].
+#[derive(Debug)]
+pub struct PreparedJob {
+    trainer: Trainer,
+    data: Dataset,
+    resumed: bool,
+}
+
+impl PreparedJob {
+    /// The device the steps will run on.
+    pub fn device(&self) -> &ActiveDevice {
+        self.trainer.device()
+    }
+
+    /// Whether the job continues a checkpoint (as opposed to starting fresh).
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Runs `job.steps` steps, calling `on_step` after each, writing the checkpoint
+    /// every `save_every` steps and at the end.
+    pub fn run(
+        mut self,
+        job: &TrainJob,
+        mut on_step: impl FnMut(&StepMetrics),
+    ) -> Result<RunSummary, RunError> {
+        let mut steps = Vec::new();
+        for i in 1..=job.steps {
+            let m = self.trainer.step(&self.data)?;
+            on_step(&m);
+            steps.push(m);
+            if job
+                .save_every
+                .is_some_and(|k| k > 0 && i % k == 0 && i < job.steps)
+            {
+                self.trainer.save(&job.out)?;
+            }
+        }
+        self.trainer.save(&job.out)?;
+        Ok(RunSummary {
+            steps,
+            resumed: self.resumed,
+            final_step: self.trainer.step_count(),
+            device: self.trainer.device().clone(),
+        })
+    }
+}
+
+/// Loads the policy, the reference and the trajectories, and moves the policy to the
+/// job's device.
+pub fn prepare_job(job: &TrainJob) -> Result<PreparedJob, RunError> {
     let (mut session, resumed) = match load_policy(&job.model)? {
         LoadedPolicy::Fresh(w) => {
             let config = job.overrides.apply(TrainConfig::default());
@@ -182,22 +238,16 @@ pub fn run_job(
         path: job.trajectories.clone(),
         source: Box::new(source),
     })?;
-    let mut steps = Vec::new();
-    for i in 1..=job.steps {
-        let m = session.step(&data)?;
-        on_step(&m);
-        steps.push(m);
-        if job
-            .save_every
-            .is_some_and(|k| k > 0 && i % k == 0 && i < job.steps)
-        {
-            session.save(&job.out)?;
-        }
-    }
-    session.save(&job.out)?;
-    Ok(RunSummary {
-        steps,
+    let trainer = Trainer::new(session, job.device).map_err(TrainError::from)?;
+    Ok(PreparedJob {
+        trainer,
+        data,
         resumed,
-        final_step: session.step_count(),
     })
+}
+
+/// Runs a training job, calling `on_step` after every step ([`prepare_job`], then
+/// [`PreparedJob::run`]).
+pub fn run_job(job: &TrainJob, on_step: impl FnMut(&StepMetrics)) -> Result<RunSummary, RunError> {
+    prepare_job(job)?.run(job, on_step)
 }

@@ -95,6 +95,9 @@ pub enum TrainError {
     BadConfig(String),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The device running the step failed (CUDA; the CPU path has no device errors).
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
 }
 
 /// One trajectory, ready to train on.
@@ -185,6 +188,24 @@ impl Dataset {
 
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// The sequences at `batch` (indices from [`Dataset::batch_for_step`]) in the form
+    /// the GPU trainer takes.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn sequences(&self, batch: &[usize]) -> Vec<crate::gpu::train::TrainSequence<'_>> {
+        batch
+            .iter()
+            .map(|&i| {
+                let p = &self.items[i];
+                crate::gpu::train::TrainSequence {
+                    tokens: &p.tokens,
+                    positions: &p.positions,
+                    old_logp: &p.old_logp,
+                    advantage: p.advantage,
+                }
+            })
+            .collect()
     }
 
     /// The advantage given to each trajectory, in file order.
@@ -280,6 +301,11 @@ impl TrainSession {
         }
         self.reference = Some(reference);
         Ok(())
+    }
+
+    /// The frozen reference policy of the KL penalty, if set.
+    pub fn reference(&self) -> Option<&Weights> {
+        self.reference.as_ref()
     }
 
     /// Optimizer steps taken.

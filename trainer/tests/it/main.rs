@@ -1,6 +1,7 @@
 //! The integration tests of `ssr-trainer`: one binary, one module per area.
 
 mod checkpoint;
+mod device;
 mod engine;
 mod gguf_files;
 mod gpu;

@@ -13,10 +13,10 @@ use ssr_trainer::train::{
     next_token_loss, run_job,
 };
 use ssr_trainer::trajectory::{Role, Trajectory, write_trajectories};
-use ssr_trainer::{Config, Weights};
+use ssr_trainer::{Config, Device, Weights};
 use std::collections::BTreeMap;
 
-fn random_weights(config: &Config, seed: u64) -> Weights {
+pub(crate) fn random_weights(config: &Config, seed: u64) -> Weights {
     let mut r = rng(seed);
     let mut w = Weights::zeros(config);
     w.for_each_mut(|name, t| {
@@ -98,7 +98,7 @@ fn supervised_loss_falls_on_a_fixed_batch() {
 }
 
 /// A group of on-policy trajectories: a shared prompt, then different continuations.
-fn trajectories(w: &Weights, seed: u64) -> Vec<Trajectory> {
+pub(crate) fn trajectories(w: &Weights, seed: u64) -> Vec<Trajectory> {
     let mut r = rng(seed);
     let vocab = w.config.vocab_size as u32;
     let mut out = Vec::new();
@@ -131,7 +131,7 @@ fn trajectories(w: &Weights, seed: u64) -> Vec<Trajectory> {
     out
 }
 
-fn session_config() -> TrainConfig {
+pub(crate) fn session_config() -> TrainConfig {
     TrainConfig {
         adamw: AdamWConfig {
             lr: 3e-3,
@@ -246,6 +246,7 @@ fn rl_training_from_a_file_raises_positive_and_lowers_negative_sequences() {
         },
         reference: None,
         save_every: None,
+        device: Device::Auto,
     };
     let mut seen = Vec::new();
     let summary = run_job(&job, |m| seen.push(m.clone())).unwrap();

@@ -136,3 +136,45 @@ fn worktree_diff_includes_untracked_and_respects_gitignore() {
         expected
     );
 }
+
+#[test]
+fn worktree_mode_change_is_a_mode_only_patch_that_git_applies() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (dir, states) = three_commits();
+    let d = dir.path();
+    std::fs::set_permissions(d.join("a.py"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let patch = Repo::open(d).unwrap().diff_worktree().unwrap();
+    let text = patch.to_string();
+    assert!(
+        text.contains("old mode 100644\nnew mode 100755\n"),
+        "{text}"
+    );
+    let target = tempfile::tempdir().unwrap();
+    write_tree(target.path(), &states[2]);
+    let out = crate::support::git_cmd(target.path())
+        .arg("apply")
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(text.as_bytes())?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(out.success());
+    let mode = std::fs::metadata(target.path().join("a.py"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111);
+    // And ours does the same on a fresh copy.
+    let ours = tempfile::tempdir().unwrap();
+    write_tree(ours.path(), &states[2]);
+    patch.apply_to_dir(ours.path()).unwrap();
+    let mode = std::fs::metadata(ours.path().join("a.py"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o111, 0o111);
+}

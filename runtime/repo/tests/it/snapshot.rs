@@ -147,3 +147,47 @@ fn sweep_removes_snapshots_of_dead_processes() {
     }
     assert!(!stale.exists());
 }
+
+/// The episode flow the game uses: history-free copy as the base, a snapshot per episode,
+/// a patch applied in the snapshot, and the snapshot's worktree diff giving it back.
+#[test]
+fn episode_flow_copy_snapshot_apply_diff() {
+    use ssr_repo::copy::{CopyOptions, history_free_copy};
+    use ssr_repo::{Patch, Repo};
+    let src = tempfile::tempdir().unwrap();
+    write_tree(
+        src.path(),
+        &tree(&[
+            ("m.py", "def f():\n    return 1\n"),
+            ("t/test_m.py", "assert True\n"),
+        ]),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let base_dir = work.path().join("base");
+    history_free_copy(src.path(), &base_dir, &CopyOptions::default()).unwrap();
+    let base = SnapshotBase::new(&base_dir, &work.path().join("snaps")).unwrap();
+    let text = "diff --git a/m.py b/m.py\n--- a/m.py\n+++ b/m.py\n@@ -1,2 +1,2 @@\n def f():\n-    return 1\n+    return 2\n";
+    let patch = Patch::parse(text).unwrap();
+    let snap = base.snapshot().unwrap();
+    assert!(
+        Repo::open(snap.path())
+            .unwrap()
+            .diff_worktree()
+            .unwrap()
+            .is_empty()
+    );
+    patch.apply_to_dir(snap.path()).unwrap();
+    let diff = Repo::open(snap.path()).unwrap().diff_worktree().unwrap();
+    let mut files = read_tree(&base_dir);
+    diff.apply_to_files(&mut files).unwrap();
+    assert_eq!(files, read_tree(snap.path()));
+    assert_eq!(diff.touched_paths(), patch.touched_paths());
+    // The base is untouched.
+    assert!(
+        Repo::open(&base_dir)
+            .unwrap()
+            .diff_worktree()
+            .unwrap()
+            .is_empty()
+    );
+}

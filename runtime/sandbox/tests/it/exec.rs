@@ -168,11 +168,13 @@ fn missing_program_is_a_failed_command_not_an_error() {
 
 #[test]
 fn sequential_execs_reuse_a_parked_launcher_with_identical_results() {
-    let ws = tempfile::tempdir().unwrap();
     let sb = sandbox();
     let before = ssr_sandbox::warm_pool_hits();
     let mut outs = Vec::new();
     for _ in 0..4 {
+        // A fresh workspace each time: a workspace exec'd before gets a ready sandbox
+        // (`ready`), and this test is about the parked launcher of any other exec.
+        let ws = tempfile::tempdir().unwrap();
         let spec = ExecSpec::new(
             Command::Argv(vec![
                 "sh".into(),

@@ -1,11 +1,12 @@
 //! Integration tests of `ssr-sandbox` against the real bubblewrap and cgroups of this
 //! host: ordinary behaviour (`exec`), limits (`limits`), and attacks that must end
-//! blocked or bounded (`red_team`). The docker backend's tests skip with a printed
+//! blocked or bounded (`red_team`), and sandboxes set up ahead (`ready`). The docker backend's tests skip with a printed
 //! reason when no engine answers (`docker`).
 
 mod docker;
 mod exec;
 mod limits;
+mod ready;
 mod red_team;
 
 use ssr_sandbox::{BwrapSandbox, Command, Environment, ExecOutcome, ExecSpec, Sandbox};

@@ -87,3 +87,87 @@ fn bad_pattern_and_escaping_path_are_refused() {
         "permission-denied"
     );
 }
+
+/// The whole-file prefilter (one regex pass per file, `^`/`$` at line boundaries) must
+/// give exactly the lines a line-by-line search gives, including anchors, CRLF endings,
+/// classes that would match a newline, and a last line without one.
+#[test]
+fn prefiltered_search_matches_line_by_line() {
+    let text = "def a():\r\n  x = 1 \n\ndef b(): pass\nclass C:\n    def m(self):\n\tdef tabbed\nend without newline";
+    let repo = Repo::new(&[("f.py", text)]);
+    let h = host();
+    let e = repo.episode(Role::Solver);
+    for pattern in [
+        "^def",
+        r"\s$",
+        r":$",
+        r"^\s+def",
+        r"x\s*=\s*1",
+        r"[^a]def",
+        "^$",
+        "newline$",
+        r"pass\s+class",
+        "^(?i)DEF",
+        r"\Adef",
+    ] {
+        let expected: Vec<String> = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| regex::Regex::new(pattern).unwrap().is_match(l))
+            .map(|(i, l)| format!("f.py:{}: {}", i + 1, l.trim_end()))
+            .collect();
+        let args = serde_json::json!({ "pattern": pattern }).to_string();
+        let r = h.call(&e, "search", &args).unwrap();
+        let got: Vec<String> = if expected.is_empty() {
+            assert!(ok(&r).starts_with("No matches"), "{pattern}: {}", ok(&r));
+            Vec::new()
+        } else {
+            ok(&r).lines().map(str::to_string).collect()
+        };
+        assert_eq!(got, expected, "pattern {pattern:?}");
+    }
+}
+
+/// Regression for the walk on raw `wasi:filesystem` handles: nested `.gitignore` files
+/// and a negation, rules of a directory above the searched path, hidden directories,
+/// and a symbolic link (never followed).
+#[test]
+fn walk_keeps_the_ignore_rules() {
+    let repo = Repo::new(&[
+        (".gitignore", "*.log\n"),
+        ("a/.gitignore", "gen/\n!keep.log\n"),
+        ("a/gen/x.py", "needle\n"),
+        ("a/keep.log", "needle\n"),
+        ("a/drop.log", "needle\n"),
+        ("a/b/c.py", "needle\n"),
+        (".hidden/h.py", "needle\n"),
+        ("z.py", "needle\n"),
+    ]);
+    std::os::unix::fs::symlink(repo.path().join("z.py"), repo.path().join("link.py")).unwrap();
+    let h = host();
+    let e = repo.episode(Role::Solver);
+    let all = h.call(&e, "search", r#"{"pattern":"needle"}"#).unwrap();
+    assert_eq!(
+        ok(&all).lines().collect::<Vec<_>>(),
+        [
+            "a/b/c.py:1: needle",
+            "a/keep.log:1: needle",
+            "z.py:1: needle"
+        ]
+    );
+    let sub = h
+        .call(&e, "search", r#"{"pattern":"needle","path":"a/b"}"#)
+        .unwrap();
+    assert_eq!(ok(&sub).trim(), "a/b/c.py:1: needle");
+    let logs = h
+        .call(
+            &e,
+            "search",
+            r#"{"pattern":"needle","path":"a","include":["*.log"]}"#,
+        )
+        .unwrap();
+    assert_eq!(
+        ok(&logs).trim(),
+        "a/drop.log:1: needle\na/keep.log:1: needle"
+    );
+}

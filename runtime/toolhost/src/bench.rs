@@ -1,0 +1,521 @@
+//! The tool-host benchmark behind `ssr bench tools` (and the crate's `bench_tools`
+//! example, which builds in a fraction of the time of the whole `ssr`): median and p99
+//! per call of `editor view` on a 1,000-line file, `editor str_replace`, and `search`
+//! over a 2,000-file repository, each side by side with the same operation done the way
+//! Python-scaffold agents do it: a fresh `python3` process per call running a small
+//! script this benchmark writes. It reports ratios and where a call's time goes; it
+//! asserts nothing.
+//!
+//! Does not own printing (the CLI and the example do) or the host's configuration (the
+//! caller passes a [`HostConfig`]).
+
+use crate::{CallProfile, Episode, HostConfig, Role, ToolError, ToolHost, ToolHostError};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How many calls to time.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchOptions {
+    /// Calls per operation through the tool host (search: a tenth, at least 5).
+    pub iterations: usize,
+    /// Calls per operation of the python3 baseline (search: a third, at least 5).
+    pub baseline_iterations: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            iterations: 300,
+            baseline_iterations: 30,
+        }
+    }
+}
+
+/// Why the benchmark could not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("benchmark files under {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the python3 baseline: {0}")]
+    Python(String),
+    #[error(transparent)]
+    Host(#[from] ToolHostError),
+    #[error("`{tool}` answered with a tool error: {kind}: {message}")]
+    Tool {
+        tool: String,
+        kind: &'static str,
+        message: String,
+    },
+}
+
+/// Median and 99th percentile of a series of timings.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Stats {
+    #[serde(rename = "median_us", serialize_with = "as_us")]
+    pub median: Duration,
+    #[serde(rename = "p99_us", serialize_with = "as_us")]
+    pub p99: Duration,
+    pub n: usize,
+}
+
+fn as_us<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e6)
+}
+
+impl Stats {
+    pub fn of(mut samples: Vec<Duration>) -> Stats {
+        samples.sort();
+        let n = samples.len();
+        if n == 0 {
+            return Stats {
+                median: Duration::ZERO,
+                p99: Duration::ZERO,
+                n,
+            };
+        }
+        // Nearest rank: with few samples the p99 is the largest, never an interpolation.
+        let at = |q: f64| samples[((n as f64 - 1.0) * q).round() as usize];
+        Stats {
+            median: at(0.5),
+            p99: at(0.99),
+            n,
+        }
+    }
+}
+
+/// The median of each phase of the timed tool calls (see [`CallProfile`]), in µs.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct PhaseMedians {
+    pub setup_us: f64,
+    pub dispatch_us: f64,
+    pub instantiate_us: f64,
+    pub run_us: f64,
+    pub host_us: f64,
+    pub host_calls: u64,
+    pub teardown_us: f64,
+}
+
+impl PhaseMedians {
+    fn of(profiles: &[CallProfile]) -> PhaseMedians {
+        let median = |f: &dyn Fn(&CallProfile) -> Duration| {
+            Stats::of(profiles.iter().map(f).collect())
+                .median
+                .as_secs_f64()
+                * 1e6
+        };
+        let mut calls: Vec<u64> = profiles.iter().map(|p| p.host_calls).collect();
+        calls.sort_unstable();
+        PhaseMedians {
+            setup_us: median(&|p| p.setup),
+            dispatch_us: median(&|p| p.dispatch),
+            instantiate_us: median(&|p| p.instantiate),
+            run_us: median(&|p| p.run),
+            host_us: median(&|p| p.host),
+            host_calls: calls.get(calls.len() / 2).copied().unwrap_or(0),
+            teardown_us: median(&|p| p.teardown),
+        }
+    }
+}
+
+/// One operation: the tool host against the per-call python3 process.
+#[derive(Clone, Debug, Serialize)]
+pub struct OpReport {
+    pub name: String,
+    pub tool: Stats,
+    pub python: Stats,
+    /// Python's median over the tool's median.
+    pub speedup_median: f64,
+    pub phases: PhaseMedians,
+}
+
+/// Everything one run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// The interpreter of the baseline (its own path, not a version-manager shim).
+    pub python: PathBuf,
+    /// `/proc/loadavg`'s 1-minute load when the run ended (other work on the machine).
+    pub load_average: Option<f64>,
+    /// Whether this build has debug assertions (a debug build is not what users run).
+    pub debug_build: bool,
+    pub ops: Vec<OpReport>,
+}
+
+const VIEW_PY: &str = r#"import sys
+path = sys.argv[1]
+with open(path) as f:
+    out = "".join("%6d\t%s\n" % (i + 1, line.rstrip("\n")) for i, line in enumerate(f))
+sys.stdout.write(out)
+"#;
+
+const REPLACE_PY: &str = r#"import sys
+path, old, new = sys.argv[1], sys.argv[2], sys.argv[3]
+with open(path) as f:
+    text = f.read()
+n = text.count(old)
+if n != 1:
+    sys.exit("matched %d times" % n)
+with open(path, "w") as f:
+    f.write(text.replace(old, new, 1))
+print("edited")
+"#;
+
+const SEARCH_PY: &str = r#"import os, re, sys
+root, pattern = sys.argv[1], re.compile(sys.argv[2])
+out, shown, total = [], 0, 0
+for d, dirs, files in os.walk(root):
+    dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+    for name in sorted(files):
+        if name.startswith("."):
+            continue
+        p = os.path.join(d, name)
+        with open(p, errors="replace") as f:
+            for i, line in enumerate(f):
+                if pattern.search(line):
+                    total += 1
+                    if shown < 100:
+                        shown += 1
+                        out.append("%s:%d: %s" % (os.path.relpath(p, root), i + 1, line.rstrip()))
+print("\n".join(out))
+"#;
+
+/// The search pattern of both sides: 10 of the 2,000 files match it, 30 lines each.
+const SEARCH_PATTERN: &str = r"def handler_7_1\d_";
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BenchError + '_ {
+    move |source| BenchError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The benchmark repository: `big.py` (1,000 lines), `edit.py`, and 100 packages of
+/// 20 modules of 60 lines (2,000 files).
+fn write_repo(root: &Path) -> Result<(), BenchError> {
+    std::fs::create_dir_all(root).map_err(io_err(root))?;
+    let big: String = (0..1000)
+        .map(|i| format!("def function_{i}(x):  # line {i}\n"))
+        .collect();
+    std::fs::write(root.join("big.py"), big).map_err(io_err(root))?;
+    std::fs::write(root.join("edit.py"), "value = VALUE_A\nother = 1\n").map_err(io_err(root))?;
+    for d in 0..100 {
+        let dir = root.join(format!("pkg{d:03}"));
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        for f in 0..20 {
+            let body: String = (0..30)
+                .map(|l| {
+                    format!("def handler_{d}_{f}_{l}(request):\n    return request.value + {l}\n")
+                })
+                .collect();
+            std::fs::write(dir.join(format!("mod{f:02}.py")), body).map_err(io_err(&dir))?;
+        }
+    }
+    Ok(())
+}
+
+/// The interpreter's own path, so the baseline does not pay a version-manager shim.
+fn python() -> Result<PathBuf, BenchError> {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .map_err(|e| BenchError::Python(format!("cannot run python3: {e}")))?;
+    if !out.status.success() {
+        return Err(BenchError::Python("python3 is not runnable".into()));
+    }
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    ))
+}
+
+fn run_python(py: &Path, script: &Path, args: &[String]) -> Result<Duration, BenchError> {
+    let t = Instant::now();
+    let out = Command::new(py)
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| BenchError::Python(format!("{}: {e}", py.display())))?;
+    let d = t.elapsed();
+    if !out.status.success() {
+        return Err(BenchError::Python(format!(
+            "script {} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(d)
+}
+
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Runs the benchmark in a fresh folder under the system's temporary directory (removed
+/// afterwards). `progress` receives a line before each step.
+pub fn run(
+    options: BenchOptions,
+    config: HostConfig,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BenchReport, BenchError> {
+    let root = std::env::temp_dir().join(format!("ssr-bench-tools-{}", std::process::id()));
+    let result = bench(options, config, &root, progress);
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
+struct Bench<'a> {
+    host: ToolHost,
+    episode: Episode,
+    py: PathBuf,
+    scripts: &'a Path,
+}
+
+impl Bench<'_> {
+    fn time_tool(
+        &self,
+        tool: &str,
+        call_args: &dyn Fn(usize) -> String,
+        n: usize,
+    ) -> Result<(Stats, PhaseMedians), BenchError> {
+        let check = |reply: Result<crate::ToolReply, ToolHostError>| -> Result<(), BenchError> {
+            reply?
+                .result
+                .map(drop)
+                .map_err(|e: ToolError| BenchError::Tool {
+                    tool: tool.to_string(),
+                    kind: e.kind(),
+                    message: e.message().to_string(),
+                })
+        };
+        for i in 0..n.min(10) {
+            check(self.host.call(&self.episode, tool, &call_args(i)))?;
+        }
+        let mut samples = Vec::with_capacity(n);
+        let mut profiles = Vec::with_capacity(n);
+        for i in 0..n {
+            let a = call_args(i);
+            let t = Instant::now();
+            let (reply, profile) = self.host.call_profiled(&self.episode, tool, &a);
+            samples.push(t.elapsed());
+            profiles.push(profile);
+            check(reply)?;
+        }
+        Ok((Stats::of(samples), PhaseMedians::of(&profiles)))
+    }
+
+    fn time_python(
+        &self,
+        script: &str,
+        call_args: &dyn Fn(usize) -> Vec<String>,
+        n: usize,
+    ) -> Result<Stats, BenchError> {
+        let script = self.scripts.join(script);
+        let mut samples = Vec::with_capacity(n);
+        // Two warm-up runs fill the page cache with the interpreter and its modules.
+        for i in 0..n + 2 {
+            let d = run_python(&self.py, &script, &call_args(i))?;
+            if i >= 2 {
+                samples.push(d);
+            }
+        }
+        Ok(Stats::of(samples))
+    }
+}
+
+fn op(name: &str, (tool, phases): (Stats, PhaseMedians), python: Stats) -> OpReport {
+    OpReport {
+        name: name.to_string(),
+        tool,
+        python,
+        speedup_median: python.median.as_secs_f64() / tool.median.as_secs_f64().max(1e-9),
+        phases,
+    }
+}
+
+fn bench(
+    options: BenchOptions,
+    config: HostConfig,
+    root: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<BenchReport, BenchError> {
+    let repo = root.join("repo");
+    write_repo(&repo)?;
+    let scripts = root.join("scripts");
+    std::fs::create_dir_all(&scripts).map_err(io_err(&scripts))?;
+    for (name, text) in [
+        ("view.py", VIEW_PY),
+        ("replace.py", REPLACE_PY),
+        ("search.py", SEARCH_PY),
+    ] {
+        std::fs::write(scripts.join(name), text).map_err(io_err(&scripts))?;
+    }
+    let py = python()?;
+    progress("loading the tool host");
+    let host = ToolHost::new(config)?;
+    let mut episode = Episode::new(Role::Solver, repo.canonicalize().map_err(io_err(&repo))?);
+    episode.state_dir = Some(root.join("state"));
+    let b = Bench {
+        host,
+        episode,
+        py,
+        scripts: &scripts,
+    };
+
+    let n = options.iterations.max(1);
+    let nb = options.baseline_iterations.max(1);
+    let big = repo.join("big.py").display().to_string();
+    let edit = repo.join("edit.py").display().to_string();
+    let swap = |i: usize| {
+        if i.is_multiple_of(2) {
+            ("VALUE_A", "VALUE_B")
+        } else {
+            ("VALUE_B", "VALUE_A")
+        }
+    };
+    let mut ops = Vec::new();
+
+    progress(&format!(
+        "editor view ({n} calls) against python3 ({nb} processes)"
+    ));
+    let view_tool = b.time_tool(
+        "editor",
+        &|_| r#"{"command":"view","path":"big.py"}"#.to_string(),
+        n,
+    )?;
+    let view_py = b.time_python("view.py", &|_| vec![big.clone()], nb)?;
+    ops.push(op("editor view, 1,000-line file", view_tool, view_py));
+
+    progress("editor str_replace");
+    // The file alternates between the two values; both sides start from VALUE_A.
+    let reset = || {
+        std::fs::write(repo.join("edit.py"), "value = VALUE_A\nother = 1\n").map_err(io_err(&repo))
+    };
+    reset()?;
+    let replace_tool = b.time_tool(
+        "editor",
+        &|i| {
+            let (old, new) = swap(i);
+            serde_json::json!({"command": "str_replace", "path": "edit.py", "old_str": old, "new_str": new})
+                .to_string()
+        },
+        // An even count (warm-up included) leaves the file at VALUE_A.
+        n + n % 2,
+    )?;
+    reset()?;
+    let replace_py = b.time_python(
+        "replace.py",
+        &|i| {
+            let (old, new) = swap(i);
+            vec![edit.clone(), old.to_string(), new.to_string()]
+        },
+        nb,
+    )?;
+    ops.push(op("editor str_replace", replace_tool, replace_py));
+
+    let ns = (n / 10).max(5);
+    let nbs = (nb / 3).max(5);
+    progress(&format!(
+        "search over 2,000 files ({ns} calls) against python3 ({nbs} processes)"
+    ));
+    let search_args = serde_json::json!({ "pattern": SEARCH_PATTERN }).to_string();
+    let search_tool = b.time_tool("search", &|_| search_args.clone(), ns)?;
+    let repo_s = repo.display().to_string();
+    let search_py = b.time_python(
+        "search.py",
+        &|_| vec![repo_s.clone(), SEARCH_PATTERN.to_string()],
+        nbs,
+    )?;
+    ops.push(op("search, 2,000 files", search_tool, search_py));
+
+    Ok(BenchReport {
+        python: b.py.clone(),
+        load_average: load_average(),
+        debug_build: cfg!(debug_assertions),
+        ops,
+    })
+}
+
+impl BenchReport {
+    /// The report as a table for a person, with the per-phase breakdown of the tool
+    /// calls and the targets of the issue.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<30} {:>12} {:>12} {:>14} {:>14} {:>9}",
+            "operation", "tool median", "tool p99", "python median", "python p99", "speedup"
+        );
+        for o in &self.ops {
+            let _ = writeln!(
+                s,
+                "{:<30} {:>9.0} µs {:>9.0} µs {:>11.0} µs {:>11.0} µs {:>8.0}x",
+                o.name,
+                us(o.tool.median),
+                us(o.tool.p99),
+                us(o.python.median),
+                us(o.python.p99),
+                o.speedup_median
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nwhere a tool call's time goes (medians, µs; host = inside WASI/ssr:tool calls, part of run):"
+        );
+        let _ = writeln!(
+            s,
+            "{:<30} {:>7} {:>9} {:>12} {:>8} {:>8} {:>11} {:>9}",
+            "operation",
+            "setup",
+            "dispatch",
+            "instantiate",
+            "run",
+            "host",
+            "host calls",
+            "teardown"
+        );
+        for o in &self.ops {
+            let p = &o.phases;
+            let _ = writeln!(
+                s,
+                "{:<30} {:>7.1} {:>9.1} {:>12.1} {:>8.1} {:>8.1} {:>11} {:>9.1}",
+                o.name,
+                p.setup_us,
+                p.dispatch_us,
+                p.instantiate_us,
+                p.run_us,
+                p.host_us,
+                p.host_calls,
+                p.teardown_us
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nbaseline: {} running a script per call; targets: view ≤ 100 µs median and ≥ 100x, search not slower than python",
+            self.python.display()
+        );
+        let load = self
+            .load_average
+            .map_or("unknown".to_string(), |l| format!("{l:.2}"));
+        let _ = write!(
+            s,
+            "load average (1 min): {load}{}",
+            if self.debug_build {
+                "; DEBUG BUILD: run `cargo run --release -- bench tools` for representative figures"
+            } else {
+                ""
+            }
+        );
+        s
+    }
+}

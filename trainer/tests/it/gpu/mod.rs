@@ -1,0 +1,94 @@
+//! GPU parity tests: every kernel against its CPU twin on fresh random inputs, with a
+//! tolerance per dtype (each commented with how it was chosen). Without a GPU each test
+//! prints why it skipped and passes; the no-GPU behaviour itself is tested here too.
+//!
+//! One module per concern: the row pass from logits ([`logprobs`]), the fused LM head
+//! ([`lm_head`]), advantages and the policy loss ([`rl`]), the model's element-wise ops
+//! and attention ([`model_ops`]), and whole training and generation on the device
+//! ([`training`]: AdamW, a sequence's backward, NCCL, the decoder, a train step), and
+//! the real SmolLM2-135M's logits and loss ([`smollm2`]).
+//!
+//! Run on a GPU machine with `scripts/gpu_check.sh` (the carried test binary).
+#![cfg(feature = "cuda")]
+
+mod lm_head;
+mod logprobs;
+mod model_ops;
+mod rl;
+mod smollm2;
+mod training;
+
+use half::bf16;
+use ssr_trainer::gpu::{Gpu, GpuError, LibraryProbe};
+
+/// The GPU, or `None` after printing why the test is skipped. Any failure other than
+/// "no GPU" is a real failure of the backend and fails the test.
+pub(crate) fn gpu_or_skip(test: &str) -> Option<Gpu> {
+    match Gpu::open() {
+        Ok(g) => Some(g),
+        Err(e @ GpuError::NoGpu { .. }) => {
+            eprintln!("skipping {test}: {e}");
+            None
+        }
+        Err(e) => panic!("{test}: opening the GPU failed: {e}"),
+    }
+}
+
+pub(crate) fn to_bf16(x: &[f32]) -> Vec<bf16> {
+    x.iter().map(|&v| bf16::from_f32(v)).collect()
+}
+
+pub(crate) fn from_bf16(x: &[bf16]) -> Vec<f32> {
+    x.iter().map(|v| v.to_f32()).collect()
+}
+
+pub(crate) fn random_targets(r: &mut rand_chacha::ChaCha8Rng, n: usize, vocab: usize) -> Vec<u32> {
+    use rand::Rng;
+    (0..n).map(|_| r.gen_range(0..vocab as u32)).collect()
+}
+
+#[test]
+fn open_without_gpu_is_a_typed_error_not_a_panic() {
+    // On a machine without CUDA this must be NoGpu; on a GPU machine it must open.
+    match Gpu::open() {
+        Ok(g) => {
+            assert!(g.info().compute_capability.0 >= 7, "{:?}", g.info());
+            assert!(g.arch().starts_with("--gpu-architecture=sm_"));
+        }
+        Err(e) => assert!(e.is_no_gpu(), "expected NoGpu, got {e}"),
+    }
+    let probe = LibraryProbe::run();
+    if !probe.driver {
+        assert!(
+            probe
+                .require_compute()
+                .unwrap_err()
+                .to_string()
+                .contains("libcuda")
+        );
+    }
+}
+
+#[test]
+fn every_kernel_source_compiles_with_nvrtc() {
+    // Needs only libnvrtc (no GPU): `pip download nvidia-cuda-nvrtc==13.0.*`, unzip, and put
+    // its lib folder on LD_LIBRARY_PATH to run this on a CPU-only machine.
+    if !LibraryProbe::run().nvrtc {
+        eprintln!("skipping every_kernel_source_compiles_with_nvrtc: libnvrtc not found");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let arch = ssr_trainer::gpu::compile::arch_flag(9, 0);
+    for src in ssr_trainer::gpu::compile::KernelSource::ALL {
+        let ptx = ssr_trainer::gpu::compile::compile(src, &arch, dir.path())
+            .unwrap_or_else(|e| panic!("{}: {e}", src.file_name()));
+        assert!(ptx.contains(".target sm_90"), "{}", src.file_name());
+        // The second call is served from the cache.
+        let again = ssr_trainer::gpu::compile::compile(src, &arch, dir.path()).unwrap();
+        assert_eq!(ptx, again);
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        ssr_trainer::gpu::compile::KernelSource::ALL.len()
+    );
+}
