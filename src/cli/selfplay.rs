@@ -11,11 +11,13 @@ use ssr_agent::policy::openai::{OpenAiConfig, OpenAiPolicy};
 use ssr_agent::policy::scripted::ScriptedPolicy;
 use ssr_agent::report::{render_html, summarize, summary_table};
 use ssr_agent::rundir::{RunDir, RunMeta};
-use ssr_agent::selfplay::game_arena::GameArena;
+use ssr_agent::selfplay::game_arena::{GameArena, use_artifact_dir};
 use ssr_agent::selfplay::progress::BarProgress;
 use ssr_agent::selfplay::train::EngineTrainer;
 use ssr_agent::selfplay::{NoProgress, Progress, RunOutcome, SelfPlay, SelfPlayConfig, TrainStep};
 use ssr_agent::shutdown;
+use ssr_agent::wasm_tools::SharedHost;
+use ssr_toolhost::{HostConfig, ToolHost};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -84,6 +86,15 @@ pub struct SelfPlayArgs {
     /// Take a training step on the embedded model after each round.
     #[arg(long)]
     pub train: bool,
+    /// The tool policy (TOML; `ssr tools policy` prints the built-in one to start
+    /// from): which WASM tools each role gets, with what grants and limits. It
+    /// replaces the built-in policy, so keep the standard tools' sections in it.
+    #[arg(long, value_name = "FILE")]
+    pub tools_policy: Option<PathBuf>,
+    /// A folder of custom WASM tools (`tool.toml` + component); repeatable. A custom
+    /// tool is offered to a role when the policy grants it.
+    #[arg(long = "tools-dir", value_name = "DIR")]
+    pub tools_dirs: Vec<PathBuf>,
     /// Print the final summary as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -124,7 +135,28 @@ fn resolve_config(args: &SelfPlayArgs) -> anyhow::Result<SelfPlayConfig> {
     if args.train {
         cfg.train = true;
     }
+    if let Some(p) = &args.tools_policy {
+        cfg.tools_policy = Some(p.clone());
+    }
+    cfg.tools_dirs.extend(args.tools_dirs.iter().cloned());
     Ok(cfg)
+}
+
+/// The WASM tool host of the run: the standard tools, the custom tools found in the
+/// configured folders, grants from the policy file (or the built-in one).
+fn tool_host(cfg: &SelfPlayConfig) -> anyhow::Result<Arc<SharedHost>> {
+    let mut policy = match &cfg.tools_policy {
+        Some(path) => ssr_toolhost::Policy::from_file(path)?,
+        None => ssr_toolhost::Policy::default(),
+    };
+    use_artifact_dir(&mut policy);
+    let host = ToolHost::new(HostConfig {
+        policy,
+        tool_dirs: cfg.tools_dirs.clone(),
+        ..HostConfig::default()
+    })
+    .context("starting the WASM tool host")?;
+    Ok(SharedHost::new(host))
 }
 
 /// The bundled example repository, created once by the game's example builder.
@@ -164,6 +196,7 @@ pub fn run(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
     let mut cfg = resolve_config(&args)?;
     let out = args.out.clone().unwrap_or_else(|| {
         let t = std::time::SystemTime::now()
@@ -263,7 +296,7 @@ async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
         verify,
         episode: ssr_game::EpisodeConfig::default(),
         scratch: run.root().join("scratch"),
-        output_bytes: cfg.solver_budgets.output_bytes,
+        tools: tool_host(&cfg)?,
         procedural_candidates: 12,
         pool: Default::default(),
     });
@@ -319,10 +352,11 @@ async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
     let metrics = run.metrics()?;
     std::fs::write(run.report_path(), render_html(Some(&meta), &metrics))?;
     let summary = summarize(&metrics);
+    let elapsed = started.elapsed();
     if args.json {
         println!(
             "{}",
-            serde_json::json!({"run_dir": out, "outcome": format!("{outcome:?}").to_lowercase(), "summary": summary, "report": run.report_path()})
+            serde_json::json!({"run_dir": out, "outcome": format!("{outcome:?}").to_lowercase(), "summary": summary, "report": run.report_path(), "elapsed_s": elapsed.as_secs_f64()})
         );
     } else {
         print!("{}", summary_table(&metrics));
@@ -334,6 +368,18 @@ async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
             out.display(),
             run.report_path().display()
         );
+        if let Some(t) = metrics.last().and_then(|m| m.train.as_ref()) {
+            println!(
+                "last training step: loss {:.4}, grad norm {:.4}, {} trained tokens; new weights {} in {}",
+                t.loss,
+                t.grad_norm,
+                t.trained_tokens,
+                t.weights_after,
+                t.checkpoint.display()
+            );
+        }
+        let secs = elapsed.as_secs();
+        println!("elapsed: {}m {:02}s", secs / 60, secs % 60);
         if outcome == RunOutcome::Interrupted {
             println!("interrupted: run the same command again to resume");
         }

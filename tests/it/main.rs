@@ -31,3 +31,4 @@ mod agent_openai_python;
 mod agent_report;
 mod selfplay_embedded;
 mod selfplay_scripted;
+mod selfplay_train;

@@ -4,7 +4,8 @@
 //! with its embedded, openai and scripted implementations, the OpenAI-compatible server
 //! over the embedded engine, the self-play round, the run directory and its report.
 //!
-//! Does not own: the rules of the game (`ssr-game`), tool execution (`ssr-toolhost`) or
+//! Does not own: the rules of the game (`ssr-game`), tool execution (`ssr-toolhost`; the
+//! [`wasm_tools`] adapter offers its components to the model) or
 //! the model's numerics (`ssr-trainer`).
 
 pub mod budget;
@@ -14,7 +15,6 @@ pub mod policy;
 pub mod prompts;
 pub mod report;
 pub mod rundir;
-pub mod sandbox_tools;
 pub mod selfplay;
 pub mod serve;
 pub mod shutdown;
@@ -22,6 +22,7 @@ pub mod toolcall;
 pub mod tools;
 pub mod trajectory;
 pub mod transcript;
+pub mod wasm_tools;
 
 pub use budget::Budgets;
 pub use chat::{ChatMl, Message, Role, TextCodec};
@@ -32,3 +33,4 @@ pub use policy::{
 pub use toolcall::{ToolCall, ToolCallError, ToolCallSyntax};
 pub use tools::{ToolResult, ToolSpec, Tools};
 pub use transcript::{EpisodeEnd, Transcript};
+pub use wasm_tools::{SharedHost, WasmTools};

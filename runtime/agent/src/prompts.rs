@@ -1,5 +1,6 @@
 //! Role prompts: the injector's instructions for each strategy (SSR_SPEC.md section 8),
-//! the solver's fixed task template (section 4), and the tools section shared by both.
+//! the solver's system prompt, and the tools section shared by both. The solver's task
+//! text (the fixed template of section 4) is the game's (`ssr_game::episode::task_text`).
 //!
 //! Owns: the wording (this project's own). Does not own: the artifact's file rules
 //! beyond describing them (the verifier enforces them), or the tools' behaviour.
@@ -123,15 +124,6 @@ pub fn solver_system(tools: &[ToolSpec], syntax: ToolCallSyntax) -> String {
     )
 }
 
-/// The solver's task (SSR_SPEC.md section 4): the fixed template followed by the
-/// reversed weakening diff, i.e. the tests as they should be.
-pub fn solver_task(reversed_weakening_diff: &str) -> String {
-    format!(
-        "The test suite of this project is being improved with the changes below. The current code does not pass the improved tests. Fix the code so that it does, and keep the existing tests that concern it passing. The test changes are already being applied for evaluation; you do not need to apply them yourself.\n\n```diff\n{}\n```",
-        reversed_weakening_diff.trim_end()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,12 +149,5 @@ mod tests {
             .filter(|_| StrategyMix::RemovalOrHistory.pick(&mut rng) == Strategy::Removal)
             .count();
         assert!((400..600).contains(&removals), "{removals}");
-    }
-
-    #[test]
-    fn solver_task_embeds_the_diff() {
-        let t = solver_task("--- a/t.py\n+++ b/t.py\n@@ -1 +1,2 @@\n x\n+y\n");
-        assert!(t.starts_with("The test suite of this project is being improved"));
-        assert!(t.contains("```diff\n--- a/t.py"));
     }
 }

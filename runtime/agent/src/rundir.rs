@@ -246,11 +246,30 @@ pub struct RoundMetrics {
     /// Wall time per phase (`inject`, `verify`, `solve`, `evaluate`, `train`), ms.
     pub phase_ms: BTreeMap<String, u64>,
     pub train_loss: Option<f64>,
+    /// Fingerprint of the weights this round sampled from (with `--train`).
+    #[serde(default)]
+    pub weights_used: Option<String>,
+    /// The round's training step (with `--train`).
+    #[serde(default)]
+    pub train: Option<TrainReport>,
     pub wall_ms: u64,
     /// Verification rejections by reason.
     pub rejections: BTreeMap<String, u32>,
     /// Finished episodes that gave no training record (a policy without token ids).
     pub trajectories_skipped: u32,
+}
+
+/// What a training step did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub trained_tokens: usize,
+    pub sequences: usize,
+    /// Fingerprint of the weights after the step (the next round's policy).
+    pub weights_after: String,
+    /// Where the step's checkpoint was written.
+    pub checkpoint: std::path::PathBuf,
 }
 
 fn append_line<T: Serialize>(path: &Path, value: &T) -> Result<(), RunDirError> {

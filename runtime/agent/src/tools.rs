@@ -77,4 +77,10 @@ pub trait Tools: Send + Sync {
     /// Runs one call. `timeout` is the per-call budget; the loop also enforces it from
     /// outside, so an implementation that overruns is cut off with an error result.
     async fn call(&self, call: &ToolCall, timeout: Duration) -> ToolResult;
+    /// What the accepted `submit` call said (for the WASM tools, the `ssr_submit`
+    /// object: the injector's artifact directory, or the solver's patch file). `None`
+    /// when nothing was submitted or the tools carry no details.
+    fn submission(&self) -> Option<Value> {
+        None
+    }
 }

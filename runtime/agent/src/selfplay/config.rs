@@ -9,22 +9,8 @@ use crate::budget::Budgets;
 use crate::prompts::StrategyMix;
 use crate::toolcall::ToolCallSyntax;
 use serde::{Deserialize, Serialize};
-
-/// How the injector is rewarded (SSR_SPEC.md section 7).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum InjectorReward {
-    /// −1 rejected; −α when s ∈ {0, 1}; else 1 − (1 + α)·s.
-    SolveRate { alpha: f64 },
-    /// −1 rejected, +1 valid.
-    ValidityOnly,
-}
-
-impl Default for InjectorReward {
-    fn default() -> Self {
-        InjectorReward::SolveRate { alpha: 0.8 }
-    }
-}
+/// How the injector is rewarded (SSR_SPEC.md section 7): the game's setting.
+pub use ssr_game::reward::InjectorRewardKind;
 
 /// Settings of a self-play run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,13 +38,18 @@ pub struct SelfPlayConfig {
     pub solver_budgets: Budgets,
     pub temperature: f32,
     pub top_p: f32,
-    pub injector_reward: InjectorReward,
+    pub injector_reward: InjectorRewardKind,
     /// At least this many passing tests in an artifact (the verifier's setting).
     pub min_passing_tests: usize,
     /// Take a training step on the embedded model after each round.
     pub train: bool,
     /// Learning rate of the training step.
     pub learning_rate: f32,
+    /// The operator's tool policy (TOML, `ssr tools policy` prints the built-in one):
+    /// grants per role and tool, limits, custom tools' ceilings. `None`: built-in.
+    pub tools_policy: Option<std::path::PathBuf>,
+    /// Folders scanned for custom WASM tools (a `tool.toml` next to its component).
+    pub tools_dirs: Vec<std::path::PathBuf>,
 }
 
 impl Default for SelfPlayConfig {
@@ -78,10 +69,12 @@ impl Default for SelfPlayConfig {
             solver_budgets: Budgets::cwm(),
             temperature: 1.0,
             top_p: 1.0,
-            injector_reward: InjectorReward::default(),
+            injector_reward: InjectorRewardKind::default(),
             min_passing_tests: 5,
             train: false,
             learning_rate: 1e-5,
+            tools_policy: None,
+            tools_dirs: Vec::new(),
         }
     }
 }
@@ -97,14 +90,18 @@ impl SelfPlayConfig {
             attempts_per_higher_order_bug: 1,
             max_higher_order_per_round: 1,
             max_concurrent_episodes: 2,
+            // Measured on the 2-core dev machine (load average 10-12 from other
+            // builds): with 6 turns of 160 tokens the run took 10 m 56 s, almost all of
+            // it generation (the engine re-reads the whole ~2,000-token context every
+            // turn). Four turns of 128 tokens keep it well inside 15 minutes.
             injector_budgets: Budgets {
-                max_turns: 6,
-                max_new_tokens: 160,
+                max_turns: 4,
+                max_new_tokens: 128,
                 ..Budgets::embedded()
             },
             solver_budgets: Budgets {
-                max_turns: 6,
-                max_new_tokens: 160,
+                max_turns: 4,
+                max_new_tokens: 128,
                 ..Budgets::embedded()
             },
             temperature: 0.7,
@@ -116,28 +113,6 @@ impl SelfPlayConfig {
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
     }
-
-    /// The injector's reward for a bug (SSR_SPEC.md section 7).
-    pub fn injector_reward(&self, valid: bool, solved: u32, attempts: u32) -> f32 {
-        if !valid {
-            return -1.0;
-        }
-        match self.injector_reward {
-            InjectorReward::ValidityOnly => 1.0,
-            InjectorReward::SolveRate { alpha } => {
-                let s = if attempts == 0 {
-                    0.0
-                } else {
-                    f64::from(solved.min(attempts)) / f64::from(attempts)
-                };
-                if s == 0.0 || s == 1.0 {
-                    -alpha as f32
-                } else {
-                    (1.0 - (1.0 + alpha) * s) as f32
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -145,14 +120,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn injector_rewards_match_the_paper_table() {
-        let c = SelfPlayConfig::default();
-        let r = |k| c.injector_reward(true, k, 8);
-        assert!((r(1) - 0.775).abs() < 1e-6);
-        assert!((r(2) - 0.55).abs() < 1e-6);
-        assert!((r(4) - 0.10).abs() < 1e-6);
-        assert!((r(7) + 0.575).abs() < 1e-6);
-        assert!((r(0) + 0.8).abs() < 1e-6 && (r(8) + 0.8).abs() < 1e-6);
-        assert_eq!(c.injector_reward(false, 3, 8), -1.0);
+    fn recorded_reward_setting_keeps_its_toml_form() {
+        let c = SelfPlayConfig::from_toml("[injector_reward]\nkind = \"validity_only\"\n").unwrap();
+        assert_eq!(c.injector_reward, InjectorRewardKind::ValidityOnly);
+        let d = SelfPlayConfig::default();
+        assert_eq!(
+            d.injector_reward,
+            InjectorRewardKind::SolveRate { alpha: 0.8 }
+        );
     }
 }

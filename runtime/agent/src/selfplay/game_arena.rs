@@ -1,6 +1,8 @@
 //! The [`Arena`] over the real game: `ssr-game`'s verifier, procedural injector,
 //! solver episode builder, evaluator and higher-order pool, commands in an
-//! `ssr-sandbox` sandbox, episode tools from [`SandboxTools`].
+//! `ssr-sandbox` sandbox, episode tools from the WASM tool host ([`WasmTools`]: the
+//! injector's and the solver's grants come from the host's policy, and the solver's
+//! oracle files and test infrastructure are protected for every tool and in bash).
 //!
 //! Owns: workspaces per episode (temporary copies, removed when the episode's
 //! [`World`] is dropped), reading the injector's artifact safely (regular files only),
@@ -9,7 +11,8 @@
 //! any rule of the game.
 
 use super::arena::{Arena, ArenaError, BugSource, SolveOutcome, Verdict, World};
-use crate::sandbox_tools::{ARTIFACT_DIR, ARTIFACT_FILES, SandboxTools, ToolRole};
+use crate::tools::Tools;
+use crate::wasm_tools::{RunEnvSandbox, SharedHost, WasmTools};
 use ssr_game::bug_store::{self, BugMeta};
 use ssr_game::higher_order::HigherOrderPool;
 use ssr_game::inject::{self, InjectConfig, Strategy};
@@ -18,12 +21,42 @@ use ssr_game::{
     build_episode,
 };
 use ssr_sandbox::{Command, ExecSpec, Sandbox};
-use std::path::{Path, PathBuf};
+use ssr_toolhost::{Episode, Policy, Role};
+use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Name of the file holding a higher-order bug's failed patch, next to its artifact.
 pub const HIGHER_ORDER_PATCH: &str = "higher_order.diff";
+
+/// The directory, relative to the workspace, where the injector writes its artifact
+/// (the prompt says so, and the `submit` tool checks it unless told another one).
+pub const ARTIFACT_DIR: &str = "ssr_artifact";
+/// Files of an artifact (either spelling of SSR_SPEC.md section 2 counts).
+pub const ARTIFACT_FILES: [(&str, &str); 5] = [
+    ("test_script.sh", "test_script.sh"),
+    ("test_files.txt", "test_files.txt"),
+    ("test_parser.py", "parse_test_output.py"),
+    ("bug_inject.diff", "bug_patch.diff"),
+    ("test_weaken.diff", "test_patch.diff"),
+];
+/// Largest artifact file or submitted patch file read from a workspace.
+const MAX_SUBMITTED_FILE: u64 = 8 << 20;
+
+/// Points the injector's `submit` tool at [`ARTIFACT_DIR`] unless the operator's policy
+/// names another directory (the tool's `artifact_dir` setting).
+pub fn use_artifact_dir(policy: &mut Policy) {
+    if let Some(submit) = policy
+        .roles
+        .get_mut(&Role::Injector)
+        .and_then(|r| r.tools.get_mut("submit"))
+    {
+        submit
+            .config
+            .entry("artifact_dir")
+            .or_insert_with(|| toml::Value::String(ARTIFACT_DIR.into()));
+    }
+}
 
 /// The real game.
 pub struct GameArena {
@@ -35,8 +68,8 @@ pub struct GameArena {
     pub episode: EpisodeConfig,
     /// Where episode workspaces are made.
     pub scratch: PathBuf,
-    /// Bytes of tool output kept per call.
-    pub output_bytes: usize,
+    /// The WASM tool host every episode's tools run in (grants from its policy).
+    pub tools: Arc<SharedHost>,
     /// Candidates the procedural injector tries per bug.
     pub procedural_candidates: usize,
     pub pool: Mutex<HigherOrderPool>,
@@ -58,17 +91,35 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl GameArena {
-    fn tools(&self, workspace: &Path, role: ToolRole, read_only: Vec<PathBuf>) -> SandboxTools {
-        SandboxTools {
-            sandbox: self.sandbox.clone(),
-            workspace: workspace.to_path_buf(),
+    /// The episode's WASM tools: `oracle_files` (repository-relative) stay read-only
+    /// for every tool and in the bash shim's sandbox, on top of the role's protected
+    /// globs; editor undo state lives in `state_dir`, outside the repository.
+    fn tools(
+        &self,
+        workspace: &Path,
+        role: Role,
+        oracle_files: Vec<String>,
+        state_dir: PathBuf,
+    ) -> Result<Arc<dyn Tools>, ArenaError> {
+        let env = &self.verify.run_env;
+        let sandbox = RunEnvSandbox {
+            inner: self.sandbox.clone(),
+            env: env.env.clone(),
+            mounts: env.mounts.clone(),
+            memory_bytes: env.memory_bytes,
+            pids: env.pids,
+        };
+        let episode = Episode {
             role,
-            read_only_paths: read_only,
-            env: self.verify.run_env.env.clone(),
-            mounts: self.verify.run_env.mounts.clone(),
-            output_bytes: self.output_bytes,
-            memory_bytes: self.verify.run_env.memory_bytes,
-        }
+            repo: workspace.to_path_buf(),
+            state_dir: Some(state_dir),
+            oracle_files,
+            sandbox: Some(Arc::new(sandbox)),
+            workspace_guest: PathBuf::from("/repo"),
+        };
+        let tools = WasmTools::new(self.tools.clone(), episode)
+            .map_err(|e| ArenaError::failed("setting up the episode's tools", e))?;
+        Ok(Arc::new(tools))
     }
 
     fn scratch_dir(&self, prefix: &str) -> Result<tempfile::TempDir, ArenaError> {
@@ -100,6 +151,32 @@ impl GameArena {
     }
 }
 
+impl GameArena {
+    /// The solver's changes to its workspace, taken inside the sandbox: its `.git` is
+    /// untrusted (hooks and config could run code on the host). Empty when the diff
+    /// fails or is cut.
+    async fn workspace_patch(&self, world: &World) -> Result<String, ArenaError> {
+        let mut spec = ExecSpec::new(
+            Command::Script("git add -A >/dev/null 2>&1 && git diff --cached --binary HEAD".into()),
+            &world.workspace,
+        );
+        spec.env = self.verify.run_env.env.clone();
+        spec.mounts = self.verify.run_env.mounts.clone();
+        spec.limits.output_bytes = 16 << 20;
+        spec.limits.timeout = std::time::Duration::from_secs(60);
+        let sandbox = self.sandbox.clone();
+        let out = blocking("taking the solver's patch", move || {
+            sandbox.exec(&spec).map_err(|e| e.to_string())
+        })
+        .await?;
+        Ok(if out.success() && !out.truncated {
+            out.stdout
+        } else {
+            String::new()
+        })
+    }
+}
+
 fn verdict_of(bug_id: &str, source: BugSource, order: u8, r: &VerificationReport) -> Verdict {
     Verdict {
         bug_id: bug_id.to_string(),
@@ -118,24 +195,50 @@ fn verdict_of(bug_id: &str, source: BugSource, order: u8, r: &VerificationReport
     }
 }
 
-/// Copies the injector's artifact files out of its workspace into `dest`, refusing
-/// anything that is not a regular file (a symlink could point at a host file).
-fn stage_artifact(workspace: &Path, dest: &Path) -> Result<(), String> {
+/// `relative` inside `workspace`, refusing absolute paths, `..` and any symlink on the
+/// way (a symlinked directory could lead to host files).
+fn inside_workspace(workspace: &Path, relative: &str) -> Result<PathBuf, String> {
+    let mut p = workspace.to_path_buf();
+    for c in Path::new(relative).components() {
+        match c {
+            Component::CurDir => {}
+            Component::Normal(part) => {
+                p.push(part);
+                if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(format!("`{relative}` goes through a symbolic link"));
+                }
+            }
+            _ => return Err(format!("`{relative}` is not a path inside the repository")),
+        }
+    }
+    Ok(p)
+}
+
+/// Reads a regular file the model submitted, bounded in size.
+fn read_submitted(path: &Path, shown: &str) -> Result<Vec<u8>, String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() && m.len() <= MAX_SUBMITTED_FILE => {
+            std::fs::read(path).map_err(|e| format!("{shown}: {e}"))
+        }
+        Ok(m) if m.file_type().is_file() => Err(format!("{shown} is larger than 8 MiB")),
+        Ok(_) => Err(format!("{shown} is not a regular file")),
+        Err(e) => Err(format!("{shown}: {e}")),
+    }
+}
+
+/// Copies the injector's artifact files out of `directory` (workspace-relative) into
+/// `dest`, refusing anything that is not a regular file.
+fn stage_artifact(workspace: &Path, directory: &str, dest: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dest).map_err(|e| e.to_string())?;
-    let src = workspace.join(ARTIFACT_DIR);
+    let src = inside_workspace(workspace, directory)?;
     for (a, b) in ARTIFACT_FILES {
         for name in [a, b] {
             let p = src.join(name);
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.file_type().is_file() => {
-                    if m.len() > 8 << 20 {
-                        return Err(format!("{ARTIFACT_DIR}/{name} is larger than 8 MiB"));
-                    }
-                    std::fs::copy(&p, dest.join(name)).map_err(|e| e.to_string())?;
-                }
-                Ok(_) => return Err(format!("{ARTIFACT_DIR}/{name} is not a regular file")),
-                Err(_) => {}
+            if std::fs::symlink_metadata(&p).is_err() {
+                continue;
             }
+            let bytes = read_submitted(&p, &format!("{directory}/{name}"))?;
+            std::fs::write(dest.join(name), bytes).map_err(|e| e.to_string())?;
         }
     }
     Ok(())
@@ -176,7 +279,7 @@ impl Arena for GameArena {
             .map_err(|e| ArenaError::failed("creating the injector workspace", e))?;
         let (from, to) = (self.repo.clone(), ws.clone());
         blocking("copying the repository", move || copy_repo(&from, &to)).await?;
-        let tools = Arc::new(self.tools(&ws, ToolRole::Injector, Vec::new()));
+        let tools = self.tools(&ws, Role::Injector, Vec::new(), dir.path().join("state"))?;
         Ok(World {
             workspace: ws,
             tools,
@@ -191,7 +294,13 @@ impl Arena for GameArena {
         bug_dir: &Path,
     ) -> Result<Verdict, ArenaError> {
         let staging = self.scratch_dir("artifact-")?;
-        if let Err(e) = stage_artifact(&world.workspace, staging.path()) {
+        let submitted = world.tools.submission();
+        let directory = submitted
+            .as_ref()
+            .and_then(|s| s["directory"].as_str())
+            .unwrap_or(ARTIFACT_DIR)
+            .to_string();
+        if let Err(e) = stage_artifact(&world.workspace, &directory, staging.path()) {
             return Ok(Verdict::rejected(
                 bug_id,
                 BugSource::Model,
@@ -299,8 +408,13 @@ impl Arena for GameArena {
             build_episode(&repo, &artifact, ho.as_deref(), &cfg, &d).map_err(|e| e.to_string())
         })
         .await?;
-        let read_only = ep.read_only_paths.iter().map(PathBuf::from).collect();
-        let tools = Arc::new(self.tools(&ep.workspace, ToolRole::Solver, read_only));
+        let oracle = ep.read_only_paths.clone();
+        let tools = self.tools(
+            &ep.workspace,
+            Role::Solver,
+            oracle,
+            dir.path().join("state"),
+        )?;
         Ok((
             World {
                 workspace: ep.workspace,
@@ -313,25 +427,16 @@ impl Arena for GameArena {
 
     async fn evaluate(&self, bug_dir: &Path, world: &World) -> Result<SolveOutcome, ArenaError> {
         let t0 = Instant::now();
-        // The solver's changes, taken inside the sandbox: its `.git` is untrusted
-        // (hooks and config could run code on the host).
-        let mut spec = ExecSpec::new(
-            Command::Script("git add -A >/dev/null 2>&1 && git diff --cached --binary HEAD".into()),
-            &world.workspace,
-        );
-        spec.env = self.verify.run_env.env.clone();
-        spec.mounts = self.verify.run_env.mounts.clone();
-        spec.limits.output_bytes = 16 << 20;
-        spec.limits.timeout = std::time::Duration::from_secs(60);
-        let sandbox = self.sandbox.clone();
-        let out = blocking("taking the solver's patch", move || {
-            sandbox.exec(&spec).map_err(|e| e.to_string())
-        })
-        .await?;
-        let patch = if out.success() && !out.truncated {
-            out.stdout
-        } else {
-            String::new()
+        let patch = match world.tools.submission() {
+            Some(s) if s["kind"] == "patch_file" => {
+                let path = s["path"].as_str().unwrap_or_default();
+                // A patch file that cannot be read safely is an empty answer (−1).
+                inside_workspace(&world.workspace, path)
+                    .and_then(|p| read_submitted(&p, path))
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default()
+            }
+            _ => self.workspace_patch(world).await?,
         };
         let (artifact, report, ho) = load_bug(bug_dir).map_err(fail("reading the bug"))?;
         let (sandbox, cfg, repo) = (self.sandbox.clone(), self.verify.clone(), self.repo.clone());

@@ -18,12 +18,13 @@ pub mod train;
 use crate::episode::{EpisodeSpec, run_episode};
 use crate::policy::{Policy, Sampling};
 use crate::prompts;
+pub use crate::rundir::TrainReport;
 use crate::rundir::{EpisodeRecord, RoundMetrics, RunDir, RunDirError, write_json_atomic};
 use crate::shutdown::Shutdown;
 use crate::trajectory::to_trajectory;
 use crate::transcript::{EpisodeEnd, Transcript};
 pub use arena::{Arena, ArenaError, BugSource, SolveOutcome, Verdict, World};
-pub use config::{InjectorReward, SelfPlayConfig};
+pub use config::{InjectorRewardKind, SelfPlayConfig};
 use rand::SeedableRng;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -51,8 +52,10 @@ impl Progress for NoProgress {
 /// A training step over one round's trajectories; it updates the policy's weights in
 /// place so the next round samples from them. Blocking (runs on a blocking thread).
 pub trait TrainStep: Send + Sync {
-    /// Returns the mean loss.
-    fn step(&self, round: u32, trajectories: &[Trajectory]) -> Result<f64, String>;
+    /// A fingerprint of the weights the policy samples from now (recorded per round,
+    /// so a run shows that round N+1 used the weights round N's step made).
+    fn fingerprint(&self) -> Option<String>;
+    fn step(&self, round: u32, trajectories: &[Trajectory]) -> Result<TrainReport, String>;
 }
 
 /// Why a run stopped with an error.
@@ -135,6 +138,15 @@ impl SelfPlay {
     /// One round. Returns `Interrupted` when shutdown stopped it.
     async fn round(&self, round: u32) -> Result<RunOutcome, SelfPlayError> {
         let started = Instant::now();
+        let weights_used = match &self.trainer {
+            Some(t) => {
+                let t = t.clone();
+                tokio::task::spawn_blocking(move || t.fingerprint())
+                    .await
+                    .map_err(|e| SelfPlayError::Task(e.to_string()))?
+            }
+            None => None,
+        };
         let mut phase_ms = BTreeMap::new();
         let index = self.run.episodes()?;
         let cfg = &self.config;
@@ -297,7 +309,13 @@ impl SelfPlay {
                 .get(&d.record.episode_id)
                 .copied()
                 .unwrap_or((0, 0));
-            d.record.reward = Some(cfg.injector_reward(valid, solved, attempts));
+            let r = ssr_game::reward::injector_reward(
+                cfg.injector_reward,
+                valid,
+                solved as usize,
+                attempts as usize,
+            );
+            d.record.reward = Some(r as f32);
         }
 
         // Trajectories.
@@ -329,15 +347,17 @@ impl SelfPlay {
 
         // Training.
         let mut train_loss = None;
+        let mut train = None;
         if let Some(trainer) = &self.trainer {
             let t = Instant::now();
             let trainer = trainer.clone();
             let batch = trajectories.clone();
-            let loss = tokio::task::spawn_blocking(move || trainer.step(round, &batch))
+            let report = tokio::task::spawn_blocking(move || trainer.step(round, &batch))
                 .await
                 .map_err(|e| SelfPlayError::Task(e.to_string()))?
                 .map_err(|reason| SelfPlayError::Train { round, reason })?;
-            train_loss = Some(loss);
+            train_loss = Some(report.loss);
+            train = Some(report);
             phase_ms.insert("train".to_string(), t.elapsed().as_millis() as u64);
         }
 
@@ -421,6 +441,8 @@ impl SelfPlay {
                 .sum(),
             phase_ms,
             train_loss,
+            weights_used,
+            train,
             wall_ms: started.elapsed().as_millis() as u64,
             rejections,
             trajectories_skipped: skipped,

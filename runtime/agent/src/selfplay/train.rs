@@ -2,15 +2,39 @@
 //! round's trajectories, then the new weights go into the embedded engine, so the next
 //! round samples from them, and a checkpoint is written.
 //!
-//! Owns: the glue (session lifetime, weight hand-over, checkpoint per round). Does not
-//! own: the maths (`ssr-trainer`).
+//! Owns: the glue (session lifetime, weight hand-over, checkpoint per round, the
+//! weights' fingerprint that shows which weights a round sampled from). Does not own:
+//! the maths (`ssr-trainer`).
 
-use super::TrainStep;
+use super::{TrainReport, TrainStep};
+use sha2::{Digest, Sha256};
 use ssr_trainer::infer::Engine;
-use ssr_trainer::train::{Dataset, TrainConfig, TrainSession};
+use ssr_trainer::train::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession};
 use ssr_trainer::trajectory::Trajectory;
+use ssr_trainer::weights::Weights;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
+
+/// The one place the self-play run calls the trainer for an optimizer step.
+///
+/// Why a function of its own: the trainer's CPU session is what runs today; a device
+/// choice (GPU when present) is switched here and nowhere else.
+pub fn train_step(session: &mut TrainSession, data: &Dataset) -> Result<StepMetrics, TrainError> {
+    session.step(data)
+}
+
+/// SHA-256 over every parameter tensor (name, then its f32 bytes), in the weights'
+/// fixed order: equal fingerprints mean equal weights.
+pub fn weights_fingerprint(weights: &Weights) -> String {
+    let mut h = Sha256::new();
+    weights.for_each(|name, t| {
+        h.update(name.as_bytes());
+        for x in t {
+            h.update(x.to_le_bytes());
+        }
+    });
+    hex::encode(&h.finalize()[..12])
+}
 
 /// Trains the embedded engine's weights in place.
 pub struct EngineTrainer {
@@ -81,7 +105,12 @@ fn latest_checkpoint(root: &std::path::Path) -> Option<PathBuf> {
 }
 
 impl TrainStep for EngineTrainer {
-    fn step(&self, round: u32, trajectories: &[Trajectory]) -> Result<f64, String> {
+    fn fingerprint(&self) -> Option<String> {
+        let engine = self.engine.read().ok()?;
+        Some(weights_fingerprint(engine.weights()))
+    }
+
+    fn step(&self, round: u32, trajectories: &[Trajectory]) -> Result<TrainReport, String> {
         let mut session = self
             .session
             .lock()
@@ -106,15 +135,22 @@ impl TrainStep for EngineTrainer {
             cfg.advantage_eps,
         )
         .map_err(|e| e.to_string())?;
-        let metrics = session.step(&data).map_err(|e| e.to_string())?;
+        let metrics = train_step(&mut session, &data).map_err(|e| e.to_string())?;
+        let fingerprint = weights_fingerprint(&session.weights);
         self.engine
             .write()
             .map_err(|_| "engine lock poisoned".to_string())?
             .set_weights(session.weights.clone())
             .map_err(|e| e.to_string())?;
-        session
-            .save(&self.checkpoints.join(format!("round-{round:04}")))
-            .map_err(|e| e.to_string())?;
-        Ok(f64::from(metrics.loss))
+        let checkpoint = self.checkpoints.join(format!("round-{round:04}"));
+        session.save(&checkpoint).map_err(|e| e.to_string())?;
+        Ok(TrainReport {
+            loss: f64::from(metrics.loss),
+            grad_norm: f64::from(metrics.grad_norm),
+            trained_tokens: metrics.trained_tokens,
+            sequences: metrics.sequences,
+            weights_after: fingerprint,
+            checkpoint,
+        })
     }
 }

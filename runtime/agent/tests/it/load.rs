@@ -1,13 +1,14 @@
-//! Load: 256 concurrent solver episodes, each with real sandboxed `bash`, against an
-//! OpenAI-compatible server that answers after a fixed latency. All must finish with
+//! Load: 256 concurrent solver episodes, each with the real WASM tools (the bash shim
+//! into a bubblewrap sandbox, role-aware submit), against an OpenAI-compatible server
+//! that answers after a fixed latency. All must finish with
 //! no error and no sandbox process left; the memory each waiting episode costs is
 //! printed (`cargo test -p ssr-agent load -- --nocapture`).
 
 use crate::support::ByteCodec;
 use ssr_agent::policy::openai::{OpenAiConfig, OpenAiPolicy};
-use ssr_agent::sandbox_tools::{SandboxTools, ToolRole};
 use ssr_agent::serve::{ReplayCompleter, Server};
 use ssr_agent::shutdown::{self, Shutdown};
+use ssr_agent::wasm_tools::{SharedHost, WasmTools};
 use ssr_agent::{Budgets, EpisodeEnd, EpisodeSpec, Sampling, ToolCallSyntax, run_episode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -91,6 +92,10 @@ async fn load_256_concurrent_solver_episodes_against_a_slow_server() {
         )
         .unwrap(),
     );
+    let host = SharedHost::new(crate::support::tool_host(
+        ssr_toolhost::Policy::default(),
+        &[],
+    ));
     let root = tempfile::tempdir().unwrap();
     let baseline = rss_kib();
     let peak = Arc::new(std::sync::atomic::AtomicU64::new(baseline));
@@ -100,16 +105,12 @@ async fn load_256_concurrent_solver_episodes_against_a_slow_server() {
         let ws = root.path().join(format!("ws{i}"));
         std::fs::create_dir_all(&ws).unwrap();
         std::fs::write(ws.join("notes.txt"), format!("episode {i}\n")).unwrap();
-        let tools = SandboxTools {
-            sandbox: sandbox.clone(),
-            workspace: ws,
-            role: ToolRole::Solver,
-            read_only_paths: vec!["notes.txt".into()],
-            env: Default::default(),
-            mounts: Vec::new(),
-            output_bytes: 4096,
-            memory_bytes: Some(256 << 20),
+        let episode = ssr_toolhost::Episode {
+            oracle_files: vec!["notes.txt".into()],
+            sandbox: Some(sandbox.clone()),
+            ..ssr_toolhost::Episode::new(ssr_toolhost::Role::Solver, ws)
         };
+        let tools = WasmTools::new(host.clone(), episode).unwrap();
         let policy = policy.clone();
         let peak = peak.clone();
         set.spawn(async move {
@@ -119,7 +120,12 @@ async fn load_256_concurrent_solver_episodes_against_a_slow_server() {
                 attempt: i as u32,
                 system: "sys".into(),
                 task: "task".into(),
-                budgets: Budgets::embedded(),
+                // The point is concurrency without errors, not latency: on a loaded
+                // 2-core machine a call may queue behind the host's in-flight bound.
+                budgets: Budgets {
+                    call_timeout_ms: 120_000,
+                    ..Budgets::embedded()
+                },
                 syntax: ToolCallSyntax::Cwm,
                 sampling: Sampling::default(),
             };

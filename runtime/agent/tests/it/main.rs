@@ -7,3 +7,4 @@ mod load;
 mod openai;
 mod support;
 mod tokens;
+mod wasm_tools;

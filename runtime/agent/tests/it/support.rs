@@ -97,3 +97,26 @@ pub fn model_path() -> Option<PathBuf> {
         .join("../../.models/SmolLM2-135M-Instruct.Q4_1.gguf");
     p.exists().then_some(p)
 }
+
+/// A tool host with the standard tools and the custom tools in `tool_dirs`, compiled
+/// components cached for the whole test binary.
+pub fn tool_host(policy: ssr_toolhost::Policy, tool_dirs: &[PathBuf]) -> ssr_toolhost::ToolHost {
+    ssr_toolhost::ToolHost::new(ssr_toolhost::HostConfig {
+        policy,
+        tool_dirs: tool_dirs.to_vec(),
+        cache_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("agent-toolhost-cache")),
+        standard_tools: true,
+    })
+    .expect("the tool host starts (tools-wasm built by ssr-toolhost's build script)")
+}
+
+/// The bubblewrap sandbox, or `None` (with a note) where it cannot run.
+pub fn bwrap() -> Option<std::sync::Arc<dyn ssr_sandbox::Sandbox>> {
+    match ssr_sandbox::BwrapSandbox::new(ssr_sandbox::Environment::default()) {
+        Ok(s) => Some(std::sync::Arc::new(s.with_warm_pool(false))),
+        Err(e) => {
+            eprintln!("skipped: no sandbox backend here ({e})");
+            None
+        }
+    }
+}
