@@ -77,7 +77,8 @@ impl EmbeddedPolicy {
     /// Loads a GGUF model. `max_concurrent` bounds simultaneous generations (each uses
     /// every core through the engine's own threads, so 1 is right on a small machine).
     pub fn load(path: &Path, max_concurrent: usize) -> Result<Self, PolicyError> {
-        let engine = Engine::load(path)
+        // GPU generation when a GPU is usable, else the CPU engine.
+        let engine = Engine::load_on(path, ssr_trainer::Device::Auto)
             .map_err(|e| PolicyError::Engine(format!("{}: {e}", path.display())))?;
         let name = path
             .file_stem()

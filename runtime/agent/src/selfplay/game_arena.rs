@@ -440,6 +440,7 @@ impl Arena for GameArena {
         };
         let (artifact, report, ho) = load_bug(bug_dir).map_err(fail("reading the bug"))?;
         let (sandbox, cfg, repo) = (self.sandbox.clone(), self.verify.clone(), self.repo.clone());
+        let globs = self.episode.protected_globs.clone();
         let p = patch.clone();
         let eval = blocking("evaluating", move || {
             let tests = report.all_tests();
@@ -448,7 +449,12 @@ impl Arena for GameArena {
                 higher_order_patch: ho.as_deref(),
                 tests: &tests,
             };
-            Ok(Evaluator::new(sandbox.as_ref(), cfg).evaluate(&repo, state, &p))
+            // The solver's read-only set is the one the evaluator drops patch sections
+            // for, and the log must keep the format verification saw.
+            Ok(Evaluator::new(sandbox.as_ref(), cfg)
+                .with_protected_globs(globs)
+                .expecting_log_format(report.log_format)
+                .evaluate(&repo, state, &p))
         })
         .await?;
         Ok(SolveOutcome {
@@ -482,13 +488,16 @@ impl Arena for GameArena {
             self.repo.clone(),
             failed_patch.to_string(),
         );
+        let globs = self.episode.protected_globs.clone();
         let a = artifact.clone();
         let r = report.clone();
         let (pool, made) = blocking("making a higher-order bug", move || {
             let mut pool = pool;
             let tests = r.all_tests();
             let made = pool.make(
-                &Evaluator::new(sandbox.as_ref(), cfg),
+                &Evaluator::new(sandbox.as_ref(), cfg)
+                    .with_protected_globs(globs)
+                    .expecting_log_format(r.log_format),
                 &repo,
                 &a,
                 parent_order,

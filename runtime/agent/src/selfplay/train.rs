@@ -9,7 +9,8 @@
 use super::{TrainReport, TrainStep};
 use sha2::{Digest, Sha256};
 use ssr_trainer::infer::Engine;
-use ssr_trainer::train::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession};
+use ssr_trainer::Device;
+use ssr_trainer::train::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession, Trainer};
 use ssr_trainer::trajectory::Trajectory;
 use ssr_trainer::weights::Weights;
 use std::path::PathBuf;
@@ -17,9 +18,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 /// The one place the self-play run calls the trainer for an optimizer step.
 ///
-/// Why a function of its own: the trainer's CPU session is what runs today; a device
-/// choice (GPU when present) is switched here and nowhere else.
-pub fn train_step(session: &mut TrainSession, data: &Dataset) -> Result<StepMetrics, TrainError> {
+/// Why a function of its own: the device (CUDA when usable, else the CPU, chosen when
+/// the [`Trainer`] was made) stays behind this one call.
+pub fn train_step(session: &mut Trainer, data: &Dataset) -> Result<StepMetrics, TrainError> {
     session.step(data)
 }
 
@@ -39,7 +40,7 @@ pub fn weights_fingerprint(weights: &Weights) -> String {
 /// Trains the embedded engine's weights in place.
 pub struct EngineTrainer {
     engine: Arc<RwLock<Engine>>,
-    session: Mutex<TrainSession>,
+    session: Mutex<Trainer>,
     checkpoints: PathBuf,
 }
 
@@ -81,6 +82,8 @@ impl EngineTrainer {
                 TrainSession::new(weights, cfg)
             }
         };
+        // CUDA device 0 when usable, else the CPU: same steps, same checkpoints.
+        let session = Trainer::new(session, Device::Auto).map_err(|e| e.to_string())?;
         Ok(EngineTrainer {
             engine,
             session: Mutex::new(session),
@@ -127,20 +130,21 @@ impl TrainStep for EngineTrainer {
                 "no trajectory of this round has sampled tokens with known logprobs".into(),
             );
         }
-        let cfg = session.config.clone();
+        let cfg = session.config().clone();
         let data = Dataset::new(
             &usable,
-            &session.weights.config,
+            session.model_config(),
             cfg.advantage,
             cfg.advantage_eps,
         )
         .map_err(|e| e.to_string())?;
         let metrics = train_step(&mut session, &data).map_err(|e| e.to_string())?;
-        let fingerprint = weights_fingerprint(&session.weights);
+        let weights = session.weights().map_err(|e| e.to_string())?.clone();
+        let fingerprint = weights_fingerprint(&weights);
         self.engine
             .write()
             .map_err(|_| "engine lock poisoned".to_string())?
-            .set_weights(session.weights.clone())
+            .set_weights(weights)
             .map_err(|e| e.to_string())?;
         let checkpoint = self.checkpoints.join(format!("round-{round:04}"));
         session.save(&checkpoint).map_err(|e| e.to_string())?;
