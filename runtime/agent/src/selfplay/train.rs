@@ -8,8 +8,8 @@
 
 use super::{TrainReport, TrainStep};
 use sha2::{Digest, Sha256};
-use ssr_trainer::infer::Engine;
 use ssr_trainer::Device;
+use ssr_trainer::infer::Engine;
 use ssr_trainer::train::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession, Trainer};
 use ssr_trainer::trajectory::Trajectory;
 use ssr_trainer::weights::Weights;
