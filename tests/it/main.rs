@@ -21,6 +21,18 @@ pub fn ssr_output(args: &[&str]) -> Output {
     ssr().args(args).output().expect("ssr runs")
 }
 
+/// The embedded model, or `None` (with the reason printed) where bubblewrap or the
+/// model is missing: the tests that need both skip there (`just setup` provides them).
+pub fn embedded_model_or_skip() -> Option<std::path::PathBuf> {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join(".models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !std::path::Path::new("/usr/bin/bwrap").exists() || !model.exists() {
+        eprintln!("skipped: needs bubblewrap and the embedded model (just setup)");
+        return None;
+    }
+    Some(model)
+}
+
 /// Parses the single JSON object `ssr ... --json` printed.
 pub fn json(out: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);

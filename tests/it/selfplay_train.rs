@@ -4,15 +4,11 @@
 //! (the weights' fingerprint recorded per round).
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[test]
 fn selfplay_train_step_changes_the_weights_the_next_round_uses() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let model = root.join(".models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if !Path::new("/usr/bin/bwrap").exists() || !model.exists() {
-        eprintln!("skipped: needs bubblewrap and the embedded model (just setup)");
+    if crate::embedded_model_or_skip().is_none() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -25,7 +21,7 @@ fn selfplay_train_step_changes_the_weights_the_next_round_uses() {
     .unwrap();
     let out = tmp.path().join("run");
     let o = Command::new(env!("CARGO_BIN_EXE_ssr"))
-        .current_dir(&root)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "selfplay", "--policy", "embedded", "--train", "--json", "--config",
         ])
