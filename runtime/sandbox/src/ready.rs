@@ -24,6 +24,7 @@ use crate::bwrap::BwrapInfo;
 use crate::cgroup::{CgroupHost, ExecCgroup};
 use crate::plan::Plan;
 use crate::supervise::{self, Launch};
+use crate::warm::shell_quote;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Write};
@@ -97,7 +98,10 @@ impl Key {
 /// that is not a shell name, a path that is not UTF-8): the exec takes another path.
 pub(crate) fn script(plan: &Plan) -> Option<String> {
     let cwd = plan.cwd.to_str()?;
-    let mut s = format!("cd {} || exit 127\nunset OLDPWD PWD\n", quote(cwd));
+    let mut s = format!(
+        "cd {} || exit 127\nunset OLDPWD PWD\n",
+        shell_quote(&[cwd.to_owned()])
+    );
     if !plan.env.is_empty() {
         s.push_str("export");
         for (k, v) in &plan.env {
@@ -105,22 +109,14 @@ pub(crate) fn script(plan: &Plan) -> Option<String> {
                 return None;
             }
             s.push(' ');
-            s.push_str(&quote(&format!("{k}={v}")));
+            s.push_str(&shell_quote(&[format!("{k}={v}")]));
         }
         s.push('\n');
     }
-    s.push_str("exec");
-    for a in &plan.argv {
-        s.push(' ');
-        s.push_str(&quote(a));
-    }
+    s.push_str("exec ");
+    s.push_str(&shell_quote(&plan.argv));
     s.push('\n');
     Some(s)
-}
-
-/// One word in single quotes, for the shim's `eval`.
-fn quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', "'\\''"))
 }
 
 fn is_shell_name(name: &str) -> bool {
@@ -330,7 +326,7 @@ fn park(req: &ParkRequest) -> io::Result<Ready> {
     } else {
         Some(ExecCgroup::create(&req.cgroups, None, None)?)
     };
-    let (read, write) = pipe()?;
+    let (read, write) = crate::warm::pipe()?;
     let mut args = req.key.mount_args.clone();
     args.extend([
         OsString::from("--chdir"),
@@ -358,22 +354,6 @@ fn park(req: &ParkRequest) -> io::Result<Ready> {
         child,
         script: File::from(write),
         cgroup,
-    })
-}
-
-fn pipe() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    use std::os::fd::FromRawFd;
-    // SAFETY: pipe2 just returned these two fds and nothing else owns them.
-    Ok(unsafe {
-        (
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
-        )
     })
 }
 

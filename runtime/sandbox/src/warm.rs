@@ -91,7 +91,8 @@ pub(crate) const ARGV_VAR: &str = "SSR_SANDBOX_ARGV";
 /// path (same environment, exit status and signals).
 const SHIM: &str = "c=$SSR_SANDBOX_ARGV; unset SSR_SANDBOX_ARGV PWD; eval \"exec $c\"";
 
-/// Quotes `argv` for [`SHIM`]'s `eval`: every word in single quotes.
+/// Quotes `argv` for a shim's `eval` (this one's and `ready`'s): every word in single
+/// quotes.
 pub(crate) fn shell_quote(argv: &[String]) -> String {
     argv.iter()
         .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
@@ -206,7 +207,9 @@ fn park(info: &BwrapInfo, cgroups: &CgroupHost) -> io::Result<Parked> {
     })
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A close-on-exec pipe `(read, write)`; `supervise` clears the flag on the end a
+/// launcher inherits.
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
