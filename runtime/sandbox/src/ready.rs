@@ -40,11 +40,20 @@ use std::time::{Duration, Instant};
 /// has it.
 pub(crate) const SHELL: &str = "/bin/sh";
 
-/// The parked command: read the whole script from stdin (to end of file, so the shim
-/// never runs half a command), point stdin at `/dev/null` as on the cold path, run the
-/// script. The script ends in `exec`, so the command replaces the shim and runs as
-/// pid 2 with the environment, working directory and exit status of the cold path.
-const SHIM: &str = "s=; while IFS= read -r l; do s=\"$s$l\n\"; done; exec </dev/null; eval \"$s\"";
+/// The parked command: say it is up (one [`MARKER`] byte on stdout), read the whole
+/// script from stdin (to end of file, so the shim never runs half a command), point
+/// stdin at `/dev/null` as on the cold path, run the script. The script ends in
+/// `exec`, so the command replaces the shim and runs as pid 2 with the environment,
+/// working directory and exit status of the cold path.
+const SHIM: &str =
+    "printf R; s=; while IFS= read -r l; do s=\"$s$l\n\"; done; exec </dev/null; eval \"$s\"";
+
+/// The byte the shim writes once bubblewrap has finished its set-up. The keeper reads
+/// it before offering the sandbox, so the command's output starts clean.
+const MARKER: u8 = b'R';
+
+/// How long bubblewrap may take to set a ready sandbox up before it is given up.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How many workspaces are remembered (parked or only seen). The least recently used
 /// is dropped, and its ready sandbox killed, past this.
@@ -350,11 +359,66 @@ fn park(req: &ParkRequest) -> io::Result<Ready> {
         stdin: Some(read),
     };
     let child = supervise::spawn(launch)?;
-    Ok(Ready {
+    let mut ready = Ready {
         child,
         script: File::from(write),
         cgroup,
-    })
+    };
+    // Only a sandbox whose set-up finished is offered. Why: a mount source removed
+    // while bubblewrap started makes it fail ("Can't get type of source"), and a
+    // directory made again in its place can get the same inode, hence the same key;
+    // serving that dying bubblewrap would hand its error to the exec.
+    match await_marker(&mut ready.child, SETUP_TIMEOUT) {
+        Ok(()) => Ok(ready),
+        Err(e) => {
+            ready.kill();
+            Err(e)
+        }
+    }
+}
+
+/// Waits up to `timeout` for the shim's [`MARKER`] on the child's stdout and consumes
+/// exactly that byte. Anything else (end of file because bubblewrap failed, another
+/// byte, no answer) is an error.
+fn await_marker(child: &mut Child, timeout: Duration) -> io::Result<()> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let out = child
+        .stdout
+        .as_mut()
+        .ok_or_else(|| io::Error::other("ready sandbox without a stdout pipe"))?;
+    let mut pfd = libc::pollfd {
+        fd: out.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "ready sandbox set-up timed out",
+            ));
+        }
+        // SAFETY: one valid pollfd that lives across the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n > 0 {
+            break;
+        }
+    }
+    let mut byte = [0u8; 1];
+    match out.read(&mut byte)? {
+        1 if byte[0] == MARKER => Ok(()),
+        _ => Err(io::Error::other("ready sandbox failed its set-up")),
+    }
 }
 
 #[cfg(test)]
@@ -394,7 +458,10 @@ mod tests {
             .unwrap()
             .write_all(script.as_bytes())
             .unwrap();
-        child.wait_with_output().unwrap()
+        let mut out = child.wait_with_output().unwrap();
+        assert_eq!(out.stdout.first(), Some(&MARKER), "the shim says it is up");
+        out.stdout.remove(0);
+        out
     }
 
     #[test]
@@ -453,5 +520,58 @@ mod tests {
         let out = run_shim(&script(&p).unwrap());
         assert_eq!(out.status.code(), Some(127));
         assert_eq!(out.stdout, b"");
+    }
+
+    /// A ready request whose only mount source is `source`, outside any cgroup.
+    fn request(info: BwrapInfo, source: &Path) -> ParkRequest {
+        let mount_args: Vec<OsString> = vec![
+            "--ro-bind".into(),
+            "/".into(),
+            "/".into(),
+            "--dev".into(),
+            "/dev".into(),
+            "--ro-bind".into(),
+            source.into(),
+            "/mnt".into(),
+        ];
+        ParkRequest {
+            key: Key {
+                bwrap: info.path.clone(),
+                mount_args,
+                identities: Vec::new(),
+                rlimits: Vec::new(),
+            },
+            info,
+            cgroups: CgroupHost::default(),
+            guest: PathBuf::from("/"),
+        }
+    }
+
+    /// Regression (CI, session 2): a workspace removed while its ready sandbox was
+    /// being set up, then made again with the same inode, was served the dying
+    /// bubblewrap and the exec got "Can't get type of source". A ready sandbox whose
+    /// set-up failed must never be parked.
+    #[test]
+    fn a_ready_sandbox_whose_set_up_failed_is_not_parked() {
+        let Ok(info) = crate::bwrap::probe_bwrap() else {
+            eprintln!("skipped: no bwrap");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("removed-before-set-up");
+        let err = park(&request(info.clone(), &gone)).err();
+        assert!(err.is_some(), "a failed set-up was parked");
+        // The same request with the source present parks, and the command's output
+        // starts clean (the marker was consumed).
+        let ready = match park(&request(info, dir.path())) {
+            Ok(r) => r,
+            Err(e) => panic!("parking failed: {e}"),
+        };
+        let (child, _) = ready
+            .release("exec /bin/echo served\n")
+            .map_err(|(_, _, e)| e)
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "served\n", "{out:?}");
     }
 }
