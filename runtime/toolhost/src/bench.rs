@@ -3,8 +3,12 @@
 //! per call of `editor view` on a 1,000-line file, `editor str_replace`, and `search`
 //! over a 2,000-file repository, each side by side with the same operation done the way
 //! Python-scaffold agents do it: a fresh `python3` process per call running a small
-//! script this benchmark writes. It reports ratios and where a call's time goes; it
-//! asserts nothing.
+//! script this benchmark writes. Each tool operation is timed twice: where the host puts
+//! it by default (on the caller's thread for the standard tools) and forced onto a worker
+//! thread, both against the same baseline. Wall time and CPU time (of the threads doing
+//! the call; of the child process for python3) are reported side by side, since on a
+//! shared machine wall time includes waiting for a core. It reports ratios and where a
+//! call's time goes; it asserts nothing.
 //!
 //! Does not own printing (the CLI and the example do) or the host's configuration (the
 //! caller passes a [`HostConfig`]).
@@ -98,6 +102,12 @@ pub struct PhaseMedians {
     pub host_us: f64,
     pub host_calls: u64,
     pub teardown_us: f64,
+    /// CPU time of the caller's thread (all of it when the call ran inline).
+    pub caller_cpu_us: f64,
+    /// CPU time of the worker thread until it answered (zero inline).
+    pub worker_cpu_us: f64,
+    /// Whether the calls ran on the caller's thread.
+    pub inline: bool,
 }
 
 impl PhaseMedians {
@@ -118,6 +128,9 @@ impl PhaseMedians {
             host_us: median(&|p| p.host),
             host_calls: calls.get(calls.len() / 2).copied().unwrap_or(0),
             teardown_us: median(&|p| p.teardown),
+            caller_cpu_us: median(&|p| p.caller_cpu),
+            worker_cpu_us: median(&|p| p.worker_cpu),
+            inline: profiles.iter().filter(|p| p.inline).count() * 2 > profiles.len(),
         }
     }
 }
@@ -126,11 +139,42 @@ impl PhaseMedians {
 #[derive(Clone, Debug, Serialize)]
 pub struct OpReport {
     pub name: String,
+    /// Wall time per call where the host runs it by default (`phases.inline` says
+    /// whether that was the caller's thread).
     pub tool: Stats,
+    /// CPU time per call of the threads that did it (caller, plus worker if any).
+    pub tool_cpu: Stats,
     pub python: Stats,
-    /// Python's median over the tool's median.
+    /// CPU time (user + system) of each python3 process.
+    pub python_cpu: Stats,
+    /// Python's median over the tool's median (wall).
     pub speedup_median: f64,
     pub phases: PhaseMedians,
+    /// The same calls forced onto a worker thread.
+    pub worker: Variant,
+}
+
+/// One way of running an operation's tool calls.
+#[derive(Clone, Debug, Serialize)]
+pub struct Variant {
+    pub tool: Stats,
+    pub tool_cpu: Stats,
+    pub speedup_median: f64,
+    pub phases: PhaseMedians,
+}
+
+#[derive(Default)]
+struct Series {
+    wall: Vec<Duration>,
+    cpu: Vec<Duration>,
+    profiles: Vec<CallProfile>,
+}
+
+/// Wall time, CPU time and phases of a series of tool calls.
+struct Timed {
+    wall: Stats,
+    cpu: Stats,
+    phases: PhaseMedians,
 }
 
 /// Everything one run measured.
@@ -231,7 +275,30 @@ fn python() -> Result<PathBuf, BenchError> {
     ))
 }
 
-fn run_python(py: &Path, script: &Path, args: &[String]) -> Result<Duration, BenchError> {
+/// CPU time (user + system) of all waited-for children so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage writes into the zeroed struct.
+    let usage = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) != 0 {
+            return Duration::ZERO;
+        }
+        u
+    };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Runs one baseline process; its wall time and its CPU time.
+fn run_python(
+    py: &Path,
+    script: &Path,
+    args: &[String],
+) -> Result<(Duration, Duration), BenchError> {
+    let cpu = children_cpu();
     let t = Instant::now();
     let out = Command::new(py)
         .arg(script)
@@ -247,7 +314,7 @@ fn run_python(py: &Path, script: &Path, args: &[String]) -> Result<Duration, Ben
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(d)
+    Ok((d, children_cpu().saturating_sub(cpu)))
 }
 
 fn load_average() -> Option<f64> {
@@ -280,12 +347,15 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    fn time_tool(
-        &self,
+    /// Times `n` calls where the host puts them by default and `n` forced onto a worker
+    /// thread, alternating call by call so both see the same machine (on a shared
+    /// machine, load comes and goes within a run).
+    fn time_both(
+        &mut self,
         tool: &str,
         call_args: &dyn Fn(usize) -> String,
         n: usize,
-    ) -> Result<(Stats, PhaseMedians), BenchError> {
+    ) -> Result<(Timed, Timed), BenchError> {
         let check = |reply: Result<crate::ToolReply, ToolHostError>| -> Result<(), BenchError> {
             reply?
                 .result
@@ -296,20 +366,37 @@ impl Bench<'_> {
                     message: e.message().to_string(),
                 })
         };
-        for i in 0..n.min(10) {
-            check(self.host.call(&self.episode, tool, &call_args(i)))?;
+        let mut series: [Series; 2] = Default::default();
+        let mut i = 0;
+        for (round, warm_up) in [(n.min(10), true), (n, false)] {
+            for _ in 0..round {
+                for (idx, s) in series.iter_mut().enumerate() {
+                    self.host.set_inline_calls(idx == 0);
+                    let a = call_args(i);
+                    i += 1;
+                    let t = Instant::now();
+                    let (reply, profile) = self.host.call_profiled(&self.episode, tool, &a);
+                    let wall = t.elapsed();
+                    check(reply)?;
+                    if !warm_up {
+                        s.wall.push(wall);
+                        s.cpu.push(if profile.inline {
+                            profile.caller_cpu
+                        } else {
+                            profile.caller_cpu + profile.worker_cpu
+                        });
+                        s.profiles.push(profile);
+                    }
+                }
+            }
         }
-        let mut samples = Vec::with_capacity(n);
-        let mut profiles = Vec::with_capacity(n);
-        for i in 0..n {
-            let a = call_args(i);
-            let t = Instant::now();
-            let (reply, profile) = self.host.call_profiled(&self.episode, tool, &a);
-            samples.push(t.elapsed());
-            profiles.push(profile);
-            check(reply)?;
-        }
-        Ok((Stats::of(samples), PhaseMedians::of(&profiles)))
+        self.host.set_inline_calls(true);
+        let [default, worker] = series.map(|s| Timed {
+            wall: Stats::of(s.wall),
+            cpu: Stats::of(s.cpu),
+            phases: PhaseMedians::of(&s.profiles),
+        });
+        Ok((default, worker))
     }
 
     fn time_python(
@@ -317,27 +404,42 @@ impl Bench<'_> {
         script: &str,
         call_args: &dyn Fn(usize) -> Vec<String>,
         n: usize,
-    ) -> Result<Stats, BenchError> {
+    ) -> Result<(Stats, Stats), BenchError> {
         let script = self.scripts.join(script);
         let mut samples = Vec::with_capacity(n);
+        let mut cpu = Vec::with_capacity(n);
         // Two warm-up runs fill the page cache with the interpreter and its modules.
         for i in 0..n + 2 {
-            let d = run_python(&self.py, &script, &call_args(i))?;
+            let (d, c) = run_python(&self.py, &script, &call_args(i))?;
             if i >= 2 {
                 samples.push(d);
+                cpu.push(c);
             }
         }
-        Ok(Stats::of(samples))
+        Ok((Stats::of(samples), Stats::of(cpu)))
     }
 }
 
-fn op(name: &str, (tool, phases): (Stats, PhaseMedians), python: Stats) -> OpReport {
+fn op(
+    name: &str,
+    (tool, worker): (Timed, Timed),
+    (python, python_cpu): (Stats, Stats),
+) -> OpReport {
+    let speedup = |t: &Stats| python.median.as_secs_f64() / t.median.as_secs_f64().max(1e-9);
     OpReport {
         name: name.to_string(),
-        tool,
+        speedup_median: speedup(&tool.wall),
+        tool: tool.wall,
+        tool_cpu: tool.cpu,
         python,
-        speedup_median: python.median.as_secs_f64() / tool.median.as_secs_f64().max(1e-9),
-        phases,
+        python_cpu,
+        phases: tool.phases,
+        worker: Variant {
+            speedup_median: speedup(&worker.wall),
+            tool: worker.wall,
+            tool_cpu: worker.cpu,
+            phases: worker.phases,
+        },
     }
 }
 
@@ -363,7 +465,7 @@ fn bench(
     let host = ToolHost::new(config)?;
     let mut episode = Episode::new(Role::Solver, repo.canonicalize().map_err(io_err(&repo))?);
     episode.state_dir = Some(root.join("state"));
-    let b = Bench {
+    let mut b = Bench {
         host,
         episode,
         py,
@@ -386,7 +488,7 @@ fn bench(
     progress(&format!(
         "editor view ({n} calls) against python3 ({nb} processes)"
     ));
-    let view_tool = b.time_tool(
+    let view_tool = b.time_both(
         "editor",
         &|_| r#"{"command":"view","path":"big.py"}"#.to_string(),
         n,
@@ -400,15 +502,16 @@ fn bench(
         std::fs::write(repo.join("edit.py"), "value = VALUE_A\nother = 1\n").map_err(io_err(&repo))
     };
     reset()?;
-    let replace_tool = b.time_tool(
+    let replace_tool = b.time_both(
         "editor",
         &|i| {
             let (old, new) = swap(i);
             serde_json::json!({"command": "str_replace", "path": "edit.py", "old_str": old, "new_str": new})
                 .to_string()
         },
-        // An even count (warm-up included) leaves the file at VALUE_A.
-        n + n % 2,
+        // Every call swaps the value and the calls come in pairs, so the file ends at
+        // VALUE_A.
+        n,
     )?;
     reset()?;
     let replace_py = b.time_python(
@@ -427,7 +530,7 @@ fn bench(
         "search over 2,000 files ({ns} calls) against python3 ({nbs} processes)"
     ));
     let search_args = serde_json::json!({ "pattern": SEARCH_PATTERN }).to_string();
-    let search_tool = b.time_tool("search", &|_| search_args.clone(), ns)?;
+    let search_tool = b.time_both("search", &|_| search_args.clone(), ns)?;
     let repo_s = repo.display().to_string();
     let search_py = b.time_python(
         "search.py",
@@ -450,23 +553,54 @@ impl BenchReport {
     pub fn to_text(&self) -> String {
         use std::fmt::Write as _;
         let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let place = |p: &PhaseMedians| {
+            if p.inline {
+                "caller thread"
+            } else {
+                "worker thread"
+            }
+        };
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<30} {:>12} {:>12} {:>14} {:>14} {:>9}",
-            "operation", "tool median", "tool p99", "python median", "python p99", "speedup"
+            "{:<30} {:<13} {:>11} {:>10} {:>10} {:>10} {:>13} {:>11} {:>8}",
+            "operation",
+            "runs on",
+            "wall median",
+            "wall p99",
+            "cpu median",
+            "cpu p99",
+            "python median",
+            "python cpu",
+            "speedup"
         );
         for o in &self.ops {
-            let _ = writeln!(
-                s,
-                "{:<30} {:>9.0} µs {:>9.0} µs {:>11.0} µs {:>11.0} µs {:>8.0}x",
-                o.name,
-                us(o.tool.median),
-                us(o.tool.p99),
-                us(o.python.median),
-                us(o.python.p99),
-                o.speedup_median
-            );
+            for (i, (tool, cpu, phases, speedup)) in [
+                (&o.tool, &o.tool_cpu, &o.phases, o.speedup_median),
+                (
+                    &o.worker.tool,
+                    &o.worker.tool_cpu,
+                    &o.worker.phases,
+                    o.worker.speedup_median,
+                ),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let _ = writeln!(
+                    s,
+                    "{:<30} {:<13} {:>8.0} µs {:>7.0} µs {:>7.0} µs {:>7.0} µs {:>10.0} µs {:>8.0} µs {:>7.0}x",
+                    if i == 0 { o.name.as_str() } else { "" },
+                    place(phases),
+                    us(tool.median),
+                    us(tool.p99),
+                    us(cpu.median),
+                    us(cpu.p99),
+                    us(o.python.median),
+                    us(o.python_cpu.median),
+                    speedup
+                );
+            }
         }
         let _ = writeln!(
             s,
@@ -474,30 +608,37 @@ impl BenchReport {
         );
         let _ = writeln!(
             s,
-            "{:<30} {:>7} {:>9} {:>12} {:>8} {:>8} {:>11} {:>9}",
+            "{:<30} {:<13} {:>6} {:>8} {:>11} {:>7} {:>7} {:>10} {:>8} {:>10} {:>10}",
             "operation",
+            "runs on",
             "setup",
             "dispatch",
             "instantiate",
             "run",
             "host",
             "host calls",
-            "teardown"
+            "teardown",
+            "caller cpu",
+            "worker cpu"
         );
         for o in &self.ops {
-            let p = &o.phases;
-            let _ = writeln!(
-                s,
-                "{:<30} {:>7.1} {:>9.1} {:>12.1} {:>8.1} {:>8.1} {:>11} {:>9.1}",
-                o.name,
-                p.setup_us,
-                p.dispatch_us,
-                p.instantiate_us,
-                p.run_us,
-                p.host_us,
-                p.host_calls,
-                p.teardown_us
-            );
+            for (i, p) in [&o.phases, &o.worker.phases].into_iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "{:<30} {:<13} {:>6.1} {:>8.1} {:>11.1} {:>7.1} {:>7.1} {:>10} {:>8.1} {:>10.1} {:>10.1}",
+                    if i == 0 { o.name.as_str() } else { "" },
+                    place(p),
+                    p.setup_us,
+                    p.dispatch_us,
+                    p.instantiate_us,
+                    p.run_us,
+                    p.host_us,
+                    p.host_calls,
+                    p.teardown_us,
+                    p.caller_cpu_us,
+                    p.worker_cpu_us
+                );
+            }
         }
         let _ = writeln!(
             s,

@@ -9,11 +9,15 @@
 //! - Output: stdout/stderr are [`BoundedOutput`]s; the result text is cut by the caller.
 //! - Host calls: the call hook counts every host call (WASI included).
 //! - Resource table: [`ResourceTable::set_max_capacity`].
-//! - Wall clock: the call runs on a worker thread (kept between calls, see `workers`;
-//!   the store is created and dropped inside the job); at `wall_ms` the caller stops waiting,
-//!   returns the limit error, and sets a flag that traps the guest at its next
-//!   host-call boundary or epoch tick. Host calls are themselves bounded (`exec` by the
-//!   remaining wall time), so an abandoned thread finishes soon after.
+//! - Wall clock: past `wall_ms` the [`Watchdog`] sets the call's cancel flag, which traps
+//!   the guest at its next epoch tick or host-call boundary, and signals the thread
+//!   running the store on every tick, so a system call it is blocked in returns `EINTR`.
+//!   Where the call runs ([`Placement`]): on the caller's thread when nothing the guest
+//!   can do waits beyond what the signal interrupts (the hand-off to another thread cost
+//!   a fifth of a small call); otherwise on a worker thread (kept between calls, see
+//!   `workers`; the store is created and dropped inside the job), and at `wall_ms` the
+//!   caller stops waiting and returns the limit error while the worker unwinds. Host
+//!   calls are themselves bounded (`exec` by the remaining wall time).
 //!
 //! Does not own the grants' semantics (see `grants`, `exec`) or tool loading.
 
@@ -24,11 +28,12 @@ use crate::exec::ExecGrant;
 use crate::grants::WorkspaceGrant;
 use crate::output::BoundedOutput;
 use crate::policy::CallLimits;
+use crate::watchdog::{Watchdog, thread_cpu_time};
 use crate::workers::Workers;
 use crate::{Description, ToolError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{RecvTimeoutError, SyncSender};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime::{CallHook, Engine, ResourceLimiter, Store, UpdateDeadline};
@@ -225,6 +230,14 @@ pub struct CallProfile {
     pub teardown: Duration,
     /// The whole call as the caller saw it, setup included.
     pub total: Duration,
+    /// The call ran on the caller's thread, without a hand-off to a worker.
+    pub inline: bool,
+    /// CPU time of the caller's thread over the whole call (filled by
+    /// [`crate::ToolHost::call_profiled`]); when `inline`, all of the call's work.
+    pub caller_cpu: Duration,
+    /// CPU time of the thread that ran the store until it answered: with `inline` part of
+    /// `caller_cpu`, otherwise the worker's (its store drop after answering excluded).
+    pub worker_cpu: Duration,
 }
 
 pub(crate) enum Failure {
@@ -232,58 +245,83 @@ pub(crate) enum Failure {
     Trap(String),
 }
 
-/// Runs one invocation on a worker thread and waits at most `limits.wall_ms`.
-/// `started` is when the caller began the call (before its setup).
+/// Where a call runs (see `registry::ToolHost::placement` for the choice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// On the caller's thread: no hand-off, the watchdog enforces the wall clock.
+    Inline,
+    /// On a worker thread the caller walks away from at the wall clock.
+    Worker,
+}
+
+/// What a call runs with: the engine, its watchdog, the worker pool.
+#[derive(Clone, Copy)]
+pub(crate) struct Runner<'a> {
+    pub engine: &'a Engine,
+    pub watchdog: &'a Arc<Watchdog>,
+    pub workers: &'a Workers,
+}
+
+type Reply = (Result<Answer, Failure>, CallProfile);
+
+/// Runs one invocation where `placement` says, for at most `limits.wall_ms` from
+/// `started` (when the caller began the call, before its setup). `measure_cpu`: fill the
+/// profile's worker CPU time (a system call on each side).
 pub(crate) fn run(
-    workers: &Workers,
-    engine: &Engine,
+    runner: Runner<'_>,
     pre: &HostPre<CallState>,
     setup: CallSetup,
     invocation: Invocation,
     started: Instant,
+    placement: Placement,
+    measure_cpu: bool,
 ) -> Finished {
     let setup_done = Instant::now();
     let wall = Duration::from_millis(setup.limits.wall_ms);
     let cancelled = Arc::new(AtomicBool::new(false));
     let stdout = setup.stdout.clone();
     let stderr = setup.stderr.clone();
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    let submitted = {
-        let engine = engine.clone();
-        let pre = pre.clone();
-        let cancelled = cancelled.clone();
-        workers.submit(Box::new(move || {
-            invoke(&engine, &pre, setup, invocation, started, cancelled, tx);
-        }))
+    let job = Job {
+        engine: runner.engine.clone(),
+        watchdog: runner.watchdog.clone(),
+        pre: pre.clone(),
+        setup,
+        invocation,
+        started,
+        setup_done,
+        cancelled: cancelled.clone(),
+        // Inline, the caller's own measure covers the store's work: no second one.
+        measure_cpu: measure_cpu && placement == Placement::Worker,
     };
-    let mut profile = CallProfile::default();
-    let answer = match submitted {
-        Err(e) => Err(Failure::Trap(format!(
-            "could not start a thread for the call: {e}"
-        ))),
-        Ok(_) => match rx.recv_timeout(wall.saturating_sub(setup_done - started)) {
-            Ok((r, p)) => {
-                profile = p;
-                r
-            }
-            Err(RecvTimeoutError::Disconnected) => Err(Failure::Trap(
-                "the call's worker thread ended without an answer (a host fault)".into(),
-            )),
-            Err(RecvTimeoutError::Timeout) => {
-                // The guest is abandoned: it traps at its next host-call boundary or
-                // epoch tick, and its host calls are bounded by the same deadline.
-                cancelled.store(true, Ordering::SeqCst);
-                Err(Failure::Limit(Stop {
-                    kind: LimitKind::WallClock,
-                    detail: format!("the call ran past its {} ms", wall.as_millis()),
-                }))
-            }
-        },
+    let (answer, mut profile) = match placement {
+        Placement::Inline => {
+            let mut reply = None;
+            job.invoke(|r| reply = Some(r));
+            reply.unwrap_or_else(|| {
+                (
+                    Err(Failure::Trap("the call ended without an answer".into())),
+                    CallProfile::default(),
+                )
+            })
+        }
+        Placement::Worker => on_worker(runner.workers, job, wall, setup_done - started),
+    };
+    let answer = match answer {
+        // The same words whichever side noticed the deadline first.
+        Err(Failure::Limit(stop)) if stop.kind == LimitKind::WallClock => {
+            Err(Failure::Limit(Stop {
+                kind: LimitKind::WallClock,
+                detail: format!("the call ran past its {} ms", wall.as_millis()),
+            }))
+        }
+        other => other,
     };
     let elapsed = started.elapsed();
+    profile.inline = placement == Placement::Inline;
     profile.setup = setup_done - started;
     profile.total = elapsed;
-    // What the worker did not account for: dropping the store, the channel, waking up.
+    // What the phases do not account for: dropping the store (inline), the channel and
+    // waking up (worker).
     profile.teardown = elapsed
         .saturating_sub(profile.setup + profile.dispatch + profile.instantiate + profile.run);
     Finished {
@@ -295,112 +333,172 @@ pub(crate) fn run(
     }
 }
 
-fn invoke(
-    engine: &Engine,
-    pre: &HostPre<CallState>,
+/// Hands `job` to a worker and waits for its answer until the wall clock runs out.
+fn on_worker(workers: &Workers, job: Job, wall: Duration, spent: Duration) -> Reply {
+    let cancelled = job.cancelled.clone();
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let submitted = workers.submit(Box::new(move || {
+        job.invoke(|r| {
+            let _ = tx.send(r);
+        });
+    }));
+    let answer = match submitted {
+        Err(e) => Err(Failure::Trap(format!(
+            "could not start a thread for the call: {e}"
+        ))),
+        Ok(_) => match rx.recv_timeout(wall.saturating_sub(spent)) {
+            Ok(reply) => return reply,
+            Err(RecvTimeoutError::Disconnected) => Err(Failure::Trap(
+                "the call's worker thread ended without an answer (a host fault)".into(),
+            )),
+            Err(RecvTimeoutError::Timeout) => {
+                // The guest is abandoned: it traps at its next host-call boundary or
+                // epoch tick, the watchdog interrupts a system call it is blocked in,
+                // and its host calls are bounded by the same deadline.
+                cancelled.store(true, Ordering::SeqCst);
+                Err(Failure::Limit(Stop {
+                    kind: LimitKind::WallClock,
+                    detail: String::new(),
+                }))
+            }
+        },
+    };
+    (answer, CallProfile::default())
+}
+
+/// One call's work, from store creation to its drop, on whichever thread runs it.
+struct Job {
+    engine: Engine,
+    watchdog: Arc<Watchdog>,
+    pre: HostPre<CallState>,
     setup: CallSetup,
     invocation: Invocation,
     started: Instant,
+    setup_done: Instant,
     cancelled: Arc<AtomicBool>,
-    reply: SyncSender<(Result<Answer, Failure>, CallProfile)>,
-) {
-    let began = Instant::now();
-    let mut profile = CallProfile {
-        dispatch: began.saturating_duration_since(started),
-        ..CallProfile::default()
-    };
-    let limits = setup.limits;
-    let mut table = ResourceTable::new();
-    table.set_max_capacity(usize::try_from(limits.table_entries).unwrap_or(usize::MAX));
-    let state = CallState {
-        wasi: setup.wasi,
-        table,
-        limiter: CallLimiter {
-            memory_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
-            table_elements: 1 << 20,
-            hit: None,
-        },
-        workspace: setup.workspace,
-        exec: setup.exec,
-        meter: Meter {
-            started: began,
-            deadline: started + Duration::from_millis(limits.wall_ms),
-            cpu_limit: Duration::from_millis(limits.cpu_ms),
-            host_time: Duration::ZERO,
-            host_entered: None,
-            host_calls: 0,
-            max_host_calls: limits.host_calls,
-            cancelled,
-            stop: None,
-        },
-    };
-    let mut store = Store::new(engine, state);
-    store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|mut ctx| {
-        let m = &mut ctx.data_mut().meter;
-        if m.cancelled.load(Ordering::Relaxed) {
-            return Err(m.stop(
-                LimitKind::WallClock,
-                "abandoned at the wall-clock limit".into(),
-            ));
-        }
-        let guest = m.guest_time();
-        if guest > m.cpu_limit {
-            let detail = format!(
-                "ran {} ms of guest code, limit {} ms",
-                guest.as_millis(),
-                m.cpu_limit.as_millis()
-            );
-            return Err(m.stop(LimitKind::Cpu, detail));
-        }
-        Ok(UpdateDeadline::Continue(1))
-    });
-    store.call_hook(|mut ctx, hook| {
-        let m = &mut ctx.data_mut().meter;
-        match hook {
-            CallHook::CallingHost => {
-                m.host_calls += 1;
-                if m.host_calls > m.max_host_calls {
-                    let detail = format!("more than {} host calls", m.max_host_calls);
-                    return Err(m.stop(LimitKind::HostCalls, detail));
-                }
-                m.host_entered = Some(Instant::now());
-            }
-            CallHook::ReturningFromHost => {
-                if let Some(t) = m.host_entered.take() {
-                    m.host_time += t.elapsed();
-                }
-                if m.cancelled.load(Ordering::Relaxed) {
-                    return Err(m.stop(
-                        LimitKind::WallClock,
-                        "abandoned at the wall-clock limit during a host call".into(),
-                    ));
-                }
-            }
-            CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
-        }
-        Ok(())
-    });
+    measure_cpu: bool,
+}
 
-    let result = (|| -> wasmtime::Result<Answer> {
-        let instance = pre.instantiate(&mut store)?;
-        let instantiated = Instant::now();
-        profile.instantiate = instantiated - began;
-        let tool = instance.ssr_tool_tool();
-        let answer = match invocation {
-            Invocation::Describe => Answer::Described(tool.call_describe(&mut store)?),
-            Invocation::Call(args) => Answer::Called(tool.call_call(&mut store, &args)?),
+impl Job {
+    /// Runs the call and gives `reply` the answer before the store is dropped (a
+    /// worker's caller does not wait for the drop).
+    fn invoke(self, reply: impl FnOnce(Reply)) {
+        let began = Instant::now();
+        let cpu_began = if self.measure_cpu {
+            thread_cpu_time()
+        } else {
+            Duration::ZERO
         };
-        profile.run = instantiated.elapsed();
-        Ok(answer)
-    })();
-    profile.host = store.data().meter.host_time;
-    profile.host_calls = store.data().meter.host_calls;
-    // Answer first: dropping the store (the instance's memory goes back to the pool)
-    // is not the caller's wait.
-    let _ = reply.send((classify(result, &store, &limits), profile));
-    drop(store);
+        let limits = self.setup.limits;
+        let deadline = self.started + Duration::from_millis(limits.wall_ms);
+        let _watch = self.watchdog.watch(deadline, self.cancelled.clone());
+        let mut profile = CallProfile {
+            dispatch: began.saturating_duration_since(self.setup_done),
+            ..CallProfile::default()
+        };
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(usize::try_from(limits.table_entries).unwrap_or(usize::MAX));
+        let state = CallState {
+            wasi: self.setup.wasi,
+            table,
+            limiter: CallLimiter {
+                memory_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+                table_elements: 1 << 20,
+                hit: None,
+            },
+            workspace: self.setup.workspace,
+            exec: self.setup.exec,
+            meter: Meter {
+                started: began,
+                deadline,
+                cpu_limit: Duration::from_millis(limits.cpu_ms),
+                host_time: Duration::ZERO,
+                host_entered: None,
+                host_calls: 0,
+                max_host_calls: limits.host_calls,
+                cancelled: self.cancelled,
+                stop: None,
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|mut ctx| {
+            let m = &mut ctx.data_mut().meter;
+            if m.cancelled.load(Ordering::Relaxed) {
+                return Err(m.stop(
+                    LimitKind::WallClock,
+                    "stopped at the wall-clock limit".into(),
+                ));
+            }
+            let guest = m.guest_time();
+            if guest > m.cpu_limit {
+                let detail = format!(
+                    "ran {} ms of guest code, limit {} ms",
+                    guest.as_millis(),
+                    m.cpu_limit.as_millis()
+                );
+                return Err(m.stop(LimitKind::Cpu, detail));
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
+        store.call_hook(|mut ctx, hook| {
+            let m = &mut ctx.data_mut().meter;
+            match hook {
+                CallHook::CallingHost => {
+                    if m.cancelled.load(Ordering::Relaxed) {
+                        return Err(m.stop(
+                            LimitKind::WallClock,
+                            "stopped at the wall-clock limit before a host call".into(),
+                        ));
+                    }
+                    m.host_calls += 1;
+                    if m.host_calls > m.max_host_calls {
+                        let detail = format!("more than {} host calls", m.max_host_calls);
+                        return Err(m.stop(LimitKind::HostCalls, detail));
+                    }
+                    m.host_entered = Some(Instant::now());
+                }
+                CallHook::ReturningFromHost => {
+                    if let Some(t) = m.host_entered.take() {
+                        m.host_time += t.elapsed();
+                    }
+                    if m.cancelled.load(Ordering::Relaxed) {
+                        return Err(m.stop(
+                            LimitKind::WallClock,
+                            "stopped at the wall-clock limit during a host call".into(),
+                        ));
+                    }
+                }
+                CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+            }
+            Ok(())
+        });
+
+        let pre = self.pre;
+        let invocation = self.invocation;
+        let result = (|| -> wasmtime::Result<Answer> {
+            let instance = pre.instantiate(&mut store)?;
+            let instantiated = Instant::now();
+            profile.instantiate = instantiated - began;
+            let tool = instance.ssr_tool_tool();
+            let answer = match invocation {
+                Invocation::Describe => Answer::Described(tool.call_describe(&mut store)?),
+                Invocation::Call(args) => Answer::Called(tool.call_call(&mut store, &args)?),
+            };
+            profile.run = instantiated.elapsed();
+            Ok(answer)
+        })();
+        profile.host = store.data().meter.host_time;
+        profile.host_calls = store.data().meter.host_calls;
+        if self.measure_cpu {
+            profile.worker_cpu = thread_cpu_time().saturating_sub(cpu_began);
+        }
+        // Answer first: on a worker, dropping the store (the instance's memory goes
+        // back to the pool) is not the caller's wait.
+        reply((classify(result, &store, &limits), profile));
+        drop(store);
+    }
 }
 
 /// Turns the export's result into the answer or the limit that stopped it.

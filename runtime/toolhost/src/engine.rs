@@ -1,9 +1,10 @@
 //! The one wasmtime [`Engine`] of a host: pooling allocator, epoch interruption, and the
-//! ticker thread that advances the epoch.
+//! ticker thread that advances the epoch and runs the wall-clock [`Watchdog`]'s checks.
 //!
 //! Does not own per-call deadlines (see `call`): it only provides the clock they count.
 
 use crate::error::ToolHostError;
+use crate::watchdog::Watchdog;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +32,7 @@ const POOL_COMPONENT_INSTANCES: u32 = 64;
 /// The engine and its epoch ticker; dropping it stops the ticker.
 pub struct ToolEngine {
     engine: Engine,
+    watchdog: Arc<Watchdog>,
     stop: Arc<AtomicBool>,
     ticker: Option<JoinHandle<()>>,
 }
@@ -67,21 +69,25 @@ impl ToolEngine {
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| ToolHostError::Engine(format!("{e:#}")))?;
         let stop = Arc::new(AtomicBool::new(false));
+        let watchdog = Arc::new(Watchdog::default());
         let ticker = {
             let engine = engine.clone();
             let stop = stop.clone();
+            let watchdog = watchdog.clone();
             std::thread::Builder::new()
                 .name("ssr-epoch-ticker".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
                         engine.increment_epoch();
+                        watchdog.check(std::time::Instant::now());
                     }
                 })
                 .map_err(|e| ToolHostError::Engine(format!("epoch ticker thread: {e}")))?
         };
         Ok(ToolEngine {
             engine,
+            watchdog,
             stop,
             ticker: Some(ticker),
         })
@@ -89,6 +95,10 @@ impl ToolEngine {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    pub(crate) fn watchdog(&self) -> &Arc<Watchdog> {
+        &self.watchdog
     }
 
     /// A key that changes whenever a precompiled component from another engine

@@ -30,7 +30,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Protected {
     /// Shared: compiling the glob set costs far more than a whole tool call.
     globs: std::sync::Arc<GlobSet>,
-    patterns: Vec<String>,
+    /// Shared too: every call's grant copies the set.
+    patterns: std::sync::Arc<[String]>,
     exact: BTreeSet<String>,
 }
 
@@ -50,7 +51,7 @@ impl Protected {
             .collect::<BTreeSet<_>>();
         Ok(Protected {
             globs: std::sync::Arc::new(builder.build().map_err(|e| e.to_string())?),
-            patterns: globs.to_vec(),
+            patterns: globs.into(),
             exact,
         })
     }
@@ -152,7 +153,11 @@ pub fn normalize(raw: &str) -> Result<String, ToolError> {
 /// The repository as one call's tools see it for writing.
 #[derive(Debug)]
 pub struct WorkspaceGrant {
-    root: Dir,
+    path: PathBuf,
+    /// Opened at the first write or removal: most calls only read (through WASI), and
+    /// opening a directory is a system call with a path walk. It is the same path the
+    /// call's WASI preopen opened, within the same call.
+    root: std::cell::OnceCell<Dir>,
     writable: bool,
     protected: Protected,
 }
@@ -160,34 +165,43 @@ pub struct WorkspaceGrant {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl WorkspaceGrant {
-    /// Opens `root` (which must exist and be a directory).
-    pub fn open(root: &Path, writable: bool, protected: Protected) -> std::io::Result<Self> {
-        Ok(WorkspaceGrant {
-            root: Dir::open_ambient_dir(root, ambient_authority())?,
+    /// The grant of the directory `root` (opened when first written to).
+    pub fn new(root: &Path, writable: bool, protected: Protected) -> Self {
+        WorkspaceGrant {
+            path: root.to_path_buf(),
+            root: std::cell::OnceCell::new(),
             writable,
             protected,
-        })
+        }
+    }
+
+    /// The repository directory, opened on first use.
+    fn root(&self) -> Result<&Dir, ToolError> {
+        if let Some(d) = self.root.get() {
+            return Ok(d);
+        }
+        let dir = Dir::open_ambient_dir(&self.path, ambient_authority()).map_err(|e| {
+            ToolError::Failed(format!(
+                "the repository directory could not be opened for writing: {e}"
+            ))
+        })?;
+        Ok(self.root.get_or_init(|| dir))
     }
 
     /// Resolves symlinks in the existing part of a normalised path. cap-std refuses
     /// symlinks that leave the repository; the rest of the path does not exist yet, so
     /// it cannot be a link.
     fn resolve(&self, lexical: &str) -> Result<String, ToolError> {
+        let root = self.root()?;
         let parts: Vec<&str> = lexical.split('/').collect();
         let mut existing = parts.len();
-        while existing > 0
-            && self
-                .root
-                .symlink_metadata(parts[..existing].join("/"))
-                .is_err()
-        {
+        while existing > 0 && root.symlink_metadata(parts[..existing].join("/")).is_err() {
             existing -= 1;
         }
         let mut resolved = if existing == 0 {
             PathBuf::new()
         } else {
-            self.root
-                .canonicalize(parts[..existing].join("/"))
+            root.canonicalize(parts[..existing].join("/"))
                 .map_err(|e| escape_error(lexical, &e))?
         };
         for p in &parts[existing..] {
@@ -215,7 +229,7 @@ impl WorkspaceGrant {
         if self.protected.matches(&resolved) {
             return Err(protected_error(&resolved));
         }
-        if let Ok(meta) = self.root.metadata(&resolved)
+        if let Ok(meta) = self.root()?.metadata(&resolved)
             && meta.is_dir()
         {
             return Err(ToolError::InvalidArguments(format!(
@@ -228,10 +242,10 @@ impl WorkspaceGrant {
     /// Atomically replaces (or creates) a file, keeping an existing file's permissions.
     pub fn write_file(&self, raw: &str, contents: &[u8]) -> Result<(), ToolError> {
         let target = self.writable_target(raw)?;
+        let root = self.root()?;
         let path = Path::new(&target);
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            self.root
-                .create_dir_all(parent)
+            root.create_dir_all(parent)
                 .map_err(|e| io_error(&target, &e))?;
         }
         let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
@@ -240,18 +254,18 @@ impl WorkspaceGrant {
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        let permissions = self.root.metadata(path).ok().map(|m| m.permissions());
+        let permissions = root.metadata(path).ok().map(|m| m.permissions());
         let result = (|| {
-            let mut file = self.root.create(&temp)?;
+            let mut file = root.create(&temp)?;
             file.write_all(contents)?;
             if let Some(perms) = permissions {
                 file.set_permissions(perms)?;
             }
             drop(file);
-            self.root.rename(&temp, &self.root, path)
+            root.rename(&temp, root, path)
         })();
         if let Err(e) = result {
-            let _ = self.root.remove_file(&temp);
+            let _ = root.remove_file(&temp);
             return Err(io_error(&target, &e));
         }
         Ok(())
@@ -281,8 +295,8 @@ impl WorkspaceGrant {
         if self.protected.matches(&lexical) || self.protected.matches(&entry) {
             return Err(protected_error(&entry));
         }
-        let meta = self
-            .root
+        let root = self.root()?;
+        let meta = root
             .symlink_metadata(&entry)
             .map_err(|e| io_error(&entry, &e))?;
         if meta.is_dir() {
@@ -290,9 +304,7 @@ impl WorkspaceGrant {
                 "{entry} is a directory"
             )));
         }
-        self.root
-            .remove_file(&entry)
-            .map_err(|e| io_error(&entry, &e))
+        root.remove_file(&entry).map_err(|e| io_error(&entry, &e))
     }
 }
 

@@ -30,6 +30,7 @@ pub mod manifest;
 mod output;
 pub mod policy;
 mod registry;
+mod watchdog;
 mod workers;
 
 /// The WIT bindings (private to the host; the public types are re-exported below).

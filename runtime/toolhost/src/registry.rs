@@ -7,7 +7,9 @@
 
 use crate::bindings::Host_Pre as HostPre;
 use crate::cache::{CacheOutcome, ComponentCache};
-use crate::call::{self, Answer, CallProfile, CallSetup, CallState, Failure, Invocation};
+use crate::call::{
+    self, Answer, CallProfile, CallSetup, CallState, Failure, Invocation, Placement, Runner,
+};
 use crate::contract::{self, ContractImports};
 use crate::engine::ToolEngine;
 use crate::error::ToolHostError;
@@ -86,6 +88,11 @@ pub struct LoadedTool {
     /// How the compiled component was obtained.
     pub cache: CacheOutcome,
     pre: HostPre<CallState>,
+    /// One of this binary's own standard tools, whose guests cannot wait on anything
+    /// the watchdog's signal does not interrupt (see [`ToolHost::placement`]). Only
+    /// [`ToolHost::new`] sets it: a component passed to [`ToolHost::load`] is never
+    /// trusted this way, whatever origin it claims.
+    inline_safe: bool,
 }
 
 impl std::fmt::Debug for LoadedTool {
@@ -180,6 +187,8 @@ pub struct ToolHost {
     tools: BTreeMap<String, LoadedTool>,
     /// Each role's protected globs, compiled once.
     protected: BTreeMap<Role, Protected>,
+    /// Whether calls may run on the caller's thread (see [`ToolHost::set_inline_calls`]).
+    inline_calls: bool,
 }
 
 impl std::fmt::Debug for ToolHost {
@@ -239,6 +248,7 @@ impl ToolHost {
             policy: config.policy,
             tools: BTreeMap::new(),
             protected,
+            inline_calls: true,
         };
         if config.standard_tools {
             for (name, embedded) in standard::EMBEDDED {
@@ -248,13 +258,14 @@ impl ToolHost {
                     None => std::fs::read(&path)
                         .map_err(|_| ToolHostError::StandardToolMissing(name.to_string()))?,
                 };
-                host.load(
+                host.load_trusted(
                     &bytes,
                     &path,
                     standard_ask(name),
                     None,
                     ToolOrigin::Standard,
                     Some(*name),
+                    true,
                 )?;
             }
         }
@@ -298,6 +309,29 @@ impl ToolHost {
         origin: ToolOrigin,
         expected_name: Option<&str>,
     ) -> Result<&LoadedTool, ToolHostError> {
+        self.load_trusted(
+            wasm,
+            path,
+            asked,
+            asked_limits,
+            origin,
+            expected_name,
+            false,
+        )
+    }
+
+    /// [`ToolHost::load`]; `inline_safe` only for the built-in standard tools.
+    #[allow(clippy::too_many_arguments)]
+    fn load_trusted(
+        &mut self,
+        wasm: &[u8],
+        path: &Path,
+        asked: ToolGrantSpec,
+        asked_limits: Option<CallLimits>,
+        origin: ToolOrigin,
+        expected_name: Option<&str>,
+        inline_safe: bool,
+    ) -> Result<&LoadedTool, ToolHostError> {
         let (component, cache) = self.cache.load(self.engine.engine(), wasm, path)?;
         let imports = contract::check(
             self.engine.engine(),
@@ -322,13 +356,15 @@ impl ToolHost {
             stdout: BoundedOutput::new(4096),
             stderr: BoundedOutput::new(4096),
         };
+        let placement = self.placement(inline_safe, &setup);
         let finished = call::run(
-            &self.workers,
-            self.engine.engine(),
+            self.runner(),
             &pre,
             setup,
             Invocation::Describe,
             Instant::now(),
+            placement,
+            false,
         );
         let description = match finished.answer {
             Ok(Answer::Described(d)) => d,
@@ -364,6 +400,7 @@ impl ToolHost {
             imports,
             cache,
             pre,
+            inline_safe,
         };
         Ok(self.tools.entry(name).or_insert(tool))
     }
@@ -402,11 +439,21 @@ impl ToolHost {
         name: &str,
         arguments: &str,
     ) -> Result<ToolReply, ToolHostError> {
-        self.call_profiled(episode, name, arguments).0
+        let mut profile = CallProfile::default();
+        self.call_inner(
+            episode,
+            name,
+            arguments,
+            Instant::now(),
+            &mut profile,
+            false,
+        )
     }
 
-    /// [`ToolHost::call`], also saying where the call's time went. The profile is
-    /// filled as far as the call got (zero phases when it failed before running).
+    /// [`ToolHost::call`], also saying where the call's time went, CPU time of the
+    /// threads involved included (two system calls per thread more than `call`). The
+    /// profile is filled as far as the call got (zero phases when it failed before
+    /// running).
     pub fn call_profiled(
         &self,
         episode: &Episode,
@@ -414,12 +461,57 @@ impl ToolHost {
         arguments: &str,
     ) -> (Result<ToolReply, ToolHostError>, CallProfile) {
         let started = Instant::now();
+        let cpu_started = crate::watchdog::thread_cpu_time();
         let mut profile = CallProfile::default();
-        let reply = self.call_inner(episode, name, arguments, started, &mut profile);
+        let reply = self.call_inner(episode, name, arguments, started, &mut profile, true);
         if profile.total.is_zero() {
             profile.total = started.elapsed();
         }
+        profile.caller_cpu = crate::watchdog::thread_cpu_time().saturating_sub(cpu_started);
         (reply, profile)
+    }
+
+    /// Whether calls may run on the caller's thread when that is safe (the default);
+    /// `false` hands every call to a worker thread (for comparing the two, as
+    /// `ssr bench tools` does).
+    pub fn set_inline_calls(&mut self, inline: bool) {
+        self.inline_calls = inline;
+    }
+
+    fn runner(&self) -> Runner<'_> {
+        Runner {
+            engine: self.engine.engine(),
+            watchdog: self.engine.watchdog(),
+            workers: &self.workers,
+        }
+    }
+
+    /// Where a call runs. On the caller's thread only when all of these hold:
+    /// - the caller is not inside a tokio runtime: wasmtime-wasi's synchronous host
+    ///   calls `block_on` the current runtime, which panics on a thread that drives
+    ///   async tasks, and tokio's public API cannot tell such a thread from a
+    ///   `spawn_blocking` one;
+    /// - the tool is one of this binary's standard ones: their guests read files with direct descriptor
+    ///   reads and never wait on a clock or a stream, so all they can block in is a
+    ///   system call the watchdog's signal interrupts; a custom guest could wait in a
+    ///   WASI `poll` (a sleep, a stream read done on tokio's blocking pool) that no
+    ///   signal ends, which only a worker the caller walks away from bounds;
+    /// - the call may not run commands: a command waits on another process, bounded by
+    ///   the sandbox's own timeout, which the host does not verify (and a command costs
+    ///   milliseconds, so the hand-off does not matter there);
+    /// - the watchdog's signal is installed and not blocked on this thread.
+    fn placement(&self, inline_safe: bool, setup: &CallSetup) -> Placement {
+        let inline = self.inline_calls
+            && inline_safe
+            && setup.exec.is_none()
+            && tokio::runtime::Handle::try_current().is_err()
+            && crate::watchdog::signal_available()
+            && crate::watchdog::signal_unblocked_here();
+        if inline {
+            Placement::Inline
+        } else {
+            Placement::Worker
+        }
     }
 
     fn call_inner(
@@ -429,6 +521,7 @@ impl ToolHost {
         arguments: &str,
         started: Instant,
         profile: &mut CallProfile,
+        measure_cpu: bool,
     ) -> Result<ToolReply, ToolHostError> {
         let tool = self
             .tools
@@ -442,13 +535,15 @@ impl ToolHost {
             })?;
         let setup = self.setup(episode, tool, &grant)?;
         let limits = grant.limits;
+        let placement = self.placement(tool.inline_safe, &setup);
         let finished = call::run(
-            &self.workers,
-            self.engine.engine(),
+            self.runner(),
             &tool.pre,
             setup,
             Invocation::Call(arguments.to_string()),
             started,
+            placement,
+            measure_cpu,
         );
         *profile = finished.profile;
         let (stdout, _) = finished.stdout.contents();
@@ -518,30 +613,32 @@ impl ToolHost {
         };
         let mut workspace = None;
         if grant.repo != RepoAccess::None {
-            if !episode.repo.is_dir() {
-                return Err(grant_err("not a directory".into()));
-            }
+            // No `is_dir` first: the preopen opens with O_DIRECTORY and fails the same way,
+            // for one system call less.
             b.preopened_dir(&episode.repo, ".", FsPerms::ReadOnly)
-                .map_err(|e| grant_err(format!("{e:#}")))?;
-            workspace = Some(
-                WorkspaceGrant::open(
-                    &episode.repo,
-                    grant.repo == RepoAccess::Rw,
-                    protected.clone(),
-                )
-                .map_err(|e| grant_err(e.to_string()))?,
-            );
+                .map_err(|e| grant_err(format!("not a directory that can be opened: {e:#}")))?;
+            workspace = Some(WorkspaceGrant::new(
+                &episode.repo,
+                grant.repo == RepoAccess::Rw,
+                protected.clone(),
+            ));
         }
         if grant.state
             && let Some(root) = &episode.state_dir
         {
             let dir = root.join(tool.name());
-            std::fs::create_dir_all(&dir).map_err(|source| ToolHostError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-            b.preopened_dir(&dir, STATE_GUEST_DIR, FsPerms::ReadWrite)
-                .map_err(|e| grant_err(format!("{e:#}")))?;
+            // Open first and create only when missing: one system call on every call
+            // after the episode's first, where `create_dir_all` costs two.
+            if b.preopened_dir(&dir, STATE_GUEST_DIR, FsPerms::ReadWrite)
+                .is_err()
+            {
+                std::fs::create_dir_all(&dir).map_err(|source| ToolHostError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                b.preopened_dir(&dir, STATE_GUEST_DIR, FsPerms::ReadWrite)
+                    .map_err(|e| grant_err(format!("{e:#}")))?;
+            }
             b.env("SSR_STATE_DIR", STATE_GUEST_DIR);
         }
         for extra in &grant.extra {

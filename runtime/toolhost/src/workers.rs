@@ -68,6 +68,9 @@ impl Workers {
 }
 
 fn work(rx: Receiver<Message>, idle: Weak<IdleList>) {
+    // The wall-clock watchdog signals a worker blocked in a host call; the mask this
+    // thread inherited from its creator may block that signal.
+    crate::watchdog::unblock_signal_here();
     while let Ok(Message(job, tx)) = rx.recv() {
         job();
         let Some(list) = idle.upgrade() else { return };

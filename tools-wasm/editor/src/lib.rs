@@ -158,39 +158,7 @@ fn from_host(e: ToolError) -> GuestError {
 }
 
 fn numbered(text: &str, first_line: usize, last_line: Option<usize>) -> String {
-    let mut out = String::with_capacity(text.len() + text.len() / 4 + 16);
-    for (i, line) in ssr_guest::lines(text).enumerate() {
-        let n = i + 1;
-        if n < first_line {
-            continue;
-        }
-        if last_line.is_some_and(|last| n > last) {
-            break;
-        }
-        push_line_number(&mut out, n);
-        out.push('\t');
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
-/// Appends `n` right-aligned in six columns (`{n:6}`), without the formatting
-/// machinery: numbering is most of the work of viewing a file.
-fn push_line_number(out: &mut String, mut n: usize) {
-    let mut digits = [b' '; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let start = at.min(digits.len() - 6);
-    // Only ASCII digits and spaces were written.
-    out.push_str(std::str::from_utf8(&digits[start..]).unwrap_or(""));
+    ssr_guest::number_lines(text, first_line, last_line)
 }
 
 fn view(path: &str, range: Option<&[i64]>) -> Result<String, GuestError> {

@@ -10,3 +10,4 @@ mod redteam;
 mod search;
 mod submit;
 mod support;
+mod wallclock;
