@@ -163,6 +163,9 @@ pub struct Variant {
     pub phases: PhaseMedians,
 }
 
+/// Calls in a row on one placement before switching to the other.
+const BLOCK: usize = 20;
+
 #[derive(Default)]
 struct Series {
     wall: Vec<Duration>,
@@ -348,8 +351,11 @@ struct Bench<'a> {
 
 impl Bench<'_> {
     /// Times `n` calls where the host puts them by default and `n` forced onto a worker
-    /// thread, alternating call by call so both see the same machine (on a shared
-    /// machine, load comes and goes within a run).
+    /// thread, in alternating blocks of [`BLOCK`] calls so both see the same machine (on
+    /// a shared machine, load comes and goes within a run) while each block stays on one
+    /// thread as an agent's calls do. Each call is made twice: once with
+    /// [`ToolHost::call`] for the wall time, once with [`ToolHost::call_profiled`] for
+    /// the CPU time and the phases (whose clock reads add about 3 µs of system calls).
     fn time_both(
         &mut self,
         tool: &str,
@@ -368,26 +374,35 @@ impl Bench<'_> {
         };
         let mut series: [Series; 2] = Default::default();
         let mut i = 0;
-        for (round, warm_up) in [(n.min(10), true), (n, false)] {
-            for _ in 0..round {
+        for (round, warm_up) in [(n.min(BLOCK), true), (n, false)] {
+            let mut done = 0;
+            while done < round {
+                let block = BLOCK.min(round - done);
                 for (idx, s) in series.iter_mut().enumerate() {
                     self.host.set_inline_calls(idx == 0);
-                    let a = call_args(i);
-                    i += 1;
-                    let t = Instant::now();
-                    let (reply, profile) = self.host.call_profiled(&self.episode, tool, &a);
-                    let wall = t.elapsed();
-                    check(reply)?;
-                    if !warm_up {
-                        s.wall.push(wall);
-                        s.cpu.push(if profile.inline {
-                            profile.caller_cpu
-                        } else {
-                            profile.caller_cpu + profile.worker_cpu
-                        });
-                        s.profiles.push(profile);
+                    for _ in 0..block {
+                        let a = call_args(i);
+                        i += 1;
+                        let t = Instant::now();
+                        let reply = self.host.call(&self.episode, tool, &a);
+                        let wall = t.elapsed();
+                        check(reply)?;
+                        let a = call_args(i);
+                        i += 1;
+                        let (reply, profile) = self.host.call_profiled(&self.episode, tool, &a);
+                        check(reply)?;
+                        if !warm_up {
+                            s.wall.push(wall);
+                            s.cpu.push(if profile.inline {
+                                profile.caller_cpu
+                            } else {
+                                profile.caller_cpu + profile.worker_cpu
+                            });
+                            s.profiles.push(profile);
+                        }
                     }
                 }
+                done += block;
             }
         }
         self.host.set_inline_calls(true);

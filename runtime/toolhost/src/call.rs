@@ -4,7 +4,11 @@
 //! Limits and how each is enforced:
 //! - CPU: the engine's epoch ticks every [`crate::engine::EPOCH_TICK`]; the deadline
 //!   callback compares the guest's own time (wall time minus time spent in host calls,
-//!   measured by a call hook) with `cpu_ms`, so a long `exec` does not count.
+//!   measured by a call hook) with `cpu_ms`, so a long `exec` does not count. Wall time
+//!   also counts waiting for a core, so on a loaded machine it can pass the limit while
+//!   the guest has not: the stop is then confirmed with the thread's CPU clock (also an
+//!   upper bound of the guest's time, since it includes host calls on this thread), read
+//!   from the first tick on, so calls shorter than a tick never pay for it.
 //! - Memory: a [`ResourceLimiter`] refuses growth beyond `memory_bytes` by trapping.
 //! - Output: stdout/stderr are [`BoundedOutput`]s; the result text is cut by the caller.
 //! - Host calls: the call hook counts every host call (WASI included).
@@ -60,6 +64,8 @@ struct Meter {
     max_host_calls: u64,
     cancelled: Arc<AtomicBool>,
     stop: Option<Stop>,
+    /// At the first epoch tick: the thread's CPU clock and the guest time so far.
+    cpu_base: Option<(Duration, Duration)>,
 }
 
 impl Meter {
@@ -72,6 +78,23 @@ impl Meter {
 
     fn guest_time(&self) -> Duration {
         self.started.elapsed().saturating_sub(self.host_time)
+    }
+
+    /// The guest's time as the CPU limit counts it: the smaller of two upper bounds,
+    /// wall time minus host calls, and (from the first tick on) the thread's CPU time.
+    fn cpu_time(&mut self) -> Duration {
+        let guest = self.guest_time();
+        match self.cpu_base {
+            None => {
+                self.cpu_base = Some((thread_cpu_time(), guest));
+                guest
+            }
+            Some(_) if guest <= self.cpu_limit => guest,
+            Some((base_cpu, base_guest)) => {
+                let cpu = thread_cpu_time().saturating_sub(base_cpu) + base_guest;
+                cpu.min(guest)
+            }
+        }
     }
 }
 
@@ -418,6 +441,7 @@ impl Job {
                 max_host_calls: limits.host_calls,
                 cancelled: self.cancelled,
                 stop: None,
+                cpu_base: None,
             },
         };
         let mut store = Store::new(&self.engine, state);
@@ -431,7 +455,7 @@ impl Job {
                     "stopped at the wall-clock limit".into(),
                 ));
             }
-            let guest = m.guest_time();
+            let guest = m.cpu_time();
             if guest > m.cpu_limit {
                 let detail = format!(
                     "ran {} ms of guest code, limit {} ms",

@@ -118,15 +118,16 @@ fn required<T>(value: Option<T>, field: &str, command: &str) -> Result<T, GuestE
 
 fn read_text(path: &str) -> Result<String, GuestError> {
     let repo = ssr_guest::repository()?;
-    let stat = ssr_guest::repo_stat(&repo, path)?;
-    read_text_at(&repo, path, stat)
+    let opened = ssr_guest::open_repo_path(&repo, path)?;
+    read_text_at(&opened, path)
 }
 
-fn read_text_at(
-    repo: &wasip2::filesystem::types::Descriptor,
-    path: &str,
-    stat: ssr_guest::RepoStat,
-) -> Result<String, GuestError> {
+fn read_text_at(opened: &ssr_guest::OpenedPath, path: &str) -> Result<String, GuestError> {
+    ssr_guest::into_text(read_bytes_at(opened, path)?).map_err(|_| not_text(path))
+}
+
+fn read_bytes_at(opened: &ssr_guest::OpenedPath, path: &str) -> Result<Vec<u8>, GuestError> {
+    let stat = opened.stat;
     if stat.is_dir {
         return Err(GuestError::InvalidArguments(format!(
             "{path} is a directory; only `view` works on directories"
@@ -138,9 +139,11 @@ fn read_text_at(
             stat.size
         )));
     }
-    let bytes = ssr_guest::read_repo_file(repo, path, MAX_FILE_BYTES)?;
-    ssr_guest::into_text(bytes)
-        .map_err(|_| GuestError::Failed(format!("{path} is not UTF-8 text (a binary file?)")))
+    ssr_guest::read_opened(&opened.descriptor, path, stat.size, MAX_FILE_BYTES)
+}
+
+fn not_text(path: &str) -> GuestError {
+    GuestError::Failed(format!("{path} is not UTF-8 text (a binary file?)"))
 }
 
 fn write_text(path: &str, text: &str) -> Result<(), GuestError> {
@@ -163,8 +166,9 @@ fn numbered(text: &str, first_line: usize, last_line: Option<usize>) -> String {
 
 fn view(path: &str, range: Option<&[i64]>) -> Result<String, GuestError> {
     let repo = ssr_guest::repository()?;
-    let stat = ssr_guest::repo_stat(&repo, path)?;
-    if stat.is_dir {
+    let opened = ssr_guest::open_repo_path(&repo, path)?;
+    if opened.stat.is_dir {
+        drop(opened);
         if range.is_some() {
             return Err(GuestError::InvalidArguments(
                 "`view_range` only applies to files".into(),
@@ -176,10 +180,15 @@ fn view(path: &str, range: Option<&[i64]>) -> Result<String, GuestError> {
         list_dir(path, 0, &mut out)?;
         return Ok(out);
     }
-    let text = read_text_at(&repo, path, stat)?;
+    let Some(range) = range else {
+        // The whole file: numbered and checked for UTF-8 in one pass.
+        let bytes = read_bytes_at(&opened, path)?;
+        return ssr_guest::number_all_lines(bytes).map_err(|_| not_text(path));
+    };
+    let text = read_text_at(&opened, path)?;
+    drop(opened);
     let (first, last) = match range {
-        None => (1, None),
-        Some([first, last]) => {
+        [first, last] => {
             let total = ssr_guest::count_lines(&text);
             let first = *first;
             let last = *last;
@@ -202,7 +211,7 @@ fn view(path: &str, range: Option<&[i64]>) -> Result<String, GuestError> {
                 },
             )
         }
-        Some(_) => {
+        _ => {
             return Err(GuestError::InvalidArguments(
                 "`view_range` must be [first, last]".into(),
             ));

@@ -22,6 +22,8 @@ use wasip2::filesystem::types::{
 
 /// The host's largest read; a shorter read of a regular file is its end.
 const READ_CHUNK: u64 = 64 * 1024;
+/// The first read of a file: enough for most source files.
+const FIRST_READ: u64 = 16 * 1024;
 
 /// What the walk hands to the search for each file.
 pub struct FileVisit<'a> {
@@ -247,16 +249,20 @@ impl<'a> Walk<'a> {
             )
             .ok()?;
         self.buffer.clear();
+        // The host allocates and zeroes the whole size asked for on every read: most
+        // source files fit the first, smaller read, the rest take whole chunks.
+        let mut want = FIRST_READ;
         loop {
             let offset = self.buffer.len() as u64;
-            let (chunk, end) = file.read(READ_CHUNK, offset).ok()?;
+            let (chunk, end) = file.read(want, offset).ok()?;
             self.buffer.extend_from_slice(&chunk);
             if self.buffer.len() as u64 > self.max_file_bytes {
                 return None;
             }
-            if end || (chunk.len() as u64) < READ_CHUNK {
+            if end || (chunk.len() as u64) < want {
                 return Some(self.buffer.len());
             }
+            want = READ_CHUNK;
         }
     }
 }

@@ -295,3 +295,61 @@ fn bad_arguments_are_typed_errors() {
         assert_eq!(err_kind(&r), "invalid-arguments", "{args}");
     }
 }
+
+#[test]
+fn view_of_any_text_matches_str_lines_numbering() {
+    // Lines of every length around the guest's 16-byte vectors, CRLF endings, multibyte
+    // characters across vector edges, an empty line, and a last line with a lone `\r`
+    // and no newline.
+    let mut text = String::new();
+    for len in 0..40 {
+        text.push_str(&"é".repeat(len % 3));
+        text.push_str(&"x".repeat(len));
+        text.push_str(if len % 5 == 0 { "\r\n" } else { "\n" });
+    }
+    text.push_str("\nlast\r");
+    let repo = Repo::new(&[("t.txt", text.as_str())]);
+    let h = host();
+    let expected: String = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("{:6}\t{l}\n", i + 1))
+        .collect();
+    let whole = call(
+        &h,
+        &repo,
+        Role::Solver,
+        r#"{"command":"view","path":"t.txt"}"#,
+    );
+    assert_eq!(ok(&whole), expected);
+    let part = call(
+        &h,
+        &repo,
+        Role::Solver,
+        r#"{"command":"view","path":"t.txt","view_range":[3,7]}"#,
+    );
+    let expected_part: String = expected
+        .lines()
+        .skip(2)
+        .take(5)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(ok(&part), expected_part);
+}
+
+#[test]
+fn view_of_a_binary_file_says_it_is_not_text() {
+    let repo = Repo::new(&[]);
+    let mut bytes = b"ascii start that fills more than one vector\n".to_vec();
+    bytes.extend_from_slice(&[0xff, 0xfe, b'\n']);
+    std::fs::write(repo.path().join("bin.dat"), bytes).unwrap();
+    let h = host();
+    let r = call(
+        &h,
+        &repo,
+        Role::Solver,
+        r#"{"command":"view","path":"bin.dat"}"#,
+    );
+    assert_eq!(err_kind(&r), "failed");
+    assert!(r.text().contains("not UTF-8"), "{}", r.text());
+}
