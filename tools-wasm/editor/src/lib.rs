@@ -9,6 +9,7 @@
 use serde::Deserialize;
 use ssr_guest::{GuestError, repo_path};
 use std::fs;
+use wasip2::filesystem::types::Descriptor;
 
 wit_bindgen::generate!({ world: "edit-tool", path: "../wit" });
 
@@ -344,19 +345,26 @@ struct History {
     before: Vec<Option<String>>,
 }
 
-fn history_file(path: &str) -> Option<String> {
+/// Where `path`'s undo history lives: the state directory (when granted) and the file
+/// in it.
+fn history_file(path: &str) -> Option<(Descriptor, String)> {
     // FNV-1a: a stable file name for any path, no dependency needed.
     let mut hash: u64 = 0xcbf29ce484222325;
     for b in path.bytes() {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x100000001b3);
     }
-    ssr_guest::state_dir().map(|dir| format!("{dir}/editor-undo/{hash:016x}.json"))
+    let dir = ssr_guest::preopen(&ssr_guest::state_dir()?)?;
+    Some((dir, format!("editor-undo/{hash:016x}.json")))
 }
 
-fn load_history(file: &str, path: &str) -> History {
-    fs::read(file)
+/// Histories larger than this are not read back (16 versions of the largest file).
+const MAX_HISTORY_BYTES: u64 = 17 * MAX_FILE_BYTES;
+
+fn load_history((dir, file): &(Descriptor, String), path: &str) -> History {
+    ssr_guest::read_file_in(dir, file, MAX_HISTORY_BYTES)
         .ok()
+        .flatten()
         .and_then(|b| serde_json::from_slice::<History>(&b).ok())
         .filter(|h| h.path == path)
         .unwrap_or_else(|| History {
@@ -365,12 +373,9 @@ fn load_history(file: &str, path: &str) -> History {
         })
 }
 
-fn save_history(file: &str, history: &History) -> Result<(), GuestError> {
-    if let Some(parent) = std::path::Path::new(file).parent() {
-        fs::create_dir_all(parent).map_err(|e| GuestError::io(file, &e))?;
-    }
+fn save_history((dir, file): &(Descriptor, String), history: &History) -> Result<(), GuestError> {
     let bytes = serde_json::to_vec(history).map_err(|e| GuestError::Failed(e.to_string()))?;
-    fs::write(file, bytes).map_err(|e| GuestError::io(file, &e))
+    ssr_guest::write_file_in(dir, file, &bytes)
 }
 
 /// Records what `path` held before an edit. Without a state directory there is no

@@ -282,6 +282,86 @@ pub fn open_repo_path(
     })
 }
 
+/// The directory the host preopened at guest path `name` (as `/state`).
+pub fn preopen(name: &str) -> Option<wasip2::filesystem::types::Descriptor> {
+    wasip2::filesystem::preopens::get_directories()
+        .into_iter()
+        .find(|(_, n)| n == name)
+        .map(|(d, _)| d)
+}
+
+/// Reads the file `path` under `dir` whole with direct descriptor calls (see
+/// [`repository`] for why); `Ok(None)` when it does not exist.
+pub fn read_file_in(
+    dir: &wasip2::filesystem::types::Descriptor,
+    path: &str,
+    max_bytes: u64,
+) -> Result<Option<Vec<u8>>, GuestError> {
+    let opened = match open_repo_path(dir, path) {
+        Ok(o) => o,
+        Err(GuestError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if opened.stat.is_dir {
+        return Err(GuestError::InvalidArguments(format!(
+            "{path} is a directory"
+        )));
+    }
+    read_opened(&opened.descriptor, path, opened.stat.size, max_bytes).map(Some)
+}
+
+/// Replaces the contents of the file `path` under `dir` with `bytes`, creating it and
+/// its parent directories, with direct descriptor calls. Why not `std::fs::write`: through wasi-libc a write
+/// goes through a WASI output stream, which the host runs on a thread of its own pool;
+/// the round trips to that thread were most of an edit.
+pub fn write_file_in(
+    dir: &wasip2::filesystem::types::Descriptor,
+    path: &str,
+    bytes: &[u8],
+) -> Result<(), GuestError> {
+    use wasip2::filesystem::types::{DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
+    if let Some((parent, _)) = path.rsplit_once('/') {
+        let mut at = String::new();
+        for part in parent.split('/').filter(|p| !p.is_empty()) {
+            if !at.is_empty() {
+                at.push('/');
+            }
+            at.push_str(part);
+            match dir.create_directory_at(&at) {
+                Ok(()) | Err(ErrorCode::Exist) => {}
+                Err(e) => return Err(fs_error(&at, e)),
+            }
+        }
+    }
+    // Overwritten in place and then cut to size, not truncated on open: ext4 flushes a
+    // file truncated to zero when it is closed (its `auto_da_alloc`), a disk write that
+    // was most of an edit. Not atomic: for the tool's own state, never the repository.
+    let file = dir
+        .open_at(
+            PathFlags::empty(),
+            path,
+            OpenFlags::CREATE,
+            DescriptorFlags::WRITE,
+        )
+        .map_err(|e| fs_error(path, e))?;
+    let mut done = 0usize;
+    while done < bytes.len() {
+        let n = file
+            .write(&bytes[done..], done as u64)
+            .map_err(|e| fs_error(path, e))?;
+        if n == 0 {
+            return Err(GuestError::Failed(format!(
+                "{path}: the write made no progress"
+            )));
+        }
+        done += usize::try_from(n)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len() - done);
+    }
+    file.set_size(bytes.len() as u64)
+        .map_err(|e| fs_error(path, e))
+}
+
 /// Reads an opened file whole, `size` being its size when stat'ed: the first read asks
 /// for one byte more, so a file that did not grow is read in one host call (and the host
 /// allocates what the file needs, not a whole chunk). Refuses files over `max_bytes`.
