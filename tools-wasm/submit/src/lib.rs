@@ -15,6 +15,9 @@ use serde_json::json;
 use ssr_guest::{GuestError, repo_path};
 use std::fs;
 
+/// Largest patch file read.
+const MAX_PATCH_BYTES: u64 = 16 << 20;
+
 wit_bindgen::generate!({ world: "read-tool", path: "../wit" });
 
 use exports::ssr::tool::tool::Guest;
@@ -175,7 +178,12 @@ fn solver(args: Arguments) -> Result<serde_json::Value, GuestError> {
         return Ok(json!({"ssr_submit": {"role": "solver", "kind": "workspace_diff"}}));
     };
     let path = repo_path(&raw)?;
-    let text = fs::read_to_string(&path).map_err(|e| GuestError::io(&path, &e))?;
+    // Direct descriptor reads, not `std::fs` (a WASI stream the host reads on another
+    // thread; see the tools-wasm README).
+    let bytes = ssr_guest::read_file_in(&ssr_guest::repository()?, &path, MAX_PATCH_BYTES)?
+        .ok_or_else(|| GuestError::NotFound(format!("{path}: no such file")))?;
+    let text = ssr_guest::into_text(bytes)
+        .map_err(|_| GuestError::InvalidArguments(format!("{path} is not UTF-8 text")))?;
     if text.trim().is_empty() {
         return Err(GuestError::InvalidArguments(format!("{path} is empty")));
     }
