@@ -42,5 +42,6 @@ pub fn json(out: &Output) -> serde_json::Value {
 mod agent_openai_python;
 mod agent_report;
 mod selfplay_embedded;
+mod selfplay_own_repo;
 mod selfplay_scripted;
 mod selfplay_train;

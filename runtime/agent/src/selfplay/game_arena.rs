@@ -342,44 +342,65 @@ impl Arena for GameArena {
         bug_id: &str,
         bug_dir: &Path,
     ) -> Result<Verdict, ArenaError> {
-        let strategy = if seed.is_multiple_of(2) {
-            Strategy::Removal
+        // The seed picks which strategy goes first; the other is tried when the first
+        // finds nothing. Why: a repository with a short or absent git history has no
+        // history candidates at all, and every other round would make no bug.
+        let order = if seed.is_multiple_of(2) {
+            [Strategy::Removal, Strategy::History]
         } else {
-            Strategy::History
+            [Strategy::History, Strategy::Removal]
         };
-        let cfg = InjectConfig {
-            strategy,
-            count: 1,
-            seed,
-            max_candidates: self.procedural_candidates,
-            verify: self.verify.clone(),
-        };
-        let (sandbox, repo) = (self.sandbox.clone(), self.repo.clone());
-        let run = blocking("procedural injection", move || {
-            inject::inject(sandbox.as_ref(), &repo, &cfg, &mut |_| {}).map_err(|e| e.to_string())
-        })
-        .await;
-        let run = match run {
-            Ok(r) => r,
-            Err(e) => {
-                return Ok(Verdict::rejected(
-                    bug_id,
-                    BugSource::Procedural,
-                    "procedural_failed",
-                    e.to_string(),
-                ));
+        let mut misses = Vec::new();
+        let mut found = None;
+        for strategy in order {
+            let cfg = InjectConfig {
+                strategy,
+                count: 1,
+                seed,
+                max_candidates: self.procedural_candidates,
+                verify: self.verify.clone(),
+            };
+            let (sandbox, repo) = (self.sandbox.clone(), self.repo.clone());
+            let run = blocking("procedural injection", move || {
+                inject::inject(sandbox.as_ref(), &repo, &cfg, &mut |_| {})
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+            match run {
+                Ok(r) => match r.bugs.into_iter().next() {
+                    Some(bug) => {
+                        found = Some((strategy, bug));
+                        break;
+                    }
+                    None => misses.push((
+                        "procedural_none",
+                        format!(
+                            "no valid {} candidate among {} tried",
+                            strategy.name(),
+                            r.tried.len()
+                        ),
+                    )),
+                },
+                Err(e) => misses.push(("procedural_failed", format!("{}: {e}", strategy.name()))),
             }
-        };
-        let Some(bug) = run.bugs.into_iter().next() else {
+        }
+        let Some((strategy, bug)) = found else {
+            // `procedural_failed` only when no strategy even ran its candidates.
+            let code = if misses.iter().any(|(c, _)| *c == "procedural_none") {
+                "procedural_none"
+            } else {
+                "procedural_failed"
+            };
+            let reason = misses
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect::<Vec<_>>()
+                .join("; ");
             return Ok(Verdict::rejected(
                 bug_id,
                 BugSource::Procedural,
-                "procedural_none",
-                format!(
-                    "no valid {} candidate among {} tried",
-                    strategy.name(),
-                    run.tried.len()
-                ),
+                code,
+                reason,
             ));
         };
         let root = bug_dir.parent().unwrap_or(bug_dir);
