@@ -319,13 +319,27 @@ pub(crate) fn run(
     let (answer, mut profile) = match placement {
         Placement::Inline => {
             let mut reply = None;
-            job.invoke(|r| reply = Some(r));
-            reply.unwrap_or_else(|| {
-                (
+            // A panic in a host call (wasmtime-wasi's `block_on` on a thread that drives
+            // async tasks, when `ToolHost::call_blocking` is misused) becomes the call's
+            // error instead of the caller's panic.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                job.invoke(|r| reply = Some(r));
+            }));
+            match (ran, reply) {
+                (Ok(()), Some(r)) => r,
+                (Err(panic), _) => (
+                    Err(Failure::Trap(format!(
+                        "the call panicked on the caller's thread ({}); a call on a thread \
+                         that drives async tasks must use `ToolHost::call`",
+                        panic_message(panic.as_ref())
+                    ))),
+                    CallProfile::default(),
+                ),
+                (Ok(()), None) => (
                     Err(Failure::Trap("the call ended without an answer".into())),
                     CallProfile::default(),
-                )
-            })
+                ),
+            }
         }
         Placement::Worker => on_worker(runner.workers, job, wall, setup_done - started),
     };
@@ -354,6 +368,14 @@ pub(crate) fn run(
         elapsed,
         profile,
     }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic")
 }
 
 /// Hands `job` to a worker and waits for its answer until the wall clock runs out.

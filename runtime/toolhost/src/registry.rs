@@ -154,6 +154,15 @@ impl Episode {
     }
 }
 
+/// How a call was asked for.
+#[derive(Clone, Copy, Debug, Default)]
+struct CallHow {
+    /// Fill the profile's CPU times.
+    measure_cpu: bool,
+    /// The caller vouched that its thread may block (`call_blocking`).
+    blocking_thread: bool,
+}
+
 /// What a call returned.
 #[derive(Clone, Debug)]
 pub struct ToolReply {
@@ -356,7 +365,7 @@ impl ToolHost {
             stdout: BoundedOutput::new(4096),
             stderr: BoundedOutput::new(4096),
         };
-        let placement = self.placement(inline_safe, &setup);
+        let placement = self.placement(inline_safe, &setup, false);
         let finished = call::run(
             self.runner(),
             &pre,
@@ -440,14 +449,38 @@ impl ToolHost {
         arguments: &str,
     ) -> Result<ToolReply, ToolHostError> {
         let mut profile = CallProfile::default();
-        self.call_inner(
-            episode,
-            name,
-            arguments,
-            Instant::now(),
-            &mut profile,
-            false,
-        )
+        let how = CallHow::default();
+        self.call_inner(episode, name, arguments, Instant::now(), &mut profile, how)
+    }
+
+    /// [`ToolHost::call`] for a thread that may block and drives no async tasks: a
+    /// plain thread, or a `tokio::task::spawn_blocking` closure (where `call` cannot
+    /// tell it is not an async worker and hands the call to a worker thread). A
+    /// standard tool then runs on this thread even inside a tokio runtime, without the
+    /// hand-off. Called on a thread that drives async tasks, the call fails with a trap
+    /// error (no panic).
+    pub fn call_blocking(
+        &self,
+        episode: &Episode,
+        name: &str,
+        arguments: &str,
+    ) -> Result<ToolReply, ToolHostError> {
+        let mut profile = CallProfile::default();
+        let how = CallHow {
+            blocking_thread: true,
+            ..CallHow::default()
+        };
+        self.call_inner(episode, name, arguments, Instant::now(), &mut profile, how)
+    }
+
+    /// [`ToolHost::call_blocking`] with the profile of [`ToolHost::call_profiled`].
+    pub fn call_blocking_profiled(
+        &self,
+        episode: &Episode,
+        name: &str,
+        arguments: &str,
+    ) -> (Result<ToolReply, ToolHostError>, CallProfile) {
+        self.profiled(episode, name, arguments, true)
     }
 
     /// [`ToolHost::call`], also saying where the call's time went, CPU time of the
@@ -460,10 +493,24 @@ impl ToolHost {
         name: &str,
         arguments: &str,
     ) -> (Result<ToolReply, ToolHostError>, CallProfile) {
+        self.profiled(episode, name, arguments, false)
+    }
+
+    fn profiled(
+        &self,
+        episode: &Episode,
+        name: &str,
+        arguments: &str,
+        blocking_thread: bool,
+    ) -> (Result<ToolReply, ToolHostError>, CallProfile) {
         let started = Instant::now();
         let cpu_started = crate::watchdog::thread_cpu_time();
         let mut profile = CallProfile::default();
-        let reply = self.call_inner(episode, name, arguments, started, &mut profile, true);
+        let how = CallHow {
+            measure_cpu: true,
+            blocking_thread,
+        };
+        let reply = self.call_inner(episode, name, arguments, started, &mut profile, how);
         if profile.total.is_zero() {
             profile.total = started.elapsed();
         }
@@ -487,9 +534,10 @@ impl ToolHost {
     }
 
     /// Where a call runs. On the caller's thread only when all of these hold:
-    /// - the caller is not inside a tokio runtime: wasmtime-wasi's synchronous host
-    ///   calls `block_on` the current runtime, which panics on a thread that drives
-    ///   async tasks, and tokio's public API cannot tell such a thread from a
+    /// - the caller is not inside a tokio runtime, or said it is on a thread that may
+    ///   block ([`ToolHost::call_blocking`]): wasmtime-wasi's synchronous host calls
+    ///   `block_on` the current runtime, which panics on a thread that drives async
+    ///   tasks, and tokio's public API cannot tell such a thread from a
     ///   `spawn_blocking` one;
     /// - the tool is one of this binary's standard ones: their guests read files with direct descriptor
     ///   reads and never wait on a clock or a stream, so all they can block in is a
@@ -500,11 +548,11 @@ impl ToolHost {
     ///   the sandbox's own timeout, which the host does not verify (and a command costs
     ///   milliseconds, so the hand-off does not matter there);
     /// - the watchdog's signal is installed and not blocked on this thread.
-    fn placement(&self, inline_safe: bool, setup: &CallSetup) -> Placement {
+    fn placement(&self, inline_safe: bool, setup: &CallSetup, blocking_thread: bool) -> Placement {
         let inline = self.inline_calls
             && inline_safe
             && setup.exec.is_none()
-            && tokio::runtime::Handle::try_current().is_err()
+            && (blocking_thread || tokio::runtime::Handle::try_current().is_err())
             && crate::watchdog::signal_available()
             && crate::watchdog::signal_unblocked_here();
         if inline {
@@ -521,7 +569,7 @@ impl ToolHost {
         arguments: &str,
         started: Instant,
         profile: &mut CallProfile,
-        measure_cpu: bool,
+        how: CallHow,
     ) -> Result<ToolReply, ToolHostError> {
         let tool = self
             .tools
@@ -535,7 +583,7 @@ impl ToolHost {
             })?;
         let setup = self.setup(episode, tool, &grant)?;
         let limits = grant.limits;
-        let placement = self.placement(tool.inline_safe, &setup);
+        let placement = self.placement(tool.inline_safe, &setup, how.blocking_thread);
         let finished = call::run(
             self.runner(),
             &tool.pre,
@@ -543,7 +591,7 @@ impl ToolHost {
             Invocation::Call(arguments.to_string()),
             started,
             placement,
-            measure_cpu,
+            how.measure_cpu,
         );
         *profile = finished.profile;
         let (stdout, _) = finished.stdout.contents();

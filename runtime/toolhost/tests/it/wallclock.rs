@@ -152,3 +152,55 @@ fn calls_inside_a_tokio_runtime_run_on_a_worker() {
     assert!(!in_task.inline, "inside an async task: a worker");
     assert!(!in_blocking.inline, "inside spawn_blocking: a worker");
 }
+
+#[test]
+fn call_blocking_runs_inline_in_spawn_blocking_and_fails_cleanly_on_an_async_worker() {
+    let repo = Repo::new(&[("a.txt", "a\n")]);
+    let h = std::sync::Arc::new(host_with(Policy::from_toml(POLICY).unwrap()));
+    let episode = repo.episode(Role::Solver);
+    let args = r#"{"command":"view","path":"a.txt"}"#;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let (in_blocking, misused) = rt.block_on({
+        let h = h.clone();
+        let episode = episode.clone();
+        async move {
+            let blocking = tokio::task::spawn_blocking({
+                let h = h.clone();
+                let episode = episode.clone();
+                move || {
+                    let (r, p) = h.call_blocking_profiled(&episode, "editor", args);
+                    assert_eq!(ok(&r.unwrap()), "     1\ta\n");
+                    // The plain call works there too.
+                    assert_eq!(
+                        ok(&h.call_blocking(&episode, "editor", args).unwrap()),
+                        "     1\ta\n"
+                    );
+                    p
+                }
+            })
+            .await
+            .unwrap();
+            // Misuse: on the async worker itself.
+            let misused = h.call_blocking(&episode, "editor", args);
+            (blocking, misused)
+        }
+    });
+    assert!(
+        in_blocking.inline,
+        "inside spawn_blocking: the caller's thread"
+    );
+    match misused {
+        Err(ssr_toolhost::ToolHostError::Trap { message, .. }) => {
+            assert!(message.contains("async"), "{message}")
+        }
+        other => panic!("expected a trap error, got {other:?}"),
+    }
+    // The host still works afterwards.
+    assert_eq!(
+        ok(&h.call(&episode, "editor", args).unwrap()),
+        "     1\ta\n"
+    );
+}
