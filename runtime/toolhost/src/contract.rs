@@ -12,6 +12,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 use wasmtime::component::types::{ComponentExtern, ComponentItem};
 
+use crate::Description;
 use crate::error::ToolHostError;
 
 pub const TOOL_EXPORT: &str = "ssr:tool/tool@0.1.0";
@@ -99,4 +100,45 @@ pub fn check(
         }
     }
     Ok(found)
+}
+
+/// Checks what `describe` returned: a valid name (the manifest's, when given), an
+/// object schema, a description.
+pub(crate) fn validate_description(
+    d: &Description,
+    path: &Path,
+    expected: Option<&str>,
+) -> Result<(), ToolHostError> {
+    let err = |reason: String| ToolHostError::Contract {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if d.name.is_empty()
+        || !d
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(err(format!(
+            "`describe` returned the invalid name `{}`",
+            d.name
+        )));
+    }
+    if let Some(expected) = expected
+        && d.name != expected
+    {
+        return Err(err(format!(
+            "`describe` says its name is `{}` but the manifest says `{expected}`",
+            d.name
+        )));
+    }
+    let schema: serde_json::Value = serde_json::from_str(&d.parameters_schema)
+        .map_err(|e| err(format!("`parameters-schema` is not JSON: {e}")))?;
+    if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
+        return Err(err("`parameters-schema` must be an object schema".into()));
+    }
+    if d.description.trim().is_empty() {
+        return Err(err("`describe` returned an empty description".into()));
+    }
+    Ok(())
 }

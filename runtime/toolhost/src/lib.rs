@@ -23,6 +23,7 @@ mod cache;
 mod call;
 pub mod contract;
 mod engine;
+mod episode;
 mod error;
 mod exec;
 mod grants;
@@ -51,10 +52,11 @@ pub use bindings::ssr::tool::types::{Description, ToolError};
 pub use cache::CacheOutcome;
 pub use call::CallProfile;
 pub use engine::EPOCH_TICK;
+pub use episode::{Episode, HostConfig, ToolOrigin, ToolReply};
 pub use error::{LimitKind, ToolHostError};
 pub use grants::Protected;
 pub use policy::{CallLimits, Policy, RepoAccess, Role};
-pub use registry::{Episode, HostConfig, LoadedTool, ToolHost, ToolOrigin, ToolReply};
+pub use registry::{LoadedTool, ToolHost};
 
 /// Where `build.rs` put the compiled tools-wasm components (standard tools, the
 /// example custom tool, the test guests).

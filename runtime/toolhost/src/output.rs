@@ -101,6 +101,26 @@ impl tokio::io::AsyncWrite for BoundedOutput {
     }
 }
 
+/// Cuts `text` to about `max` bytes, keeping head and tail around a visible marker.
+pub(crate) fn cut_to(text: &str, max: usize) -> String {
+    let marker_room = 80.min(max);
+    let keep = max - marker_room;
+    let mut head = keep / 2;
+    while head > 0 && !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - (keep - keep / 2);
+    while tail < text.len() && !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!(
+        "{}\n[... {} bytes truncated by the tool host ...]\n{}",
+        &text[..head],
+        tail - head,
+        &text[tail..]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@ use crate::call::{
 };
 use crate::contract::{self, ContractImports};
 use crate::engine::ToolEngine;
+use crate::episode::{Episode, HostConfig, ToolOrigin, ToolReply};
 use crate::error::ToolHostError;
 use crate::exec::ExecGrant;
 use crate::grants::{Protected, WorkspaceGrant};
@@ -19,11 +20,9 @@ use crate::manifest::Manifest;
 use crate::output::BoundedOutput;
 use crate::policy::{CallLimits, EffectiveGrant, Policy, RepoAccess, Role, ToolGrantSpec};
 use crate::workers::Workers;
-use crate::{Description, ToolError, standard};
-use ssr_sandbox::Sandbox;
+use crate::{Description, standard};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::Linker;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
@@ -40,38 +39,6 @@ const DESCRIBE_LIMITS: CallLimits = CallLimits {
 
 /// Guest path of the per-tool scratch directory.
 pub const STATE_GUEST_DIR: &str = "/state";
-
-/// How a host is set up.
-#[derive(Clone, Debug)]
-pub struct HostConfig {
-    pub policy: Policy,
-    /// Folders scanned for custom tools (`tool.toml` in the folder or one level below).
-    pub tool_dirs: Vec<PathBuf>,
-    /// Where compiled components are cached; `None` compiles in memory every start.
-    pub cache_dir: Option<PathBuf>,
-    /// Load the four standard tools (bash, editor, search, submit).
-    pub standard_tools: bool,
-}
-
-impl Default for HostConfig {
-    fn default() -> Self {
-        HostConfig {
-            policy: Policy::default(),
-            tool_dirs: Vec::new(),
-            cache_dir: ComponentCache::default_dir(),
-            standard_tools: true,
-        }
-    }
-}
-
-/// Where a tool came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ToolOrigin {
-    /// Built into this binary (or found in the tools-wasm build folder).
-    Standard,
-    /// Loaded from a manifest in a tools folder.
-    Custom { manifest: PathBuf },
-}
 
 /// A tool ready to call.
 pub struct LoadedTool {
@@ -110,50 +77,6 @@ impl LoadedTool {
     }
 }
 
-/// The runtime's side of a call: which role, which repository, which files are the
-/// episode's oracle, where commands run. Built by the runtime, never by the model.
-#[derive(Clone)]
-pub struct Episode {
-    pub role: Role,
-    /// The episode's repository on the host.
-    pub repo: PathBuf,
-    /// Per-episode scratch root; each tool granted `state` gets `<state_dir>/<tool>`
-    /// at `/state`. `None`: no tool gets state (the editor's undo says so).
-    pub state_dir: Option<PathBuf>,
-    /// Repository-relative files that stay read-only (the oracle's `test_files.txt`),
-    /// on top of the role's protected globs.
-    pub oracle_files: Vec<String>,
-    /// Where the bash shim's commands run; `None`: exec is refused.
-    pub sandbox: Option<Arc<dyn Sandbox>>,
-    /// Where the repository appears in the sandbox (and in the model's paths).
-    pub workspace_guest: PathBuf,
-}
-
-impl std::fmt::Debug for Episode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Episode")
-            .field("role", &self.role)
-            .field("repo", &self.repo)
-            .field("state_dir", &self.state_dir)
-            .field("oracle_files", &self.oracle_files)
-            .field("sandbox", &self.sandbox.as_ref().map(|s| s.name()))
-            .finish()
-    }
-}
-
-impl Episode {
-    pub fn new(role: Role, repo: impl Into<PathBuf>) -> Self {
-        Episode {
-            role,
-            repo: repo.into(),
-            state_dir: None,
-            oracle_files: Vec::new(),
-            sandbox: None,
-            workspace_guest: PathBuf::from("/repo"),
-        }
-    }
-}
-
 /// How a call was asked for.
 #[derive(Clone, Copy, Debug, Default)]
 struct CallHow {
@@ -161,29 +84,6 @@ struct CallHow {
     measure_cpu: bool,
     /// The caller vouched that its thread may block (`call_blocking`).
     blocking_thread: bool,
-}
-
-/// What a call returned.
-#[derive(Clone, Debug)]
-pub struct ToolReply {
-    /// The text for the model, or the tool's typed error.
-    pub result: Result<String, ToolError>,
-    /// The result text was cut to the output limit.
-    pub truncated: bool,
-    /// The guest's stdout and stderr (capped), for logs, never for the model.
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed: Duration,
-}
-
-impl ToolReply {
-    /// The observation text: the result, or the error as `kind: message`.
-    pub fn text(&self) -> String {
-        match &self.result {
-            Ok(t) => t.clone(),
-            Err(e) => format!("error ({}): {}", e.kind(), e.message()),
-        }
-    }
 }
 
 /// The tool host.
@@ -391,7 +291,7 @@ impl ToolHost {
                 });
             }
         };
-        validate_description(&description, path, expected_name)?;
+        contract::validate_description(&description, path, expected_name)?;
         if let Some(existing) = self.tools.get(&description.name) {
             return Err(ToolHostError::DuplicateTool {
                 name: description.name.clone(),
@@ -603,7 +503,7 @@ impl ToolHost {
                     let max = usize::try_from(limits.output_bytes).unwrap_or(usize::MAX);
                     if text.len() > max {
                         truncated = true;
-                        cut_to(&text, max)
+                        crate::output::cut_to(&text, max)
                     } else {
                         text
                     }
@@ -735,63 +635,4 @@ fn unreachable_answer<T>(path: &Path) -> Result<T, ToolHostError> {
         "{}: the call answered a different invocation than was made",
         path.display()
     )))
-}
-
-fn validate_description(
-    d: &Description,
-    path: &Path,
-    expected: Option<&str>,
-) -> Result<(), ToolHostError> {
-    let err = |reason: String| ToolHostError::Contract {
-        path: path.to_path_buf(),
-        reason,
-    };
-    if d.name.is_empty()
-        || !d
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-    {
-        return Err(err(format!(
-            "`describe` returned the invalid name `{}`",
-            d.name
-        )));
-    }
-    if let Some(expected) = expected
-        && d.name != expected
-    {
-        return Err(err(format!(
-            "`describe` says its name is `{}` but the manifest says `{expected}`",
-            d.name
-        )));
-    }
-    let schema: serde_json::Value = serde_json::from_str(&d.parameters_schema)
-        .map_err(|e| err(format!("`parameters-schema` is not JSON: {e}")))?;
-    if schema.get("type").and_then(|t| t.as_str()) != Some("object") {
-        return Err(err("`parameters-schema` must be an object schema".into()));
-    }
-    if d.description.trim().is_empty() {
-        return Err(err("`describe` returned an empty description".into()));
-    }
-    Ok(())
-}
-
-/// Cuts `text` to about `max` bytes, keeping head and tail around a visible marker.
-fn cut_to(text: &str, max: usize) -> String {
-    let marker_room = 80.min(max);
-    let keep = max - marker_room;
-    let mut head = keep / 2;
-    while head > 0 && !text.is_char_boundary(head) {
-        head -= 1;
-    }
-    let mut tail = text.len() - (keep - keep / 2);
-    while tail < text.len() && !text.is_char_boundary(tail) {
-        tail += 1;
-    }
-    format!(
-        "{}\n[... {} bytes truncated by the tool host ...]\n{}",
-        &text[..head],
-        tail - head,
-        &text[tail..]
-    )
 }
