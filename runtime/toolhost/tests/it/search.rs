@@ -171,3 +171,29 @@ fn walk_keeps_the_ignore_rules() {
         "a/drop.log:1: needle\na/keep.log:1: needle"
     );
 }
+
+#[test]
+fn finds_a_match_past_the_first_read_of_a_large_file() {
+    // The guest's first read of a file is 16 KiB, later reads 64 KiB: matches after
+    // both boundaries are found.
+    let mut big: String = (0..5_000)
+        .map(|i| format!("filler line {i:05}\n"))
+        .collect();
+    big.push_str("the needle at the end\n");
+    assert!(big.len() > 64 << 10);
+    let repo = Repo::new(&[("big.txt", big.as_str())]);
+    let h = host();
+    let r = h
+        .call(
+            &repo.episode(Role::Solver),
+            "search",
+            r#"{"pattern":"needle|line 01000$"}"#,
+        )
+        .unwrap();
+    let text = ok(&r);
+    assert!(
+        text.contains("big.txt:5001: the needle at the end"),
+        "{text}"
+    );
+    assert!(text.contains("big.txt:1001: filler line 01000"), "{text}");
+}
