@@ -126,7 +126,11 @@ struct Watched {
     cancelled: Arc<AtomicBool>,
     thread: libc::pthread_t,
     signals: u32,
+    ticks_past: u32,
 }
+
+/// Ticks past the deadline with a signal on each; after them, one every this many.
+const BACKOFF_TICKS: u32 = 50;
 
 /// The calls being watched; shared by the host and its epoch ticker.
 #[derive(Default)]
@@ -148,6 +152,7 @@ impl Watchdog {
             // signals under) before this thread can end.
             thread: unsafe { libc::pthread_self() },
             signals: 0,
+            ticks_past: 0,
         };
         self.lock().push(watched);
         WatchGuard { dog: self, id }
@@ -158,7 +163,13 @@ impl Watchdog {
         let mut calls = self.lock();
         for c in calls.iter_mut().filter(|c| now >= c.deadline) {
             c.cancelled.store(true, Ordering::SeqCst);
-            if signal_available() {
+            c.ticks_past += 1;
+            // Every tick at first (a signal can land just before the thread enters the
+            // system call), then every [`BACKOFF_TICKS`]: a thread waiting where no
+            // signal reaches (an abandoned worker in a WASI poll) is not woken 500
+            // times a second for as long as it waits.
+            let due = c.ticks_past <= BACKOFF_TICKS || c.ticks_past % BACKOFF_TICKS == 0;
+            if due && signal_available() {
                 // SAFETY: the thread is alive: its entry is removed under this lock
                 // before the thread can return from the call.
                 unsafe { libc::pthread_kill(c.thread, SIGNAL) };
