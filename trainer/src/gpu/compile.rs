@@ -79,12 +79,20 @@ pub enum Kernel {
     EmbeddingForward,
     EmbeddingBackward,
     RmsnormForward,
+    /// RMSNorm writing the bf16 GEMM operand (Bf16 precision mode).
+    RmsnormForwardBf16,
     RmsnormBackward,
     RopeForward,
     RopeBackward,
     SwigluForward,
+    /// SwiGLU writing the bf16 operand of the down projection (Bf16 precision mode).
+    SwigluForwardBf16,
     SwigluBackward,
     AddInPlace,
+    /// The LM head's scoring rows gathered into its bf16 operand.
+    GatherRowsBf16,
+    /// The LM head's hidden gradient added back to its rows.
+    ScatterRowsAdd,
     AttentionForward,
     AttentionBackwardPreprocess,
     AttentionBackwardDq,
@@ -102,8 +110,9 @@ impl Kernel {
             LogprobsFromLogitsF32 | LogprobsFromLogitsBf16 | LmHeadRows => KernelSource::Logprobs,
             Advantages | PolicyLoss | SumF32 => KernelSource::Rl,
             CastF32ToBf16 | CastBf16ToF32 | EmbeddingForward | EmbeddingBackward
-            | RmsnormForward | RmsnormBackward | RopeForward | RopeBackward | SwigluForward
-            | SwigluBackward | AddInPlace => KernelSource::Model,
+            | RmsnormForward | RmsnormForwardBf16 | RmsnormBackward | RopeForward
+            | RopeBackward | SwigluForward | SwigluForwardBf16 | SwigluBackward | AddInPlace
+            | GatherRowsBf16 | ScatterRowsAdd => KernelSource::Model,
             AttentionForward
             | AttentionBackwardPreprocess
             | AttentionBackwardDq
@@ -127,12 +136,16 @@ impl Kernel {
             EmbeddingForward => "embedding_forward",
             EmbeddingBackward => "embedding_backward",
             RmsnormForward => "rmsnorm_forward",
+            RmsnormForwardBf16 => "rmsnorm_forward_bf16",
             RmsnormBackward => "rmsnorm_backward",
             RopeForward => "rope_forward",
             RopeBackward => "rope_backward",
             SwigluForward => "swiglu_forward",
+            SwigluForwardBf16 => "swiglu_forward_bf16",
             SwigluBackward => "swiglu_backward",
             AddInPlace => "add_in_place",
+            GatherRowsBf16 => "gather_rows_bf16",
+            ScatterRowsAdd => "scatter_rows_add",
             AttentionForward => "attention_forward",
             AttentionBackwardPreprocess => "attention_backward_preprocess",
             AttentionBackwardDq => "attention_backward_dq",
@@ -258,12 +271,16 @@ mod tests {
             EmbeddingForward,
             EmbeddingBackward,
             RmsnormForward,
+            RmsnormForwardBf16,
             RmsnormBackward,
             RopeForward,
             RopeBackward,
             SwigluForward,
+            SwigluForwardBf16,
             SwigluBackward,
             AddInPlace,
+            GatherRowsBf16,
+            ScatterRowsAdd,
             AttentionForward,
             AttentionBackwardPreprocess,
             AttentionBackwardDq,

@@ -7,6 +7,7 @@
 //! (`--nocapture`) and tighten them.
 
 use ssr_trainer::gguf::load_model;
+use ssr_trainer::gpu::GpuPrecision;
 use ssr_trainer::gpu::generate::GpuDecoder;
 use ssr_trainer::gpu::model::DeviceWeights;
 use ssr_trainer::infer::Engine;
@@ -37,7 +38,7 @@ fn smollm2_logits_and_loss_match_cpu_on_a_short_sequence() {
     // absolute: 2e-2 absolute leaves a 5x margin.
     let want = engine.logits(&ids).unwrap();
     let (_, w) = load_model(&path).unwrap();
-    let mut dec = GpuDecoder::new(&gpu, &w, ids.len()).unwrap();
+    let mut dec = GpuDecoder::with_precision(&gpu, &w, ids.len(), GpuPrecision::F32).unwrap();
     let split = ids.len() - 4;
     let tol = Tolerance::new(2e-2, 0.0);
     let mut rows = vec![(split - 1, dec.forward_last(&gpu, &ids[..split]).unwrap())];
