@@ -291,7 +291,7 @@ impl Gpu {
         let rows = self.scoring_rows("next_token_logprobs", &acts, tokens, positions, dim)?;
         let mut lp = self.zeros::<f32>(n)?;
         let mut en = self.zeros::<f32>(n)?;
-        let mut ws = LmHeadWorkspace::new(self, vocab, LM_HEAD_WORKSPACE_BYTES)?;
+        let mut ws = LmHeadWorkspace::new(self, vocab, workspace_bytes(n, vocab))?;
         let shape = LmHeadShape {
             tokens: n,
             dim,
@@ -338,7 +338,7 @@ impl Gpu {
         let rows = self.scoring_rows(OP, &acts, tokens, positions, dim)?;
         let mut lp = self.zeros::<f32>(n)?;
         let mut en = self.zeros::<f32>(n)?;
-        let mut ws = LmHeadWorkspace::new(self, vocab, LM_HEAD_WORKSPACE_BYTES)?;
+        let mut ws = LmHeadWorkspace::new(self, vocab, workspace_bytes(n, vocab))?;
         let shape = LmHeadShape {
             tokens: n,
             dim,
@@ -406,14 +406,43 @@ fn check_positions(op: &'static str, tokens: &[u32], positions: &[usize]) -> Res
     }
 }
 
-/// 256 MiB of LM-head logits workspace (6 bytes per logit): SmolLM2's vocabulary in
-/// chunks of ~900 rows, so a typical sequence's scored rows fit one chunk and the logits
-/// GEMM runs once.
-const LM_HEAD_WORKSPACE_BYTES: usize = 256 << 20;
+/// At most 1 GiB of LM-head logits workspace (6 bytes per logit). The training pass keeps
+/// the last chunk's logits through the host loss and recomputes only the others
+/// (`Gpu::lm_head_loss_and_backward`), so a workspace that holds every scored row saves
+/// the whole second logits GEMM: 1 GiB holds 3,640 SmolLM2 rows (a 2,048-token sequence
+/// in one chunk; the cap itself is 3,584 rows) or ~1,150 rows of a 152k vocabulary, small next to the 78+ GiB of the
+/// GPUs this runs on.
+const LM_HEAD_WORKSPACE_BYTES: usize = 1 << 30;
+
+/// The workspace for `n` scored rows: all of them rounded up to a multiple of 64 (the
+/// workspace keeps 64-row multiples, tensor-core friendly), capped at
+/// [`LM_HEAD_WORKSPACE_BYTES`].
+fn workspace_bytes(n: usize, vocab: usize) -> usize {
+    let per_row = vocab.max(1) * 6;
+    (n.max(1).next_multiple_of(64) * per_row).min(LM_HEAD_WORKSPACE_BYTES.max(per_row))
+}
 
 /// The LM head's operands for one sequence (`Gpu::scoring_rows`).
 struct ScoringRows {
     hidden: CudaSlice<bf16>,
     targets: CudaSlice<u32>,
     index: RowIndex,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lm_head_workspace_holds_a_whole_sequence_up_to_the_cap() {
+        let rows = |n, v| workspace_bytes(n, v) / (v * 6);
+        // A 2,048-token SmolLM2 sequence (2,047 scored rows) fits one chunk.
+        assert_eq!(rows(2047, 49_152), 2048);
+        assert_eq!(rows(1, 49_152), 64);
+        // Longer sequences are capped at 1 GiB (the backward then recomputes the chunks
+        // it could not keep).
+        assert!(workspace_bytes(100_000, 49_152) <= LM_HEAD_WORKSPACE_BYTES);
+        // A vocabulary too large for one row within the cap still gets one row.
+        assert_eq!(rows(10, 200_000_000), 1);
+    }
 }

@@ -336,3 +336,21 @@ impl Gpu {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_names_round_trip_and_unknown_is_a_typed_error() {
+        for p in GpuPrecision::ALL {
+            assert_eq!(p.name().parse::<GpuPrecision>(), Ok(p));
+            assert_eq!(p.to_string(), p.name());
+        }
+        assert_eq!(" BF16 ".parse::<GpuPrecision>(), Ok(GpuPrecision::Bf16));
+        assert_eq!(GpuPrecision::default(), GpuPrecision::Bf16);
+        let e = "fp8".parse::<GpuPrecision>().unwrap_err();
+        assert_eq!(e.given, "fp8");
+        assert!(e.to_string().contains("bf16 or f32"), "{e}");
+    }
+}
