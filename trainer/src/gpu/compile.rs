@@ -104,6 +104,38 @@ pub enum Kernel {
 }
 
 impl Kernel {
+    /// Every kernel, for checks that each is defined and compiled.
+    pub const ALL: [Kernel; 28] = [
+        Kernel::LogprobsFromLogitsF32,
+        Kernel::LogprobsFromLogitsBf16,
+        Kernel::LmHeadRows,
+        Kernel::Advantages,
+        Kernel::PolicyLoss,
+        Kernel::SumF32,
+        Kernel::CastF32ToBf16,
+        Kernel::CastBf16ToF32,
+        Kernel::EmbeddingForward,
+        Kernel::EmbeddingBackward,
+        Kernel::RmsnormForward,
+        Kernel::RmsnormForwardBf16,
+        Kernel::RmsnormBackward,
+        Kernel::RopeForward,
+        Kernel::RopeBackward,
+        Kernel::SwigluForward,
+        Kernel::SwigluForwardBf16,
+        Kernel::SwigluBackward,
+        Kernel::AddInPlace,
+        Kernel::GatherRowsBf16,
+        Kernel::ScatterRowsAdd,
+        Kernel::AttentionForward,
+        Kernel::AttentionBackwardPreprocess,
+        Kernel::AttentionBackwardDq,
+        Kernel::AttentionBackward,
+        Kernel::AdamwStep,
+        Kernel::SumSquares,
+        Kernel::ScaleInPlace,
+    ];
+
     pub fn source(self) -> KernelSource {
         use Kernel::*;
         match self {
@@ -258,37 +290,7 @@ mod tests {
 
     #[test]
     fn every_kernel_symbol_is_defined_in_its_source() {
-        use Kernel::*;
-        let all = [
-            LogprobsFromLogitsF32,
-            LogprobsFromLogitsBf16,
-            LmHeadRows,
-            Advantages,
-            PolicyLoss,
-            SumF32,
-            CastF32ToBf16,
-            CastBf16ToF32,
-            EmbeddingForward,
-            EmbeddingBackward,
-            RmsnormForward,
-            RmsnormForwardBf16,
-            RmsnormBackward,
-            RopeForward,
-            RopeBackward,
-            SwigluForward,
-            SwigluForwardBf16,
-            SwigluBackward,
-            AddInPlace,
-            GatherRowsBf16,
-            ScatterRowsAdd,
-            AttentionForward,
-            AttentionBackwardPreprocess,
-            AttentionBackwardDq,
-            AttentionBackward,
-            AdamwStep,
-            SumSquares,
-            ScaleInPlace,
-        ];
+        let all = Kernel::ALL;
         for k in all {
             let text = k.source().text();
             let needle = format!("void {}(", k.symbol());

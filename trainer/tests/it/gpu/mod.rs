@@ -86,6 +86,18 @@ fn every_kernel_source_compiles_with_nvrtc() {
         let ptx = ssr_trainer::gpu::compile::compile(src, &arch, dir.path())
             .unwrap_or_else(|e| panic!("{}: {e}", src.file_name()));
         assert!(ptx.contains(".target sm_90"), "{}", src.file_name());
+        // Every kernel of this source is emitted under its unmangled `extern "C"` name.
+        for k in ssr_trainer::gpu::compile::Kernel::ALL
+            .into_iter()
+            .filter(|k| k.source() == src)
+        {
+            assert!(
+                ptx.contains(&format!(".entry {}(", k.symbol())),
+                "{} lacks the entry {}",
+                src.file_name(),
+                k.symbol()
+            );
+        }
         // The second call is served from the cache.
         let again = ssr_trainer::gpu::compile::compile(src, &arch, dir.path()).unwrap();
         assert_eq!(ptx, again);
