@@ -72,8 +72,47 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             std::process::ExitCode::from(2)
         }
+    }
+}
+
+/// The error and its causes on one line, each cause once. Why not `{:#}`: the
+/// libraries' typed errors already put their source in their own message, so the
+/// plain chain says every cause two or three times over.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading the history of r: {source}")]
+    struct Outer {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let inner = std::io::Error::other("no HEAD");
+        let e = anyhow::Error::new(Outer { source: inner }).context("inject");
+        assert_eq!(error_text(&e), "inject: reading the history of r: no HEAD");
+        let plain = anyhow::anyhow!("a").context("b");
+        assert_eq!(error_text(&plain), "b: a");
     }
 }

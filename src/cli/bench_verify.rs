@@ -96,6 +96,7 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
         soft_timeout: 90.0,
         min_passing_tests: 5,
         sequential: false,
+        test_env: Vec::new(),
     };
     let bar = ProgressBar::new((names.len() * (1 + 2 * args.repeats)) as u64);
     bar.set_style(

@@ -95,6 +95,10 @@ pub struct SelfPlayArgs {
     /// tool is offered to a role when the policy grants it.
     #[arg(long = "tools-dir", value_name = "DIR")]
     pub tools_dirs: Vec<PathBuf>,
+    /// An environment variable every test run and agent shell command gets, for
+    /// repositories whose tests need a setting; repeatable (adds to `[test_env]`).
+    #[arg(long = "test-env", value_name = "KEY=VALUE", value_parser = crate::cli::verify::parse_test_env)]
+    pub test_env: Vec<(String, String)>,
     /// Print the final summary as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -139,6 +143,7 @@ fn resolve_config(args: &SelfPlayArgs) -> anyhow::Result<SelfPlayConfig> {
         cfg.tools_policy = Some(p.clone());
     }
     cfg.tools_dirs.extend(args.tools_dirs.iter().cloned());
+    cfg.test_env.extend(args.test_env.iter().cloned());
     Ok(cfg)
 }
 
@@ -286,7 +291,7 @@ async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
         min_passing_tests: cfg.min_passing_tests,
         ..ssr_game::VerifyConfig::default()
     };
-    verify.run_env = ssr_game::RunEnv::host_toolchains();
+    verify.run_env = crate::cli::verify::run_env_with(cfg.test_env.clone());
     let arena = Arc::new(GameArena {
         repo_name: repo
             .file_name()

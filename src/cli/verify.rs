@@ -32,6 +32,35 @@ pub struct GameOpts {
     /// Run the checks' test runs one after another instead of concurrently.
     #[arg(long)]
     pub sequential: bool,
+    /// An environment variable every test run (and the agents' shell) gets, for test
+    /// commands that need a setting, e.g. `--test-env DJANGO_SETTINGS_MODULE=app.test`;
+    /// repeatable.
+    #[arg(long = "test-env", value_name = "KEY=VALUE", value_parser = parse_test_env)]
+    pub test_env: Vec<(String, String)>,
+}
+
+/// Parses one `--test-env KEY=VALUE`: the key must be a shell variable name (the
+/// sandbox would not pass another through), the value is taken as it is.
+pub fn parse_test_env(s: &str) -> Result<(String, String), String> {
+    let (key, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    let mut chars = key.chars();
+    let name_ok = matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric());
+    if !name_ok {
+        return Err(format!(
+            "`{key}` is not a variable name (letters, digits and `_`, not starting with a digit)"
+        ));
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// The host's toolchains plus the operator's `--test-env` settings (which win).
+pub fn run_env_with(test_env: impl IntoIterator<Item = (String, String)>) -> RunEnv {
+    let mut env = RunEnv::host_toolchains();
+    env.env.extend(test_env);
+    env
 }
 
 impl GameOpts {
@@ -41,7 +70,7 @@ impl GameOpts {
             soft_timeout_secs: self.soft_timeout,
             min_passing_tests: self.min_passing_tests,
             parallel: !self.sequential,
-            run_env: RunEnv::host_toolchains(),
+            run_env: run_env_with(self.test_env.iter().cloned()),
             ..VerifyConfig::default()
         }
     }
@@ -98,4 +127,26 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_test_env;
+
+    #[test]
+    fn test_env_takes_key_equals_value_and_refuses_bad_names() {
+        assert_eq!(
+            parse_test_env("A_1=x=y z").unwrap(),
+            ("A_1".to_string(), "x=y z".to_string())
+        );
+        assert_eq!(parse_test_env("E=").unwrap(), ("E".into(), String::new()));
+        assert!(
+            parse_test_env("NOEQUALS")
+                .unwrap_err()
+                .contains("KEY=VALUE")
+        );
+        assert!(parse_test_env("1A=x").is_err());
+        assert!(parse_test_env("A-B=x").is_err());
+        assert!(parse_test_env("=x").is_err());
+    }
 }

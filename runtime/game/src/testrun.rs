@@ -35,6 +35,10 @@ pub struct TestRun {
     pub parser_ms: u64,
     /// Some of the log was dropped (output limit).
     pub log_truncated: bool,
+    /// The last characters of the log, for messages that must say why a run went
+    /// wrong (a missing environment variable, an import error).
+    #[serde(default)]
+    pub log_tail: String,
 }
 
 impl TestRun {
@@ -175,6 +179,7 @@ pub fn run_tests(
         script_ms,
         parser_ms: pout.wall_ms,
         log_truncated,
+        log_tail: tail(&log),
     })
 }
 

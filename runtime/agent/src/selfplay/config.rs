@@ -50,6 +50,9 @@ pub struct SelfPlayConfig {
     pub tools_policy: Option<std::path::PathBuf>,
     /// Folders scanned for custom WASM tools (a `tool.toml` next to its component).
     pub tools_dirs: Vec<std::path::PathBuf>,
+    /// Environment variables every test run and every agent shell command gets, for
+    /// repositories whose tests need a setting (`[test_env]` in TOML).
+    pub test_env: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for SelfPlayConfig {
@@ -75,6 +78,7 @@ impl Default for SelfPlayConfig {
             learning_rate: 1e-5,
             tools_policy: None,
             tools_dirs: Vec::new(),
+            test_env: Default::default(),
         }
     }
 }

@@ -135,8 +135,16 @@ pub enum InjectError {
     NoFramework(String),
     #[error("running the tests of the original repository: {0}")]
     Original(RunFailure),
-    #[error("no test passes on the original repository")]
-    NothingPasses,
+    #[error(
+        "no test file passes in full on the original repository (test script exit \
+         {exit:?}, {parsed} results parsed); does the test command need a setting \
+         (`--test-env KEY=VALUE`)? log tail:\n{log_tail}"
+    )]
+    NothingPasses {
+        exit: Option<i32>,
+        parsed: usize,
+        log_tail: String,
+    },
     #[error(transparent)]
     History(#[from] history::HistoryError),
     #[error("reading {path}: {source}")]
@@ -219,7 +227,11 @@ pub fn inject(
         .map(|(id, _)| id.clone())
         .collect();
     if passing.is_empty() {
-        return Err(InjectError::NothingPasses);
+        return Err(InjectError::NothingPasses {
+            exit: run.script_exit,
+            parsed: run.claimed.len(),
+            log_tail: run.log_tail.clone(),
+        });
     }
     if framework == Framework::Cargo {
         // With cargo the whole crate is one run; keep every test file as oracle.

@@ -4,6 +4,7 @@
 mod evaluate_episode;
 mod examples_e2e;
 mod fixture;
+mod layouts;
 mod process_sandbox;
 mod solver_cheats;
 mod verify_checks;
