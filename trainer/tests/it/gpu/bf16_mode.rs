@@ -15,7 +15,11 @@
 //! → u·√18 ≈ 1.7e-2; the backward also rounds each upstream gradient before its two GEMMs,
 //! about doubling r → u·√40 ≈ 2.5e-2. Each bound below is about 3× its estimate, because
 //! the tiny random model's small sums (k = 16) cancel more than a trained model's and the
-//! estimate is a typical, not a worst, case. The first GPU run should print the measured
+//! estimate is a typical, not a worst, case. A numpy emulation of this mode on the tiny
+//! model (`kernels/bf16_emulation.py`: bf16 rounding at the same points, 200 random
+//! models, forward only; not a GPU run) gave logits rel-L2 ≤ 1.4e-2 (median 6.1e-3),
+//! max |Δ logit| ≤ 5.6e-2, max |Δ log-prob| ≤ 3.0e-2 and |Δ mean log-prob| ≤ 3.4e-3:
+//! inside the bounds below with margins of 2.7× to 9× over the worst of the 200. The first GPU run should print the measured
 //! errors (`--nocapture`) and tighten them.
 
 use half::bf16;
@@ -187,8 +191,8 @@ fn bf16_logits_and_loss_match_cpu_on_tiny_model() {
     );
 
     // Logits through the decoder (default precision: bf16), prefill then decode. About 18
-    // roundings on the path (module doc): rel-L2 ≈ 1.7e-2, bound 5e-2; element-wise 0.1
-    // absolute on logits of order 1.
+    // roundings on the path (module doc): rel-L2 ≈ 1.7e-2, bound 5e-2; element-wise 0.15
+    // absolute on logits of order 1 (emulated worst 5.6e-2).
     let mut dec = GpuDecoder::new(&gpu, &w, 32).unwrap();
     assert_eq!(dec.precision(), GpuPrecision::Bf16);
     let mut got = vec![dec.forward_last(&gpu, &tokens[..16]).unwrap()];
@@ -198,7 +202,7 @@ fn bf16_logits_and_loss_match_cpu_on_tiny_model() {
     for (j, g) in got.iter().enumerate() {
         let i = 15 + j;
         let want_i = &want[i * v..(i + 1) * v];
-        let m = check_close(g, want_i, Tolerance::new(0.1, 0.0))
+        let m = check_close(g, want_i, Tolerance::new(0.15, 0.0))
             .unwrap_or_else(|m| panic!("logits at {i}: {m:?}"));
         eprintln!("bf16 logits at {i}: {m:?}");
         assert!(m.rel_l2 < 5e-2, "logits at {i}: rel-L2 {:.2e}", m.rel_l2);
@@ -279,6 +283,12 @@ fn bf16_three_train_steps_match_cpu_and_keep_bf16_copies_current() {
     let mut tc = ssr_trainer::train::TrainConfig::default();
     tc.adamw.lr = 1e-3;
     tc.adamw.warmup_steps = 0;
+    // No clipping in the trust region's reach: a clipped token's gradient jumps from 0 to
+    // w·ρ·A when its ratio crosses the boundary, so a bf16 perturbation of ~1e-2 in a
+    // log-prob near a boundary would change the gradient by a whole token's share, not by
+    // rounding error. Clipping itself is checked in f32 (`gpu::training`, `gpu::rl`).
+    tc.loss.clip_low = 0.999;
+    tc.loss.clip_high = 1e3;
     let seqs: Vec<BatchItem> = [(30usize, 1.0f32), (22, -0.5), (17, 0.7)]
         .iter()
         .map(|&(len, adv)| {
@@ -347,6 +357,7 @@ fn bf16_three_train_steps_match_cpu_and_keep_bf16_copies_current() {
         );
         assert_eq!(got.step, step);
         assert_eq!(got.trained_tokens, want_loss.tokens);
+        assert_eq!(want_loss.clipped_tokens, 0, "the bounds above clip nothing");
         // The loss is Σ w·ratio·A with ratio = exp(logp − old): its relative error is the
         // log-probs' absolute error (≲ 2.5e-2 typical): 6e-2. The gradient norm carries
         // the gradients' rel-L2 (≈ 2.5e-2): 8e-2.
