@@ -35,3 +35,8 @@ gpu-test:
 # On the GPU machine: the kernel benchmark and one training step under nsys (ncu where nsys is absent).
 profile:
     bash scripts/gpu_check.sh profile
+
+# Without a GPU: compile every CUDA kernel source with NVRTC (from PyPI) for sm_90 and check each kernel's PTX entry.
+nvrtc-check:
+    python3 -m venv /tmp/nvrtc-venv && /tmp/nvrtc-venv/bin/pip install -q nvidia-cuda-nvrtc==13.0.88
+    LD_LIBRARY_PATH="$(ls -d /tmp/nvrtc-venv/lib/python3*/site-packages/nvidia/cu13/lib)" cargo test -p ssr-trainer --test it -- gpu::every_kernel --nocapture

@@ -1,5 +1,8 @@
-// Element-wise and row-wise ops of the llama block for the GPU training path, f32 in and
-// out (bf16 only through the casts, for GEMM operands and weights).
+// Element-wise and row-wise ops of the llama block for the GPU training path. Inputs are
+// f32 (the residual stream, GEMM outputs); outputs that feed a GEMM have a bf16 twin
+// (`*_bf16`: RMSNorm and SwiGLU write the bf16 GEMM operand directly, so the f32 copy
+// never exists), used by the Bf16 precision mode (trainer/src/gpu/precision.rs). All
+// arithmetic and statistics stay f32/f64; bf16 is only the storage of the result.
 //
 // CPU twins (trainer::train): embedding / embedding_backward, rms_norm /
 // rms_norm_backward, rope / rope_backward (interleaved pairs), swiglu / swiglu_backward;
@@ -63,9 +66,15 @@ __device__ double block_sum(double v) {
     return r;
 }
 
+// Stores an f32 result as the output's element type (f32 as is, bf16 rounded to nearest
+// even), so one template body serves both precisions.
+__device__ __forceinline__ void store_out(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_out(bf16_t* p, float v) { *p = f32_to_bf16(v); }
+
 // y = x * rstd * g per row; rstd = 1 / sqrt(mean(x^2) + eps) (sum in f64 as the twin).
-extern "C" __global__ void rmsnorm_forward(const float* x, const float* gain, int T, int dim, float eps, float* y,
-                                           float* rstd) {
+// The product is formed in f32 and rounded once when Y is bf16.
+template <typename Y>
+__device__ void rmsnorm_row(const float* x, const float* gain, int T, int dim, float eps, Y* y, float* rstd) {
     int t = blockIdx.x;
     if (t >= T) return;
     const float* xr = x + (size_t)t * dim;
@@ -73,8 +82,19 @@ extern "C" __global__ void rmsnorm_forward(const float* x, const float* gain, in
     for (int d = threadIdx.x; d < dim; d += blockDim.x) ss += (double)xr[d] * (double)xr[d];
     ss = block_sum(ss);
     float r = (float)(1.0 / sqrt(ss / dim + (double)eps));
-    for (int d = threadIdx.x; d < dim; d += blockDim.x) y[(size_t)t * dim + d] = xr[d] * r * gain[d];
+    for (int d = threadIdx.x; d < dim; d += blockDim.x) store_out(y + (size_t)t * dim + d, xr[d] * r * gain[d]);
     if (threadIdx.x == 0) rstd[t] = r;
+}
+
+extern "C" __global__ void rmsnorm_forward(const float* x, const float* gain, int T, int dim, float eps, float* y,
+                                           float* rstd) {
+    rmsnorm_row<float>(x, gain, T, dim, eps, y, rstd);
+}
+
+// The fused "RMSNorm -> bf16 GEMM operand" of the Bf16 mode; rstd stays f32.
+extern "C" __global__ void rmsnorm_forward_bf16(const float* x, const float* gain, int T, int dim, float eps,
+                                                bf16_t* y, float* rstd) {
+    rmsnorm_row<bf16_t>(x, gain, T, dim, eps, y, rstd);
 }
 
 // Blocks [0, T): dx of row t = rstd (dy∘g − x̂ · mean(dy∘g∘x̂)).
@@ -133,12 +153,41 @@ extern "C" __global__ void rope_backward(float* dx, int T, int heads, int hd, fl
 
 __device__ __forceinline__ float sigmoidf_(float x) { return 1.f / (1.f + expf(-x)); }
 
-extern "C" __global__ void swiglu_forward(const float* gate, const float* up, float* act, long long n) {
+template <typename A>
+__device__ void swiglu_elems(const float* gate, const float* up, A* act, long long n) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     for (; i < n; i += (long long)gridDim.x * blockDim.x) {
         float g = gate[i];
-        act[i] = g * sigmoidf_(g) * up[i];
+        store_out(act + i, g * sigmoidf_(g) * up[i]);
     }
+}
+
+extern "C" __global__ void swiglu_forward(const float* gate, const float* up, float* act, long long n) {
+    swiglu_elems<float>(gate, up, act, n);
+}
+
+// SwiGLU writing the down projection's bf16 operand directly (Bf16 mode).
+extern "C" __global__ void swiglu_forward_bf16(const float* gate, const float* up, bf16_t* act, long long n) {
+    swiglu_elems<bf16_t>(gate, up, act, n);
+}
+
+// out[i, :] = bf16(x[rows[i], :]): gathers the LM head's scoring rows from the final
+// hidden states straight into its bf16 operand (no host round trip). One block per row.
+extern "C" __global__ void gather_rows_bf16(const float* x, const unsigned int* rows, int n, int dim, bf16_t* out) {
+    int i = blockIdx.x;
+    if (i >= n) return;
+    const float* src = x + (size_t)rows[i] * dim;
+    for (int d = threadIdx.x; d < dim; d += blockDim.x) out[(size_t)i * dim + d] = f32_to_bf16(src[d]);
+}
+
+// dx[rows[i], :] += g[i, :]: scatters the LM head's hidden gradient back to its rows.
+// One block per row; rows are distinct (the host checks), so no two blocks write the
+// same element.
+extern "C" __global__ void scatter_rows_add(const float* g, const unsigned int* rows, int n, int dim, float* dx) {
+    int i = blockIdx.x;
+    if (i >= n) return;
+    float* dst = dx + (size_t)rows[i] * dim;
+    for (int d = threadIdx.x; d < dim; d += blockDim.x) dst[d] += g[(size_t)i * dim + d];
 }
 
 extern "C" __global__ void swiglu_backward(const float* dact, const float* gate, const float* up, float* dgate,

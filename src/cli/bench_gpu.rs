@@ -194,6 +194,10 @@ pub struct TrainBenchArgs {
     /// Skip the PyTorch baseline.
     #[arg(long)]
     no_torch: bool,
+    /// Precision of the GPU model: bf16 (bf16 GEMM operands, f32 master weights and
+    /// accumulation; also times the f32 trainer side by side) or f32 (the reference).
+    #[arg(long, default_value = "bf16", value_name = "bf16|f32")]
+    precision: ssr_trainer::gpu::GpuPrecision,
     /// Print one JSON object (`TrainBenchReport`).
     #[arg(long)]
     json: bool,
@@ -212,6 +216,8 @@ pub fn train(a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
         gen_tokens: a.gen_tokens,
         torch_script: (!a.no_torch).then_some(a.torch_script),
         python: a.python,
+        precision: a.precision,
+        compare_f32: true,
     };
     let gpu = match open_or_report("train", a.json)? {
         Ok(g) => g,
@@ -222,7 +228,16 @@ pub fn train(a: TrainBenchArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{} — {}", r.device, r.model);
+    println!("{} — {} — {} precision", r.device, r.model, r.precision);
+    if let Some(f) = r.f32_step_ms {
+        println!(
+            "train step: {} {:.1} ms, f32 reference {:.1} ms ({:.2}x)",
+            r.precision,
+            r.step_ms,
+            f,
+            f / r.step_ms
+        );
+    }
     println!(
         "{:<28} {:>14} {:>14} {:>8}",
         "", "ssr (GPU)", "PyTorch", "ratio"

@@ -176,7 +176,7 @@ pub fn measure(args: &BenchModelArgs) -> anyhow::Result<ModelBenchReport> {
     let baseline = if args.no_baseline {
         None
     } else {
-        engine.set_precision(Precision::F32);
+        engine.set_precision(Precision::F32)?;
         Some(single_threaded(|| {
             speeds(&engine, &prompt, args.decode_tokens)
         })??)

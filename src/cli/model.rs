@@ -178,7 +178,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     engine.set_precision(match a.precision {
         PrecisionArg::Fast => Precision::Fast,
         PrecisionArg::F32 => Precision::F32,
-    });
+    })?;
     let device = engine
         .set_device(a.device)
         .context("choosing the device")?

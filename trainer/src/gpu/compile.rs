@@ -79,12 +79,20 @@ pub enum Kernel {
     EmbeddingForward,
     EmbeddingBackward,
     RmsnormForward,
+    /// RMSNorm writing the bf16 GEMM operand (Bf16 precision mode).
+    RmsnormForwardBf16,
     RmsnormBackward,
     RopeForward,
     RopeBackward,
     SwigluForward,
+    /// SwiGLU writing the bf16 operand of the down projection (Bf16 precision mode).
+    SwigluForwardBf16,
     SwigluBackward,
     AddInPlace,
+    /// The LM head's scoring rows gathered into its bf16 operand.
+    GatherRowsBf16,
+    /// The LM head's hidden gradient added back to its rows.
+    ScatterRowsAdd,
     AttentionForward,
     AttentionBackwardPreprocess,
     AttentionBackwardDq,
@@ -96,14 +104,47 @@ pub enum Kernel {
 }
 
 impl Kernel {
+    /// Every kernel, for checks that each is defined and compiled.
+    pub const ALL: [Kernel; 28] = [
+        Kernel::LogprobsFromLogitsF32,
+        Kernel::LogprobsFromLogitsBf16,
+        Kernel::LmHeadRows,
+        Kernel::Advantages,
+        Kernel::PolicyLoss,
+        Kernel::SumF32,
+        Kernel::CastF32ToBf16,
+        Kernel::CastBf16ToF32,
+        Kernel::EmbeddingForward,
+        Kernel::EmbeddingBackward,
+        Kernel::RmsnormForward,
+        Kernel::RmsnormForwardBf16,
+        Kernel::RmsnormBackward,
+        Kernel::RopeForward,
+        Kernel::RopeBackward,
+        Kernel::SwigluForward,
+        Kernel::SwigluForwardBf16,
+        Kernel::SwigluBackward,
+        Kernel::AddInPlace,
+        Kernel::GatherRowsBf16,
+        Kernel::ScatterRowsAdd,
+        Kernel::AttentionForward,
+        Kernel::AttentionBackwardPreprocess,
+        Kernel::AttentionBackwardDq,
+        Kernel::AttentionBackward,
+        Kernel::AdamwStep,
+        Kernel::SumSquares,
+        Kernel::ScaleInPlace,
+    ];
+
     pub fn source(self) -> KernelSource {
         use Kernel::*;
         match self {
             LogprobsFromLogitsF32 | LogprobsFromLogitsBf16 | LmHeadRows => KernelSource::Logprobs,
             Advantages | PolicyLoss | SumF32 => KernelSource::Rl,
             CastF32ToBf16 | CastBf16ToF32 | EmbeddingForward | EmbeddingBackward
-            | RmsnormForward | RmsnormBackward | RopeForward | RopeBackward | SwigluForward
-            | SwigluBackward | AddInPlace => KernelSource::Model,
+            | RmsnormForward | RmsnormForwardBf16 | RmsnormBackward | RopeForward
+            | RopeBackward | SwigluForward | SwigluForwardBf16 | SwigluBackward | AddInPlace
+            | GatherRowsBf16 | ScatterRowsAdd => KernelSource::Model,
             AttentionForward
             | AttentionBackwardPreprocess
             | AttentionBackwardDq
@@ -127,12 +168,16 @@ impl Kernel {
             EmbeddingForward => "embedding_forward",
             EmbeddingBackward => "embedding_backward",
             RmsnormForward => "rmsnorm_forward",
+            RmsnormForwardBf16 => "rmsnorm_forward_bf16",
             RmsnormBackward => "rmsnorm_backward",
             RopeForward => "rope_forward",
             RopeBackward => "rope_backward",
             SwigluForward => "swiglu_forward",
+            SwigluForwardBf16 => "swiglu_forward_bf16",
             SwigluBackward => "swiglu_backward",
             AddInPlace => "add_in_place",
+            GatherRowsBf16 => "gather_rows_bf16",
+            ScatterRowsAdd => "scatter_rows_add",
             AttentionForward => "attention_forward",
             AttentionBackwardPreprocess => "attention_backward_preprocess",
             AttentionBackwardDq => "attention_backward_dq",
@@ -245,33 +290,7 @@ mod tests {
 
     #[test]
     fn every_kernel_symbol_is_defined_in_its_source() {
-        use Kernel::*;
-        let all = [
-            LogprobsFromLogitsF32,
-            LogprobsFromLogitsBf16,
-            LmHeadRows,
-            Advantages,
-            PolicyLoss,
-            SumF32,
-            CastF32ToBf16,
-            CastBf16ToF32,
-            EmbeddingForward,
-            EmbeddingBackward,
-            RmsnormForward,
-            RmsnormBackward,
-            RopeForward,
-            RopeBackward,
-            SwigluForward,
-            SwigluBackward,
-            AddInPlace,
-            AttentionForward,
-            AttentionBackwardPreprocess,
-            AttentionBackwardDq,
-            AttentionBackward,
-            AdamwStep,
-            SumSquares,
-            ScaleInPlace,
-        ];
+        let all = Kernel::ALL;
         for k in all {
             let text = k.source().text();
             let needle = format!("void {}(", k.symbol());

@@ -3,7 +3,9 @@
 //! logits copied to the host and sampled by the engine's `Sampler`.
 //!
 //! CPU twin: `crate::infer::Engine` (f32 decode path): same model, same sampler, same
-//! per-token logprobs. Does not own: the tokenizer, stop strings or chat templates (the
+//! per-token logprobs. Precision: [`GpuPrecision::Bf16`] by default (bf16 weight copies
+//! and GEMM operands, the LM head included, with f32 accumulation; f32 residual stream and
+//! KV cache), [`GpuPrecision::F32`] for the exact reference (`precision.rs`). Does not own: the tokenizer, stop strings or chat templates (the
 //! engine's); callers pass token ids and end ids and decode text themselves.
 
 use std::time::Instant;
@@ -15,6 +17,7 @@ use super::error::GpuError;
 use super::model::DeviceWeights;
 use super::model_ops::AttnShape;
 use super::nvtx::Range;
+use super::precision::GpuPrecision;
 use crate::infer::sampling::{Sampler, SamplingOptions};
 use crate::weights::Weights;
 
@@ -51,10 +54,21 @@ pub struct GpuGeneration {
 }
 
 impl GpuDecoder {
-    /// Uploads `weights` and allocates a cache of `capacity` positions.
+    /// Uploads `weights` in the default precision (bf16) and allocates a cache of
+    /// `capacity` positions.
     pub fn new(gpu: &Gpu, weights: &Weights, capacity: usize) -> Result<Self, GpuError> {
+        Self::with_precision(gpu, weights, capacity, GpuPrecision::default())
+    }
+
+    /// [`GpuDecoder::new`] in the given precision.
+    pub fn with_precision(
+        gpu: &Gpu,
+        weights: &Weights,
+        capacity: usize,
+        precision: GpuPrecision,
+    ) -> Result<Self, GpuError> {
         let c = &weights.config;
-        let w = DeviceWeights::upload(gpu, weights)?;
+        let w = DeviceWeights::upload_with(gpu, weights, precision)?;
         let kv = capacity * c.kv_dim();
         let k_cache = (0..c.n_layers)
             .map(|_| gpu.zeros::<f32>(kv))
@@ -80,9 +94,14 @@ impl GpuDecoder {
                 detail: "the new weights have a different shape".into(),
             });
         }
-        self.w = DeviceWeights::upload(gpu, weights)?;
+        self.w = DeviceWeights::upload_with(gpu, weights, self.w.precision())?;
         self.len = 0;
         Ok(())
+    }
+
+    /// The precision the decoder's GEMMs run in.
+    pub fn precision(&self) -> GpuPrecision {
+        self.w.precision()
     }
 
     /// Positions already in the cache.
@@ -138,14 +157,14 @@ impl GpuDecoder {
             n_kv_heads: c.n_kv_heads,
             head_dim: hd,
         };
+        let p = self.w.precision();
         for (li, l) in self.w.layers.iter().enumerate() {
             let _l = Range::new(format!("layer {li}"));
-            let mut xn = gpu.zeros::<f32>(n * dim)?;
-            let mut rstd = gpu.zeros::<f32>(n)?;
-            gpu.rms_norm(&x, &l.attn_norm, c.norm_eps, &mut xn, &mut rstd)?;
-            let mut q = gpu.linear(&xn, &l.wq, n, c.n_heads * hd)?;
-            let mut k = gpu.linear(&xn, &l.wk, n, kv)?;
-            let v = gpu.linear(&xn, &l.wv, n, kv)?;
+            let m = self.w.matrices(li);
+            let (xn, _) = gpu.norm_for_gemm(&x, &l.attn_norm, c.norm_eps, p)?;
+            let mut q = gpu.linear_from(&xn, m.wq, n, c.n_heads * hd)?;
+            let mut k = gpu.linear_from(&xn, m.wk, n, kv)?;
+            let v = gpu.linear_from(&xn, m.wv, n, kv)?;
             gpu.rope(&mut q, c.n_heads, hd, c.rope_theta, pos0, false)?;
             gpu.rope(&mut k, c.n_kv_heads, hd, c.rope_theta, pos0, false)?;
             {
@@ -169,15 +188,14 @@ impl GpuDecoder {
                 &mut attn,
                 &mut lse,
             )?;
-            let mut h = gpu.linear(&attn, &l.wo, n, dim)?;
+            let attn = gpu.to_gemm_input(attn, p)?;
+            let mut h = gpu.linear_from(&attn, m.wo, n, dim)?;
             gpu.add_in_place(&mut h, &x)?;
-            let mut hn = gpu.zeros::<f32>(n * dim)?;
-            gpu.rms_norm(&h, &l.ffn_norm, c.norm_eps, &mut hn, &mut rstd)?;
-            let gate = gpu.linear(&hn, &l.w_gate, n, c.ffn_dim)?;
-            let up = gpu.linear(&hn, &l.w_up, n, c.ffn_dim)?;
-            let mut act = gpu.zeros::<f32>(n * c.ffn_dim)?;
-            gpu.swiglu(&gate, &up, &mut act)?;
-            let mut out = gpu.linear(&act, &l.w_down, n, dim)?;
+            let (hn, _) = gpu.norm_for_gemm(&h, &l.ffn_norm, c.norm_eps, p)?;
+            let gate = gpu.linear_from(&hn, m.w_gate, n, c.ffn_dim)?;
+            let up = gpu.linear_from(&hn, m.w_up, n, c.ffn_dim)?;
+            let act = gpu.swiglu_for_gemm(&gate, &up, p)?;
+            let mut out = gpu.linear_from(&act, m.w_down, n, dim)?;
             gpu.add_in_place(&mut out, &h)?;
             x = out;
         }
@@ -187,16 +205,10 @@ impl GpuDecoder {
             .stream()
             .clone_dtod(&x.slice((n - 1) * dim..n * dim))
             .map_err(GpuError::driver("last row"))?;
-        let mut hidden = gpu.zeros::<f32>(dim)?;
-        let mut rstd = gpu.zeros::<f32>(1)?;
-        gpu.rms_norm(
-            &last,
-            &self.w.final_norm,
-            c.norm_eps,
-            &mut hidden,
-            &mut rstd,
-        )?;
-        let logits = gpu.linear(&hidden, self.w.lm_head(), 1, c.vocab_size)?;
+        // F32 mode: f32 logits GEMM on the f32 head (the reference). Bf16 mode: the head's
+        // bf16 copy, the largest matrix a decode step reads, at half the bytes.
+        let (hidden, _) = gpu.norm_for_gemm(&last, &self.w.final_norm, c.norm_eps, p)?;
+        let logits = gpu.linear_from(&hidden, self.w.lm_head_matrix(), 1, c.vocab_size)?;
         gpu.download(&logits)
     }
 

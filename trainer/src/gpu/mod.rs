@@ -2,13 +2,15 @@
 //!
 //! Owns: probing for CUDA without panicking (`Gpu::open` returns `GpuError::NoGpu` on a
 //! machine without one), NVRTC compilation of `kernels/*.cu` with an on-disk cache, kernel
-//! launches with checked shapes, cuBLAS GEMMs, NVTX ranges, the kernel benchmark, and the
-//! NCCL communicator.
+//! launches with checked shapes, cuBLAS GEMMs, NVTX ranges, the kernel benchmark, the
+//! NCCL communicator, and the model's precision modes (`precision`: bf16 GEMM operands
+//! with f32 masters and accumulation by default, f32 as the exact reference).
 //!
 //! Does not own: the maths. Every kernel has a CPU twin of the same name in `trainer`
 //! (`rl`, `train`, `optim`) that defines what it computes; `trainer/tests/it/gpu.rs`
 //! checks each against its twin.
 
+mod attention;
 mod blas;
 pub mod compile;
 mod context;
@@ -24,6 +26,7 @@ pub mod model;
 pub mod model_ops;
 pub mod nccl;
 pub mod optim;
+pub mod precision;
 pub mod rl;
 pub mod train;
 
@@ -32,3 +35,4 @@ pub use context::{DeviceInfo, Gpu, LibraryProbe};
 pub use cudarc::driver::CudaSlice as DeviceBuffer;
 pub use error::GpuError;
 pub use half::bf16;
+pub use precision::GpuPrecision;

@@ -1,6 +1,9 @@
 //! The llama model's training forward and backward on the GPU, one sequence at a time,
-//! with f32 master weights on the device, f32 activations, cuBLAS GEMMs with f32
-//! accumulation, and the fused bf16 LM head.
+//! with f32 master weights on the device, in either precision of
+//! [`GpuPrecision`](super::precision::GpuPrecision) (the `DeviceWeights` carry it): bf16
+//! GEMM operands and saved GEMM inputs with f32 accumulation, residual stream, statistics
+//! and gradients (the default), or f32 throughout (the reference). The fused LM head is
+//! bf16 in both.
 //!
 //! CPU twins: `crate::train::{forward, backward}` and `crate::train::sequence_backward` /
 //! `next_token_logprobs` (same op order, same saved activations). Checkpoints stay the
@@ -12,29 +15,31 @@
 use cudarc::driver::CudaSlice;
 use half::bf16;
 
-use super::blas::Gemm;
 use super::context::Gpu;
-pub use super::device_weights::{DeviceLayer, DeviceWeights};
+pub use super::device_weights::{Bf16Layer, DeviceLayer, DeviceWeights, LayerMatrices};
 use super::error::{GpuError, check_len};
 use super::lm_head::{LmHeadInputs, LmHeadOutputs, LmHeadShape, LmHeadWorkspace};
-use super::model_ops::AttnShape;
+use super::model_ops::{AttnShape, RowIndex};
 use super::nvtx::Range;
+use super::precision::GemmInput;
 
+/// What one layer's forward keeps for its backward: GEMM inputs in the mode's operand
+/// type, the rest f32 (table in `precision.rs`).
 struct LayerActs {
     x: CudaSlice<f32>,
-    xn: CudaSlice<f32>,
+    xn: GemmInput,
     rstd_attn: CudaSlice<f32>,
     q: CudaSlice<f32>,
     k: CudaSlice<f32>,
     v: CudaSlice<f32>,
     lse: CudaSlice<f32>,
-    attn: CudaSlice<f32>,
+    attn: GemmInput,
     h: CudaSlice<f32>,
-    hn: CudaSlice<f32>,
+    hn: GemmInput,
     rstd_ffn: CudaSlice<f32>,
     gate: CudaSlice<f32>,
     up: CudaSlice<f32>,
-    act: CudaSlice<f32>,
+    act: GemmInput,
 }
 
 /// What the training forward saved for the backward (all on the device).
@@ -64,73 +69,6 @@ pub struct GpuSequenceOutput {
 }
 
 impl Gpu {
-    /// `y[rows, out] = x[rows, in] · Wᵀ` (W is `[out, in]`), f32.
-    pub(crate) fn linear(
-        &self,
-        x: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
-        rows: usize,
-        out: usize,
-    ) -> Result<CudaSlice<f32>, GpuError> {
-        let inp = w.len() / out.max(1);
-        let mut y = self.zeros::<f32>(rows * out)?;
-        self.gemm(
-            &Gemm {
-                m: rows,
-                n: out,
-                k: inp,
-                a_trans: false,
-                b_trans: true,
-                alpha: 1.0,
-                beta: 0.0,
-            },
-            x,
-            w,
-            &mut y,
-        )?;
-        Ok(y)
-    }
-
-    /// `dx (+)= dy · W` (added when `accumulate`) and `dW += dyᵀ · x`.
-    #[allow(clippy::too_many_arguments)]
-    fn linear_backward(
-        &self,
-        dy: &CudaSlice<f32>,
-        x: &CudaSlice<f32>,
-        w: &CudaSlice<f32>,
-        dw: &mut CudaSlice<f32>,
-        rows: usize,
-        out: usize,
-        dx: &mut CudaSlice<f32>,
-        accumulate: bool,
-    ) -> Result<(), GpuError> {
-        let inp = w.len() / out.max(1);
-        self.gemm(
-            &Gemm {
-                m: out,
-                n: inp,
-                k: rows,
-                a_trans: true,
-                b_trans: false,
-                alpha: 1.0,
-                beta: 1.0,
-            },
-            dy,
-            x,
-            dw,
-        )?;
-        let beta = if accumulate { 1.0 } else { 0.0 };
-        self.gemm(
-            &Gemm {
-                beta,
-                ..Gemm::nn(rows, inp, out)
-            },
-            dy,
-            w,
-            dx,
-        )
-    }
-
     /// `crate::train::forward` on the device.
     pub fn model_forward(
         &self,
@@ -158,29 +96,27 @@ impl Gpu {
         let mut x = self.zeros::<f32>(t * dim)?;
         self.embedding(&w.tok_embeddings, dim, &tok, &mut x)?;
         let mut layers = Vec::with_capacity(c.n_layers);
+        let p = w.precision();
         for (li, l) in w.layers.iter().enumerate() {
             let _l = Range::new(format!("layer {li}"));
-            let mut xn = self.zeros::<f32>(t * dim)?;
-            let mut rstd_attn = self.zeros::<f32>(t)?;
-            self.rms_norm(&x, &l.attn_norm, c.norm_eps, &mut xn, &mut rstd_attn)?;
-            let mut q = self.linear(&xn, &l.wq, t, c.n_heads * hd)?;
-            let mut k = self.linear(&xn, &l.wk, t, kv)?;
-            let v = self.linear(&xn, &l.wv, t, kv)?;
+            let m = w.matrices(li);
+            let (xn, rstd_attn) = self.norm_for_gemm(&x, &l.attn_norm, c.norm_eps, p)?;
+            let mut q = self.linear_from(&xn, m.wq, t, c.n_heads * hd)?;
+            let mut k = self.linear_from(&xn, m.wk, t, kv)?;
+            let v = self.linear_from(&xn, m.wv, t, kv)?;
             self.rope(&mut q, c.n_heads, hd, c.rope_theta, 0, false)?;
             self.rope(&mut k, c.n_kv_heads, hd, c.rope_theta, 0, false)?;
             let mut attn = self.zeros::<f32>(t * c.n_heads * hd)?;
             let mut lse = self.zeros::<f32>(c.n_heads * t)?;
             self.attention(&q, &k, &v, shape, &mut attn, &mut lse)?;
-            let mut h = self.linear(&attn, &l.wo, t, dim)?;
+            let attn = self.to_gemm_input(attn, p)?;
+            let mut h = self.linear_from(&attn, m.wo, t, dim)?;
             self.add_in_place(&mut h, &x)?;
-            let mut hn = self.zeros::<f32>(t * dim)?;
-            let mut rstd_ffn = self.zeros::<f32>(t)?;
-            self.rms_norm(&h, &l.ffn_norm, c.norm_eps, &mut hn, &mut rstd_ffn)?;
-            let gate = self.linear(&hn, &l.w_gate, t, c.ffn_dim)?;
-            let up = self.linear(&hn, &l.w_up, t, c.ffn_dim)?;
-            let mut act = self.zeros::<f32>(t * c.ffn_dim)?;
-            self.swiglu(&gate, &up, &mut act)?;
-            let mut out = self.linear(&act, &l.w_down, t, dim)?;
+            let (hn, rstd_ffn) = self.norm_for_gemm(&h, &l.ffn_norm, c.norm_eps, p)?;
+            let gate = self.linear_from(&hn, m.w_gate, t, c.ffn_dim)?;
+            let up = self.linear_from(&hn, m.w_up, t, c.ffn_dim)?;
+            let act = self.swiglu_for_gemm(&gate, &up, p)?;
+            let mut out = self.linear_from(&act, m.w_down, t, dim)?;
             self.add_in_place(&mut out, &h)?;
             let x_in = std::mem::replace(&mut x, out);
             layers.push(LayerActs {
@@ -251,11 +187,12 @@ impl Gpu {
             .rev()
         {
             let _l = Range::new(format!("layer {li} backward"));
+            let m = w.matrices(li);
             let mut dact = self.zeros::<f32>(t * c.ffn_dim)?;
-            self.linear_backward(
+            self.linear_backward_from(
                 &dx,
                 &a.act,
-                &l.w_down,
+                m.w_down,
                 &mut g.w_down,
                 t,
                 dim,
@@ -266,20 +203,20 @@ impl Gpu {
             let mut dup = self.zeros::<f32>(t * c.ffn_dim)?;
             self.swiglu_backward(&dact, &a.gate, &a.up, &mut dgate, &mut dup)?;
             let mut dhn = self.zeros::<f32>(t * dim)?;
-            self.linear_backward(
+            self.linear_backward_from(
                 &dgate,
                 &a.hn,
-                &l.w_gate,
+                m.w_gate,
                 &mut g.w_gate,
                 t,
                 c.ffn_dim,
                 &mut dhn,
                 false,
             )?;
-            self.linear_backward(
+            self.linear_backward_from(
                 &dup,
                 &a.hn,
-                &l.w_up,
+                m.w_up,
                 &mut g.w_up,
                 t,
                 c.ffn_dim,
@@ -297,28 +234,31 @@ impl Gpu {
             )?;
             self.add_in_place(&mut dh, &dx)?;
             let mut dattn = self.zeros::<f32>(t * c.n_heads * hd)?;
-            self.linear_backward(&dh, &a.attn, &l.wo, &mut g.wo, t, dim, &mut dattn, false)?;
+            self.linear_backward_from(&dh, &a.attn, m.wo, &mut g.wo, t, dim, &mut dattn, false)?;
             let mut dq = self.zeros::<f32>(t * c.n_heads * hd)?;
             let mut dk = self.zeros::<f32>(t * kv)?;
             let mut dv = self.zeros::<f32>(t * kv)?;
-            self.attention_backward(
-                &dattn, &a.q, &a.k, &a.v, &a.attn, &a.lse, shape, &mut dq, &mut dk, &mut dv,
-            )?;
+            // The attention backward reads its output O as f32 (bf16-saved in Bf16 mode).
+            self.with_f32(&a.attn, |attn| {
+                self.attention_backward(
+                    &dattn, &a.q, &a.k, &a.v, attn, &a.lse, shape, &mut dq, &mut dk, &mut dv,
+                )
+            })?;
             self.rope(&mut dq, c.n_heads, hd, c.rope_theta, 0, true)?;
             self.rope(&mut dk, c.n_kv_heads, hd, c.rope_theta, 0, true)?;
             let mut dxn = self.zeros::<f32>(t * dim)?;
-            self.linear_backward(
+            self.linear_backward_from(
                 &dq,
                 &a.xn,
-                &l.wq,
+                m.wq,
                 &mut g.wq,
                 t,
                 c.n_heads * hd,
                 &mut dxn,
                 false,
             )?;
-            self.linear_backward(&dk, &a.xn, &l.wk, &mut g.wk, t, kv, &mut dxn, true)?;
-            self.linear_backward(&dv, &a.xn, &l.wv, &mut g.wv, t, kv, &mut dxn, true)?;
+            self.linear_backward_from(&dk, &a.xn, m.wk, &mut g.wk, t, kv, &mut dxn, true)?;
+            self.linear_backward_from(&dv, &a.xn, m.wv, &mut g.wv, t, kv, &mut dxn, true)?;
             let mut dx_in = self.zeros::<f32>(t * dim)?;
             self.rms_norm_backward(
                 &dxn,
@@ -344,28 +284,14 @@ impl Gpu {
         positions: &[usize],
         temperature: f32,
     ) -> Result<(Vec<f32>, Vec<f32>), GpuError> {
-        if !positions.iter().all(|&p| p >= 1 && p < tokens.len()) {
-            return Err(GpuError::Invalid {
-                op: "next_token_logprobs",
-                detail: format!("positions must lie in 1..{}", tokens.len()),
-            });
-        }
+        check_positions("next_token_logprobs", tokens, positions)?;
         let c = &w.config;
         let (dim, vocab, n) = (c.dim, c.vocab_size, positions.len());
         let acts = self.model_forward(w, tokens)?;
-        let hidden = self.download(&acts.hidden)?;
-        let mut h = Vec::with_capacity(n * dim);
-        for &p in positions {
-            h.extend_from_slice(&hidden[(p - 1) * dim..p * dim]);
-        }
-        let targets: Vec<u32> = positions.iter().map(|&p| tokens[p]).collect();
-        let h_bf = self.upload(&h.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>())?;
-        let mut w_bf = self.zeros::<bf16>(vocab * dim)?;
-        self.cast_f32_to_bf16(w.lm_head(), &mut w_bf)?;
-        let tg = self.upload(&targets)?;
+        let rows = self.scoring_rows("next_token_logprobs", &acts, tokens, positions, dim)?;
         let mut lp = self.zeros::<f32>(n)?;
         let mut en = self.zeros::<f32>(n)?;
-        let mut ws = LmHeadWorkspace::new(self, vocab, 256 << 20)?;
+        let mut ws = LmHeadWorkspace::new(self, vocab, workspace_bytes(n, vocab))?;
         let shape = LmHeadShape {
             tokens: n,
             dim,
@@ -373,9 +299,9 @@ impl Gpu {
             temperature,
         };
         let inp = LmHeadInputs {
-            hidden: &h_bf,
-            weight: &w_bf,
-            targets: &tg,
+            hidden: &rows.hidden,
+            weight: w.lm_head_bf16()?,
+            targets: &rows.targets,
             dlogprob: None,
             dentropy: None,
         };
@@ -390,8 +316,11 @@ impl Gpu {
     }
 
     /// `crate::train::sequence_backward` on the device: forward, the fused LM head at
-    /// `positions` (row `p − 1` scores `tokens[p]`), the host `loss` closure on the
-    /// log-probs, then the backward into `grads` (LM head gradient included).
+    /// `positions` (row `p − 1` scores `tokens[p]`; positions distinct), the host `loss`
+    /// closure on the log-probs, then the backward into `grads` (LM head gradient
+    /// included). The LM head's logits GEMM runs once per chunk
+    /// (`Gpu::lm_head_loss_and_backward`); the scoring rows are gathered and their
+    /// gradient scattered on the device.
     pub fn sequence_backward(
         &self,
         w: &DeviceWeights,
@@ -402,70 +331,27 @@ impl Gpu {
         grads: &mut DeviceWeights,
     ) -> Result<GpuSequenceOutput, GpuError> {
         const OP: &str = "sequence_backward";
-        if !positions.iter().all(|&p| p >= 1 && p < tokens.len()) {
-            return Err(GpuError::Invalid {
-                op: OP,
-                detail: format!("positions must lie in 1..{}", tokens.len()),
-            });
-        }
+        check_positions(OP, tokens, positions)?;
         let c = w.config.clone();
         let (dim, vocab, n) = (c.dim, c.vocab_size, positions.len());
         let acts = self.model_forward(w, tokens)?;
-        let lm_fwd = Range::new("lm_head forward");
-        // Gather the scoring rows on the host: T·dim floats, small next to the model.
-        let hidden = self.download(&acts.hidden)?;
-        let mut h = Vec::with_capacity(n * dim);
-        for &p in positions {
-            h.extend_from_slice(&hidden[(p - 1) * dim..p * dim]);
-        }
-        let targets: Vec<u32> = positions.iter().map(|&p| tokens[p]).collect();
-        let h_bf = self.upload(&h.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>())?;
-        let mut w_bf = self.zeros::<bf16>(vocab * dim)?;
-        self.cast_f32_to_bf16(w.lm_head(), &mut w_bf)?;
-        let tg = self.upload(&targets)?;
+        let rows = self.scoring_rows(OP, &acts, tokens, positions, dim)?;
         let mut lp = self.zeros::<f32>(n)?;
         let mut en = self.zeros::<f32>(n)?;
-        // 256 MiB of logits workspace: SmolLM2's vocabulary in chunks of ~900 rows.
-        let mut ws = LmHeadWorkspace::new(self, vocab, 256 << 20)?;
+        let mut ws = LmHeadWorkspace::new(self, vocab, workspace_bytes(n, vocab))?;
         let shape = LmHeadShape {
             tokens: n,
             dim,
             vocab,
             temperature,
         };
-        {
-            let inp = LmHeadInputs {
-                hidden: &h_bf,
-                weight: &w_bf,
-                targets: &tg,
-                dlogprob: None,
-                dentropy: None,
-            };
-            let mut out = LmHeadOutputs {
-                logprob: &mut lp,
-                entropy: &mut en,
-                dhidden: None,
-                dweight: None,
-            };
-            self.lm_head_loss(&shape, &inp, &mut out, &mut ws)?;
-        }
-        let logprob = self.download(&lp)?;
-        let entropy = self.download(&en)?;
-        drop(lm_fwd);
-        let dlogprob = {
-            let _r = Range::new("policy loss (host)");
-            loss(&logprob)
-        };
-        let lm_bwd = Range::new("lm_head backward");
-        check_len(OP, "loss gradient (one per position)", n, dlogprob.len())?;
-        let dlp = self.upload(&dlogprob)?;
         let mut dh = self.zeros::<f32>(n * dim)?;
-        {
+        let (logprob, entropy) = {
             let inp = LmHeadInputs {
-                hidden: &h_bf,
-                weight: &w_bf,
-                targets: &tg,
-                dlogprob: Some(&dlp),
+                hidden: &rows.hidden,
+                weight: w.lm_head_bf16()?,
+                targets: &rows.targets,
+                dlogprob: None,
                 dentropy: None,
             };
             let mut out = LmHeadOutputs {
@@ -474,16 +360,89 @@ impl Gpu {
                 dhidden: Some(&mut dh),
                 dweight: Some(grads.lm_head_mut()),
             };
-            self.lm_head_loss(&shape, &inp, &mut out, &mut ws)?;
-        }
-        let dh_host = self.download(&dh)?;
-        let mut dhidden = vec![0.0f32; tokens.len() * dim];
-        for (&p, d) in positions.iter().zip(dh_host.chunks_exact(dim)) {
-            dhidden[(p - 1) * dim..p * dim].copy_from_slice(d);
-        }
-        let dhidden = self.upload(&dhidden)?;
-        drop(lm_bwd);
+            self.lm_head_loss_and_backward(&shape, &inp, &mut out, &mut ws, loss)?
+        };
+        drop(ws);
+        let mut dhidden = self.zeros::<f32>(tokens.len() * dim)?;
+        self.scatter_rows_add(&dh, &rows.index, dim, &mut dhidden)?;
         self.model_backward(w, &acts, &dhidden, grads)?;
         Ok(GpuSequenceOutput { logprob, entropy })
+    }
+
+    /// The LM head's inputs at `positions`: hidden rows `p − 1` gathered into bf16 on the
+    /// device, and the targets `tokens[p]`.
+    fn scoring_rows(
+        &self,
+        op: &'static str,
+        acts: &DeviceActivations,
+        tokens: &[u32],
+        positions: &[usize],
+        dim: usize,
+    ) -> Result<ScoringRows, GpuError> {
+        check_positions(op, tokens, positions)?;
+        let n = positions.len();
+        let row_ids: Vec<u32> = positions.iter().map(|&p| (p - 1) as u32).collect();
+        let mut hidden = self.zeros::<bf16>(n * dim)?;
+        let index = self.gather_rows_bf16(&acts.hidden, dim, &row_ids, &mut hidden)?;
+        let targets: Vec<u32> = positions.iter().map(|&p| tokens[p]).collect();
+        Ok(ScoringRows {
+            hidden,
+            targets: self.upload(&targets)?,
+            index,
+        })
+    }
+}
+
+/// Positions score `tokens[p]` from row `p − 1`: each must lie in `1..tokens.len()`
+/// (checked before any work; distinctness is checked by the gather).
+fn check_positions(op: &'static str, tokens: &[u32], positions: &[usize]) -> Result<(), GpuError> {
+    if positions.iter().all(|&p| p >= 1 && p < tokens.len()) {
+        Ok(())
+    } else {
+        Err(GpuError::Invalid {
+            op,
+            detail: format!("positions must lie in 1..{}", tokens.len()),
+        })
+    }
+}
+
+/// At most 1 GiB of LM-head logits workspace (6 bytes per logit). The training pass keeps
+/// the last chunk's logits through the host loss and recomputes only the others
+/// (`Gpu::lm_head_loss_and_backward`), so a workspace that holds every scored row saves
+/// the whole second logits GEMM: 1 GiB holds 3,640 SmolLM2 rows (a 2,048-token sequence
+/// in one chunk; the cap itself is 3,584 rows) or ~1,150 rows of a 152k vocabulary, small next to the 78+ GiB of the
+/// GPUs this runs on.
+const LM_HEAD_WORKSPACE_BYTES: usize = 1 << 30;
+
+/// The workspace for `n` scored rows: all of them rounded up to a multiple of 64 (the
+/// workspace keeps 64-row multiples, tensor-core friendly), capped at
+/// [`LM_HEAD_WORKSPACE_BYTES`].
+fn workspace_bytes(n: usize, vocab: usize) -> usize {
+    let per_row = vocab.max(1) * 6;
+    (n.max(1).next_multiple_of(64) * per_row).min(LM_HEAD_WORKSPACE_BYTES.max(per_row))
+}
+
+/// The LM head's operands for one sequence (`Gpu::scoring_rows`).
+struct ScoringRows {
+    hidden: CudaSlice<bf16>,
+    targets: CudaSlice<u32>,
+    index: RowIndex,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lm_head_workspace_holds_a_whole_sequence_up_to_the_cap() {
+        let rows = |n, v| workspace_bytes(n, v) / (v * 6);
+        // A 2,048-token SmolLM2 sequence (2,047 scored rows) fits one chunk.
+        assert_eq!(rows(2047, 49_152), 2048);
+        assert_eq!(rows(1, 49_152), 64);
+        // Longer sequences are capped at 1 GiB (the backward then recomputes the chunks
+        // it could not keep).
+        assert!(workspace_bytes(100_000, 49_152) <= LM_HEAD_WORKSPACE_BYTES);
+        // A vocabulary too large for one row within the cap still gets one row.
+        assert_eq!(rows(10, 200_000_000), 1);
     }
 }

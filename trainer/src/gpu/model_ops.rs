@@ -1,17 +1,22 @@
-//! Launch code for `kernels/model.cu` and `kernels/attention.cu`: the llama block's ops on
+//! Launch code for `kernels/model.cu`: the llama block's element-wise and row-wise ops on
 //! f32 device buffers (embedding, RMSNorm, interleaved RoPE, SwiGLU, residual add, casts,
-//! and tiled causal GQA attention forward and backward).
+//! the LM head's row gather and scatter). RMSNorm and SwiGLU may write their output as
+//! bf16 ([`ActElem`]): that output is a GEMM operand in the Bf16 mode. The attention
+//! launches are in `attention.rs` ([`AttnShape`] is re-exported here).
 //!
-//! CPU twins: `crate::train::{embedding, norm, rope, swiglu, attention}` (same names).
+//! CPU twins: `crate::train::{embedding, norm, rope, swiglu}` (same names).
 //! Does not own: the order of ops in the model or the GEMMs (`blas.rs`).
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg, ValidAsZeroBits};
 use half::bf16;
 
+use super::blas::GemmElem;
 use super::compile::Kernel;
 use super::context::Gpu;
 use super::error::{GpuError, check_len, to_i32};
 use super::nvtx::Range;
+
+pub use super::attention::AttnShape;
 
 /// Grid-stride launch over `n` elements: 256 threads, at most 65,535·4 blocks (each
 /// thread loops), enough to fill any current GPU.
@@ -24,49 +29,29 @@ fn elementwise(n: usize) -> LaunchConfig {
     }
 }
 
-/// Shape of one attention call (mirrors `crate::train::attention::AttentionShape`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AttnShape {
-    pub seq: usize,
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
+/// The element type an op may write its (GEMM-operand) output in: f32, or bf16 rounded
+/// once from the f32 result. Picks the kernel variant, so a buffer is never written with
+/// the wrong element size.
+pub trait ActElem: GemmElem + DeviceRepr + ValidAsZeroBits {
+    const RMSNORM: Kernel;
+    const SWIGLU: Kernel;
+}
+impl ActElem for f32 {
+    const RMSNORM: Kernel = Kernel::RmsnormForward;
+    const SWIGLU: Kernel = Kernel::SwigluForward;
+}
+impl ActElem for bf16 {
+    const RMSNORM: Kernel = Kernel::RmsnormForwardBf16;
+    const SWIGLU: Kernel = Kernel::SwigluForwardBf16;
 }
 
-impl AttnShape {
-    fn check(&self, op: &'static str) -> Result<(), GpuError> {
-        if self.n_kv_heads == 0
-            || !self.n_heads.is_multiple_of(self.n_kv_heads)
-            || self.head_dim == 0
-        {
-            return Err(GpuError::Invalid {
-                op,
-                detail: format!("bad head layout {self:?}"),
-            });
-        }
-        // Shared memory: accumulators [32][hd+1] (two for dk/dv) plus tiles; hd ≤ 128 keeps
-        // every attention kernel under the 48 KiB a block gets without opting in.
-        if self.head_dim > 128 {
-            return Err(GpuError::Invalid {
-                op,
-                detail: format!("head_dim {} > 128", self.head_dim),
-            });
-        }
-        Ok(())
-    }
-    fn q_len(&self) -> usize {
-        self.seq * self.n_heads * self.head_dim
-    }
-    fn kv_len(&self) -> usize {
-        self.seq * self.n_kv_heads * self.head_dim
-    }
+/// Distinct row indices on the device, each checked `< of` (the row count of the buffer
+/// they were checked against): what the LM head's gather and scatter share.
+#[derive(Debug)]
+pub struct RowIndex {
+    rows: CudaSlice<u32>,
+    of: usize,
 }
-
-/// Rows per attention block and tile sizes: must match `ROWS`, `TILE`, `QTILE` in
-/// kernels/attention.cu.
-const ATT_ROWS: usize = 32;
-const ATT_TILE: usize = 16;
-const ATT_QTILE: usize = 8;
 
 impl Gpu {
     /// f32 → bf16 (round to nearest even, as `half::bf16::from_f32`).
@@ -192,13 +177,14 @@ impl Gpu {
         Ok(())
     }
 
-    /// `crate::train::norm::rms_norm`: fills `y` (`[T, dim]`) and `rstd` (`[T]`).
-    pub fn rms_norm(
+    /// `crate::train::norm::rms_norm`: fills `y` (`[T, dim]`, f32 or bf16) and `rstd`
+    /// (`[T]`, always f32).
+    pub fn rms_norm<Y: ActElem>(
         &self,
         x: &CudaSlice<f32>,
         gain: &CudaSlice<f32>,
         eps: f32,
-        y: &mut CudaSlice<f32>,
+        y: &mut CudaSlice<Y>,
         rstd: &mut CudaSlice<f32>,
     ) -> Result<(), GpuError> {
         const OP: &str = "rms_norm";
@@ -216,7 +202,7 @@ impl Gpu {
             return Ok(());
         }
         let (t_i, d_i) = (to_i32(OP, "T", t)?, to_i32(OP, "dim", dim)?);
-        let f = self.function(Kernel::RmsnormForward)?;
+        let f = self.function(Y::RMSNORM)?;
         let _r = Range::new(OP);
         // 256 threads: a power of two ≤ 1024, as block_sum requires.
         let cfg = LaunchConfig {
@@ -232,8 +218,9 @@ impl Gpu {
             .arg(&eps)
             .arg(&mut *y)
             .arg(&mut *rstd);
-        // SAFETY: (const float* ×2, int, int, float, float* ×2); block t < T touches row t of
-        // x and y (T·dim each), gain[d < dim], rstd[t].
+        // SAFETY: (const float* ×2, int, int, float, Y*, float*) with Y the kernel's output
+        // type (ActElem pairs them); block t < T touches row t of x and y (T·dim each),
+        // gain[d < dim], rstd[t].
         unsafe { b.launch(cfg) }.map_err(GpuError::driver("launch rms_norm"))?;
         Ok(())
     }
@@ -348,20 +335,21 @@ impl Gpu {
         Ok(())
     }
 
-    /// `crate::train::swiglu::swiglu`: `act = silu(gate) ∘ up`.
-    pub fn swiglu(
+    /// `crate::train::swiglu::swiglu`: `act = silu(gate) ∘ up` (f32 or bf16 `act`).
+    pub fn swiglu<A: ActElem>(
         &self,
         gate: &CudaSlice<f32>,
         up: &CudaSlice<f32>,
-        act: &mut CudaSlice<f32>,
+        act: &mut CudaSlice<A>,
     ) -> Result<(), GpuError> {
         check_len("swiglu", "up", gate.len(), up.len())?;
         check_len("swiglu", "act", gate.len(), act.len())?;
         let n = gate.len() as i64;
-        let f = self.function(Kernel::SwigluForward)?;
+        let f = self.function(A::SWIGLU)?;
         let mut b = self.stream().launch_builder(&f);
         b.arg(gate).arg(up).arg(&mut *act).arg(&n);
-        // SAFETY: (const float* ×2, float*, i64); grid-stride over n, all three of length n.
+        // SAFETY: (const float* ×2, A*, i64) with A the kernel's output type; grid-stride
+        // over n, all three of length n.
         unsafe { b.launch(elementwise(gate.len())) }.map_err(GpuError::driver("launch swiglu"))?;
         Ok(())
     }
@@ -411,198 +399,107 @@ impl Gpu {
         Ok(())
     }
 
-    /// `crate::train::attention::attention`: fills `out` (`[T, nh·hd]`) and `lse`
-    /// (`[nh, T]`). Causal, grouped-query; the `[T, T]` scores never exist.
-    pub fn attention(
+    /// `out[i] = bf16(x[rows[i]])` for the `[T, dim]` f32 `x`: the LM head's scoring rows
+    /// as its bf16 operand. Every row index must be `< T` (checked on the host first).
+    pub fn gather_rows_bf16(
         &self,
-        q: &CudaSlice<f32>,
-        k: &CudaSlice<f32>,
-        v: &CudaSlice<f32>,
-        shape: AttnShape,
-        out: &mut CudaSlice<f32>,
-        lse: &mut CudaSlice<f32>,
-    ) -> Result<(), GpuError> {
-        check_len("attention", "k", shape.kv_len(), k.len())?;
-        check_len("attention", "v", shape.kv_len(), v.len())?;
-        self.attention_at(q, k, v, shape, 0, out, lse)
+        x: &CudaSlice<f32>,
+        dim: usize,
+        rows: &[u32],
+        out: &mut CudaSlice<bf16>,
+    ) -> Result<RowIndex, GpuError> {
+        const OP: &str = "gather_rows_bf16";
+        let idx = self.row_index(OP, x.len(), dim, rows)?;
+        check_len(OP, "out", rows.len() * dim, out.len())?;
+        if rows.is_empty() {
+            return Ok(idx);
+        }
+        let (n_i, d_i) = (to_i32(OP, "rows", rows.len())?, to_i32(OP, "dim", dim)?);
+        let f = self.function(Kernel::GatherRowsBf16)?;
+        let cfg = LaunchConfig {
+            grid_dim: (n_i as u32, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(x).arg(&idx.rows).arg(&n_i).arg(&d_i).arg(&mut *out);
+        // SAFETY: (const float*, const u32*, int, int, u16*); block i < n reads rows[i]
+        // (n entries) and row rows[i] < T of x (checked by row_index), writes row i of out
+        // (n·dim, checked).
+        unsafe { b.launch(cfg) }.map_err(GpuError::driver("launch gather_rows_bf16"))?;
+        Ok(idx)
     }
 
-    /// Attention of `shape.seq` query rows at positions `q0 ..` over the first
-    /// `q0 + seq` rows of `k` and `v` (a KV cache of any capacity ≥ that): the decode
-    /// path of generation. `q0 = 0` with `k`, `v` of exactly `seq` rows is `attention`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn attention_at(
+    /// `dx[rows[i]] += g[i]` for the `[T, dim]` f32 `dx`, with `rows` the index that
+    /// [`Gpu::gather_rows_bf16`] returned (distinct rows, each `< T`).
+    pub fn scatter_rows_add(
         &self,
-        q: &CudaSlice<f32>,
-        k: &CudaSlice<f32>,
-        v: &CudaSlice<f32>,
-        shape: AttnShape,
-        q0: usize,
-        out: &mut CudaSlice<f32>,
-        lse: &mut CudaSlice<f32>,
+        g: &CudaSlice<f32>,
+        rows: &RowIndex,
+        dim: usize,
+        dx: &mut CudaSlice<f32>,
     ) -> Result<(), GpuError> {
-        const OP: &str = "attention";
-        shape.check(OP)?;
-        let keys = (q0 + shape.seq) * shape.n_kv_heads * shape.head_dim;
-        check_len(OP, "q", shape.q_len(), q.len())?;
-        if k.len() < keys || v.len() < keys {
-            return Err(GpuError::Shape {
-                op: OP,
-                what: "k/v rows (q0 + seq)",
-                expected: keys,
-                got: k.len().min(v.len()),
+        const OP: &str = "scatter_rows_add";
+        let n = rows.rows.len();
+        check_len(OP, "g", n * dim, g.len())?;
+        check_len(OP, "dx", rows.of * dim, dx.len())?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (n_i, d_i) = (to_i32(OP, "rows", n)?, to_i32(OP, "dim", dim)?);
+        let f = self.function(Kernel::ScatterRowsAdd)?;
+        let cfg = LaunchConfig {
+            grid_dim: (n_i as u32, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut b = self.stream().launch_builder(&f);
+        b.arg(g).arg(&rows.rows).arg(&n_i).arg(&d_i).arg(&mut *dx);
+        // SAFETY: (const float*, const u32*, int, int, float*); block i < n reads row i of g
+        // (n·dim, checked) and writes row rows[i] < `of` of dx (`of`·dim elements,
+        // checked); RowIndex's constructor checked every index < `of` and all distinct, so
+        // no two blocks write the same element.
+        unsafe { b.launch(cfg) }.map_err(GpuError::driver("launch scatter_rows_add"))?;
+        Ok(())
+    }
+
+    /// Uploads `rows` after checking each is a row of a `[len / dim, dim]` buffer and no
+    /// row appears twice (the scatter writes each row from one block, without atomics).
+    fn row_index(
+        &self,
+        op: &'static str,
+        len: usize,
+        dim: usize,
+        rows: &[u32],
+    ) -> Result<RowIndex, GpuError> {
+        if dim == 0 || !len.is_multiple_of(dim) {
+            return Err(GpuError::Invalid {
+                op,
+                detail: format!("buffer of {len} is not [T, {dim}]"),
             });
         }
-        check_len(OP, "out", shape.q_len(), out.len())?;
-        check_len(OP, "lse", shape.n_heads * shape.seq, lse.len())?;
-        if shape.seq == 0 {
-            return Ok(());
+        let t = len / dim;
+        let mut seen = vec![false; t];
+        for &r in rows {
+            match seen.get_mut(r as usize) {
+                Some(s) if !*s => *s = true,
+                Some(_) => {
+                    return Err(GpuError::Invalid {
+                        op,
+                        detail: format!("row {r} given twice"),
+                    });
+                }
+                None => {
+                    return Err(GpuError::Invalid {
+                        op,
+                        detail: format!("row {r} outside 0..{t}"),
+                    });
+                }
+            }
         }
-        let [t, nh, nkv, hd] = self.attn_ints(OP, &shape)?;
-        let q0_i = to_i32(OP, "q0", q0)?;
-        to_i32(OP, "keys", keys)?;
-        let scale = 1.0 / (shape.head_dim as f32).sqrt();
-        let smem = (ATT_ROWS * (shape.head_dim + 1) + 2 * ATT_TILE * shape.head_dim) * 4;
-        let cfg = LaunchConfig {
-            grid_dim: (shape.seq.div_ceil(ATT_ROWS) as u32, shape.n_heads as u32, 1),
-            block_dim: (ATT_ROWS as u32, 1, 1),
-            shared_mem_bytes: smem as u32,
-        };
-        let f = self.function(Kernel::AttentionForward)?;
-        let _r = Range::new(OP);
-        let mut b = self.stream().launch_builder(&f);
-        b.arg(q)
-            .arg(k)
-            .arg(v)
-            .arg(&t)
-            .arg(&q0_i)
-            .arg(&nh)
-            .arg(&nkv)
-            .arg(&hd)
-            .arg(&scale);
-        b.arg(&mut *out).arg(&mut *lse);
-        // SAFETY: (const float* ×3, int ×5, float, float* ×2); block (x, h) handles rows
-        // i = 32x + tid < T of head h < nh, reading q/out rows within T·nh·hd and k/v rows
-        // j ≤ q0 + i < q0 + T of kv head h / (nh/nkv), within (q0 + T)·nkv·hd ≤ k.len(),
-        // v.len() (checked); lse[h·T + i] < nh·T; dynamic shared memory = 32·(hd+1) +
-        // 2·16·hd floats as the kernel lays it out, ≤ 48 KiB for hd ≤ 128 (checked).
-        unsafe { b.launch(cfg) }.map_err(GpuError::driver("launch attention"))?;
-        Ok(())
-    }
-
-    /// `crate::train::attention::attention_backward`: fills `dq`, `dk`, `dv` from the
-    /// upstream `dout`, the forward's `out` and `lse`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn attention_backward(
-        &self,
-        dout: &CudaSlice<f32>,
-        q: &CudaSlice<f32>,
-        k: &CudaSlice<f32>,
-        v: &CudaSlice<f32>,
-        out: &CudaSlice<f32>,
-        lse: &CudaSlice<f32>,
-        shape: AttnShape,
-        dq: &mut CudaSlice<f32>,
-        dk: &mut CudaSlice<f32>,
-        dv: &mut CudaSlice<f32>,
-    ) -> Result<(), GpuError> {
-        const OP: &str = "attention_backward";
-        shape.check(OP)?;
-        for (what, want, got) in [
-            ("dout", shape.q_len(), dout.len()),
-            ("q", shape.q_len(), q.len()),
-            ("out", shape.q_len(), out.len()),
-            ("dq", shape.q_len(), dq.len()),
-            ("k", shape.kv_len(), k.len()),
-            ("v", shape.kv_len(), v.len()),
-            ("dk", shape.kv_len(), dk.len()),
-            ("dv", shape.kv_len(), dv.len()),
-            ("lse", shape.n_heads * shape.seq, lse.len()),
-        ] {
-            check_len(OP, what, want, got)?;
-        }
-        if shape.seq == 0 {
-            return Ok(());
-        }
-        let [t, nh, nkv, hd] = self.attn_ints(OP, &shape)?;
-        let scale = 1.0 / (shape.head_dim as f32).sqrt();
-        let _r = Range::new(OP);
-        let mut dd = self.zeros::<f32>(shape.n_heads * shape.seq)?;
-        {
-            let f = self.function(Kernel::AttentionBackwardPreprocess)?;
-            let n = shape.seq * shape.n_heads;
-            let cfg = LaunchConfig {
-                grid_dim: (n.div_ceil(256) as u32, 1, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let mut b = self.stream().launch_builder(&f);
-            b.arg(dout).arg(out).arg(&t).arg(&nh).arg(&hd).arg(&mut dd);
-            // SAFETY: (const float* ×2, int ×3, float*); thread idx < T·nh reads row
-            // (idx / nh, head idx % nh) of dout and out (T·nh·hd) and writes D[h·T + i].
-            unsafe { b.launch(cfg) }
-                .map_err(GpuError::driver("launch attention_backward_preprocess"))?;
-        }
-        {
-            let f = self.function(Kernel::AttentionBackwardDq)?;
-            let smem = (ATT_ROWS * (shape.head_dim + 1) + 2 * ATT_TILE * shape.head_dim) * 4;
-            let cfg = LaunchConfig {
-                grid_dim: (shape.seq.div_ceil(ATT_ROWS) as u32, shape.n_heads as u32, 1),
-                block_dim: (ATT_ROWS as u32, 1, 1),
-                shared_mem_bytes: smem as u32,
-            };
-            let mut b = self.stream().launch_builder(&f);
-            b.arg(q).arg(k).arg(v).arg(dout).arg(lse).arg(&dd);
-            b.arg(&t)
-                .arg(&nh)
-                .arg(&nkv)
-                .arg(&hd)
-                .arg(&scale)
-                .arg(&mut *dq);
-            // SAFETY: (const float* ×6, int ×4, float, float*); as the forward: rows i < T
-            // of head h < nh, keys j ≤ i, lse/D[h·T + i]; smem as laid out by the kernel.
-            unsafe { b.launch(cfg) }.map_err(GpuError::driver("launch attention_backward_dq"))?;
-        }
-        {
-            let f = self.function(Kernel::AttentionBackward)?;
-            let smem = (2 * ATT_ROWS * (shape.head_dim + 1)
-                + 2 * ATT_QTILE * shape.head_dim
-                + 2 * ATT_QTILE)
-                * 4;
-            let cfg = LaunchConfig {
-                grid_dim: (
-                    shape.seq.div_ceil(ATT_ROWS) as u32,
-                    shape.n_kv_heads as u32,
-                    1,
-                ),
-                block_dim: (ATT_ROWS as u32, 1, 1),
-                shared_mem_bytes: smem as u32,
-            };
-            let mut b = self.stream().launch_builder(&f);
-            b.arg(q).arg(k).arg(v).arg(dout).arg(lse).arg(&dd);
-            b.arg(&t)
-                .arg(&nh)
-                .arg(&nkv)
-                .arg(&hd)
-                .arg(&scale)
-                .arg(&mut *dk)
-                .arg(&mut *dv);
-            // SAFETY: (const float* ×6, int ×4, float, float* ×2); block (x, g) handles key
-            // rows j = 32x + tid < T of kv head g < nkv, query rows i in [j, T) of the
-            // group's heads; smem = 2·32·(hd+1) + 2·8·hd + 2·8 floats as laid out (≤ 41 KiB
-            // for hd ≤ 128).
-            unsafe { b.launch(cfg) }.map_err(GpuError::driver("launch attention_backward"))?;
-        }
-        Ok(())
-    }
-
-    fn attn_ints(&self, op: &'static str, s: &AttnShape) -> Result<[i32; 4], GpuError> {
-        to_i32(op, "T·nh·hd", s.q_len())?;
-        Ok([
-            to_i32(op, "T", s.seq)?,
-            to_i32(op, "nh", s.n_heads)?,
-            to_i32(op, "nkv", s.n_kv_heads)?,
-            to_i32(op, "hd", s.head_dim)?,
-        ])
+        Ok(RowIndex {
+            rows: self.upload(rows)?,
+            of: t,
+        })
     }
 }

@@ -6,8 +6,10 @@
 //! over the whole batch, per sequence the forward, the fused LM head, the host policy loss
 //! (`crate::rl::weighted_policy_loss`, the very CPU function) and the backward into device
 //! gradients; optionally an NCCL average of the gradients across ranks; then AdamW on the
-//! device. Checkpoints: `GpuTrainer::weights_to_host` and `moments_to_host` feed the CPU
-//! checkpoint writer, so the format is identical.
+//! device, which also rewrites the bf16 weight copies of the Bf16 precision (the
+//! default; `precision.rs`). Checkpoints: `GpuTrainer::weights_to_host` and
+//! `moments_to_host` feed the CPU checkpoint writer (f32 masters), so the format is
+//! identical in either precision.
 //!
 //! Does not own: batching and datasets (the session picks the batch and passes its
 //! sequences) or checkpoint files.
@@ -19,6 +21,7 @@ use super::error::GpuError;
 use super::model::DeviceWeights;
 use super::nccl::Communicator;
 use super::optim::{GpuAdamW, GpuParam};
+use super::precision::GpuPrecision;
 use crate::rl::{PolicyLossOutput, aggregation_weights, weighted_policy_loss};
 use crate::train::{StepMetrics, TrainConfig};
 use crate::weights::Weights;
@@ -53,8 +56,8 @@ impl std::fmt::Debug for GpuTrainer {
 }
 
 impl GpuTrainer {
-    /// Uploads the model (and reference, when the KL term is on). `step` and moments
-    /// resume a run (`None`: fresh moments at step 0).
+    /// Uploads the model (and reference, when the KL term is on) in the default
+    /// precision (bf16). `step` and moments resume a run (`None`: fresh moments at step 0).
     pub fn new(
         gpu: &Gpu,
         weights: &Weights,
@@ -63,7 +66,28 @@ impl GpuTrainer {
         resume: Option<(u64, &Weights, &Weights)>,
         comm: Option<Communicator>,
     ) -> Result<Self, GpuError> {
-        let w = DeviceWeights::upload(gpu, weights)?;
+        Self::with_precision(
+            gpu,
+            weights,
+            reference,
+            config,
+            resume,
+            comm,
+            GpuPrecision::default(),
+        )
+    }
+
+    /// [`GpuTrainer::new`] in the given precision (the reference model uses it too).
+    pub fn with_precision(
+        gpu: &Gpu,
+        weights: &Weights,
+        reference: Option<&Weights>,
+        config: TrainConfig,
+        resume: Option<(u64, &Weights, &Weights)>,
+        comm: Option<Communicator>,
+        precision: GpuPrecision,
+    ) -> Result<Self, GpuError> {
+        let w = DeviceWeights::upload_with(gpu, weights, precision)?;
         let grads = DeviceWeights::zeros(gpu, &weights.config)?;
         let optimizer = match resume {
             None => {
@@ -77,7 +101,7 @@ impl GpuTrainer {
             }
         };
         let reference = reference
-            .map(|r| DeviceWeights::upload(gpu, r))
+            .map(|r| DeviceWeights::upload_with(gpu, r, precision))
             .transpose()?;
         Ok(GpuTrainer {
             config,
@@ -91,6 +115,16 @@ impl GpuTrainer {
 
     pub fn step_count(&self) -> u64 {
         self.optimizer.step
+    }
+
+    /// The precision of the model's GEMMs.
+    pub fn precision(&self) -> GpuPrecision {
+        self.weights.precision()
+    }
+
+    /// The policy's device weights (f32 masters and their bf16 copies).
+    pub fn device_weights(&mut self) -> &mut DeviceWeights {
+        &mut self.weights
     }
 
     /// Whether a reference model is on the device.
@@ -113,7 +147,11 @@ impl GpuTrainer {
                 detail: "the reference model's shape differs from the policy's".into(),
             });
         }
-        self.reference = Some(DeviceWeights::upload(gpu, reference)?);
+        self.reference = Some(DeviceWeights::upload_with(
+            gpu,
+            reference,
+            self.weights.precision(),
+        )?);
         Ok(())
     }
 
@@ -212,17 +250,19 @@ impl GpuTrainer {
             }
         }
         let loss = PolicyLossOutput::merge(parts);
-        let names: Vec<String> = self.weights.tensors().into_iter().map(|(n, _)| n).collect();
         let grads: Vec<_> = self.grads.tensors().into_iter().map(|(_, g)| g).collect();
+        let masters = self.weights.params_mut();
+        let names: Vec<String> = masters.iter().map(|(n, _, _)| n.clone()).collect();
+        // The AdamW kernel writes each bf16 copy from its updated master in the same pass.
         let mut params: Vec<GpuParam<'_>> = names
             .iter()
-            .zip(self.weights.tensors_mut())
+            .zip(masters)
             .zip(grads)
-            .map(|((name, (_, weight)), grad)| GpuParam {
+            .map(|((name, (_, weight, weight_bf16)), grad)| GpuParam {
                 name,
                 weight,
                 grad,
-                weight_bf16: None,
+                weight_bf16,
             })
             .collect();
         let stats = self.optimizer.step(gpu, &mut params)?;

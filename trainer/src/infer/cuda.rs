@@ -9,8 +9,9 @@
 //! Does not own: the forward on the device (`crate::gpu::generate`), device selection
 //! (`crate::device`).
 
+use super::Precision;
 use crate::gpu::generate::GpuDecoder;
-use crate::gpu::{Gpu, GpuError};
+use crate::gpu::{Gpu, GpuError, GpuPrecision};
 use crate::weights::Weights;
 use std::sync::{Mutex, MutexGuard};
 
@@ -22,14 +23,41 @@ pub(crate) struct CudaDecoder {
 }
 
 impl CudaDecoder {
-    /// Uploads `weights` with a cache of the model's whole context.
-    pub(crate) fn new(gpu: Box<Gpu>, weights: &Weights) -> Result<Self, GpuError> {
+    /// Uploads `weights` with a cache of the model's whole context, in the device
+    /// precision that matches the engine's (`Fast` is bf16, `F32` stays exact).
+    pub(crate) fn new(
+        gpu: Box<Gpu>,
+        weights: &Weights,
+        precision: Precision,
+    ) -> Result<Self, GpuError> {
         gpu.bind_to_thread()?;
-        let decoder = GpuDecoder::new(&gpu, weights, weights.config.max_seq_len)?;
+        let decoder = GpuDecoder::with_precision(
+            &gpu,
+            weights,
+            weights.config.max_seq_len,
+            device_precision(precision),
+        )?;
         Ok(CudaDecoder {
             gpu,
             decoder: Mutex::new(decoder),
         })
+    }
+
+    /// Uploads `weights` again in the device precision matching `precision`.
+    pub(crate) fn set_precision(
+        &mut self,
+        weights: &Weights,
+        precision: Precision,
+    ) -> Result<(), GpuError> {
+        self.gpu.bind_to_thread()?;
+        let dec = GpuDecoder::with_precision(
+            &self.gpu,
+            weights,
+            weights.config.max_seq_len,
+            device_precision(precision),
+        )?;
+        *self.decoder.get_mut().unwrap_or_else(|p| p.into_inner()) = dec;
+        Ok(())
     }
 
     pub(crate) fn gpu(&self) -> &Gpu {
@@ -77,5 +105,14 @@ impl CudaStepper<'_> {
     /// Positions in the cache.
     pub(crate) fn len(&self) -> usize {
         self.dec.len()
+    }
+}
+
+/// The engine's precision on the device: its fast mode is bf16 there, as Q8_0/bf16 is
+/// on the CPU; `F32` is the exact reference on both.
+fn device_precision(p: Precision) -> GpuPrecision {
+    match p {
+        Precision::Fast => GpuPrecision::Bf16,
+        Precision::F32 => GpuPrecision::F32,
     }
 }

@@ -255,7 +255,8 @@ impl Engine {
             #[cfg(feature = "cuda")]
             Resolved::Cuda(gpu) => {
                 let err = crate::device::on(&gpu);
-                self.cuda = Some(cuda::CudaDecoder::new(gpu, &self.weights).map_err(err)?);
+                self.cuda =
+                    Some(cuda::CudaDecoder::new(gpu, &self.weights, self.precision).map_err(err)?);
             }
         }
         self.active = active;
@@ -297,11 +298,21 @@ impl Engine {
         Ok(())
     }
 
-    pub fn set_precision(&mut self, precision: Precision) {
-        if precision != self.precision {
-            self.precision = precision;
-            self.rebuild_fast_weights();
+    /// Switches between the fast kernels and exact f32 (on the CPU and, when generation
+    /// runs there, on the GPU: bf16 or f32). On a GPU error the engine keeps its
+    /// previous precision.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<(), EngineError> {
+        if precision == self.precision {
+            return Ok(());
         }
+        #[cfg(feature = "cuda")]
+        if let Some(c) = &mut self.cuda {
+            let err = crate::device::on(c.gpu());
+            c.set_precision(&self.weights, precision).map_err(err)?;
+        }
+        self.precision = precision;
+        self.rebuild_fast_weights();
+        Ok(())
     }
 
     pub fn precision(&self) -> Precision {

@@ -8,7 +8,9 @@
 //! only when read ([`Trainer::weights`], [`Trainer::save`], [`Trainer::into_session`]),
 //! so a step costs no host copy. Under data parallelism (`SSR_WORLD_SIZE` > 1, see
 //! `crate::gpu::nccl`) the CUDA trainer joins the NCCL communicator from the
-//! environment and averages gradients across ranks.
+//! environment and averages gradients across ranks. The CUDA model runs in
+//! `crate::gpu::GpuPrecision::Bf16` (bf16 GEMM operands, f32 master weights and
+//! accumulation) unless [`Trainer::with_precision`] asks for the f32 reference.
 //!
 //! Does not own: the step's maths (`TrainSession::step` and its GPU twin), batching
 //! (`Dataset::batch_for_step`, shared by both), checkpoint files (`crate::checkpoint`).
@@ -17,6 +19,17 @@ use super::session::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession
 use crate::device::{ActiveDevice, Device, DeviceError, Resolved, resolve};
 use crate::weights::Weights;
 use std::path::Path;
+
+/// The GPU precision argument: the real setting with the `cuda` feature, nothing without.
+#[cfg(feature = "cuda")]
+type GpuPrecisionArg = crate::gpu::GpuPrecision;
+#[cfg(not(feature = "cuda"))]
+type GpuPrecisionArg = NoGpuPrecision;
+
+/// Stands in for the GPU precision in a build without the `cuda` feature.
+#[cfg(not(feature = "cuda"))]
+#[derive(Clone, Copy, Debug, Default)]
+struct NoGpuPrecision;
 
 /// The device-side state of a CUDA trainer.
 #[cfg(feature = "cuda")]
@@ -50,6 +63,33 @@ impl Trainer {
     /// `Device::Cuda` without a usable GPU is `DeviceError::Cuda` with
     /// `GpuError::NoGpu` as its source; `Device::Auto` then uses the CPU.
     pub fn new(session: TrainSession, device: Device) -> Result<Self, DeviceError> {
+        Self::open(session, device, GpuPrecisionArg::default())
+    }
+
+    /// [`Trainer::new`] with the CUDA model in `precision` (ignored on the CPU, which is
+    /// always f32): `GpuPrecision::F32` is the exact reference, `Bf16` the default.
+    #[cfg(feature = "cuda")]
+    pub fn with_precision(
+        session: TrainSession,
+        device: Device,
+        precision: crate::gpu::GpuPrecision,
+    ) -> Result<Self, DeviceError> {
+        Self::open(session, device, precision)
+    }
+
+    /// The CUDA model's precision; `None` on the CPU.
+    #[cfg(feature = "cuda")]
+    pub fn gpu_precision(&self) -> Option<crate::gpu::GpuPrecision> {
+        self.cuda.as_ref().map(|c| c.trainer.precision())
+    }
+
+    fn open(
+        session: TrainSession,
+        device: Device,
+        precision: GpuPrecisionArg,
+    ) -> Result<Self, DeviceError> {
+        #[cfg(not(feature = "cuda"))]
+        let NoGpuPrecision = precision;
         let resolved = resolve(device)?;
         let active = resolved.active();
         match resolved {
@@ -62,7 +102,7 @@ impl Trainer {
             #[cfg(feature = "cuda")]
             Resolved::Cuda(gpu) => {
                 let err = crate::device::on(&gpu);
-                let trainer = upload(&gpu, &session).map_err(err)?;
+                let trainer = upload(&gpu, &session, precision).map_err(err)?;
                 Ok(Trainer {
                     session,
                     active,
@@ -207,23 +247,25 @@ impl Trainer {
     }
 }
 
-/// The device twin of `session`: weights, moments (exact resume), step count,
-/// settings, the reference model, and the NCCL communicator when the environment asks
-/// for data parallelism.
+/// The device twin of `session` in `precision`: weights, moments (exact resume), step
+/// count, settings, the reference model, and the NCCL communicator when the environment
+/// asks for data parallelism.
 #[cfg(feature = "cuda")]
 fn upload(
     gpu: &crate::gpu::Gpu,
     session: &TrainSession,
+    precision: crate::gpu::GpuPrecision,
 ) -> Result<crate::gpu::train::GpuTrainer, crate::gpu::GpuError> {
     let comm = crate::gpu::nccl::Communicator::from_env(gpu)?;
     let opt = &session.optimizer;
-    crate::gpu::train::GpuTrainer::new(
+    crate::gpu::train::GpuTrainer::with_precision(
         gpu,
         &session.weights,
         session.reference(),
         session.config.clone(),
         Some((opt.step, &opt.m, &opt.v)),
         comm,
+        precision,
     )
 }
 

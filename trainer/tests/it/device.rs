@@ -64,6 +64,13 @@ fn session_and_data() -> (TrainSession, Dataset) {
 fn auto_trainer_trains_like_the_cpu_session() {
     let (session, data) = session_and_data();
     let mut cpu = session.clone();
+    // The device dispatch is checked against the f32 reference; the bf16 mode (the
+    // CUDA default) has its own parity tests in `gpu::bf16_mode`.
+    #[cfg(feature = "cuda")]
+    let mut auto =
+        Trainer::with_precision(session, Device::Auto, ssr_trainer::gpu::GpuPrecision::F32)
+            .unwrap();
+    #[cfg(not(feature = "cuda"))]
     let mut auto = Trainer::new(session, Device::Auto).unwrap();
     let on_gpu = auto.device().is_cuda();
     if !on_gpu {

@@ -1,6 +1,8 @@
 //! `ssr bench train`: training tokens per second and device memory of SmolLM2-135M
 //! shapes (random weights) through the GPU trainer, and generation tokens per second
-//! through the GPU decoder, next to PyTorch + transformers eager run as a subprocess.
+//! through the GPU decoder, next to PyTorch + transformers eager run as a subprocess, and
+//! (when the bf16 precision is measured) next to the f32 reference precision of the same
+//! trainer, measured side by side in the same run.
 //!
 //! Does not own: the trainer or decoder (`gpu::train`, `gpu::generate`), printing.
 
@@ -11,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::run_python;
 use crate::gpu::context::Gpu;
 use crate::gpu::error::GpuError;
+use crate::gpu::precision::GpuPrecision;
 
 /// What `ssr bench train` runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +27,11 @@ pub struct TrainBenchOptions {
     pub gen_tokens: usize,
     pub torch_script: Option<PathBuf>,
     pub python: String,
+    /// The precision of the measured trainer and decoder.
+    pub precision: GpuPrecision,
+    /// With bf16: also time the f32 reference trainer on the same batch (the baseline of
+    /// the bf16 path).
+    pub compare_f32: bool,
 }
 
 impl Default for TrainBenchOptions {
@@ -36,6 +44,8 @@ impl Default for TrainBenchOptions {
             gen_tokens: 256,
             torch_script: Some(PathBuf::from("scripts/bench_torch.py")),
             python: "python3".into(),
+            precision: GpuPrecision::default(),
+            compare_f32: true,
         }
     }
 }
@@ -48,8 +58,13 @@ pub struct TrainBenchReport {
     pub model: String,
     pub tokens_per_step: usize,
     pub seq_len: usize,
+    /// `"bf16"` or `"f32"` (`GpuPrecision`).
+    pub precision: String,
     pub step_ms: f64,
     pub train_tokens_per_s: f64,
+    /// The f32 reference trainer's median step on the same batch (bf16 runs with
+    /// `compare_f32`), measured after the bf16 one.
+    pub f32_step_ms: Option<f64>,
     /// Device memory in use after the step (total − free), not a true peak.
     pub device_bytes_in_use: usize,
     pub gen_prompt_tokens: usize,
@@ -116,26 +131,36 @@ pub fn run_train_bench(
     ));
     let mut tc = crate::train::TrainConfig::default();
     tc.adamw.warmup_steps = 0;
-    let (step_ms, in_use) = {
-        let mut trainer = GpuTrainer::new(gpu, &w, None, tc, None, None)?;
+    // Median step time (after one warm-up step) and memory in use, per precision; each
+    // trainer is dropped before the next is built.
+    let mut time_steps = |precision: GpuPrecision| -> Result<(f64, usize), GpuError> {
+        let mut trainer =
+            GpuTrainer::with_precision(gpu, &w, None, tc.clone(), None, None, precision)?;
         trainer.step(gpu, &batch)?;
         let mut times = Vec::new();
         for s in 0..opts.steps.max(1) {
-            progress(&format!("training step {}", s + 1));
+            progress(&format!("training step {} ({precision})", s + 1));
             let t0 = std::time::Instant::now();
             trainer.step(gpu, &batch)?;
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
         let (free, total) = gpu.memory()?;
         times.sort_by(f64::total_cmp);
-        (times[times.len() / 2], total - free)
+        Ok((times[times.len() / 2], total - free))
+    };
+    let (step_ms, in_use) = time_steps(opts.precision)?;
+    let f32_step_ms = if opts.precision == GpuPrecision::Bf16 && opts.compare_f32 {
+        Some(time_steps(GpuPrecision::F32)?.0)
+    } else {
+        None
     };
     let tokens = n_seq * opts.seq_len;
     progress("generation");
     let prompt: Vec<u32> = (0..opts.gen_prompt)
         .map(|_| r.gen_range(0..cfg.vocab_size as u32))
         .collect();
-    let mut dec = GpuDecoder::new(gpu, &w, opts.gen_prompt + opts.gen_tokens)?;
+    let mut dec =
+        GpuDecoder::with_precision(gpu, &w, opts.gen_prompt + opts.gen_tokens, opts.precision)?;
     let greedy = crate::infer::sampling::SamplingOptions {
         temperature: 0.0,
         ..Default::default()
@@ -172,7 +197,9 @@ pub fn run_train_bench(
         model: "SmolLM2-135M shapes, random weights".into(),
         tokens_per_step: tokens,
         seq_len: opts.seq_len,
+        precision: opts.precision.name().to_string(),
         step_ms,
+        f32_step_ms,
         train_tokens_per_s: tokens as f64 / (step_ms * 1e-3),
         device_bytes_in_use: in_use,
         gen_prompt_tokens: opts.gen_prompt,

@@ -5,12 +5,15 @@
 //! One module per concern: the row pass from logits ([`logprobs`]), the fused LM head
 //! ([`lm_head`]), advantages and the policy loss ([`rl`]), the model's element-wise ops
 //! and attention ([`model_ops`]), and whole training and generation on the device
-//! ([`training`]: AdamW, a sequence's backward, NCCL, the decoder, a train step), and
-//! the real SmolLM2-135M's logits and loss ([`smollm2`]).
+//! ([`training`]: AdamW, a sequence's backward, NCCL, the decoder, a train step, in the
+//! f32 reference precision), the same in the default bf16 precision ([`bf16_mode`]: logits,
+//! loss, gradients, three optimizer steps, plus the LM head's single-GEMM pass), and the
+//! real SmolLM2-135M's logits and loss ([`smollm2`]).
 //!
 //! Run on a GPU machine with `scripts/gpu_check.sh` (the carried test binary).
 #![cfg(feature = "cuda")]
 
+mod bf16_mode;
 mod lm_head;
 mod logprobs;
 mod model_ops;
@@ -83,6 +86,18 @@ fn every_kernel_source_compiles_with_nvrtc() {
         let ptx = ssr_trainer::gpu::compile::compile(src, &arch, dir.path())
             .unwrap_or_else(|e| panic!("{}: {e}", src.file_name()));
         assert!(ptx.contains(".target sm_90"), "{}", src.file_name());
+        // Every kernel of this source is emitted under its unmangled `extern "C"` name.
+        for k in ssr_trainer::gpu::compile::Kernel::ALL
+            .into_iter()
+            .filter(|k| k.source() == src)
+        {
+            assert!(
+                ptx.contains(&format!(".entry {}(", k.symbol())),
+                "{} lacks the entry {}",
+                src.file_name(),
+                k.symbol()
+            );
+        }
         // The second call is served from the cache.
         let again = ssr_trainer::gpu::compile::compile(src, &arch, dir.path()).unwrap();
         assert_eq!(ptx, again);

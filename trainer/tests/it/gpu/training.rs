@@ -3,7 +3,7 @@
 //! the CPU path.
 
 use ssr_trainer::cpu::matmul::matmul_nt;
-use ssr_trainer::gpu::LibraryProbe;
+use ssr_trainer::gpu::{GpuPrecision, LibraryProbe};
 use ssr_trainer::testing::{Tolerance, assert_close};
 
 use super::{gpu_or_skip, random_targets};
@@ -207,7 +207,8 @@ fn gpu_decoder_prefill_and_decode_match_cpu_forward_logits() {
         false,
     );
     let v = cfg.vocab_size;
-    let mut dec = GpuDecoder::new(&gpu, &w, 32).unwrap();
+    // The f32 reference mode (GpuDecoder::new is bf16 by default; see gpu::bf16 for it).
+    let mut dec = GpuDecoder::with_precision(&gpu, &w, 32, GpuPrecision::F32).unwrap();
     // Prefill 12 tokens, then decode the remaining 8 one at a time (attention over the
     // cache with a query offset).
     let got = dec.forward_last(&gpu, &tokens[..12]).unwrap();
@@ -307,7 +308,10 @@ fn gpu_train_step_matches_cpu_step_on_tiny_model() {
     let mut opt = AdamW::new(tc.adamw, &cfg);
     let want_stats = opt.step(&mut cpu_w, &mut grads);
 
-    let mut trainer = GpuTrainer::new(&gpu, &w, None, tc.clone(), None, None).unwrap();
+    // The f32 reference mode (GpuTrainer::new is bf16 by default; see gpu::bf16 for it).
+    let mut trainer =
+        GpuTrainer::with_precision(&gpu, &w, None, tc.clone(), None, None, GpuPrecision::F32)
+            .unwrap();
     let batch: Vec<TrainSequence<'_>> = seqs
         .iter()
         .map(|(t, p, o, a)| TrainSequence {
