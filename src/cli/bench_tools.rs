@@ -25,9 +25,11 @@ pub struct BenchToolsArgs {
     #[arg(long, default_value_t = 30)]
     pub baseline_iterations: usize,
     /// Print one JSON object: {"python", "load_average", "debug_build", "ops": [{"name",
-    /// "tool": {"median_us", "p99_us", "n"}, "python": {...}, "speedup_median",
-    /// "phases": {"setup_us", "dispatch_us", "instantiate_us", "run_us", "host_us",
-    /// "host_calls", "teardown_us"}}]}.
+    /// "tool": {"median_us", "p99_us", "n"} (wall, on the caller's thread), "tool_cpu",
+    /// "python", "python_cpu" (same shape), "speedup_median", "phases": {"setup_us",
+    /// "dispatch_us", "instantiate_us", "run_us", "host_us", "host_calls",
+    /// "teardown_us", "caller_cpu_us", "worker_cpu_us", "inline"}, "worker": {"tool",
+    /// "tool_cpu", "speedup_median", "phases"} (the same calls on a worker thread)}]}.
     #[arg(long)]
     pub json: bool,
 }

@@ -138,8 +138,12 @@ impl Tools for WasmTools {
         };
         let (host, episode) = (self.host.clone(), self.episode.clone());
         let (name, arguments) = (call.name.clone(), call.arguments.to_string());
-        let reply =
-            tokio::task::spawn_blocking(move || host.host.call(&episode, &name, &arguments)).await;
+        // `call_blocking`: this closure is a blocking-pool thread, so a standard tool
+        // runs right here instead of being handed to another worker thread (~30 µs).
+        let reply = tokio::task::spawn_blocking(move || {
+            host.host.call_blocking(&episode, &name, &arguments)
+        })
+        .await;
         let reply = match reply {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return ToolResult::error(host_error_text(&call.name, &e)),
