@@ -48,8 +48,8 @@ pub(crate) const SHELL: &str = "/bin/sh";
 const SHIM: &str =
     "printf R; s=; while IFS= read -r l; do s=\"$s$l\n\"; done; exec </dev/null; eval \"$s\"";
 
-/// The byte the shim writes once bubblewrap has finished its set-up. The keeper reads
-/// it before offering the sandbox, so the command's output starts clean.
+/// The byte the shim writes once bubblewrap has finished its set-up. The exec taking
+/// the sandbox reads it before sending the command, so the output starts clean.
 const MARKER: u8 = b'R';
 
 /// How long bubblewrap may take to set a ready sandbox up before it is given up.
@@ -172,6 +172,16 @@ impl Ready {
 
     fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits until the shim says bubblewrap's set-up is done (usually already). Why
+    /// the exec checks this and not the keeper: a mount source removed while bubblewrap
+    /// started makes it fail ("Can't get type of source"), and a directory made again
+    /// in its place can get the same inode, hence the same key; serving that dying
+    /// bubblewrap would hand its error to the exec. Checked here, a sandbox parked a
+    /// moment ago can still be taken while its set-up finishes, overlapping the two.
+    fn confirm(&mut self) -> io::Result<()> {
+        await_marker(&mut self.child, SETUP_TIMEOUT)
     }
 }
 
@@ -317,9 +327,9 @@ pub(crate) fn take(
             guest: guest.to_path_buf(),
         });
     }
-    // A ready sandbox killed from outside (or whose keeper died) is useless.
+    // A ready sandbox killed from outside, or whose set-up failed, is useless.
     let mut r = taken?;
-    if r.alive() {
+    if r.alive() && r.confirm().is_ok() {
         Some(r)
     } else {
         r.kill();
@@ -359,22 +369,11 @@ fn park(req: &ParkRequest) -> io::Result<Ready> {
         stdin: Some(read),
     };
     let child = supervise::spawn(launch)?;
-    let mut ready = Ready {
+    Ok(Ready {
         child,
         script: File::from(write),
         cgroup,
-    };
-    // Only a sandbox whose set-up finished is offered. Why: a mount source removed
-    // while bubblewrap started makes it fail ("Can't get type of source"), and a
-    // directory made again in its place can get the same inode, hence the same key;
-    // serving that dying bubblewrap would hand its error to the exec.
-    match await_marker(&mut ready.child, SETUP_TIMEOUT) {
-        Ok(()) => Ok(ready),
-        Err(e) => {
-            ready.kill();
-            Err(e)
-        }
-    }
+    })
 }
 
 /// Waits up to `timeout` for the shim's [`MARKER`] on the child's stdout and consumes
@@ -550,23 +549,22 @@ mod tests {
     /// Regression (CI, session 2): a workspace removed while its ready sandbox was
     /// being set up, then made again with the same inode, was served the dying
     /// bubblewrap and the exec got "Can't get type of source". A ready sandbox whose
-    /// set-up failed must never be parked.
+    /// set-up failed must never serve an exec.
     #[test]
-    fn a_ready_sandbox_whose_set_up_failed_is_not_parked() {
+    fn a_ready_sandbox_whose_set_up_failed_is_not_served() {
         let Ok(info) = crate::bwrap::probe_bwrap() else {
             eprintln!("skipped: no bwrap");
             return;
         };
         let dir = tempfile::tempdir().unwrap();
         let gone = dir.path().join("removed-before-set-up");
-        let err = park(&request(info.clone(), &gone)).err();
-        assert!(err.is_some(), "a failed set-up was parked");
-        // The same request with the source present parks, and the command's output
-        // starts clean (the marker was consumed).
-        let ready = match park(&request(info, dir.path())) {
-            Ok(r) => r,
-            Err(e) => panic!("parking failed: {e}"),
-        };
+        let mut failed = park(&request(info.clone(), &gone)).unwrap();
+        assert!(failed.confirm().is_err(), "a failed set-up was confirmed");
+        failed.kill();
+        // The same request with the source present is confirmed, and the command's
+        // output starts clean (the marker was consumed).
+        let mut ready = park(&request(info, dir.path())).unwrap();
+        ready.confirm().unwrap();
         let (child, _) = ready
             .release("exec /bin/echo served\n")
             .map_err(|(_, _, e)| e)
