@@ -39,16 +39,13 @@ pub struct GameOpts {
     pub test_env: Vec<(String, String)>,
 }
 
-/// Parses one `--test-env KEY=VALUE`: the key must be a shell variable name (the
-/// sandbox would not pass another through), the value is taken as it is.
+/// Parses one `--test-env KEY=VALUE`: the key must be a shell variable name (test
+/// scripts are shell scripts that could not read another), the value is taken as it is.
 pub fn parse_test_env(s: &str) -> Result<(String, String), String> {
     let (key, value) = s
         .split_once('=')
         .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
-    let mut chars = key.chars();
-    let name_ok = matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric());
-    if !name_ok {
+    if !ssr_sandbox::is_shell_name(key) {
         return Err(format!(
             "`{key}` is not a variable name (letters, digits and `_`, not starting with a digit)"
         ));

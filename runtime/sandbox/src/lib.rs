@@ -28,7 +28,7 @@ pub use bwrap::{
     BwrapInfo, BwrapSandbox, DEFAULT_TMP_BYTES, SANDBOX_UID, host_cgroups, probe_bwrap,
 };
 pub use docker::{DockerPlan, DockerSandbox, Engine, EngineProbe, docker_run_args, probe_engines};
-pub use ready::hits as ready_sandbox_hits;
+pub use ready::{hits as ready_sandbox_hits, is_shell_name};
 pub use spec::*;
 pub use warm::hits as warm_pool_hits;
 

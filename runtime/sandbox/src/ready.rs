@@ -128,7 +128,9 @@ pub(crate) fn script(plan: &Plan) -> Option<String> {
     Some(s)
 }
 
-fn is_shell_name(name: &str) -> bool {
+/// True for a name a POSIX shell can set and read as a variable (letters, digits and
+/// `_`, not starting with a digit).
+pub fn is_shell_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())

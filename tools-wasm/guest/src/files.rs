@@ -78,28 +78,7 @@ pub fn read_repo_file(
             DescriptorFlags::READ,
         )
         .map_err(|e| fs_error(path, e))?;
-    let mut bytes = Vec::new();
-    loop {
-        let (chunk, end) = file
-            .read(READ_CHUNK, bytes.len() as u64)
-            .map_err(|e| fs_error(path, e))?;
-        let short = (chunk.len() as u64) < READ_CHUNK;
-        if bytes.is_empty() && (end || short) {
-            // The whole file in one read (the usual case): no second buffer.
-            return if chunk.len() as u64 > max_bytes {
-                Err(too_big(path, max_bytes))
-            } else {
-                Ok(chunk)
-            };
-        }
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() as u64 > max_bytes {
-            return Err(too_big(path, max_bytes));
-        }
-        if end || short {
-            return Ok(bytes);
-        }
-    }
+    read_to_end(&file, path, READ_CHUNK, max_bytes)
 }
 
 /// A repository path opened for reading, and what its descriptor's `stat` says.
@@ -227,14 +206,26 @@ pub fn read_opened(
     if size > max_bytes {
         return Err(too_big(path, max_bytes));
     }
+    read_to_end(file, path, (size + 1).min(READ_CHUNK), max_bytes)
+}
+
+/// Reads `file` from its start to its end: `first` bytes asked for at first, then
+/// [`READ_CHUNK`] at a time; refuses files over `max_bytes`.
+fn read_to_end(
+    file: &wasip2::filesystem::types::Descriptor,
+    path: &str,
+    first: u64,
+    max_bytes: u64,
+) -> Result<Vec<u8>, GuestError> {
     let mut bytes: Vec<u8> = Vec::new();
-    let mut want = (size + 1).min(READ_CHUNK);
+    let mut want = first;
     loop {
         let (chunk, end) = file
             .read(want, bytes.len() as u64)
             .map_err(|e| fs_error(path, e))?;
         let short = (chunk.len() as u64) < want;
         if bytes.is_empty() && (end || short) {
+            // The whole file in one read (the usual case): no second buffer.
             return if chunk.len() as u64 > max_bytes {
                 Err(too_big(path, max_bytes))
             } else {

@@ -31,12 +31,7 @@ impl CudaDecoder {
         precision: Precision,
     ) -> Result<Self, GpuError> {
         gpu.bind_to_thread()?;
-        let decoder = GpuDecoder::with_precision(
-            &gpu,
-            weights,
-            weights.config.max_seq_len,
-            device_precision(precision),
-        )?;
+        let decoder = whole_context_decoder(&gpu, weights, precision)?;
         Ok(CudaDecoder {
             gpu,
             decoder: Mutex::new(decoder),
@@ -50,12 +45,7 @@ impl CudaDecoder {
         precision: Precision,
     ) -> Result<(), GpuError> {
         self.gpu.bind_to_thread()?;
-        let dec = GpuDecoder::with_precision(
-            &self.gpu,
-            weights,
-            weights.config.max_seq_len,
-            device_precision(precision),
-        )?;
+        let dec = whole_context_decoder(&self.gpu, weights, precision)?;
         *self.decoder.get_mut().unwrap_or_else(|p| p.into_inner()) = dec;
         Ok(())
     }
@@ -108,11 +98,17 @@ impl CudaStepper<'_> {
     }
 }
 
-/// The engine's precision on the device: its fast mode is bf16 there, as Q8_0/bf16 is
-/// on the CPU; `F32` is the exact reference on both.
-fn device_precision(p: Precision) -> GpuPrecision {
-    match p {
+/// A decoder with a cache of the model's whole context, in the engine's precision on
+/// the device: its fast mode is bf16 there, as Q8_0/bf16 is on the CPU; `F32` is the
+/// exact reference on both.
+fn whole_context_decoder(
+    gpu: &Gpu,
+    weights: &Weights,
+    precision: Precision,
+) -> Result<GpuDecoder, GpuError> {
+    let precision = match precision {
         Precision::Fast => GpuPrecision::Bf16,
         Precision::F32 => GpuPrecision::F32,
-    }
+    };
+    GpuDecoder::with_precision(gpu, weights, weights.config.max_seq_len, precision)
 }

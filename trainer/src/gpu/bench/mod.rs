@@ -407,34 +407,16 @@ fn run_torch(
 ) -> Result<TorchReport, String> {
     let shapes: Vec<&str> = opts.shapes.iter().map(|s| s.name).collect();
     let tokens: Vec<String> = opts.tokens.iter().map(|t| t.to_string()).collect();
-    let out = Command::new(python)
-        .arg(script)
-        .arg("kernels")
-        .arg("--shapes")
-        .arg(shapes.join(","))
-        .arg("--tokens")
-        .arg(tokens.join(","))
-        .arg("--reps")
-        .arg(opts.reps.to_string())
-        .output()
-        .map_err(|e| format!("could not run {python} {}: {e}", script.display()))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: String = err
-            .chars()
-            .rev()
-            .take(800)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        return Err(format!(
-            "{} exited with {}: {tail}",
-            script.display(),
-            out.status
-        ));
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable baseline output: {e}"))
+    let args = [
+        "kernels".to_string(),
+        "--shapes".into(),
+        shapes.join(","),
+        "--tokens".into(),
+        tokens.join(","),
+        "--reps".into(),
+        opts.reps.to_string(),
+    ];
+    run_python(python, script, &args)
 }
 
 fn merge_torch(cases: &mut [BenchCase], t: TorchReport) {
