@@ -167,9 +167,27 @@ import sys
 
 HEADER = re.compile(r"^=+ short test summary info =+$")
 FINAL = re.compile(r"^(?:=+ )?((?:\d+ \w+)(?:, \d+ \w+)*|no tests ran) in [\d.]+s(?: \([^)]*\))?(?: =+)?$")
-LINE = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (\S+?)(?: - .*)?$")
-FAIL_ANYWHERE = re.compile(r"^(?:(\S+::\S+) (?:FAILED|ERROR)\b|(?:FAILED|ERROR) (\S+::\S+?)(?: - .*)?$)")
+LINE = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (.+)$")
+FAIL_ANYWHERE = re.compile(r"^(?:(\S+::[^\s\[]+(?:\[.*\])?) (?:FAILED|ERROR)\b|(?:\[gw\d+\] \[\s*\d+%\] )?(?:FAILED|ERROR) (\S+::.+)$)")
 WORD = {"PASSED": "passed", "XPASS": "xpassed", "FAILED": "failed", "ERROR": "error"}
+
+
+def node_id(rest):
+    """The node id at the start of `<id>` or `<id> - <message>`: parameters in
+    brackets may hold spaces, and end at a `]` that ends the line or precedes ` - `."""
+    message = rest.find(" - ")
+    cut = rest if message < 0 else rest[:message]
+    open_ = rest.find("[")
+    if open_ < 0 or (0 <= message < open_):
+        return cut
+    end = rest.find("]", open_)
+    while end >= 0:
+        tail = rest[end + 1:]
+        if tail == "" or tail.startswith(" - "):
+            return rest[:end + 1]
+        end = rest.find("]", end + 1)
+    return cut
+
 
 lines = [line.rstrip() for line in sys.stdin]
 results = {}
@@ -190,8 +208,9 @@ if starts:
             status = "other"
         else:
             status = "passed" if m.group(1) in ("PASSED", "XPASS") else "failed"
-        old = results.get(m.group(2))
-        results[m.group(2)] = status if old in (None, status) else "failed"
+        test = node_id(m.group(2))
+        old = results.get(test)
+        results[test] = status if old in (None, status) else "failed"
     if end is None:
         complete = False
     else:
@@ -205,7 +224,7 @@ if starts:
 for line in lines:
     m = FAIL_ANYWHERE.match(line)
     if m:
-        results[m.group(1) or m.group(2)] = "failed"
+        results[m.group(1) or node_id(m.group(2))] = "failed"
 out = {k: (v if complete else "failed") for k, v in results.items() if v != "other"}
 print(json.dumps(out, sort_keys=True))
 "#;

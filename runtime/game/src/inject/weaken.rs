@@ -24,8 +24,10 @@ pub fn locate(framework: Framework, id: &str) -> Option<TestLocation> {
     let (file, rest) = id.split_once("::")?;
     match framework {
         Framework::Pytest => {
-            let parts: Vec<&str> = rest.split("::").collect();
-            let name = parts.last()?.split('[').next()?.to_string();
+            // Parameters (`[...]`) can hold anything, `::` included: drop them first.
+            let path = rest.split('[').next()?;
+            let parts: Vec<&str> = path.split("::").collect();
+            let name = parts.last()?.to_string();
             let class = (parts.len() >= 2).then(|| parts[parts.len() - 2].to_string());
             Some(TestLocation {
                 file: file.to_string(),
@@ -310,6 +312,15 @@ mod tests {
             Some(TestLocation {
                 file: "tests/t.py".into(),
                 class: Some("TestC".into()),
+                name: "test_x".into()
+            })
+        );
+        // Parameters holding `::` and spaces do not move the name.
+        assert_eq!(
+            locate(Framework::Pytest, "tests/t.py::test_x[a::b c]"),
+            Some(TestLocation {
+                file: "tests/t.py".into(),
+                class: None,
                 name: "test_x".into()
             })
         );

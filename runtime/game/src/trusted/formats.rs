@@ -7,17 +7,25 @@ use regex::Regex;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
-static PYTEST_LINE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (\S+?)(?: - .*)?$").unwrap()
-});
+/// A status line of the summary section. The rest of the line is the node id, then
+/// for some statuses ` - <message>`; the id may hold spaces inside its parameter
+/// brackets, so it is split off by [`pytest_node_id`], not by the regex.
+static PYTEST_LINE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) (.+)$").unwrap());
 /// `SKIPPED [2] tests/test_b.py:3: why`: skips are grouped with a count.
 static PYTEST_SKIP_GROUP: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^SKIPPED \[(\d+)\] ").unwrap());
 /// A failing status outside the summary: the verbose progress line or a summary-style
 /// line anywhere.
+/// Three shapes: `<id> FAILED [ 50%]` (verbose progress; the id's parameters run to
+/// the last `]` before the status), `[gw0] [ 50%] FAILED <id>` (pytest-xdist's verbose
+/// progress) and `FAILED <id> - <message>` (summary style; the id is split off by
+/// [`pytest_node_id`]).
 static PYTEST_FAIL_ANYWHERE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?:(\S+::\S+) (?:FAILED|ERROR)\b|(?:FAILED|ERROR) (\S+::\S+?)(?: - .*)?$)")
-        .unwrap()
+    Regex::new(
+        r"^(?:(\S+::[^\s\[]+(?:\[.*\])?) (?:FAILED|ERROR)\b|(?:\[gw\d+\] \[\s*\d+%\] )?(?:FAILED|ERROR) (\S+::.+)$)",
+    )
+    .unwrap()
 });
 static PYTEST_SUMMARY: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^=+ short test summary info =+$").unwrap());
@@ -102,6 +110,29 @@ fn counts(text: &str) -> BTreeMap<String, usize> {
     out
 }
 
+/// The node id at the start of the rest of a summary line (`<id>` or
+/// `<id> - <message>`).
+///
+/// Why not "up to the first space": parametrized ids hold whatever the parameters
+/// print as (`test_fmt[a b]`, `test_q['x - y']`, non-ASCII, hundreds of characters),
+/// and losing one makes the count cross-check call a complete run incomplete. A node
+/// id is `path::name` then optionally `[params]`; the params end at a `]` that ends
+/// the line or is followed by ` - `. Of several such `]` (a message can hold `]` too)
+/// the first is taken: a parameter holding `] - ` is the one shape this cannot tell
+/// from a message, and there the id read is a prefix of the real one, which then
+/// matches no id of the injector's and fails nothing.
+pub(crate) fn pytest_node_id(rest: &str) -> &str {
+    let message = rest.find(" - ");
+    let Some(open) = rest.find('[').filter(|&b| message.is_none_or(|d| b < d)) else {
+        return &rest[..message.unwrap_or(rest.len())];
+    };
+    rest[open..]
+        .match_indices(']')
+        .map(|(k, _)| open + k + 1)
+        .find(|&end| rest[end..].is_empty() || rest[end..].starts_with(" - "))
+        .map_or(&rest[..message.unwrap_or(rest.len())], |end| &rest[..end])
+}
+
 pub(super) fn parse_pytest(log: &str) -> Parsed {
     let lines: Vec<&str> = log.lines().map(str::trim_end).collect();
     let mut out = TrustedResults::new();
@@ -109,7 +140,11 @@ pub(super) fn parse_pytest(log: &str) -> Parsed {
     let mut failing = Vec::new();
     for line in &lines {
         if let Some(c) = PYTEST_FAIL_ANYWHERE.captures(line) {
-            let id = c.get(1).or(c.get(2)).map_or("", |m| m.as_str());
+            let id = match (c.get(1), c.get(2)) {
+                (Some(progress), _) => progress.as_str(),
+                (None, Some(rest)) => pytest_node_id(rest.as_str()),
+                (None, None) => continue,
+            };
             failing.push(id.to_string());
         }
     }
@@ -137,7 +172,7 @@ pub(super) fn parse_pytest(log: &str) -> Parsed {
                 _ => (TrustedStatus::Other, "skipped"),
             };
             *seen.entry(word).or_insert(0) += 1;
-            record(&mut out, c[2].to_string(), status);
+            record(&mut out, pytest_node_id(&c[2]).to_string(), status);
         }
     }
     for id in failing {

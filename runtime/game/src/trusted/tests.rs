@@ -345,3 +345,211 @@ fn unittest_counts_must_match() {
     let says_ok = UNITTEST.replace("FAILED (failures=1, errors=1, skipped=1)", "OK");
     assert!(parse(&says_ok).incomplete.is_some());
 }
+
+/// A real pytest 9 `-rA` log (captured, paths shortened) of parametrized tests whose
+/// ids hold spaces, ` - `, brackets, quotes and escaped non-ASCII, a class mixed with
+/// functions, an xfail, a skip and a warnings summary.
+const PYTEST_SPACED_IDS: &str = r#"============================= test session starts ==============================
+platform linux -- Python 3.11.7, pytest-9.2.0, pluggy-1.7.0
+rootdir: /tmp/rp/py
+plugins: anyio-4.16.0
+collected 13 items
+
+test_ids.py ........F.xs.                                                [100%]
+
+=================================== FAILURES ===================================
+____________________________ TestMixed.test_m[p q] _____________________________
+test_ids.py:14: in test_m
+    assert v == "p q x"
+E   AssertionError: assert 'p q' == 'p q x'
+E     
+E     - p q x
+E     ?    --
+E     + p q
+=============================== warnings summary ===============================
+test_ids.py::test_warn
+  /repo/test_ids.py:30: UserWarning: careful
+    warnings.warn("careful")
+
+-- Docs: https://docs.pytest.org/en/stable/how-to/capture-warnings.html
+==================================== PASSES ====================================
+=========================== short test summary info ============================
+PASSED test_ids.py::test_p[a b]
+PASSED test_ids.py::test_p[x - y]
+PASSED test_ids.py::test_p[[br]]
+PASSED test_ids.py::test_p[it's "q"]
+PASSED test_ids.py::test_p[caf\xe9 \xfcn\xef]
+PASSED test_ids.py::test_p[s5]
+PASSED test_ids.py::test_ids[first case]
+PASSED test_ids.py::test_ids[second - case]
+PASSED test_ids.py::test_plain
+PASSED test_ids.py::test_warn
+SKIPPED [1] test_ids.py:24: no
+XFAIL test_ids.py::test_xf[x y] - known
+FAILED test_ids.py::TestMixed::test_m[p q] - AssertionError: assert 'p q' == ...
+======== 1 failed, 10 passed, 1 skipped, 1 xfailed, 1 warning in 0.08s =========
+"#;
+
+/// Regression (issue 16): ids with spaces were cut at the first space, the summary
+/// section then counted fewer passes than the final line, and a run that passed in
+/// full was called incomplete.
+#[test]
+fn pytest_ids_with_spaces_brackets_quotes_and_non_ascii_parse_in_full() {
+    check(
+        PYTEST_SPACED_IDS,
+        LogFormat::Pytest,
+        &[
+            ("test_ids.py::test_p[a b]", Passed),
+            ("test_ids.py::test_p[x - y]", Passed),
+            ("test_ids.py::test_p[[br]]", Passed),
+            ("test_ids.py::test_p[it's \"q\"]", Passed),
+            ("test_ids.py::test_p[caf\\xe9 \\xfcn\\xef]", Passed),
+            ("test_ids.py::test_p[s5]", Passed),
+            ("test_ids.py::test_ids[first case]", Passed),
+            ("test_ids.py::test_ids[second - case]", Passed),
+            ("test_ids.py::test_plain", Passed),
+            ("test_ids.py::test_warn", Passed),
+            ("test_ids.py::test_xf[x y]", Other),
+            ("test_ids.py::TestMixed::test_m[p q]", Failed),
+        ],
+    );
+}
+
+#[test]
+fn pytest_node_id_is_split_from_the_message() {
+    use super::formats::pytest_node_id as id;
+    assert_eq!(id("t.py::f"), "t.py::f");
+    assert_eq!(id("t.py::f - boom"), "t.py::f");
+    assert_eq!(id("t.py::f[a b] - assert [1] == [2]"), "t.py::f[a b]");
+    assert_eq!(id("t.py::f[a - b]"), "t.py::f[a - b]");
+    assert_eq!(id("t.py::f[[x]] - y"), "t.py::f[[x]]");
+    assert_eq!(id("t.py::f - see [doc]"), "t.py::f");
+    // No closing bracket at all (a cut line): up to the message.
+    assert_eq!(id("t.py::f[a - b"), "t.py::f[a");
+    let long = format!("t.py::f[{}]", "word ".repeat(400));
+    assert_eq!(id(&format!("{long} - E")), long);
+}
+
+/// A verbose failing progress line with a spaced id fails that id even when a fake
+/// summary says it passed.
+#[test]
+fn pytest_verbose_failure_of_a_spaced_id_wins() {
+    let log = "\
+t.py::f[a b] FAILED                                                     [100%]
+=========================== short test summary info ============================
+PASSED t.py::f[a b]
+============================== 1 passed in 0.01s ===============================
+";
+    let p = parse(log);
+    assert_eq!(p.results["t.py::f[a b]"], Failed);
+}
+
+/// pytest-xdist (`-n 2 -v`): progress lines start with the worker; the summary is
+/// pytest's own.
+#[test]
+fn pytest_xdist_output_is_read() {
+    let log = "\
+============================= test session starts ==============================
+plugins: xdist-3.6.1, randomly-3.15.0, rerunfailures-14.0
+Using --randomly-seed=1234
+created: 2/2 workers
+2 workers [3 items]
+
+[gw0] [ 33%] PASSED t.py::a[x y]
+[gw1] [ 66%] FAILED t.py::b
+[gw0] [100%] PASSED t.py::c
+
+=================================== FAILURES ===================================
+___________________________________ test_b ____________________________________
+[gw1] linux -- Python 3.11.7 /usr/bin/python3
+E   assert 0
+=========================== short test summary info ============================
+PASSED t.py::a[x y]
+PASSED t.py::c
+FAILED t.py::b - assert 0
+========================= 1 failed, 2 passed in 0.51s ==========================
+";
+    check(
+        log,
+        LogFormat::Pytest,
+        &[
+            ("t.py::a[x y]", Passed),
+            ("t.py::b", Failed),
+            ("t.py::c", Passed),
+        ],
+    );
+    // A worker line's failure wins over a forged PASSED in the summary.
+    let forged = log
+        .replace("FAILED t.py::b - assert 0\n", "PASSED t.py::b\n")
+        .replace("1 failed, 2 passed", "3 passed");
+    assert_eq!(parse(&forged).results["t.py::b"], Failed);
+}
+
+/// pytest-rerunfailures: `RERUN` lines and the `rerun` count are not statuses; the
+/// test's final status is.
+#[test]
+fn pytest_rerunfailures_output_is_read() {
+    let log = "\
+============================= test session starts ==============================
+plugins: rerunfailures-14.0
+collected 2 items
+
+t.py R..                                                                 [100%]
+
+=========================== short test summary info ============================
+RERUN t.py::flaky[one two] - assert 0
+PASSED t.py::flaky[one two]
+PASSED t.py::steady
+===================== 2 passed, 1 rerun, 2 warnings in 0.03s =====================
+";
+    check(
+        log,
+        LogFormat::Pytest,
+        &[("t.py::flaky[one two]", Passed), ("t.py::steady", Passed)],
+    );
+}
+
+/// A real Python 3.11 `unittest -v` log (captured): subtests (one failing), a test
+/// with a docstring that prints, and doctests loaded through `load_tests`.
+const UNITTEST_SUBTESTS_DOCTESTS: &str = r#"test_ok (test_all.T.test_ok)
+Docstring line. ... noise
+ok
+test_sub (test_all.T.test_sub) ... 
+  test_sub (test_all.T.test_sub) (i=1) ... FAIL
+test_ok_sub (test_all.U.test_ok_sub) ... ok
+mod (pkg)
+Doctest: pkg.mod ... ok
+get (pkg.mod.Box)
+Doctest: pkg.mod.Box.get ... ok
+double (pkg.mod)
+Doctest: pkg.mod.double ... ok
+
+======================================================================
+FAIL: test_sub (test_all.T.test_sub) (i=1)
+----------------------------------------------------------------------
+Traceback (most recent call last):
+  File "/repo/test_all.py", line 15, in test_sub
+    self.assertNotEqual(i, 1)
+AssertionError: 1 == 1
+
+----------------------------------------------------------------------
+Ran 6 tests in 0.012s
+
+FAILED (failures=1)
+"#;
+
+#[test]
+fn unittest_subtests_and_doctests_are_read() {
+    check(
+        UNITTEST_SUBTESTS_DOCTESTS,
+        LogFormat::Unittest,
+        &[
+            ("test_all.T.test_ok", Passed),
+            ("test_all.T.test_sub", Failed),
+            ("test_all.U.test_ok_sub", Passed),
+            ("pkg.mod", Passed),
+            ("pkg.mod.Box.get", Passed),
+            ("pkg.mod.double", Passed),
+        ],
+    );
+}

@@ -6,5 +6,6 @@ mod examples_e2e;
 mod fixture;
 mod layouts;
 mod process_sandbox;
+mod real_traits;
 mod solver_cheats;
 mod verify_checks;
