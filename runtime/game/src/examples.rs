@@ -6,8 +6,9 @@
 //! the same source always gives the same commit ids with the same git.
 //!
 //! Also builds a repository from a real third-party project: several sdists of a
-//! PyPI package, fetched with `pip download --no-deps --no-binary :all:` and
-//! committed in the order given, one commit per version.
+//! PyPI package, fetched and unpacked in Rust by [`crate::fetch`] (sha256 checked, no
+//! package code run: `pip download` would run the build backend) and committed in the
+//! order given, one commit per version with only that release's files.
 //!
 //! Does not own: anything about bugs (the injectors read these repositories like any
 //! other).
@@ -47,6 +48,8 @@ pub enum ExamplesError {
         args: String,
         error: String,
     },
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -220,85 +223,77 @@ pub fn create_all(source: &Path, out: &Path) -> Result<Vec<CreatedRepo>, Example
     Ok(created)
 }
 
+/// One release of a PyPI package to commit, optionally pinned to its sdist's sha256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedRelease {
+    pub version: String,
+    #[serde(default)]
+    pub sha256: Option<String>,
+}
+
 /// Builds `dest` from sdists of a PyPI package, one commit per version in the order
-/// given. Needs `pip` and network access to the package index.
+/// given. Needs network access to PyPI; runs nothing of the package's.
 pub fn create_from_pypi(
     package: &str,
     versions: &[String],
     dest: &Path,
 ) -> Result<CreatedRepo, ExamplesError> {
-    let valid = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    };
-    if !valid(package) || versions.iter().any(|v| !valid(v)) || versions.is_empty() {
+    let releases: Vec<PinnedRelease> = versions
+        .iter()
+        .map(|v| PinnedRelease {
+            version: v.clone(),
+            sha256: None,
+        })
+        .collect();
+    create_from_pypi_pinned(package, &releases, dest)
+}
+
+/// [`create_from_pypi`] with each sdist's sha256 pinned (a corpus file's releases):
+/// a release whose sdist on PyPI no longer has that digest is an error.
+pub fn create_from_pypi_pinned(
+    package: &str,
+    releases: &[PinnedRelease],
+    dest: &Path,
+) -> Result<CreatedRepo, ExamplesError> {
+    let client = crate::fetch::client()?;
+    create_from_releases(package, releases, dest, &|r, top| {
+        crate::fetch::fetch_sdist(&client, package, &r.version, r.sha256.as_deref(), top)
+    })
+}
+
+/// Builds `dest` from `.crate` files of a crates.io crate, one commit per version in
+/// the order given (each checked against its pinned sha256, or the index's checksum).
+pub fn create_from_crates_pinned(
+    krate: &str,
+    releases: &[PinnedRelease],
+    dest: &Path,
+) -> Result<CreatedRepo, ExamplesError> {
+    let client = crate::fetch::client()?;
+    create_from_releases(krate, releases, dest, &|r, top| {
+        crate::fetch::fetch_crate(&client, krate, &r.version, r.sha256.as_deref(), top)
+    })
+}
+
+/// One commit per release: `fetch` unpacks a release into the directory it is given,
+/// and the repository's tree is replaced by exactly those files.
+fn create_from_releases(
+    package: &str,
+    releases: &[PinnedRelease],
+    dest: &Path,
+    fetch: &dyn Fn(&PinnedRelease, &Path) -> Result<String, crate::fetch::FetchError>,
+) -> Result<CreatedRepo, ExamplesError> {
+    if releases.is_empty() {
         return Err(ExamplesError::BadSource {
             path: PathBuf::from(package),
-            reason: "package and versions must be plain names like `toolz` and `0.12.0`".into(),
+            reason: "no versions given".into(),
         });
     }
     let downloads = tempfile::tempdir().map_err(io(Path::new("tempdir")))?;
     let mut b = Builder::init(dest)?;
-    for v in versions {
-        let dl = downloads.path().join(v);
-        std::fs::create_dir_all(&dl).map_err(io(&dl))?;
-        let spec = format!("{package}=={v}");
-        let dl_s = dl.display().to_string();
-        run(
-            "python3",
-            &[
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--no-binary",
-                ":all:",
-                "-d",
-                &dl_s,
-                &spec,
-            ],
-            &dl,
-            &[],
-        )?;
-        let archive = std::fs::read_dir(&dl)
-            .map_err(io(&dl))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                let n = p.to_string_lossy();
-                n.ends_with(".tar.gz") || n.ends_with(".zip")
-            })
-            .ok_or_else(|| ExamplesError::BadSource {
-                path: dl.clone(),
-                reason: format!("pip downloaded no sdist for {spec}"),
-            })?;
-        let unpacked = dl.join("unpacked");
-        std::fs::create_dir_all(&unpacked).map_err(io(&unpacked))?;
-        let a = archive.display().to_string();
-        let u = unpacked.display().to_string();
-        // Python's own unpacker: refuses absolute paths and `..` members (filter="data").
-        run(
-            "python3",
-            &[
-                "-c",
-                "import shutil,sys; shutil.unpack_archive(sys.argv[1], sys.argv[2], filter='data')",
-                &a,
-                &u,
-            ],
-            &dl,
-            &[],
-        )?;
-        // An sdist holds one top-level directory `<name>-<version>/`.
-        let mut tops: Vec<PathBuf> = std::fs::read_dir(&unpacked)
-            .map_err(io(&unpacked))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        let top = if tops.len() == 1 && tops[0].is_dir() {
-            tops.remove(0)
-        } else {
-            unpacked.clone()
-        };
+    for (k, r) in releases.iter().enumerate() {
+        let v = &r.version;
+        let top = downloads.path().join(k.to_string());
+        fetch(r, &top)?;
         // Replace the tree: remove everything but .git, then copy the version in.
         for e in std::fs::read_dir(dest).map_err(io(dest))? {
             let p = e.map_err(io(dest))?.path();

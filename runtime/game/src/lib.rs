@@ -12,9 +12,12 @@
 pub mod artifact;
 pub mod bug_store;
 pub mod config;
+pub mod corpus;
+pub mod doctor;
 pub mod episode;
 pub mod evaluate;
 pub mod examples;
+pub mod fetch;
 pub mod higher_order;
 pub mod inject;
 pub mod patch_ops;

@@ -1,0 +1,280 @@
+//! `ssr doctor`: will the game work on this repository, and if not, what to change.
+//! It detects the framework and test command, runs the suite once in the game's run
+//! environment (timing it), compares what the trusted parser read with the runner's
+//! own count (listing the ids one side lost), counts candidate functions/commits per
+//! strategy, and takes one sample bug through the injector's verification. Every
+//! "no" is a [`Problem`]: its cause and the flag or setting that changes it.
+//!
+//! The run environment is the caller's [`VerifyConfig`] and [`Sandbox`]: an
+//! image-based environment plugs in there, not here.
+//!
+//! Does not own: running tests (`testrun`), parsing logs (`trusted`), candidates or
+//! verification (`inject`, `verify`).
+
+use crate::VerifyConfig;
+use crate::inject::{Framework, InjectConfig, InjectError, Strategy, inject};
+use crate::testrun::{Harness, run_tests};
+use crate::workspace::WorkspaceBase;
+use serde::{Deserialize, Serialize};
+use ssr_sandbox::Sandbox;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+/// One "no", with what to do about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub cause: String,
+    /// The flag, setting or change that addresses it.
+    pub fix: String,
+}
+
+/// The outcome of one strategy's sample injection.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StrategyCheck {
+    pub strategy: Strategy,
+    /// Candidates available (functions to stub, commit hunks to revert).
+    pub candidates: usize,
+    /// The sample: the first candidate tried and its verdict, when one was tried.
+    pub sample: Option<SampleBug>,
+}
+
+/// One candidate taken through verification.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SampleBug {
+    pub candidate: String,
+    pub valid: bool,
+    pub reason: String,
+    pub secs: f64,
+}
+
+/// Everything `ssr doctor` reports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DoctorReport {
+    pub framework: Option<Framework>,
+    /// The test script the game runs (as written to `test_script.sh`).
+    pub test_command: Option<String>,
+    /// The run environment's variables (the sandbox has no network either way).
+    pub environment: BTreeMap<String, String>,
+    pub suite_secs: Option<f64>,
+    pub tests_passing: usize,
+    pub tests_not_passing: usize,
+    /// Results the trusted parser read, and the runner's own count (pytest's final
+    /// line; for other frameworks, the trusted reading itself).
+    pub trusted_read: usize,
+    pub runner_count: Option<usize>,
+    /// Why the trusted parser calls the run incomplete, when it does.
+    pub incomplete: Option<String>,
+    /// Ids the injector's parser read that the trusted parser did not (first 20).
+    pub lost_by_trusted: Vec<String>,
+    pub strategies: Vec<StrategyCheck>,
+    pub problems: Vec<Problem>,
+}
+
+impl DoctorReport {
+    /// The game works here: no problem found and a sample bug was valid.
+    pub fn playable(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The runner's own total from pytest's final line (`1 failed, 2 passed, 1 skipped`).
+fn pytest_total(log_tail: &str) -> Option<usize> {
+    let line = log_tail
+        .lines()
+        .rev()
+        .map(|l| l.trim().trim_matches('=').trim())
+        .find(|l| {
+            l.contains(" in ")
+                && l.ends_with('s')
+                && l.chars().next().is_some_and(|c| c.is_ascii_digit())
+        })?;
+    let counts = line.split(" in ").next()?;
+    let mut total = 0;
+    for part in counts.split(", ") {
+        let (n, word) = part.split_once(' ')?;
+        if matches!(word, "warning" | "warnings" | "rerun" | "deselected") {
+            continue;
+        }
+        total += n.parse::<usize>().ok()?;
+    }
+    Some(total)
+}
+
+/// Examines `repo` with the given run environment. `sample_candidates` bounds the
+/// candidates each strategy's sample may try (0: count candidates only).
+pub fn doctor(
+    sandbox: &dyn Sandbox,
+    repo: &Path,
+    verify: &VerifyConfig,
+    sample_candidates: usize,
+) -> DoctorReport {
+    let mut report = DoctorReport {
+        framework: Framework::detect(repo),
+        test_command: None,
+        environment: verify.run_env.env.clone(),
+        suite_secs: None,
+        tests_passing: 0,
+        tests_not_passing: 0,
+        trusted_read: 0,
+        runner_count: None,
+        incomplete: None,
+        lost_by_trusted: Vec::new(),
+        strategies: Vec::new(),
+        problems: Vec::new(),
+    };
+    let Some(framework) = report.framework else {
+        report.problems.push(Problem {
+            cause: "no test framework found: no root Cargo.toml and no Python test module (test_*.py or *_test.py)".into(),
+            fix: "run doctor on the project's root, or add tests the game can run (pytest-discoverable modules or a Cargo crate)".into(),
+        });
+        return report;
+    };
+    let test_files = framework.test_files(repo);
+    let script = framework.test_script(repo, &test_files);
+    report.test_command = Some(script.clone());
+    let started = Instant::now();
+    let run = (|| -> Result<crate::testrun::TestRun, String> {
+        let base = WorkspaceBase::new(repo, verify).map_err(|e| e.to_string())?;
+        let ws = base.fresh().map_err(|e| e.to_string())?;
+        run_tests(
+            sandbox,
+            verify,
+            ws.path(),
+            Harness {
+                test_script: &script,
+                test_parser: framework.test_parser(),
+            },
+        )
+        .map_err(|e| e.to_string())
+    })();
+    report.suite_secs = Some(started.elapsed().as_secs_f64());
+    let run = match run {
+        Ok(r) => r,
+        Err(e) => {
+            report.problems.push(Problem {
+                cause: format!("the test suite did not run to the end: {e}"),
+                fix: "raise --hard-timeout/--soft-timeout if it is slow; check the log tail for a missing package or setting (--test-env KEY=VALUE)".into(),
+            });
+            return report;
+        }
+    };
+    report.tests_passing = run.claimed.values().filter(|v| *v == "passed").count();
+    report.tests_not_passing = run.claimed.len() - report.tests_passing;
+    if let Some(t) = &run.trusted {
+        report.trusted_read = t.results.len();
+        report.incomplete = t.incomplete.clone();
+        report.lost_by_trusted = run
+            .claimed
+            .keys()
+            .filter(|id| !t.results.contains_key(*id))
+            .take(20)
+            .cloned()
+            .collect();
+    }
+    report.runner_count = match framework {
+        Framework::Pytest => pytest_total(&run.log_tail),
+        Framework::Cargo => run.trusted.as_ref().map(|t| t.results.len()),
+    };
+    if let Some(why) = &report.incomplete {
+        report.problems.push(Problem {
+            cause: format!("the trusted parser calls the run incomplete ({why}), so no test counts as passing"),
+            fix: "report the lost ids below as a parser bug; meanwhile run doctor on a subset whose ids parse".into(),
+        });
+    }
+    if report.tests_passing < verify.min_passing_tests {
+        report.problems.push(Problem {
+            cause: format!(
+                "{} tests pass on the original, fewer than the {} the game needs; log tail:\n{}",
+                report.tests_passing, verify.min_passing_tests, run.log_tail
+            ),
+            fix: "set what the tests need (--test-env KEY=VALUE), or lower --min-passing-tests"
+                .into(),
+        });
+        return report;
+    }
+    for strategy in [Strategy::History, Strategy::Removal] {
+        let cfg = InjectConfig {
+            strategy,
+            count: 1,
+            seed: 0,
+            max_candidates: sample_candidates,
+            verify: verify.clone(),
+        };
+        let mut last = Instant::now();
+        let mut sample = None;
+        let result = inject(sandbox, repo, &cfg, &mut |ev| match ev {
+            crate::inject::InjectEvent::Tried { result, .. } => {
+                let secs = last.elapsed().as_secs_f64();
+                last = Instant::now();
+                if sample.as_ref().is_none_or(|s: &SampleBug| !s.valid) {
+                    sample = Some(SampleBug {
+                        candidate: result.candidate,
+                        valid: result.valid,
+                        reason: result.reason,
+                        secs,
+                    });
+                }
+            }
+            crate::inject::InjectEvent::Candidates { .. } => last = Instant::now(),
+        });
+        match result {
+            Ok(run) => {
+                if run.candidates_total == 0 {
+                    report.problems.push(Problem {
+                        cause: format!("{} has no candidates", strategy.name()),
+                        fix: match strategy {
+                            Strategy::History => "give the repository a history of code commits (one commit per release works)".into(),
+                            Strategy::Removal => "the code files hold no function with a body to remove".into(),
+                        },
+                    });
+                } else if sample_candidates > 0 && run.bugs.is_empty() {
+                    report.problems.push(Problem {
+                        cause: format!(
+                            "{}: none of {} candidates tried made a valid bug (last: {})",
+                            strategy.name(),
+                            run.tried.len(),
+                            run.tried.last().map_or("", |t| t.reason.as_str())
+                        ),
+                        fix: "try more candidates (ssr inject --max-candidates N) or the other strategy".into(),
+                    });
+                }
+                report.strategies.push(StrategyCheck {
+                    strategy,
+                    candidates: run.candidates_total,
+                    sample,
+                });
+            }
+            Err(e) => {
+                let fix = match &e {
+                    InjectError::History(_) => {
+                        "make the repository a git repository with commits (git init; git add -A; git commit)"
+                    }
+                    _ => "see the cause; --test-env KEY=VALUE sets what the tests need",
+                };
+                report.problems.push(Problem {
+                    cause: format!("{}: {e}", strategy.name()),
+                    fix: fix.into(),
+                });
+            }
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pytest_final_line_gives_the_runner_total() {
+        assert_eq!(
+            pytest_total(
+                "x\n======== 1 failed, 10 passed, 1 skipped, 1 xfailed, 1 warning in 0.08s =========\n"
+            ),
+            Some(13)
+        );
+        assert_eq!(pytest_total("3 passed, 1 rerun in 0.1s\n"), Some(3));
+        assert_eq!(pytest_total("no summary here\n"), None);
+    }
+}
