@@ -40,3 +40,7 @@ profile:
 nvrtc-check:
     python3 -m venv /tmp/nvrtc-venv && /tmp/nvrtc-venv/bin/pip install -q nvidia-cuda-nvrtc==13.0.88
     LD_LIBRARY_PATH="$(ls -d /tmp/nvrtc-venv/lib/python3*/site-packages/nvidia/cu13/lib)" cargo test -p ssr-trainer --test it -- gpu::every_kernel --nocapture
+
+# Builds the pinned corpus of real projects (corpus/corpus.toml) and plays each: injectors, true fixes, the README's table (long; outside CI).
+corpus out="target/corpus" *args:
+    cargo run --release -- corpus --file corpus/corpus.toml --out {{out}} {{args}}

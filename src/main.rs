@@ -44,6 +44,10 @@ enum Cmd {
     /// Builds the example repositories.
     #[command(subcommand)]
     Examples(cli::examples::ExamplesCmd),
+    /// Builds the pinned corpus of real projects and runs the injectors on each.
+    Corpus(cli::corpus::CorpusArgs),
+    /// Will the game work on this repository, and if not, what to change.
+    Doctor(cli::doctor::DoctorArgs),
     /// Serves the embedded model as an OpenAI-compatible HTTP server.
     Serve(cli::serve::ServeArgs),
     /// Writes a run's HTML report and prints its summary table.
@@ -65,6 +69,8 @@ fn main() -> std::process::ExitCode {
         Cmd::Evaluate(a) => cli::evaluate::run(a),
         Cmd::Export(c) => cli::export::run(c),
         Cmd::Examples(c) => cli::examples::run(c),
+        Cmd::Corpus(a) => cli::corpus::run(a),
+        Cmd::Doctor(a) => cli::doctor::run(a),
         Cmd::Serve(a) => cli::serve::run(a),
         Cmd::Report(a) => cli::report::run(a),
         Cmd::Selfplay(a) => cli::selfplay::run(*a),

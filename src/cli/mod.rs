@@ -6,6 +6,8 @@ pub mod bench_gpu;
 pub mod bench_model;
 pub mod bench_tools;
 pub mod bench_verify;
+pub mod corpus;
+pub mod doctor;
 pub mod evaluate;
 pub mod examples;
 pub mod export;
