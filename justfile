@@ -43,4 +43,4 @@ nvrtc-check:
 
 # Builds the pinned corpus of real projects (corpus/corpus.toml) and plays each: injectors, true fixes, the README's table (long; outside CI).
 corpus out="target/corpus" *args:
-    cargo run --release -- corpus --file corpus/corpus.toml --out {{out}} {{args}}
+    cargo run -- corpus --file corpus/corpus.toml --out {{out}} {{args}}
