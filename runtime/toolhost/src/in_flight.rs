@@ -45,6 +45,7 @@ impl CallsInFlight {
     }
 
     /// Calls running now.
+    #[cfg(test)]
     pub fn running(&self) -> usize {
         *self.lock()
     }
