@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use ssr_sandbox::{BwrapSandbox, Command, Environment, ExecSpec, Sandbox, host_cgroups};
+use ssr_sandbox::{BwrapSandbox, Command, Environment, ExecSpec, Sandbox, StartPath, host_cgroups};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -135,66 +135,9 @@ fn sandbox(a: SandboxBenchArgs) -> anyhow::Result<ExitCode> {
     let ws = std::env::temp_dir().join(format!("ssr-bench-sandbox-{}", std::process::id()));
     std::fs::create_dir_all(&ws).with_context(|| format!("creating {}", ws.display()))?;
     let spec = ExecSpec::new(Command::Argv(vec!["true".into()]), &ws);
-    let true_path = ["/usr/bin/true", "/bin/true"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .context("no `true` program on this host")?;
-
-    let bar = ProgressBar::new((a.iterations + WARMUP) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len}").expect("valid template"),
-    );
-    bar.set_message("bench sandbox");
-    let bwrap_args = sb.command_line(&spec)?;
-    let mut series: [Vec<Duration>; 5] = Default::default();
-    let result = (|| -> anyhow::Result<()> {
-        for i in 0..a.iterations + WARMUP {
-            // Rotate the order so no side always runs right after another's teardown.
-            for k in 0..3 {
-                let side = (i + k) % 3;
-                let t = Instant::now();
-                match side {
-                    0 => {
-                        // The baseline gets the same treatment: closed stdin, captured output.
-                        let out = std::process::Command::new(true_path)
-                            .env_clear()
-                            .stdin(Stdio::null())
-                            .output()?;
-                        anyhow::ensure!(out.status.success(), "plain `true` failed");
-                    }
-                    1 => {
-                        let out = std::process::Command::new(&sb.info().path)
-                            .args(&bwrap_args)
-                            .env_clear()
-                            .stdin(Stdio::null())
-                            .output()?;
-                        anyhow::ensure!(out.status.success(), "bwrap `true` failed");
-                    }
-                    _ => {
-                        let before = ssr_sandbox::ready_sandbox_hits();
-                        let o = sb.exec(&spec)?;
-                        anyhow::ensure!(o.success(), "sandboxed `true` failed: {o:?}");
-                        if i >= WARMUP {
-                            let path = if ssr_sandbox::ready_sandbox_hits() > before {
-                                3
-                            } else {
-                                4
-                            };
-                            series[path].push(t.elapsed());
-                        }
-                    }
-                }
-                if i >= WARMUP {
-                    series[side].push(t.elapsed());
-                }
-            }
-            bar.inc(1);
-        }
-        Ok(())
-    })();
-    bar.finish_and_clear();
+    let measured = measure_sandbox(&sb, &spec, a.iterations);
     let _ = std::fs::remove_dir_all(&ws);
-    result?;
+    let series = measured?;
 
     let snapshot = if a.snapshot_files > 0 {
         if !a.json {
@@ -210,85 +153,187 @@ fn sandbox(a: SandboxBenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let plain = Stats::of(&series[0]);
-    let bwrap_alone = Stats::of(&series[1]);
-    let sandbox = Stats::of(&series[2]);
-    let overhead = sandbox.median_ms - plain.median_ms;
-    let report = SandboxBenchReport {
-        iterations: a.iterations,
-        backend: sb.name(),
-        bwrap_version: sb.info().version.clone(),
-        cgroup: host_cgroups().version(),
-        ratio_median: sandbox.median_ms / plain.median_ms.max(1e-9),
-        overhead_median_ms: overhead,
-        layer_overhead_median_ms: sandbox.median_ms - bwrap_alone.median_ms,
-        target_ms: TARGET_MS,
-        target_met: overhead <= TARGET_MS,
-        warm_hits: ssr_sandbox::warm_pool_hits(),
-        ready_hits: ssr_sandbox::ready_sandbox_hits(),
-        sandbox_ready: (!series[3].is_empty()).then(|| Stats::of(&series[3])),
-        sandbox_not_ready: (!series[4].is_empty()).then(|| Stats::of(&series[4])),
-        plain,
-        bwrap_alone,
-        sandbox,
-        snapshot,
-    };
+    let report = SandboxBenchReport::new(&sb, a.iterations, series, snapshot);
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
-            "sandbox overhead: `true`, {} interleaved iterations in one workspace (bwrap {}, cgroup {}; of {} sandboxed runs {} in a ready sandbox, {} on a parked launcher)",
-            report.iterations,
-            report.bwrap_version,
-            report.cgroup,
-            report.iterations + WARMUP,
-            report.ready_hits,
-            report.warm_hits,
-        );
-        println!("{:<16} {:>10} {:>10} {:>10}", "", "median", "p99", "mean");
-        for (name, s) in [
-            ("plain spawn", &report.plain),
-            ("bwrap alone", &report.bwrap_alone),
-            ("ssr sandbox", &report.sandbox),
-        ]
-        .into_iter()
-        .chain(report.sandbox_ready.as_ref().map(|s| ("  ready", s)))
-        .chain(
-            report
-                .sandbox_not_ready
-                .as_ref()
-                .map(|s| ("  not ready", s)),
-        ) {
-            println!(
-                "{name:<16} {:>7.2} ms {:>7.2} ms {:>7.2} ms",
-                s.median_ms, s.p99_ms, s.mean_ms
-            );
-        }
-        println!(
-            "overhead         {:+.2} ms median ({:.1}x); target <= {TARGET_MS} ms: {}",
-            report.overhead_median_ms,
-            report.ratio_median,
-            if report.target_met { "met" } else { "NOT met" }
-        );
-        println!(
-            "bubblewrap alone costs {:+.2} ms over a plain spawn; the sandbox {:+.2} ms over bubblewrap alone (a ready sandbox has done bubblewrap's set-up before the exec)",
-            report.bwrap_alone.median_ms - report.plain.median_ms,
-            report.layer_overhead_median_ms
-        );
-        if let Some(b) = &report.snapshot {
-            println!(
-                "snapshot of a {}-file repository ({:?}): {:.2} ms median (drop {:.1} ms) vs full copy {:.0} ms: {:.0}x faster; target >= 10x: {}",
-                b.n_files,
-                b.method,
-                b.snapshot_ms,
-                b.snapshot_drop_ms,
-                b.copy_ms,
-                b.speedup,
-                if b.speedup >= 10.0 { "met" } else { "NOT met" }
-            );
-        }
+        print_sandbox_report(&report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The timings of one `ssr bench sandbox` run, by side, and how the sandboxed runs
+/// were started.
+#[derive(Default)]
+struct SandboxSeries {
+    plain: Vec<Duration>,
+    bwrap_alone: Vec<Duration>,
+    sandbox: Vec<Duration>,
+    /// The measured sandboxed runs split by path.
+    sandbox_ready: Vec<Duration>,
+    sandbox_not_ready: Vec<Duration>,
+    /// Over every sandboxed run, warm-up included.
+    ready_hits: u64,
+    warm_hits: u64,
+}
+
+/// Runs the three sides interleaved, `WARMUP` unmeasured rounds then `iterations`.
+fn measure_sandbox(
+    sb: &BwrapSandbox,
+    spec: &ExecSpec,
+    iterations: usize,
+) -> anyhow::Result<SandboxSeries> {
+    let true_path = ["/usr/bin/true", "/bin/true"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .context("no `true` program on this host")?;
+    let bar = ProgressBar::new((iterations + WARMUP) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len}").expect("valid template"),
+    );
+    bar.set_message("bench sandbox");
+    let bwrap_args = sb.command_line(spec)?;
+    let mut s = SandboxSeries::default();
+    for i in 0..iterations + WARMUP {
+        let measured = i >= WARMUP;
+        // Rotate the order so no side always runs right after another's teardown.
+        for k in 0..3 {
+            let t = Instant::now();
+            match (i + k) % 3 {
+                0 => {
+                    // The baseline gets the same treatment: closed stdin, captured output.
+                    let out = std::process::Command::new(true_path)
+                        .env_clear()
+                        .stdin(Stdio::null())
+                        .output()?;
+                    anyhow::ensure!(out.status.success(), "plain `true` failed");
+                    if measured {
+                        s.plain.push(t.elapsed());
+                    }
+                }
+                1 => {
+                    let out = std::process::Command::new(&sb.info().path)
+                        .args(&bwrap_args)
+                        .env_clear()
+                        .stdin(Stdio::null())
+                        .output()?;
+                    anyhow::ensure!(out.status.success(), "bwrap `true` failed");
+                    if measured {
+                        s.bwrap_alone.push(t.elapsed());
+                    }
+                }
+                _ => {
+                    let o = sb.exec(spec)?;
+                    let took = t.elapsed();
+                    anyhow::ensure!(o.success(), "sandboxed `true` failed: {o:?}");
+                    // The path is the outcome's own: right under concurrency too.
+                    match o.start {
+                        StartPath::Ready => s.ready_hits += 1,
+                        StartPath::Warm => s.warm_hits += 1,
+                        StartPath::Cold => {}
+                    }
+                    if measured {
+                        s.sandbox.push(took);
+                        match o.start {
+                            StartPath::Ready => s.sandbox_ready.push(took),
+                            _ => s.sandbox_not_ready.push(took),
+                        }
+                    }
+                }
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(s)
+}
+
+impl SandboxBenchReport {
+    fn new(
+        sb: &BwrapSandbox,
+        iterations: usize,
+        s: SandboxSeries,
+        snapshot: Option<ssr_repo::bench::SnapshotBench>,
+    ) -> SandboxBenchReport {
+        let plain = Stats::of(&s.plain);
+        let bwrap_alone = Stats::of(&s.bwrap_alone);
+        let sandbox = Stats::of(&s.sandbox);
+        let overhead = sandbox.median_ms - plain.median_ms;
+        let some_stats = |v: &[Duration]| (!v.is_empty()).then(|| Stats::of(v));
+        SandboxBenchReport {
+            iterations,
+            backend: sb.name(),
+            bwrap_version: sb.info().version.clone(),
+            cgroup: host_cgroups().version(),
+            ratio_median: sandbox.median_ms / plain.median_ms.max(1e-9),
+            overhead_median_ms: overhead,
+            layer_overhead_median_ms: sandbox.median_ms - bwrap_alone.median_ms,
+            target_ms: TARGET_MS,
+            target_met: overhead <= TARGET_MS,
+            warm_hits: s.warm_hits,
+            ready_hits: s.ready_hits,
+            sandbox_ready: some_stats(&s.sandbox_ready),
+            sandbox_not_ready: some_stats(&s.sandbox_not_ready),
+            plain,
+            bwrap_alone,
+            sandbox,
+            snapshot,
+        }
+    }
+}
+
+fn print_sandbox_report(report: &SandboxBenchReport) {
+    println!(
+        "sandbox overhead: `true`, {} interleaved iterations in one workspace (bwrap {}, cgroup {}; of {} sandboxed runs {} in a ready sandbox, {} on a parked launcher)",
+        report.iterations,
+        report.bwrap_version,
+        report.cgroup,
+        report.iterations + WARMUP,
+        report.ready_hits,
+        report.warm_hits,
+    );
+    println!("{:<16} {:>10} {:>10} {:>10}", "", "median", "p99", "mean");
+    for (name, s) in [
+        ("plain spawn", &report.plain),
+        ("bwrap alone", &report.bwrap_alone),
+        ("ssr sandbox", &report.sandbox),
+    ]
+    .into_iter()
+    .chain(report.sandbox_ready.as_ref().map(|s| ("  ready", s)))
+    .chain(
+        report
+            .sandbox_not_ready
+            .as_ref()
+            .map(|s| ("  not ready", s)),
+    ) {
+        println!(
+            "{name:<16} {:>7.2} ms {:>7.2} ms {:>7.2} ms",
+            s.median_ms, s.p99_ms, s.mean_ms
+        );
+    }
+    println!(
+        "overhead         {:+.2} ms median ({:.1}x); target <= {TARGET_MS} ms: {}",
+        report.overhead_median_ms,
+        report.ratio_median,
+        if report.target_met { "met" } else { "NOT met" }
+    );
+    println!(
+        "bubblewrap alone costs {:+.2} ms over a plain spawn; the sandbox {:+.2} ms over bubblewrap alone (a ready sandbox has done bubblewrap's set-up before the exec)",
+        report.bwrap_alone.median_ms - report.plain.median_ms,
+        report.layer_overhead_median_ms
+    );
+    if let Some(b) = &report.snapshot {
+        println!(
+            "snapshot of a {}-file repository ({:?}): {:.2} ms median (drop {:.1} ms) vs full copy {:.0} ms: {:.0}x faster; target >= 10x: {}",
+            b.n_files,
+            b.method,
+            b.snapshot_ms,
+            b.snapshot_drop_ms,
+            b.copy_ms,
+            b.speedup,
+            if b.speedup >= 10.0 { "met" } else { "NOT met" }
+        );
+    }
 }
 
 #[cfg(test)]

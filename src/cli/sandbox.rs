@@ -75,7 +75,7 @@ pub struct ExecArgs {
     #[arg(long)]
     image: Option<String>,
     /// Print one JSON object: exit_code, signal, timed_out, truncated, limit_hit,
-    /// stdout, stderr, wall_ms, backend.
+    /// stdout, stderr, wall_ms, start (cold: the CLI starts every exec afresh), backend.
     #[arg(long)]
     json: bool,
     /// The command and its arguments (after `--`).
@@ -336,6 +336,7 @@ mod tests {
             stdout: String::new(),
             stderr: String::new(),
             wall_ms: 5,
+            start: ssr_sandbox::StartPath::Cold,
         }
     }
 

@@ -146,7 +146,7 @@ pub fn run(args: ToolsArgs) -> anyhow::Result<ExitCode> {
                     Err(e) => eprintln!("warning: no sandbox, commands will be refused: {e}"),
                 }
             }
-            let reply = host.call(&episode, name, call_args)?;
+            let reply = host.call(&episode, name, call_args, Default::default())?;
             if *json {
                 let (result, error) = match &reply.result {
                     Ok(t) => (json!(t), json!(null)),
@@ -291,7 +291,12 @@ fn describe(args: &ToolsArgs, name: &str, as_json: bool) -> anyhow::Result<ExitC
 }
 
 fn check(args: &ToolsArgs, file: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
-    let mut host = ToolHost::new(host_config(args, false)?)?;
+    // Only the file under check is loaded. Scanning the tools folders as well loaded a
+    // manifest that lives in one (`./tools` is scanned by default) twice, and the check
+    // failed with the tool as its own duplicate.
+    let mut config = host_config(args, false)?;
+    config.tool_dirs.clear();
+    let mut host = ToolHost::new(config)?;
     let is_manifest = file.file_name().is_some_and(|n| n == "tool.toml")
         || file.extension().is_some_and(|e| e == "toml");
     let result = if is_manifest {

@@ -3,6 +3,8 @@
 
 mod game_cli;
 mod sandbox_cli;
+mod tidy;
+mod tools_cli;
 
 use std::process::{Command, Output};
 

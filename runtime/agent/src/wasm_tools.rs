@@ -19,24 +19,15 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Tool calls in flight at once across all episodes of a host. The host's instance
-/// pool holds 64 instances, some of them taken by calls abandoned at their wall-clock
-/// limit while they unwind; beyond this many, a call waits for a permit instead of
-/// failing on an exhausted pool.
-pub const MAX_CALLS_IN_FLIGHT: usize = 48;
-
-/// One [`ToolHost`] shared by every episode of a run, with the bound on calls in flight.
+/// One [`ToolHost`] shared by every episode of a run (the host bounds its own calls in
+/// flight).
 pub struct SharedHost {
     pub host: ToolHost,
-    calls: tokio::sync::Semaphore,
 }
 
 impl SharedHost {
     pub fn new(host: ToolHost) -> Arc<SharedHost> {
-        Arc::new(SharedHost {
-            host,
-            calls: tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT),
-        })
+        Arc::new(SharedHost { host })
     }
 }
 
@@ -133,15 +124,13 @@ impl Tools for WasmTools {
         }
         // The per-call wall-clock limit is the policy's (`wall_ms`), enforced by the
         // host; the loop's own timeout around this call is the outer bound.
-        let Ok(_permit) = self.host.calls.acquire().await else {
-            return ToolResult::error("error: the tool host is shutting down");
-        };
         let (host, episode) = (self.host.clone(), self.episode.clone());
         let (name, arguments) = (call.name.clone(), call.arguments.to_string());
-        // `call_blocking`: this closure is a blocking-pool thread, so a standard tool
+        // A blocking thread: this closure is a blocking-pool thread, so a standard tool
         // runs right here instead of being handed to another worker thread (~30 µs).
         let reply = tokio::task::spawn_blocking(move || {
-            host.host.call_blocking(&episode, &name, &arguments)
+            let options = ssr_toolhost::CallOptions::blocking_thread();
+            host.host.call(&episode, &name, &arguments, options)
         })
         .await;
         let reply = match reply {

@@ -14,21 +14,26 @@
 //! kernel kills everything else in the pid namespace; the cgroup is killed and removed
 //! on top of that, so `setsid`/`nohup` cannot outlive an exec.
 //!
-//! Two paths start bwrap: cold (spawned for this exec, joining a fresh cgroup before
-//! `exec`) and warm (a launcher parked earlier in its own cgroup, `warm`), which gets
-//! its options through a pipe and runs the command through a one-line `/bin/sh` shim
-//! that `exec`s it. Both give the same outcome; the warm path only skips waiting.
+//! Three paths start the command, all giving the same outcome: cold (bwrap spawned for
+//! this exec, joining a fresh cgroup before `exec`), ready (a sandbox set up ahead for
+//! this workspace, `ready`) and warm (a launcher parked ahead, `warm`). The exec tries
+//! ready, then warm, then cold, and reports the one taken in [`ExecOutcome::start`].
 
 use crate::cgroup::{CgroupHost, Controller, ExecCgroup};
 use crate::outcome::outcome;
 use crate::plan::{Plan, plan};
-use crate::ready;
+use crate::pool;
+use crate::prestart::{Prestarted, Release, Started};
+use crate::probe::{BwrapInfo, read_bwrap};
 use crate::rootfs::{etc_snapshot, rootfs_args};
-use crate::spec::{Environment, ExecOutcome, ExecSpec, RootFs, Sandbox, SandboxError};
+use crate::shell::SHELL;
+use crate::spec::{
+    Environment, ExecOutcome, ExecSpec, Limits, RootFs, Sandbox, SandboxError, StartPath,
+};
 use crate::supervise::{self, Launch, TreeKiller, Watch};
-use crate::warm;
+use crate::{ready, warm};
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Once, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -46,17 +51,6 @@ const LAUNCHER_PROCS: u64 = 2;
 /// limit).
 pub const DEFAULT_TMP_BYTES: u64 = 512 << 20;
 
-/// What was found about the host's bubblewrap.
-#[derive(Clone, Debug)]
-pub struct BwrapInfo {
-    pub path: PathBuf,
-    pub version: String,
-    /// `--size` for tmpfs (bubblewrap 0.5+).
-    pub tmpfs_size: bool,
-    /// `--disable-userns` (bubblewrap 0.8+).
-    pub disable_userns: bool,
-}
-
 /// Runs commands under bubblewrap. Cheap to clone; host checks are done once per
 /// process and shared.
 #[derive(Clone, Debug)]
@@ -65,7 +59,7 @@ pub struct BwrapSandbox {
     info: BwrapInfo,
     cgroups: CgroupHost,
     tmp_bytes: u64,
-    /// Use parked launchers (`warm`): on by default.
+    /// Use pre-started sandboxes (`ready`, `warm`): on by default.
     warm_pool: bool,
 }
 
@@ -115,9 +109,10 @@ impl BwrapSandbox {
         self
     }
 
-    /// Turns the pool of parked launchers on or off. It saves the start of `bwrap` and
-    /// its move into a cgroup on every exec after the first, at the price of one parked
-    /// `bwrap` process per process; a one-shot caller (the CLI) turns it off.
+    /// Turns pre-started sandboxes (`ready` and `warm`, kept by `pool`) on or off. They
+    /// save the start of `bwrap`, its move into a cgroup and, in a workspace exec'd
+    /// before, bubblewrap's set-up, at the price of parked `bwrap` processes; a one-shot
+    /// caller (the CLI) turns them off.
     pub fn with_warm_pool(mut self, on: bool) -> Self {
         self.warm_pool = on;
         self
@@ -166,30 +161,7 @@ pub fn host_cgroups() -> &'static CgroupHost {
 
 /// Finds `bwrap`, reads its version and features, and runs `true` in a sandbox.
 pub fn probe_bwrap() -> Result<BwrapInfo, String> {
-    let path =
-        find_program("bwrap").ok_or("`bwrap` not found on PATH (Debian package `bubblewrap`)")?;
-    let out = std::process::Command::new(&path)
-        .arg("--version")
-        .env_clear()
-        .output()
-        .map_err(|e| format!("running {} --version: {e}", path.display()))?;
-    let version = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .trim_start_matches("bubblewrap")
-        .trim()
-        .to_string();
-    let help = std::process::Command::new(&path)
-        .arg("--help")
-        .env_clear()
-        .output()
-        .map_err(|e| format!("running {} --help: {e}", path.display()))?;
-    let help = String::from_utf8_lossy(&help.stdout);
-    let info = BwrapInfo {
-        path,
-        version,
-        tmpfs_size: help.contains("--size"),
-        disable_userns: help.contains("--disable-userns"),
-    };
+    let info = read_bwrap()?;
     let mut trial: Vec<OsString> = base_args(&info);
     trial.extend(rootfs_args(
         &RootFs::Host,
@@ -211,14 +183,6 @@ pub fn probe_bwrap() -> Result<BwrapInfo, String> {
         ));
     }
     Ok(info)
-}
-
-pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// Namespaces, session, capabilities and identity: the part of the command line that
@@ -267,17 +231,22 @@ pub(crate) fn bwrap_args(
 
 /// The working directory, the environment and the command.
 fn command_args(plan: &Plan) -> Vec<OsString> {
-    let mut a = Vec::new();
-    let mut push = |items: &[&dyn AsRef<std::ffi::OsStr>]| {
-        a.extend(items.iter().map(|i| i.as_ref().to_os_string()));
-    };
-    push(&[&"--chdir", &plan.cwd, &"--clearenv"]);
+    let mut a = command_options(plan);
+    a.push("--".into());
+    a.extend(plan.argv.iter().map(OsString::from));
+    a
+}
+
+/// The working directory and the environment: the options between the mounts and the
+/// command.
+fn command_options(plan: &Plan) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![
+        "--chdir".into(),
+        plan.cwd.clone().into(),
+        "--clearenv".into(),
+    ];
     for (k, v) in &plan.env {
-        push(&[&"--setenv", k, v]);
-    }
-    push(&[&"--"]);
-    for arg in &plan.argv {
-        push(&[arg]);
+        a.extend(["--setenv".into(), k.into(), v.into()]);
     }
     a
 }
@@ -367,94 +336,27 @@ impl Sandbox for BwrapSandbox {
     fn exec(&self, spec: &ExecSpec) -> Result<ExecOutcome, SandboxError> {
         let plan = plan(&self.env, spec)?;
         let mounts = mount_args(&self.env.rootfs, &plan, &self.info, self.tmp_bytes);
-        let mut args = mounts.clone();
-        args.extend(command_args(&plan));
         let limits = &spec.limits;
         let pids = limits.pids.map(|p| p + LAUNCHER_PROCS);
-        let mut rlimits = vec![(libc::RLIMIT_CORE, 0)];
-        if let Some(f) = limits.file_size_bytes {
-            rlimits.push((libc::RLIMIT_FSIZE, f));
-        }
-        rlimits.extend(self.fallback_rlimits(limits.memory_bytes, limits.pids));
+        let rlimits = self.rlimits(limits);
         let watch = Watch {
             timeout: limits.timeout,
             idle_timeout: limits.idle_timeout,
             output_bytes: limits.output_bytes,
         };
-
-        // Ready path: a sandbox already set up for this workspace (see `ready`). Any
-        // failure on the way kills it and falls through to the other paths.
-        if self.warm_pool
-            && self.cgroups == *host_cgroups()
-            && self.has_shell()
-            && let Some(script) = ready::script(&plan)
-            && let Some(key) = ready::Key::new(&self.info, &plan, mounts, &rlimits)
-            && let Some(r) = ready::take(&key, &self.info, &self.cgroups, &plan.guest)
-        {
-            let limited = match &r.cgroup {
-                Some(cg) => cg.set_limits(limits.memory_bytes, pids),
-                None => Ok(()),
+        if let Some(served) = self.prestarted(&plan, &mounts, &rlimits) {
+            let release = Release {
+                memory_bytes: limits.memory_bytes,
+                pids,
+                rlimits: &served.rlimits,
+                input: &served.input,
             };
-            let released = match limited {
-                Ok(()) => {
-                    let started = Instant::now();
-                    r.release(&script).map(|r| (r, started))
-                }
-                Err(e) => Err((r.child, r.cgroup, e)),
-            };
-            match released {
-                Ok(((child, cgroup), started)) => {
-                    ready::count_hit();
-                    return self.finish(child, started, cgroup, &watch);
-                }
-                Err((mut child, cgroup, _)) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    drop(cgroup);
-                }
+            // A sandbox that cannot be released is dropped, which kills it, and the
+            // exec takes the cold path.
+            if let Ok(started) = served.sandbox.release(&release) {
+                return self.finish(started, &watch, served.path);
             }
         }
-
-        // Warm path: a launcher parked in its own cgroup (see `warm`). Any failure on
-        // the way kills it and falls through to the cold path.
-        if self.warm_pool
-            && self.env.rootfs == RootFs::Host
-            && self.cgroups == *host_cgroups()
-            && !plan.env.contains_key("PWD")
-            && !plan.env.contains_key(warm::ARGV_VAR)
-            && Path::new(warm::SHELL).exists()
-            && let Some(parked) = warm::take(&self.info, &self.cgroups)
-        {
-            // The options go through the pipe; the command rides in a variable to the
-            // parked shim (`warm::SHIM`).
-            let mut options = args[..args.len() - plan.argv.len() - 1].to_vec();
-            options.extend(
-                ["--setenv", warm::ARGV_VAR, &warm::shell_quote(&plan.argv)].map(OsString::from),
-            );
-            let limited = match &parked.cgroup {
-                Some(cg) => cg.set_limits(limits.memory_bytes, pids),
-                None => Ok(()),
-            };
-            let released = match limited {
-                Ok(()) => {
-                    let started = Instant::now();
-                    parked.release(&options, &rlimits).map(|r| (r, started))
-                }
-                Err(e) => Err((parked.child, parked.cgroup, e)),
-            };
-            match released {
-                Ok(((child, cgroup), started)) => {
-                    warm::count_hit();
-                    return self.finish(child, started, cgroup, &watch);
-                }
-                Err((mut child, cgroup, _)) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    drop(cgroup);
-                }
-            }
-        }
-
         let cgroup = if self.cgroups.hierarchies.is_empty() {
             None
         } else {
@@ -464,6 +366,8 @@ impl Sandbox for BwrapSandbox {
                 pids,
             )?)
         };
+        let mut args = mounts;
+        args.extend(command_args(&plan));
         let launch = Launch {
             program: self.info.path.clone(),
             args,
@@ -477,18 +381,84 @@ impl Sandbox for BwrapSandbox {
             args_pipe: None,
             stdin: None,
         };
-        let started = Instant::now();
+        let at = Instant::now();
         let child = supervise::spawn(launch).map_err(SandboxError::Spawn)?;
-        self.finish(child, started, cgroup, &watch)
+        let started = Started { child, cgroup, at };
+        self.finish(started, &watch, StartPath::Cold)
     }
 }
 
+/// A pre-started sandbox taken for one exec, and what to release it with.
+struct Served {
+    sandbox: Prestarted,
+    /// The bytes its pipe gets: a ready sandbox's script, a warm launcher's options.
+    input: Vec<u8>,
+    /// rlimits still to apply (a ready sandbox was started with them).
+    rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
+    path: StartPath,
+}
+
 impl BwrapSandbox {
+    /// rlimits of one exec: no core files, the file-size limit, and the fallbacks for
+    /// missing cgroup controllers.
+    fn rlimits(&self, limits: &Limits) -> Vec<(libc::__rlimit_resource_t, u64)> {
+        let mut rlimits = vec![(libc::RLIMIT_CORE, 0)];
+        if let Some(f) = limits.file_size_bytes {
+            rlimits.push((libc::RLIMIT_FSIZE, f));
+        }
+        rlimits.extend(self.fallback_rlimits(limits.memory_bytes, limits.pids));
+        rlimits
+    }
+
+    /// A pre-started sandbox that can serve `plan`: a ready one set up for this
+    /// workspace, else a warm launcher, else `None` (the cold path). Pre-started
+    /// sandboxes live in the host's cgroups, so a sandbox given other cgroups never
+    /// takes one.
+    fn prestarted(
+        &self,
+        plan: &Plan,
+        mounts: &[OsString],
+        rlimits: &[(libc::__rlimit_resource_t, u64)],
+    ) -> Option<Served> {
+        if !self.warm_pool || self.cgroups != *host_cgroups() {
+            return None;
+        }
+        if self.has_shell()
+            && let Some(script) = ready::script(plan)
+            && let Some(key) = ready::Key::new(&self.info, plan, mounts.to_vec(), rlimits)
+            && let Some(sandbox) = pool::take_ready(&key, &self.info, &self.cgroups, &plan.guest)
+        {
+            return Some(Served {
+                sandbox,
+                input: script.into_bytes(),
+                rlimits: Vec::new(),
+                path: StartPath::Ready,
+            });
+        }
+        // The warm shim is the host's `/bin/sh`, and it owns `PWD` and its variable.
+        if self.env.rootfs == RootFs::Host
+            && !plan.env.contains_key("PWD")
+            && !plan.env.contains_key(warm::ARGV_VAR)
+            && Path::new(SHELL).exists()
+            && let Some(sandbox) = pool::take_warm(&self.info, &self.cgroups)
+        {
+            let mut options = mounts.to_vec();
+            options.extend(command_options(plan));
+            return Some(Served {
+                sandbox,
+                input: warm::input(&options, &plan.argv),
+                rlimits: rlimits.to_vec(),
+                path: StartPath::Warm,
+            });
+        }
+        None
+    }
+
     /// Whether the root filesystem has the shell a ready sandbox's shim runs.
     fn has_shell(&self) -> bool {
         match &self.env.rootfs {
-            RootFs::Host => Path::new(ready::SHELL).exists(),
-            RootFs::Dir(d) => d.join(ready::SHELL.trim_start_matches('/')).exists(),
+            RootFs::Host => Path::new(SHELL).exists(),
+            RootFs::Dir(d) => d.join(SHELL.trim_start_matches('/')).exists(),
             RootFs::Image(_) => false,
         }
     }
@@ -496,20 +466,20 @@ impl BwrapSandbox {
     /// Watches a started launcher to the end, reads the cgroup's events, releases it.
     fn finish(
         &self,
-        child: std::process::Child,
-        started: Instant,
-        cgroup: Option<ExecCgroup>,
+        started: Started,
         watch: &Watch,
+        path: StartPath,
     ) -> Result<ExecOutcome, SandboxError> {
+        let Started { child, cgroup, at } = started;
         let killer = BwrapKiller {
             cgroup: cgroup.as_ref(),
         };
-        let seen = supervise::watch_child(child, started, watch, &killer);
+        let seen = supervise::watch_child(child, at, watch, &killer);
         let events = cgroup.as_ref().map(ExecCgroup::events).unwrap_or_default();
         if let Some(cg) = cgroup {
             cg.release();
         }
-        Ok(outcome(seen.map_err(SandboxError::Spawn)?, events))
+        Ok(outcome(seen.map_err(SandboxError::Spawn)?, events, path))
     }
 
     /// rlimits standing in for cgroup controllers the host lacks, with a warning once per

@@ -13,11 +13,11 @@
 //! The container runs as the caller's uid:gid so the workspace is writable and files it
 //! creates belong to the caller; as root that is uid 0 without capabilities.
 
-use crate::bwrap::find_program;
 use crate::outcome::decode_status;
 use crate::plan::{Plan, plan};
+use crate::probe::find_program;
 use crate::spec::{
-    Environment, ExecOutcome, ExecSpec, LimitHit, Limits, RootFs, Sandbox, SandboxError,
+    Environment, ExecOutcome, ExecSpec, LimitHit, Limits, RootFs, Sandbox, SandboxError, StartPath,
 };
 use crate::supervise::{self, Launch, TreeKiller, Watch};
 use std::ffi::OsString;
@@ -461,6 +461,7 @@ impl Sandbox for DockerSandbox {
             stdout: seen.stdout.text(),
             stderr: seen.stderr.text(),
             wall_ms: seen.wall.as_millis() as u64,
+            start: StartPath::Cold,
         })
     }
 }

@@ -12,25 +12,32 @@
 //! The trait is blocking on purpose: one exec is one child process tree waited on by a
 //! thread; async callers wrap it in `spawn_blocking`. An async trait would buy nothing
 //! but a runtime dependency here.
+//!
+//! Module layering (no cycles; the tidy test checks): `spec`, `probe`, `shell` and
+//! `cgroup` are leaves; `plan`, `rootfs`, `supervise` and `outcome` build on them;
+//! `prestart` is the one pre-started sandbox type, `ready` and `warm` the two ways to
+//! start one, `pool` keeps them; `bwrap` and `docker` are the backends on top.
 
 mod bwrap;
 pub mod cgroup;
 mod docker;
 mod outcome;
 mod plan;
+mod pool;
+mod prestart;
+mod probe;
 mod ready;
 mod rootfs;
+mod shell;
 mod spec;
 mod supervise;
 mod warm;
 
-pub use bwrap::{
-    BwrapInfo, BwrapSandbox, DEFAULT_TMP_BYTES, SANDBOX_UID, host_cgroups, probe_bwrap,
-};
+pub use bwrap::{BwrapSandbox, DEFAULT_TMP_BYTES, SANDBOX_UID, host_cgroups, probe_bwrap};
 pub use docker::{DockerPlan, DockerSandbox, Engine, EngineProbe, docker_run_args, probe_engines};
-pub use ready::{hits as ready_sandbox_hits, is_shell_name};
+pub use probe::BwrapInfo;
+pub use shell::is_shell_name;
 pub use spec::*;
-pub use warm::hits as warm_pool_hits;
 
 /// The sandbox for `env`: bubblewrap for [`RootFs::Host`] and [`RootFs::Dir`], a docker
 /// compatible engine for [`RootFs::Image`].

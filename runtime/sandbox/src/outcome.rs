@@ -4,12 +4,13 @@
 //! Owns: the decoding rules every backend shares. Does not own: supervision or cgroups.
 
 use crate::cgroup::CgroupEvents;
-use crate::spec::{ExecOutcome, LimitHit};
+use crate::spec::{ExecOutcome, LimitHit, StartPath};
 use crate::supervise::Supervised;
 use std::os::unix::process::ExitStatusExt;
 
-/// Turns what the supervisor saw into the caller's outcome.
-pub(crate) fn outcome(seen: Supervised, events: CgroupEvents) -> ExecOutcome {
+/// Turns what the supervisor saw into the caller's outcome; `start` is the path that
+/// started the process.
+pub(crate) fn outcome(seen: Supervised, events: CgroupEvents, start: StartPath) -> ExecOutcome {
     let (exit_code, signal) = decode_status(seen.status);
     let truncated = seen.stdout.truncated() || seen.stderr.truncated();
     let limit_hit = first_limit(&seen, events, signal);
@@ -30,6 +31,7 @@ pub(crate) fn outcome(seen: Supervised, events: CgroupEvents) -> ExecOutcome {
         stdout: seen.stdout.text(),
         stderr: seen.stderr.text(),
         wall_ms: seen.wall.as_millis() as u64,
+        start,
     }
 }
 

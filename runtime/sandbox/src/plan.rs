@@ -46,7 +46,24 @@ pub(crate) fn plan_with_host_env(
     spec: &ExecSpec,
     host_var: impl Fn(&str) -> Option<String>,
 ) -> Result<Plan, SandboxError> {
-    let invalid = |m: String| SandboxError::InvalidSpec(m);
+    let (workspace, guest) = workspace(spec)?;
+    Ok(Plan {
+        cwd: cwd(spec, &workspace, &guest)?,
+        read_only: read_only(spec, &workspace, &guest)?,
+        mounts: mounts(spec)?,
+        argv: argv(&spec.command)?,
+        env: environment(env, spec, host_var)?,
+        workspace,
+        guest,
+    })
+}
+
+fn invalid(message: String) -> SandboxError {
+    SandboxError::InvalidSpec(message)
+}
+
+/// The workspace's canonical host path and its guest path.
+fn workspace(spec: &ExecSpec) -> Result<(PathBuf, PathBuf), SandboxError> {
     let workspace = spec
         .workspace
         .canonicalize()
@@ -62,32 +79,39 @@ pub(crate) fn plan_with_host_env(
     if guest == Path::new("/") {
         return Err(invalid("workspace_guest must not be `/`".into()));
     }
+    Ok((workspace, guest))
+}
 
-    let cwd = match &spec.cwd {
-        None => guest.clone(),
-        Some(rel) => {
-            let rel = relative_to_workspace(rel, &spec.workspace, &workspace, &guest).ok_or_else(
-                || invalid(format!("cwd {} is outside the workspace", rel.display())),
-            )?;
-            if !workspace.join(&rel).is_dir() {
-                return Err(invalid(format!(
-                    "cwd {} is not a directory in the workspace",
-                    rel.display()
-                )));
-            }
-            guest.join(rel)
-        }
+/// The absolute working directory inside: the workspace, or a directory in it.
+fn cwd(spec: &ExecSpec, workspace: &Path, guest: &Path) -> Result<PathBuf, SandboxError> {
+    let Some(rel) = &spec.cwd else {
+        return Ok(guest.to_path_buf());
     };
+    let rel = relative_to_workspace(rel, &spec.workspace, workspace, guest)
+        .ok_or_else(|| invalid(format!("cwd {} is outside the workspace", rel.display())))?;
+    if !workspace.join(&rel).is_dir() {
+        return Err(invalid(format!(
+            "cwd {} is not a directory in the workspace",
+            rel.display()
+        )));
+    }
+    Ok(guest.join(rel))
+}
 
+/// The protected paths, resolved and proven inside the workspace, without duplicates.
+fn read_only(
+    spec: &ExecSpec,
+    workspace: &Path,
+    guest: &Path,
+) -> Result<Vec<PathBuf>, SandboxError> {
     let mut read_only = Vec::new();
     for p in &spec.read_only_paths {
-        let rel =
-            relative_to_workspace(p, &spec.workspace, &workspace, &guest).ok_or_else(|| {
-                invalid(format!(
-                    "read-only path {} is outside the workspace",
-                    p.display()
-                ))
-            })?;
+        let rel = relative_to_workspace(p, &spec.workspace, workspace, guest).ok_or_else(|| {
+            invalid(format!(
+                "read-only path {} is outside the workspace",
+                p.display()
+            ))
+        })?;
         let host = workspace.join(&rel);
         // A protected path that does not exist has no content to protect. Binding
         // something in its place would create a file in the caller's workspace.
@@ -95,7 +119,7 @@ pub(crate) fn plan_with_host_env(
             continue;
         };
         // Resolving symlinks: `tests -> /etc` must not mount the host's /etc.
-        let Ok(real_rel) = real.strip_prefix(&workspace) else {
+        let Ok(real_rel) = real.strip_prefix(workspace) else {
             return Err(invalid(format!(
                 "read-only path {} resolves to {}, outside the workspace",
                 p.display(),
@@ -106,22 +130,31 @@ pub(crate) fn plan_with_host_env(
             read_only.push(real_rel.to_path_buf());
         }
     }
+    Ok(read_only)
+}
 
-    let mut mounts = Vec::new();
-    for m in &spec.mounts {
-        let host = m
-            .host
-            .canonicalize()
-            .map_err(|e| invalid(format!("mount source {}: {e}", m.host.display())))?;
-        check_guest_path(&m.guest, "mount guest path")?;
-        mounts.push(Mount {
-            host,
-            guest: m.guest.clone(),
-            read_only: m.read_only,
-        });
-    }
+/// The extra mounts with canonical host paths and checked guest paths.
+fn mounts(spec: &ExecSpec) -> Result<Vec<Mount>, SandboxError> {
+    spec.mounts
+        .iter()
+        .map(|m| {
+            let host = m
+                .host
+                .canonicalize()
+                .map_err(|e| invalid(format!("mount source {}: {e}", m.host.display())))?;
+            check_guest_path(&m.guest, "mount guest path")?;
+            Ok(Mount {
+                host,
+                guest: m.guest.clone(),
+                read_only: m.read_only,
+            })
+        })
+        .collect()
+}
 
-    let argv = match &spec.command {
+/// The command as argv: as given, or a script under `bash -c`.
+fn argv(command: &Command) -> Result<Vec<String>, SandboxError> {
+    let argv = match command {
         Command::Argv(a) => {
             if a.is_empty() || a[0].is_empty() {
                 return Err(invalid("empty argv".into()));
@@ -133,7 +166,16 @@ pub(crate) fn plan_with_host_env(
     if argv.iter().any(|a| a.contains('\0')) {
         return Err(invalid("argv contains a NUL byte".into()));
     }
+    Ok(argv)
+}
 
+/// The command's whole environment: `HOME`, the allowlisted host variables, the
+/// environment's, the exec's, and a default `PATH`, in rising precedence.
+fn environment(
+    env: &Environment,
+    spec: &ExecSpec,
+    host_var: impl Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, String>, SandboxError> {
     let mut vars = BTreeMap::new();
     vars.insert("HOME".to_string(), DEFAULT_HOME.to_string());
     for name in &env.env_allowlist {
@@ -150,16 +192,7 @@ pub(crate) fn plan_with_host_env(
             return Err(invalid(format!("invalid environment variable {k:?}")));
         }
     }
-
-    Ok(Plan {
-        workspace,
-        guest,
-        read_only,
-        mounts,
-        cwd,
-        env: vars,
-        argv,
-    })
+    Ok(vars)
 }
 
 /// A path the caller names relative to the workspace: relative paths as they are,

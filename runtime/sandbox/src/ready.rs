@@ -17,29 +17,23 @@
 //! of the workspace, of every extra mount and of every protected path, so a workspace
 //! or a protected file replaced on the host since parking is never served stale.
 //!
-//! Owns: the keyed pool, its keeper thread, the shim and the script protocol. Does not
-//! own: the mount arguments (`bwrap`), limits or supervision (`supervise`, `cgroup`).
+//! Owns: the key, the shim and the script protocol, and starting one ready sandbox.
+//! Does not own: the process once started (`prestart`), the pool that keeps it
+//! (`pool`), the mount arguments (`bwrap`), limits or supervision (`supervise`,
+//! `cgroup`).
 
-use crate::bwrap::BwrapInfo;
 use crate::cgroup::{CgroupHost, ExecCgroup};
 use crate::plan::Plan;
-use crate::supervise::{self, Launch};
-use crate::warm::shell_quote;
+use crate::prestart::Prestarted;
+use crate::probe::BwrapInfo;
+use crate::shell::{SHELL, is_shell_name, pipe, shell_quote};
+use crate::supervise::Launch;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
-
-/// The shell of the shim; a ready sandbox is only parked when the root filesystem
-/// has it.
-pub(crate) const SHELL: &str = "/bin/sh";
-
+use std::time::Duration;
 /// The parked command: say it is up (one [`MARKER`] byte on stdout), read the whole
 /// script from stdin (to end of file, so the shim never runs half a command), point
 /// stdin at `/dev/null` as on the cold path, run the script. The script ends in
@@ -54,13 +48,6 @@ const MARKER: u8 = b'R';
 
 /// How long bubblewrap may take to set a ready sandbox up before it is given up.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How many workspaces are remembered (parked or only seen). The least recently used
-/// is dropped, and its ready sandbox killed, past this.
-const CAPACITY: usize = 8;
-
-/// A ready sandbox unused for this long is killed (its workspace is probably gone).
-const IDLE: Duration = Duration::from_secs(30);
 
 /// What a ready sandbox was made for. Two execs with equal keys get identical mounts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,230 +115,25 @@ pub(crate) fn script(plan: &Plan) -> Option<String> {
     Some(s)
 }
 
-/// True for a name a POSIX shell can set and read as a variable (letters, digits and
-/// `_`, not starting with a digit).
-pub fn is_shell_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
-}
-
-/// A ready sandbox, its shim waiting on `script`.
-pub(crate) struct Ready {
-    pub child: Child,
-    script: File,
-    pub cgroup: Option<ExecCgroup>,
-}
-
-impl Ready {
-    /// Sends the script and closes the pipe, which lets the shim run it. On error the
-    /// caller gets the child and cgroup back to kill them.
-    #[allow(clippy::type_complexity)]
-    pub fn release(
-        self,
-        script: &str,
-    ) -> Result<(Child, Option<ExecCgroup>), (Child, Option<ExecCgroup>, io::Error)> {
-        let Ready {
-            child,
-            script: mut pipe,
-            cgroup,
-        } = self;
-        let sent = pipe.write_all(script.as_bytes());
-        drop(pipe);
-        match sent {
-            Ok(()) => Ok((child, cgroup)),
-            Err(e) => Err((child, cgroup, e)),
-        }
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(cg) = self.cgroup.take() {
-            cg.release();
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Waits until the shim says bubblewrap's set-up is done (usually already). Why
-    /// the exec checks this and not the keeper: a mount source removed while bubblewrap
-    /// started makes it fail ("Can't get type of source"), and a directory made again
-    /// in its place can get the same inode, hence the same key; serving that dying
-    /// bubblewrap would hand its error to the exec. Checked here, a sandbox parked a
-    /// moment ago can still be taken while its set-up finishes, overlapping the two.
-    fn confirm(&mut self) -> io::Result<()> {
-        await_marker(&mut self.child, SETUP_TIMEOUT)
-    }
-}
-
-/// What the keeper needs to park a ready sandbox for a key.
-struct ParkRequest {
-    key: Key,
-    info: BwrapInfo,
-    cgroups: CgroupHost,
-    /// Where the shim starts (the workspace's guest path).
-    guest: PathBuf,
-}
-
-struct Entry {
-    key: Key,
-    ready: Option<Ready>,
-    last_used: Instant,
-}
-
-struct Pool {
-    entries: Mutex<Vec<Entry>>,
-    requests: Mutex<mpsc::Sender<ParkRequest>>,
-}
-
-fn pool() -> Option<&'static Pool> {
-    static POOL: OnceLock<Option<Pool>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<ParkRequest>();
-        // Why a dedicated, process-long thread: `PR_SET_PDEATHSIG` fires when the
-        // thread that forked the launcher exits (see `warm`).
-        std::thread::Builder::new()
-            .name("ssr-sandbox-ready".into())
-            .spawn(move || keeper(rx))
-            .ok()?;
-        Some(Pool {
-            entries: Mutex::new(Vec::new()),
-            requests: Mutex::new(tx),
-        })
-    })
-    .as_ref()
-}
-
-fn keeper(rx: mpsc::Receiver<ParkRequest>) {
-    loop {
-        match rx.recv_timeout(IDLE / 4) {
-            Ok(req) => {
-                let Some(p) = pool() else { return };
-                // Still wanted and not parked already (requests can pile up)?
-                let wanted = p
-                    .entries
-                    .lock()
-                    .is_ok_and(|v| v.iter().any(|e| e.key == req.key && e.ready.is_none()));
-                if !wanted {
-                    continue;
-                }
-                let Ok(ready) = park(&req) else { continue };
-                let mut spare = Some(ready);
-                if let Ok(mut v) = p.entries.lock()
-                    && let Some(e) = v.iter_mut().find(|e| e.key == req.key && e.ready.is_none())
-                {
-                    e.ready = spare.take();
-                }
-                // Forgotten while parking: not needed any more.
-                if let Some(r) = spare {
-                    r.kill();
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => prune_idle(),
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-    }
-}
-
-/// Kills ready sandboxes unused for [`IDLE`].
-fn prune_idle() {
-    let Some(p) = pool() else { return };
-    let stale: Vec<Ready> = match p.entries.lock() {
-        Ok(mut v) => {
-            let now = Instant::now();
-            v.iter_mut()
-                .filter(|e| now.duration_since(e.last_used) > IDLE)
-                .filter_map(|e| e.ready.take())
-                .collect()
-        }
-        Err(_) => return,
-    };
-    stale.into_iter().for_each(Ready::kill);
-}
-
-static HITS: AtomicU64 = AtomicU64::new(0);
-
-/// How many execs of this process ran in a ready sandbox.
-pub fn hits() -> u64 {
-    HITS.load(Ordering::Relaxed)
-}
-
-pub(crate) fn count_hit() {
-    HITS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Takes the ready sandbox parked for `key`, if any, and asks the keeper to park the
-/// next one when this key has been seen before (so a workspace used once costs
-/// nothing).
-pub(crate) fn take(
+/// Starts one ready sandbox for `key`: its mount arguments, then the shim starting in
+/// `guest` (the workspace's guest path), in a fresh cgroup without limits (the exec
+/// writes its limits before releasing it).
+pub(crate) fn start(
     key: &Key,
     info: &BwrapInfo,
     cgroups: &CgroupHost,
     guest: &Path,
-) -> Option<Ready> {
-    let pool = pool()?;
-    let (taken, evicted, park) = {
-        let mut v = pool.entries.lock().ok()?;
-        let mut evicted = None;
-        let (taken, park) = match v.iter().position(|e| &e.key == key) {
-            Some(i) => {
-                let mut e = v.remove(i);
-                e.last_used = Instant::now();
-                let taken = e.ready.take();
-                v.push(e);
-                (taken, true)
-            }
-            None => {
-                if v.len() >= CAPACITY {
-                    evicted = v.remove(0).ready;
-                }
-                v.push(Entry {
-                    key: key.clone(),
-                    ready: None,
-                    last_used: Instant::now(),
-                });
-                (None, false)
-            }
-        };
-        (taken, evicted, park)
-    };
-    if let Some(r) = evicted {
-        r.kill();
-    }
-    if park && let Ok(tx) = pool.requests.lock() {
-        let _ = tx.send(ParkRequest {
-            key: key.clone(),
-            info: info.clone(),
-            cgroups: cgroups.clone(),
-            guest: guest.to_path_buf(),
-        });
-    }
-    // A ready sandbox killed from outside, or whose set-up failed, is useless.
-    let mut r = taken?;
-    if r.alive() && r.confirm().is_ok() {
-        Some(r)
-    } else {
-        r.kill();
-        None
-    }
-}
-
-/// Starts one ready sandbox: the key's mount arguments, then the shim, in a fresh
-/// cgroup without limits (the exec writes its limits before releasing it).
-fn park(req: &ParkRequest) -> io::Result<Ready> {
-    let cgroup = if req.cgroups.hierarchies.is_empty() {
+) -> io::Result<Prestarted> {
+    let cgroup = if cgroups.hierarchies.is_empty() {
         None
     } else {
-        Some(ExecCgroup::create(&req.cgroups, None, None)?)
+        Some(ExecCgroup::create(cgroups, None, None)?)
     };
-    let (read, write) = crate::warm::pipe()?;
-    let mut args = req.key.mount_args.clone();
+    let (read, write) = pipe()?;
+    let mut args = key.mount_args.clone();
     args.extend([
         OsString::from("--chdir"),
-        req.guest.clone().into_os_string(),
+        guest.as_os_str().to_owned(),
         "--clearenv".into(),
         "--".into(),
         SHELL.into(),
@@ -359,10 +141,10 @@ fn park(req: &ParkRequest) -> io::Result<Ready> {
         SHIM.into(),
     ]);
     let launch = Launch {
-        program: req.info.path.clone(),
+        program: info.path.clone(),
         args,
         env: Vec::new(),
-        rlimits: req.key.rlimits.clone(),
+        rlimits: key.rlimits.clone(),
         cgroup_procs: match &cgroup {
             Some(cg) => cg.procs_files()?,
             None => Vec::new(),
@@ -370,62 +152,24 @@ fn park(req: &ParkRequest) -> io::Result<Ready> {
         args_pipe: None,
         stdin: Some(read),
     };
-    let child = supervise::spawn(launch)?;
-    Ok(Ready {
-        child,
-        script: File::from(write),
-        cgroup,
-    })
+    Prestarted::spawn(launch, File::from(write), cgroup)
 }
 
-/// Waits up to `timeout` for the shim's [`MARKER`] on the child's stdout and consumes
-/// exactly that byte. Anything else (end of file because bubblewrap failed, another
-/// byte, no answer) is an error.
-fn await_marker(child: &mut Child, timeout: Duration) -> io::Result<()> {
-    use std::io::Read;
-    use std::os::fd::AsRawFd;
-    let out = child
-        .stdout
-        .as_mut()
-        .ok_or_else(|| io::Error::other("ready sandbox without a stdout pipe"))?;
-    let mut pfd = libc::pollfd {
-        fd: out.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "ready sandbox set-up timed out",
-            ));
-        }
-        // SAFETY: one valid pollfd that lives across the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if n > 0 {
-            break;
-        }
-    }
-    let mut byte = [0u8; 1];
-    match out.read(&mut byte)? {
-        1 if byte[0] == MARKER => Ok(()),
-        _ => Err(io::Error::other("ready sandbox failed its set-up")),
-    }
+/// Waits until the shim says bubblewrap's set-up is done (usually already). Why the
+/// exec checks this and not the keeper: a mount source removed while bubblewrap
+/// started makes it fail ("Can't get type of source"), and a directory made again in
+/// its place can get the same inode, hence the same key; serving that dying bubblewrap
+/// would hand its error to the exec. Checked at take, a sandbox parked a moment ago can
+/// still be taken while its set-up finishes, overlapping the two.
+pub(crate) fn confirm(sandbox: &mut Prestarted) -> io::Result<()> {
+    sandbox.await_marker(MARKER, SETUP_TIMEOUT)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use std::io::Write;
 
     fn plan(env: &[(&str, &str)], argv: &[&str], cwd: &str) -> Plan {
         Plan {
@@ -523,8 +267,9 @@ mod tests {
         assert_eq!(out.stdout, b"");
     }
 
-    /// A ready request whose only mount source is `source`, outside any cgroup.
-    fn request(info: BwrapInfo, source: &Path) -> ParkRequest {
+    /// A key whose only mount source is `source` (the host's `/` read-only beneath),
+    /// started outside any cgroup.
+    fn start_with_source(info: &BwrapInfo, source: &Path) -> Prestarted {
         let mount_args: Vec<OsString> = vec![
             "--ro-bind".into(),
             "/".into(),
@@ -535,17 +280,13 @@ mod tests {
             source.into(),
             "/mnt".into(),
         ];
-        ParkRequest {
-            key: Key {
-                bwrap: info.path.clone(),
-                mount_args,
-                identities: Vec::new(),
-                rlimits: Vec::new(),
-            },
-            info,
-            cgroups: CgroupHost::default(),
-            guest: PathBuf::from("/"),
-        }
+        let key = Key {
+            bwrap: info.path.clone(),
+            mount_args,
+            identities: Vec::new(),
+            rlimits: Vec::new(),
+        };
+        start(&key, info, &CgroupHost::default(), Path::new("/")).unwrap()
     }
 
     /// Regression (CI, session 2): a workspace removed while its ready sandbox was
@@ -554,24 +295,31 @@ mod tests {
     /// set-up failed must never serve an exec.
     #[test]
     fn a_ready_sandbox_whose_set_up_failed_is_not_served() {
-        let Ok(info) = crate::bwrap::probe_bwrap() else {
+        let Ok(info) = crate::probe::read_bwrap() else {
             eprintln!("skipped: no bwrap");
             return;
         };
         let dir = tempfile::tempdir().unwrap();
         let gone = dir.path().join("removed-before-set-up");
-        let mut failed = park(&request(info.clone(), &gone)).unwrap();
-        assert!(failed.confirm().is_err(), "a failed set-up was confirmed");
-        failed.kill();
-        // The same request with the source present is confirmed, and the command's
-        // output starts clean (the marker was consumed).
-        let mut ready = park(&request(info, dir.path())).unwrap();
-        ready.confirm().unwrap();
-        let (child, _) = ready
-            .release("exec /bin/echo served\n")
-            .map_err(|(_, _, e)| e)
+        let mut failed = start_with_source(&info, &gone);
+        assert!(
+            confirm(&mut failed).is_err(),
+            "a failed set-up was confirmed"
+        );
+        drop(failed);
+        // The same key with the source present is confirmed, and the command's output
+        // starts clean (the marker was consumed).
+        let mut ready = start_with_source(&info, dir.path());
+        confirm(&mut ready).unwrap();
+        let started = ready
+            .release(&crate::prestart::Release {
+                memory_bytes: None,
+                pids: None,
+                rlimits: &[],
+                input: b"exec /bin/echo served\n",
+            })
             .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = started.child.wait_with_output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), "served\n", "{out:?}");
     }
 }

@@ -218,6 +218,27 @@ pub struct ExecOutcome {
     /// Lossy UTF-8 of the kept stderr bytes.
     pub stderr: String,
     pub wall_ms: u64,
+    /// How the process was started. Tells benchmarks and tests which path served this
+    /// exec; never changes what the command sees.
+    #[serde(default)]
+    pub start: StartPath,
+}
+
+/// How an exec's process was started. Every path gives the command the same view and
+/// limits; they differ only in how much was done before the exec asked.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StartPath {
+    /// Started for this exec (always with docker; with bubblewrap when nothing
+    /// pre-started fits or pre-starting is off).
+    #[default]
+    Cold,
+    /// In a sandbox set up ahead for this workspace: its mounts were made before the
+    /// exec.
+    Ready,
+    /// On a launcher parked ahead in its cgroup: bubblewrap's set-up ran during the
+    /// exec.
+    Warm,
 }
 
 impl ExecOutcome {

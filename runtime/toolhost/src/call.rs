@@ -256,7 +256,7 @@ pub struct CallProfile {
     /// The call ran on the caller's thread, without a hand-off to a worker.
     pub inline: bool,
     /// CPU time of the caller's thread over the whole call (filled by
-    /// [`crate::ToolHost::call_profiled`]); when `inline`, all of the call's work.
+    /// `crate::ToolHost::call` with a profile); when `inline`, all of the call's work.
     pub caller_cpu: Duration,
     /// CPU time of the thread that ran the store until it answered: with `inline` part of
     /// `caller_cpu`, otherwise the worker's (its store drop after answering excluded).
@@ -268,7 +268,7 @@ pub(crate) enum Failure {
     Trap(String),
 }
 
-/// Where a call runs (see `registry::ToolHost::placement` for the choice).
+/// Where a call runs (see `placement` for the choice).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Placement {
     /// On the caller's thread: no hand-off, the watchdog enforces the wall clock.
@@ -320,7 +320,7 @@ pub(crate) fn run(
         Placement::Inline => {
             let mut reply = None;
             // A panic in a host call (wasmtime-wasi's `block_on` on a thread that drives
-            // async tasks, when `ToolHost::call_blocking` is misused) becomes the call's
+            // async tasks, when `CallOptions::blocking_thread` is misused) becomes the call's
             // error instead of the caller's panic.
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 job.invoke(|r| reply = Some(r));
@@ -441,19 +441,9 @@ impl Job {
             dispatch: began.saturating_duration_since(self.setup_done),
             ..CallProfile::default()
         };
-        let mut table = ResourceTable::new();
-        table.set_max_capacity(usize::try_from(limits.table_entries).unwrap_or(usize::MAX));
-        let state = CallState {
-            wasi: self.setup.wasi,
-            table,
-            limiter: CallLimiter {
-                memory_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
-                table_elements: 1 << 20,
-                hit: None,
-            },
-            workspace: self.setup.workspace,
-            exec: self.setup.exec,
-            meter: Meter {
+        let state = CallState::new(
+            self.setup,
+            Meter {
                 started: began,
                 deadline,
                 cpu_limit: Duration::from_millis(limits.cpu_ms),
@@ -465,61 +455,8 @@ impl Job {
                 stop: None,
                 cpu_base: None,
             },
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|mut ctx| {
-            let m = &mut ctx.data_mut().meter;
-            if m.cancelled.load(Ordering::Relaxed) {
-                return Err(m.stop(
-                    LimitKind::WallClock,
-                    "stopped at the wall-clock limit".into(),
-                ));
-            }
-            let guest = m.cpu_time();
-            if guest > m.cpu_limit {
-                let detail = format!(
-                    "ran {} ms of guest code, limit {} ms",
-                    guest.as_millis(),
-                    m.cpu_limit.as_millis()
-                );
-                return Err(m.stop(LimitKind::Cpu, detail));
-            }
-            Ok(UpdateDeadline::Continue(1))
-        });
-        store.call_hook(|mut ctx, hook| {
-            let m = &mut ctx.data_mut().meter;
-            match hook {
-                CallHook::CallingHost => {
-                    if m.cancelled.load(Ordering::Relaxed) {
-                        return Err(m.stop(
-                            LimitKind::WallClock,
-                            "stopped at the wall-clock limit before a host call".into(),
-                        ));
-                    }
-                    m.host_calls += 1;
-                    if m.host_calls > m.max_host_calls {
-                        let detail = format!("more than {} host calls", m.max_host_calls);
-                        return Err(m.stop(LimitKind::HostCalls, detail));
-                    }
-                    m.host_entered = Some(Instant::now());
-                }
-                CallHook::ReturningFromHost => {
-                    if let Some(t) = m.host_entered.take() {
-                        m.host_time += t.elapsed();
-                    }
-                    if m.cancelled.load(Ordering::Relaxed) {
-                        return Err(m.stop(
-                            LimitKind::WallClock,
-                            "stopped at the wall-clock limit during a host call".into(),
-                        ));
-                    }
-                }
-                CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
-            }
-            Ok(())
-        });
+        );
+        let mut store = metered_store(&self.engine, state);
 
         let pre = self.pre;
         let invocation = self.invocation;
@@ -544,6 +481,89 @@ impl Job {
         // back to the pool) is not the caller's wait.
         reply((classify(result, &store, &limits), profile));
         drop(store);
+    }
+}
+
+/// A store for one call with its limits wired in: the memory limiter, the epoch
+/// callback (wall-clock cancel, CPU limit) and the call hook (host-call count and time,
+/// cancel at host-call boundaries).
+fn metered_store(engine: &Engine, state: CallState) -> Store<CallState> {
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let m = &mut ctx.data_mut().meter;
+        if m.cancelled.load(Ordering::Relaxed) {
+            return Err(m.stop(
+                LimitKind::WallClock,
+                "stopped at the wall-clock limit".into(),
+            ));
+        }
+        let guest = m.cpu_time();
+        if guest > m.cpu_limit {
+            let detail = format!(
+                "ran {} ms of guest code, limit {} ms",
+                guest.as_millis(),
+                m.cpu_limit.as_millis()
+            );
+            return Err(m.stop(LimitKind::Cpu, detail));
+        }
+        Ok(UpdateDeadline::Continue(1))
+    });
+    store.call_hook(|mut ctx, hook| {
+        let m = &mut ctx.data_mut().meter;
+        match hook {
+            CallHook::CallingHost => {
+                if m.cancelled.load(Ordering::Relaxed) {
+                    return Err(m.stop(
+                        LimitKind::WallClock,
+                        "stopped at the wall-clock limit before a host call".into(),
+                    ));
+                }
+                m.host_calls += 1;
+                if m.host_calls > m.max_host_calls {
+                    let detail = format!("more than {} host calls", m.max_host_calls);
+                    return Err(m.stop(LimitKind::HostCalls, detail));
+                }
+                m.host_entered = Some(Instant::now());
+            }
+            CallHook::ReturningFromHost => {
+                if let Some(t) = m.host_entered.take() {
+                    m.host_time += t.elapsed();
+                }
+                if m.cancelled.load(Ordering::Relaxed) {
+                    return Err(m.stop(
+                        LimitKind::WallClock,
+                        "stopped at the wall-clock limit during a host call".into(),
+                    ));
+                }
+            }
+            CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+        }
+        Ok(())
+    });
+    store
+}
+
+impl CallState {
+    /// The state of one call: its WASI context and grants from `setup`, its resource
+    /// table and memory limits, and `meter`.
+    fn new(setup: CallSetup, meter: Meter) -> CallState {
+        let limits = setup.limits;
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(usize::try_from(limits.table_entries).unwrap_or(usize::MAX));
+        CallState {
+            wasi: setup.wasi,
+            table,
+            limiter: CallLimiter {
+                memory_bytes: usize::try_from(limits.memory_bytes).unwrap_or(usize::MAX),
+                table_elements: 1 << 20,
+                hit: None,
+            },
+            workspace: setup.workspace,
+            exec: setup.exec,
+            meter,
+        }
     }
 }
 

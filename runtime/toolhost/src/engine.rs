@@ -29,6 +29,11 @@ const KEEP_RESIDENT_BYTES: usize = 4 << 20;
 /// wall-clock limit that are still unwinding.
 const POOL_COMPONENT_INSTANCES: u32 = 64;
 
+/// Calls a host runs at once (`in_flight`): three quarters of the pool, leaving a
+/// quarter for calls abandoned at their wall-clock limit while they unwind, so a call
+/// beyond the bound waits for a permit instead of failing on an exhausted pool.
+pub(crate) const MAX_CALLS_IN_FLIGHT: usize = POOL_COMPONENT_INSTANCES as usize * 3 / 4;
+
 /// The engine and its epoch ticker; dropping it stops the ticker.
 pub struct ToolEngine {
     engine: Engine,

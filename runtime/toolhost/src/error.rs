@@ -92,4 +92,13 @@ impl ToolHostError {
             _ => None,
         }
     }
+
+    /// The store answered another invocation than was made (a `describe` for a
+    /// `call` or the reverse): a host fault, never the guest's doing.
+    pub(crate) fn wrong_answer(component: &std::path::Path) -> ToolHostError {
+        ToolHostError::Engine(format!(
+            "{}: the call answered a different invocation than was made",
+            component.display()
+        ))
+    }
 }

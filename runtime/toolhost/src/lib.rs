@@ -13,7 +13,8 @@
 //! # use ssr_toolhost::*;
 //! let host = ToolHost::new(HostConfig::default())?;
 //! let episode = Episode::new(Role::Solver, "/tmp/repo");
-//! let reply = host.call(&episode, "editor", r#"{"command":"view","path":"README.md"}"#)?;
+//! let args = r#"{"command":"view","path":"README.md"}"#;
+//! let reply = host.call(&episode, "editor", args, CallOptions::default())?;
 //! println!("{}", reply.text());
 //! # Ok::<(), ToolHostError>(())
 //! ```
@@ -21,16 +22,21 @@
 pub mod bench;
 mod cache;
 mod call;
+mod call_setup;
 pub mod contract;
+mod dispatch;
 mod engine;
 mod episode;
 mod error;
 mod exec;
 mod grants;
+mod in_flight;
 pub mod manifest;
 mod output;
+mod placement;
 pub mod policy;
 mod registry;
+mod tool_grant;
 mod watchdog;
 mod workers;
 
@@ -51,6 +57,7 @@ mod standard {
 pub use bindings::ssr::tool::types::{Description, ToolError};
 pub use cache::CacheOutcome;
 pub use call::CallProfile;
+pub use dispatch::CallOptions;
 pub use engine::EPOCH_TICK;
 pub use episode::{Episode, HostConfig, ToolOrigin, ToolReply};
 pub use error::{LimitKind, ToolHostError};

@@ -15,7 +15,7 @@
 //! stream read done on tokio's blocking pool, a guest's `poll` on a clock): such a call
 //! is only safe on a worker thread the caller can walk away from. `call` runs a call on
 //! the caller's own thread only when its guest cannot wait like that (see
-//! `registry::ToolHost::placement`).
+//! `placement`).
 //!
 //! Does not own the deadlines' values (the policy's `wall_ms`) or the trap (`call`).
 

@@ -3,7 +3,7 @@
 //! Why: a call that may wait where the watchdog's signal cannot reach (a custom tool's
 //! WASI poll, an `exec`), or that comes from a thread driving async tasks, runs off the
 //! caller's thread so the caller can walk away at the wall-clock limit even when the
-//! guest is blocked in a host call (see `registry::ToolHost::placement`; the standard
+//! guest is blocked in a host call (see `placement`; the standard
 //! tools run on the caller's thread). Spawning a thread per
 //! call (and tearing it down) cost more than the rest of a small call together, so idle
 //! workers wait for the next call instead. Nothing of a call survives in its worker:

@@ -125,6 +125,7 @@ impl Sandbox for ProcessSandbox {
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
             stderr: String::from_utf8_lossy(&stderr).into_owned(),
             wall_ms: start.elapsed().as_millis() as u64,
+            start: ssr_sandbox::StartPath::Cold,
         })
     }
 }

@@ -17,7 +17,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::make::{MODE_EXECUTABLE, MODE_FILE, MODE_SYMLINK, blob_id};
-use super::{FileBody, Hunk, LineKind, Patch};
+use super::{BinaryPatch, FileBody, FilePatch, Hunk, LineKind, Patch};
 
 /// A file's content and git mode, as the apply engine reads and writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,32 +174,7 @@ where
                 })?
             }
             FileBody::Binary(binary) => {
-                let full = |id: &str| id.len() == 40 && !id.bytes().all(|b| b == b'0');
-                if let Some((old_id, _)) = &file.index
-                    && full(old_id)
-                    && blob_id(old_content) != *old_id
-                {
-                    return Err(fail(
-                        Some(1),
-                        ApplyFailure::Binary("the file is not the patch's preimage".into()),
-                    ));
-                }
-                let result = binary
-                    .forward
-                    .apply(old_content)
-                    .map_err(|m| fail(Some(1), ApplyFailure::Binary(m)))?;
-                if let Some((_, new_id)) = &file.index
-                    && full(new_id)
-                    && blob_id(&result) != *new_id
-                {
-                    return Err(fail(
-                        Some(1),
-                        ApplyFailure::Binary(
-                            "the result does not match the patch's postimage".into(),
-                        ),
-                    ));
-                }
-                result
+                apply_binary(file, binary, old_content).map_err(|r| fail(Some(1), r))?
             }
             FileBody::BinaryWithoutData => return Err(fail(None, ApplyFailure::BinaryWithoutData)),
         };
@@ -232,6 +207,37 @@ where
         }
     }
     Ok(pending)
+}
+
+/// The new content of a binary file patch, with the `index` line's full object ids
+/// (when present) checked against the preimage and the result.
+fn apply_binary(
+    file: &FilePatch,
+    binary: &BinaryPatch,
+    old_content: &[u8],
+) -> Result<Vec<u8>, ApplyFailure> {
+    let full = |id: &str| id.len() == 40 && !id.bytes().all(|b| b == b'0');
+    if let Some((old_id, _)) = &file.index
+        && full(old_id)
+        && blob_id(old_content) != *old_id
+    {
+        return Err(ApplyFailure::Binary(
+            "the file is not the patch's preimage".into(),
+        ));
+    }
+    let result = binary
+        .forward
+        .apply(old_content)
+        .map_err(ApplyFailure::Binary)?;
+    if let Some((_, new_id)) = &file.index
+        && full(new_id)
+        && blob_id(&result) != *new_id
+    {
+        return Err(ApplyFailure::Binary(
+            "the result does not match the patch's postimage".into(),
+        ));
+    }
+    Ok(result)
 }
 
 /// Splits content into lines that keep their `\n` (the last one may lack it).

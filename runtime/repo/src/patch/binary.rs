@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io::Write as _;
 
-use super::parse::ParseFailure;
+use super::ParseFailure;
 
 const BASE85: &[u8; 85] =
     b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~";

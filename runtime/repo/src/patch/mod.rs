@@ -1,9 +1,10 @@
 //! The `git diff`-format patch as data: parse, print, reverse, inspect, apply.
 //!
 //! Owns: the [`Patch`] type and its parts ([`FilePatch`], [`Hunk`], [`HunkLine`],
-//! [`BinaryPatch`]), the parser (`parse`), the printer (`Display`), reversal, the list of
-//! touched paths, building a file patch from two file contents (`make`), and the strict
-//! all-or-nothing application to a directory or an in-memory file map (`apply`).
+//! [`BinaryPatch`]), what makes a patch text unreadable ([`ParseError`]), the parser
+//! (`parse`), the printer (`Display`), reversal, the list of touched paths, building a
+//! file patch from two file contents (`make`), and the strict all-or-nothing
+//! application to a directory or an in-memory file map (`apply`).
 //!
 //! Does not own: reading repositories or trees (that is `crate::history` and
 //! `crate::worktree`), or deciding which paths a role may touch (`ssr-game`).
@@ -23,7 +24,54 @@ use std::fmt;
 pub use apply::{ApplyError, ApplyFailure, FileState, UnsafePath};
 pub use binary::{BinaryHunk, BinaryHunkKind};
 pub use make::{FileSide, MODE_EXECUTABLE, MODE_FILE, MODE_SYMLINK, blob_id, is_text};
-pub use parse::{ParseError, ParseFailure};
+
+// The parse errors live here, not in `parse`, because `binary` (which `parse` calls for
+// `GIT binary patch` sections) reports them too: kept in `parse`, the two would import
+// each other.
+/// A patch text that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("patch line {line}: {reason}")]
+pub struct ParseError {
+    /// 1-based line number in the patch text.
+    pub line: usize,
+    /// What is wrong there.
+    pub reason: ParseFailure,
+}
+
+/// Why a patch text could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseFailure {
+    /// An `@@` line that is not `@@ -a[,b] +c[,d] @@`.
+    #[error("malformed hunk header {0:?}")]
+    BadHunkHeader(String),
+    /// The text ended before the hunk had as many lines as its header says.
+    #[error("truncated hunk: {missing_old} old and {missing_new} new lines missing")]
+    TruncatedHunk {
+        /// Old-side lines still expected.
+        missing_old: u32,
+        /// New-side lines still expected.
+        missing_new: u32,
+    },
+    /// A line inside a hunk that is not ` `, `-`, `+` or `\`, or one more line of a side
+    /// than the header counts.
+    #[error("unexpected line in hunk: {0:?}")]
+    UnexpectedHunkLine(String),
+    /// A hunk with no file header before it.
+    #[error("hunk without a file header")]
+    HunkWithoutFile,
+    /// The file header names no usable path.
+    #[error("cannot tell the file name from the header")]
+    MissingPath,
+    /// A mode that is not an octal number.
+    #[error("malformed mode {0:?}")]
+    BadMode(String),
+    /// A `GIT binary patch` section that cannot be decoded.
+    #[error("corrupt binary patch: {0}")]
+    BadBinary(String),
+    /// A header git writes that this parser does not support (`copy from`).
+    #[error("unsupported patch feature: {0}")]
+    Unsupported(&'static str),
+}
 
 /// A multi-file patch in `git diff` format: an ordered list of per-file patches.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

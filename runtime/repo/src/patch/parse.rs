@@ -10,52 +10,9 @@
 
 use super::binary::BinaryHunk;
 use super::quote::unquote_prefix;
-use super::{BinaryPatch, FileBody, FilePatch, Hunk, HunkLine, LineKind, Patch};
-
-/// A patch text that could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("patch line {line}: {reason}")]
-pub struct ParseError {
-    /// 1-based line number in the patch text.
-    pub line: usize,
-    /// What is wrong there.
-    pub reason: ParseFailure,
-}
-
-/// Why a patch text could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParseFailure {
-    /// An `@@` line that is not `@@ -a[,b] +c[,d] @@`.
-    #[error("malformed hunk header {0:?}")]
-    BadHunkHeader(String),
-    /// The text ended before the hunk had as many lines as its header says.
-    #[error("truncated hunk: {missing_old} old and {missing_new} new lines missing")]
-    TruncatedHunk {
-        /// Old-side lines still expected.
-        missing_old: u32,
-        /// New-side lines still expected.
-        missing_new: u32,
-    },
-    /// A line inside a hunk that is not ` `, `-`, `+` or `\`, or one more line of a side
-    /// than the header counts.
-    #[error("unexpected line in hunk: {0:?}")]
-    UnexpectedHunkLine(String),
-    /// A hunk with no file header before it.
-    #[error("hunk without a file header")]
-    HunkWithoutFile,
-    /// The file header names no usable path.
-    #[error("cannot tell the file name from the header")]
-    MissingPath,
-    /// A mode that is not an octal number.
-    #[error("malformed mode {0:?}")]
-    BadMode(String),
-    /// A `GIT binary patch` section that cannot be decoded.
-    #[error("corrupt binary patch: {0}")]
-    BadBinary(String),
-    /// A header git writes that this parser does not support (`copy from`).
-    #[error("unsupported patch feature: {0}")]
-    Unsupported(&'static str),
-}
+use super::{
+    BinaryPatch, FileBody, FilePatch, Hunk, HunkLine, LineKind, ParseError, ParseFailure, Patch,
+};
 
 fn err(line_idx: usize, reason: ParseFailure) -> ParseError {
     ParseError {
@@ -178,39 +135,49 @@ fn parse_mode(line_idx: usize, text: &str) -> Result<u32, ParseError> {
     u32::from_str_radix(text, 8).map_err(|_| err(line_idx, ParseFailure::BadMode(text.to_owned())))
 }
 
-fn parse_git_file(lines: &[&str], start: usize) -> Result<(FilePatch, usize), ParseError> {
-    let (header_a, header_b) = git_header_names(&lines[start]["diff --git ".len()..]);
-    let mut old_mode = None;
-    let mut new_mode = None;
-    let mut created = false;
-    let mut deleted = false;
-    let mut rename_from = None;
-    let mut rename_to = None;
-    let mut index = None;
-    let mut index_mode = None;
-    let mut i = start + 1;
+/// The extended header lines of a `diff --git` file patch (modes, creation, deletion,
+/// renames, `index`), between the `diff --git` line and the body.
+#[derive(Default)]
+struct ExtendedHeader {
+    old_mode: Option<u32>,
+    new_mode: Option<u32>,
+    created: bool,
+    deleted: bool,
+    rename_from: Option<String>,
+    rename_to: Option<String>,
+    index: Option<(String, String)>,
+    /// The mode on the `index` line (an unchanged mode).
+    index_mode: Option<u32>,
+}
+
+/// Reads extended header lines from line `i`; returns them and the first other line.
+fn parse_extended_header(
+    lines: &[&str],
+    mut i: usize,
+) -> Result<(ExtendedHeader, usize), ParseError> {
+    let mut h = ExtendedHeader::default();
     while i < lines.len() {
         let l = lines[i].trim_end_matches('\r');
         if let Some(m) = l.strip_prefix("old mode ") {
-            old_mode = Some(parse_mode(i, m)?);
+            h.old_mode = Some(parse_mode(i, m)?);
         } else if let Some(m) = l.strip_prefix("new mode ") {
-            new_mode = Some(parse_mode(i, m)?);
+            h.new_mode = Some(parse_mode(i, m)?);
         } else if let Some(m) = l.strip_prefix("deleted file mode ") {
-            old_mode = Some(parse_mode(i, m)?);
-            deleted = true;
+            h.old_mode = Some(parse_mode(i, m)?);
+            h.deleted = true;
         } else if let Some(m) = l.strip_prefix("new file mode ") {
-            new_mode = Some(parse_mode(i, m)?);
-            created = true;
+            h.new_mode = Some(parse_mode(i, m)?);
+            h.created = true;
         } else if let Some(p) = l
             .strip_prefix("rename from ")
             .or_else(|| l.strip_prefix("rename old "))
         {
-            rename_from = Some(unquote_or_bare(p));
+            h.rename_from = Some(unquote_or_bare(p));
         } else if let Some(p) = l
             .strip_prefix("rename to ")
             .or_else(|| l.strip_prefix("rename new "))
         {
-            rename_to = Some(unquote_or_bare(p));
+            h.rename_to = Some(unquote_or_bare(p));
         } else if l.starts_with("copy from ") || l.starts_with("copy to ") {
             return Err(err(i, ParseFailure::Unsupported("copy headers")));
         } else if l.starts_with("similarity index ") || l.starts_with("dissimilarity index ") {
@@ -218,49 +185,65 @@ fn parse_git_file(lines: &[&str], start: usize) -> Result<(FilePatch, usize), Pa
         } else if let Some(rest) = l.strip_prefix("index ") {
             let mut parts = rest.split(' ');
             if let Some((a, b)) = parts.next().and_then(|ids| ids.split_once("..")) {
-                index = Some((a.to_owned(), b.to_owned()));
+                h.index = Some((a.to_owned(), b.to_owned()));
             }
             if let Some(m) = parts.next() {
-                index_mode = Some(parse_mode(i, m)?);
+                h.index_mode = Some(parse_mode(i, m)?);
             }
         } else {
             break;
         }
         i += 1;
     }
-    let mut minus = None;
-    let mut plus = None;
-    let mut body = FileBody::Text(Vec::new());
+    Ok((h, i))
+}
+
+/// The body of a file patch from line `i`: `---`/`+++` names (`Some(None)` is
+/// `/dev/null`) and hunks, a `GIT binary patch`, a `Binary files … differ` line, or
+/// nothing (a mode or rename change). Returns the names, the body and the next line.
+#[allow(clippy::type_complexity)] // (minus, plus, body, next), used once by the caller.
+fn parse_file_body(
+    lines: &[&str],
+    i: usize,
+) -> Result<
+    (
+        Option<Option<String>>,
+        Option<Option<String>>,
+        FileBody,
+        usize,
+    ),
+    ParseError,
+> {
     let here = lines.get(i).map(|l| l.trim_end_matches('\r'));
     if let Some(l) = here
         && l.starts_with("--- ")
         && lines.get(i + 1).is_some_and(|n| n.starts_with("+++ "))
     {
-        minus = Some(side_name(&l[4..], true).map_err(|r| err(i, r))?);
-        plus = Some(side_name(&lines[i + 1][4..], true).map_err(|r| err(i + 1, r))?);
-        i += 2;
-        let (hunks, next) = parse_hunks(lines, i)?;
-        body = FileBody::Text(hunks);
-        i = next;
+        let minus = side_name(&l[4..], true).map_err(|r| err(i, r))?;
+        let plus = side_name(&lines[i + 1][4..], true).map_err(|r| err(i + 1, r))?;
+        let (hunks, next) = parse_hunks(lines, i + 2)?;
+        Ok((Some(minus), Some(plus), FileBody::Text(hunks), next))
     } else if here == Some("GIT binary patch") {
         let (binary, next) = parse_binary(lines, i + 1)?;
-        body = FileBody::Binary(binary);
-        i = next;
+        Ok((None, None, FileBody::Binary(binary), next))
     } else if here.is_some_and(|l| l.starts_with("Binary files ") && l.ends_with(" differ")) {
-        body = FileBody::BinaryWithoutData;
-        i += 1;
+        Ok((None, None, FileBody::BinaryWithoutData, i + 1))
+    } else {
+        Ok((None, None, FileBody::Text(Vec::new()), i))
     }
+}
+
+fn parse_git_file(lines: &[&str], start: usize) -> Result<(FilePatch, usize), ParseError> {
+    let (header_a, header_b) = git_header_names(&lines[start]["diff --git ".len()..]);
+    let (h, i) = parse_extended_header(lines, start + 1)?;
+    let (minus, plus, body, next) = parse_file_body(lines, i)?;
     // `---`/`+++` are authoritative about creation and deletion (`/dev/null`).
-    if minus == Some(None) {
-        created = true;
-    }
-    if plus == Some(None) {
-        deleted = true;
-    }
+    let created = h.created || minus == Some(None);
+    let deleted = h.deleted || plus == Some(None);
     let old_path = if created {
         None
     } else {
-        rename_from
+        h.rename_from
             .or(minus.flatten())
             .or(header_a.clone())
             .or(header_b.clone())
@@ -268,14 +251,15 @@ fn parse_git_file(lines: &[&str], start: usize) -> Result<(FilePatch, usize), Pa
     let new_path = if deleted {
         None
     } else {
-        rename_to.or(plus.flatten()).or(header_b).or(header_a)
+        h.rename_to.or(plus.flatten()).or(header_b).or(header_a)
     };
     if old_path.is_none() && new_path.is_none() {
         return Err(err(start, ParseFailure::MissingPath));
     }
+    let (mut old_mode, mut new_mode) = (h.old_mode, h.new_mode);
     if !created && !deleted && old_mode.is_none() && new_mode.is_none() {
-        old_mode = index_mode;
-        new_mode = index_mode;
+        old_mode = h.index_mode;
+        new_mode = h.index_mode;
     }
     Ok((
         FilePatch {
@@ -283,10 +267,10 @@ fn parse_git_file(lines: &[&str], start: usize) -> Result<(FilePatch, usize), Pa
             new_path,
             old_mode,
             new_mode,
-            index,
+            index: h.index,
             body,
         },
-        i,
+        next,
     ))
 }
 

@@ -1,7 +1,7 @@
 //! Ordinary execution: exit codes, signals, cwd, environment, read-only paths, output.
 
 use crate::{run, sandbox, script};
-use ssr_sandbox::{Command, ExecSpec, LimitHit, Sandbox};
+use ssr_sandbox::{Command, ExecSpec, LimitHit, Sandbox, StartPath};
 use std::time::Duration;
 
 #[test]
@@ -169,7 +169,6 @@ fn missing_program_is_a_failed_command_not_an_error() {
 #[test]
 fn sequential_execs_reuse_a_parked_launcher_with_identical_results() {
     let sb = sandbox();
-    let before = ssr_sandbox::warm_pool_hits();
     let mut outs = Vec::new();
     for _ in 0..4 {
         // A fresh workspace each time: a workspace exec'd before gets a ready sandbox
@@ -189,8 +188,8 @@ fn sequential_execs_reuse_a_parked_launcher_with_identical_results() {
         std::thread::sleep(Duration::from_millis(300));
     }
     assert!(
-        ssr_sandbox::warm_pool_hits() > before,
-        "no exec took the warm path"
+        outs.iter().any(|o| o.start == StartPath::Warm),
+        "no exec took the warm path: {outs:?}"
     );
     for o in &outs {
         assert_eq!(o.exit_code, Some(7), "{o:?}");

@@ -4,7 +4,9 @@
 
 use crate::{sandbox, script};
 use ssr_sandbox::cgroup::Controller;
-use ssr_sandbox::{BwrapSandbox, ExecOutcome, ExecSpec, LimitHit, Sandbox, host_cgroups};
+use ssr_sandbox::{
+    BwrapSandbox, ExecOutcome, ExecSpec, LimitHit, Sandbox, StartPath, host_cgroups,
+};
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,11 +17,9 @@ fn exec_ready(sb: &BwrapSandbox, warm_up: &ExecSpec, spec: &ExecSpec) -> ExecOut
     for _ in 0..40 {
         sb.exec(warm_up).unwrap();
         std::thread::sleep(Duration::from_millis(150));
-        let before = ssr_sandbox::ready_sandbox_hits();
         let o = sb.exec(spec).unwrap();
-        // Hits are counted process-wide; tests run in parallel in other workspaces, so
-        // a hit here is only believed when the output also says so.
-        if ssr_sandbox::ready_sandbox_hits() > before && o.stdout.contains("ready-probe") {
+        if o.start == StartPath::Ready {
+            assert!(o.stdout.contains("ready-probe"), "{o:?}");
             return o;
         }
     }
@@ -39,6 +39,7 @@ fn a_ready_sandbox_gives_the_cold_paths_results() {
         .insert("WEIRD".into(), "a 'b' \"c\"\n$HOME `x` \\n".into());
     spec.env.insert("PWD".into(), "/set/by/caller".into());
     let cold = sandbox().with_warm_pool(false).exec(&spec).unwrap();
+    assert_eq!(cold.start, StartPath::Cold, "pre-starting was turned off");
     let sb = sandbox();
     let ready = exec_ready(&sb, &spec, &spec);
     assert_eq!(cold.exit_code, Some(7), "{cold:?}");
@@ -140,6 +141,29 @@ fn a_timeout_in_a_ready_sandbox_kills_the_whole_tree() {
         no_process_mentions(ws.path()),
         "a process outlived the exec"
     );
+}
+
+/// Regression (review of 9f332a6, weakness 4): which path served an exec was read from
+/// process-wide hit counters before and after it, so a concurrent exec served ready
+/// was credited to whichever exec looked. The path is now part of each outcome: execs
+/// with pre-starting off stay `Cold` while another thread is served ready sandboxes.
+#[test]
+fn the_start_path_belongs_to_each_exec_under_concurrency() {
+    let ws = tempfile::tempdir().unwrap();
+    let spec = script(ws.path(), "echo ready-probe");
+    let busy = std::thread::spawn(move || {
+        let sb = sandbox();
+        exec_ready(&sb, &spec, &spec).start
+    });
+    let cold_ws = tempfile::tempdir().unwrap();
+    let cold = sandbox().with_warm_pool(false);
+    let mut starts = Vec::new();
+    while !busy.is_finished() {
+        starts.push(cold.exec(&script(cold_ws.path(), "true")).unwrap().start);
+    }
+    assert_eq!(busy.join().unwrap(), StartPath::Ready);
+    assert!(!starts.is_empty());
+    assert!(starts.iter().all(|s| *s == StartPath::Cold), "{starts:?}");
 }
 
 /// Whether no process on the host has `dir` as its working directory.

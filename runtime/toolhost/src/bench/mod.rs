@@ -13,7 +13,9 @@
 //! Does not own printing (the CLI and the example do) or the host's configuration (the
 //! caller passes a [`HostConfig`]).
 
-use crate::{CallProfile, Episode, HostConfig, Role, ToolError, ToolHost, ToolHostError};
+use crate::{
+    CallOptions, CallProfile, Episode, HostConfig, Role, ToolError, ToolHost, ToolHostError,
+};
 
 mod report;
 pub use report::{BenchReport, OpReport, PhaseMedians, Stats, Variant};
@@ -238,7 +240,7 @@ impl Bench<'_> {
     /// thread, in alternating blocks of [`BLOCK`] calls so both see the same machine (on
     /// a shared machine, load comes and goes within a run) while each block stays on one
     /// thread as an agent's calls do. Each call is made twice: once with
-    /// [`ToolHost::call`] for the wall time, once with [`ToolHost::call_profiled`] for
+    /// [`ToolHost::call`] for the wall time, once with a profile (`CallOptions::profiled`) for
     /// the CPU time and the phases (whose clock reads add about 3 µs of system calls).
     fn time_both(
         &mut self,
@@ -268,13 +270,14 @@ impl Bench<'_> {
                         let a = call_args(i);
                         i += 1;
                         let t = Instant::now();
-                        let reply = self.host.call(&self.episode, tool, &a);
+                        let reply = self.host.call(&self.episode, tool, &a, Default::default());
                         let wall = t.elapsed();
                         check(reply)?;
                         let a = call_args(i);
                         i += 1;
-                        let (reply, profile) = self.host.call_profiled(&self.episode, tool, &a);
-                        check(reply)?;
+                        let mut profile = CallProfile::default();
+                        let options = CallOptions::default().profiled(&mut profile);
+                        check(self.host.call(&self.episode, tool, &a, options))?;
                         if !warm_up {
                             s.wall.push(wall);
                             s.cpu.push(if profile.inline {
@@ -370,78 +373,110 @@ fn bench(
         py,
         scripts: &scripts,
     };
-
     let n = options.iterations.max(1);
     let nb = options.baseline_iterations.max(1);
-    let big = repo.join("big.py").display().to_string();
-    let edit = repo.join("edit.py").display().to_string();
-    let swap = |i: usize| {
-        if i.is_multiple_of(2) {
-            ("VALUE_A", "VALUE_B")
-        } else {
-            ("VALUE_B", "VALUE_A")
-        }
-    };
-    let mut ops = Vec::new();
-
-    progress(&format!(
-        "editor view ({n} calls) against python3 ({nb} processes)"
-    ));
-    let view_tool = b.time_both(
-        "editor",
-        &|_| r#"{"command":"view","path":"big.py"}"#.to_string(),
-        n,
-    )?;
-    let view_py = b.time_python("view.py", &|_| vec![big.clone()], nb)?;
-    ops.push(op("editor view, 1,000-line file", view_tool, view_py));
-
-    progress("editor str_replace");
-    // The file alternates between the two values; both sides start from VALUE_A.
-    let reset = || {
-        std::fs::write(repo.join("edit.py"), "value = VALUE_A\nother = 1\n").map_err(io_err(&repo))
-    };
-    reset()?;
-    let replace_tool = b.time_both(
-        "editor",
-        &|i| {
-            let (old, new) = swap(i);
-            serde_json::json!({"command": "str_replace", "path": "edit.py", "old_str": old, "new_str": new})
-                .to_string()
-        },
-        // Every call swaps the value and the calls come in pairs, so the file ends at
-        // VALUE_A.
-        n,
-    )?;
-    reset()?;
-    let replace_py = b.time_python(
-        "replace.py",
-        &|i| {
-            let (old, new) = swap(i);
-            vec![edit.clone(), old.to_string(), new.to_string()]
-        },
-        nb,
-    )?;
-    ops.push(op("editor str_replace", replace_tool, replace_py));
-
-    let ns = (n / 10).max(5);
-    let nbs = (nb / 3).max(5);
-    progress(&format!(
-        "search over 2,000 files ({ns} calls) against python3 ({nbs} processes)"
-    ));
-    let search_args = serde_json::json!({ "pattern": SEARCH_PATTERN }).to_string();
-    let search_tool = b.time_both("search", &|_| search_args.clone(), ns)?;
-    let repo_s = repo.display().to_string();
-    let search_py = b.time_python(
-        "search.py",
-        &|_| vec![repo_s.clone(), SEARCH_PATTERN.to_string()],
-        nbs,
-    )?;
-    ops.push(op("search, 2,000 files", search_tool, search_py));
-
+    let ops = vec![
+        b.view_op(&repo, n, nb, progress)?,
+        b.replace_op(&repo, n, nb, progress)?,
+        b.search_op(&repo, n, nb, progress)?,
+    ];
     Ok(BenchReport {
         python: b.py.clone(),
         load_average: load_average(),
         debug_build: cfg!(debug_assertions),
         ops,
     })
+}
+
+impl Bench<'_> {
+    /// `editor view` of a 1,000-line file against a python3 process printing it.
+    fn view_op(
+        &mut self,
+        repo: &Path,
+        n: usize,
+        nb: usize,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<OpReport, BenchError> {
+        progress(&format!(
+            "editor view ({n} calls) against python3 ({nb} processes)"
+        ));
+        let big = repo.join("big.py").display().to_string();
+        let view_tool = self.time_both(
+            "editor",
+            &|_| r#"{"command":"view","path":"big.py"}"#.to_string(),
+            n,
+        )?;
+        let view_py = self.time_python("view.py", &|_| vec![big.clone()], nb)?;
+        Ok(op("editor view, 1,000-line file", view_tool, view_py))
+    }
+
+    /// `editor str_replace` against a python3 process doing the same replacement.
+    fn replace_op(
+        &mut self,
+        repo: &Path,
+        n: usize,
+        nb: usize,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<OpReport, BenchError> {
+        progress("editor str_replace");
+        let edit = repo.join("edit.py").display().to_string();
+        let swap = |i: usize| {
+            if i.is_multiple_of(2) {
+                ("VALUE_A", "VALUE_B")
+            } else {
+                ("VALUE_B", "VALUE_A")
+            }
+        };
+        // The file alternates between the two values; both sides start from VALUE_A.
+        let reset = || {
+            std::fs::write(repo.join("edit.py"), "value = VALUE_A\nother = 1\n")
+                .map_err(io_err(repo))
+        };
+        reset()?;
+        let replace_tool = self.time_both(
+            "editor",
+            &|i| {
+                let (old, new) = swap(i);
+                serde_json::json!({"command": "str_replace", "path": "edit.py", "old_str": old, "new_str": new})
+                    .to_string()
+            },
+            // Every call swaps the value and the calls come in pairs, so the file ends at
+            // VALUE_A.
+            n,
+        )?;
+        reset()?;
+        let replace_py = self.time_python(
+            "replace.py",
+            &|i| {
+                let (old, new) = swap(i);
+                vec![edit.clone(), old.to_string(), new.to_string()]
+            },
+            nb,
+        )?;
+        Ok(op("editor str_replace", replace_tool, replace_py))
+    }
+
+    /// `search` over 2,000 files against a python3 process walking them.
+    fn search_op(
+        &mut self,
+        repo: &Path,
+        n: usize,
+        nb: usize,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<OpReport, BenchError> {
+        let ns = (n / 10).max(5);
+        let nbs = (nb / 3).max(5);
+        progress(&format!(
+            "search over 2,000 files ({ns} calls) against python3 ({nbs} processes)"
+        ));
+        let search_args = serde_json::json!({ "pattern": SEARCH_PATTERN }).to_string();
+        let search_tool = self.time_both("search", &|_| search_args.clone(), ns)?;
+        let repo_s = repo.display().to_string();
+        let search_py = self.time_python(
+            "search.py",
+            &|_| vec![repo_s.clone(), SEARCH_PATTERN.to_string()],
+            nbs,
+        )?;
+        Ok(op("search, 2,000 files", search_tool, search_py))
+    }
 }

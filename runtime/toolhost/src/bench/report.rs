@@ -131,14 +131,33 @@ impl BenchReport {
     /// calls and the targets of the issue.
     pub fn to_text(&self) -> String {
         use std::fmt::Write as _;
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
-        let place = |p: &PhaseMedians| {
-            if p.inline {
-                "caller thread"
+        let mut s = self.timings_table();
+        s.push_str(&self.phases_table());
+        let _ = writeln!(
+            s,
+            "\nbaseline: {} running a script per call; targets: view ≤ 100 µs median and ≥ 100x, search not slower than python",
+            self.python.display()
+        );
+        let load = self
+            .load_average
+            .map_or("unknown".to_string(), |l| format!("{l:.2}"));
+        let _ = write!(
+            s,
+            "load average (1 min): {load}{}",
+            if self.debug_build {
+                "; DEBUG BUILD: run `cargo run --release -- bench tools` for representative figures"
             } else {
-                "worker thread"
+                ""
             }
-        };
+        );
+        s
+    }
+
+    /// The table of wall and CPU times per operation and placement, with the baseline.
+    fn timings_table(&self) -> String {
+        use std::fmt::Write as _;
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let place = place_of;
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -181,6 +200,14 @@ impl BenchReport {
                 );
             }
         }
+        s
+    }
+
+    /// Where a tool call's time goes, phase by phase (medians).
+    fn phases_table(&self) -> String {
+        use std::fmt::Write as _;
+        let place = place_of;
+        let mut s = String::new();
         let _ = writeln!(
             s,
             "\nwhere a tool call's time goes (medians, µs; host = inside WASI/ssr:tool calls, part of run):"
@@ -219,23 +246,15 @@ impl BenchReport {
                 );
             }
         }
-        let _ = writeln!(
-            s,
-            "\nbaseline: {} running a script per call; targets: view ≤ 100 µs median and ≥ 100x, search not slower than python",
-            self.python.display()
-        );
-        let load = self
-            .load_average
-            .map_or("unknown".to_string(), |l| format!("{l:.2}"));
-        let _ = write!(
-            s,
-            "load average (1 min): {load}{}",
-            if self.debug_build {
-                "; DEBUG BUILD: run `cargo run --release -- bench tools` for representative figures"
-            } else {
-                ""
-            }
-        );
         s
+    }
+}
+
+/// Where a call ran, for the tables.
+fn place_of(p: &PhaseMedians) -> &'static str {
+    if p.inline {
+        "caller thread"
+    } else {
+        "worker thread"
     }
 }

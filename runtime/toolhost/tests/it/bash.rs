@@ -23,6 +23,7 @@ fn shows_stdout_stderr_and_exit_code() {
             &episode(&repo, Role::Solver),
             "bash",
             r#"{"command":"cat a.txt; echo oops >&2; exit 3"}"#,
+            Default::default(),
         )
         .unwrap();
     assert_eq!(ok(&r), "content\n[stderr]\noops\n[exit code: 3]");
@@ -37,6 +38,7 @@ fn long_output_is_cut_with_a_marker() {
             &episode(&repo, Role::Solver),
             "bash",
             r#"{"command":"seq 1 100000"}"#,
+            Default::default(),
         )
         .unwrap();
     let text = ok(&r);
@@ -61,6 +63,7 @@ fn a_command_past_its_timeout_is_killed_with_partial_output() {
             &episode(&repo, Role::Solver),
             "bash",
             r#"{"command":"echo early; sleep 20","timeout_secs":1}"#,
+            Default::default(),
         )
         .unwrap();
     let text = ok(&r);
@@ -78,13 +81,25 @@ fn policy_deny_patterns_refuse_commands() {
     let h = host_with(policy);
     let e = episode(&repo, Role::Solver);
     let r = h
-        .call(&e, "bash", r#"{"command":"cd . && git log --oneline"}"#)
+        .call(
+            &e,
+            "bash",
+            r#"{"command":"cd . && git log --oneline"}"#,
+            Default::default(),
+        )
         .unwrap();
     assert_eq!(err_kind(&r), "permission-denied");
-    ok(&h.call(&e, "bash", r#"{"command":"echo allowed"}"#).unwrap());
+    ok(&h
+        .call(
+            &e,
+            "bash",
+            r#"{"command":"echo allowed"}"#,
+            Default::default(),
+        )
+        .unwrap());
     let default = host();
     let r = default
-        .call(&e, "bash", r#"{"command":"sudo ls"}"#)
+        .call(&e, "bash", r#"{"command":"sudo ls"}"#, Default::default())
         .unwrap();
     assert_eq!(err_kind(&r), "permission-denied");
 }
@@ -99,6 +114,7 @@ fn exec_is_refused_without_the_grant_or_a_sandbox() {
             &episode(&repo, Role::Solver),
             "bash",
             r#"{"command":"echo hi"}"#,
+            Default::default(),
         )
         .unwrap();
     assert_eq!(err_kind(&r), "permission-denied");
@@ -107,6 +123,7 @@ fn exec_is_refused_without_the_grant_or_a_sandbox() {
             &repo.episode(Role::Solver),
             "bash",
             r#"{"command":"echo hi"}"#,
+            Default::default(),
         )
         .unwrap();
     assert_eq!(err_kind(&no_sandbox), "permission-denied");
@@ -138,7 +155,9 @@ fn protected_files_reach_the_sandbox_read_only() {
     let mut e = repo.episode(Role::Solver);
     e.sandbox = Some(sandbox.clone());
     e.oracle_files = vec!["tests/test_a.py".into()];
-    ok(&h.call(&e, "bash", r#"{"command":"true"}"#).unwrap());
+    ok(&h
+        .call(&e, "bash", r#"{"command":"true"}"#, Default::default())
+        .unwrap());
     let specs = sandbox.0.lock().unwrap();
     let ro: Vec<PathBuf> = specs[0].read_only_paths.clone();
     for p in ["conftest.py", "pkg/tox.ini", "tests/test_a.py"] {
@@ -168,6 +187,7 @@ fn bwrap_sandbox_runs_the_shim() {
             &e,
             "bash",
             r#"{"command":"pwd; echo new > new.txt; echo evil >> conftest.py"}"#,
+            Default::default(),
         )
         .unwrap();
     let text = ok(&r);

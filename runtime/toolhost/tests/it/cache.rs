@@ -60,7 +60,7 @@ fn tampered_cache_entry_is_recompiled_not_trusted() {
         "{}"
     };
     third
-        .call(&repo.episode(Role::Solver), &name, args)
+        .call(&repo.episode(Role::Solver), &name, args, Default::default())
         .unwrap();
     drop(third);
 

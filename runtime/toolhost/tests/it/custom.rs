@@ -56,17 +56,28 @@ fn outline_is_discovered_and_lists_definitions() {
         ),
     ]);
     let e = repo.episode(Role::Solver);
-    let py = h.call(&e, "outline", r#"{"path":"m.py"}"#).unwrap();
+    let py = h
+        .call(&e, "outline", r#"{"path":"m.py"}"#, Default::default())
+        .unwrap();
     assert_eq!(
         ok(&py),
         "     3  class A\n     4    def f\n     7  async def g\n"
     );
-    let rs = h.call(&e, "outline", r#"{"path":"/repo/lib.rs"}"#).unwrap();
+    let rs = h
+        .call(
+            &e,
+            "outline",
+            r#"{"path":"/repo/lib.rs"}"#,
+            Default::default(),
+        )
+        .unwrap();
     let text = ok(&rs);
     assert!(text.contains("     1  struct S"), "{text}");
     assert!(text.contains("     3    fn new"), "{text}");
     assert!(text.contains("     5  fn main"), "{text}");
-    let other = h.call(&e, "outline", r#"{"path":"m.txt"}"#).unwrap();
+    let other = h
+        .call(&e, "outline", r#"{"path":"m.txt"}"#, Default::default())
+        .unwrap();
     assert!(other.result.is_err());
 }
 
@@ -122,6 +133,7 @@ fn custom_tools_get_at_most_the_role_ceiling() {
             &repo.episode(Role::Solver),
             "hostile",
             r#"{"attack":"write_host","path":"a.txt"}"#,
+            Default::default(),
         )
         .unwrap();
     assert!(ok(&r).starts_with("refused"), "{}", ok(&r));

@@ -10,7 +10,7 @@ fn call(
     role: Role,
     args: &str,
 ) -> ssr_toolhost::ToolReply {
-    host.call(&repo.episode(role), "editor", args)
+    host.call(&repo.episode(role), "editor", args, Default::default())
         .expect("call runs")
 }
 
@@ -193,6 +193,7 @@ fn undo_without_a_state_grant_says_why() {
             &episode,
             "editor",
             r#"{"command":"insert","path":"a.py","insert_line":0,"new_str":"zero"}"#,
+            Default::default(),
         )
         .unwrap());
     let r = h
@@ -200,6 +201,7 @@ fn undo_without_a_state_grant_says_why() {
             &episode,
             "editor",
             r#"{"command":"undo_edit","path":"a.py"}"#,
+            Default::default(),
         )
         .unwrap();
     assert!(
@@ -224,7 +226,9 @@ fn solver_cannot_edit_test_infrastructure_or_oracle_files() {
     for path in ["conftest.py", "pkg/pyproject.toml", "tests/test_a.py"] {
         let args =
             format!(r#"{{"command":"insert","path":"{path}","insert_line":0,"new_str":"evil"}}"#);
-        let r = h.call(&episode, "editor", &args).unwrap();
+        let r = h
+            .call(&episode, "editor", &args, Default::default())
+            .unwrap();
         assert_eq!(err_kind(&r), "permission-denied", "{path}");
     }
     assert_eq!(repo.read("conftest.py"), "x = 1\n");
@@ -234,6 +238,7 @@ fn solver_cannot_edit_test_infrastructure_or_oracle_files() {
             &episode,
             "editor",
             r#"{"command":"insert","path":"src.py","insert_line":0,"new_str":"ok"}"#,
+            Default::default(),
         )
         .unwrap());
     // The injector may write the same files.
@@ -243,6 +248,7 @@ fn solver_cannot_edit_test_infrastructure_or_oracle_files() {
             &injector,
             "editor",
             r#"{"command":"insert","path":"conftest.py","insert_line":0,"new_str":"fine"}"#,
+            Default::default(),
         )
         .unwrap());
 }
@@ -258,6 +264,7 @@ fn read_only_grant_refuses_writes() {
             &repo.episode(Role::Solver),
             "editor",
             r#"{"command":"view","path":"a.py"}"#,
+            Default::default(),
         )
         .unwrap();
     ok(&view);
@@ -266,6 +273,7 @@ fn read_only_grant_refuses_writes() {
             &repo.episode(Role::Solver),
             "editor",
             r#"{"command":"create","path":"b.py","file_text":"x"}"#,
+            Default::default(),
         )
         .unwrap();
     assert_eq!(err_kind(&write), "permission-denied");
@@ -275,6 +283,7 @@ fn read_only_grant_refuses_writes() {
         &repo.episode(Role::Injector),
         "editor",
         r#"{"command":"view","path":"a.py"}"#,
+        Default::default(),
     );
     assert!(matches!(
         denied,

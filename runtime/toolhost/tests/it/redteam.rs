@@ -33,7 +33,7 @@ fn attack(
     role: Role,
     args: &str,
 ) -> Result<ssr_toolhost::ToolReply, ToolHostError> {
-    h.call(&repo.episode(role), "hostile", args)
+    h.call(&repo.episode(role), "hostile", args, Default::default())
 }
 
 fn refused(h: &ToolHost, repo: &Repo, role: Role, args: &str) {
@@ -326,7 +326,12 @@ fn guest_blocked_in_a_host_call_is_stopped_by_the_wall_clock() {
     e.sandbox = Some(Arc::new(ProcessSandbox));
     let started = Instant::now();
     let err = h
-        .call(&e, "wants-exec", r#"{"command":"sleep 30"}"#)
+        .call(
+            &e,
+            "wants-exec",
+            r#"{"command":"sleep 30"}"#,
+            Default::default(),
+        )
         .unwrap_err();
     assert_eq!(err.limit(), Some(LimitKind::WallClock), "{err}");
     assert!(

@@ -16,6 +16,7 @@ fn finds_matches_with_file_and_line() {
             &repo.episode(Role::Solver),
             "search",
             r#"{"pattern":"^def |^fn "}"#,
+            Default::default(),
         )
         .unwrap();
     let text = ok(&r);
@@ -35,7 +36,9 @@ fn respects_gitignore_and_globs() {
     ]);
     let h = host();
     let e = repo.episode(Role::Injector);
-    let all = h.call(&e, "search", r#"{"pattern":"needle"}"#).unwrap();
+    let all = h
+        .call(&e, "search", r#"{"pattern":"needle"}"#, Default::default())
+        .unwrap();
     let text = ok(&all);
     assert!(!text.contains("build/"), "gitignored file searched: {text}");
     assert!(text.contains("src/a.txt:1"), "{text}");
@@ -44,11 +47,17 @@ fn respects_gitignore_and_globs() {
             &e,
             "search",
             r#"{"pattern":"needle","include":["*.py"],"exclude":["tests/**"]}"#,
+            Default::default(),
         )
         .unwrap();
     assert_eq!(ok(&py).trim(), "src/a.py:1: needle");
     let sub = h
-        .call(&e, "search", r#"{"pattern":"needle","path":"tests"}"#)
+        .call(
+            &e,
+            "search",
+            r#"{"pattern":"needle","path":"tests"}"#,
+            Default::default(),
+        )
         .unwrap();
     assert!(ok(&sub).starts_with("tests/test_a.py:1"), "{}", ok(&sub));
 }
@@ -63,6 +72,7 @@ fn caps_results_and_says_so() {
             &repo.episode(Role::Solver),
             "search",
             r#"{"pattern":"hit","max_results":5}"#,
+            Default::default(),
         )
         .unwrap();
     let text = ok(&r);
@@ -76,13 +86,21 @@ fn bad_pattern_and_escaping_path_are_refused() {
     let h = host();
     let e = repo.episode(Role::Solver);
     assert_eq!(
-        err_kind(&h.call(&e, "search", r#"{"pattern":"("}"#).unwrap()),
+        err_kind(
+            &h.call(&e, "search", r#"{"pattern":"("}"#, Default::default())
+                .unwrap()
+        ),
         "invalid-arguments"
     );
     assert_eq!(
         err_kind(
-            &h.call(&e, "search", r#"{"pattern":"x","path":"../"}"#)
-                .unwrap()
+            &h.call(
+                &e,
+                "search",
+                r#"{"pattern":"x","path":"../"}"#,
+                Default::default()
+            )
+            .unwrap()
         ),
         "permission-denied"
     );
@@ -117,7 +135,7 @@ fn prefiltered_search_matches_line_by_line() {
             .map(|(i, l)| format!("f.py:{}: {}", i + 1, l.trim_end()))
             .collect();
         let args = serde_json::json!({ "pattern": pattern }).to_string();
-        let r = h.call(&e, "search", &args).unwrap();
+        let r = h.call(&e, "search", &args, Default::default()).unwrap();
         let got: Vec<String> = if expected.is_empty() {
             assert!(ok(&r).starts_with("No matches"), "{pattern}: {}", ok(&r));
             Vec::new()
@@ -146,7 +164,9 @@ fn walk_keeps_the_ignore_rules() {
     std::os::unix::fs::symlink(repo.path().join("z.py"), repo.path().join("link.py")).unwrap();
     let h = host();
     let e = repo.episode(Role::Solver);
-    let all = h.call(&e, "search", r#"{"pattern":"needle"}"#).unwrap();
+    let all = h
+        .call(&e, "search", r#"{"pattern":"needle"}"#, Default::default())
+        .unwrap();
     assert_eq!(
         ok(&all).lines().collect::<Vec<_>>(),
         [
@@ -156,7 +176,12 @@ fn walk_keeps_the_ignore_rules() {
         ]
     );
     let sub = h
-        .call(&e, "search", r#"{"pattern":"needle","path":"a/b"}"#)
+        .call(
+            &e,
+            "search",
+            r#"{"pattern":"needle","path":"a/b"}"#,
+            Default::default(),
+        )
         .unwrap();
     assert_eq!(ok(&sub).trim(), "a/b/c.py:1: needle");
     let logs = h
@@ -164,6 +189,7 @@ fn walk_keeps_the_ignore_rules() {
             &e,
             "search",
             r#"{"pattern":"needle","path":"a","include":["*.log"]}"#,
+            Default::default(),
         )
         .unwrap();
     assert_eq!(
@@ -188,6 +214,7 @@ fn finds_a_match_past_the_first_read_of_a_large_file() {
             &repo.episode(Role::Solver),
             "search",
             r#"{"pattern":"needle|line 01000$"}"#,
+            Default::default(),
         )
         .unwrap();
     let text = ok(&r);

@@ -15,12 +15,12 @@ fn injector_needs_all_five_files_non_empty() {
     ]);
     let h = host();
     let e = repo.episode(Role::Injector);
-    let r = h.call(&e, "submit", "{}").unwrap();
+    let r = h.call(&e, "submit", "{}", Default::default()).unwrap();
     let msg = r.result.as_ref().unwrap_err();
     assert_eq!(msg.kind(), "not-found");
     assert!(msg.message().contains("test_weaken.diff is empty"), "{msg}");
     std::fs::write(repo.path().join("test_weaken.diff"), "diff --git a/t b/t\n").unwrap();
-    let r = h.call(&e, "submit", "{}").unwrap();
+    let r = h.call(&e, "submit", "{}", Default::default()).unwrap();
     let v: serde_json::Value = serde_json::from_str(ok(&r)).unwrap();
     assert_eq!(v["ssr_submit"]["role"], "injector");
     assert_eq!(
@@ -38,6 +38,7 @@ fn injector_reports_every_missing_file() {
             &repo.episode(Role::Injector),
             "submit",
             r#"{"directory":"art"}"#,
+            Default::default(),
         )
         .unwrap();
     let e = r.result.unwrap_err();
@@ -60,22 +61,35 @@ fn solver_submits_the_workspace_diff_or_a_patch_file() {
     let h = host();
     let e = repo.episode(Role::Solver);
     let plain: serde_json::Value =
-        serde_json::from_str(ok(&h.call(&e, "submit", "").unwrap())).unwrap();
+        serde_json::from_str(ok(&h.call(&e, "submit", "", Default::default()).unwrap())).unwrap();
     assert_eq!(plain["ssr_submit"]["kind"], "workspace_diff");
     let patch: serde_json::Value = serde_json::from_str(ok(&h
-        .call(&e, "submit", r#"{"patch_file":"fix.patch"}"#)
+        .call(
+            &e,
+            "submit",
+            r#"{"patch_file":"fix.patch"}"#,
+            Default::default(),
+        )
         .unwrap()))
     .unwrap();
     assert_eq!(patch["ssr_submit"]["path"], "fix.patch");
     assert_eq!(
         err_kind(
-            &h.call(&e, "submit", r#"{"patch_file":"notes.txt"}"#)
-                .unwrap()
+            &h.call(
+                &e,
+                "submit",
+                r#"{"patch_file":"notes.txt"}"#,
+                Default::default()
+            )
+            .unwrap()
         ),
         "invalid-arguments"
     );
     assert_eq!(
-        err_kind(&h.call(&e, "submit", r#"{"directory":"."}"#).unwrap()),
+        err_kind(
+            &h.call(&e, "submit", r#"{"directory":"."}"#, Default::default())
+                .unwrap()
+        ),
         "invalid-arguments"
     );
 }

@@ -188,6 +188,7 @@ impl Sandbox for ProcessSandbox {
             stdout: String::from_utf8_lossy(&o).into_owned(),
             stderr: String::from_utf8_lossy(&e).into_owned(),
             wall_ms: started.elapsed().as_millis() as u64,
+            start: ssr_sandbox::StartPath::Cold,
         })
     }
 }

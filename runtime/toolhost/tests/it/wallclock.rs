@@ -5,9 +5,28 @@
 //! until a writer comes, which here is never.
 
 use crate::support::{Repo, host_with, load_guest, ok, rw};
-use ssr_toolhost::{LimitKind, Policy, Role};
+use ssr_toolhost::{
+    CallOptions, CallProfile, Episode, LimitKind, Policy, Role, ToolHost, ToolHostError, ToolReply,
+};
 use std::io::Read as _;
 use std::time::{Duration, Instant};
+
+/// A call of `tool` with its profile; `blocking_thread` as in [`CallOptions`].
+fn profiled(
+    h: &ToolHost,
+    episode: &Episode,
+    blocking_thread: bool,
+    tool: &str,
+    args: &str,
+) -> (Result<ToolReply, ToolHostError>, CallProfile) {
+    let mut profile = CallProfile::default();
+    let options = CallOptions {
+        blocking_thread,
+        profile: Some(&mut profile),
+    };
+    let reply = h.call(episode, tool, args, options);
+    (reply, profile)
+}
 
 const POLICY: &str = r#"
 [roles.solver.tools.editor]
@@ -36,8 +55,13 @@ fn editor_view_of_a_fifo_stops_at_the_wall_clock_on_the_callers_thread() {
     let h = host_with(Policy::from_toml(POLICY).unwrap());
     let episode = repo.episode(Role::Solver);
     let started = Instant::now();
-    let (reply, profile) =
-        h.call_profiled(&episode, "editor", r#"{"command":"view","path":"pipe"}"#);
+    let (reply, profile) = profiled(
+        &h,
+        &episode,
+        false,
+        "editor",
+        r#"{"command":"view","path":"pipe"}"#,
+    );
     let err = reply.unwrap_err();
     assert_eq!(err.limit(), Some(LimitKind::WallClock), "{err}");
     assert!(
@@ -51,7 +75,12 @@ fn editor_view_of_a_fifo_stops_at_the_wall_clock_on_the_callers_thread() {
     );
     // The host and this thread are fine afterwards.
     let again = h
-        .call(&episode, "editor", r#"{"command":"view","path":"a.txt"}"#)
+        .call(
+            &episode,
+            "editor",
+            r#"{"command":"view","path":"a.txt"}"#,
+            Default::default(),
+        )
         .unwrap();
     assert_eq!(ok(&again), "     1\ta\n");
 }
@@ -63,7 +92,12 @@ fn search_over_a_repository_with_a_fifo_ends_by_the_wall_clock() {
     let started = Instant::now();
     // Either the search skips what is not a regular file or the watchdog stops it:
     // it never hangs.
-    let _ = h.call(&repo.episode(Role::Solver), "search", r#"{"pattern":"a"}"#);
+    let _ = h.call(
+        &repo.episode(Role::Solver),
+        "search",
+        r#"{"pattern":"a"}"#,
+        Default::default(),
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -78,8 +112,13 @@ fn custom_guest_blocked_on_a_fifo_is_stopped_by_the_wall_clock_on_a_worker() {
     load_guest(&mut h, "ssr_testing_hostile", rw());
     let episode = repo.episode(Role::Solver);
     let started = Instant::now();
-    let (reply, profile) =
-        h.call_profiled(&episode, "hostile", r#"{"attack":"block","path":"pipe"}"#);
+    let (reply, profile) = profiled(
+        &h,
+        &episode,
+        false,
+        "hostile",
+        r#"{"attack":"block","path":"pipe"}"#,
+    );
     let err = reply.unwrap_err();
     assert_eq!(err.limit(), Some(LimitKind::WallClock), "{err}");
     assert!(!profile.inline, "a custom tool runs on a worker thread");
@@ -92,7 +131,12 @@ fn custom_guest_blocked_on_a_fifo_is_stopped_by_the_wall_clock_on_a_worker() {
     // call can have it back; either way the next call works.
     std::thread::sleep(Duration::from_millis(50));
     let r = h
-        .call(&episode, "hostile", r#"{"attack":"read","path":"a.txt"}"#)
+        .call(
+            &episode,
+            "hostile",
+            r#"{"attack":"read","path":"a.txt"}"#,
+            Default::default(),
+        )
         .unwrap();
     ok(&r);
 }
@@ -104,7 +148,12 @@ fn no_signal_reaches_the_caller_after_a_wall_clock_stop() {
     let episode = repo.episode(Role::Solver);
     for _ in 0..3 {
         let e = h
-            .call(&episode, "editor", r#"{"command":"view","path":"pipe"}"#)
+            .call(
+                &episode,
+                "editor",
+                r#"{"command":"view","path":"pipe"}"#,
+                Default::default(),
+            )
             .unwrap_err();
         assert_eq!(e.limit(), Some(LimitKind::WallClock), "{e}");
         // A plain blocking read on this thread: a stray signal would make it return
@@ -127,7 +176,7 @@ fn calls_inside_a_tokio_runtime_run_on_a_worker() {
     let h = std::sync::Arc::new(host_with(Policy::from_toml(POLICY).unwrap()));
     let episode = repo.episode(Role::Solver);
     let args = r#"{"command":"view","path":"a.txt"}"#;
-    let (_, plain) = h.call_profiled(&episode, "editor", args);
+    let (_, plain) = profiled(&h, &episode, false, "editor", args);
     assert!(plain.inline);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -137,10 +186,10 @@ fn calls_inside_a_tokio_runtime_run_on_a_worker() {
         let h = h.clone();
         let episode = episode.clone();
         async move {
-            let (r, p) = h.call_profiled(&episode, "editor", args);
+            let (r, p) = profiled(&h, &episode, false, "editor", args);
             assert_eq!(ok(&r.unwrap()), "     1\ta\n");
             let blocking = tokio::task::spawn_blocking(move || {
-                let (r, p) = h.call_profiled(&episode, "editor", args);
+                let (r, p) = profiled(&h, &episode, false, "editor", args);
                 assert_eq!(ok(&r.unwrap()), "     1\ta\n");
                 p
             })
@@ -154,7 +203,7 @@ fn calls_inside_a_tokio_runtime_run_on_a_worker() {
 }
 
 #[test]
-fn call_blocking_runs_inline_in_spawn_blocking_and_fails_cleanly_on_an_async_worker() {
+fn a_blocking_thread_call_runs_inline_in_spawn_blocking_and_fails_cleanly_on_an_async_worker() {
     let repo = Repo::new(&[("a.txt", "a\n")]);
     let h = std::sync::Arc::new(host_with(Policy::from_toml(POLICY).unwrap()));
     let episode = repo.episode(Role::Solver);
@@ -171,11 +220,13 @@ fn call_blocking_runs_inline_in_spawn_blocking_and_fails_cleanly_on_an_async_wor
                 let h = h.clone();
                 let episode = episode.clone();
                 move || {
-                    let (r, p) = h.call_blocking_profiled(&episode, "editor", args);
+                    let (r, p) = profiled(&h, &episode, true, "editor", args);
                     assert_eq!(ok(&r.unwrap()), "     1\ta\n");
                     // The plain call works there too.
                     assert_eq!(
-                        ok(&h.call_blocking(&episode, "editor", args).unwrap()),
+                        ok(&h
+                            .call(&episode, "editor", args, CallOptions::blocking_thread())
+                            .unwrap()),
                         "     1\ta\n"
                     );
                     p
@@ -184,7 +235,7 @@ fn call_blocking_runs_inline_in_spawn_blocking_and_fails_cleanly_on_an_async_wor
             .await
             .unwrap();
             // Misuse: on the async worker itself.
-            let misused = h.call_blocking(&episode, "editor", args);
+            let misused = h.call(&episode, "editor", args, CallOptions::blocking_thread());
             (blocking, misused)
         }
     });
@@ -200,7 +251,9 @@ fn call_blocking_runs_inline_in_spawn_blocking_and_fails_cleanly_on_an_async_wor
     }
     // The host still works afterwards.
     assert_eq!(
-        ok(&h.call(&episode, "editor", args).unwrap()),
+        ok(&h
+            .call(&episode, "editor", args, Default::default())
+            .unwrap()),
         "     1\ta\n"
     );
 }
