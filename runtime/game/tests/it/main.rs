@@ -6,5 +6,6 @@ mod examples_e2e;
 mod fixture;
 mod layouts;
 mod process_sandbox;
+mod red_team_rewards;
 mod solver_cheats;
 mod verify_checks;
