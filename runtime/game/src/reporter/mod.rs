@@ -465,6 +465,20 @@ mod tests {
         assert!(a.canaries().any(|c| c.must_pass) && a.canaries().any(|c| !c.must_pass));
     }
 
+    /// Regression: a one-word canary name (`test_count`) shadowed toolz's real
+    /// `test_count`, which was then dropped as a canary and counted missing.
+    #[test]
+    fn canary_names_have_two_different_words_so_they_do_not_shadow_real_tests() {
+        for i in 0..200u8 {
+            let r = Reporter::from_secret(&[i; 16]);
+            for c in r.canaries() {
+                let words: Vec<&str> = c.name.trim_start_matches("test_").split('_').collect();
+                assert!(words.len() >= 2, "{}", c.name);
+                assert_ne!(words[0], words[1], "{}", c.name);
+            }
+        }
+    }
+
     #[test]
     fn an_honest_run_is_clean_and_canaries_are_left_out() {
         let r = reporter();
