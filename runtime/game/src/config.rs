@@ -108,6 +108,15 @@ pub struct VerifyConfig {
     pub trusted_parsers: bool,
     /// Run independent runs (the original runs; checks 5 to 7) concurrently.
     pub parallel: bool,
+    /// A finding of the patch scan (`scan`: runner internals, exits, builtins...)
+    /// rejects: the attempt is tampered in `evaluate`, the artifact rejected in
+    /// `verify`. Off: findings are notes only.
+    #[serde(default)]
+    pub reject_tampering_findings: bool,
+    /// Load the trusted reporter and its canaries into every pytest run
+    /// (`reporter`). Off only to measure what they cost (`ssr bench verify`).
+    #[serde(default = "yes")]
+    pub trusted_reporter: bool,
     pub run_env: RunEnv,
     /// Where temporary workspaces and run directories are made (`None`: the
     /// system's temporary directory). Everything made there is removed when done.
@@ -128,10 +137,16 @@ impl Default for VerifyConfig {
             parser_timeout_secs: 30.0,
             trusted_parsers: true,
             parallel: true,
+            reject_tampering_findings: false,
+            trusted_reporter: true,
             run_env: RunEnv::default(),
             scratch_dir: None,
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl VerifyConfig {

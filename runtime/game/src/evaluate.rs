@@ -14,9 +14,18 @@
 //! `PASSED` line, or a run whose framework summary is missing or inconsistent, does
 //! not pass a test).
 //!
+//! Forged results (`SSR_SPEC.md` section 11): the run mounts the protected files
+//! read-only and checks them after; the trusted reporter and its canaries judge the
+//! pytest run (`testrun`, `reporter`); the solver patch is scanned for runner
+//! tampering (`scan`), its findings noted. A run with signs of tampering (or a scan
+//! finding, under `VerifyConfig::reject_tampering_findings`) is
+//! [`EvalOutcome::Tampered`], −1, whatever its tests say. Order of outcomes: an
+//! infrastructure failure (does not apply, timed out, run failed) first, then
+//! tampered, then ±1 on the tests.
+//!
 //! JSON of an [`Evaluation`] (`ssr evaluate --json`):
 //! `{ "reward": 1.0 | -1.0, "solved": bool, "outcome": { "kind": "solved" | "empty_patch"
-//! | "does_not_apply" | "timed_out" | "run_failed" | "tests_failing", ... },
+//! | "does_not_apply" | "timed_out" | "run_failed" | "tampered" | "tests_failing", ... },
 //! "failing": [id], "missing": [id], "dropped": [path], "notes": [string], "wall_ms": u64 }`.
 //!
 //! Does not own: producing the patch (the agent) or turning failures into new bugs
@@ -27,7 +36,8 @@ use crate::config::VerifyConfig;
 use crate::patch_ops::{self, Patch};
 use crate::protected::{ProtectedSet, default_globs};
 use crate::reward::solver_reward;
-use crate::testrun::{Harness, RunFailure, TestRun, run_tests};
+use crate::scan::scan_patch;
+use crate::testrun::{Harness, RunFailure, TestRun, run_tests_protected};
 use crate::trusted::LogFormat;
 use crate::workspace::Workspace;
 use serde::{Deserialize, Serialize};
@@ -49,6 +59,11 @@ pub enum EvalOutcome {
     TimedOut { error: String },
     /// The run gave no result (parser failure, sandbox error).
     RunFailed { error: String },
+    /// The run shows signs that the code under test forged its result (a canary
+    /// with the wrong outcome or none, a report contradicting a test's own call, a
+    /// protected file written during the run), or the patch scan found runner
+    /// tampering and `VerifyConfig::reject_tampering_findings` is set.
+    Tampered { notes: Vec<String> },
     /// Some tests of `P` failed or were missing.
     TestsFailing { failing: usize, missing: usize },
 }
@@ -71,6 +86,10 @@ pub struct Evaluation {
     #[serde(default)]
     pub notes: Vec<String>,
     pub wall_ms: u64,
+    /// The run's canary secret (hex), when a pytest session loaded the trusted
+    /// reporter: the record of which canaries it ran. Never shown to a policy.
+    #[serde(default)]
+    pub reporter_secret: Option<String>,
 }
 
 impl Evaluation {
@@ -85,6 +104,7 @@ impl Evaluation {
             dropped: Vec::new(),
             notes: Vec::new(),
             wall_ms: t0.elapsed().as_millis() as u64,
+            reporter_secret: None,
         }
     }
 
@@ -102,6 +122,9 @@ impl Evaluation {
             EvalOutcome::DoesNotApply { error } => format!("the patch does not apply: {error}"),
             EvalOutcome::TimedOut { error } => format!("the tests timed out: {error}"),
             EvalOutcome::RunFailed { error } => format!("the test run failed: {error}"),
+            EvalOutcome::Tampered { notes } => {
+                format!("the run was tampered with: {}", notes.join("; "))
+            }
             EvalOutcome::TestsFailing { failing, missing } => {
                 let mut ids: Vec<&str> = self
                     .failing
@@ -228,11 +251,28 @@ impl<'a> Evaluator<'a> {
             return Evaluation::new(EvalOutcome::EmptyPatch, none(), none(), t0)
                 .with(dropped, none());
         }
+        // Only the kept sections are scanned: dropped ones never reach the run.
+        let findings: Vec<String> = scan_patch(&kept.to_string())
+            .iter()
+            .map(|f| f.note())
+            .collect();
+        if self.cfg.reject_tampering_findings && !findings.is_empty() {
+            // No run can make such a patch score: skip it.
+            return Evaluation::new(
+                EvalOutcome::Tampered {
+                    notes: findings.clone(),
+                },
+                none(),
+                none(),
+                t0,
+            )
+            .with(dropped, findings);
+        }
         let ws = match self.prepare(original, bug, &kept) {
             Ok(ws) => ws,
             Err(error) => return does_not_apply(error).with(dropped, none()),
         };
-        let run = run_tests(
+        let run = run_tests_protected(
             self.sandbox,
             &self.cfg,
             ws.path(),
@@ -240,6 +280,7 @@ impl<'a> Evaluator<'a> {
                 test_script: &bug.artifact.test_script,
                 test_parser: &bug.artifact.test_parser,
             },
+            Some(&protected),
         );
         drop(ws);
         let run = match run {
@@ -267,7 +308,8 @@ impl<'a> Evaluator<'a> {
                 .with(dropped, none());
             }
         };
-        let (nothing_passes, notes) = self.judge(&run);
+        let secret = run.reporter.as_ref().map(|r| r.secret.clone());
+        let (nothing_passes, judged) = self.judge(&run);
         let passes = |id: &str| !nothing_passes && run.passed_trusted(id);
         let missing: Vec<String> = bug
             .tests
@@ -281,7 +323,17 @@ impl<'a> Evaluator<'a> {
             .filter(|id| run.claimed.contains_key(*id) && !passes(id))
             .cloned()
             .collect();
-        let outcome = if missing.is_empty() && failing.is_empty() {
+        let mut notes = run.tampered.clone();
+        notes.extend(judged);
+        notes.extend(findings.iter().cloned());
+        // Tampering outranks the tests: a forged run scores −1 whatever they say.
+        let outcome = if !run.tampered.is_empty()
+            || (self.cfg.reject_tampering_findings && !findings.is_empty())
+        {
+            let mut why = run.tampered.clone();
+            why.extend(findings);
+            EvalOutcome::Tampered { notes: why }
+        } else if missing.is_empty() && failing.is_empty() {
             EvalOutcome::Solved
         } else {
             EvalOutcome::TestsFailing {
@@ -289,7 +341,9 @@ impl<'a> Evaluator<'a> {
                 missing: missing.len(),
             }
         };
-        Evaluation::new(outcome, failing, missing, t0).with(dropped, notes)
+        let mut e = Evaluation::new(outcome, failing, missing, t0).with(dropped, notes);
+        e.reporter_secret = secret;
+        e
     }
 
     /// Whether no test of the run may count as passed (the log is not the format the

@@ -138,6 +138,10 @@ impl HigherOrderPool {
             EvalOutcome::TimedOut { error } | EvalOutcome::RunFailed { error } => {
                 Err(HigherOrderRejection::RunFailed { error })
             }
+            // A patch that forged its run is not a bug anyone should inherit.
+            EvalOutcome::Tampered { notes } => Err(HigherOrderRejection::RunFailed {
+                error: format!("the run was tampered with: {}", notes.join("; ")),
+            }),
         }
     }
 }

@@ -105,6 +105,11 @@ pub enum RejectCode {
     WeakeningHidesNothing,
     /// Check 7: restoring one changed file makes no test of `F` pass (padding).
     InverseRestoresNothing,
+    /// Any run: the code under test forged its result (a canary with the wrong
+    /// outcome or none, a report contradicting a test's own call, a protected file
+    /// written during the run); or, under `VerifyConfig::reject_tampering_findings`,
+    /// check 1's scan of the bug found runner tampering.
+    Tampered,
 }
 
 /// The outcome of one check.
@@ -141,6 +146,10 @@ pub struct RunRecord {
     pub failed: usize,
     /// Why the run gave no result, when it did not.
     pub error: Option<String>,
+    /// The run's canary secret (hex, from the OS random source), when a pytest
+    /// session loaded the trusted reporter: the record of which canaries it ran.
+    #[serde(default)]
+    pub reporter_secret: Option<String>,
 }
 
 /// The verifier's verdict on one artifact.
@@ -159,6 +168,9 @@ pub struct VerificationReport {
     pub log_format: Option<LogFormat>,
     pub parallel: bool,
     pub wall_ms: u64,
+    /// Findings of the scan of `bug_inject.diff` for runner tampering (`scan`).
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl VerificationReport {

@@ -8,15 +8,34 @@
 //! The log is captured by the runtime and handed to the parser as a file, so the
 //! script cannot choose what the parser reads either.
 //!
+//! Defences against code under test that forges its own result (`SSR_SPEC.md`
+//! section 11), all through the `Sandbox` trait's mounts and environment, so they
+//! hold on any backend:
+//! - the protected files present in the workspace (oracle tests, test
+//!   infrastructure) are mounted read-only for the script's run, and hashed before
+//!   and after it: a protected file changed, removed or created during the run marks
+//!   the run tampered ([`TestRun::tampered`]);
+//! - the trusted reporter (`reporter`): a per-run secret, a pytest plugin loaded
+//!   first (`PYTEST_ADDOPTS=-p`) and a unittest hook (`sitecustomize`), both from the
+//!   read-only run directory put first on `PYTHONPATH`, their events written to a
+//!   second directory outside the workspace; canaries are removed from the parser's
+//!   claims and the trusted parse, the reporter's statuses are merged into the
+//!   trusted parse (a test passes only when both the log and the reporter say so),
+//!   and a pytest or unittest log without any reporter event is incomplete (the
+//!   script bypassed the reporter).
+//!
 //! Does not own: deciding what a run means for a check (that is `verify` and
 //! `evaluate`), or how the sandbox isolates (`ssr-sandbox`).
 
 use crate::config::VerifyConfig;
-use crate::trusted::{self, TrustedParse};
+use crate::protected::ProtectedSet;
+use crate::reporter::{REPORT_FILE, Reporter, ReporterReading};
+use crate::trusted::{self, LogFormat, TrustedParse, TrustedStatus};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use ssr_sandbox::{Command, ExecSpec, Mount, Sandbox};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Largest parser output read as JSON.
 const MAX_PARSER_JSON: usize = 8 << 20;
@@ -39,6 +58,14 @@ pub struct TestRun {
     /// wrong (a missing environment variable, an import error).
     #[serde(default)]
     pub log_tail: String,
+    /// The trusted reporter's reading (`None`: no pytest session loaded it).
+    #[serde(default)]
+    pub reporter: Option<ReporterReading>,
+    /// Signs that code under test forged the result: a canary with the wrong outcome
+    /// or none, a report contradicting the test's own call, a protected file written
+    /// during the run. Empty for an honest run.
+    #[serde(default)]
+    pub tampered: Vec<String>,
 }
 
 impl TestRun {
@@ -92,13 +119,29 @@ pub struct Harness<'a> {
     pub test_parser: &'a str,
 }
 
-/// Runs the harness over `workspace` (already in the state to test).
+/// Runs the harness over `workspace` (already in the state to test), with no
+/// protected files (the procedural injectors' exploratory runs). The trusted
+/// reporter and its canaries are in every run.
 pub fn run_tests(
     sandbox: &dyn Sandbox,
     cfg: &VerifyConfig,
     workspace: &Path,
     harness: Harness<'_>,
 ) -> Result<TestRun, RunFailure> {
+    run_tests_protected(sandbox, cfg, workspace, harness, None)
+}
+
+/// [`run_tests`] with the files of `protected` that exist in the workspace mounted
+/// read-only for the script, and checked unchanged after it: every verification and
+/// evaluation run goes through here.
+pub fn run_tests_protected(
+    sandbox: &dyn Sandbox,
+    cfg: &VerifyConfig,
+    workspace: &Path,
+    harness: Harness<'_>,
+    protected: Option<&ProtectedSet>,
+) -> Result<TestRun, RunFailure> {
+    let before = protected.map(|p| protected_files(workspace, p));
     let io = cfg
         .temp_dir("ssr-io-")
         .map_err(|e| RunFailure::Setup(e.to_string()))?;
@@ -108,6 +151,21 @@ pub fn run_tests(
     };
     write("test_script.sh", harness.test_script)?;
     write("test_parser.py", harness.test_parser)?;
+    // The reporter's channel: writable, outside the workspace, and not where the
+    // log goes. A fresh secret for every run.
+    let reporter = cfg.trusted_reporter.then(Reporter::draw);
+    let channel = cfg
+        .temp_dir("ssr-ch-")
+        .map_err(|e| RunFailure::Setup(e.to_string()))?;
+    let report_path = channel.path().join(REPORT_FILE);
+    std::fs::write(&report_path, "").map_err(|e| RunFailure::Setup(e.to_string()))?;
+    if let Some(reporter) = &reporter {
+        write(
+            &format!("{}.py", reporter.module()),
+            &reporter.plugin_source(&report_path),
+        )?;
+        write("sitecustomize.py", &reporter.unittest_source(&report_path))?;
+    }
 
     let mount = Mount {
         host: io_path.to_path_buf(),
@@ -124,10 +182,32 @@ pub fn run_tests(
         s
     };
 
-    let script = spec(
+    let mut script = spec(
         format!("bash {}/test_script.sh 2>&1", io_path.display()),
         cfg.script_limits(),
     );
+    script.mounts.push(Mount {
+        host: channel.path().to_path_buf(),
+        guest: channel.path().to_path_buf(),
+        read_only: false,
+    });
+    if let Some(reporter) = &reporter {
+        prepend_env(
+            &mut script.env,
+            "PYTHONPATH",
+            ":",
+            &io_path.display().to_string(),
+        );
+        prepend_env(
+            &mut script.env,
+            "PYTEST_ADDOPTS",
+            " ",
+            &format!("-p {}", reporter.module()),
+        );
+    }
+    if let Some(files) = &before {
+        script.read_only_paths = files.keys().map(PathBuf::from).collect();
+    }
     let out = sandbox
         .exec(&script)
         .map_err(|e| RunFailure::Sandbox(e.to_string()))?;
@@ -143,6 +223,15 @@ pub fn run_tests(
     }
     let script_ms = out.wall_ms;
     let log_truncated = out.truncated;
+    let mut tampered = Vec::new();
+    if let (Some(before), Some(p)) = (&before, protected) {
+        tampered.extend(protected_changes(before, &protected_files(workspace, p)));
+    }
+    let events = std::fs::read(&report_path).map_err(|e| RunFailure::Setup(e.to_string()))?;
+    let reading = reporter
+        .as_ref()
+        .and_then(|r| r.read(&String::from_utf8_lossy(&events)));
+    drop(channel);
     write("test.log", &log)?;
 
     let parser = spec(
@@ -166,12 +255,19 @@ pub fn run_tests(
             stderr_tail: tail(&pout.stderr),
         });
     }
-    let claimed = parse_claims(&pout.stdout, pout.truncated)?;
-    let trusted = if cfg.trusted_parsers {
+    let mut claimed = parse_claims(&pout.stdout, pout.truncated)?;
+    let mut trusted = if cfg.trusted_parsers {
         trusted::parse_log(&log)
     } else {
         None
     };
+    if let Some(r) = &reading {
+        claimed.retain(|id, _| !r.is_canary(id));
+        tampered.extend(r.tampered.iter().cloned());
+    }
+    if cfg.trusted_parsers && cfg.trusted_reporter {
+        trusted = merge_reporter(trusted, reading.as_ref());
+    }
     Ok(TestRun {
         claimed,
         trusted,
@@ -180,7 +276,124 @@ pub fn run_tests(
         parser_ms: pout.wall_ms,
         log_truncated,
         log_tail: tail(&log),
+        reporter: reading,
+        tampered,
     })
+}
+
+/// Puts `value` before the variable's current value (the run environment's).
+fn prepend_env(env: &mut BTreeMap<String, String>, key: &str, sep: &str, value: &str) {
+    let v = match env.get(key) {
+        Some(old) if !old.is_empty() => format!("{value}{sep}{old}"),
+        _ => value.to_string(),
+    };
+    env.insert(key.to_string(), v);
+}
+
+/// Folds the reporter's reading into the log's trusted parse: canaries out; every
+/// reporter status recorded (a conflict with the log fails the test); a test the log
+/// passes but the reporter never saw fails; a pytest or unittest log with no reporter
+/// event, or
+/// a reporter that found the session incomplete, makes the run incomplete. A
+/// reporter reading of a log no parser recognised becomes the trusted parse.
+fn merge_reporter(
+    trusted: Option<TrustedParse>,
+    reading: Option<&ReporterReading>,
+) -> Option<TrustedParse> {
+    let Some(r) = reading else {
+        return trusted.map(|mut t| {
+            if matches!(t.format, LogFormat::Pytest | LogFormat::Unittest) && t.incomplete.is_none()
+            {
+                t.incomplete = Some(format!(
+                    "the trusted reporter recorded nothing: the script bypassed ssr's {} reporter",
+                    t.format.name()
+                ));
+            }
+            t
+        });
+    };
+    let mut t = match trusted {
+        Some(t) if t.format == r.format => t,
+        // Another framework's log (a script running two frameworks): the log's
+        // reading stands alone.
+        Some(t) => return Some(t),
+        None => TrustedParse {
+            format: r.format,
+            results: BTreeMap::new(),
+            incomplete: None,
+        },
+    };
+    t.results.retain(|id, _| !r.is_canary(id));
+    for (id, st) in t.results.iter_mut() {
+        if *st == TrustedStatus::Passed && !r.results.contains_key(id) {
+            *st = TrustedStatus::Failed;
+        }
+    }
+    for (id, st) in &r.results {
+        trusted::record(&mut t.results, id.clone(), *st);
+    }
+    if t.incomplete.is_none() {
+        t.incomplete = r.incomplete.clone();
+    }
+    Some(t)
+}
+
+/// Every file of `protected` in the workspace (`.git` skipped, links not followed)
+/// with a hash of its content (a link's target for a link).
+fn protected_files(root: &Path, protected: &ProtectedSet) -> BTreeMap<String, [u8; 32]> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(root.join(&rel)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            if rel.as_os_str().is_empty() && name == ".git" {
+                continue;
+            }
+            let child = rel.join(&name);
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(child);
+                continue;
+            }
+            let Some(key) = child.to_str() else { continue };
+            if !protected.contains(key) {
+                continue;
+            }
+            let bytes = if ft.is_symlink() {
+                std::fs::read_link(e.path())
+                    .map(|t| t.as_os_str().as_encoded_bytes().to_vec())
+                    .unwrap_or_default()
+            } else {
+                std::fs::read(e.path()).unwrap_or_default()
+            };
+            out.insert(key.to_string(), Sha256::digest(&bytes).into());
+        }
+    }
+    out
+}
+
+/// Protected files written, removed or created between two listings.
+fn protected_changes(
+    before: &BTreeMap<String, [u8; 32]>,
+    after: &BTreeMap<String, [u8; 32]>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (p, h) in before {
+        match after.get(p) {
+            None => out.push(format!("the protected file {p} was removed during the run")),
+            Some(h2) if h2 != h => out.push(format!(
+                "the protected file {p} was rewritten during the run"
+            )),
+            _ => {}
+        }
+    }
+    for p in after.keys().filter(|p| !before.contains_key(*p)) {
+        out.push(format!("the protected file {p} was created during the run"));
+    }
+    out
 }
 
 /// Reads the parser's stdout: one JSON object whose values are strings. Values other

@@ -15,14 +15,12 @@
 //!   match the per-test statuses read; otherwise the run is *incomplete* and every
 //!   test counts as not passed ([`TrustedParse::incomplete`]).
 //!
-//! Residual limit: code that hijacks the test process itself (for example prints a
-//! complete fake `short test summary info` section and a final line with matching
-//! counts, then `os._exit(0)` before the framework reports; or monkeypatches the
-//! framework's reporter) still forges a consistent log. The count cross-check closes
-//! the cheap forms (stray fake lines, a fake section without the framework's own final
-//! line, a fake line added to a real section); closing the rest needs results that do
-//! not travel through the log (a report file written by the framework outside the
-//! workspace, e.g. pytest's `--junitxml` to a runtime-owned path).
+//! Residual limit of the log alone: code that hijacks the test process itself (prints
+//! a complete fake summary with matching counts, then exits; or monkeypatches the
+//! framework's reporter) still forges a consistent log. For pytest the trusted
+//! reporter (`reporter`, merged in `testrun`) closes that with results and canaries
+//! that do not travel through the log; for the other formats the read-only tests and
+//! the patch scan (`scan`) are the remaining layers.
 //!
 //! Does not own: running tests (that is `testrun`), or the generated `test_parser.py`
 //! files of the procedural injectors (`inject::scripts`, which emit Python twins of
@@ -38,9 +36,10 @@ use std::collections::BTreeMap;
 pub use formats::detect;
 
 /// A recognised test-log format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
+    #[default]
     Pytest,
     CargoTest,
     GoTest,
@@ -145,7 +144,7 @@ pub struct Disagreement {
 }
 
 /// True when `long` ends with `short` at an id boundary (`::`, `.`, `/`, space).
-fn suffix_match(long: &str, short: &str) -> bool {
+pub(crate) fn suffix_match(long: &str, short: &str) -> bool {
     if long == short {
         return true;
     }

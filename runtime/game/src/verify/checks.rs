@@ -23,8 +23,22 @@ impl Verifier<'_> {
         let cfg = &self.cfg;
         let mut since = Instant::now();
 
-        // 1. Files.
+        // 1. Files, and the scan of the bug for runner tampering.
         let bug_files = self.check_files(base, artifact)?;
+        report.notes = crate::scan::scan_patch(&artifact.bug_inject)
+            .iter()
+            .map(|f| f.note())
+            .collect();
+        if cfg.reject_tampering_findings && !report.notes.is_empty() {
+            return Err(reject(
+                Check::Files,
+                RejectCode::Tampered,
+                format!(
+                    "the bug tampers with the test runner: {}",
+                    list(&report.notes, 5)
+                ),
+            ));
+        }
         Self::pass(
             report,
             Check::Files,
@@ -319,6 +333,16 @@ impl Verifier<'_> {
         run: &TestRun,
         known: &[String],
     ) -> Result<(), Rejection> {
+        if !run.tampered.is_empty() {
+            return Err(reject(
+                check,
+                RejectCode::Tampered,
+                format!(
+                    "the {label} run was tampered with: {}",
+                    list(&run.tampered, 5)
+                ),
+            ));
+        }
         let Some(trusted) = &run.trusted else {
             return Ok(());
         };

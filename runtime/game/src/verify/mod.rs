@@ -82,6 +82,7 @@ impl<'a> Verifier<'a> {
             log_format: None,
             parallel: self.cfg.parallel,
             wall_ms: 0,
+            notes: Vec::new(),
         };
         let outcome = WorkspaceBase::new(original, &self.cfg)
             .map_err(|e| {

@@ -7,8 +7,9 @@
 use super::Verifier;
 use crate::artifact::Artifact;
 use crate::config::VerifyConfig;
+use crate::protected::{ProtectedSet, default_globs};
 use crate::report::{Phase, RunRecord};
-use crate::testrun::{Harness, RunFailure, TestRun, run_tests};
+use crate::testrun::{Harness, RunFailure, TestRun, run_tests_protected};
 use crate::workspace::{Workspace, WorkspaceBase};
 use std::path::Path;
 use std::sync::Mutex;
@@ -87,17 +88,24 @@ impl Verifier<'_> {
         let t0 = Instant::now();
         let ws = prepare_from(base, artifact, state);
         let prep_ms = t0.elapsed().as_millis() as u64;
-        let result = ws.map_err(RunFailure::Setup).and_then(|ws| {
-            run_tests(
-                self.sandbox,
-                &self.cfg,
-                ws.path(),
-                Harness {
-                    test_script: &artifact.test_script,
-                    test_parser: &artifact.test_parser,
-                },
-            )
-        });
+        // The oracle files and test infrastructure are read-only during every run.
+        let protected = ProtectedSet::new(&artifact.test_files, &default_globs())
+            .map_err(|e| RunFailure::Setup(e.to_string()));
+        let result = ws
+            .map_err(RunFailure::Setup)
+            .and_then(|ws| Ok((ws, protected?)))
+            .and_then(|(ws, protected)| {
+                run_tests_protected(
+                    self.sandbox,
+                    &self.cfg,
+                    ws.path(),
+                    Harness {
+                        test_script: &artifact.test_script,
+                        test_parser: &artifact.test_parser,
+                    },
+                    Some(&protected),
+                )
+            });
         let (script_ms, parser_ms, passed, failed, error) = match &result {
             Ok(r) => {
                 let p = r.claimed.values().filter(|v| *v == "passed").count();
@@ -115,6 +123,11 @@ impl Verifier<'_> {
             passed,
             failed,
             error,
+            reporter_secret: result
+                .as_ref()
+                .ok()
+                .and_then(|r| r.reporter.as_ref())
+                .map(|r| r.secret.clone()),
         };
         (record, result)
     }

@@ -57,6 +57,14 @@ fn score_bug(repo: &Path, bug: &InjectedBug, scratch: &Path) {
     let fix = patch_ops::reverse(&bug.artifact.bug_inject).unwrap();
     let e = ev.evaluate(repo, state, &fix);
     assert!(e.solved, "{}: {}", bug.candidate, e.summary());
+    // The scan for runner tampering has no false positive on a true fix.
+    let findings: Vec<&String> = e.notes.iter().filter(|n| n.starts_with("scan:")).collect();
+    eprintln!(
+        "scan false positives on the true fix of {}: {}",
+        bug.candidate,
+        findings.len()
+    );
+    assert!(findings.is_empty(), "{}: {findings:?}", bug.candidate);
     let e = ev.evaluate(repo, state, "");
     assert_eq!(e.outcome, EvalOutcome::EmptyPatch);
     // Oracle edit: delete every oracle test file's content in the buggy workspace.

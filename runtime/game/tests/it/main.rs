@@ -8,5 +8,6 @@ mod fixture;
 mod layouts;
 mod process_sandbox;
 mod real_traits;
+mod red_team_rewards;
 mod solver_cheats;
 mod verify_checks;
