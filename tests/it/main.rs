@@ -3,6 +3,7 @@
 
 mod game_cli;
 mod sandbox_cli;
+mod train_cli;
 
 use std::process::{Command, Output};
 
