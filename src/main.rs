@@ -27,6 +27,8 @@ enum Cmd {
     Model(cli::model::ModelCmd),
     /// Trains the policy on a trajectory file and writes a checkpoint.
     Train(cli::train::TrainArgs),
+    /// Fine-tunes the policy on demonstrations (masked supervised loss; a warm start).
+    Sft(cli::sft::SftArgs),
     /// The agent's WASM tools: list, describe, call, check, policy, bench.
     Tools(cli::tools::ToolsArgs),
     /// Benchmarks, each against a baseline measured side by side in the same run.
@@ -62,6 +64,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Sandbox(c) => cli::sandbox::run(c),
         Cmd::Model(c) => cli::model::run(c),
         Cmd::Train(a) => cli::train::run(a),
+        Cmd::Sft(a) => cli::sft::run(a),
         Cmd::Tools(c) => cli::tools::run(c),
         Cmd::Bench(c) => cli::bench::run(c),
         Cmd::Inject(a) => cli::inject::run(a),

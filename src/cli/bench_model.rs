@@ -12,6 +12,12 @@
 //! with the forward-only time of the same sequence as its side-by-side baseline (a
 //! step costs about three forwards, so the ratio is expected near 1/3).
 //!
+//! Continuous batching (`--batch N`): N greedy sequences of `--decode-tokens` decode
+//! together through `DecodeBatch`, against one sequence through the same code in the
+//! same run; the aggregate decode tok/s, their ratio, and this run's prefill tok/s as
+//! the compute bound (a decode step of N sequences is an N-row product that can go no
+//! faster per token than the prefill GEMM).
+//!
 //! The load average is read before and after, and each measurement records the CPU
 //! time this process got (`cores_used` = CPU seconds / wall seconds, from
 //! `/proc/self/stat`): the dev machine is shared, and a busy machine lowers every
@@ -21,6 +27,7 @@
 use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
+use ssr_trainer::infer::batch::DecodeBatch;
 use ssr_trainer::infer::sampling::SamplingOptions;
 use ssr_trainer::infer::{
     Engine, GenerateOptions, Generation, Precision, single_threaded, worker_threads,
@@ -53,9 +60,33 @@ pub struct BenchModelArgs {
     /// Skip the training measurement.
     #[arg(long)]
     pub no_train: bool,
+    /// Also measure continuous batching: the aggregate decode tok/s of this many
+    /// sequences decoding together against 1 sequence, in the same run.
+    #[arg(long, value_name = "N")]
+    pub batch: Option<usize>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Continuous batching measured: `sequences` greedy generations of `decode_tokens`
+/// each, decoding together, against one alone through the same batch code.
+#[derive(Clone, Debug, Serialize)]
+pub struct BatchSpeeds {
+    pub sequences: usize,
+    /// Tokens per second over all sequences (first tokens, which come from prefill,
+    /// excluded), and the same for one sequence.
+    pub aggregate_decode_tokens_per_second: f64,
+    pub single_decode_tokens_per_second: f64,
+    /// aggregate / single.
+    pub ratio: f64,
+    /// This run's prefill speed: the GEMM-bound ceiling a decode batch approaches as it
+    /// grows (a batch step is a small prefill without the GEMM's blocking).
+    pub compute_bound_tokens_per_second: f64,
+    /// Mean wall time of one decode step, at 1 and at `sequences` sequences.
+    pub step_ms_single: f64,
+    pub step_ms_batch: f64,
+    pub cores_used: Option<f64>,
 }
 
 /// Speeds of one configuration.
@@ -114,6 +145,8 @@ pub struct ModelBenchReport {
     pub training: Option<TrainThroughput>,
     /// Cores this process kept busy during the training measurement.
     pub training_cores_used: Option<f64>,
+    /// Continuous batching (`--batch N`).
+    pub batch: Option<BatchSpeeds>,
     /// 1-minute load average before and after the run (`/proc/loadavg`; the dev
     /// machine is shared, so read the figures against it).
     pub load_average: (Option<f64>, Option<f64>),
@@ -160,6 +193,74 @@ fn speeds(engine: &Engine, prompt: &[u32], decode_tokens: usize) -> anyhow::Resu
     })
 }
 
+/// Decodes `n` sequences (prompts of `prompt` rotated, so they differ) together for
+/// `decode_tokens` each; returns (decode tokens per second, mean step seconds).
+fn batch_decode(
+    engine: &Engine,
+    prompt: &[u32],
+    n: usize,
+    decode_tokens: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let opts = GenerateOptions {
+        max_tokens: decode_tokens,
+        sampling: SamplingOptions {
+            temperature: 0.0,
+            ..Default::default()
+        },
+        stop: Vec::new(),
+        stop_at_eos: false,
+    };
+    let mut batch = DecodeBatch::new(engine);
+    for i in 0..n {
+        let mut p = prompt.to_vec();
+        p.rotate_left(i % prompt.len().max(1));
+        if let Some((_, r)) = batch.join(i, &p, &opts) {
+            r?;
+            anyhow::bail!("a sequence ended at its first token (decode_tokens too small)");
+        }
+    }
+    let t0 = std::time::Instant::now();
+    let (mut steps, mut tokens) = (0usize, 0usize);
+    while !batch.is_empty() {
+        tokens += batch.len();
+        steps += 1;
+        for (_, r) in batch.step() {
+            r?;
+        }
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    Ok((tokens as f64 / wall, wall / steps.max(1) as f64))
+}
+
+fn batch_speeds(
+    engine: &Engine,
+    prompt: &[u32],
+    n: usize,
+    decode_tokens: usize,
+    compute_bound: f64,
+) -> anyhow::Result<BatchSpeeds> {
+    anyhow::ensure!(n >= 1, "--batch must be at least 1");
+    anyhow::ensure!(
+        decode_tokens >= 2,
+        "--decode-tokens must be at least 2 with --batch"
+    );
+    // Warm-up, then one sequence and the batch, one after the other in this run.
+    batch_decode(engine, &prompt[..prompt.len().min(16)], n, 2)?;
+    let (single, step_single) = batch_decode(engine, prompt, 1, decode_tokens)?;
+    let (r, cores_used) = with_cores_used(|| batch_decode(engine, prompt, n, decode_tokens));
+    let (aggregate, step_batch) = r?;
+    Ok(BatchSpeeds {
+        sequences: n,
+        aggregate_decode_tokens_per_second: aggregate,
+        single_decode_tokens_per_second: single,
+        ratio: aggregate / single,
+        compute_bound_tokens_per_second: compute_bound,
+        step_ms_single: step_single * 1e3,
+        step_ms_batch: step_batch * 1e3,
+        cores_used,
+    })
+}
+
 /// Runs the measurement.
 pub fn measure(args: &BenchModelArgs) -> anyhow::Result<ModelBenchReport> {
     let load_before = load_average();
@@ -173,6 +274,17 @@ pub fn measure(args: &BenchModelArgs) -> anyhow::Result<ModelBenchReport> {
     }
     prompt.truncate(args.prompt_tokens.max(1));
     let eng = speeds(&engine, &prompt, args.decode_tokens)?;
+    // Batching first, while the engine still has its fast (Q8_0) weights.
+    let batch = match args.batch {
+        Some(n) => Some(batch_speeds(
+            &engine,
+            &prompt,
+            n,
+            args.decode_tokens,
+            eng.prefill_tokens_per_second,
+        )?),
+        None => None,
+    };
     let baseline = if args.no_baseline {
         None
     } else {
@@ -206,6 +318,7 @@ pub fn measure(args: &BenchModelArgs) -> anyhow::Result<ModelBenchReport> {
         training_tokens_per_second: training.as_ref().map(|t| t.train_tokens_per_second),
         training,
         training_cores_used,
+        batch,
         load_average: (load_before, load_average()),
     })
 }
@@ -265,6 +378,24 @@ pub fn print_text(r: &ModelBenchReport) {
             t.optimizer_s,
             r.training_cores_used
                 .map_or("-".to_string(), |c| format!("{c:.2}"))
+        );
+    }
+    if let Some(b) = &r.batch {
+        println!(
+            "continuous batching, {} sequences x {} new tokens: {:.1} tok/s aggregate decode vs {:.1} tok/s for 1 sequence: {:.2}x",
+            b.sequences,
+            r.decode_tokens,
+            b.aggregate_decode_tokens_per_second,
+            b.single_decode_tokens_per_second,
+            b.ratio
+        );
+        println!(
+            "  compute bound (this run's prefill): {:.1} tok/s; step {:.2} ms at 1 sequence, {:.2} ms at {}; cores used {}",
+            b.compute_bound_tokens_per_second,
+            b.step_ms_single,
+            b.step_ms_batch,
+            b.sequences,
+            b.cores_used.map_or("-".to_string(), |c| format!("{c:.2}"))
         );
     }
     let la = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.2}"));

@@ -17,6 +17,7 @@ pub mod report;
 pub mod sandbox;
 pub mod selfplay;
 pub mod serve;
+pub mod sft;
 pub mod tools;
 pub mod train;
 pub mod verify;

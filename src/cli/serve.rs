@@ -27,8 +27,9 @@ pub struct ServeArgs {
     /// The model id the server reports (default: the file's stem).
     #[arg(long)]
     pub model_id: Option<String>,
-    /// Generations running at once (each uses all cores).
-    #[arg(long, default_value_t = 1)]
+    /// Requests decoding together in one batch (continuous batching: one pass over the
+    /// weights per step serves them all); more wait in a queue.
+    #[arg(long, default_value_t = ssr_agent::serve::DEFAULT_MAX_BATCH)]
     pub max_concurrent: usize,
     /// Print the listening address as one JSON object.
     #[arg(long)]
@@ -49,10 +50,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .file_stem()
                 .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
         });
-        let completer: Arc<dyn Completer> = Arc::new(EngineCompleter {
-            policy: Arc::new(policy),
-            model_id: model_id.clone(),
-        });
+        let completer: Arc<dyn Completer> = Arc::new(
+            EngineCompleter::new(Arc::new(policy), model_id.clone(), args.max_concurrent)
+                .context("starting the batching thread")?,
+        );
         let addr: SocketAddr = format!("{}:{}", args.host, args.port)
             .parse()
             .context("parsing --host/--port")?;

@@ -22,7 +22,9 @@ use std::process::ExitCode;
 ///
 /// With `--json`, each step prints one object: {"step", "loss", "pg_loss", "kl",
 /// "clip_fraction", "ratio_mean", "entropy", "grad_norm", "lr", "sequences", "tokens",
-/// "trained_tokens", "seconds", "tokens_per_second"}; a last object (no "step" key)
+/// "trained_tokens", "seconds", "tokens_per_second"}, plus "no_signal": {"groups",
+/// "sequences"} on a step whose every advantage was 0 (every reward of each group
+/// equal: nothing to learn from); a last object (no "step" key)
 /// summarises the run: {"device": {"kind": "cpu"|"cuda", ...}, "resumed", "final_step",
 /// "checkpoint"}.
 ///
@@ -74,7 +76,9 @@ pub struct TrainArgs {
     /// Advantage estimator for trajectories without one: grpo, dr-grpo, rloo [default: grpo].
     #[arg(long)]
     pub advantage: Option<AdvantageKind>,
-    /// Sampling temperature of the behaviour log-probs [default: 1.0].
+    /// Sampling temperature of the behaviour log-probs. Trajectories that record their
+    /// temperature are trained at it, and a different value here is refused; for files
+    /// that record none [default: 1.0].
     #[arg(long)]
     pub temperature: Option<f32>,
     /// Sequences per step; 0 = every sequence in every step [default: 0].
@@ -86,6 +90,11 @@ pub struct TrainArgs {
     /// Also write the checkpoint every N steps.
     #[arg(long, value_name = "N")]
     pub save_every: Option<u64>,
+    /// Make --out a directory of checkpoints, one `step-N/` per save, and keep only the
+    /// newest K (each is about 1.6 GB for SmolLM2-135M). `--model DIR` on such a
+    /// directory resumes its newest.
+    #[arg(long, value_name = "K")]
+    pub keep_checkpoints: Option<std::num::NonZeroUsize>,
     /// Where the steps run: auto (CUDA device 0 when usable, else the CPU), cpu, cuda,
     /// or cuda:N. An explicit cuda without a usable GPU is an error.
     #[arg(long, default_value = "auto", value_name = "auto|cpu|cuda[:N]")]
@@ -154,6 +163,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         batch_size,
         seed,
         save_every,
+        keep_checkpoints,
         device,
         json,
     } = args;
@@ -195,11 +205,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         },
         reference: ref_model,
         save_every,
+        keep_checkpoints,
         device,
     };
     let print = |m: &StepMetrics| {
         if json {
             println!("{}", serde_json::to_string(m).expect("metrics serialize"));
+        } else if let Some(none) = &m.no_signal {
+            // Not a loss line: a loss of 0 here would read as "trained, converged".
+            println!(
+                "step {:>4}  {none}; the weights moved only by weight decay and momentum  {:.2} s",
+                m.step, m.seconds
+            );
         } else {
             println!(
                 "step {:>4}  loss {:+.5}  kl {:.5}  clip {:.3}  ratio {:.4}  entropy {:.3}  |g| {:.4}  lr {:.2e}  {} seq / {} tok ({} trained)  {:.2} s  {:.0} tok/s",
@@ -227,14 +244,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         "{how} run on {}: now at step {}; checkpoint written to {}",
         summary.device,
         summary.final_step,
-        out.display()
+        summary.checkpoint.display()
     );
     if json {
         let last = RunSummaryJson {
             device: &summary.device,
             resumed: summary.resumed,
             final_step: summary.final_step,
-            checkpoint: &out,
+            checkpoint: &summary.checkpoint,
         };
         println!("{}", serde_json::to_string(&last)?);
     }

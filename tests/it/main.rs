@@ -5,6 +5,7 @@ mod game_cli;
 mod sandbox_cli;
 mod tidy;
 mod tools_cli;
+mod train_cli;
 
 use std::process::{Command, Output};
 

@@ -63,6 +63,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 logprobs,
                 reward: if k % 2 == 0 { 1.0 } else { -1.0 },
                 advantage: None,
+                temperature: None,
+                top_p: None,
                 metadata: serde_json::json!({ "fixture": true, "k": k }),
             });
         }

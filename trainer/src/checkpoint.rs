@@ -15,6 +15,10 @@
 //! renamed into place; both files carry the step, and loading refuses a pair whose
 //! steps differ (a save interrupted between the two renames).
 //!
+//! A directory of checkpoints (`ssr train --keep-checkpoints K`) holds one checkpoint
+//! per saved step as `step-NNNNNN/` ([`step_dir_name`]); [`retain_last`] keeps the
+//! newest K, [`latest_step`] finds the one to resume.
+//!
 //! Does not own: GGUF or HF safetensors import (`crate::gguf`/the inference loader),
 //! the training loop that decides when to save.
 
@@ -204,6 +208,62 @@ fn write_atomic(
 /// Whether `dir` looks like a checkpoint directory (holds `model.safetensors`).
 pub fn is_checkpoint(dir: &Path) -> bool {
     dir.join(MODEL_FILE).is_file()
+}
+
+/// The subdirectory name of step `step`'s checkpoint in a directory of checkpoints
+/// (`step-000012`: zero-padded so names sort by step).
+pub fn step_dir_name(step: u64) -> String {
+    format!("step-{step:06}")
+}
+
+/// The checkpoints of a directory of checkpoints: its `step-N` subdirectories that hold
+/// a checkpoint, oldest first. Other entries are not checkpoints of the series and are
+/// ignored.
+pub fn list_steps(dir: &Path) -> Result<Vec<(u64, PathBuf)>, CheckpointError> {
+    let io = |source| CheckpointError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        let step = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("step-"))
+            .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|d| d.parse::<u64>().ok());
+        if let Some(step) = step.filter(|_| is_checkpoint(&path)) {
+            out.push((step, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The newest checkpoint of a directory of checkpoints, if it holds any.
+pub fn latest_step(dir: &Path) -> Result<Option<PathBuf>, CheckpointError> {
+    Ok(list_steps(dir)?.pop().map(|(_, p)| p))
+}
+
+/// Keeps the `keep` newest checkpoints of a directory of checkpoints and deletes the
+/// older ones (a checkpoint of SmolLM2-135M with its optimizer state is about 1.6 GB,
+/// so a run that saves often needs a bound). Returns the directories removed.
+pub fn retain_last(
+    dir: &Path,
+    keep: std::num::NonZeroUsize,
+) -> Result<Vec<PathBuf>, CheckpointError> {
+    let steps = list_steps(dir)?;
+    let excess = steps.len().saturating_sub(keep.get());
+    let mut removed = Vec::with_capacity(excess);
+    for (_, path) in steps.into_iter().take(excess) {
+        std::fs::remove_dir_all(&path).map_err(|source| CheckpointError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        removed.push(path);
+    }
+    Ok(removed)
 }
 
 /// Reads a checkpoint directory written by [`save`].

@@ -12,6 +12,8 @@
 //! | `logprobs` | array of f32 | behaviour-policy log-prob of each token under the sampling temperature, aligned with `token_ids`; 0 where the mask is 0 (ignored there) |
 //! | `reward` | f32 | the rollout's scalar reward |
 //! | `advantage` | f32, optional | a precomputed advantage; when absent the trainer computes one from the group's rewards |
+//! | `temperature` | f32, optional | the sampling temperature `logprobs` were computed at (0 = greedy, whose log-probs are at temperature 1); `ssr train` trains at it. Absent in files written before it was recorded |
+//! | `top_p` | f32 in (0, 1], optional | the nucleus the token was drawn from; recorded for the record: `logprobs` are over the whole vocabulary either way |
 //! | `metadata` | object, optional | free-form (episode id, bug id, policy version, ...); carried, never interpreted |
 //!
 //! Token `i`'s log-prob is the probability of `token_ids[i]` given `token_ids[..i]`,
@@ -50,6 +52,12 @@ pub struct Trajectory {
     pub reward: f32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advantage: Option<f32>,
+    /// Sampling temperature of `logprobs` (0: greedy); `None` in older files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Nucleus (top-p) of the sampling, when one was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
     #[serde(default = "empty_object", skip_serializing_if = "is_empty_object")]
     pub metadata: serde_json::Value,
 }
@@ -83,6 +91,10 @@ pub enum InvalidTrajectory {
     NotFinite { field: &'static str },
     #[error("metadata must be a JSON object")]
     Metadata,
+    #[error("temperature {0} is not a sampling temperature (finite and >= 0)")]
+    Temperature(f32),
+    #[error("top_p {0} is outside (0, 1]")]
+    TopP(f32),
     #[error("token id {token} at {index} is outside the vocabulary ({vocab})")]
     Token {
         index: usize,
@@ -153,6 +165,12 @@ impl Trajectory {
         if !self.metadata.is_object() {
             return Err(InvalidTrajectory::Metadata);
         }
+        if let Some(t) = self.temperature.filter(|t| !(t.is_finite() && *t >= 0.0)) {
+            return Err(InvalidTrajectory::Temperature(t));
+        }
+        if let Some(p) = self.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+            return Err(InvalidTrajectory::TopP(p));
+        }
         Ok(())
     }
 
@@ -173,10 +191,54 @@ impl Trajectory {
         }
     }
 
+    /// The temperature to train this record's log-probs at: the recorded sampling
+    /// temperature, with greedy (0) read as 1 (the sampler reports greedy log-probs
+    /// untempered); `None` when none was recorded.
+    pub fn training_temperature(&self) -> Option<f32> {
+        self.temperature.map(|t| if t > 0.0 { t } else { 1.0 })
+    }
+
     /// Tokens the policy generated (mask 1).
     pub fn trained_tokens(&self) -> usize {
         self.loss_mask.iter().filter(|&&m| m == 1).count()
     }
+}
+
+/// Records of one file that disagree on the temperature their log-probs were sampled
+/// at (one training step uses one temperature).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "trajectory {index} was sampled at temperature {found}, trajectory {first_index} at {first}; train them separately"
+)]
+pub struct MixedTemperatures {
+    pub first_index: usize,
+    /// `"none recorded"` or the temperature, as printed.
+    pub first: String,
+    pub index: usize,
+    pub found: String,
+}
+
+/// The one training temperature the records carry ([`Trajectory::training_temperature`]),
+/// `None` when none records one; an error when they differ, or when some record one
+/// and others do not.
+pub fn common_temperature(records: &[Trajectory]) -> Result<Option<f32>, MixedTemperatures> {
+    let show = |t: Option<f32>| t.map_or_else(|| "none recorded".to_string(), |t| t.to_string());
+    let Some(first) = records.first() else {
+        return Ok(None);
+    };
+    let want = first.training_temperature();
+    for (index, r) in records.iter().enumerate().skip(1) {
+        let got = r.training_temperature();
+        if got != want {
+            return Err(MixedTemperatures {
+                first_index: 0,
+                first: show(want),
+                index,
+                found: show(got),
+            });
+        }
+    }
+    Ok(want)
 }
 
 /// Parses trajectories from JSON lines; `path` names the source in errors.

@@ -75,6 +75,10 @@ pub fn to_trajectory(
         logprobs,
         reward,
         advantage: None,
+        // Not recorded by the transcript yet: `ssr train` then falls back to its
+        // `--temperature` (the self-play side is to fill these from its sampling).
+        temperature: None,
+        top_p: None,
         metadata,
     };
     traj.validate()

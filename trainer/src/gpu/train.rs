@@ -287,6 +287,8 @@ impl GpuTrainer {
             trained_tokens: loss.tokens,
             seconds,
             tokens_per_second: tokens as f64 / seconds.max(1e-9),
+            // Filled by `train::Trainer::step`, which holds the dataset.
+            no_signal: None,
         })
     }
 }

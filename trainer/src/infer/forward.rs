@@ -40,7 +40,7 @@ const DIRECT_ATTENTION_MAX_ROWS: usize = 4;
 #[derive(Clone, Debug)]
 pub struct KvCache {
     cap: usize,
-    len: usize,
+    pub(super) len: usize,
     n_kv: usize,
     hd: usize,
     /// Per layer `[n_kv, cap, hd]`.
@@ -74,6 +74,18 @@ impl KvCache {
     /// Forgets positions from `len` on (e.g. to reuse a shared prompt prefix).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
+    }
+    /// Writes the keys and values of rows `pos0..` (`k`, `v`: `[n, n_kv * hd]`) of
+    /// layer `layer`, head-major.
+    pub(super) fn append(&mut self, layer: usize, pos0: usize, k: &[f32], v: &[f32]) {
+        let (hd, kvd) = (self.hd, self.n_kv * self.hd);
+        for (r, (kr, vr)) in k.chunks_exact(kvd).zip(v.chunks_exact(kvd)).enumerate() {
+            for g in 0..self.n_kv {
+                let dst = g * self.cap * hd + (pos0 + r) * hd;
+                self.k[layer][dst..dst + hd].copy_from_slice(&kr[g * hd..(g + 1) * hd]);
+                self.v[layer][dst..dst + hd].copy_from_slice(&vr[g * hd..(g + 1) * hd]);
+            }
+        }
     }
     /// Range of KV head `g`'s first `t` positions in a layer buffer.
     fn head_range(&self, g: usize, t: usize) -> std::ops::Range<usize> {
@@ -215,7 +227,7 @@ impl RopeTable {
     }
 
     /// Rotates pairs `(2i, 2i+1)` of every head of every row; row `r` is at `pos0 + r`.
-    fn apply(&self, x: &mut [f32], row_len: usize, pos0: usize) {
+    pub(super) fn apply(&self, x: &mut [f32], row_len: usize, pos0: usize) {
         for (r, row) in x.chunks_exact_mut(row_len).enumerate() {
             let base = (pos0 + r) * self.half;
             let (cos, sin) = (
@@ -233,13 +245,20 @@ impl RopeTable {
     }
 }
 
-fn rmsnorm(out: &mut [f32], x: &[f32], g: &[f32], eps: f32) {
+pub(super) fn rmsnorm(out: &mut [f32], x: &[f32], g: &[f32], eps: f32) {
     for (o, xr) in out.chunks_exact_mut(g.len()).zip(x.chunks_exact(g.len())) {
         let ms = xr.iter().map(|v| v * v).sum::<f32>() / g.len() as f32;
         let inv = 1.0 / (ms + eps).sqrt();
         for ((o, v), w) in o.iter_mut().zip(xr).zip(g) {
             *o = v * inv * w;
         }
+    }
+}
+
+/// `gate = silu(gate) * up`, elementwise.
+pub(super) fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
     }
 }
 
@@ -304,7 +323,7 @@ fn forward_chunk(
     logits: &mut Vec<f32>,
 ) {
     let c = &m.w.config;
-    let (d, hd, nh, nkv, ff) = (c.dim, c.head_dim(), c.n_heads, c.n_kv_heads, c.ffn_dim);
+    let (d, hd, nh, ff) = (c.dim, c.head_dim(), c.n_heads, c.ffn_dim);
     let (qd, kvd) = (nh * hd, c.kv_dim());
     let n = tokens.len();
     let pos0 = cache.len;
@@ -361,16 +380,7 @@ fn forward_chunk(
         }
         m.rope.apply(&mut q, qd, pos0);
         m.rope.apply(&mut k, kvd, pos0);
-        // Append to the cache, head-major.
-        for r in 0..n {
-            for g in 0..nkv {
-                let dst = g * cache.cap * hd + (pos0 + r) * hd;
-                cache.k[li][dst..dst + hd]
-                    .copy_from_slice(&k[r * kvd + g * hd..r * kvd + (g + 1) * hd]);
-                cache.v[li][dst..dst + hd]
-                    .copy_from_slice(&v[r * kvd + g * hd..r * kvd + (g + 1) * hd]);
-            }
-        }
+        cache.append(li, pos0, &k, &v);
         attention(&mut att, &q, cache, li, n, pos0, total, nh);
         match pl {
             Some([_, wo, ..]) => wo.apply(&att, n, &mut proj),
@@ -393,9 +403,7 @@ fn forward_chunk(
                 matmul_nt(&mut up, &h, &l.w_up, n, d, ff, false);
             }
         }
-        for (g, u) in gate.iter_mut().zip(&up) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
+        swiglu(&mut gate, &up);
         match pl {
             Some([.., down]) => down.apply(&gate, n, &mut proj),
             None => matmul_nt(&mut proj, &gate, &l.w_down, n, ff, d, false),
@@ -435,7 +443,7 @@ fn forward_chunk(
 /// Causal grouped-query attention of `n` new rows (positions `pos0..`) over the
 /// cache's first `total` positions; `att` is `[n, n_heads*hd]`.
 #[allow(clippy::too_many_arguments)]
-fn attention(
+pub(super) fn attention(
     att: &mut [f32],
     q: &[f32],
     cache: &KvCache,

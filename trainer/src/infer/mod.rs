@@ -3,7 +3,10 @@
 //! Owns: [`Engine`] (load from GGUF, build from [`Weights`], swap weights after a
 //! training step), prompt prefill and token-by-token decode with a KV cache
 //! ([`forward`]), sampling ([`sampling`]), stop tokens and stop sequences, and the
-//! [`Generation`] record (text, ids, per-token logprobs, timings).
+//! [`Generation`] record (text, ids, per-token logprobs, timings); continuous batching
+//! of several generations ([`batch`]: one pass over the weights per decode step for
+//! every active sequence, [`batch_step`]; a thread that feeds it from a queue,
+//! [`batcher`]), exact against generating each alone.
 //! Does not own: chat prompts (`crate::tokenizer::chat`), the training forward/backward.
 //!
 //! Precision ([`Precision`]): the f32 [`Weights`] are the master copy (the
@@ -23,18 +26,23 @@
 //! then take turns on the device. [`Engine::logits`] and the `*_logits` checks stay on
 //! the CPU.
 
+pub mod batch;
+pub mod batch_step;
+pub mod batcher;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod forward;
 pub mod qweights;
 pub mod sampling;
+mod sequence;
 
 use crate::device::{ActiveDevice, Device, DeviceError, Resolved};
 use crate::gguf::{self, GgufError, GgufFile};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 use crate::weights::Weights;
 use forward::{Bf16Model, KvCache, LogitsFor, ModelRef, Q8Model, RopeTable};
-use sampling::{Sampler, SamplingOptions};
+use sampling::SamplingOptions;
+use sequence::Decoding;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
@@ -430,62 +438,30 @@ impl Engine {
         mut on_token: impl FnMut(u32, &[u8]),
     ) -> Result<Generation, EngineError> {
         self.check_ids(prompt_ids)?;
-        let context = self.weights.config.max_seq_len;
-        let capacity = (prompt_ids.len() + opts.max_tokens).min(context);
-        let mut sampler = Sampler::new(opts.sampling.clone());
-        let mut out = Generation {
-            text: String::new(),
-            token_ids: Vec::new(),
-            logprobs: Vec::new(),
-            raw_logprobs: Vec::new(),
-            prompt_tokens: prompt_ids.len(),
-            finish: FinishReason::Length,
-            prefill_seconds: 0.0,
-            decode_seconds: 0.0,
-        };
+        let capacity = self.capacity(prompt_ids, opts);
+        let mut seq = Decoding::new(
+            &self.tokenizer,
+            &self.end_ids,
+            prompt_ids.len(),
+            opts.clone(),
+            capacity,
+        );
         if opts.max_tokens == 0 {
-            return Ok(out);
+            return Ok(seq.finish());
         }
         let mut stepper = self.stepper(capacity)?;
         let t0 = Instant::now();
         let mut logits = stepper.forward_last(prompt_ids)?;
-        out.prefill_seconds = t0.elapsed().as_secs_f64();
-        let t1 = Instant::now();
-        let mut bytes: Vec<u8> = Vec::new();
-        let mut cut: Option<usize> = None;
-        loop {
-            let choice = sampler.sample(&logits);
-            out.token_ids.push(choice.token);
-            out.logprobs.push(choice.logprob);
-            out.raw_logprobs.push(choice.raw_logprob);
-            if opts.stop_at_eos && self.end_ids.contains(&choice.token) {
-                out.finish = FinishReason::Eos;
-                on_token(choice.token, &[]);
-                break;
-            }
-            let piece = self.tokenizer.token_bytes(choice.token);
-            let before = bytes.len();
-            bytes.extend_from_slice(piece);
-            on_token(choice.token, piece);
-            if let Some((i, at)) = find_stop(&bytes, before, &opts.stop) {
-                out.finish = FinishReason::Stop(i);
-                cut = Some(at);
-                break;
-            }
-            if out.token_ids.len() >= opts.max_tokens {
-                out.finish = FinishReason::Length;
-                break;
-            }
-            if stepper.len() >= capacity {
-                out.finish = FinishReason::ContextFull;
-                break;
-            }
-            logits = stepper.forward_last(&[choice.token])?;
+        seq.prefilled(t0.elapsed().as_secs_f64());
+        while let Some(next) = seq.accept(&logits, stepper.len(), &mut on_token) {
+            logits = stepper.forward_last(&[next])?;
         }
-        out.decode_seconds = t1.elapsed().as_secs_f64();
-        bytes.truncate(cut.unwrap_or(bytes.len()));
-        out.text = String::from_utf8_lossy(&bytes).into_owned();
-        Ok(out)
+        Ok(seq.finish())
+    }
+
+    /// Positions one generation may fill: its prompt and new tokens, at most the context.
+    fn capacity(&self, prompt_ids: &[u32], opts: &GenerateOptions) -> usize {
+        (prompt_ids.len() + opts.max_tokens).min(self.weights.config.max_seq_len)
     }
 }
 
@@ -530,6 +506,15 @@ impl Stepper<'_> {
         }
     }
 
+    /// The KV cache of a CPU stepper (which the batched decode step can drive).
+    fn cpu_cache(&mut self) -> Option<&mut KvCache> {
+        match self {
+            Stepper::Cpu { cache, .. } => Some(cache),
+            #[cfg(feature = "cuda")]
+            Stepper::Cuda(_) => None,
+        }
+    }
+
     /// Positions processed.
     fn len(&self) -> usize {
         match self {
@@ -555,37 +540,9 @@ pub fn single_threaded<R: Send>(
         .install(f))
 }
 
-/// The first stop string that ends within the bytes added from `new_from` on (it may
-/// start earlier): `(index, byte offset where it starts)`.
-fn find_stop(bytes: &[u8], new_from: usize, stops: &[String]) -> Option<(usize, usize)> {
-    let mut best: Option<(usize, usize)> = None;
-    for (i, s) in stops.iter().enumerate() {
-        let s = s.as_bytes();
-        if s.is_empty() {
-            continue;
-        }
-        let from = new_from.saturating_sub(s.len() - 1);
-        if let Some(p) = bytes[from..].windows(s.len()).position(|w| w == s) {
-            let at = from + p;
-            if best.is_none_or(|(_, b)| at < b) {
-                best = Some((i, at));
-            }
-        }
-    }
-    best
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stop_found_across_token_boundary() {
-        let stops = vec!["END".to_string(), "\n\n".to_string()];
-        assert_eq!(find_stop(b"abcEN", 3, &stops), None);
-        assert_eq!(find_stop(b"abcEND", 5, &stops), Some((0, 3)));
-        assert_eq!(find_stop(b"x\n\nEND", 2, &stops), Some((1, 1)));
-    }
 
     fn assert_send_sync<T: Send + Sync>() {}
 

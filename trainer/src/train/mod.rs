@@ -25,6 +25,7 @@ pub mod rope;
 pub mod run;
 pub mod sequence;
 pub mod session;
+pub mod sft;
 pub mod swiglu;
 pub mod trainer;
 
@@ -38,5 +39,6 @@ pub use sequence::{
     SequenceOutput, next_token_logprobs, next_token_loss, sequence_backward,
     sequence_backward_per_token,
 };
-pub use session::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession};
+pub use session::{Dataset, NoLearningSignal, StepMetrics, TrainConfig, TrainError, TrainSession};
+pub use sft::{Demo, DemoError, SftMetrics, read_demos};
 pub use trainer::Trainer;

@@ -17,8 +17,9 @@ use crate::checkpoint::{self, CheckpointError};
 use crate::device::{ActiveDevice, Device};
 use crate::gguf::{self, GgufError};
 use crate::rl::{AdvantageKind, Aggregation};
-use crate::trajectory::{self, TrajectoryError};
+use crate::trajectory::{self, MixedTemperatures, TrajectoryError};
 use crate::weights::Weights;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 /// Why a training run failed.
@@ -37,6 +38,20 @@ pub enum RunError {
     },
     #[error("{0}")]
     Session(Box<TrainError>),
+    #[error("{path}: {source}")]
+    MixedTemperatures {
+        path: PathBuf,
+        source: MixedTemperatures,
+    },
+    /// `--temperature` given, and the trajectories record another one.
+    #[error(
+        "{path}: the trajectories were sampled at temperature {recorded}, but the temperature given is {given}; drop the flag (the recorded one is used) or give {recorded}"
+    )]
+    TemperatureConflict {
+        path: PathBuf,
+        given: f32,
+        recorded: f32,
+    },
 }
 
 impl From<TrainError> for RunError {
@@ -54,8 +69,15 @@ pub enum LoadedPolicy {
     Resume(Box<TrainSession>),
 }
 
-/// Loads `path`: a checkpoint directory (resumable or weights-only) or a GGUF file.
+/// Loads `path`: a checkpoint directory (resumable or weights-only), a directory of
+/// checkpoints (`--keep-checkpoints`; its newest is loaded) or a GGUF file.
 pub fn load_policy(path: &Path) -> Result<LoadedPolicy, RunError> {
+    if path.is_dir()
+        && !checkpoint::is_checkpoint(path)
+        && let Some(latest) = checkpoint::latest_step(path)?
+    {
+        return load_policy(&latest);
+    }
     if path.is_dir() {
         let ck = checkpoint::load(path)?;
         if ck.optimizer.is_some() {
@@ -139,11 +161,16 @@ pub struct TrainJob {
     /// Steps to take in this run.
     pub steps: u64,
     /// Settings given explicitly; the rest come from the resumed checkpoint, or the
-    /// defaults for a fresh run.
+    /// defaults for a fresh run. The temperature recorded in the trajectories, when
+    /// they record one, wins over both (and an explicit different one is an error).
     pub overrides: TrainOverrides,
     /// Reference model of the KL penalty (required when `kl_coef > 0`).
     pub reference: Option<PathBuf>,
     pub save_every: Option<u64>,
+    /// `None`: `out` is the checkpoint, replaced at each save. `Some(k)`: `out` is a
+    /// directory of checkpoints, one `step-N/` per save, of which the newest `k` are
+    /// kept (`checkpoint::retain_last`).
+    pub keep_checkpoints: Option<NonZeroUsize>,
     /// Where the steps run.
     pub device: Device,
 }
@@ -152,6 +179,8 @@ pub struct TrainJob {
 #[derive(Clone, Debug)]
 pub struct RunSummary {
     pub steps: Vec<StepMetrics>,
+    /// The checkpoint written last (`out`, or its newest `step-N/`).
+    pub checkpoint: PathBuf,
     /// The run resumed a checkpoint (as opposed to starting fresh).
     pub resumed: bool,
     /// Optimizer step count after the run.
@@ -196,16 +225,34 @@ impl PreparedJob {
                 .save_every
                 .is_some_and(|k| k > 0 && i % k == 0 && i < job.steps)
             {
-                self.trainer.save(&job.out)?;
+                self.save(job)?;
             }
         }
-        self.trainer.save(&job.out)?;
+        let checkpoint = self.save(job)?;
         Ok(RunSummary {
             steps,
+            checkpoint,
             resumed: self.resumed,
             final_step: self.trainer.step_count(),
             device: self.trainer.device().clone(),
         })
+    }
+}
+
+impl PreparedJob {
+    /// Writes the checkpoint where the job keeps it (module doc of `TrainJob::out`),
+    /// then applies the retention; returns the checkpoint's directory.
+    fn save(&mut self, job: &TrainJob) -> Result<PathBuf, RunError> {
+        let Some(keep) = job.keep_checkpoints else {
+            self.trainer.save(&job.out)?;
+            return Ok(job.out.clone());
+        };
+        let dir = job
+            .out
+            .join(checkpoint::step_dir_name(self.trainer.step_count()));
+        self.trainer.save(&dir)?;
+        checkpoint::retain_last(&job.out, keep)?;
+        Ok(dir)
     }
 }
 
@@ -227,6 +274,28 @@ pub fn prepare_job(job: &TrainJob) -> Result<PreparedJob, RunError> {
         session.set_reference(load_weights(r)?)?;
     }
     let trajectories = trajectory::read_trajectories(&job.trajectories)?;
+    let path = || job.trajectories.clone();
+    let recorded = trajectory::common_temperature(&trajectories).map_err(|source| {
+        RunError::MixedTemperatures {
+            path: path(),
+            source,
+        }
+    })?;
+    if let Some(recorded) = recorded {
+        // The behaviour log-probs were computed at the recorded temperature: training at
+        // another would make every importance ratio wrong (issue 14: a clip fraction of
+        // 24% on the first step), so a different explicit setting is refused.
+        if let Some(given) = job.overrides.temperature.filter(|&t| t != recorded) {
+            return Err(RunError::TemperatureConflict {
+                path: path(),
+                given,
+                recorded,
+            });
+        }
+        let mut config = session.config.clone();
+        config.temperature = recorded;
+        session.set_config(config);
+    }
     let c = &session.config;
     let data = Dataset::new(
         &trajectories,

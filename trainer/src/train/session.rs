@@ -109,6 +109,8 @@ struct Prepared {
     /// Behaviour log-probs at `positions`.
     old_logp: Vec<f32>,
     advantage: f32,
+    /// Index of its `(role, group_id)` group in the dataset.
+    group: usize,
 }
 
 /// Trajectories validated against a model and given advantages.
@@ -161,10 +163,17 @@ impl Dataset {
         for (&i, &a) in groups.iter().flatten().zip(&computed) {
             adv[i] = trajectories[i].advantage.unwrap_or(a);
         }
+        let mut group_index = vec![0usize; trajectories.len()];
+        for (g, members) in groups.iter().enumerate() {
+            for &i in members {
+                group_index[i] = g;
+            }
+        }
         let items: Vec<Prepared> = trajectories
             .iter()
             .zip(adv)
-            .map(|(t, advantage)| {
+            .zip(group_index)
+            .map(|((t, advantage), group)| {
                 let positions: Vec<usize> = (0..t.token_ids.len())
                     .filter(|&i| t.loss_mask[i] == 1)
                     .collect();
@@ -173,6 +182,7 @@ impl Dataset {
                     tokens: t.token_ids.clone(),
                     positions,
                     advantage,
+                    group,
                 }
             })
             .collect();
@@ -213,6 +223,38 @@ impl Dataset {
         self.items.iter().map(|p| p.advantage).collect()
     }
 
+    /// `Some` when no sequence of `batch` (indices from [`Dataset::batch_for_step`])
+    /// that has trained tokens has a non-zero advantage: the policy gradient of that
+    /// step is exactly zero, whatever the weights.
+    pub fn no_signal(&self, batch: &[usize]) -> Option<NoLearningSignal> {
+        let trained: Vec<&Prepared> = batch
+            .iter()
+            .map(|&i| &self.items[i])
+            .filter(|p| !p.positions.is_empty())
+            .collect();
+        if trained.iter().any(|p| p.advantage != 0.0) {
+            return None;
+        }
+        let mut groups: Vec<usize> = trained.iter().map(|p| p.group).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        Some(NoLearningSignal {
+            groups: groups.len(),
+            sequences: trained.len(),
+        })
+    }
+
+    /// `(groups with at least one non-zero advantage, all groups)` over the dataset:
+    /// how much of it can teach anything.
+    pub fn groups_with_signal(&self) -> (usize, usize) {
+        let n = self.items.iter().map(|p| p.group + 1).max().unwrap_or(0);
+        let mut signal = vec![false; n];
+        for p in &self.items {
+            signal[p.group] |= p.advantage != 0.0 && !p.positions.is_empty();
+        }
+        (signal.iter().filter(|&&s| s).count(), n)
+    }
+
     /// Indices of the sequences of (1-based) step `step`: everything when `batch_size`
     /// is 0 or covers the dataset; otherwise the next `batch_size` entries of a
     /// sequence of permutations, permutation `e` seeded by `(seed, e)`.
@@ -237,6 +279,23 @@ impl Dataset {
             })
             .collect()
     }
+}
+
+/// A step with nothing to learn from: every sequence of its batch has advantage 0,
+/// because every reward of each group was equal (or a group had one member, which has
+/// no baseline). The policy gradient is exactly zero; only the KL term (if any),
+/// weight decay and the optimizer's momentum move the weights. Settings that give a
+/// group some variance: more attempts per bug, a higher sampling temperature, a warm
+/// start that solves some bugs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error(
+    "no learning signal: every reward of the group was equal ({groups} group(s), {sequences} sequence(s), every advantage 0)"
+)]
+pub struct NoLearningSignal {
+    /// Groups in the step's batch.
+    pub groups: usize,
+    /// Sequences with trained tokens in the step's batch.
+    pub sequences: usize,
 }
 
 /// What one step did (one JSON object per step with `ssr train --json`).
@@ -268,6 +327,10 @@ pub struct StepMetrics {
     /// Wall time of the step and forwarded tokens per second.
     pub seconds: f64,
     pub tokens_per_second: f64,
+    /// Set when the step had no learning signal (its loss and gradient norm then say
+    /// nothing about learning; report this instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_signal: Option<NoLearningSignal>,
 }
 
 /// A policy being trained: weights, optimizer state, settings and the optional frozen
@@ -438,6 +501,7 @@ impl TrainSession {
             trained_tokens: loss.tokens,
             seconds,
             tokens_per_second: tokens as f64 / seconds.max(1e-9),
+            no_signal: data.no_signal(&batch),
         })
     }
 }

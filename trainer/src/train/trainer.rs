@@ -197,10 +197,9 @@ impl Trainer {
             let err = crate::device::on(&c.gpu);
             c.gpu.bind_to_thread().map_err(crate::device::on(&c.gpu))?;
             c.host_stale = true;
-            return c
-                .trainer
-                .step(&c.gpu, &sequences)
-                .map_err(|e| err(e).into());
+            let mut metrics = c.trainer.step(&c.gpu, &sequences).map_err(err)?;
+            metrics.no_signal = data.no_signal(&batch);
+            return Ok(metrics);
         }
         self.session.step(data)
     }

@@ -1,5 +1,6 @@
 //! The integration tests of `ssr-trainer`: one binary, one module per area.
 
+mod batch;
 mod checkpoint;
 mod device;
 mod engine;
@@ -11,6 +12,7 @@ mod optim;
 mod parity;
 mod rl;
 mod safetensors_files;
+mod signal;
 mod tokenizer;
 mod train;
 mod trajectory;

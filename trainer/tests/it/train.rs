@@ -124,6 +124,8 @@ pub(crate) fn trajectories(w: &Weights, seed: u64) -> Vec<Trajectory> {
                 logprobs,
                 reward: if k % 2 == 0 { 1.0 } else { -1.0 },
                 advantage: None,
+                temperature: None,
+                top_p: None,
                 metadata: serde_json::json!({ "k": k }),
             });
         }
@@ -246,6 +248,7 @@ fn rl_training_from_a_file_raises_positive_and_lowers_negative_sequences() {
         },
         reference: None,
         save_every: None,
+        keep_checkpoints: None,
         device: Device::Auto,
     };
     let mut seen = Vec::new();
@@ -285,4 +288,189 @@ fn rl_training_from_a_file_raises_positive_and_lowers_negative_sequences() {
     let s = run_job(&again, |_| {}).unwrap();
     assert!(s.resumed);
     assert_eq!(s.final_step, 7);
+}
+
+/// A one-step job over `trajs` from a weights-only checkpoint of `w0` in `dir`.
+fn job_in(dir: &std::path::Path, w0: &Weights, trajs: &[Trajectory]) -> TrainJob {
+    let model = dir.join("model");
+    checkpoint::save(&model, w0, None, 0, &BTreeMap::new()).unwrap();
+    let file = dir.join("trajectories.jsonl");
+    write_trajectories(&file, trajs).unwrap();
+    TrainJob {
+        trajectories: file,
+        model,
+        out: dir.join("out"),
+        steps: 1,
+        overrides: TrainOverrides::default(),
+        reference: None,
+        save_every: None,
+        keep_checkpoints: None,
+        device: Device::Auto,
+    }
+}
+
+/// Regression (issue 14): trajectories sampled at 0.7 were trained at 1.0 (clip
+/// fraction 24% and mean ratio 1.06 on the first, on-policy step). The recorded
+/// temperature is now used, and a conflicting explicit one is refused.
+#[test]
+fn trajectories_train_at_their_recorded_temperature_and_refuse_another() {
+    let config = Config::tiny();
+    let w0 = random_weights(&config, 31);
+    let t = 0.7f32;
+    let trajs: Vec<Trajectory> = trajectories(&w0, 32)
+        .into_iter()
+        .map(|mut tr| {
+            // On-policy log-probs at the sampling temperature.
+            let positions: Vec<usize> = (0..tr.token_ids.len())
+                .filter(|&i| tr.loss_mask[i] == 1)
+                .collect();
+            let (lp, _) = next_token_logprobs(&w0, &tr.token_ids, &positions, t);
+            for (&p, l) in positions.iter().zip(lp) {
+                tr.logprobs[p] = l;
+            }
+            tr.temperature = Some(t);
+            tr
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let job = job_in(dir.path(), &w0, &trajs);
+    let mut seen = Vec::new();
+    run_job(&job, |m| seen.push(m.clone())).unwrap();
+    let first = &seen[0];
+    assert!(
+        (first.ratio_mean - 1.0).abs() < 1e-3 && first.clip_fraction == 0.0,
+        "on-policy at the recorded temperature: ratio {} clip {}",
+        first.ratio_mean,
+        first.clip_fraction
+    );
+    let saved = TrainSession::resume(&job.out).unwrap();
+    assert_eq!(saved.config.temperature, t);
+    // The same value given explicitly is fine; another is refused before any step.
+    let same = TrainJob {
+        overrides: TrainOverrides {
+            temperature: Some(t),
+            ..Default::default()
+        },
+        ..job.clone()
+    };
+    run_job(&same, |_| {}).unwrap();
+    let conflicting = TrainJob {
+        overrides: TrainOverrides {
+            temperature: Some(1.0),
+            ..Default::default()
+        },
+        ..job
+    };
+    match run_job(&conflicting, |_| panic!("no step may run")) {
+        Err(ssr_trainer::train::RunError::TemperatureConflict {
+            given, recorded, ..
+        }) => assert_eq!((given, recorded), (1.0, t)),
+        other => panic!("expected a temperature conflict, got {other:?}"),
+    }
+}
+
+#[test]
+fn keep_checkpoints_bounds_the_checkpoints_on_disk() {
+    let config = Config::tiny();
+    let w0 = random_weights(&config, 41);
+    let dir = tempfile::tempdir().unwrap();
+    let job = TrainJob {
+        steps: 5,
+        save_every: Some(1),
+        keep_checkpoints: std::num::NonZeroUsize::new(2),
+        ..job_in(dir.path(), &w0, &trajectories(&w0, 42))
+    };
+    // Something else in the directory is not the series' to delete.
+    std::fs::create_dir_all(job.out.join("notes")).unwrap();
+    let summary = run_job(&job, |_| {}).unwrap();
+    let steps: Vec<u64> = checkpoint::list_steps(&job.out)
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(steps, vec![4, 5]);
+    assert_eq!(summary.checkpoint, job.out.join("step-000005"));
+    assert!(job.out.join("notes").is_dir());
+    // The directory resumes from its newest checkpoint.
+    let again = TrainJob {
+        model: job.out.clone(),
+        steps: 1,
+        save_every: None,
+        ..job
+    };
+    let s = run_job(&again, |_| {}).unwrap();
+    assert!(s.resumed);
+    assert_eq!(s.final_step, 6);
+    let steps: Vec<u64> = checkpoint::list_steps(&again.out)
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(steps, vec![5, 6]);
+}
+
+/// The warm start's loss: supervised steps on a demonstration lower its masked loss,
+/// through the trainer's own forward, backward and AdamW; the unmasked tokens (prompt,
+/// observations) are not what it learns.
+#[test]
+fn sft_on_a_demo_lowers_its_masked_loss() {
+    use ssr_trainer::train::{Demo, SftMetrics, read_demos};
+    let config = Config::tiny();
+    let w0 = random_weights(&config, 51);
+    // A "prompt" (mask 0), an "assistant answer" (mask 1), an "observation" (mask 0).
+    let tokens: Vec<u32> = vec![1, 9, 4, 22, 23, 24, 25, 26, 27, 5, 6, 7, 30, 31, 32];
+    let mask: Vec<u8> = (0..tokens.len())
+        .map(|i| u8::from((3..9).contains(&i) || i >= 12))
+        .collect();
+    let demo = Demo {
+        token_ids: tokens.clone(),
+        loss_mask: mask.clone(),
+        metadata: None,
+    };
+    // Through the file format, as `ssr sft --demos` reads it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("demos.jsonl");
+    std::fs::write(
+        &file,
+        format!("{}\n\n", serde_json::to_string(&demo).unwrap()),
+    )
+    .unwrap();
+    let demos = read_demos(&file, config.vocab_size).unwrap();
+    assert_eq!(demos, vec![demo]);
+    let mut s = TrainSession::new(
+        w0.clone(),
+        TrainConfig {
+            adamw: AdamWConfig {
+                lr: 1e-2,
+                warmup_steps: 0,
+                weight_decay: 0.0,
+                ..AdamWConfig::default()
+            },
+            ..TrainConfig::default()
+        },
+    );
+    let steps: Vec<SftMetrics> = (0..15).map(|_| s.sft_step(&demos).unwrap()).collect();
+    let (first, last) = (steps[0].loss, steps.last().unwrap().loss);
+    assert_eq!(steps[0].trained_tokens, 9);
+    assert!(last < 0.5 * first, "masked loss {first} -> {last}");
+    // The reported loss is the mean NLL of the masked tokens under the weights before
+    // the step.
+    let positions: Vec<usize> = (0..tokens.len()).filter(|&i| mask[i] == 1).collect();
+    let (lp, _) = next_token_logprobs(&w0, &tokens, &positions, 1.0);
+    let want = -lp.iter().sum::<f32>() / lp.len() as f32;
+    assert!((first - want).abs() < 1e-4, "{first} vs {want}");
+    // A demonstration with nothing to learn is a typed error, not a silent step.
+    let empty = Demo {
+        token_ids: tokens.clone(),
+        loss_mask: vec![0; tokens.len()],
+        metadata: None,
+    };
+    assert!(matches!(
+        s.sft_step(&[empty]),
+        Err(ssr_trainer::train::TrainError::NoTrainableTokens)
+    ));
+    // Bad lines name their line.
+    std::fs::write(&file, "{\"token_ids\":[1,2],\"loss_mask\":[1,0]}\n").unwrap();
+    let e = read_demos(&file, config.vocab_size).unwrap_err();
+    assert!(e.to_string().contains(":1: invalid demonstration"), "{e}");
 }

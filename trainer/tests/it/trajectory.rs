@@ -12,6 +12,8 @@ fn sample() -> Trajectory {
         logprobs: vec![0.0, 0.0, -0.5, -1.25],
         reward: 1.0,
         advantage: None,
+        temperature: None,
+        top_p: None,
         metadata: serde_json::json!({"episode": "e3"}),
     }
 }
@@ -81,4 +83,56 @@ fn token_ids_are_checked_against_the_vocabulary() {
             vocab: 42
         })
     );
+}
+
+#[test]
+fn the_sampling_temperature_is_optional_and_round_trips() {
+    // Old files (no temperature) still read: `the_documented_example_parses` above.
+    let line = r#"{"role":"solver","group_id":"g","token_ids":[1,2],"loss_mask":[0,1],"logprobs":[0,-0.5],"reward":1.0,"temperature":0.7,"top_p":0.95}"#;
+    let got = parse_trajectories(line.as_bytes(), Path::new("x")).unwrap();
+    assert_eq!(got[0].temperature, Some(0.7));
+    assert_eq!(got[0].top_p, Some(0.95));
+    assert_eq!(got[0].training_temperature(), Some(0.7));
+    let again = serde_json::to_string(&got[0]).unwrap();
+    assert!(again.contains("\"temperature\":0.7") && again.contains("\"top_p\":0.95"));
+    // Greedy log-probs are untempered: trained at 1.
+    let greedy = Trajectory {
+        temperature: Some(0.0),
+        ..sample()
+    };
+    assert_eq!(greedy.training_temperature(), Some(1.0));
+    assert_eq!(sample().training_temperature(), None);
+}
+
+#[test]
+fn bad_sampling_settings_are_rejected() {
+    let bad_t = Trajectory {
+        temperature: Some(-1.0),
+        ..sample()
+    };
+    assert_eq!(bad_t.validate(), Err(InvalidTrajectory::Temperature(-1.0)));
+    let bad_p = Trajectory {
+        top_p: Some(1.5),
+        ..sample()
+    };
+    assert_eq!(bad_p.validate(), Err(InvalidTrajectory::TopP(1.5)));
+}
+
+#[test]
+fn one_file_has_one_temperature() {
+    let at = |t: Option<f32>| Trajectory {
+        temperature: t,
+        ..sample()
+    };
+    assert_eq!(common_temperature(&[]), Ok(None));
+    assert_eq!(common_temperature(&[at(None), at(None)]), Ok(None));
+    assert_eq!(
+        common_temperature(&[at(Some(0.7)), at(Some(0.7))]),
+        Ok(Some(0.7))
+    );
+    let e = common_temperature(&[at(Some(0.7)), at(Some(0.7)), at(Some(1.0))]).unwrap_err();
+    assert_eq!(e.index, 2);
+    assert!(e.to_string().contains("temperature 1"), "{e}");
+    let e = common_temperature(&[at(Some(0.7)), at(None)]).unwrap_err();
+    assert!(e.to_string().contains("none recorded"), "{e}");
 }

@@ -132,10 +132,7 @@ async fn the_served_engine_matches_the_engine_in_process() {
     };
     let policy = Arc::new(EmbeddedPolicy::load(&path, 1).unwrap());
     let codec = policy.codec().unwrap();
-    let completer = Arc::new(EngineCompleter {
-        policy: policy.clone(),
-        model_id: "smollm2".into(),
-    });
+    let completer = Arc::new(EngineCompleter::new(policy.clone(), "smollm2".into(), 8).unwrap());
     let (url, _h) = start(completer, true).await;
     let client = OpenAiPolicy::new(
         OpenAiConfig {
@@ -180,4 +177,100 @@ async fn the_served_engine_matches_the_engine_in_process() {
         assert!((x - y).abs() < 1e-5, "{x} vs {y}");
     }
     assert!(served.exact_tokens);
+}
+
+/// `ssr serve` decodes concurrent requests together (continuous batching), and each
+/// still gets what it gets alone: the same tokens and the same log-probabilities, at
+/// temperature 0 and when sampling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_to_the_served_engine_each_match_generation_alone() {
+    let Some(path) = model_path() else {
+        eprintln!("skipped: the embedded model is not set up (run `just setup` or set SSR_MODEL)");
+        return;
+    };
+    let policy = Arc::new(EmbeddedPolicy::load(&path, 1).unwrap());
+    let codec = policy.codec().unwrap();
+    let completer = Arc::new(EngineCompleter::new(policy.clone(), "smollm2".into(), 8).unwrap());
+    let (url, _h) = start(completer, true).await;
+    let client = Arc::new(
+        OpenAiPolicy::new(
+            OpenAiConfig {
+                base_url: url,
+                model: "smollm2".into(),
+                ..Default::default()
+            },
+            Some(codec.clone()),
+        )
+        .unwrap(),
+    );
+    let questions = [
+        "List the files.",
+        "What is 2 + 2?",
+        "Name a colour.",
+        "Write a haiku about Rust.",
+        "Say hello.",
+        "What is a bug?",
+        "Count to five.",
+        "Describe a cat.",
+    ];
+    let requests: Vec<GenerateRequest> = questions
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let msgs = vec![ssr_agent::Message::new(ssr_agent::Role::User, *q)];
+            let ids = ssr_agent::chat::encode_pieces(
+                Some(codec.as_ref()),
+                &ssr_agent::ChatMl.pieces(&msgs, true),
+            )
+            .1;
+            GenerateRequest {
+                prompt: Prompt::Tokens(ids),
+                sampling: Sampling {
+                    // Half greedy, half sampled with their own seeds.
+                    temperature: if i % 2 == 0 { 0.0 } else { 0.7 },
+                    max_tokens: 6 + 3 * i,
+                    seed: 100 + i as u64,
+                    ..Sampling::default()
+                },
+                tag: RequestTag {
+                    role: "solver".into(),
+                    attempt: i as u32,
+                    turn: 0,
+                    episode_id: format!("c{i}"),
+                },
+            }
+        })
+        .collect();
+    let served = futures_join_all(client.clone(), requests.clone()).await;
+    for (req, served) in requests.into_iter().zip(served) {
+        let alone = policy.generate(req).await.unwrap();
+        assert_eq!(served.token_ids, alone.token_ids);
+        assert_eq!(served.text, alone.text);
+        let (a, b) = (served.logprobs.unwrap(), alone.logprobs.unwrap());
+        assert_eq!(a.len(), b.len());
+        // The engine's batched values are bit-identical (trainer test
+        // `batched_generation_matches_generation_alone`); the wire is decimal JSON.
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-6, "{x} vs {y}");
+        }
+    }
+}
+
+/// Sends every request at once (one task each) and returns the answers in order.
+async fn futures_join_all(
+    client: Arc<OpenAiPolicy>,
+    requests: Vec<GenerateRequest>,
+) -> Vec<ssr_agent::policy::Generation> {
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|r| {
+            let c = client.clone();
+            tokio::spawn(async move { c.generate(r).await.unwrap() })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
 }
