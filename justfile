@@ -40,3 +40,11 @@ profile:
 nvrtc-check:
     python3 -m venv /tmp/nvrtc-venv && /tmp/nvrtc-venv/bin/pip install -q nvidia-cuda-nvrtc==13.0.88
     LD_LIBRARY_PATH="$(ls -d /tmp/nvrtc-venv/lib/python3*/site-packages/nvidia/cu13/lib)" cargo test -p ssr-trainer --test it -- gpu::every_kernel --nocapture
+
+# Without a GPU: every GPU test on the emulated CUDA device (gpu-emu/, fake libcuda/libcublas/libnccl running kernels/*.cu on CPU threads) under ASan+UBSan; none may skip.
+gpu-emu:
+    bash scripts/gpu_emu.sh asan
+
+# The emulated device under ThreadSanitizer, and proof that it catches a kernel whose __syncthreads was removed.
+gpu-emu-tsan:
+    bash scripts/gpu_emu.sh tsan
