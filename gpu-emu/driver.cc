@@ -173,12 +173,15 @@ struct BlockSync {
     std::uint64_t gen = 0;
     unsigned done = 0;  // threads finished with the current block
     std::uint64_t block_gen = 0;
+    // One condition variable per warp: a shuffle wakes its 32 lanes, not the block.
     struct Warp {
         unsigned live = 0, arrived = 0;
         std::uint64_t gen = 0;
         std::uint64_t slot[32];
+        std::condition_variable cv;
     };
-    std::vector<Warp> warps;
+    Warp warps[32];  // 1024 threads at most
+    unsigned n_warps = 0;
 };
 // Never destroyed (so are the pool's condition variables): the pool's threads wait on
 // them until the process ends, and glibc's pthread_cond_destroy blocks on waiters, which
@@ -188,8 +191,8 @@ BlockSync& g_sync = *new BlockSync;
 // A barrier wait that cannot hang: a barrier nobody can complete (divergent
 // `__syncthreads`, a lane stuck elsewhere) is reported instead of waiting forever.
 template <typename Pred>
-void wait_or_die(std::unique_lock<std::mutex>& l, Pred pred, const char* what) {
-    if (!g_sync.cv.wait_for(l, std::chrono::seconds(300), pred)) {
+void wait_or_die(std::condition_variable& cv, std::unique_lock<std::mutex>& l, Pred pred, const char* what) {
+    if (!cv.wait_for(l, std::chrono::seconds(300), pred)) {
         die("%s: no progress for 300 s (a barrier not every thread reaches: divergent __syncthreads or "
             "shuffle)",
             what);
@@ -241,7 +244,7 @@ void run_thread(unsigned tid, const Job& job) {
             g_sync.done = 0;
             g_sync.live = g_sync.n;
             g_sync.arrived = 0;
-            for (unsigned i = 0; i < g_sync.warps.size(); i++) {
+            for (unsigned i = 0; i < g_sync.n_warps; i++) {
                 g_sync.warps[i].live = std::min(32u, g_sync.n - 32 * i);
                 g_sync.warps[i].arrived = 0;
             }
@@ -250,7 +253,7 @@ void run_thread(unsigned tid, const Job& job) {
             g_sync.cv.notify_all();
         } else {
             std::uint64_t bg = g_sync.block_gen;
-            wait_or_die(l, [&] { return g_sync.block_gen != bg; }, "end of block");
+            wait_or_die(g_sync.cv, l, [&] { return g_sync.block_gen != bg; }, "end of block");
         }
     }
 }
@@ -276,8 +279,11 @@ void run_grid(const KernelEntry& k, void** params, unsigned blocks, unsigned thr
     g_sync.live = threads;
     g_sync.arrived = 0;
     g_sync.done = 0;
-    g_sync.warps.assign((threads + 31) / 32, BlockSync::Warp{});
-    for (unsigned i = 0; i < g_sync.warps.size(); i++) g_sync.warps[i].live = std::min(32u, threads - 32 * i);
+    g_sync.n_warps = (threads + 31) / 32;
+    for (unsigned i = 0; i < g_sync.n_warps; i++) {
+        g_sync.warps[i].live = std::min(32u, threads - 32 * i);
+        g_sync.warps[i].arrived = 0;
+    }
     std::unique_lock<std::mutex> l(g_pool_mu);
     while (g_workers.size() < threads) {
         unsigned tid = (unsigned)g_workers.size();
@@ -310,7 +316,7 @@ void syncthreads() {
         return;
     }
     std::uint64_t gen = g_sync.gen;
-    wait_or_die(l, [&] { return g_sync.gen != gen; }, "__syncthreads");
+    wait_or_die(g_sync.cv, l, [&] { return g_sync.gen != gen; }, "__syncthreads");
 }
 
 std::uint64_t shfl_xor_bits(unsigned mask, std::uint64_t bits, int off) {
@@ -333,9 +339,9 @@ std::uint64_t shfl_xor_bits(unsigned mask, std::uint64_t bits, int off) {
     if (w.arrived == 32) {
         w.arrived = 0;
         w.gen++;
-        g_sync.cv.notify_all();
+        w.cv.notify_all();
     } else {
-        wait_or_die(l, [&] { return w.gen != gen; }, "__shfl_xor_sync");
+        wait_or_die(w.cv, l, [&] { return w.gen != gen; }, "__shfl_xor_sync");
     }
     std::uint64_t got = w.slot[lane ^ (unsigned)off];
     // Phase 2: every lane has read before any lane's next shuffle overwrites a slot.
@@ -344,9 +350,9 @@ std::uint64_t shfl_xor_bits(unsigned mask, std::uint64_t bits, int off) {
     if (w.arrived == 32) {
         w.arrived = 0;
         w.gen++;
-        g_sync.cv.notify_all();
+        w.cv.notify_all();
     } else {
-        wait_or_die(l, [&] { return w.gen != gen; }, "__shfl_xor_sync");
+        wait_or_die(w.cv, l, [&] { return w.gen != gen; }, "__shfl_xor_sync");
     }
     return got;
 }

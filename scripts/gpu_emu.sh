@@ -79,7 +79,7 @@ tsan)
   export SSR_KERNEL_CACHE
   LD_LIBRARY_PATH="$PWD/$nvrtc_lib" "$bin" --include-ignored --exact gpu::emulator::emulator_fill_kernel_cache
   # 1. The kernels as they are: the reduction tests run race-free.
-  run_emulated target/gpu-emu/tsan "$runtime" gpu::training::adamw gpu::model_ops --test-threads=1
+  run_emulated target/gpu-emu/tsan "$runtime" gpu::training::adamw --test-threads=1
   # 2. optim.cu with the reduction's __syncthreads removed: TSan must report the race.
   broken=$(mktemp -d)
   cp kernels/*.cu "$broken/"
