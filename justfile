@@ -44,3 +44,11 @@ nvrtc-check:
 # Builds the pinned corpus of real projects (corpus/corpus.toml) and plays each: injectors, true fixes, the README's table (long; outside CI).
 corpus out="target/corpus" *args:
     cargo run -- corpus --file corpus/corpus.toml --out {{out}} {{args}}
+
+# Without a GPU: every GPU test on the emulated CUDA device (gpu-emu/, fake libcuda/libcublas/libnccl running kernels/*.cu on CPU threads) under ASan+UBSan; none may skip.
+gpu-emu:
+    bash scripts/gpu_emu.sh asan
+
+# The emulated device under ThreadSanitizer, and proof that it catches a kernel whose __syncthreads was removed.
+gpu-emu-tsan:
+    bash scripts/gpu_emu.sh tsan

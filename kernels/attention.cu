@@ -13,6 +13,13 @@
 // threads' accesses fall in 32 different banks. f32 throughout. A tensor-core version is
 // the next step once this one is verified on the device.
 
+// The dynamic shared area. On the GPU (NVRTC) this is `extern __shared__ T name[]`, the
+// same code as before; the CPU emulation (gpu-emu/cuda_emu.h) defines it as a pointer to
+// the launch's sharedMemBytes, since an extern array of unknown bound has no C++ meaning.
+#ifndef SSR_DYNAMIC_SHARED
+#define SSR_DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 #define ROWS 32   // threads (rows) per block; launch code uses blockDim.x == ROWS
 #define TILE 16   // keys staged per tile (forward, dq)
 #define QTILE 8   // queries staged per tile (dk, dv)
@@ -21,7 +28,7 @@
 // (Tk = q0 + T keys in k and v, e.g. a KV cache during generation; q0 = 0 in training).
 extern "C" __global__ void attention_forward(const float* q, const float* k, const float* v, int T, int q0, int nh,
                                              int nkv, int hd, float scale, float* out, float* lse) {
-    extern __shared__ float smem[];
+    SSR_DYNAMIC_SHARED(float, smem);
     const int ldo = hd + 1;
     float* o = smem;               // [ROWS][hd + 1]
     float* ks = o + ROWS * ldo;    // [TILE][hd]
@@ -88,7 +95,7 @@ extern "C" __global__ void attention_backward_preprocess(const float* dout, cons
 extern "C" __global__ void attention_backward_dq(const float* q, const float* k, const float* v, const float* dout,
                                                  const float* lse, const float* D, int T, int nh, int nkv, int hd,
                                                  float scale, float* dq) {
-    extern __shared__ float smem[];
+    SSR_DYNAMIC_SHARED(float, smem);
     const int ldo = hd + 1;
     float* acc = smem;              // [ROWS][hd + 1]
     float* ks = acc + ROWS * ldo;   // [TILE][hd]
@@ -139,7 +146,7 @@ extern "C" __global__ void attention_backward_dq(const float* q, const float* k,
 extern "C" __global__ void attention_backward(const float* q, const float* k, const float* v, const float* dout,
                                               const float* lse, const float* D, int T, int nh, int nkv, int hd,
                                               float scale, float* dk, float* dv) {
-    extern __shared__ float smem[];
+    SSR_DYNAMIC_SHARED(float, smem);
     const int ldo = hd + 1;
     float* dka = smem;                 // [ROWS][hd + 1]
     float* dva = dka + ROWS * ldo;     // [ROWS][hd + 1]

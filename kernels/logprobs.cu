@@ -153,7 +153,8 @@ __device__ Stats block_stats(Stats a) {
 // One block per row. logits: [n_rows, vocab]; targets: [n_rows]; outputs logprob,
 // entropy: [n_rows]. dlogp / dentropy (nullable): per-row upstream gradients of the loss
 // wrt logprob and entropy. dlogits (nullable; may alias logits, as each element is read
-// and then written by the same thread): receives dLoss/dlogits (through the temperature).
+// and then written by the same thread, except the target logit, which thread 0 reads
+// before the reduction's barriers): receives dLoss/dlogits (through the temperature).
 // vec_ok: the caller checked vocab % Vec16<TIn>::N == 0 and 16-byte aligned rows for
 // both logits and dlogits.
 template <typename TIn, typename TG>
@@ -176,15 +177,20 @@ __device__ void logprobs_row(const TIn* logits, const unsigned int* targets, int
     } else {
         for (int i = threadIdx.x; i < vocab; i += blockDim.x) stats_push(st, to_f32(x[i]) * inv_temp);
     }
+    unsigned int t = targets[row];
+    bool t_ok = t < (unsigned int)vocab;
+    // The target logit is read before block_stats' barriers: with dlogits aliasing logits
+    // (the fused in-place pass), the thread owning element t may overwrite it with its
+    // gradient as soon as it leaves the reduction, before thread 0 reads it (a race the
+    // emulated device's parity test caught: logprob computed from a gradient value).
+    float x_t = (threadIdx.x == 0 && t_ok) ? to_f32(x[t]) : 0.f;
     st = block_stats(st);
     float log_s = __logf(st.s);
     float lse = st.m + log_s;
     float H = log_s - st.u / st.s;
 
-    unsigned int t = targets[row];
-    bool t_ok = t < (unsigned int)vocab;
     if (threadIdx.x == 0) {
-        logprob[row] = t_ok ? to_f32(x[t]) * inv_temp - lse : __int_as_float(0x7fc00000);
+        logprob[row] = t_ok ? x_t * inv_temp - lse : __int_as_float(0x7fc00000);
         entropy[row] = H;
     }
     if (dlogits == 0) return;

@@ -47,7 +47,10 @@ run)
   { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true; } | tee "$OUT/device.txt"
   # Kernel cache in $OUT's sibling so a second call in the same lease skips NVRTC.
   export SSR_KERNEL_CACHE=${SSR_KERNEL_CACHE:-/tmp/ssr-kernels}
-  # GPU parity tests one at a time (they share the device); a skip prints its reason.
+  # GPU parity tests one at a time (they share the device). SSR_REQUIRE_GPU=1: a test that
+  # would skip (no device, no model file, no libnccl, no NVRTC) fails, so a run where no
+  # GPU opened fails instead of passing on skips.
+  export SSR_REQUIRE_GPU=1
   set +e
   "$CARRY/trainer-it" gpu:: --test-threads=1 --nocapture 2>&1 | tee "$OUT/gpu_tests.txt"
   tests_rc=${PIPESTATUS[0]}

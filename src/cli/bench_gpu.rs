@@ -29,6 +29,11 @@ struct NoGpuReport<'a> {
 /// Opens the GPU, or reports "no GPU" (module doc) and returns the exit code to end with.
 fn open_or_report(benchmark: &str, json: bool) -> anyhow::Result<Result<Gpu, ExitCode>> {
     match Gpu::open() {
+        // An emulated device runs kernels on the CPU: any figure would be meaningless.
+        Ok(g) if g.is_emulated() => anyhow::bail!(
+            "`ssr bench {benchmark}` refuses the emulated device {:?} (gpu-emu/): it runs kernels on the CPU and gives no performance figures; run it on a real GPU",
+            g.info().name
+        ),
         Ok(g) => Ok(Ok(g)),
         Err(GpuError::NoGpu { reason }) => {
             if json {

@@ -13,7 +13,9 @@
 //! "there is no GPU here" (`GpuError::NoGpu`: no driver, no library, no device, or a build
 //! without the `cuda` feature); any other GPU failure is an error, because a GPU that is
 //! present but broken should be seen, not silently replaced by a 100x slower path.
-//! `Cuda(n)` never falls back.
+//! `Cuda(n)` never falls back. The emulated device (gpu-emu/, reporting
+//! [`crate::gpu::EMULATED_DEVICE_NAME`]) is never a GPU: `Auto` falls back to the CPU
+//! past it, saying why; only an explicit `Cuda(n)` uses it.
 
 use serde::{Deserialize, Serialize};
 
@@ -166,6 +168,12 @@ pub(crate) fn resolve(device: Device) -> Result<Resolved, DeviceError> {
         }),
         #[cfg(feature = "cuda")]
         Device::Auto => match crate::gpu::Gpu::open() {
+            Ok(g) if g.is_emulated() => Ok(Resolved::Cpu {
+                fallback_reason: Some(format!(
+                    "CUDA device 0 is the CPU emulator {:?}, which auto never selects (ask for --device cuda to use it)",
+                    g.info().name
+                )),
+            }),
             Ok(g) => Ok(Resolved::Cuda(Box::new(g))),
             Err(e) if e.is_no_gpu() => Ok(Resolved::Cpu {
                 fallback_reason: Some(e.to_string()),

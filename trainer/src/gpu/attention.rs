@@ -34,7 +34,7 @@ impl AttnShape {
         }
         // Shared memory: accumulators [32][hd+1] (two for dk/dv) plus tiles; hd ≤ 128 keeps
         // every attention kernel under the 48 KiB a block gets without opting in.
-        if self.head_dim > 128 {
+        if self.head_dim > MAX_HEAD_DIM {
             return Err(GpuError::Invalid {
                 op,
                 detail: format!("head_dim {} > 128", self.head_dim),
@@ -55,6 +55,28 @@ impl AttnShape {
 const ATT_ROWS: usize = 32;
 const ATT_TILE: usize = 16;
 const ATT_QTILE: usize = 8;
+/// Threads per attention block (one query or key row each).
+pub const ATTENTION_THREADS: u32 = ATT_ROWS as u32;
+/// The largest head dimension the attention kernels take: every one stays under the
+/// 48 KiB of dynamic shared memory a block gets without the opt-in attribute.
+pub const MAX_HEAD_DIM: usize = 128;
+
+/// Bytes of dynamic shared memory an attention kernel's block uses at `head_dim`, as the
+/// kernel lays it out (0 for a kernel without any). The launches and the ptxas resource
+/// check both read it.
+pub fn attention_shared_bytes(k: Kernel, head_dim: usize) -> usize {
+    match k {
+        // Accumulators [32][hd+1] and a K and a V tile [16][hd].
+        Kernel::AttentionForward | Kernel::AttentionBackwardDq => {
+            (ATT_ROWS * (head_dim + 1) + 2 * ATT_TILE * head_dim) * 4
+        }
+        // dk and dv accumulators [32][hd+1], Q and dO tiles [8][hd], lse and D [8].
+        Kernel::AttentionBackward => {
+            (2 * ATT_ROWS * (head_dim + 1) + 2 * ATT_QTILE * head_dim + 2 * ATT_QTILE) * 4
+        }
+        _ => 0,
+    }
+}
 
 impl Gpu {
     /// `crate::train::attention::attention`: fills `out` (`[T, nh·hd]`) and `lse`
@@ -108,7 +130,7 @@ impl Gpu {
         let q0_i = to_i32(OP, "q0", q0)?;
         to_i32(OP, "keys", keys)?;
         let scale = 1.0 / (shape.head_dim as f32).sqrt();
-        let smem = (ATT_ROWS * (shape.head_dim + 1) + 2 * ATT_TILE * shape.head_dim) * 4;
+        let smem = attention_shared_bytes(Kernel::AttentionForward, shape.head_dim);
         let cfg = LaunchConfig {
             grid_dim: (shape.seq.div_ceil(ATT_ROWS) as u32, shape.n_heads as u32, 1),
             block_dim: (ATT_ROWS as u32, 1, 1),
@@ -191,7 +213,7 @@ impl Gpu {
         }
         {
             let f = self.function(Kernel::AttentionBackwardDq)?;
-            let smem = (ATT_ROWS * (shape.head_dim + 1) + 2 * ATT_TILE * shape.head_dim) * 4;
+            let smem = attention_shared_bytes(Kernel::AttentionBackwardDq, shape.head_dim);
             let cfg = LaunchConfig {
                 grid_dim: (shape.seq.div_ceil(ATT_ROWS) as u32, shape.n_heads as u32, 1),
                 block_dim: (ATT_ROWS as u32, 1, 1),
@@ -211,10 +233,7 @@ impl Gpu {
         }
         {
             let f = self.function(Kernel::AttentionBackward)?;
-            let smem = (2 * ATT_ROWS * (shape.head_dim + 1)
-                + 2 * ATT_QTILE * shape.head_dim
-                + 2 * ATT_QTILE)
-                * 4;
+            let smem = attention_shared_bytes(Kernel::AttentionBackward, shape.head_dim);
             let cfg = LaunchConfig {
                 grid_dim: (
                     shape.seq.div_ceil(ATT_ROWS) as u32,

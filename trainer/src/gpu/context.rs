@@ -64,6 +64,10 @@ impl LibraryProbe {
     }
 }
 
+/// The name the emulated CUDA device (gpu-emu/, a CPU stand-in for CI) reports. It is
+/// never a GPU: `--device auto` does not select it and the benchmarks refuse it.
+pub const EMULATED_DEVICE_NAME: &str = "ssr-emu";
+
 /// Facts about the opened device that the benchmarks and launch code read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceInfo {
@@ -159,13 +163,19 @@ impl Gpu {
             multiprocessors: sms,
             total_memory: ctx.total_mem().map_err(GpuError::driver("total memory"))?,
         };
+        // The emulator runs real NVRTC PTX but reports itself as sm_90: its PTX goes to a
+        // folder of its own so an emulated run never fills a real GPU's kernel cache.
+        let mut cache_dir = compile::default_cache_dir();
+        if info.name == EMULATED_DEVICE_NAME {
+            cache_dir = cache_dir.join(EMULATED_DEVICE_NAME);
+        }
         Ok(Gpu {
             arch: compile::arch_flag(cc.0, cc.1),
             ctx,
             stream,
             blas,
             info,
-            cache_dir: compile::default_cache_dir(),
+            cache_dir,
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
         })
@@ -173,6 +183,11 @@ impl Gpu {
 
     pub fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    /// True on the emulated device (gpu-emu/): correct results, no GPU performance.
+    pub fn is_emulated(&self) -> bool {
+        self.info.name == EMULATED_DEVICE_NAME
     }
 
     pub fn stream(&self) -> &Arc<CudaStream> {

@@ -15,7 +15,7 @@ use super::nvtx::Range;
 /// Threads per row block: 16 warps keep ~3 16-byte loads in flight per thread on a
 /// 49k-152k vocabulary row (12-38 loads per thread), and leave room for several rows per
 /// SM. A multiple of 32, at most 1024, as `block_stats` requires.
-pub(crate) const ROW_THREADS: u32 = 512;
+pub const ROW_THREADS: u32 = 512;
 
 /// Logit element types the row kernel reads.
 pub trait LogitElem: cudarc::driver::DeviceRepr {

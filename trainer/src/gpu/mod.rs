@@ -30,8 +30,9 @@ pub mod precision;
 pub mod rl;
 pub mod train;
 
+pub use attention::{ATTENTION_THREADS, MAX_HEAD_DIM, attention_shared_bytes};
 pub use blas::{Gemm, GemmDtype, GemmElem};
-pub use context::{DeviceInfo, Gpu, LibraryProbe};
+pub use context::{DeviceInfo, EMULATED_DEVICE_NAME, Gpu, LibraryProbe};
 pub use cudarc::driver::CudaSlice as DeviceBuffer;
 pub use error::GpuError;
 pub use half::bf16;

@@ -10,13 +10,18 @@
 //! loss, gradients, three optimizer steps, plus the LM head's single-GEMM pass), and the
 //! real SmolLM2-135M's logits and loss ([`smollm2`]).
 //!
-//! Run on a GPU machine with `scripts/gpu_check.sh` (the carried test binary).
+//! Run on a GPU machine with `scripts/gpu_check.sh` (the carried test binary), or on the
+//! emulated device (`just gpu-emu`, gpu-emu/). Under `SSR_REQUIRE_GPU=1` (both set it)
+//! every skip path fails instead: no device, no model file, no libnccl, no NVRTC.
+//! [`emulator`] holds the emulated device's own checks (each refusal names its check).
 #![cfg(feature = "cuda")]
 
 mod bf16_mode;
+mod emulator;
 mod lm_head;
 mod logprobs;
 mod model_ops;
+mod ptxas;
 mod rl;
 mod smollm2;
 mod training;
@@ -24,17 +29,42 @@ mod training;
 use half::bf16;
 use ssr_trainer::gpu::{Gpu, GpuError, LibraryProbe};
 
+/// Whether a skip is a failure: `SSR_REQUIRE_GPU=1` (set by `just gpu-emu` and
+/// `scripts/gpu_check.sh run`), where a test that does not run proves nothing.
+pub(crate) fn gpu_required() -> bool {
+    std::env::var("SSR_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// Prints why `test` is skipped, or fails it under `SSR_REQUIRE_GPU=1`.
+pub(crate) fn skip(test: &str, reason: &str) {
+    assert!(
+        !gpu_required(),
+        "{test}: SSR_REQUIRE_GPU=1 but the test would skip: {reason}"
+    );
+    eprintln!("skipping {test}: {reason}");
+}
+
 /// The GPU, or `None` after printing why the test is skipped. Any failure other than
 /// "no GPU" is a real failure of the backend and fails the test.
 pub(crate) fn gpu_or_skip(test: &str) -> Option<Gpu> {
     match Gpu::open() {
         Ok(g) => Some(g),
         Err(e @ GpuError::NoGpu { .. }) => {
-            eprintln!("skipping {test}: {e}");
+            skip(test, &e.to_string());
             None
         }
         Err(e) => panic!("{test}: opening the GPU failed: {e}"),
     }
+}
+
+/// The SmolLM2 model file, or `None` after printing why (failing under
+/// `SSR_REQUIRE_GPU=1`).
+pub(crate) fn smollm2_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    let path = crate::model_files::smollm2(test);
+    if path.is_none() {
+        skip(test, "the SmolLM2 model file is missing");
+    }
+    path
 }
 
 pub(crate) fn to_bf16(x: &[f32]) -> Vec<bf16> {
@@ -52,7 +82,11 @@ pub(crate) fn random_targets(r: &mut rand_chacha::ChaCha8Rng, n: usize, vocab: u
 
 #[test]
 fn open_without_gpu_is_a_typed_error_not_a_panic() {
-    // On a machine without CUDA this must be NoGpu; on a GPU machine it must open.
+    // On a machine without CUDA this must be NoGpu; on a GPU machine it must open, and
+    // under SSR_REQUIRE_GPU=1 it must open.
+    if gpu_required() {
+        Gpu::open().expect("SSR_REQUIRE_GPU=1 but no GPU opened");
+    }
     match Gpu::open() {
         Ok(g) => {
             assert!(g.info().compute_capability.0 >= 7, "{:?}", g.info());
@@ -77,7 +111,10 @@ fn every_kernel_source_compiles_with_nvrtc() {
     // Needs only libnvrtc (no GPU): `pip download nvidia-cuda-nvrtc==13.0.*`, unzip, and put
     // its lib folder on LD_LIBRARY_PATH to run this on a CPU-only machine.
     if !LibraryProbe::run().nvrtc {
-        eprintln!("skipping every_kernel_source_compiles_with_nvrtc: libnvrtc not found");
+        skip(
+            "every_kernel_source_compiles_with_nvrtc",
+            "libnvrtc not found",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

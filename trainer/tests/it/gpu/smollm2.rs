@@ -23,7 +23,7 @@ fn smollm2_logits_and_loss_match_cpu_on_a_short_sequence() {
     let Some(gpu) = gpu_or_skip(TEST) else {
         return;
     };
-    let Some(path) = crate::model_files::smollm2(TEST) else {
+    let Some(path) = super::smollm2_or_skip(TEST) else {
         return;
     };
     let engine = Engine::load(&path).unwrap();
@@ -74,7 +74,7 @@ fn smollm2_bf16_logits_and_loss_stay_close_to_cpu() {
     let Some(gpu) = gpu_or_skip(TEST) else {
         return;
     };
-    let Some(path) = crate::model_files::smollm2(TEST) else {
+    let Some(path) = super::smollm2_or_skip(TEST) else {
         return;
     };
     let engine = Engine::load(&path).unwrap();

@@ -156,8 +156,9 @@ fn nccl_communicator_world_size_one_all_reduce_is_identity() {
         return;
     };
     if !LibraryProbe::run().nccl {
-        eprintln!(
-            "skipping nccl_communicator_world_size_one_all_reduce_is_identity: libnccl not found"
+        super::skip(
+            "nccl_communicator_world_size_one_all_reduce_is_identity",
+            "libnccl not found",
         );
         return;
     }
