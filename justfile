@@ -4,6 +4,10 @@
 setup:
     bash scripts/setup.sh
 
+# Build the local container images the image tests use (no registry; cached by content key).
+test-images:
+    bash scripts/test_images.sh
+
 # Build the WASM tools (a separate workspace, target wasm32-wasip2).
 tools:
     cargo build --manifest-path tools-wasm/Cargo.toml --target wasm32-wasip2 --release

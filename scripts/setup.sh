@@ -11,6 +11,10 @@ need_apt=()
 command -v bwrap >/dev/null || need_apt+=(bubblewrap)
 command -v git >/dev/null || need_apt+=(git)
 command -v unzip >/dev/null || need_apt+=(unzip)
+# The image tests build their images from Debian's packages (scripts/test_images.sh).
+if command -v docker >/dev/null || command -v podman >/dev/null; then
+  command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+fi
 if [ "${SSR_SETUP_BROWSER:-1}" = 1 ] && ! command -v chromium >/dev/null; then need_apt+=(chromium); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   say "apt-get install ${need_apt[*]}"
@@ -66,4 +70,6 @@ for lib in libasan.so libubsan.so libtsan.so; do
   esac
 done
 
+# Local container images for the image-environment tests (cached by content key).
+bash scripts/test_images.sh
 say "ready: bwrap $(bwrap --version | cut -d' ' -f2), model $model"

@@ -45,6 +45,16 @@ pub struct SandboxBenchArgs {
     /// Rounds of snapshot against full copy (the copy takes seconds per round).
     #[arg(long, default_value_t = 3)]
     snapshot_rounds: usize,
+    /// Instead: compare how a command enters this container image's environment:
+    /// `docker run` per command, `docker exec` into one kept container, and bubblewrap
+    /// over the image's unpacked root (`--image-exec rootfs`), against bubblewrap on the
+    /// host root, interleaved in the same run.
+    #[arg(long, value_name = "IMG")]
+    image: Option<String>,
+    /// Measured iterations of each mechanism with `--image` (a `docker run` takes
+    /// hundreds of milliseconds).
+    #[arg(long, default_value_t = 30)]
+    image_iterations: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -52,7 +62,10 @@ pub struct SandboxBenchArgs {
 
 pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        BenchCmd::Sandbox(a) => sandbox(a),
+        BenchCmd::Sandbox(a) => match a.image.clone() {
+            Some(image) => sandbox_image(&image, &a),
+            None => sandbox(a),
+        },
         BenchCmd::Tools(a) => {
             let config = ssr_toolhost::HostConfig {
                 standard_tools: true,
@@ -334,6 +347,136 @@ fn print_sandbox_report(report: &SandboxBenchReport) {
             if b.speedup >= 10.0 { "met" } else { "NOT met" }
         );
     }
+}
+
+/// The `--json` object of `ssr bench sandbox --image`.
+#[derive(Serialize)]
+struct ImageBenchReport {
+    image: String,
+    image_id: String,
+    iterations: usize,
+    /// The baseline: bubblewrap over the host's minimal root.
+    bwrap_host: Stats,
+    /// Bubblewrap over the image's unpacked root (`--image-exec rootfs`).
+    rootfs: Stats,
+    /// `docker run` per command, with the sandbox's flags (`--image-exec docker`).
+    docker_run: Stats,
+    /// `docker exec` into one container kept for the series.
+    docker_exec: Stats,
+    /// Unpacking the image into the cache, when this run did it (ms).
+    unpack_ms: Option<f64>,
+    rootfs_ratio: f64,
+    docker_run_ratio: f64,
+    docker_exec_ratio: f64,
+    /// Target for the default mechanism: at most this ratio to `bwrap_host`, median.
+    target_ratio: f64,
+    target_met: bool,
+}
+
+const IMAGE_TARGET_RATIO: f64 = 2.0;
+
+fn sandbox_image(image: &str, a: &SandboxBenchArgs) -> anyhow::Result<ExitCode> {
+    use ssr_sandbox::{ImageExec, ImageSandbox, KeptContainer, first_engine};
+    let (_, program) = first_engine()?;
+    let ws = tempfile::tempdir()?;
+    let host = BwrapSandbox::new(Environment::default())?;
+    let unpack_start = Instant::now();
+    let rootfs = ImageSandbox::new(image, ImageExec::RootFs, None)?;
+    let unpack = unpack_start.elapsed();
+    let docker = ImageSandbox::new(image, ImageExec::Docker, None)?;
+    let kept = KeptContainer::start(&program, image, ws.path(), rootfs.workdir())?;
+    let spec = ExecSpec::new(Command::Argv(vec!["true".into()]), ws.path());
+    let n = a.image_iterations.max(1);
+    let bar = ProgressBar::new((n + WARMUP) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len}").expect("valid template"),
+    );
+    bar.set_message("bench sandbox --image");
+    let mut series: [Vec<Duration>; 4] = Default::default();
+    for i in 0..n + WARMUP {
+        // Rotate the order so no mechanism always runs right after another's teardown.
+        for k in 0..4 {
+            let side = (i + k) % 4;
+            let t = Instant::now();
+            match side {
+                0 => anyhow::ensure!(host.exec(&spec)?.success(), "host bwrap `true` failed"),
+                1 => anyhow::ensure!(rootfs.exec(&spec)?.success(), "rootfs `true` failed"),
+                2 => anyhow::ensure!(docker.exec(&spec)?.success(), "docker run `true` failed"),
+                _ => anyhow::ensure!(
+                    kept.exec(&["true"])? == Some(0),
+                    "docker exec `true` failed"
+                ),
+            }
+            if i >= WARMUP {
+                series[side].push(t.elapsed());
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    drop(kept);
+    let [bwrap_host, rootfs_s, docker_run, docker_exec] = series.map(|s| Stats::of(&s));
+    let base = bwrap_host.median_ms.max(1e-9);
+    let report = ImageBenchReport {
+        image: image.to_string(),
+        image_id: rootfs.info().id.clone(),
+        iterations: n,
+        rootfs_ratio: rootfs_s.median_ms / base,
+        docker_run_ratio: docker_run.median_ms / base,
+        docker_exec_ratio: docker_exec.median_ms / base,
+        target_ratio: IMAGE_TARGET_RATIO,
+        target_met: rootfs_s.median_ms / base <= IMAGE_TARGET_RATIO,
+        // Under a millisecond: the root came from the cache.
+        unpack_ms: (unpack > Duration::from_millis(1000)).then(|| unpack.as_secs_f64() * 1e3),
+        bwrap_host,
+        rootfs: rootfs_s,
+        docker_run,
+        docker_exec,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "entering image {} ({}): `true`, {} interleaved iterations each",
+        report.image, report.image_id, report.iterations
+    );
+    println!(
+        "{:<28} {:>10} {:>10} {:>10} {:>8}",
+        "", "median", "p99", "mean", "ratio"
+    );
+    for (name, s, r) in [
+        ("bwrap, host root (baseline)", &report.bwrap_host, 1.0),
+        (
+            "bwrap, unpacked image root",
+            &report.rootfs,
+            report.rootfs_ratio,
+        ),
+        (
+            "docker run per command",
+            &report.docker_run,
+            report.docker_run_ratio,
+        ),
+        (
+            "docker exec, kept container",
+            &report.docker_exec,
+            report.docker_exec_ratio,
+        ),
+    ] {
+        println!(
+            "{name:<28} {:>7.2} ms {:>7.2} ms {:>7.2} ms {:>7.1}x",
+            s.median_ms, s.p99_ms, s.mean_ms, r
+        );
+    }
+    if let Some(ms) = report.unpack_ms {
+        println!("unpacking the image into the cache took {ms:.0} ms (once per image id)");
+    }
+    println!(
+        "default (--image-exec rootfs): {:.1}x bubblewrap on the host root; target <= {IMAGE_TARGET_RATIO}x: {}",
+        report.rootfs_ratio,
+        if report.target_met { "met" } else { "NOT met" }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

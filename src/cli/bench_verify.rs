@@ -97,6 +97,10 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
         min_passing_tests: 5,
         sequential: false,
         test_env: Vec::new(),
+        image: None,
+        workdir: None,
+        base_patch: None,
+        image_exec: ssr_sandbox::ImageExec::RootFs,
     };
     let bar = ProgressBar::new((names.len() * (1 + 2 * args.repeats)) as u64);
     bar.set_style(

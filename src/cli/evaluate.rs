@@ -9,7 +9,7 @@
 //! "dropped": [path], "notes": [string], "wall_ms"}`. `dropped` names the files whose
 //! sections of the patch were left out (oracle files and test infrastructure).
 
-use super::verify::{GameOpts, game_sandbox};
+use super::verify::GameOpts;
 use anyhow::Context;
 use clap::Args;
 use ssr_game::{Artifact, BugState, Evaluator, VerificationReport, Verifier};
@@ -20,9 +20,9 @@ use std::process::ExitCode;
 pub struct EvaluateArgs {
     /// Directory holding the five artifact files (and `report.json` when available).
     pub artifact: PathBuf,
-    /// The original repository.
-    #[arg(long)]
-    pub repo: PathBuf,
+    /// The original repository (default with `--image`: taken out of the image).
+    #[arg(long, required_unless_present = "image")]
+    pub repo: Option<PathBuf>,
     /// The solver's patch (`git diff` format); may be empty.
     #[arg(long)]
     pub patch: PathBuf,
@@ -46,15 +46,15 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let sandbox = game_sandbox()?;
-    let cfg = args.opts.verify_config();
+    let game = args.opts.game_env(args.repo.as_deref())?;
+    let (sandbox, cfg) = (game.sandbox, game.cfg);
     let report_path = args.artifact.join("report.json");
     let report: VerificationReport = if report_path.is_file() {
         serde_json::from_str(&std::fs::read_to_string(&report_path)?)
             .with_context(|| format!("reading {}", report_path.display()))?
     } else {
         eprintln!("no report.json next to the artifact: verifying it first");
-        Verifier::new(&sandbox, cfg.clone()).verify(&args.repo, &artifact)
+        Verifier::new(&sandbox, cfg.clone()).verify(&game.repo, &artifact)
     };
     anyhow::ensure!(
         report.valid,
@@ -66,7 +66,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         .with_protected_globs(ssr_game::EpisodeConfig::default().protected_globs)
         .expecting_log_format(report.log_format)
         .evaluate(
-            &args.repo,
+            &game.repo,
             BugState {
                 artifact: &artifact,
                 higher_order_patch: ho.as_deref(),

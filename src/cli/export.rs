@@ -5,10 +5,17 @@
 //! reversed bug diff), `test_patch` the reversed weakening, the two test lists are
 //! JSON-encoded strings as in the SWE-bench dataset, and `setup_patch` (bug +
 //! weakening) turns `base_commit` into the buggy starting state.
+//!
+//! Bugs made on a container image (`ssr inject --image`) also carry what a harness needs
+//! to rebuild the instance from that image: `image_name`, `image_id`, `workdir` (the
+//! repository's path inside the image), `base_patch` (applied to the image's tree
+//! before `setup_patch`; empty when none) and `image_commit` (the image's tree as
+//! committed by `ssr`; `base_commit` is that plus the base patch).
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use ssr_game::bug_store;
+use ssr_game::image::ImageMeta;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +42,15 @@ pub fn run(cmd: ExportCmd) -> anyhow::Result<ExitCode> {
     for dir in bug_store::list(&args.dir)? {
         let bug = bug_store::read(&dir).with_context(|| format!("reading {}", dir.display()))?;
         match bug.swebench()? {
-            Some(inst) => lines.push(serde_json::to_string(&inst)?),
+            Some(inst) => {
+                let mut value = serde_json::to_value(&inst)?;
+                if let (Some(image), Some(obj)) =
+                    (ImageMeta::read_from(&dir)?, value.as_object_mut())
+                {
+                    obj.extend(image.swebench_fields());
+                }
+                lines.push(serde_json::to_string(&value)?);
+            }
             None => skipped += 1,
         }
     }

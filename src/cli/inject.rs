@@ -9,7 +9,7 @@
 //! "pass_to_pass": n}], "rejected": [{"candidate", "reason"}]}`.
 //! Exit status 0 when at least `--count` valid bugs were found, 1 otherwise.
 
-use super::verify::{GameOpts, game_sandbox};
+use super::verify::GameOpts;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -21,9 +21,10 @@ use std::process::ExitCode;
 
 #[derive(Args)]
 pub struct InjectArgs {
-    /// The repository to break (a git repository for `history`).
-    #[arg(long)]
-    pub repo: PathBuf,
+    /// The repository to break (a git repository for `history`; default with `--image`:
+    /// taken out of the image).
+    #[arg(long, required_unless_present = "image")]
+    pub repo: Option<PathBuf>,
     /// `history` (revert past commits' code hunks) or `removal` (stub function bodies).
     #[arg(long)]
     pub strategy: Strategy,
@@ -47,21 +48,16 @@ pub struct InjectArgs {
 }
 
 pub fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        args.repo.is_dir(),
-        "repository {} is not a directory",
-        args.repo.display()
-    );
-    let repo = args.repo.canonicalize()?;
+    let game = args.opts.game_env(args.repo.as_deref())?;
+    let (sandbox, repo) = (game.sandbox, game.repo);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let sandbox = game_sandbox()?;
     let cfg = InjectConfig {
         strategy: args.strategy,
         count: args.count,
         seed: args.seed,
         max_candidates: args.max_candidates,
-        verify: args.opts.verify_config(),
+        verify: game.cfg,
     };
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -105,6 +101,9 @@ pub fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
             ),
         };
         let dir = bug_store::write(&args.out, &b.artifact, &b.report, &meta)?;
+        if let Some(image) = &game.image {
+            image.write_to(&dir)?;
+        }
         written.push((b, dir));
     }
     let ok = run.bugs.len() >= args.count;

@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use ssr_sandbox::cgroup::{Controller, Hierarchy};
 use ssr_sandbox::{
-    BwrapSandbox, Command, Environment, ExecOutcome, ExecSpec, LimitHit, RootFs, Sandbox,
-    default_sandbox, host_cgroups, probe_bwrap, probe_engines,
+    BwrapSandbox, Command, Environment, ExecOutcome, ExecSpec, ImageExec, ImageSandbox, LimitHit,
+    RootFs, Sandbox, host_cgroups, probe_bwrap, probe_engines,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,9 +71,17 @@ pub struct ExecArgs {
     /// Use this unpacked image directory as the root filesystem (bubblewrap).
     #[arg(long, conflicts_with = "image")]
     rootfs: Option<PathBuf>,
-    /// Run in this container image with docker or podman.
+    /// Run in this container image's environment (its root, `PATH` and repository path).
     #[arg(long)]
     image: Option<String>,
+    /// How the command enters the image: `rootfs` (bubblewrap over the image's root,
+    /// unpacked once and cached by image id) or `docker` (`docker run`, or podman).
+    #[arg(long, default_value = "rootfs", value_name = "docker|rootfs")]
+    image_exec: ImageExec,
+    /// With `--image`: where the directory is mounted inside the image (default: the
+    /// image's WORKDIR, else /repo).
+    #[arg(long, requires = "image")]
+    workdir: Option<PathBuf>,
     /// Print one JSON object: exit_code, signal, timed_out, truncated, limit_hit,
     /// stdout, stderr, wall_ms, start (cold: the CLI starts every exec afresh), backend.
     #[arg(long)]
@@ -143,7 +151,9 @@ fn exec(a: ExecArgs) -> anyhow::Result<ExitCode> {
     let (env, spec) = to_spec(&a)?;
     // One exec per process: a parked launcher would only be started to be killed.
     let sandbox: Box<dyn Sandbox> = match &env.rootfs {
-        RootFs::Image(_) => default_sandbox(env)?,
+        RootFs::Image(image) => {
+            Box::new(ImageSandbox::new(image, a.image_exec, a.workdir.clone())?)
+        }
         _ => Box::new(BwrapSandbox::new(env)?.with_warm_pool(false)),
     };
     let outcome = sandbox.exec(&spec)?;

@@ -8,13 +8,21 @@
 //! "total_ms", "passed", "failed", "error"}], "fail_to_pass", "pass_to_pass",
 //! "log_format", "parallel", "wall_ms"}`.
 //!
-//! Also owns the sandbox and settings every game subcommand uses.
+//! Also owns the sandbox and settings every game subcommand uses ([`GameOpts::game_env`]):
+//! bubblewrap over a minimal view of the host, or with `--image IMG` the image's
+//! environment (`--image-exec rootfs`: bubblewrap over the image's unpacked root, the
+//! default; `docker`: `docker run` per command), with the repository taken out of the
+//! image when no `--repo` is given (`--workdir`, `--base-patch`).
 
 use anyhow::Context;
 use clap::Args;
+use ssr_game::image::{ImageMeta, repo_from_image};
 use ssr_game::{Artifact, RunEnv, Verifier, VerifyConfig};
-use ssr_sandbox::{BwrapSandbox, Environment};
-use std::path::PathBuf;
+use ssr_sandbox::{
+    BwrapSandbox, Environment, ImageExec, ImageSandbox, Sandbox, first_engine, image_cache_dir,
+    unpack_image,
+};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Settings shared by the game's subcommands.
@@ -37,6 +45,32 @@ pub struct GameOpts {
     /// repeatable.
     #[arg(long = "test-env", value_name = "KEY=VALUE", value_parser = parse_test_env)]
     pub test_env: Vec<(String, String)>,
+    /// Run tests in this container image's environment (SWE-bench style: the image's
+    /// root, interpreter and packages). Without `--repo` the repository is taken out of
+    /// the image (at `--workdir`) and kept on the host with a history of its own.
+    #[arg(long, value_name = "IMG")]
+    pub image: Option<String>,
+    /// The repository's path inside the image (default: the image's WORKDIR, else /repo).
+    #[arg(long, requires = "image")]
+    pub workdir: Option<PathBuf>,
+    /// A patch applied to the image's repository first; the result is the clean original
+    /// the game starts from (SWE-bench images hold the benchmark's bug until its gold
+    /// patch is applied).
+    #[arg(long, value_name = "FILE", requires = "image")]
+    pub base_patch: Option<PathBuf>,
+    /// How commands enter the image: `rootfs` (bubblewrap over the image's root, unpacked
+    /// once and cached by image id) or `docker` (`docker run` per command).
+    #[arg(long, default_value = "rootfs", value_name = "docker|rootfs")]
+    pub image_exec: ImageExec,
+}
+
+/// Where the game runs: the sandbox, the settings and the original repository.
+pub struct GameEnv {
+    pub sandbox: Box<dyn Sandbox>,
+    pub cfg: VerifyConfig,
+    pub repo: PathBuf,
+    /// The image the repository and tests come from, with `--image`.
+    pub image: Option<ImageMeta>,
 }
 
 /// Parses one `--test-env KEY=VALUE`: the key must be a shell variable name (test
@@ -73,7 +107,72 @@ impl GameOpts {
     }
 }
 
-/// The sandbox the game runs tests in: bubblewrap over a minimal view of the host.
+impl GameOpts {
+    /// The sandbox, settings and repository for `repo` (or, with `--image` and no
+    /// `repo`, the repository taken out of the image).
+    pub fn game_env(&self, repo: Option<&Path>) -> anyhow::Result<GameEnv> {
+        let Some(image) = &self.image else {
+            let repo = repo.context("--repo is required without --image")?;
+            anyhow::ensure!(
+                repo.is_dir(),
+                "repository {} is not a directory",
+                repo.display()
+            );
+            return Ok(GameEnv {
+                sandbox: Box::new(game_sandbox()?),
+                cfg: self.verify_config(),
+                repo: repo.canonicalize()?,
+                image: None,
+            });
+        };
+        let sandbox = ImageSandbox::new(image, self.image_exec, self.workdir.clone())
+            .with_context(|| format!("entering image {image}"))?;
+        let mut cfg = self.verify_config();
+        // The image's own toolchain, never the host's.
+        let mut run_env = RunEnv::default();
+        run_env.env.insert("PATH".into(), sandbox.info().path_var());
+        run_env.env.extend(self.test_env.iter().cloned());
+        cfg.run_env = run_env;
+        let (repo, meta) = match repo {
+            Some(r) => {
+                anyhow::ensure!(r.is_dir(), "repository {} is not a directory", r.display());
+                anyhow::ensure!(
+                    self.base_patch.is_none(),
+                    "--base-patch applies to the repository taken out of the image: drop --repo"
+                );
+                (r.canonicalize()?, None)
+            }
+            None => {
+                let base_patch = match &self.base_patch {
+                    Some(p) => Some(
+                        std::fs::read_to_string(p)
+                            .with_context(|| format!("reading {}", p.display()))?,
+                    ),
+                    None => None,
+                };
+                let (_, program) = first_engine()?;
+                let cache = image_cache_dir();
+                let unpacked = unpack_image(&program, image, &cache)?;
+                let taken = repo_from_image(
+                    &unpacked,
+                    sandbox.workdir(),
+                    base_patch.as_deref(),
+                    &cache.join("repos"),
+                )?;
+                (taken.repo, Some(taken.meta))
+            }
+        };
+        Ok(GameEnv {
+            sandbox: Box::new(sandbox),
+            cfg,
+            repo,
+            image: meta,
+        })
+    }
+}
+
+/// The sandbox the game runs tests in without `--image`: bubblewrap over a minimal view
+/// of the host.
 pub fn game_sandbox() -> anyhow::Result<BwrapSandbox> {
     BwrapSandbox::new(Environment::default()).context("starting the bubblewrap sandbox")
 }
@@ -82,9 +181,9 @@ pub fn game_sandbox() -> anyhow::Result<BwrapSandbox> {
 pub struct VerifyArgs {
     /// Directory holding the five artifact files.
     pub artifact: PathBuf,
-    /// The original repository.
-    #[arg(long)]
-    pub repo: PathBuf,
+    /// The original repository (default with `--image`: taken out of the image).
+    #[arg(long, required_unless_present = "image")]
+    pub repo: Option<PathBuf>,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -94,13 +193,8 @@ pub struct VerifyArgs {
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let artifact = Artifact::read_dir(&args.artifact)?;
-    anyhow::ensure!(
-        args.repo.is_dir(),
-        "repository {} is not a directory",
-        args.repo.display()
-    );
-    let sandbox = game_sandbox()?;
-    let report = Verifier::new(&sandbox, args.opts.verify_config()).verify(&args.repo, &artifact);
+    let game = args.opts.game_env(args.repo.as_deref())?;
+    let report = Verifier::new(&game.sandbox, game.cfg).verify(&game.repo, &artifact);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -2,6 +2,7 @@
 //! They run the built binary (`CARGO_BIN_EXE_ssr`) as a user would.
 
 mod game_cli;
+mod game_image;
 mod sandbox_cli;
 mod tidy;
 mod tools_cli;

@@ -326,10 +326,41 @@ fn create_from_releases(
     })
 }
 
+/// One commit of [`create_from_steps`]: its message and the change it makes to the tree.
+pub type Step<'a> = (String, Box<dyn FnOnce(&Path) -> Result<(), String> + 'a>);
+
+/// Builds a git repository at `dest` (which must not exist) commit by commit: each step
+/// changes the tree under `dest` and is committed with its message, with the examples'
+/// fixed identity and dates. Used for repositories taken out of container images
+/// (`crate::image`).
+pub fn create_from_steps(dest: &Path, steps: Vec<Step<'_>>) -> Result<CreatedRepo, ExamplesError> {
+    let mut b = Builder::init(dest)?;
+    for (message, change) in steps {
+        change(dest).map_err(|reason| ExamplesError::BadSource {
+            path: dest.to_path_buf(),
+            reason: format!("{message}: {reason}"),
+        })?;
+        b.commit(&message)?;
+    }
+    Ok(CreatedRepo {
+        name: dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        path: dest.to_path_buf(),
+        commits: b.count,
+        head: b.head()?,
+    })
+}
+
 /// Copies the tree under `src` into `dst` (which exists), skipping entries whose path
 /// relative to `src` satisfies `skip`. Symlinks are copied as links, never followed.
 /// (Building examples is a setup step: a plain copy is all it needs.)
-fn copy_tree(src: &Path, dst: &Path, skip: &dyn Fn(&Path) -> bool) -> std::io::Result<()> {
+pub(crate) fn copy_tree(
+    src: &Path,
+    dst: &Path,
+    skip: &dyn Fn(&Path) -> bool,
+) -> std::io::Result<()> {
     fn walk(
         root: &Path,
         dir: &Path,

@@ -3,7 +3,8 @@
 //! Owns: the five-file bug [`Artifact`], the seven-check [`Verifier`] and its
 //! [`VerificationReport`], the trusted test-log parsers, the solver episode builder,
 //! the evaluator, rewards, higher-order bugs and the procedural (model-free)
-//! injectors, and the example repositories' builder.
+//! injectors, the example repositories' builder, and repositories taken out of
+//! container images (`image`).
 //!
 //! Does not own: the model or prompts (`ssr-agent`), sandbox backends
 //! (`ssr-sandbox`), or git internals (`ssr-repo`). Every command that touches
@@ -19,6 +20,7 @@ pub mod evaluate;
 pub mod examples;
 pub mod fetch;
 pub mod higher_order;
+pub mod image;
 pub mod inject;
 pub mod patch_ops;
 pub mod protected;

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Prefix of every container name this crate creates: `ssr-sandbox-<pid>-<seq>`.
-const NAME_PREFIX: &str = "ssr-sandbox-";
+pub(crate) const NAME_PREFIX: &str = "ssr-sandbox-";
 
 /// Size of `/tmp` inside the container.
 const TMP_BYTES: u64 = 512 << 20;
@@ -115,7 +115,7 @@ fn probe_engine(engine: Engine) -> EngineProbe {
 }
 
 /// Runs the engine CLI with a bounded wait; returns stdout or a reason.
-fn engine_output(program: &Path, args: &[&str]) -> Result<String, String> {
+pub(crate) fn engine_output(program: &Path, args: &[&str]) -> Result<String, String> {
     let mut child = std::process::Command::new(program)
         .args(args)
         .env_clear()
@@ -157,7 +157,7 @@ fn engine_output(program: &Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
-fn engine_env() -> Vec<(String, String)> {
+pub(crate) fn engine_env() -> Vec<(String, String)> {
     ENGINE_ENV
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
@@ -175,22 +175,33 @@ pub struct DockerSandbox {
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// The next number for a container name of this process.
+pub(crate) fn next_seq() -> u64 {
+    SEQ.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The first engine (docker, then podman) that answers, or why none does.
+pub fn first_engine() -> Result<(Engine, PathBuf), SandboxError> {
+    let mut reasons = Vec::new();
+    for p in probe_engines() {
+        match (p.path, p.problem) {
+            (Some(path), None) => return Ok((p.engine, path)),
+            (_, Some(why)) => reasons.push(why),
+            (None, None) => {}
+        }
+    }
+    Err(SandboxError::Unavailable {
+        backend: "docker",
+        reason: reasons.join("; "),
+    })
+}
+
 impl DockerSandbox {
     /// Uses the first engine (docker, then podman) that answers. The environment's root
     /// filesystem must be [`RootFs::Image`].
     pub fn new(env: Environment) -> Result<Self, SandboxError> {
-        let mut reasons = Vec::new();
-        for p in probe_engines() {
-            match (p.path, p.problem) {
-                (Some(path), None) => return Self::with_engine(env, p.engine, path),
-                (_, Some(why)) => reasons.push(why),
-                (None, None) => {}
-            }
-        }
-        Err(SandboxError::Unavailable {
-            backend: "docker",
-            reason: reasons.join("; "),
-        })
+        let (engine, path) = first_engine()?;
+        Self::with_engine(env, engine, path)
     }
 
     /// Uses `engine` at `program` without asking whether it answers.
@@ -211,42 +222,87 @@ impl DockerSandbox {
             engine,
             program,
         };
-        sb.sweep_stale();
+        // Once per process and engine: later sandboxes find nothing new to sweep.
+        static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let mut swept = SWEPT.lock().unwrap_or_else(|p| p.into_inner());
+        if !swept.contains(&sb.program) {
+            sweep_stale_containers(&sb.program);
+            swept.push(sb.program.clone());
+        }
         Ok(sb)
     }
 
     pub fn engine(&self) -> Engine {
         self.engine
     }
+}
 
-    /// Removes containers of callers that died (their pid no longer exists): a killed
-    /// caller's CLI dies with it, but the engine keeps the container running.
-    fn sweep_stale(&self) {
-        let Ok(names) = engine_output(
-            &self.program,
+/// Label every container of this crate carries; its value is the boot id of the machine
+/// that made it (`/proc/sys/kernel/random/boot_id`), so a process id is only compared
+/// with processes of the same boot.
+pub const OWNER_LABEL: &str = "ssr.sandbox.boot";
+
+/// This machine's boot id (empty when unreadable: then every pid check is by pid alone).
+pub(crate) fn boot_id() -> &'static str {
+    static BOOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// Removes the containers of callers that died: a caller killed with SIGKILL takes its
+/// engine CLI with it, but the engine keeps the container running. A container is stale
+/// when it carries [`OWNER_LABEL`] and either was made in another boot or its maker's
+/// pid (in its name) no longer exists. Returns the names removed.
+///
+/// Why not `--rm` and nothing else: `--rm` acts when the container's process ends, and a
+/// `sleep 600` whose caller was killed does not end.
+pub fn sweep_stale_containers(program: &Path) -> Vec<String> {
+    let Ok(listing) = engine_output(
+        program,
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label={OWNER_LABEL}"),
+            "--format",
+            &format!("{{{{.Names}}}}\t{{{{.Label \"{OWNER_LABEL}\"}}}}"),
+        ],
+    )
+    .or_else(|_| {
+        // An engine whose `ps` knows no `.Label` (older podman): names only.
+        engine_output(
+            program,
             &[
                 "ps",
                 "-a",
                 "--filter",
-                &format!("name={NAME_PREFIX}"),
+                &format!("label={OWNER_LABEL}"),
                 "--format",
                 "{{.Names}}",
             ],
-        ) else {
-            return;
-        };
-        for name in names.lines() {
-            let pid = name
-                .strip_prefix(NAME_PREFIX)
-                .and_then(|r| r.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(pid) = pid
-                && !Path::new(&format!("/proc/{pid}")).exists()
-            {
-                let _ = engine_output(&self.program, &["rm", "-f", name]);
-            }
+        )
+    }) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for line in listing.lines() {
+        let (name, boot) = line.split_once('\t').unwrap_or((line, ""));
+        let pid = name
+            .strip_prefix(NAME_PREFIX)
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        let other_boot = !boot.is_empty() && !boot_id().is_empty() && boot != boot_id();
+        let dead = pid.is_none_or(|pid| {
+            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+        });
+        if (other_boot || dead) && engine_output(program, &["rm", "-f", name]).is_ok() {
+            removed.push(name.to_string());
         }
     }
+    removed
 }
 
 /// The engine's arguments for one exec (after the program name). `env_file` holds the
@@ -266,6 +322,7 @@ pub fn docker_run_args(
         a.extend(items.iter().map(|i| i.as_ref().to_os_string()));
     };
     push(&[&"run", &"--name", &name, &"--network", &"none"]);
+    push(&[&"--label", &format!("{OWNER_LABEL}={}", boot_id())]);
     push(&[
         &"--cap-drop",
         &"ALL",
@@ -385,11 +442,7 @@ impl Sandbox for DockerSandbox {
             writeln!(env_file, "{k}={v}")?;
         }
         env_file.flush()?;
-        let name = format!(
-            "{NAME_PREFIX}{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = format!("{NAME_PREFIX}{}-{}", std::process::id(), next_seq());
         // SAFETY: getuid/getgid cannot fail and have no preconditions.
         let user = unsafe { (libc::getuid(), libc::getgid()) };
         let args = docker_run_args(

@@ -21,6 +21,7 @@
 mod bwrap;
 pub mod cgroup;
 mod docker;
+mod image;
 mod outcome;
 mod plan;
 mod pool;
@@ -34,13 +35,21 @@ mod supervise;
 mod warm;
 
 pub use bwrap::{BwrapSandbox, DEFAULT_TMP_BYTES, SANDBOX_UID, host_cgroups, probe_bwrap};
-pub use docker::{DockerPlan, DockerSandbox, Engine, EngineProbe, docker_run_args, probe_engines};
+pub use docker::{
+    DockerPlan, DockerSandbox, Engine, EngineProbe, OWNER_LABEL, docker_run_args, first_engine,
+    probe_engines, sweep_stale_containers,
+};
+pub use image::{
+    ImageExec, ImageInfo, ImageSandbox, KeptContainer, UnpackedImage, image_cache_dir,
+    inspect_image, unpack_image,
+};
 pub use probe::BwrapInfo;
 pub use shell::is_shell_name;
 pub use spec::*;
 
 /// The sandbox for `env`: bubblewrap for [`RootFs::Host`] and [`RootFs::Dir`], a docker
-/// compatible engine for [`RootFs::Image`].
+/// compatible engine for [`RootFs::Image`] (`docker run` per command; [`ImageSandbox`]
+/// chooses between that and bubblewrap over the unpacked image).
 pub fn default_sandbox(env: Environment) -> Result<Box<dyn Sandbox>, SandboxError> {
     match &env.rootfs {
         RootFs::Image(_) => Ok(Box::new(DockerSandbox::new(env)?)),

@@ -1,0 +1,290 @@
+//! Repositories taken out of container images (SWE-bench, SWE-Gym, SWE-smith, R2E-Gym
+//! ship theirs at `/testbed` inside an image with its own environment).
+//!
+//! Owns: copying the repository out of an image's unpacked root onto the host, giving it
+//! the history the game needs (commit 1: the tree as the image has it; commit 2, with a
+//! base patch: the patch applied, the clean original the game starts from: SWE-bench
+//! images hold the benchmark's own bug until its gold patch is applied), the cache of
+//! such repositories (keyed by image id, repository path and base patch), and
+//! [`ImageMeta`], what a bug made on an image records for `ssr export swebench`.
+//!
+//! Does not own: unpacking the image or running anything in it (`ssr_sandbox::image`),
+//! git (`examples::create_from_steps`), patch application (`ssr_repo::Patch`).
+
+use crate::examples::{ExamplesError, Step, copy_tree, create_from_steps};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use ssr_sandbox::UnpackedImage;
+use std::path::{Path, PathBuf};
+
+/// The file in a bug's directory that records the image it was made on.
+pub const IMAGE_META_FILE: &str = "image.json";
+
+/// Where a repository taken out of an image came from: recorded next to the repository
+/// and in every bug made on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageMeta {
+    /// The image name as given (`ssr-test-swebench:latest`).
+    pub image: String,
+    /// Its content id (`sha256:...`).
+    pub image_id: String,
+    /// The repository's path inside the image (`/testbed`).
+    pub workdir: PathBuf,
+    /// The base patch applied before the game's original, when one was given.
+    pub base_patch: Option<String>,
+    /// The commit holding the tree exactly as the image has it.
+    pub image_commit: String,
+    /// The game's original (HEAD): the image's tree plus the base patch.
+    pub base_commit: String,
+}
+
+impl ImageMeta {
+    /// Writes `image.json` into a bug's directory.
+    pub fn write_to(&self, bug_dir: &Path) -> Result<(), ImageRepoError> {
+        let path = bug_dir.join(IMAGE_META_FILE);
+        let text = serde_json::to_string_pretty(self).map_err(|e| ImageRepoError::Meta {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(&path, text).map_err(|source| ImageRepoError::Io { path, source })
+    }
+
+    /// Reads a bug directory's `image.json`; `None` for a bug not made on an image.
+    pub fn read_from(bug_dir: &Path) -> Result<Option<ImageMeta>, ImageRepoError> {
+        let path = bug_dir.join(IMAGE_META_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(ImageRepoError::Io { path, source }),
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| ImageRepoError::Meta {
+                path,
+                reason: e.to_string(),
+            })
+    }
+
+    /// The fields a SWE-bench-style harness needs, on top of the instance's own, to
+    /// rebuild the instance from the image: `image_name`, `image_id`, `workdir` (where
+    /// the repository is), `base_patch` (apply it to the image's tree first; then the
+    /// instance's `setup_patch`), and `image_commit` (the tree as the image has it).
+    pub fn swebench_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("image_name".into(), self.image.clone().into());
+        m.insert("image_id".into(), self.image_id.clone().into());
+        m.insert(
+            "workdir".into(),
+            self.workdir.to_string_lossy().into_owned().into(),
+        );
+        m.insert(
+            "base_patch".into(),
+            self.base_patch.clone().unwrap_or_default().into(),
+        );
+        m.insert("image_commit".into(), self.image_commit.clone().into());
+        m
+    }
+}
+
+/// Why a repository could not be taken out of an image.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageRepoError {
+    #[error("the image has no directory {workdir} (its repository path; pass --workdir)")]
+    NoRepository { workdir: PathBuf },
+    #[error("the repository path must be absolute, got {0}")]
+    RelativeWorkdir(PathBuf),
+    #[error("the base patch does not parse: {0}")]
+    BasePatchParse(String),
+    #[error("the base patch does not apply to the image's repository: {0}")]
+    BasePatchApply(String),
+    #[error(transparent)]
+    Git(#[from] ExamplesError),
+    #[error("{path}: {reason}")]
+    Meta { path: PathBuf, reason: String },
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A repository on the host taken out of an image.
+#[derive(Clone, Debug)]
+pub struct ImageRepo {
+    /// The git repository (read it, never write it: it is shared by every run on the image).
+    pub repo: PathBuf,
+    pub meta: ImageMeta,
+    /// Whether this call made it (false: taken from the cache).
+    pub fresh: bool,
+}
+
+/// A name for the repository directory from the image name (`ssr-test-swebench:latest`
+/// → `ssr-test-swebench_latest`): it becomes the bug store's `repo` field.
+fn repo_dir_name(image: &str) -> String {
+    let name: String = image
+        .rsplit('/')
+        .next()
+        .unwrap_or(image)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() || name.starts_with('.') {
+        format!("image{name}")
+    } else {
+        name
+    }
+}
+
+/// The repository at `workdir` of the unpacked image, with `base_patch` applied, as a
+/// git repository under `cache/<key>/`. Made once per image id, repository path and
+/// base patch; concurrent callers each build in private and rename into place.
+pub fn repo_from_image(
+    image: &UnpackedImage,
+    workdir: &Path,
+    base_patch: Option<&str>,
+    cache: &Path,
+) -> Result<ImageRepo, ImageRepoError> {
+    if !workdir.is_absolute() {
+        return Err(ImageRepoError::RelativeWorkdir(workdir.to_path_buf()));
+    }
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ImageRepoError::Io { path, source }
+    };
+    let source = image
+        .root
+        .join(workdir.strip_prefix("/").unwrap_or(workdir));
+    if !source.is_dir() {
+        return Err(ImageRepoError::NoRepository {
+            workdir: workdir.to_path_buf(),
+        });
+    }
+    let patch = base_patch
+        .map(|t| {
+            ssr_repo::Patch::parse(t).map_err(|e| ImageRepoError::BasePatchParse(e.to_string()))
+        })
+        .transpose()?;
+    let mut h = Sha256::new();
+    h.update(image.info.id.as_bytes());
+    h.update([0]);
+    h.update(workdir.as_os_str().as_encoded_bytes());
+    h.update([0]);
+    h.update(base_patch.unwrap_or("").as_bytes());
+    let key = hex::encode(h.finalize())[..16].to_string();
+    let slot = cache.join(&key);
+    let name = repo_dir_name(&image.info.image);
+    let meta_path = slot.join(IMAGE_META_FILE);
+    if meta_path.is_file() {
+        let text = std::fs::read_to_string(&meta_path).map_err(io(&meta_path))?;
+        let mut meta: ImageMeta =
+            serde_json::from_str(&text).map_err(|e| ImageRepoError::Meta {
+                path: meta_path.clone(),
+                reason: e.to_string(),
+            })?;
+        // The same content under another name keeps the name it was asked for.
+        meta.image.clone_from(&image.info.image);
+        return Ok(ImageRepo {
+            repo: slot.join(&name),
+            meta,
+            fresh: false,
+        });
+    }
+    std::fs::create_dir_all(cache).map_err(io(cache))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".building-")
+        .tempdir_in(cache)
+        .map_err(io(cache))?;
+    let dest = staging.path().join(&name);
+    let mut steps: Vec<Step<'_>> = vec![(
+        format!(
+            "{} as the image {} ({}) has it",
+            workdir.display(),
+            image.info.image,
+            image.info.id
+        ),
+        Box::new(|dest: &Path| {
+            // The image's own history (if any) is not the game's: the game needs one
+            // it made, with known commits.
+            copy_tree(&source, dest, &|rel| rel == Path::new(".git")).map_err(|e| e.to_string())
+        }),
+    )];
+    if let Some(patch) = &patch {
+        steps.push((
+            "base patch: the clean original the game starts from".into(),
+            Box::new(move |dest: &Path| patch.apply_to_dir(dest).map_err(|e| e.to_string())),
+        ));
+    }
+    let created = create_from_steps(&dest, steps).map_err(|e| match e {
+        ExamplesError::BadSource { reason, .. } if reason.starts_with("base patch") => {
+            ImageRepoError::BasePatchApply(reason)
+        }
+        other => ImageRepoError::Git(other),
+    })?;
+    let image_commit = if patch.is_some() {
+        ssr_repo::Repo::open(&dest)
+            .and_then(|r| r.resolve("HEAD~1"))
+            .map(|id| id.to_string())
+            .unwrap_or_default()
+    } else {
+        created.head.clone()
+    };
+    let meta = ImageMeta {
+        image: image.info.image.clone(),
+        image_id: image.info.id.clone(),
+        workdir: workdir.to_path_buf(),
+        base_patch: base_patch.map(str::to_string),
+        image_commit,
+        base_commit: created.head,
+    };
+    let text = serde_json::to_string_pretty(&meta).map_err(|e| ImageRepoError::Meta {
+        path: meta_path.clone(),
+        reason: e.to_string(),
+    })?;
+    std::fs::write(staging.path().join(IMAGE_META_FILE), text)
+        .map_err(io(&staging.path().join(IMAGE_META_FILE)))?;
+    let built = staging.keep();
+    match std::fs::rename(&built, &slot) {
+        Ok(()) => {}
+        // Another caller finished first: same content.
+        Err(_) if meta_path.is_file() => {
+            let _ = std::fs::remove_dir_all(&built);
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&built);
+            return Err(ImageRepoError::Io {
+                path: slot,
+                source: e,
+            });
+        }
+    }
+    Ok(ImageRepo {
+        repo: slot.join(&name),
+        meta,
+        fresh: true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_dir_name_keeps_safe_characters_only() {
+        assert_eq!(
+            repo_dir_name("ssr-test-swebench:latest"),
+            "ssr-test-swebench_latest"
+        );
+        assert_eq!(
+            repo_dir_name("swebench/sweb.eval.x86_64.astropy__astropy-12907:v1"),
+            "sweb.eval.x86_64.astropy__astropy-12907_v1"
+        );
+        assert_eq!(repo_dir_name(".."), "image..");
+    }
+}

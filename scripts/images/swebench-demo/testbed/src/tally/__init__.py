@@ -1,0 +1,1 @@
+"""Counting and summarising words and numbers."""
