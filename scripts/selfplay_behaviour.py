@@ -90,7 +90,7 @@ max_turns = 6
 
 # Wall-clock fields, dropped wherever they appear.
 TIMINGS = {"wall_ms", "verify_ms", "evaluate_ms", "phase_ms", "generate_ms", "tool_ms",
-           "elapsed_s", "duration_ms", "ms"}
+           "elapsed_s", "duration_ms", "ms", "prep_ms", "script_ms", "parser_ms", "total_ms"}
 
 
 def run(ssr, out, model=".models/SmolLM2-135M-Instruct.Q4_1.gguf"):
@@ -110,7 +110,13 @@ def run(ssr, out, model=".models/SmolLM2-135M-Instruct.Q4_1.gguf"):
 
 def strip(v):
     if isinstance(v, dict):
-        return {k: strip(x) for k, x in v.items() if k not in TIMINGS}
+        out = {k: strip(x) for k, x in v.items() if k not in TIMINGS}
+        # A higher-order bug's provenance names its parent: by its directory before the
+        # bug store owned the layout, by its id since (the same parent either way).
+        c = out.get("candidate")
+        if isinstance(c, str) and c.startswith("higher-order of "):
+            out["candidate"] = "higher-order of " + c[len("higher-order of "):].rsplit("/", 1)[-1]
+        return out
     if isinstance(v, list):
         return [strip(x) for x in v]
     return v
