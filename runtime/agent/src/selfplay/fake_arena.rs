@@ -110,6 +110,15 @@ pub struct FakeArena {
 }
 
 impl FakeArena {
+    /// A fake game whose procedural and higher-order bugs are valid or not as told.
+    pub fn new(procedural_valid: bool, higher_order_valid: bool) -> Self {
+        FakeArena {
+            procedural_valid,
+            higher_order_valid,
+            ..FakeArena::default()
+        }
+    }
+
     /// The calls made so far.
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().map(|c| c.clone()).unwrap_or_default()
