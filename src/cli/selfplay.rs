@@ -328,7 +328,10 @@ fn build_policy(
                 api_key: std::env::var("OPENAI_API_KEY").ok(),
                 ..OpenAiConfig::default()
             };
-            (Arc::new(OpenAiPolicy::new(config, codec()?)?) as Arc<dyn Policy>, None)
+            (
+                Arc::new(OpenAiPolicy::new(config, codec()?)?) as Arc<dyn Policy>,
+                None,
+            )
         }
         PolicyKind::Scripted => {
             let script = job
