@@ -13,6 +13,7 @@ use ssr_agent::report::{render_html, summarize, summary_table};
 use ssr_agent::rundir::{RunDir, RunMeta};
 use ssr_agent::selfplay::game_arena::{GameArena, use_artifact_dir};
 use ssr_agent::selfplay::progress::BarProgress;
+use ssr_agent::selfplay::resume::{Setting, Setup, resume};
 use ssr_agent::selfplay::train::EngineTrainer;
 use ssr_agent::selfplay::{NoProgress, Progress, RunOutcome, SelfPlay, SelfPlayConfig, TrainStep};
 use ssr_agent::shutdown;
@@ -50,8 +51,9 @@ pub struct SelfPlayArgs {
     /// A TOML file of settings (see `SelfPlayConfig`); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = PolicyKind::Embedded)]
-    pub policy: PolicyKind,
+    /// The policy (default: embedded).
+    #[arg(long, value_enum)]
+    pub policy: Option<PolicyKind>,
     /// GGUF model (embedded policy; also the tokenizer for exact ids with openai).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -104,8 +106,47 @@ pub struct SelfPlayArgs {
     pub json: bool,
 }
 
-fn resolve_config(args: &SelfPlayArgs) -> anyhow::Result<SelfPlayConfig> {
-    let mut cfg = match (&args.config, args.policy) {
+/// A parsed command line: the settings it asks for, which of them it gave explicitly
+/// (a resumed run keeps its own and refuses a conflicting one), and how to run.
+struct SelfPlayJob {
+    asked: SelfPlayConfig,
+    given: Vec<Setting>,
+    repo: Option<PathBuf>,
+    policy: PolicyKind,
+    model: PathBuf,
+    script: Option<PathBuf>,
+    base_url: Option<String>,
+    model_name: String,
+    out: Option<PathBuf>,
+    json: bool,
+}
+
+fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
+    // Destructured whole: a flag added to `SelfPlayArgs` and not wired here does not
+    // compile.
+    let SelfPlayArgs {
+        repo,
+        config,
+        policy,
+        model,
+        script,
+        base_url,
+        model_name,
+        rounds,
+        out,
+        seed,
+        attempts,
+        injectors,
+        procedural,
+        concurrency,
+        train,
+        tools_policy,
+        tools_dirs,
+        test_env,
+        json,
+    } = args;
+    let kind = policy.unwrap_or(PolicyKind::Embedded);
+    let mut cfg = match (&config, kind) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
@@ -118,33 +159,96 @@ fn resolve_config(args: &SelfPlayArgs) -> anyhow::Result<SelfPlayConfig> {
             ..SelfPlayConfig::default()
         },
     };
-    if let Some(r) = args.rounds {
-        cfg.rounds = r;
+    let mut given = Vec::new();
+    let mut give = |setting: Setting, is_given: bool| {
+        if is_given {
+            given.push(setting);
+        }
+    };
+    give(Setting::ConfigFile, config.is_some());
+    give(Setting::Repo, repo.is_some());
+    give(Setting::Policy, policy.is_some());
+    give(Setting::Rounds, rounds.is_some());
+    give(Setting::Seed, seed.is_some());
+    give(Setting::Attempts, attempts.is_some());
+    give(Setting::Injectors, injectors.is_some());
+    give(Setting::Procedural, procedural.is_some());
+    give(Setting::Concurrency, concurrency.is_some());
+    give(Setting::Train, train);
+    give(Setting::ToolsPolicy, tools_policy.is_some());
+    give(Setting::ToolsDirs, !tools_dirs.is_empty());
+    give(Setting::TestEnv, !test_env.is_empty());
+    cfg.rounds = rounds.unwrap_or(cfg.rounds);
+    cfg.seed = seed.unwrap_or(cfg.seed);
+    cfg.attempts_per_bug = attempts.unwrap_or(cfg.attempts_per_bug);
+    cfg.injector_rollouts = injectors.unwrap_or(cfg.injector_rollouts);
+    cfg.procedural_per_round = procedural.unwrap_or(cfg.procedural_per_round);
+    cfg.max_concurrent_episodes = concurrency.unwrap_or(cfg.max_concurrent_episodes);
+    cfg.train |= train;
+    if tools_policy.is_some() {
+        cfg.tools_policy = tools_policy;
     }
-    if let Some(s) = args.seed {
-        cfg.seed = s;
-    }
-    if let Some(a) = args.attempts {
-        cfg.attempts_per_bug = a;
-    }
-    if let Some(i) = args.injectors {
-        cfg.injector_rollouts = i;
-    }
-    if let Some(p) = args.procedural {
-        cfg.procedural_per_round = p;
-    }
-    if let Some(c) = args.concurrency {
-        cfg.max_concurrent_episodes = c;
-    }
-    if args.train {
-        cfg.train = true;
-    }
-    if let Some(p) = &args.tools_policy {
-        cfg.tools_policy = Some(p.clone());
-    }
-    cfg.tools_dirs.extend(args.tools_dirs.iter().cloned());
-    cfg.test_env.extend(args.test_env.iter().cloned());
-    Ok(cfg)
+    cfg.tools_dirs.extend(tools_dirs);
+    cfg.test_env.extend(test_env);
+    let repo = repo
+        .map(|r| {
+            r.canonicalize()
+                .with_context(|| format!("{} does not exist", r.display()))
+        })
+        .transpose()?;
+    Ok(SelfPlayJob {
+        asked: cfg,
+        given,
+        repo,
+        policy: kind,
+        model: model.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
+        script,
+        base_url,
+        model_name,
+        out,
+        json,
+    })
+}
+
+fn policy_name(kind: PolicyKind) -> String {
+    format!("{kind:?}").to_lowercase()
+}
+
+/// The run directory and the setup it runs with: a new run's from the command line, a
+/// resumed run's as recorded, with the command line's settings checked against it.
+fn open_run(job: &SelfPlayJob) -> anyhow::Result<(PathBuf, RunDir, Setup, Option<RunMeta>)> {
+    let out = job.out.clone().unwrap_or_else(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("runs/{t}-{}", job.asked.seed))
+    });
+    let run = RunDir::open(&out)?;
+    let previous = run.meta()?;
+    let setup = match &previous {
+        Some(prev) => {
+            let recorded: Setup = serde_json::from_value(prev.config.clone())
+                .context("reading the recorded configuration")?;
+            let asked = Setup {
+                selfplay: job.asked.clone(),
+                repo: job.repo.clone().unwrap_or_default(),
+                policy_kind: policy_name(job.policy),
+            };
+            let setup = resume(recorded, &asked, &job.given)
+                .with_context(|| format!("resuming {}", out.display()))?;
+            eprintln!("resuming {} (seed {})", out.display(), setup.selfplay.seed);
+            setup
+        }
+        None => Setup {
+            selfplay: job.asked.clone(),
+            repo: match &job.repo {
+                Some(r) => r.clone(),
+                None => default_repo()?.canonicalize()?,
+            },
+            policy_kind: policy_name(job.policy),
+        },
+    };
+    Ok((out, run, setup, previous))
 }
 
 /// The WASM tool host of the run: the standard tools, the custom tools found in the
@@ -182,12 +286,6 @@ fn default_repo() -> anyhow::Result<PathBuf> {
     Ok(dest)
 }
 
-fn model_path(args: &SelfPlayArgs) -> PathBuf {
-    args.model
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
-}
-
 fn load_codec(path: &Path) -> anyhow::Result<Arc<dyn TextCodec>> {
     let f = ssr_trainer::gguf::GgufFile::open(path)
         .with_context(|| format!("opening {}", path.display()))?;
@@ -200,91 +298,56 @@ pub fn run(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(run_async(args))
 }
 
-async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
-    let started = std::time::Instant::now();
-    let mut cfg = resolve_config(&args)?;
-    let out = args.out.clone().unwrap_or_else(|| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        PathBuf::from(format!("runs/{t}-{}", cfg.seed))
-    });
-    let run = RunDir::open(&out)?;
-    let previous = run.meta()?;
-    if let Some(prev) = &previous {
-        // A resumed run keeps its recorded configuration; only `rounds` may grow.
-        let rounds = cfg.rounds;
-        cfg = serde_json::from_value(prev.config["selfplay"].clone())
-            .context("reading the recorded configuration")?;
-        cfg.rounds = cfg.rounds.max(rounds);
-        eprintln!("resuming {} (seed {})", out.display(), cfg.seed);
-    }
-    let repo = match &args.repo {
-        Some(r) => r.clone(),
-        None => default_repo()?,
+/// The policy the run samples from (and the embedded engine, which training needs).
+fn build_policy(
+    job: &SelfPlayJob,
+    kind: PolicyKind,
+) -> anyhow::Result<(Arc<dyn Policy>, Option<Arc<EmbeddedPolicy>>)> {
+    let codec = || -> anyhow::Result<Option<Arc<dyn TextCodec>>> {
+        job.model
+            .exists()
+            .then(|| load_codec(&job.model))
+            .transpose()
     };
-    let repo = repo
-        .canonicalize()
-        .with_context(|| format!("{} does not exist", repo.display()))?;
-
-    let mut embedded: Option<Arc<EmbeddedPolicy>> = None;
-    let policy: Arc<dyn Policy> = match args.policy {
+    Ok(match kind {
         PolicyKind::Embedded => {
             let p = Arc::new(
-                EmbeddedPolicy::load(&model_path(&args), 1)
+                EmbeddedPolicy::load(&job.model, 1)
                     .context("loading the embedded model (run `just setup`)")?,
             );
-            embedded = Some(p.clone());
-            p
+            (p.clone() as Arc<dyn Policy>, Some(p))
         }
         PolicyKind::Openai => {
-            let base_url = args
+            let base_url = job
                 .base_url
                 .clone()
                 .context("--policy openai needs --base-url")?;
-            let codec = if model_path(&args).exists() {
-                Some(load_codec(&model_path(&args))?)
-            } else {
-                None
-            };
             let config = OpenAiConfig {
                 base_url,
-                model: args.model_name.clone(),
+                model: job.model_name.clone(),
                 api_key: std::env::var("OPENAI_API_KEY").ok(),
                 ..OpenAiConfig::default()
             };
-            Arc::new(OpenAiPolicy::new(config, codec)?)
+            (
+                Arc::new(OpenAiPolicy::new(config, codec()?)?) as Arc<dyn Policy>,
+                None,
+            )
         }
         PolicyKind::Scripted => {
-            let script = args
+            let script = job
                 .script
                 .clone()
                 .context("--policy scripted needs --script FILE")?;
-            let codec = if model_path(&args).exists() {
-                Some(load_codec(&model_path(&args))?)
-            } else {
-                None
-            };
-            Arc::new(ScriptedPolicy::from_file(&script, codec)?)
-        }
-    };
-    let trainer: Option<Arc<dyn TrainStep>> = match (cfg.train, &embedded) {
-        (false, _) => None,
-        (true, Some(p)) => Some(Arc::new(
-            EngineTrainer::new(
-                p.engine(),
-                cfg.learning_rate,
-                cfg.temperature,
-                cfg.seed,
-                run.checkpoints(),
+            (
+                Arc::new(ScriptedPolicy::from_file(&script, codec()?)?) as Arc<dyn Policy>,
+                None,
             )
-            .map_err(anyhow::Error::msg)?,
-        )),
-        (true, None) => {
-            bail!("--train needs the embedded policy (the weights must live in this process)")
         }
-    };
+    })
+}
 
+/// The real game over `repo`, its workspaces under the run's scratch directory.
+fn build_arena(cfg: &SelfPlayConfig, repo: &Path, run: &RunDir) -> anyhow::Result<Arc<GameArena>> {
     let sandbox = ssr_sandbox::default_sandbox(ssr_sandbox::Environment::default())
         .context("no sandbox backend (install bubblewrap)")?;
     let mut verify = ssr_game::VerifyConfig {
@@ -292,20 +355,61 @@ async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
         ..ssr_game::VerifyConfig::default()
     };
     verify.run_env = crate::cli::verify::run_env_with(cfg.test_env.clone());
-    let arena = Arc::new(GameArena {
+    Ok(Arc::new(GameArena {
         repo_name: repo
             .file_name()
             .map_or_else(|| "repo".into(), |n| n.to_string_lossy().into_owned()),
-        repo: repo.clone(),
+        repo: repo.to_path_buf(),
         sandbox: Arc::from(sandbox),
         verify,
         episode: ssr_game::EpisodeConfig::default(),
         scratch: run.root().join("scratch"),
-        tools: tool_host(&cfg)?,
+        tools: tool_host(cfg)?,
         procedural_candidates: 12,
         pool: Default::default(),
-    });
+        injector_base: Default::default(),
+    }))
+}
 
+/// Ctrl-C asks for a clean stop; a second one aborts.
+fn stop_on_ctrl_c() -> ssr_agent::shutdown::Shutdown {
+    let (handle, rx) = shutdown::channel();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\nstopping: finished episodes are kept; run the same command to resume (Ctrl-C again to abort)"
+            );
+            handle.request();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    rx
+}
+
+async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let job = resolve(args)?;
+    let (out, run, setup, previous) = open_run(&job)?;
+    let kind = PolicyKind::from_str(&setup.policy_kind, true)
+        .map_err(|e| anyhow::anyhow!("the recorded policy `{}`: {e}", setup.policy_kind))?;
+    let (policy, embedded) = build_policy(&job, kind)?;
+    let cfg = setup.selfplay.clone();
+    let trainer: Option<Arc<dyn TrainStep>> = match (cfg.train, &embedded) {
+        (false, _) => None,
+        (true, Some(p)) => Some(Arc::new(EngineTrainer::new(
+            p.engine(),
+            cfg.learning_rate,
+            cfg.temperature,
+            cfg.seed,
+            run.checkpoints(),
+        )?)),
+        (true, None) => {
+            bail!("--train needs the embedded policy (the weights must live in this process)")
+        }
+    };
+    let arena = build_arena(&cfg, &setup.repo, &run)?;
     let meta = RunMeta {
         id: out
             .file_name()
@@ -320,24 +424,11 @@ async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
             },
             |p| p.created_unix,
         ),
-        config: serde_json::json!({"selfplay": cfg, "repo": repo, "policy_kind": format!("{:?}", args.policy).to_lowercase()}),
+        config: serde_json::to_value(&setup)?,
         starts: previous.as_ref().map_or(1, |p| p.starts + 1),
     };
     run.write_meta(&meta)?;
-
-    let (handle, rx) = shutdown::channel();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!(
-                "\nstopping: finished episodes are kept; run the same command to resume (Ctrl-C again to abort)"
-            );
-            handle.request();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    });
-    let progress: Arc<dyn Progress> = if args.json {
+    let progress: Arc<dyn Progress> = if job.json {
         Arc::new(NoProgress)
     } else {
         Arc::new(BarProgress::stderr())
@@ -347,7 +438,7 @@ async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
         policy,
         arena,
         run: run.clone(),
-        shutdown: rx,
+        shutdown: stop_on_ctrl_c(),
         progress,
         trainer,
     };
@@ -356,42 +447,52 @@ async fn run_async(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(run.root().join("scratch"));
     let metrics = run.metrics()?;
     std::fs::write(run.report_path(), render_html(Some(&meta), &metrics))?;
-    let summary = summarize(&metrics);
-    let elapsed = started.elapsed();
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({"run_dir": out, "outcome": format!("{outcome:?}").to_lowercase(), "summary": summary, "report": run.report_path(), "elapsed_s": elapsed.as_secs_f64()})
-        );
-    } else {
-        print!("{}", summary_table(&metrics));
-        println!(
-            "bugs from the model: {} valid of {} injector episodes; procedural: {}; run directory: {}; report: {}",
-            summary.model_valid,
-            summary.injector_episodes,
-            summary.procedural_valid,
-            out.display(),
-            run.report_path().display()
-        );
-        if let Some(t) = metrics.last().and_then(|m| m.train.as_ref()) {
-            println!(
-                "last training step: loss {:.4}, grad norm {:.4}, {} trained tokens; new weights {} in {}",
-                t.loss,
-                t.grad_norm,
-                t.trained_tokens,
-                t.weights_after,
-                t.checkpoint.display()
-            );
-        }
-        let secs = elapsed.as_secs();
-        println!("elapsed: {}m {:02}s", secs / 60, secs % 60);
-        if outcome == RunOutcome::Interrupted {
-            println!("interrupted: run the same command again to resume");
-        }
-    }
+    print_summary(&job, &out, &run, &metrics, outcome, started.elapsed());
     Ok(if outcome == RunOutcome::Interrupted {
         ExitCode::from(130)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn print_summary(
+    job: &SelfPlayJob,
+    out: &Path,
+    run: &RunDir,
+    metrics: &[ssr_agent::rundir::RoundMetrics],
+    outcome: RunOutcome,
+    elapsed: std::time::Duration,
+) {
+    let summary = summarize(metrics);
+    if job.json {
+        println!(
+            "{}",
+            serde_json::json!({"run_dir": out, "outcome": format!("{outcome:?}").to_lowercase(), "summary": summary, "report": run.report_path(), "elapsed_s": elapsed.as_secs_f64()})
+        );
+        return;
+    }
+    print!("{}", summary_table(metrics));
+    println!(
+        "bugs from the model: {} valid of {} injector episodes; procedural: {}; run directory: {}; report: {}",
+        summary.model_valid,
+        summary.injector_episodes,
+        summary.procedural_valid,
+        out.display(),
+        run.report_path().display()
+    );
+    if let Some(t) = metrics.last().and_then(|m| m.train.as_ref()) {
+        println!(
+            "last training step: loss {:.4}, grad norm {:.4}, {} trained tokens; new weights {} in {}",
+            t.loss,
+            t.grad_norm,
+            t.trained_tokens,
+            t.weights_after,
+            t.checkpoint.display()
+        );
+    }
+    let secs = elapsed.as_secs();
+    println!("elapsed: {}m {:02}s", secs / 60, secs % 60);
+    if outcome == RunOutcome::Interrupted {
+        println!("interrupted: run the same command again to resume");
+    }
 }

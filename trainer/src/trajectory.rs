@@ -32,13 +32,9 @@ use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-/// Which self-play role produced a rollout.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Injector,
-    Solver,
-}
+/// Which self-play role produced a rollout (owned by `ssr-role`; its spelling is
+/// the lowercase one the records always had).
+pub use ssr_role::Role;
 
 /// One rollout, as stored on one line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

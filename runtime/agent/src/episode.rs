@@ -15,6 +15,7 @@ use crate::toolcall::{ToolCallSyntax, parse_tool_call};
 use crate::tools::{ToolResult, Tools};
 use crate::transcript::{EpisodeEnd, EpisodeStats, Segment, Transcript, TurnRecord};
 use serde::{Deserialize, Serialize};
+use ssr_role::Role as GameRole;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,8 +26,7 @@ const MIN_TURN_TOKENS: usize = 8;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EpisodeSpec {
     pub episode_id: String,
-    /// `injector` or `solver`.
-    pub role: String,
+    pub role: GameRole,
     pub attempt: u32,
     pub system: String,
     pub task: String,
@@ -91,199 +91,304 @@ pub async fn run_episode(
     spec: &EpisodeSpec,
     shutdown: &Shutdown,
 ) -> Transcript {
-    let started = Instant::now();
-    let template = ChatMl;
-    let codec = policy.codec();
-    let budgets = &spec.budgets;
-    let context = policy
-        .context_tokens()
-        .map_or(budgets.context_tokens, |c| c.min(budgets.context_tokens));
-    let shapes: Vec<_> = tools.specs().iter().map(|s| s.shape()).collect();
-    let mut messages = vec![
-        Message::new(Role::System, &spec.system),
-        Message::new(Role::User, &spec.task),
-    ];
-    let mut ledger = Ledger {
-        codec: codec.clone(),
-        segments: Vec::new(),
-        len: 0,
-    };
-    ledger.push_read(&template.pieces(&messages, true));
-    let mut turns = Vec::new();
-    let mut stats = EpisodeStats::default();
-    let mut endpoint = policy.name();
-    let mut exact = codec.is_some();
-    let mut prompt_tokens_seen = 0usize;
-
-    let end = 'episode: {
-        for turn in 0..budgets.max_turns {
-            if shutdown.is_requested() {
-                break 'episode EpisodeEnd::Cancelled;
-            }
-            if budgets.episode_timeout_ms > 0
-                && started.elapsed().as_millis() as u64 >= budgets.episode_timeout_ms
-            {
-                break 'episode EpisodeEnd::EpisodeTimeout;
-            }
-            let used = if codec.is_some() {
-                ledger.len
-            } else {
-                prompt_tokens_seen.max(ledger.len)
-            };
-            let room = context.saturating_sub(used);
-            if room < MIN_TURN_TOKENS {
-                break 'episode EpisodeEnd::ContextExhausted;
-            }
-            let mut sampling = spec.sampling.clone();
-            sampling.max_tokens = budgets.max_new_tokens.min(room);
-            sampling.stop = spec.syntax.stop_sequences();
-            sampling.seed =
-                spec.sampling.seed ^ (u64::from(turn) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let prompt = if codec.is_some() {
-                Prompt::Tokens(ledger.ids())
-            } else {
-                Prompt::Chat(messages.clone())
-            };
-            let request = GenerateRequest {
-                prompt,
-                sampling,
-                tag: RequestTag {
-                    role: spec.role.clone(),
-                    attempt: spec.attempt,
-                    turn,
-                    episode_id: spec.episode_id.clone(),
-                },
-            };
-            let t0 = Instant::now();
-            let generated = tokio::select! {
-                g = policy.generate(request) => g,
-                () = shutdown.requested() => break 'episode EpisodeEnd::Cancelled,
-            };
-            let generate_ms = t0.elapsed().as_millis() as u64;
-            stats.generate_ms += generate_ms;
-            let generation = match generated {
-                Ok(g) => g,
-                Err(e) => break 'episode EpisodeEnd::PolicyError(e.to_string()),
-            };
-            endpoint = generation.endpoint.clone();
-            exact &= generation.exact_tokens;
-            prompt_tokens_seen = generation.prompt_tokens + generation.token_ids.len();
-            let ended_with_eom = codec
-                .as_ref()
-                .and_then(|c| c.end_of_message())
-                .is_some_and(|eom| generation.token_ids.last() == Some(&eom));
-            let mut sampled_text = generation.text.clone();
-            if ended_with_eom {
-                sampled_text.push_str(ChatMl::END);
-            }
-            stats.sampled_tokens += generation.token_ids.len();
-            ledger.push_sampled(
-                sampled_text,
-                generation.token_ids.clone(),
-                generation.logprobs.clone(),
-            );
-            messages.push(Message::new(Role::Assistant, &generation.text));
-            let close = template.assistant_close(ended_with_eom);
-
-            let stopped_at_close =
-                generation.finish == FinishReason::Stop && !generation.stop_in_text;
-            let parsed = parse_tool_call(spec.syntax, &generation.text, &shapes, stopped_at_close);
-            let mut record = TurnRecord {
-                turn,
-                text: generation.text.clone(),
-                finish: generation.finish,
-                call: None,
-                call_error: None,
-                observation: None,
-                tool_error: false,
-                tool_timed_out: false,
-                generate_ms,
-                tool_ms: 0,
-                new_tokens: generation.token_ids.len(),
-            };
-            stats.turns = turn + 1;
-            let result = match parsed {
-                Ok(call) => {
-                    let t1 = Instant::now();
-                    let timeout = budgets.call_timeout();
-                    let outcome = tokio::select! {
-                        r = tokio::time::timeout(timeout, tools.call(&call, timeout)) => Some(r),
-                        () = shutdown.requested() => None,
-                    };
-                    record.tool_ms = t1.elapsed().as_millis() as u64;
-                    stats.tool_ms += record.tool_ms;
-                    record.call = Some(call);
-                    match outcome {
-                        None => {
-                            turns.push(record);
-                            ledger.push_read(&close);
-                            break 'episode EpisodeEnd::Cancelled;
-                        }
-                        Some(Ok(r)) => r,
-                        Some(Err(_)) => {
-                            record.tool_timed_out = true;
-                            stats.tool_timeouts += 1;
-                            ToolResult::error(format!(
-                                "error: the tool call did not finish within {} s and was stopped",
-                                timeout.as_secs()
-                            ))
-                        }
-                    }
-                }
-                Err(e) => {
-                    stats.malformed_calls += 1;
-                    let text = format!("error: {e}");
-                    record.call_error = Some(e);
-                    ToolResult::error(text)
-                }
-            };
-            if result.is_error && record.call.is_some() {
-                stats.tool_errors += 1;
-                record.tool_error = true;
-            }
-            if result.submitted {
-                turns.push(record);
-                ledger.push_read(&close);
-                break 'episode EpisodeEnd::Submitted;
-            }
-            if turn + 1 == budgets.max_turns {
-                turns.push(record);
-                ledger.push_read(&close);
-                break 'episode EpisodeEnd::TurnsExhausted;
-            }
-            // The budget line reports what is left once this observation is read.
-            let body = truncate_output(&result.output, budgets.output_bytes);
-            let observation_pieces = |m: &Message| {
-                let mut p = close.clone();
-                p.extend(template.message(m));
-                p.extend(template.assistant_open());
-                p
-            };
-            let probe = ledger.count(&observation_pieces(&Message::new(Role::User, &body)));
-            // The line itself costs about 16 tokens.
-            let line = budgets.remaining_line(turn + 1, ledger.len + probe + 16);
-            let observation = format!("{body}\n{line}");
-            let obs_message = Message::new(Role::User, &observation);
-            ledger.push_read(&observation_pieces(&obs_message));
-            messages.push(obs_message);
-            record.observation = Some(observation);
-            turns.push(record);
+    let mut run = EpisodeRun::start(policy, tools, spec, shutdown);
+    let mut end = EpisodeEnd::TurnsExhausted;
+    for turn in 0..spec.budgets.max_turns {
+        if let Some(e) = run.turn(turn).await {
+            end = e;
+            break;
         }
-        EpisodeEnd::TurnsExhausted
-    };
-    stats.total_tokens = ledger.len;
-    stats.wall_ms = started.elapsed().as_millis() as u64;
-    Transcript {
-        episode_id: spec.episode_id.clone(),
-        role: spec.role.clone(),
-        attempt: spec.attempt,
-        policy: policy.name(),
-        endpoint,
-        exact_tokens: exact,
-        messages,
-        segments: ledger.segments,
-        turns,
-        end,
-        stats,
+    }
+    run.finish(end)
+}
+
+/// One episode in progress: the conversation, the exact sequence, the turns so far.
+struct EpisodeRun<'a> {
+    policy: &'a dyn Policy,
+    tools: &'a dyn Tools,
+    spec: &'a EpisodeSpec,
+    shutdown: &'a Shutdown,
+    started: Instant,
+    template: ChatMl,
+    codec: Option<Arc<dyn TextCodec>>,
+    /// Context tokens the episode may fill (the policy's window or the budget).
+    context: usize,
+    shapes: Vec<crate::toolcall::ToolShape>,
+    messages: Vec<Message>,
+    ledger: Ledger,
+    turns: Vec<TurnRecord>,
+    stats: EpisodeStats,
+    endpoint: String,
+    exact: bool,
+    /// Prompt plus sampled tokens the policy reported last (without a codec, the
+    /// best count of the context used).
+    prompt_tokens_seen: usize,
+}
+
+impl<'a> EpisodeRun<'a> {
+    fn start(
+        policy: &'a dyn Policy,
+        tools: &'a dyn Tools,
+        spec: &'a EpisodeSpec,
+        shutdown: &'a Shutdown,
+    ) -> Self {
+        let template = ChatMl;
+        let codec = policy.codec();
+        let context = policy
+            .context_tokens()
+            .map_or(spec.budgets.context_tokens, |c| {
+                c.min(spec.budgets.context_tokens)
+            });
+        let messages = vec![
+            Message::new(Role::System, &spec.system),
+            Message::new(Role::User, &spec.task),
+        ];
+        let mut ledger = Ledger {
+            codec: codec.clone(),
+            segments: Vec::new(),
+            len: 0,
+        };
+        ledger.push_read(&template.pieces(&messages, true));
+        EpisodeRun {
+            policy,
+            tools,
+            spec,
+            shutdown,
+            started: Instant::now(),
+            template,
+            exact: codec.is_some(),
+            codec,
+            context,
+            shapes: tools.specs().iter().map(|s| s.shape()).collect(),
+            messages,
+            ledger,
+            turns: Vec::new(),
+            stats: EpisodeStats::default(),
+            endpoint: policy.name(),
+            prompt_tokens_seen: 0,
+        }
+    }
+
+    /// Why the episode cannot start another turn, if it cannot; else the room left.
+    fn room(&self) -> Result<usize, EpisodeEnd> {
+        let budgets = &self.spec.budgets;
+        if self.shutdown.is_requested() {
+            return Err(EpisodeEnd::Cancelled);
+        }
+        if budgets.episode_timeout_ms > 0
+            && self.started.elapsed().as_millis() as u64 >= budgets.episode_timeout_ms
+        {
+            return Err(EpisodeEnd::EpisodeTimeout);
+        }
+        let used = if self.codec.is_some() {
+            self.ledger.len
+        } else {
+            self.prompt_tokens_seen.max(self.ledger.len)
+        };
+        let room = self.context.saturating_sub(used);
+        if room < MIN_TURN_TOKENS {
+            return Err(EpisodeEnd::ContextExhausted);
+        }
+        Ok(room)
+    }
+
+    fn request(&self, turn: u32, room: usize) -> GenerateRequest {
+        let spec = self.spec;
+        let mut sampling = spec.sampling.clone();
+        sampling.max_tokens = spec.budgets.max_new_tokens.min(room);
+        sampling.stop = spec.syntax.stop_sequences();
+        sampling.seed =
+            spec.sampling.seed ^ (u64::from(turn) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let prompt = if self.codec.is_some() {
+            Prompt::Tokens(self.ledger.ids())
+        } else {
+            Prompt::Chat(self.messages.clone())
+        };
+        GenerateRequest {
+            prompt,
+            sampling,
+            tag: RequestTag {
+                role: spec.role,
+                attempt: spec.attempt,
+                turn,
+                episode_id: spec.episode_id.clone(),
+            },
+        }
+    }
+
+    /// One turn: generate, record the sampled tokens, run the call, observe. `Some`
+    /// when the episode ends with it.
+    async fn turn(&mut self, turn: u32) -> Option<EpisodeEnd> {
+        let room = match self.room() {
+            Ok(r) => r,
+            Err(end) => return Some(end),
+        };
+        let request = self.request(turn, room);
+        let t0 = Instant::now();
+        let generated = tokio::select! {
+            g = self.policy.generate(request) => g,
+            () = self.shutdown.requested() => return Some(EpisodeEnd::Cancelled),
+        };
+        let generate_ms = t0.elapsed().as_millis() as u64;
+        self.stats.generate_ms += generate_ms;
+        let generation = match generated {
+            Ok(g) => g,
+            Err(e) => return Some(EpisodeEnd::PolicyError(e.to_string())),
+        };
+        let close = self.sampled(&generation);
+        let stopped_at_close = generation.finish == FinishReason::Stop && !generation.stop_in_text;
+        let parsed = parse_tool_call(
+            self.spec.syntax,
+            &generation.text,
+            &self.shapes,
+            stopped_at_close,
+        );
+        let mut record = TurnRecord {
+            turn,
+            text: generation.text.clone(),
+            finish: generation.finish,
+            call: None,
+            call_error: None,
+            observation: None,
+            tool_error: false,
+            tool_timed_out: false,
+            generate_ms,
+            tool_ms: 0,
+            new_tokens: generation.token_ids.len(),
+        };
+        self.stats.turns = turn + 1;
+        let result = match parsed {
+            Ok(call) => match self.call(call, &mut record).await {
+                Some(r) => r,
+                None => return Some(self.last_turn(record, &close, EpisodeEnd::Cancelled)),
+            },
+            Err(e) => {
+                self.stats.malformed_calls += 1;
+                let text = format!("error: {e}");
+                record.call_error = Some(e);
+                ToolResult::error(text)
+            }
+        };
+        if result.is_error && record.call.is_some() {
+            self.stats.tool_errors += 1;
+            record.tool_error = true;
+        }
+        if result.submitted {
+            return Some(self.last_turn(record, &close, EpisodeEnd::Submitted));
+        }
+        if turn + 1 == self.spec.budgets.max_turns {
+            return Some(self.last_turn(record, &close, EpisodeEnd::TurnsExhausted));
+        }
+        self.observe(turn, &result, record, close);
+        None
+    }
+
+    /// Records what the policy sampled; returns the template's close of the turn.
+    fn sampled(&mut self, generation: &crate::policy::Generation) -> Vec<Piece> {
+        self.endpoint = generation.endpoint.clone();
+        self.exact &= generation.exact_tokens;
+        self.prompt_tokens_seen = generation.prompt_tokens + generation.token_ids.len();
+        let ended_with_eom = self
+            .codec
+            .as_ref()
+            .and_then(|c| c.end_of_message())
+            .is_some_and(|eom| generation.token_ids.last() == Some(&eom));
+        let mut sampled_text = generation.text.clone();
+        if ended_with_eom {
+            sampled_text.push_str(ChatMl::END);
+        }
+        self.stats.sampled_tokens += generation.token_ids.len();
+        self.ledger.push_sampled(
+            sampled_text,
+            generation.token_ids.clone(),
+            generation.logprobs.clone(),
+        );
+        self.messages
+            .push(Message::new(Role::Assistant, &generation.text));
+        self.template.assistant_close(ended_with_eom)
+    }
+
+    /// Runs one tool call under the per-call limit; `None` when shutdown stopped it.
+    async fn call(
+        &mut self,
+        call: crate::toolcall::ToolCall,
+        record: &mut TurnRecord,
+    ) -> Option<ToolResult> {
+        let t1 = Instant::now();
+        let timeout = self.spec.budgets.call_timeout();
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(timeout, self.tools.call(&call, timeout)) => Some(r),
+            () = self.shutdown.requested() => None,
+        };
+        record.tool_ms = t1.elapsed().as_millis() as u64;
+        self.stats.tool_ms += record.tool_ms;
+        record.call = Some(call);
+        match outcome? {
+            Ok(r) => Some(r),
+            Err(_) => {
+                record.tool_timed_out = true;
+                self.stats.tool_timeouts += 1;
+                Some(ToolResult::error(format!(
+                    "error: the tool call did not finish within {} s and was stopped",
+                    timeout.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Closes the episode's last turn.
+    fn last_turn(&mut self, record: TurnRecord, close: &[Piece], end: EpisodeEnd) -> EpisodeEnd {
+        self.turns.push(record);
+        self.ledger.push_read(close);
+        end
+    }
+
+    /// Shows the call's result to the model, with the budget line.
+    fn observe(
+        &mut self,
+        turn: u32,
+        result: &ToolResult,
+        mut record: TurnRecord,
+        close: Vec<Piece>,
+    ) {
+        let budgets = &self.spec.budgets;
+        // The budget line reports what is left once this observation is read.
+        let body = truncate_output(&result.output, budgets.output_bytes);
+        let template = &self.template;
+        let observation_pieces = |m: &Message| {
+            let mut p = close.clone();
+            p.extend(template.message(m));
+            p.extend(template.assistant_open());
+            p
+        };
+        let probe = self
+            .ledger
+            .count(&observation_pieces(&Message::new(Role::User, &body)));
+        // The line itself costs about 16 tokens.
+        let line = budgets.remaining_line(turn + 1, self.ledger.len + probe + 16);
+        let observation = format!("{body}\n{line}");
+        let obs_message = Message::new(Role::User, &observation);
+        self.ledger.push_read(&observation_pieces(&obs_message));
+        self.messages.push(obs_message);
+        record.observation = Some(observation);
+        self.turns.push(record);
+    }
+
+    fn finish(mut self, end: EpisodeEnd) -> Transcript {
+        self.stats.total_tokens = self.ledger.len;
+        self.stats.wall_ms = self.started.elapsed().as_millis() as u64;
+        Transcript {
+            episode_id: self.spec.episode_id.clone(),
+            role: self.spec.role,
+            attempt: self.spec.attempt,
+            policy: self.policy.name(),
+            endpoint: self.endpoint,
+            exact_tokens: self.exact,
+            messages: self.messages,
+            segments: self.ledger.segments,
+            turns: self.turns,
+            end,
+            stats: self.stats,
+        }
     }
 }

@@ -340,8 +340,8 @@ pub fn summary_table(metrics: &[RoundMetrics]) -> String {
     s
 }
 
-/// The whole HTML report.
-pub fn render_html(meta: Option<&RunMeta>, metrics: &[RoundMetrics]) -> String {
+/// The five plots, in [`PLOT_IDS`] order.
+fn plots(metrics: &[RoundMetrics]) -> String {
     let validity = [
         Series {
             name: "model bugs valid",
@@ -379,27 +379,7 @@ pub fn render_html(meta: Option<&RunMeta>, metrics: &[RoundMetrics]) -> String {
             points: pts(metrics, |m| m.mean_solver_turns),
         },
     ];
-    let title = meta.map_or_else(
-        || "self-play run".to_string(),
-        |m| format!("self-play run {}", m.id),
-    );
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:sans-serif;margin:24px;color:#222}} .plots{{display:flex;flex-wrap:wrap;gap:16px}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} pre{{background:#f6f6f6;padding:8px}}</style></head><body>",
-        esc(&title)
-    );
-    let _ = write!(h, "<h1>{}</h1>", esc(&title));
-    if let Some(m) = meta {
-        let _ = write!(
-            h,
-            "<p>policy <b>{}</b>, seed <b>{}</b>, started {} time(s)</p>",
-            esc(&m.policy),
-            m.seed,
-            m.starts
-        );
-    }
-    h.push_str("<div class=\"plots\">");
+    let mut h = String::from("<div class=\"plots\">");
     h.push_str(&line_chart(
         PLOT_IDS[0],
         "Validity rate of injected bugs",
@@ -425,7 +405,15 @@ pub fn render_html(meta: Option<&RunMeta>, metrics: &[RoundMetrics]) -> String {
         None,
     ));
     h.push_str(&phase_chart(PLOT_IDS[4], metrics));
-    h.push_str("</div><h2>Rounds</h2><table><tr><th>round</th><th>injector episodes</th><th>valid (model)</th><th>valid (procedural)</th><th>higher-order</th><th>solver episodes</th><th>solved</th><th>mean r_inj</th><th>mean r_sol</th><th>malformed calls</th><th>seconds</th></tr>");
+    h.push_str("</div>");
+    h
+}
+
+/// One table row per round, then the rejections by reason over the whole run.
+fn round_tables(metrics: &[RoundMetrics]) -> String {
+    let mut h = String::from(
+        "<h2>Rounds</h2><table><tr><th>round</th><th>injector episodes</th><th>valid (model)</th><th>valid (procedural)</th><th>higher-order</th><th>solver episodes</th><th>solved</th><th>mean r_inj</th><th>mean r_sol</th><th>malformed calls</th><th>seconds</th></tr>",
+    );
     for m in metrics {
         let _ = write!(
             h,
@@ -461,6 +449,33 @@ pub fn render_html(meta: Option<&RunMeta>, metrics: &[RoundMetrics]) -> String {
         }
         h.push_str("</table>");
     }
+    h
+}
+
+/// The whole HTML report.
+pub fn render_html(meta: Option<&RunMeta>, metrics: &[RoundMetrics]) -> String {
+    let title = meta.map_or_else(
+        || "self-play run".to_string(),
+        |m| format!("self-play run {}", m.id),
+    );
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>body{{font-family:sans-serif;margin:24px;color:#222}} .plots{{display:flex;flex-wrap:wrap;gap:16px}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} pre{{background:#f6f6f6;padding:8px}}</style></head><body>",
+        esc(&title)
+    );
+    let _ = write!(h, "<h1>{}</h1>", esc(&title));
+    if let Some(m) = meta {
+        let _ = write!(
+            h,
+            "<p>policy <b>{}</b>, seed <b>{}</b>, started {} time(s)</p>",
+            esc(&m.policy),
+            m.seed,
+            m.starts
+        );
+    }
+    h.push_str(&plots(metrics));
+    h.push_str(&round_tables(metrics));
     let _ = write!(
         h,
         "<h2>Summary</h2><pre>{}</pre>",

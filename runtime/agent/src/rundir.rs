@@ -3,7 +3,8 @@
 //! Layout:
 //! ```text
 //! run.json            metadata: id, seed, policy, creation time, resolved config
-//! bugs/<bug>/         the five artifact files, verification.json, attempts.json
+//! bugs/               the run's bug store (ssr-game's `BugStore`: artifact, report.json,
+//!                     bug.json, verdict.json, higher_order.diff, attempts/<ep>.diff)
 //! transcripts/<ep>.json   one per finished episode
 //! episodes.jsonl      one line per finished episode: the resume index
 //! trajectories.jsonl  the trainer's records, written when a round's rewards are final
@@ -15,9 +16,11 @@
 //! leaves at most one torn last line, which reading skips. Owns: paths, appends,
 //! reading back. Does not own: what an episode or a round means (the orchestrator).
 
-use crate::transcript::Transcript;
+use crate::prompts::Strategy;
+use crate::transcript::{EndKind, Transcript};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use ssr_role::Role;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -60,7 +63,7 @@ pub struct RunMeta {
 pub struct EpisodeRecord {
     pub episode_id: String,
     pub round: u32,
-    pub role: String,
+    pub role: Role,
     /// The bug the episode made (injector) or attacked (solver).
     pub bug_id: Option<String>,
     pub group_id: String,
@@ -70,12 +73,37 @@ pub struct EpisodeRecord {
     pub sampled_tokens: usize,
     pub total_tokens: usize,
     pub wall_ms: u64,
-    /// `submitted`, `turns_exhausted`, …
-    pub end: String,
+    pub end: EndKind,
     /// Solver: +1/−1 once evaluated. Injector: filled at round end.
     pub reward: Option<f32>,
-    /// Free-form outcome details (verification verdict, evaluation summary).
-    pub outcome: Value,
+    pub outcome: Outcome,
+}
+
+/// What an episode's judgement said, per role. Fields are in alphabetical order, the
+/// order the index has always had on disk.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Outcome {
+    Solver(SolverOutcome),
+    Injector(InjectorOutcome),
+}
+
+/// A solver attempt's evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SolverOutcome {
+    pub evaluate_ms: u64,
+    /// The attempt changed something (an empty patch cannot seed a higher-order bug).
+    pub patch_nonempty: bool,
+    pub solved: bool,
+    pub summary: String,
+}
+
+/// An injector episode's verification.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InjectorOutcome {
+    pub reason: Option<String>,
+    pub strategy: Strategy,
+    pub valid: bool,
 }
 
 /// A run directory, open for appending.
@@ -100,8 +128,9 @@ impl RunDir {
     pub fn root(&self) -> &Path {
         &self.root
     }
-    pub fn bug_dir(&self, bug_id: &str) -> PathBuf {
-        self.root.join("bugs").join(bug_id)
+    /// The root of the run's bug store (`ssr-game`'s `BugStore` owns what is inside).
+    pub fn bugs_root(&self) -> PathBuf {
+        self.root.join("bugs")
     }
     pub fn checkpoints(&self) -> PathBuf {
         self.root.join("checkpoints")
@@ -330,7 +359,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunDirError> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
-pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), RunDirError> {
+fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), RunDirError> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| RunDirError::Format {
         path: path.into(),
         reason: e.to_string(),

@@ -69,6 +69,29 @@ impl ToolResult {
     }
 }
 
+/// What an accepted `submit` call handed in (the `submit` tool's `ssr_submit` object:
+/// SSR_SPEC.md section 2 for the injector, section 5 for the solver).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum Submission {
+    /// The injector's bug artifact, in `directory` (workspace-relative).
+    #[serde(rename = "injector")]
+    Artifact { directory: String },
+    /// The solver's answer.
+    #[serde(rename = "solver")]
+    Solver(SolverSubmission),
+}
+
+/// How the solver handed in its fix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SolverSubmission {
+    /// A unified diff in the file at `path` (workspace-relative).
+    PatchFile { path: String },
+    /// Whatever it changed in its workspace.
+    WorkspaceDiff,
+}
+
 /// The tools of one episode (bound to its workspace and role by whoever built it).
 #[async_trait::async_trait]
 pub trait Tools: Send + Sync {
@@ -77,10 +100,9 @@ pub trait Tools: Send + Sync {
     /// Runs one call. `timeout` is the per-call budget; the loop also enforces it from
     /// outside, so an implementation that overruns is cut off with an error result.
     async fn call(&self, call: &ToolCall, timeout: Duration) -> ToolResult;
-    /// What the accepted `submit` call said (for the WASM tools, the `ssr_submit`
-    /// object: the injector's artifact directory, or the solver's patch file). `None`
-    /// when nothing was submitted or the tools carry no details.
-    fn submission(&self) -> Option<Value> {
+    /// What the accepted `submit` call handed in. `None` when nothing was submitted
+    /// or the tools carry no details.
+    fn submission(&self) -> Option<Submission> {
         None
     }
 }

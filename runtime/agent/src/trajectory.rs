@@ -7,15 +7,13 @@
 
 use crate::transcript::Transcript;
 use serde_json::{Value, json};
-use ssr_trainer::trajectory::{Role, Trajectory};
+use ssr_trainer::trajectory::Trajectory;
 
 /// Why a transcript cannot become a training record.
 #[derive(Debug, thiserror::Error)]
 pub enum TrajectoryBuildError {
     #[error("episode {episode}: no token ids (the policy had no tokenizer)")]
     NoTokens { episode: String },
-    #[error("episode {episode}: unknown role `{role}`")]
-    Role { episode: String, role: String },
     #[error("episode {episode}: {source}")]
     Invalid {
         episode: String,
@@ -39,16 +37,6 @@ pub fn to_trajectory(
             episode: t.episode_id.clone(),
         });
     }
-    let role = match t.role.as_str() {
-        "injector" => Role::Injector,
-        "solver" => Role::Solver,
-        other => {
-            return Err(TrajectoryBuildError::Role {
-                episode: t.episode_id.clone(),
-                role: other.into(),
-            });
-        }
-    };
     let loss_mask = t.loss_mask();
     let (logprobs, known) = match t.logprobs() {
         Some(l) => (l, true),
@@ -68,7 +56,7 @@ pub fn to_trajectory(
         m.extend(extra);
     }
     let traj = Trajectory {
-        role,
+        role: t.role,
         group_id: group_id.to_string(),
         token_ids,
         loss_mask,

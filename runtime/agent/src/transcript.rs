@@ -55,6 +55,32 @@ pub enum EpisodeEnd {
     Cancelled,
 }
 
+impl EpisodeEnd {
+    /// The kind of end, without its detail.
+    pub fn kind(&self) -> EndKind {
+        match self {
+            EpisodeEnd::Submitted => EndKind::Submitted,
+            EpisodeEnd::TurnsExhausted => EndKind::TurnsExhausted,
+            EpisodeEnd::ContextExhausted => EndKind::ContextExhausted,
+            EpisodeEnd::EpisodeTimeout => EndKind::EpisodeTimeout,
+            EpisodeEnd::PolicyError(_) => EndKind::PolicyError,
+            EpisodeEnd::Cancelled => EndKind::Cancelled,
+        }
+    }
+}
+
+/// The kind of an [`EpisodeEnd`] (its `kind` tag): what the resume index records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndKind {
+    Submitted,
+    TurnsExhausted,
+    ContextExhausted,
+    EpisodeTimeout,
+    PolicyError,
+    Cancelled,
+}
+
 /// Counters of one episode.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpisodeStats {
@@ -75,7 +101,7 @@ pub struct EpisodeStats {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Transcript {
     pub episode_id: String,
-    pub role: String,
+    pub role: ssr_role::Role,
     pub attempt: u32,
     pub policy: String,
     /// `embedded`, `completions`, `chat` or `scripted` (the last turn's interface).

@@ -11,7 +11,7 @@
 //! policy file), the sandbox's isolation, or verification.
 
 use crate::toolcall::ToolCall;
-use crate::tools::{ToolResult, ToolSpec, Tools};
+use crate::tools::{Submission, ToolResult, ToolSpec, Tools};
 use serde_json::Value;
 use ssr_sandbox::{ExecOutcome, ExecSpec, Mount, Sandbox, SandboxError};
 use ssr_toolhost::{Episode, ToolHost, ToolHostError};
@@ -37,7 +37,7 @@ pub struct WasmTools {
     episode: Episode,
     specs: Vec<ToolSpec>,
     /// What the last accepted `submit` call said (its `ssr_submit` object).
-    submission: Mutex<Option<Value>>,
+    submission: Mutex<Option<Submission>>,
 }
 
 /// Why an episode's tools could not be set up.
@@ -88,9 +88,9 @@ impl WasmTools {
 }
 
 /// The `ssr_submit` object of a successful `submit` result, if the text is one.
-fn submission_of(text: &str) -> Option<Value> {
-    let v: Value = serde_json::from_str(text.trim()).ok()?;
-    v.get("ssr_submit").filter(|s| s.is_object()).cloned()
+fn submission_of(text: &str) -> Option<Submission> {
+    let mut v: Value = serde_json::from_str(text.trim()).ok()?;
+    serde_json::from_value(v.get_mut("ssr_submit")?.take()).ok()
 }
 
 /// The observation for a host failure (a limit or a trap): the model sees what
@@ -163,7 +163,7 @@ impl Tools for WasmTools {
         }
     }
 
-    fn submission(&self) -> Option<Value> {
+    fn submission(&self) -> Option<Submission> {
         self.submission.lock().ok().and_then(|s| s.clone())
     }
 }
@@ -213,9 +213,29 @@ mod tests {
 
     #[test]
     fn submission_is_read_from_the_submit_convention() {
+        use crate::tools::SolverSubmission;
         let s = submission_of(r#"{"ssr_submit": {"role": "solver", "kind": "workspace_diff"}}"#);
-        assert_eq!(s.unwrap()["kind"], "workspace_diff");
+        assert_eq!(s, Some(Submission::Solver(SolverSubmission::WorkspaceDiff)));
+        let s = submission_of(
+            r#"{"ssr_submit": {"role": "solver", "kind": "patch_file", "path": "fix.diff"}}"#,
+        );
+        assert_eq!(
+            s,
+            Some(Submission::Solver(SolverSubmission::PatchFile {
+                path: "fix.diff".into()
+            }))
+        );
+        let s = submission_of(
+            r#"{"ssr_submit": {"role": "injector", "directory": "ssr_artifact", "files": {}}}"#,
+        );
+        assert_eq!(
+            s,
+            Some(Submission::Artifact {
+                directory: "ssr_artifact".into()
+            })
+        );
         assert!(submission_of("Submitted.").is_none());
         assert!(submission_of(r#"{"ssr_submit": 3}"#).is_none());
+        assert!(submission_of(r#"{"ssr_submit": {"role": "judge"}}"#).is_none());
     }
 }

@@ -50,6 +50,8 @@ pub enum ArtifactError {
     },
     #[error("artifact file {path} is {size} bytes, more than the {max} allowed")]
     TooLarge { path: PathBuf, size: u64, max: u64 },
+    #[error("artifact file {path} is not a regular file")]
+    NotRegular { path: PathBuf },
     #[error("artifact file {path} is not UTF-8")]
     NotUtf8 { path: PathBuf },
     #[error("I/O error on {path}: {source}")]
@@ -111,14 +113,30 @@ pub fn parse_test_files(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn read_one(dir: &Path, names: &[&'static str]) -> Result<String, ArtifactError> {
+/// Whose directory an artifact is read from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A bug store or a directory the operator named.
+    Trusted,
+    /// A model's workspace: a symbolic link could lead to host files.
+    Submitted,
+}
+
+fn read_one(dir: &Path, names: &[&'static str], origin: Origin) -> Result<String, ArtifactError> {
     for name in names {
         let path = dir.join(name);
-        let meta = match std::fs::metadata(&path) {
+        let meta = match origin {
+            Origin::Trusted => std::fs::metadata(&path),
+            Origin::Submitted => std::fs::symlink_metadata(&path),
+        };
+        let meta = match meta {
             Ok(m) => m,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(source) => return Err(ArtifactError::Io { path, source }),
         };
+        if !meta.file_type().is_file() {
+            return Err(ArtifactError::NotRegular { path });
+        }
         if meta.len() > MAX_FILE_BYTES {
             return Err(ArtifactError::TooLarge {
                 path,
@@ -142,12 +160,24 @@ fn read_one(dir: &Path, names: &[&'static str]) -> Result<String, ArtifactError>
 impl Artifact {
     /// Reads the five files from `dir`, accepting the canonical or the paper's names.
     pub fn read_dir(dir: &Path) -> Result<Artifact, ArtifactError> {
+        Self::read(dir, Origin::Trusted)
+    }
+
+    /// Reads the five files a model submitted in its workspace: as [`Artifact::read_dir`],
+    /// but every file must be a regular file (a symbolic link is refused, not
+    /// followed). The caller checks that `dir` itself stays inside the workspace.
+    pub fn read_submitted(dir: &Path) -> Result<Artifact, ArtifactError> {
+        Self::read(dir, Origin::Submitted)
+    }
+
+    fn read(dir: &Path, origin: Origin) -> Result<Artifact, ArtifactError> {
+        let one = |names: &[&'static str]| read_one(dir, names, origin);
         Ok(Artifact {
-            test_script: read_one(dir, &[TEST_SCRIPT])?,
-            test_files: parse_test_files(&read_one(dir, &[TEST_FILES])?),
-            test_parser: read_one(dir, &[TEST_PARSER, TEST_PARSER_ALT])?,
-            bug_inject: read_one(dir, &[BUG_INJECT, BUG_INJECT_ALT])?,
-            test_weaken: read_one(dir, &[TEST_WEAKEN, TEST_WEAKEN_ALT])?,
+            test_script: one(&[TEST_SCRIPT])?,
+            test_files: parse_test_files(&one(&[TEST_FILES])?),
+            test_parser: one(&[TEST_PARSER, TEST_PARSER_ALT])?,
+            bug_inject: one(&[BUG_INJECT, BUG_INJECT_ALT])?,
+            test_weaken: one(&[TEST_WEAKEN, TEST_WEAKEN_ALT])?,
         })
     }
 

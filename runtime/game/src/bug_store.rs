@@ -1,7 +1,13 @@
 //! How a bug is stored on disk: `<dir>/<bug id>/` with the five artifact files,
 //! `report.json` (the `VerificationReport`) and `bug.json` ([`BugMeta`]: where it
 //! came from). `ssr inject` writes this layout, `ssr evaluate` and `ssr export`
-//! read it; so does a self-play run directory's `bugs/`.
+//! read it; so does a self-play run directory's `bugs/`, through [`BugStore`], which
+//! adds a self-play run's files: `verdict.json` (the [`Verdict`]),
+//! `higher_order.diff` (the failed patch a higher-order bug starts from) and
+//! `attempts/<episode>.diff` (each solver attempt's patch).
+//!
+//! Owns: every path of that layout and every write to it; nobody else builds a path
+//! inside a bug directory.
 //!
 //! `bug.json`: `{"id", "strategy": "history" | "removal" | null, "seed": u64 | null,
 //! "candidate", "repo" (name), "repo_path", "base_commit" (HEAD when the repository
@@ -11,11 +17,18 @@
 
 use crate::artifact::{Artifact, ArtifactError};
 use crate::report::VerificationReport;
+use crate::verdict::Verdict;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const REPORT_JSON: &str = "report.json";
 pub const BUG_JSON: &str = "bug.json";
+/// A self-play bug's verdict.
+pub const VERDICT_JSON: &str = "verdict.json";
+/// A higher-order bug's failed patch, next to its parent's artifact.
+pub const HIGHER_ORDER_PATCH: &str = "higher_order.diff";
+/// Solver attempts' patches, one `<episode>.diff` each.
+pub const ATTEMPTS_DIR: &str = "attempts";
 
 /// Provenance of a stored bug.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +69,156 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// A bug in memory: what a self-play round keeps from its making to its last
+/// attempt, and what [`BugStore`] writes and reads back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bug {
+    pub artifact: Artifact,
+    pub report: VerificationReport,
+    pub meta: BugMeta,
+    /// For a higher-order bug: the failed patch applied on top of the artifact's bug.
+    pub higher_order_patch: Option<String>,
+}
+
+impl Bug {
+    /// 2 for a higher-order bug, 1 otherwise.
+    pub fn order(&self) -> u8 {
+        if self.higher_order_patch.is_some() {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// The bugs of one self-play run (`<run>/bugs/`): the one owner of their layout.
+#[derive(Clone, Debug)]
+pub struct BugStore {
+    root: PathBuf,
+}
+
+impl BugStore {
+    /// A store rooted at `root` (created when first written to).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        BugStore { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where bug `id` lives (for messages and for tools that read a stored bug).
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Stores a bug (its artifact, report, provenance and higher-order patch).
+    pub fn write(&self, bug: &Bug) -> Result<PathBuf, StoreError> {
+        let dir = write(&self.root, &bug.artifact, &bug.report, &bug.meta)?;
+        if let Some(patch) = &bug.higher_order_patch {
+            let path = dir.join(HIGHER_ORDER_PATCH);
+            std::fs::write(&path, patch).map_err(|source| StoreError::Io { path, source })?;
+        }
+        Ok(dir)
+    }
+
+    /// Reads bug `id` back.
+    pub fn read(&self, id: &str) -> Result<Bug, StoreError> {
+        let dir = self.dir(id);
+        let stored = read(&dir)?;
+        let path = dir.join(HIGHER_ORDER_PATCH);
+        let higher_order_patch = read_optional(&path)?;
+        Ok(Bug {
+            artifact: stored.artifact,
+            report: stored.report,
+            meta: stored.meta,
+            higher_order_patch,
+        })
+    }
+
+    /// Stores the verdict on bug `verdict.bug_id` (atomically: a resumed run trusts it).
+    pub fn write_verdict(&self, verdict: &Verdict) -> Result<(), StoreError> {
+        let dir = self.dir(&verdict.bug_id);
+        create_dir(&dir)?;
+        let path = dir.join(VERDICT_JSON);
+        let text = serde_json::to_string_pretty(verdict).map_err(|source| StoreError::Json {
+            path: path.clone(),
+            source,
+        })?;
+        let tmp = dir.join(format!(".{VERDICT_JSON}.tmp"));
+        std::fs::write(&tmp, text).map_err(|source| StoreError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, &path).map_err(|source| StoreError::Io { path, source })
+    }
+
+    /// The stored verdict on bug `id`; `None` when the bug was never judged.
+    pub fn verdict(&self, id: &str) -> Result<Option<Verdict>, StoreError> {
+        let path = self.dir(id).join(VERDICT_JSON);
+        match read_optional(&path)? {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|source| StoreError::Json { path, source }),
+        }
+    }
+
+    /// Stores the patch of solver attempt `episode_id` on bug `bug_id`.
+    pub fn write_attempt(
+        &self,
+        bug_id: &str,
+        episode_id: &str,
+        patch: &str,
+    ) -> Result<(), StoreError> {
+        let dir = self.dir(bug_id).join(ATTEMPTS_DIR);
+        create_dir(&dir)?;
+        let path = dir.join(format!("{episode_id}.diff"));
+        std::fs::write(&path, patch).map_err(|source| StoreError::Io { path, source })
+    }
+
+    /// The stored patch of solver attempt `episode_id` on bug `bug_id`, if any.
+    pub fn attempt(&self, bug_id: &str, episode_id: &str) -> Result<Option<String>, StoreError> {
+        read_optional(
+            &self
+                .dir(bug_id)
+                .join(ATTEMPTS_DIR)
+                .join(format!("{episode_id}.diff")),
+        )
+    }
+
+    /// Removes whatever a judgement of bug `id` cut short left behind.
+    pub fn clear(&self, id: &str) -> Result<(), StoreError> {
+        let dir = self.dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io {
+                path: dir,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// A file's text, `None` when it does not exist.
+fn read_optional(path: &Path) -> Result<Option<String>, StoreError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
 }
 
 /// HEAD of the git repository at `repo`, when it is one.
@@ -164,5 +327,89 @@ impl StoredBug {
             fail_to_pass: enc(&self.report.fail_to_pass),
             pass_to_pass: enc(&self.report.pass_to_pass),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verdict::BugSource;
+
+    fn bug(id: &str, higher_order_patch: Option<&str>) -> Bug {
+        Bug {
+            artifact: Artifact {
+                test_script: "pytest -rA\n".into(),
+                test_files: vec!["tests/test_a.py".into()],
+                test_parser: "print('{}')\n".into(),
+                bug_inject: "--- a/a.py\n+++ b/a.py\n".into(),
+                test_weaken: "--- a/tests/test_a.py\n+++ b/tests/test_a.py\n".into(),
+            },
+            report: VerificationReport {
+                valid: true,
+                rejected_by: None,
+                code: None,
+                reason: None,
+                checks: Vec::new(),
+                runs: Vec::new(),
+                fail_to_pass: vec!["t1".into()],
+                pass_to_pass: vec!["t2".into()],
+                log_format: None,
+                parallel: false,
+                wall_ms: 3,
+            },
+            meta: BugMeta {
+                id: id.into(),
+                strategy: None,
+                seed: Some(1),
+                candidate: "test".into(),
+                repo: "r".into(),
+                repo_path: "/r".into(),
+                base_commit: None,
+                framework: None,
+            },
+            higher_order_patch: higher_order_patch.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_bug_reads_back_as_written_with_its_higher_order_patch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BugStore::new(dir.path().join("bugs"));
+        for b in [bug("b1", None), bug("b1-ho", Some("--- a/x\n"))] {
+            store.write(&b).unwrap();
+            assert_eq!(store.read(&b.meta.id).unwrap(), b);
+        }
+        assert_eq!(store.read("b1").unwrap().order(), 1);
+        assert_eq!(store.read("b1-ho").unwrap().order(), 2);
+        // The CLI's reader sees the same layout.
+        assert_eq!(list(store.root()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn verdicts_and_attempts_are_stored_once_per_bug() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BugStore::new(dir.path());
+        assert_eq!(store.verdict("b").unwrap(), None);
+        assert_eq!(store.attempt("b", "b-sol0").unwrap(), None);
+        let v = Verdict::rejected("b", BugSource::Model, "not_submitted", "no");
+        store.write_verdict(&v).unwrap();
+        assert_eq!(store.verdict("b").unwrap(), Some(v));
+        store.write_attempt("b", "b-sol0", "patch").unwrap();
+        assert_eq!(
+            store.attempt("b", "b-sol0").unwrap().as_deref(),
+            Some("patch")
+        );
+        store.clear("b").unwrap();
+        assert_eq!(store.verdict("b").unwrap(), None);
+        store.clear("never-made").unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_verdict_is_an_error_not_a_fresh_bug() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BugStore::new(dir.path());
+        std::fs::create_dir_all(store.dir("b")).unwrap();
+        std::fs::write(store.dir("b").join(VERDICT_JSON), "{").unwrap();
+        assert!(matches!(store.verdict("b"), Err(StoreError::Json { .. })));
     }
 }

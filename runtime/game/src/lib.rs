@@ -30,12 +30,17 @@ pub mod reward;
 pub mod scan;
 pub mod testrun;
 pub mod trusted;
+pub mod verdict;
 pub mod verify;
 pub mod workspace;
 
 pub use artifact::Artifact;
+pub use bug_store::{Bug, BugMeta, BugStore};
 pub use config::{EpisodeConfig, RunEnv, VerifyConfig};
 pub use episode::{SolverEpisode, build_episode};
 pub use evaluate::{BugState, EvalOutcome, Evaluation, Evaluator};
 pub use report::{Check, RejectCode, VerificationReport};
+/// The two roles of the game (owned by the leaf crate `ssr-role`).
+pub use ssr_role::Role;
+pub use verdict::{BugSource, Verdict};
 pub use verify::Verifier;

@@ -12,35 +12,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The two roles of the self-play game (SSR_SPEC.md section 1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Injector,
-    Solver,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Injector => "injector",
-            Role::Solver => "solver",
-        }
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "injector" => Ok(Role::Injector),
-            "solver" => Ok(Role::Solver),
-            other => Err(format!(
-                "unknown role `{other}` (expected injector or solver)"
-            )),
-        }
-    }
-}
+/// The two roles of the self-play game (owned by `ssr-role`, shared by every crate).
+pub use ssr_role::Role;
 
 /// How a tool may reach the episode's repository.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]

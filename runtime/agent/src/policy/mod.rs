@@ -51,8 +51,7 @@ impl Default for Sampling {
 /// Which episode and turn a request belongs to (for scripted replay and logs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestTag {
-    /// `injector` or `solver`.
-    pub role: String,
+    pub role: ssr_role::Role,
     /// Attempt index within its group (solver attempt on a bug, injection rollout).
     pub attempt: u32,
     /// 0-based model turn within the episode.

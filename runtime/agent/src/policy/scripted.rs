@@ -74,17 +74,17 @@ impl Policy for ScriptedPolicy {
     }
 
     async fn generate(&self, request: GenerateRequest) -> Result<Generation, PolicyError> {
-        let role = &request.tag.role;
+        let role = request.tag.role.as_str();
         let scripts = self
             .scripts
             .get(role)
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| PolicyError::NoScript { role: role.clone() })?;
+            .ok_or_else(|| PolicyError::NoScript { role: role.into() })?;
         let index = request.tag.attempt as usize % scripts.len();
         let turn = scripts[index]
             .get(request.tag.turn as usize)
             .ok_or_else(|| PolicyError::ScriptExhausted {
-                role: role.clone(),
+                role: role.into(),
                 script: index,
                 turn: request.tag.turn,
             })?;

@@ -2,13 +2,17 @@
 //! tools, in five verbs (injector world, verify, procedural bug, solver world,
 //! evaluate) plus higher-order bugs.
 //!
-//! Owns: the types crossing the seam ([`World`], [`Verdict`], [`SolveOutcome`]). Does
-//! not own: any rule of the game; the implementation over `ssr-game` lives in
-//! [`super::game_arena`].
+//! Owns: the types crossing the seam ([`World`], [`Judged`], [`SolveOutcome`],
+//! [`ArenaError`]). Does not own: any rule of the game, or storage: an arena works on
+//! bugs in memory ([`Bug`]) and the orchestrator asks the game's
+//! [`ssr_game::BugStore`] to keep them. The implementation over `ssr-game` lives in
+//! [`super::game_arena`], an in-memory one for tests in [`super::fake_arena`].
 
 use crate::tools::Tools;
+use crate::wasm_tools::WasmToolsError;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+pub use ssr_game::{Bug, BugSource, Verdict};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Where one episode acts: its workspace and the tools bound to it. Dropping it
@@ -20,50 +24,19 @@ pub struct World {
     pub guard: Box<dyn Send + Sync>,
 }
 
-/// Where a bug came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BugSource {
-    Model,
-    Procedural,
-    HigherOrder,
+/// A judged bug: the verdict, and the bug itself when there was one to judge (a
+/// verified artifact, valid or not). A submission that could not be read, or a
+/// procedural injection that found nothing, has a verdict and no bug.
+#[derive(Clone, Debug)]
+pub struct Judged {
+    pub verdict: Verdict,
+    pub bug: Option<Bug>,
 }
 
-/// The judgement on a bug, stored as `bugs/<id>/verdict.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Verdict {
-    pub bug_id: String,
-    pub source: BugSource,
-    pub valid: bool,
-    /// Why it was rejected (the first failing check), when it was.
-    pub reason: Option<String>,
-    /// A short machine-friendly code of the reason (for rejection counts).
-    pub reason_code: Option<String>,
-    /// 1 for first-order bugs, 2 for higher-order ones.
-    pub order: u8,
-    pub fail_to_pass: Vec<String>,
-    pub pass_to_pass: Vec<String>,
-    pub verify_ms: u64,
-}
-
-impl Verdict {
-    pub fn rejected(
-        bug_id: &str,
-        source: BugSource,
-        code: &str,
-        reason: impl Into<String>,
-    ) -> Self {
-        Verdict {
-            bug_id: bug_id.into(),
-            source,
-            valid: false,
-            reason: Some(reason.into()),
-            reason_code: Some(code.into()),
-            order: 1,
-            fail_to_pass: Vec::new(),
-            pass_to_pass: Vec::new(),
-            verify_ms: 0,
-        }
+impl Judged {
+    /// A rejection with nothing to store but the verdict.
+    pub fn rejected(verdict: Verdict) -> Self {
+        Judged { verdict, bug: None }
     }
 }
 
@@ -79,59 +52,62 @@ pub struct SolveOutcome {
 }
 
 /// Why the arena could not do what was asked (distinct from a rejected bug or an
-/// unsolved attempt, which are normal outcomes).
+/// unsolved attempt, which are normal outcomes). The game's errors keep their type.
 #[derive(Debug, thiserror::Error)]
 pub enum ArenaError {
-    #[error("{what}: {reason}")]
-    Failed { what: String, reason: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("setting up the episode's tools: {0}")]
+    Tools(#[from] WasmToolsError),
+    #[error("building the solver workspace: {0}")]
+    Episode(#[from] ssr_game::episode::EpisodeError),
+    #[error("procedural injection: {0}")]
+    Inject(#[from] ssr_game::inject::InjectError),
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] ssr_sandbox::SandboxError),
+    #[error("snapshotting the repository: {0}")]
+    Snapshot(#[from] ssr_repo::snapshot::SnapshotError),
+    #[error("{what}: the worker thread failed: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("the higher-order pool's lock is poisoned (a higher-order job panicked)")]
+    PoolPoisoned,
 }
 
-impl ArenaError {
-    pub fn failed(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
-        ArenaError::Failed {
-            what: what.into(),
-            reason: reason.to_string(),
-        }
-    }
-}
-
-/// The game as the orchestrator sees it.
+/// The game as the orchestrator sees it. Every method works in memory; none stores.
 #[async_trait::async_trait]
 pub trait Arena: Send + Sync {
     /// Name of the repository played on (for prompts).
     fn repo_name(&self) -> String;
     /// A fresh copy of the repository with history, and injector tools over it.
     async fn injector_world(&self, episode_id: &str) -> Result<World, ArenaError>;
-    /// Reads the artifact the injector left in its world, verifies it from a fresh
-    /// original, stores it in `bug_dir`.
-    async fn verify_submission(
-        &self,
-        world: &World,
-        bug_id: &str,
-        bug_dir: &Path,
-    ) -> Result<Verdict, ArenaError>;
-    /// A model-free bug made with `seed`, verified and stored in `bug_dir`.
-    async fn procedural_bug(
-        &self,
-        seed: u64,
-        bug_id: &str,
-        bug_dir: &Path,
-    ) -> Result<Verdict, ArenaError>;
-    /// The history-free buggy workspace of a stored bug with solver tools (oracle
-    /// files read-only), and the task text.
+    /// Reads the artifact the injector submitted in its world and verifies it from a
+    /// fresh original.
+    async fn verify_submission(&self, world: &World, bug_id: &str) -> Result<Judged, ArenaError>;
+    /// A model-free bug made with `seed`, verified.
+    async fn procedural_bug(&self, seed: u64, bug_id: &str) -> Result<Judged, ArenaError>;
+    /// The history-free buggy workspace of a bug with solver tools (oracle files
+    /// read-only), and the task text.
     async fn solver_world(
         &self,
-        bug_dir: &Path,
+        bug: &Bug,
         episode_id: &str,
     ) -> Result<(World, String), ArenaError>;
     /// Scores the solver's changes to its world from a fresh original.
-    async fn evaluate(&self, bug_dir: &Path, world: &World) -> Result<SolveOutcome, ArenaError>;
-    /// A higher-order bug from a failed patch on a stored bug, stored in `dest_dir`.
+    async fn evaluate(&self, bug: &Bug, world: &World) -> Result<SolveOutcome, ArenaError>;
+    /// A higher-order bug `bug_id` from a failed patch on bug `parent_id`.
     async fn higher_order(
         &self,
-        parent_dir: &Path,
+        parent_id: &str,
+        parent: &Bug,
         failed_patch: &str,
         bug_id: &str,
-        dest_dir: &Path,
-    ) -> Result<Verdict, ArenaError>;
+    ) -> Result<Judged, ArenaError>;
 }

@@ -4,44 +4,35 @@
 //! injector's and the solver's grants come from the host's policy, and the solver's
 //! oracle files and test infrastructure are protected for every tool and in bash).
 //!
-//! Owns: workspaces per episode (temporary copies, removed when the episode's
-//! [`World`] is dropped), reading the injector's artifact safely (regular files only),
-//! taking the solver's patch (inside the sandbox: the workspace's git is untrusted),
-//! storing bugs in the run directory in `ssr-game`'s bug-store layout. Does not own:
-//! any rule of the game.
+//! Owns: workspaces per episode (an injector's is an `ssr-repo` snapshot of the
+//! repository that keeps `.git`, for history-aware injection; a solver's is the game's
+//! history-free copy; both removed when the episode's [`World`] is dropped), where in the workspace the injector's artifact is read
+//! (the game reads its files, regular files only), taking the solver's patch (inside
+//! the sandbox: the workspace's git is untrusted). Does not own: any rule of the game,
+//! or storing bugs (the orchestrator asks `ssr-game`'s [`ssr_game::BugStore`]).
 
-use super::arena::{Arena, ArenaError, BugSource, SolveOutcome, Verdict, World};
-use crate::tools::Tools;
+use super::arena::{Arena, ArenaError, BugSource, Judged, SolveOutcome, Verdict, World};
+use crate::tools::{SolverSubmission, Submission, Tools};
 use crate::wasm_tools::{RunEnvSandbox, SharedHost, WasmTools};
 use ssr_game::bug_store::{self, BugMeta};
 use ssr_game::higher_order::HigherOrderPool;
 use ssr_game::inject::{self, InjectConfig, Strategy};
 use ssr_game::{
-    Artifact, BugState, EpisodeConfig, Evaluator, VerificationReport, Verifier, VerifyConfig,
-    build_episode,
+    Artifact, Bug, BugState, EpisodeConfig, Evaluator, Verifier, VerifyConfig, build_episode,
 };
+use ssr_repo::snapshot::SnapshotBase;
 use ssr_sandbox::{Command, ExecSpec, Sandbox};
 use ssr_toolhost::{Episode, Policy, Role};
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
-
-/// Name of the file holding a higher-order bug's failed patch, next to its artifact.
-pub const HIGHER_ORDER_PATCH: &str = "higher_order.diff";
 
 /// The directory, relative to the workspace, where the injector writes its artifact
 /// (the prompt says so, and the `submit` tool checks it unless told another one).
 pub const ARTIFACT_DIR: &str = "ssr_artifact";
-/// Files of an artifact (either spelling of SSR_SPEC.md section 2 counts).
-pub const ARTIFACT_FILES: [(&str, &str); 5] = [
-    ("test_script.sh", "test_script.sh"),
-    ("test_files.txt", "test_files.txt"),
-    ("test_parser.py", "parse_test_output.py"),
-    ("bug_inject.diff", "bug_patch.diff"),
-    ("test_weaken.diff", "test_patch.diff"),
-];
-/// Largest artifact file or submitted patch file read from a workspace.
-const MAX_SUBMITTED_FILE: u64 = 8 << 20;
+/// Largest solver patch taken from a workspace, as a submitted file or as the
+/// workspace's diff (one limit for both ways of answering).
+const MAX_PATCH_BYTES: u64 = 16 << 20;
 
 /// Points the injector's `submit` tool at [`ARTIFACT_DIR`] unless the operator's policy
 /// names another directory (the tool's `artifact_dir` setting).
@@ -72,22 +63,22 @@ pub struct GameArena {
     pub tools: Arc<SharedHost>,
     /// Candidates the procedural injector tries per bug.
     pub procedural_candidates: usize,
-    pub pool: Mutex<HigherOrderPool>,
-}
-
-fn fail(what: &str) -> impl Fn(String) -> ArenaError + '_ {
-    move |reason| ArenaError::failed(what, reason)
+    /// Hashes of the higher-order bugs made so far (shared with the blocking job that
+    /// makes the next one).
+    pub pool: Arc<Mutex<HigherOrderPool>>,
+    /// Snapshots of the repository with its `.git`, for injector workspaces (probed on
+    /// first use; start with `Default::default()`).
+    pub injector_base: OnceLock<SnapshotBase>,
 }
 
 /// Runs blocking game work off the async workers.
 async fn blocking<T: Send + 'static>(
     what: &'static str,
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+    f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ArenaError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ArenaError::failed(what, e))?
-        .map_err(fail(what))
+        .map_err(|source| ArenaError::Task { what, source })
 }
 
 impl GameArena {
@@ -117,18 +108,21 @@ impl GameArena {
             sandbox: Some(Arc::new(sandbox)),
             workspace_guest: PathBuf::from("/repo"),
         };
-        let tools = WasmTools::new(self.tools.clone(), episode)
-            .map_err(|e| ArenaError::failed("setting up the episode's tools", e))?;
-        Ok(Arc::new(tools))
+        Ok(Arc::new(WasmTools::new(self.tools.clone(), episode)?))
     }
 
     fn scratch_dir(&self, prefix: &str) -> Result<tempfile::TempDir, ArenaError> {
-        std::fs::create_dir_all(&self.scratch)
-            .map_err(|e| ArenaError::failed("creating the scratch directory", e))?;
+        std::fs::create_dir_all(&self.scratch).map_err(|source| ArenaError::Io {
+            what: "creating the scratch directory",
+            source,
+        })?;
         tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in(&self.scratch)
-            .map_err(|e| ArenaError::failed("creating a workspace", e))
+            .map_err(|source| ArenaError::Io {
+                what: "creating a workspace",
+                source,
+            })
     }
 
     fn meta(
@@ -162,36 +156,15 @@ impl GameArena {
         );
         spec.env = self.verify.run_env.env.clone();
         spec.mounts = self.verify.run_env.mounts.clone();
-        spec.limits.output_bytes = 16 << 20;
+        spec.limits.output_bytes = MAX_PATCH_BYTES as usize;
         spec.limits.timeout = std::time::Duration::from_secs(60);
         let sandbox = self.sandbox.clone();
-        let out = blocking("taking the solver's patch", move || {
-            sandbox.exec(&spec).map_err(|e| e.to_string())
-        })
-        .await?;
+        let out = blocking("taking the solver's patch", move || sandbox.exec(&spec)).await??;
         Ok(if out.success() && !out.truncated {
             out.stdout
         } else {
             String::new()
         })
-    }
-}
-
-fn verdict_of(bug_id: &str, source: BugSource, order: u8, r: &VerificationReport) -> Verdict {
-    Verdict {
-        bug_id: bug_id.to_string(),
-        source,
-        valid: r.valid,
-        reason: r.reason.clone(),
-        reason_code: r
-            .code
-            .as_ref()
-            .and_then(|c| serde_json::to_value(c).ok())
-            .and_then(|v| v.as_str().map(str::to_string)),
-        order,
-        fail_to_pass: r.fail_to_pass.clone(),
-        pass_to_pass: r.pass_to_pass.clone(),
-        verify_ms: r.wall_ms,
     }
 }
 
@@ -214,56 +187,52 @@ fn inside_workspace(workspace: &Path, relative: &str) -> Result<PathBuf, String>
     Ok(p)
 }
 
-/// Reads a regular file the model submitted, bounded in size.
-fn read_submitted(path: &Path, shown: &str) -> Result<Vec<u8>, String> {
+/// Reads the patch file a solver submitted: a regular file, bounded in size.
+fn read_patch_file(path: &Path, shown: &str) -> Result<Vec<u8>, String> {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_file() && m.len() <= MAX_SUBMITTED_FILE => {
+        Ok(m) if m.file_type().is_file() && m.len() <= MAX_PATCH_BYTES => {
             std::fs::read(path).map_err(|e| format!("{shown}: {e}"))
         }
-        Ok(m) if m.file_type().is_file() => Err(format!("{shown} is larger than 8 MiB")),
+        Ok(m) if m.file_type().is_file() => Err(format!("{shown} is larger than 16 MiB")),
         Ok(_) => Err(format!("{shown} is not a regular file")),
         Err(e) => Err(format!("{shown}: {e}")),
     }
 }
 
-/// Copies the injector's artifact files out of `directory` (workspace-relative) into
-/// `dest`, refusing anything that is not a regular file.
-fn stage_artifact(workspace: &Path, directory: &str, dest: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dest).map_err(|e| e.to_string())?;
-    let src = inside_workspace(workspace, directory)?;
-    for (a, b) in ARTIFACT_FILES {
-        for name in [a, b] {
-            let p = src.join(name);
-            if std::fs::symlink_metadata(&p).is_err() {
-                continue;
+impl GameArena {
+    /// One procedural injection with `strategy`: the bug, or why there was none
+    /// (`procedural_none` when candidates were tried, `procedural_failed` when the
+    /// injector could not run).
+    async fn procedural_with(
+        &self,
+        strategy: Strategy,
+        seed: u64,
+    ) -> Result<Result<inject::InjectedBug, (&'static str, String)>, ArenaError> {
+        let cfg = InjectConfig {
+            strategy,
+            count: 1,
+            seed,
+            max_candidates: self.procedural_candidates,
+            verify: self.verify.clone(),
+        };
+        let (sandbox, repo) = (self.sandbox.clone(), self.repo.clone());
+        let run = blocking("procedural injection", move || {
+            inject::inject(sandbox.as_ref(), &repo, &cfg, &mut |_| {})
+        })
+        .await?;
+        Ok(match run {
+            Ok(r) => {
+                let tried = r.tried.len();
+                r.bugs.into_iter().next().ok_or_else(|| {
+                    (
+                        "procedural_none",
+                        format!("no valid {} candidate among {tried} tried", strategy.name()),
+                    )
+                })
             }
-            let bytes = read_submitted(&p, &format!("{directory}/{name}"))?;
-            std::fs::write(dest.join(name), bytes).map_err(|e| e.to_string())?;
-        }
+            Err(e) => Err(("procedural_failed", format!("{}: {e}", strategy.name()))),
+        })
     }
-    Ok(())
-}
-
-/// Copies a directory tree with `cp -a` (keeps the git history of the original).
-fn copy_repo(from: &Path, to: &Path) -> Result<(), String> {
-    let out = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", from.display()))
-        .arg(to)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-/// Loads a stored bug: the artifact, its report, and a higher-order patch if any.
-fn load_bug(dir: &Path) -> Result<(Artifact, VerificationReport, Option<String>), String> {
-    let stored = bug_store::read(dir).map_err(|e| e.to_string())?;
-    let ho = std::fs::read_to_string(dir.join(HIGHER_ORDER_PATCH)).ok();
-    Ok((stored.artifact, stored.report, ho))
 }
 
 #[async_trait::async_trait]
@@ -274,74 +243,69 @@ impl Arena for GameArena {
 
     async fn injector_world(&self, _episode_id: &str) -> Result<World, ArenaError> {
         let dir = self.scratch_dir("inj-")?;
-        let ws = dir.path().join("repo");
-        std::fs::create_dir_all(&ws)
-            .map_err(|e| ArenaError::failed("creating the injector workspace", e))?;
-        let (from, to) = (self.repo.clone(), ws.clone());
-        blocking("copying the repository", move || copy_repo(&from, &to)).await?;
+        let base = match self.injector_base.get() {
+            Some(b) => b.clone(),
+            None => {
+                // Not `hiding(".git")`: the injector reads history (history-aware
+                // injection); the solver's workspace and every test run hide it.
+                let (repo, scratch) = (self.repo.clone(), self.scratch.join("snapshots"));
+                let b = blocking("probing snapshots", move || {
+                    SnapshotBase::new(&repo, &scratch)
+                })
+                .await??;
+                self.injector_base.get_or_init(|| b).clone()
+            }
+        };
+        let snapshot = blocking("snapshotting the repository", move || base.snapshot()).await??;
+        let ws = snapshot.path().to_path_buf();
         let tools = self.tools(&ws, Role::Injector, Vec::new(), dir.path().join("state"))?;
         Ok(World {
             workspace: ws,
             tools,
-            guard: Box::new(dir),
+            // The snapshot goes first (unmounted and removed), then the state directory.
+            guard: Box::new((snapshot, dir)),
         })
     }
 
-    async fn verify_submission(
-        &self,
-        world: &World,
-        bug_id: &str,
-        bug_dir: &Path,
-    ) -> Result<Verdict, ArenaError> {
-        let staging = self.scratch_dir("artifact-")?;
-        let submitted = world.tools.submission();
-        let directory = submitted
-            .as_ref()
-            .and_then(|s| s["directory"].as_str())
-            .unwrap_or(ARTIFACT_DIR)
-            .to_string();
-        if let Err(e) = stage_artifact(&world.workspace, &directory, staging.path()) {
-            return Ok(Verdict::rejected(
+    async fn verify_submission(&self, world: &World, bug_id: &str) -> Result<Judged, ArenaError> {
+        let directory = match world.tools.submission() {
+            Some(Submission::Artifact { directory }) => directory,
+            _ => ARTIFACT_DIR.to_string(),
+        };
+        let unreadable = |e: String| {
+            Judged::rejected(Verdict::rejected(
                 bug_id,
                 BugSource::Model,
                 "artifact_unreadable",
                 e,
-            ));
-        }
-        let artifact = match Artifact::read_dir(staging.path()) {
+            ))
+        };
+        let dir = match inside_workspace(&world.workspace, &directory) {
+            Ok(d) => d,
+            Err(e) => return Ok(unreadable(e)),
+        };
+        let artifact = match Artifact::read_submitted(&dir) {
             Ok(a) => a,
-            Err(e) => {
-                return Ok(Verdict::rejected(
-                    bug_id,
-                    BugSource::Model,
-                    "artifact_unreadable",
-                    e.to_string(),
-                ));
-            }
+            Err(e) => return Ok(unreadable(e.to_string())),
         };
         let (sandbox, cfg, repo) = (self.sandbox.clone(), self.verify.clone(), self.repo.clone());
         let a = artifact.clone();
         let report = blocking("verifying", move || {
-            Ok(Verifier::new(sandbox.as_ref(), cfg).verify(&repo, &a))
+            Verifier::new(sandbox.as_ref(), cfg).verify(&repo, &a)
         })
         .await?;
-        let root = bug_dir.parent().unwrap_or(bug_dir);
-        bug_store::write(
-            root,
-            &artifact,
-            &report,
-            &self.meta(bug_id, None, None, "model"),
-        )
-        .map_err(|e| ArenaError::failed("storing the bug", e))?;
-        Ok(verdict_of(bug_id, BugSource::Model, 1, &report))
+        Ok(Judged {
+            verdict: Verdict::of_report(bug_id, BugSource::Model, 1, &report),
+            bug: Some(Bug {
+                artifact,
+                report,
+                meta: self.meta(bug_id, None, None, "model"),
+                higher_order_patch: None,
+            }),
+        })
     }
 
-    async fn procedural_bug(
-        &self,
-        seed: u64,
-        bug_id: &str,
-        bug_dir: &Path,
-    ) -> Result<Verdict, ArenaError> {
+    async fn procedural_bug(&self, seed: u64, bug_id: &str) -> Result<Judged, ArenaError> {
         // The seed picks which strategy goes first; the other is tried when the first
         // finds nothing. Why: a repository with a short or absent git history has no
         // history candidates at all, and every other round would make no bug.
@@ -351,84 +315,63 @@ impl Arena for GameArena {
             [Strategy::History, Strategy::Removal]
         };
         let mut misses = Vec::new();
-        let mut found = None;
         for strategy in order {
-            let cfg = InjectConfig {
-                strategy,
-                count: 1,
-                seed,
-                max_candidates: self.procedural_candidates,
-                verify: self.verify.clone(),
+            let bug = match self.procedural_with(strategy, seed).await? {
+                Ok(bug) => bug,
+                Err(miss) => {
+                    misses.push(miss);
+                    continue;
+                }
             };
-            let (sandbox, repo) = (self.sandbox.clone(), self.repo.clone());
-            let run = blocking("procedural injection", move || {
-                inject::inject(sandbox.as_ref(), &repo, &cfg, &mut |_| {})
-                    .map_err(|e| e.to_string())
-            })
-            .await;
-            match run {
-                Ok(r) => match r.bugs.into_iter().next() {
-                    Some(bug) => {
-                        found = Some((strategy, bug));
-                        break;
-                    }
-                    None => misses.push((
-                        "procedural_none",
-                        format!(
-                            "no valid {} candidate among {} tried",
-                            strategy.name(),
-                            r.tried.len()
-                        ),
-                    )),
-                },
-                Err(e) => misses.push(("procedural_failed", format!("{}: {e}", strategy.name()))),
-            }
-        }
-        let Some((strategy, bug)) = found else {
-            // `procedural_failed` only when no strategy even ran its candidates.
-            let code = if misses.iter().any(|(c, _)| *c == "procedural_none") {
-                "procedural_none"
-            } else {
-                "procedural_failed"
-            };
-            let reason = misses
-                .into_iter()
-                .map(|(_, r)| r)
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Ok(Verdict::rejected(
+            let meta = self.meta(
                 bug_id,
-                BugSource::Procedural,
-                code,
-                reason,
-            ));
+                Some(strategy.name().into()),
+                Some(seed),
+                &bug.candidate,
+            );
+            return Ok(Judged {
+                verdict: Verdict::of_report(bug_id, BugSource::Procedural, 1, &bug.report),
+                bug: Some(Bug {
+                    artifact: bug.artifact,
+                    report: bug.report,
+                    meta,
+                    higher_order_patch: None,
+                }),
+            });
+        }
+        // `procedural_failed` only when no strategy even ran its candidates.
+        let code = if misses.iter().any(|(c, _)| *c == "procedural_none") {
+            "procedural_none"
+        } else {
+            "procedural_failed"
         };
-        let root = bug_dir.parent().unwrap_or(bug_dir);
-        let meta = self.meta(
+        let reason = misses
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Ok(Judged::rejected(Verdict::rejected(
             bug_id,
-            Some(strategy.name().into()),
-            Some(seed),
-            &bug.candidate,
-        );
-        bug_store::write(root, &bug.artifact, &bug.report, &meta)
-            .map_err(|e| ArenaError::failed("storing the bug", e))?;
-        Ok(verdict_of(bug_id, BugSource::Procedural, 1, &bug.report))
+            BugSource::Procedural,
+            code,
+            reason,
+        )))
     }
 
     async fn solver_world(
         &self,
-        bug_dir: &Path,
+        bug: &Bug,
         _episode_id: &str,
     ) -> Result<(World, String), ArenaError> {
-        let (artifact, _, ho) = load_bug(bug_dir).map_err(fail("reading the bug"))?;
         let dir = self.scratch_dir("sol-")?;
         let dest = dir.path().join("repo");
         let (repo, cfg) = (self.repo.clone(), self.episode.clone());
+        let (artifact, ho) = (bug.artifact.clone(), bug.higher_order_patch.clone());
         let d = dest.clone();
         let ep = blocking("building the solver workspace", move || {
-            build_episode(&repo, &artifact, ho.as_deref(), &cfg, &d).map_err(|e| e.to_string())
+            build_episode(&repo, &artifact, ho.as_deref(), &cfg, &d)
         })
-        .await?;
+        .await??;
         let oracle = ep.read_only_paths.clone();
         let tools = self.tools(
             &ep.workspace,
@@ -446,36 +389,34 @@ impl Arena for GameArena {
         ))
     }
 
-    async fn evaluate(&self, bug_dir: &Path, world: &World) -> Result<SolveOutcome, ArenaError> {
+    async fn evaluate(&self, bug: &Bug, world: &World) -> Result<SolveOutcome, ArenaError> {
         let t0 = Instant::now();
         let patch = match world.tools.submission() {
-            Some(s) if s["kind"] == "patch_file" => {
-                let path = s["path"].as_str().unwrap_or_default();
+            Some(Submission::Solver(SolverSubmission::PatchFile { path })) => {
                 // A patch file that cannot be read safely is an empty answer (−1).
-                inside_workspace(&world.workspace, path)
-                    .and_then(|p| read_submitted(&p, path))
+                inside_workspace(&world.workspace, &path)
+                    .and_then(|p| read_patch_file(&p, &path))
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default()
             }
             _ => self.workspace_patch(world).await?,
         };
-        let (artifact, report, ho) = load_bug(bug_dir).map_err(fail("reading the bug"))?;
         let (sandbox, cfg, repo) = (self.sandbox.clone(), self.verify.clone(), self.repo.clone());
         let globs = self.episode.protected_globs.clone();
-        let p = patch.clone();
+        let (b, p) = (bug.clone(), patch.clone());
         let eval = blocking("evaluating", move || {
-            let tests = report.all_tests();
+            let tests = b.report.all_tests();
             let state = BugState {
-                artifact: &artifact,
-                higher_order_patch: ho.as_deref(),
+                artifact: &b.artifact,
+                higher_order_patch: b.higher_order_patch.as_deref(),
                 tests: &tests,
             };
             // The solver's read-only set is the one the evaluator drops patch sections
             // for, and the log must keep the format verification saw.
-            Ok(Evaluator::new(sandbox.as_ref(), cfg)
+            Evaluator::new(sandbox.as_ref(), cfg)
                 .with_protected_globs(globs)
-                .expecting_log_format(report.log_format)
-                .evaluate(&repo, state, &p))
+                .expecting_log_format(b.report.log_format)
+                .evaluate(&repo, state, &p)
         })
         .await?;
         Ok(SolveOutcome {
@@ -488,92 +429,84 @@ impl Arena for GameArena {
 
     async fn higher_order(
         &self,
-        parent_dir: &Path,
+        parent_id: &str,
+        parent: &Bug,
         failed_patch: &str,
         bug_id: &str,
-        dest_dir: &Path,
-    ) -> Result<Verdict, ArenaError> {
+    ) -> Result<Judged, ArenaError> {
         let t0 = Instant::now();
-        let (artifact, report, parent_ho) =
-            load_bug(parent_dir).map_err(fail("reading the parent bug"))?;
-        let parent_order = if parent_ho.is_some() { 2 } else { 1 };
-        let pool = std::mem::take(
-            &mut *self
-                .pool
-                .lock()
-                .map_err(|_| ArenaError::failed("higher-order pool", "lock poisoned"))?,
-        );
         let (sandbox, cfg, repo, patch) = (
             self.sandbox.clone(),
             self.verify.clone(),
             self.repo.clone(),
             failed_patch.to_string(),
         );
-        let globs = self.episode.protected_globs.clone();
-        let a = artifact.clone();
-        let r = report.clone();
-        let (pool, made) = blocking("making a higher-order bug", move || {
-            let mut pool = pool;
-            let tests = r.all_tests();
-            let made = pool.make(
-                &Evaluator::new(sandbox.as_ref(), cfg)
-                    .with_protected_globs(globs)
-                    .expecting_log_format(r.log_format),
-                &repo,
-                &a,
-                parent_order,
-                &tests,
-                &patch,
-            );
-            Ok((pool, made))
+        let (pool, globs, p) = (
+            self.pool.clone(),
+            self.episode.protected_globs.clone(),
+            parent.clone(),
+        );
+        // The pool stays in its mutex while the job runs (a panicking job poisons it
+        // rather than losing it); higher-order bugs are made one at a time anyway.
+        let made = blocking("making a higher-order bug", move || {
+            let mut pool = pool.lock().map_err(|_| ArenaError::PoolPoisoned)?;
+            let tests = p.report.all_tests();
+            Ok::<_, ArenaError>(
+                pool.make(
+                    &Evaluator::new(sandbox.as_ref(), cfg)
+                        .with_protected_globs(globs)
+                        .expecting_log_format(p.report.log_format),
+                    &repo,
+                    &p.artifact,
+                    p.order(),
+                    &tests,
+                    &patch,
+                ),
+            )
         })
-        .await?;
-        if let Ok(mut slot) = self.pool.lock() {
-            *slot = pool;
-        }
-        match made {
-            Ok(bug) => {
-                let root = dest_dir.parent().unwrap_or(dest_dir);
-                bug_store::write(
-                    root,
-                    &artifact,
-                    &report,
-                    &self.meta(
-                        bug_id,
-                        None,
-                        None,
-                        &format!("higher-order of {}", parent_dir.display()),
-                    ),
-                )
-                .map_err(|e| ArenaError::failed("storing the bug", e))?;
-                std::fs::write(dest_dir.join(HIGHER_ORDER_PATCH), &bug.patch)
-                    .map_err(|e| ArenaError::failed("storing the bug", e))?;
-                let still: std::collections::BTreeSet<&String> = bug.still_failing.iter().collect();
-                let all = report.all_tests();
-                Ok(Verdict {
-                    bug_id: bug_id.to_string(),
-                    source: BugSource::HigherOrder,
-                    valid: true,
-                    reason: None,
-                    reason_code: None,
-                    order: bug.order,
-                    fail_to_pass: bug.still_failing.clone(),
-                    pass_to_pass: all.into_iter().filter(|t| !still.contains(t)).collect(),
-                    verify_ms: t0.elapsed().as_millis() as u64,
-                })
-            }
+        .await??;
+        let bug = match made {
+            Ok(bug) => bug,
             Err(rejection) => {
+                // The rejection's code is its serde tag, the spelling its JSON has.
                 let code = serde_json::to_value(&rejection)
                     .ok()
                     .and_then(|v| v["kind"].as_str().map(str::to_string))
                     .unwrap_or_else(|| "higher_order".into());
-                Ok(Verdict::rejected(
+                return Ok(Judged::rejected(Verdict::rejected(
                     bug_id,
                     BugSource::HigherOrder,
                     &format!("higher_order_{code}"),
                     rejection.to_string(),
-                ))
+                )));
             }
-        }
+        };
+        let still: std::collections::BTreeSet<&String> = bug.still_failing.iter().collect();
+        let verdict = Verdict {
+            bug_id: bug_id.to_string(),
+            source: BugSource::HigherOrder,
+            valid: true,
+            reason: None,
+            reason_code: None,
+            order: bug.order,
+            fail_to_pass: bug.still_failing.clone(),
+            pass_to_pass: parent
+                .report
+                .all_tests()
+                .into_iter()
+                .filter(|t| !still.contains(t))
+                .collect(),
+            verify_ms: t0.elapsed().as_millis() as u64,
+        };
+        let meta = self.meta(bug_id, None, None, &format!("higher-order of {parent_id}"));
+        Ok(Judged {
+            verdict,
+            bug: Some(Bug {
+                artifact: parent.artifact.clone(),
+                report: parent.report.clone(),
+                meta,
+                higher_order_patch: Some(bug.patch),
+            }),
+        })
     }
 }

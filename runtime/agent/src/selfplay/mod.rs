@@ -2,39 +2,59 @@
 //! per valid bug, evaluation, rewards, higher-order bugs, trajectories and (with
 //! training) a policy update.
 //!
+//! A round is a sequence of phases, each a function over typed inputs and outputs
+//! that takes what it plays with as a [`Table`] (policy, arena, bug store, journal)
+//! and needs no run directory:
+//!
+//! ```text
+//! inject_phase ─► MadeBugs ─► solve_phase ─► Vec<Done> ─► higher_order_phase ─► HigherOrder
+//!   (injector episodes ∥ procedural bugs,      (G attempts per valid bug,      (failed patches →
+//!    each judged and stored)                    each evaluated and stored)      bugs → attempts)
+//!                           └──────────────► Round ◄─────────────────────────────────┘
+//!          Round::reward_injectors ─► Round::trajectories ─► train ─► RoundMetrics::from(&Round)
+//! ```
+//!
 //! Owns: the order of phases, concurrency (a semaphore bounds running episodes; every
-//! spawned task lives in a `JoinSet` owned by its phase, which awaits it), episode
-//! ids and seeds derived from the run seed, resuming from the run directory (an
-//! episode is finished once its line is in `episodes.jsonl`), rewards per role, and
-//! the round's metrics. Does not own: the rules (behind [`Arena`]), the model (behind
-//! [`Policy`]), the training step (behind [`TrainStep`]).
+//! spawned task lives in a `JoinSet` owned by its phase, which awaits it), episode ids
+//! and seeds derived from the run seed, resuming from the run directory (an episode is
+//! finished once its line is in `episodes.jsonl`, a bug once its verdict is in the
+//! bug store). Does not own: the rules (behind [`Arena`]), the bug directory layout
+//! (`ssr-game`'s [`BugStore`]), the model (behind [`Policy`]), the training step
+//! (behind [`TrainStep`]).
 
 pub mod arena;
 pub mod config;
+pub mod fake_arena;
 pub mod game_arena;
+pub mod higher_order;
+pub mod inject;
 pub mod progress;
+pub mod resume;
+pub mod round;
+pub mod solve;
+pub mod table;
 pub mod train;
 
-use crate::episode::{EpisodeSpec, run_episode};
-use crate::policy::{Policy, Sampling};
-use crate::prompts;
+use crate::policy::Policy;
 pub use crate::rundir::TrainReport;
-use crate::rundir::{EpisodeRecord, RoundMetrics, RunDir, RunDirError, write_json_atomic};
+use crate::rundir::{EpisodeRecord, Outcome, RoundMetrics, RunDir, RunDirError};
 use crate::shutdown::Shutdown;
-use crate::trajectory::to_trajectory;
-use crate::transcript::{EpisodeEnd, Transcript};
-pub use arena::{Arena, ArenaError, BugSource, SolveOutcome, Verdict, World};
+use crate::transcript::Transcript;
+pub use arena::{Arena, ArenaError, BugSource, Judged, SolveOutcome, Verdict, World};
 pub use config::{InjectorRewardKind, SelfPlayConfig};
-use rand::SeedableRng;
-use serde_json::json;
+use higher_order::higher_order_phase;
+use inject::inject_phase;
+pub use round::Round;
 use sha2::{Digest, Sha256};
+use solve::{attempts_on, solve_phase};
+use ssr_game::BugStore;
+use ssr_game::bug_store::StoreError;
 use ssr_trainer::trajectory::Trajectory;
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
+pub use table::{Done, Journal, MemoryJournal, Played, Table};
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+pub use train::TrainStepError;
 
 /// Progress callbacks (the CLI draws bars on stderr; tests ignore them).
 pub trait Progress: Send + Sync {
@@ -55,7 +75,7 @@ pub trait TrainStep: Send + Sync {
     /// A fingerprint of the weights the policy samples from now (recorded per round,
     /// so a run shows that round N+1 used the weights round N's step made).
     fn fingerprint(&self) -> Option<String>;
-    fn step(&self, round: u32, trajectories: &[Trajectory]) -> Result<TrainReport, String>;
+    fn step(&self, round: u32, trajectories: &[Trajectory]) -> Result<TrainReport, TrainStepError>;
 }
 
 /// Why a run stopped with an error.
@@ -63,10 +83,16 @@ pub trait TrainStep: Send + Sync {
 pub enum SelfPlayError {
     #[error(transparent)]
     RunDir(#[from] RunDirError),
+    #[error("the bug store: {0}")]
+    BugStore(#[from] StoreError),
     #[error(transparent)]
     Arena(#[from] ArenaError),
-    #[error("training step of round {round}: {reason}")]
-    Train { round: u32, reason: String },
+    #[error("training step of round {round}: {source}")]
+    Train {
+        round: u32,
+        #[source]
+        source: TrainStepError,
+    },
     #[error("an episode task failed: {0}")]
     Task(String),
 }
@@ -100,10 +126,35 @@ pub struct SelfPlay {
     pub trainer: Option<Arc<dyn TrainStep>>,
 }
 
-/// One episode finished in this process or loaded from the run directory.
-struct Done {
-    record: EpisodeRecord,
-    transcript: Option<Transcript>,
+/// Times the phases of a round.
+struct PhaseClock {
+    lap: Instant,
+    phase_ms: std::collections::BTreeMap<String, u64>,
+}
+
+impl PhaseClock {
+    fn start() -> Self {
+        PhaseClock {
+            lap: Instant::now(),
+            phase_ms: Default::default(),
+        }
+    }
+    fn lap(&mut self, name: &str) {
+        self.phase_ms
+            .insert(name.into(), self.lap.elapsed().as_millis() as u64);
+        self.lap = Instant::now();
+    }
+}
+
+/// Unwraps a phase's result, returning `Interrupted` from the round when shutdown
+/// stopped the phase.
+macro_rules! played {
+    ($phase:expr) => {
+        match $phase {
+            Played::Finished(x) => x,
+            Played::Interrupted => return Ok(RunOutcome::Interrupted),
+        }
+    };
 }
 
 impl SelfPlay {
@@ -125,543 +176,100 @@ impl SelfPlay {
         Ok(RunOutcome::Finished)
     }
 
-    fn sampling(&self, episode_id: &str) -> Sampling {
-        Sampling {
-            temperature: self.config.temperature,
-            top_p: self.config.top_p,
-            max_tokens: 0,
-            stop: Vec::new(),
-            seed: derive_seed(self.config.seed, episode_id),
-        }
+    /// The table of a round: this run's players, its bug store and its index.
+    fn table(&self) -> Result<Table, SelfPlayError> {
+        Ok(Table {
+            config: Arc::new(self.config.clone()),
+            policy: self.policy.clone(),
+            arena: self.arena.clone(),
+            bugs: BugStore::new(self.run.bugs_root()),
+            journal: Arc::new(self.run.clone()),
+            shutdown: self.shutdown.clone(),
+            progress: self.progress.clone(),
+            finished: Arc::new(self.run.episodes()?),
+        })
     }
 
-    /// One round. Returns `Interrupted` when shutdown stopped it.
+    /// One round, phase by phase. Returns `Interrupted` when shutdown stopped it.
     async fn round(&self, round: u32) -> Result<RunOutcome, SelfPlayError> {
         let started = Instant::now();
-        let weights_used = match &self.trainer {
-            Some(t) => {
-                let t = t.clone();
-                tokio::task::spawn_blocking(move || t.fingerprint())
-                    .await
-                    .map_err(|e| SelfPlayError::Task(e.to_string()))?
-            }
-            None => None,
-        };
-        let mut phase_ms = BTreeMap::new();
-        let index = self.run.episodes()?;
-        let cfg = &self.config;
-
-        // Phase 1: model injections and procedural bugs.
-        let t = Instant::now();
-        let mut verdicts: Vec<Verdict> = Vec::new();
-        let mut injector_done: Vec<Done> = Vec::new();
-        self.progress.phase(
+        let weights_used = self.fingerprint().await?;
+        let table = self.table()?;
+        let permits = Arc::new(Semaphore::new(self.config.max_concurrent_episodes.max(1)));
+        let mut clock = PhaseClock::start();
+        let made = played!(inject_phase(&table, round, &permits).await?);
+        clock.lap("inject+verify");
+        let attempts = attempts_on(&made.bugs, self.config.attempts_per_bug);
+        let solvers = played!(solve_phase(&table, round, "solve", attempts, &permits).await?);
+        clock.lap("solve+evaluate");
+        let higher =
+            played!(higher_order_phase(&table, round, &solvers, &made.bugs, &permits).await?);
+        clock.lap("higher-order");
+        let mut r = Round {
             round,
-            "inject",
-            u64::from(cfg.injector_rollouts + cfg.procedural_per_round),
-        );
-        let mut set = JoinSet::new();
-        let permits = Arc::new(Semaphore::new(cfg.max_concurrent_episodes.max(1)));
-        for k in 0..cfg.injector_rollouts {
-            let id = format!("r{round}-inj{k}");
-            if let (Some(rec), Some(v)) = (index.get(&id), read_verdict(&self.run.bug_dir(&id))) {
-                injector_done.push(Done {
-                    record: rec.clone(),
-                    transcript: None,
-                });
-                verdicts.push(v);
-                self.progress.tick(&format!("{id} (resumed)"));
-                continue;
-            }
-            let job = self.injector_job(round, k, id, permits.clone());
-            set.spawn(job);
-        }
-        let mut interrupted = false;
-        while let Some(res) = set.join_next().await {
-            match res.map_err(|e| SelfPlayError::Task(e.to_string()))? {
-                Ok(Some((done, verdict))) => {
-                    self.progress.tick(&done.record.episode_id);
-                    injector_done.push(done);
-                    verdicts.push(verdict);
-                }
-                Ok(None) => interrupted = true,
-                Err(e) => return Err(e),
-            }
-        }
-        for k in 0..cfg.procedural_per_round {
-            if self.shutdown.is_requested() {
-                interrupted = true;
-                break;
-            }
-            let id = format!("r{round}-proc{k}");
-            let dir = self.run.bug_dir(&id);
-            let v = match read_verdict(&dir) {
-                Some(v) => v,
-                None => {
-                    let _ = std::fs::remove_dir_all(&dir);
-                    let v = self
-                        .arena
-                        .procedural_bug(derive_seed(cfg.seed, &id), &id, &dir)
-                        .await?;
-                    save_verdict(&dir, &v)?;
-                    v
-                }
-            };
-            self.progress.tick(&id);
-            verdicts.push(v);
-        }
-        phase_ms.insert("inject+verify".to_string(), t.elapsed().as_millis() as u64);
-        if interrupted {
-            return Ok(RunOutcome::Interrupted);
-        }
-
-        // Phase 2: G solver attempts on every valid bug.
-        let t = Instant::now();
-        let valid: Vec<&Verdict> = verdicts.iter().filter(|v| v.valid).collect();
-        let mut solver_done = Vec::new();
-        let jobs: Vec<(String, u32)> = valid
-            .iter()
-            .flat_map(|v| (0..cfg.attempts_per_bug).map(move |a| (v.bug_id.clone(), a)))
-            .collect();
-        if self
-            .solve_phase(round, "solve", &jobs, &index, &permits, &mut solver_done)
-            .await?
-            == RunOutcome::Interrupted
-        {
-            return Ok(RunOutcome::Interrupted);
-        }
-        phase_ms.insert("solve+evaluate".to_string(), t.elapsed().as_millis() as u64);
-
-        // Phase 3: higher-order bugs from failed first-order attempts, and their attempts.
-        let t = Instant::now();
-        let mut ho_verdicts = Vec::new();
-        let mut failed: Vec<&Done> = solver_done
-            .iter()
-            .filter(|d| d.record.reward == Some(-1.0) && d.record.outcome["patch_nonempty"] == true)
-            .collect();
-        failed.sort_by(|a, b| a.record.episode_id.cmp(&b.record.episode_id));
-        for d in failed
-            .into_iter()
-            .take(cfg.max_higher_order_per_round as usize)
-        {
-            let parent = d.record.bug_id.clone().unwrap_or_default();
-            let id = format!("{}-ho", d.record.episode_id);
-            let dir = self.run.bug_dir(&id);
-            let v = match read_verdict(&dir) {
-                Some(v) => v,
-                None => {
-                    let patch = std::fs::read_to_string(patch_path(
-                        &self.run,
-                        &parent,
-                        &d.record.episode_id,
-                    ))
-                    .unwrap_or_default();
-                    let _ = std::fs::remove_dir_all(&dir);
-                    let v = self
-                        .arena
-                        .higher_order(&self.run.bug_dir(&parent), &patch, &id, &dir)
-                        .await?;
-                    save_verdict(&dir, &v)?;
-                    v
-                }
-            };
-            ho_verdicts.push(v);
-        }
-        let ho_jobs: Vec<(String, u32)> = ho_verdicts
-            .iter()
-            .filter(|v| v.valid)
-            .flat_map(|v| {
-                (0..cfg.attempts_per_higher_order_bug).map(move |a| (v.bug_id.clone(), a))
-            })
-            .collect();
-        let mut ho_done = Vec::new();
-        if self
-            .solve_phase(
-                round,
-                "solve higher-order",
-                &ho_jobs,
-                &index,
-                &permits,
-                &mut ho_done,
-            )
-            .await?
-            == RunOutcome::Interrupted
-        {
-            return Ok(RunOutcome::Interrupted);
-        }
-        phase_ms.insert("higher-order".to_string(), t.elapsed().as_millis() as u64);
-
-        // Rewards. Injector: from its bug's first-order attempts.
-        let mut solved_per_bug: BTreeMap<String, (u32, u32)> = BTreeMap::new();
-        for d in &solver_done {
-            let e = solved_per_bug
-                .entry(d.record.bug_id.clone().unwrap_or_default())
-                .or_default();
-            e.1 += 1;
-            if d.record.reward == Some(1.0) {
-                e.0 += 1;
-            }
-        }
-        for d in &mut injector_done {
-            let v = verdicts.iter().find(|v| v.bug_id == d.record.episode_id);
-            let valid = v.is_some_and(|v| v.valid);
-            let (solved, attempts) = solved_per_bug
-                .get(&d.record.episode_id)
-                .copied()
-                .unwrap_or((0, 0));
-            let r = ssr_game::reward::injector_reward(
-                cfg.injector_reward,
-                valid,
-                solved as usize,
-                attempts as usize,
-            );
-            d.record.reward = Some(r as f32);
-        }
-
-        // Trajectories.
-        let mut trajectories = Vec::new();
-        let mut skipped = 0u32;
-        for (d, group) in injector_done
-            .iter()
-            .map(|d| (d, format!("r{round}-injector")))
-            .chain(
-                solver_done
-                    .iter()
-                    .chain(&ho_done)
-                    .map(|d| (d, d.record.bug_id.clone().unwrap_or_default())),
-            )
-        {
-            let transcript = match &d.transcript {
-                Some(t) => t.clone(),
-                None => self.run.transcript(&d.record.episode_id)?,
-            };
-            let extra = json!({"round": round, "bug": d.record.bug_id, "seed": cfg.seed});
-            match to_trajectory(&transcript, d.record.reward.unwrap_or(0.0), &group, extra) {
-                Ok(t) => trajectories.push(t),
-                // A policy without token ids (chat-only server, no tokenizer) gives
-                // transcripts but no training records; counted in the metrics.
-                Err(_) => skipped += 1,
-            }
-        }
-        self.run.append_trajectories(&trajectories)?;
-
-        // Training.
-        let mut train_loss = None;
-        let mut train = None;
-        if let Some(trainer) = &self.trainer {
-            let t = Instant::now();
-            let trainer = trainer.clone();
-            let batch = trajectories.clone();
-            let report = tokio::task::spawn_blocking(move || trainer.step(round, &batch))
-                .await
-                .map_err(|e| SelfPlayError::Task(e.to_string()))?
-                .map_err(|reason| SelfPlayError::Train { round, reason })?;
-            train_loss = Some(report.loss);
-            train = Some(report);
-            phase_ms.insert("train".to_string(), t.elapsed().as_millis() as u64);
-        }
-
-        // Metrics.
-        let mean =
-            |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
-        let all_solver: Vec<&Done> = solver_done.iter().chain(&ho_done).collect();
-        let model_valid = verdicts
-            .iter()
-            .filter(|v| v.source == BugSource::Model && v.valid)
-            .count() as u32;
-        let mut rejections = BTreeMap::new();
-        for v in verdicts.iter().chain(&ho_verdicts).filter(|v| !v.valid) {
-            *rejections
-                .entry(v.reason_code.clone().unwrap_or_else(|| "unknown".into()))
-                .or_insert(0) += 1;
-        }
-        let solved = all_solver
-            .iter()
-            .filter(|d| d.record.reward == Some(1.0))
-            .count() as u32;
-        let m = RoundMetrics {
-            round,
-            injector_episodes: cfg.injector_rollouts,
-            model_submitted: injector_done
-                .iter()
-                .filter(|d| d.record.end == "submitted")
-                .count() as u32,
-            model_valid,
-            procedural_attempted: cfg.procedural_per_round,
-            procedural_valid: verdicts
-                .iter()
-                .filter(|v| v.source == BugSource::Procedural && v.valid)
-                .count() as u32,
-            validity_rate: if cfg.injector_rollouts == 0 {
-                0.0
-            } else {
-                f64::from(model_valid) / f64::from(cfg.injector_rollouts)
-            },
-            higher_order_bugs: ho_verdicts.iter().filter(|v| v.valid).count() as u32,
-            solver_episodes: all_solver.len() as u32,
-            solved,
-            solve_rate: if all_solver.is_empty() {
-                0.0
-            } else {
-                f64::from(solved) / all_solver.len() as f64
-            },
-            mean_injector_reward: mean(
-                injector_done
-                    .iter()
-                    .filter_map(|d| d.record.reward.map(f64::from))
-                    .collect(),
-            ),
-            mean_solver_reward: mean(
-                all_solver
-                    .iter()
-                    .filter_map(|d| d.record.reward.map(f64::from))
-                    .collect(),
-            ),
-            mean_injector_turns: mean(
-                injector_done
-                    .iter()
-                    .map(|d| f64::from(d.record.turns))
-                    .collect(),
-            ),
-            mean_solver_turns: mean(
-                all_solver
-                    .iter()
-                    .map(|d| f64::from(d.record.turns))
-                    .collect(),
-            ),
-            malformed_calls: injector_done
-                .iter()
-                .chain(all_solver.iter().copied())
-                .map(|d| d.record.malformed_calls)
-                .sum(),
-            sampled_tokens: injector_done
-                .iter()
-                .chain(all_solver.iter().copied())
-                .map(|d| d.record.sampled_tokens as u64)
-                .sum(),
-            phase_ms,
-            train_loss,
+            injector_rollouts: self.config.injector_rollouts,
+            procedural_attempted: self.config.procedural_per_round,
+            injectors: made.injectors,
+            verdicts: made.verdicts,
+            solvers,
+            higher_order_verdicts: higher.verdicts,
+            higher_order_solvers: higher.solvers,
             weights_used,
-            train,
-            wall_ms: started.elapsed().as_millis() as u64,
-            rejections,
-            trajectories_skipped: skipped,
+            ..Round::default()
         };
-        self.run.append_metrics(&m)?;
+        r.reward_injectors(self.config.injector_reward);
+        let trajectories = r.trajectories(self.config.seed, |id| self.run.transcript(id))?;
+        self.run.append_trajectories(&trajectories)?;
+        if self.trainer.is_some() {
+            r.train = self.train(round, trajectories).await?;
+            clock.lap("train");
+        }
+        r.phase_ms = clock.phase_ms;
+        r.wall_ms = started.elapsed().as_millis() as u64;
+        self.run.append_metrics(&RoundMetrics::from(&r))?;
         Ok(RunOutcome::Finished)
     }
 
-    /// Builds the task of one injector episode (owning everything it uses).
-    fn injector_job(
-        &self,
-        round: u32,
-        k: u32,
-        id: String,
-        permits: Arc<Semaphore>,
-    ) -> impl std::future::Future<Output = Result<Option<(Done, Verdict)>, SelfPlayError>> + Send + 'static
-    {
-        let policy = self.policy.clone();
-        let arena = self.arena.clone();
-        let run = self.run.clone();
-        let shutdown = self.shutdown.clone();
-        let cfg = self.config.clone();
-        let sampling = self.sampling(&id);
-        async move {
-            let _permit = permits
-                .acquire_owned()
-                .await
-                .map_err(|e| SelfPlayError::Task(e.to_string()))?;
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(derive_seed(
-                cfg.seed,
-                &format!("{id}/strategy"),
-            ));
-            let strategy = cfg.strategy.pick(&mut rng);
-            let world = arena.injector_world(&id).await?;
-            let specs = world.tools.specs();
-            let spec = EpisodeSpec {
-                episode_id: id.clone(),
-                role: "injector".into(),
-                attempt: k,
-                system: prompts::injector_system(
-                    strategy,
-                    &specs,
-                    cfg.syntax,
-                    cfg.min_passing_tests,
-                ),
-                task: prompts::injector_task(&arena.repo_name()),
-                budgets: cfg.injector_budgets.clone(),
-                syntax: cfg.syntax,
-                sampling,
-            };
-            let transcript =
-                run_episode(policy.as_ref(), world.tools.as_ref(), &spec, &shutdown).await;
-            if !transcript.finished() {
-                return Ok(None);
-            }
-            let bug_dir = run.bug_dir(&id);
-            let _ = std::fs::remove_dir_all(&bug_dir);
-            let verdict = if transcript.end == EpisodeEnd::Submitted {
-                arena.verify_submission(&world, &id, &bug_dir).await?
-            } else {
-                Verdict::rejected(
-                    &id,
-                    BugSource::Model,
-                    "not_submitted",
-                    format!(
-                        "the episode ended without a submission ({:?})",
-                        transcript.end
-                    ),
-                )
-            };
-            save_verdict(&bug_dir, &verdict)?;
-            let record = record_of(
-                &transcript,
-                round,
-                Some(id.clone()),
-                format!("r{round}-injector"),
-                None,
-                json!({"strategy": strategy, "valid": verdict.valid, "reason": verdict.reason}),
-            );
-            run.record_episode(&transcript, &record)?;
-            Ok(Some((
-                Done {
-                    record,
-                    transcript: Some(transcript),
-                },
-                verdict,
-            )))
-        }
+    /// The fingerprint of the weights this round samples from (with a trainer).
+    async fn fingerprint(&self) -> Result<Option<String>, SelfPlayError> {
+        let Some(t) = self.trainer.clone() else {
+            return Ok(None);
+        };
+        tokio::task::spawn_blocking(move || t.fingerprint())
+            .await
+            .map_err(|e| SelfPlayError::Task(e.to_string()))
     }
 
-    /// Runs (or resumes) solver attempts `(bug, attempt)`, appending to `done`.
-    async fn solve_phase(
+    /// The round's training step, on a blocking thread.
+    async fn train(
         &self,
         round: u32,
-        name: &str,
-        jobs: &[(String, u32)],
-        index: &BTreeMap<String, EpisodeRecord>,
-        permits: &Arc<Semaphore>,
-        done: &mut Vec<Done>,
-    ) -> Result<RunOutcome, SelfPlayError> {
-        self.progress.phase(round, name, jobs.len() as u64);
-        let mut set = JoinSet::new();
-        for (bug, a) in jobs {
-            let id = format!("{bug}-sol{a}");
-            if let Some(rec) = index.get(&id) {
-                done.push(Done {
-                    record: rec.clone(),
-                    transcript: None,
-                });
-                self.progress.tick(&format!("{id} (resumed)"));
-                continue;
-            }
-            let policy = self.policy.clone();
-            let arena = self.arena.clone();
-            let run = self.run.clone();
-            let shutdown = self.shutdown.clone();
-            let cfg = self.config.clone();
-            let sampling = self.sampling(&id);
-            let permits = permits.clone();
-            let bug = bug.clone();
-            let a = *a;
-            set.spawn(async move {
-                let _permit = permits.acquire_owned().await.map_err(|e| SelfPlayError::Task(e.to_string()))?;
-                if shutdown.is_requested() {
-                    return Ok(None);
-                }
-                let bug_dir = run.bug_dir(&bug);
-                let (world, task) = arena.solver_world(&bug_dir, &id).await?;
-                let specs = world.tools.specs();
-                let spec = EpisodeSpec {
-                    episode_id: id.clone(),
-                    role: "solver".into(),
-                    attempt: a,
-                    system: prompts::solver_system(&specs, cfg.syntax),
-                    task,
-                    budgets: cfg.solver_budgets.clone(),
-                    syntax: cfg.syntax,
-                    sampling,
-                };
-                let transcript = run_episode(policy.as_ref(), world.tools.as_ref(), &spec, &shutdown).await;
-                if !transcript.finished() {
-                    return Ok(None);
-                }
-                // Every finished attempt is evaluated, submitted or not: the patch is
-                // whatever the solver changed (an empty patch scores −1).
-                let outcome = arena.evaluate(&bug_dir, &world).await?;
-                drop(world);
-                let attempts = bug_dir.join("attempts");
-                std::fs::create_dir_all(&attempts).map_err(|source| RunDirError::Io { path: attempts.clone(), source })?;
-                let p = attempts.join(format!("{id}.diff"));
-                std::fs::write(&p, &outcome.patch).map_err(|source| RunDirError::Io { path: p, source })?;
-                let reward = if outcome.solved { 1.0 } else { -1.0 };
-                let record = record_of(
-                    &transcript,
-                    round,
-                    Some(bug.clone()),
-                    bug.clone(),
-                    Some(reward),
-                    json!({"solved": outcome.solved, "summary": outcome.summary, "patch_nonempty": !outcome.patch.trim().is_empty(), "evaluate_ms": outcome.evaluate_ms}),
-                );
-                run.record_episode(&transcript, &record)?;
-                Ok::<_, SelfPlayError>(Some(Done { record, transcript: Some(transcript) }))
-            });
-        }
-        let mut interrupted = false;
-        while let Some(res) = set.join_next().await {
-            match res.map_err(|e| SelfPlayError::Task(e.to_string()))? {
-                Ok(Some(d)) => {
-                    self.progress.tick(&d.record.episode_id);
-                    done.push(d);
-                }
-                Ok(None) => interrupted = true,
-                Err(e) => return Err(e),
-            }
-        }
-        done.sort_by(|a, b| a.record.episode_id.cmp(&b.record.episode_id));
-        Ok(if interrupted {
-            RunOutcome::Interrupted
-        } else {
-            RunOutcome::Finished
-        })
+        batch: Vec<Trajectory>,
+    ) -> Result<Option<TrainReport>, SelfPlayError> {
+        let Some(trainer) = self.trainer.clone() else {
+            return Ok(None);
+        };
+        let report = tokio::task::spawn_blocking(move || trainer.step(round, &batch))
+            .await
+            .map_err(|e| SelfPlayError::Task(e.to_string()))?
+            .map_err(|source| SelfPlayError::Train { round, source })?;
+        Ok(Some(report))
     }
 }
 
-fn patch_path(run: &RunDir, bug: &str, episode_id: &str) -> std::path::PathBuf {
-    run.bug_dir(bug)
-        .join("attempts")
-        .join(format!("{episode_id}.diff"))
-}
-
-fn read_verdict(bug_dir: &Path) -> Option<Verdict> {
-    let s = std::fs::read_to_string(bug_dir.join("verdict.json")).ok()?;
-    serde_json::from_str(&s).ok()
-}
-
-fn save_verdict(bug_dir: &Path, v: &Verdict) -> Result<(), RunDirError> {
-    std::fs::create_dir_all(bug_dir).map_err(|source| RunDirError::Io {
-        path: bug_dir.into(),
-        source,
-    })?;
-    write_json_atomic(&bug_dir.join("verdict.json"), v)
-}
-
+/// The index record of a finished episode.
 fn record_of(
     t: &Transcript,
     round: u32,
     bug_id: Option<String>,
     group_id: String,
     reward: Option<f32>,
-    outcome: serde_json::Value,
+    outcome: Outcome,
 ) -> EpisodeRecord {
-    let end = serde_json::to_value(&t.end)
-        .ok()
-        .and_then(|v| v["kind"].as_str().map(str::to_string))
-        .unwrap_or_default();
     EpisodeRecord {
         episode_id: t.episode_id.clone(),
         round,
-        role: t.role.clone(),
+        role: t.role,
         bug_id,
         group_id,
         turns: t.stats.turns,
@@ -669,7 +277,7 @@ fn record_of(
         sampled_tokens: t.stats.sampled_tokens,
         total_tokens: t.stats.total_tokens,
         wall_ms: t.stats.wall_ms,
-        end,
+        end: t.end.kind(),
         reward,
         outcome,
     }

@@ -8,11 +8,11 @@
 
 use super::{TrainReport, TrainStep};
 use sha2::{Digest, Sha256};
-use ssr_trainer::Device;
-use ssr_trainer::infer::Engine;
+use ssr_trainer::infer::{Engine, EngineError};
 use ssr_trainer::train::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession, Trainer};
 use ssr_trainer::trajectory::Trajectory;
 use ssr_trainer::weights::Weights;
+use ssr_trainer::{Device, DeviceError};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -37,6 +37,27 @@ pub fn weights_fingerprint(weights: &Weights) -> String {
     hex::encode(&h.finalize()[..12])
 }
 
+/// Why a training step (or setting one up) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainStepError {
+    #[error("resuming {path}: {source}")]
+    Resume {
+        path: PathBuf,
+        #[source]
+        source: TrainError,
+    },
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("the engine refused the weights: {0}")]
+    Engine(#[from] EngineError),
+    #[error("no training device: {0}")]
+    Device(#[from] DeviceError),
+    #[error("the {0} lock is poisoned (a training step panicked)")]
+    Poisoned(&'static str),
+    #[error("no trajectory of this round has sampled tokens with known logprobs")]
+    NothingToTrain,
+}
+
 /// Trains the embedded engine's weights in place.
 pub struct EngineTrainer {
     engine: Arc<RwLock<Engine>>,
@@ -53,23 +74,24 @@ impl EngineTrainer {
         temperature: f32,
         seed: u64,
         checkpoints: PathBuf,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, TrainStepError> {
         let latest = latest_checkpoint(&checkpoints);
         let session = match latest {
             Some(dir) => {
-                let s = TrainSession::resume(&dir)
-                    .map_err(|e| format!("resuming {}: {e}", dir.display()))?;
+                let s = TrainSession::resume(&dir).map_err(|source| TrainStepError::Resume {
+                    path: dir.clone(),
+                    source,
+                })?;
                 engine
                     .write()
-                    .map_err(|_| "engine lock poisoned".to_string())?
-                    .set_weights(s.weights.clone())
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|_| TrainStepError::Poisoned("engine"))?
+                    .set_weights(s.weights.clone())?;
                 s
             }
             None => {
                 let weights = engine
                     .read()
-                    .map_err(|_| "engine lock poisoned".to_string())?
+                    .map_err(|_| TrainStepError::Poisoned("engine"))?
                     .weights()
                     .clone();
                 // The behaviour logprobs were computed at the sampling temperature.
@@ -83,7 +105,7 @@ impl EngineTrainer {
             }
         };
         // CUDA device 0 when usable, else the CPU: same steps, same checkpoints.
-        let session = Trainer::new(session, Device::Auto).map_err(|e| e.to_string())?;
+        let session = Trainer::new(session, Device::Auto)?;
         Ok(EngineTrainer {
             engine,
             session: Mutex::new(session),
@@ -113,11 +135,11 @@ impl TrainStep for EngineTrainer {
         Some(weights_fingerprint(engine.weights()))
     }
 
-    fn step(&self, round: u32, trajectories: &[Trajectory]) -> Result<TrainReport, String> {
+    fn step(&self, round: u32, trajectories: &[Trajectory]) -> Result<TrainReport, TrainStepError> {
         let mut session = self
             .session
             .lock()
-            .map_err(|_| "training session lock poisoned".to_string())?;
+            .map_err(|_| TrainStepError::Poisoned("training session"))?;
         // Trajectories whose sampled tokens are all masked or whose logprobs are
         // unknown cannot train; the session refuses a batch with no trainable token.
         let usable: Vec<Trajectory> = trajectories
@@ -126,9 +148,7 @@ impl TrainStep for EngineTrainer {
             .cloned()
             .collect();
         if usable.is_empty() {
-            return Err(
-                "no trajectory of this round has sampled tokens with known logprobs".into(),
-            );
+            return Err(TrainStepError::NothingToTrain);
         }
         let cfg = session.config().clone();
         let data = Dataset::new(
@@ -136,18 +156,16 @@ impl TrainStep for EngineTrainer {
             session.model_config(),
             cfg.advantage,
             cfg.advantage_eps,
-        )
-        .map_err(|e| e.to_string())?;
-        let metrics = train_step(&mut session, &data).map_err(|e| e.to_string())?;
-        let weights = session.weights().map_err(|e| e.to_string())?.clone();
+        )?;
+        let metrics = train_step(&mut session, &data)?;
+        let weights = session.weights()?.clone();
         let fingerprint = weights_fingerprint(&weights);
         self.engine
             .write()
-            .map_err(|_| "engine lock poisoned".to_string())?
-            .set_weights(weights)
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| TrainStepError::Poisoned("engine"))?
+            .set_weights(weights)?;
         let checkpoint = self.checkpoints.join(format!("round-{round:04}"));
-        session.save(&checkpoint).map_err(|e| e.to_string())?;
+        session.save(&checkpoint)?;
         Ok(TrainReport {
             loss: f64::from(metrics.loss),
             grad_norm: f64::from(metrics.grad_norm),

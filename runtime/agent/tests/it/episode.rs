@@ -9,7 +9,7 @@ use std::sync::Arc;
 fn spec(syntax: ToolCallSyntax, budgets: Budgets) -> EpisodeSpec {
     EpisodeSpec {
         episode_id: "e0".into(),
-        role: "solver".into(),
+        role: ssr_role::Role::Solver,
         attempt: 0,
         system: "system prompt".into(),
         task: "fix it".into(),

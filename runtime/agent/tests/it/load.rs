@@ -116,7 +116,7 @@ async fn load_256_concurrent_solver_episodes_against_a_slow_server() {
         set.spawn(async move {
             let spec = EpisodeSpec {
                 episode_id: format!("load{i}"),
-                role: "solver".into(),
+                role: ssr_role::Role::Solver,
                 attempt: i as u32,
                 system: "sys".into(),
                 task: "task".into(),

@@ -35,7 +35,7 @@ fn replay(latency_ms: u64) -> Arc<dyn Completer> {
 fn spec(id: &str) -> EpisodeSpec {
     EpisodeSpec {
         episode_id: id.into(),
-        role: "solver".into(),
+        role: ssr_role::Role::Solver,
         attempt: 0,
         system: "sys".into(),
         task: "task".into(),
@@ -112,7 +112,7 @@ async fn an_unreachable_server_is_a_typed_error_after_retries() {
         prompt: Prompt::Chat(vec![ssr_agent::Message::new(ssr_agent::Role::User, "hi")]),
         sampling: Sampling::default(),
         tag: RequestTag {
-            role: "solver".into(),
+            role: ssr_role::Role::Solver,
             attempt: 0,
             turn: 0,
             episode_id: "x".into(),
@@ -161,7 +161,7 @@ async fn the_served_engine_matches_the_engine_in_process() {
             ..Sampling::default()
         },
         tag: RequestTag {
-            role: "solver".into(),
+            role: ssr_role::Role::Solver,
             attempt: 0,
             turn: 0,
             episode_id: "x".into(),

@@ -70,7 +70,7 @@ async fn a_scripted_episode_trajectory_reproduces_its_transcript() {
     let policy = ScriptedPolicy::new(scripts, Some(codec.clone()));
     let spec = EpisodeSpec {
         episode_id: "tok".into(),
-        role: "solver".into(),
+        role: ssr_role::Role::Solver,
         attempt: 0,
         system: "sys".into(),
         task: "The test suite is being improved:\n```diff\n+assert f(2) == 4\n```".into(),

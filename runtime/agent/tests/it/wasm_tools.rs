@@ -7,6 +7,7 @@
 use crate::support::{ByteCodec, bwrap, tool_host};
 use ssr_agent::policy::scripted::{ScriptTurn, ScriptedPolicy, Scripts};
 use ssr_agent::shutdown::Shutdown;
+use ssr_agent::tools::{SolverSubmission, Submission};
 use ssr_agent::wasm_tools::{SharedHost, WasmTools};
 use ssr_agent::{Budgets, EpisodeEnd, EpisodeSpec, Sampling, ToolCallSyntax, Tools, run_episode};
 use ssr_toolhost::{Episode, Policy, Role};
@@ -16,7 +17,7 @@ use std::sync::Arc;
 fn spec(role: &str) -> EpisodeSpec {
     EpisodeSpec {
         episode_id: format!("{role}-wasm"),
-        role: role.into(),
+        role: role.parse().unwrap(),
         attempt: 0,
         system: "system".into(),
         task: "task".into(),
@@ -109,8 +110,8 @@ async fn solver_episode_uses_the_wasm_tools_with_oracle_files_read_only() {
     assert!(obs[3].contains("calc.py"), "{}", obs[3]);
     assert!(obs[4].contains("return a + b"), "{}", obs[4]);
     assert_eq!(
-        tools.submission().unwrap()["kind"],
-        "workspace_diff",
+        tools.submission(),
+        Some(Submission::Solver(SolverSubmission::WorkspaceDiff)),
         "the solver's submit asks for the workspace's diff"
     );
 }
@@ -146,7 +147,12 @@ async fn injector_submit_is_refused_until_the_artifact_is_complete() {
         t.turns[0].tool_error && first.contains("test_script.sh"),
         "{first}"
     );
-    assert_eq!(tools.submission().unwrap()["directory"], "ssr_artifact");
+    assert_eq!(
+        tools.submission(),
+        Some(Submission::Artifact {
+            directory: "ssr_artifact".into()
+        })
+    );
 }
 
 /// A custom tool from `tools-wasm/testing` (`wants-exec`: runs its `command` through

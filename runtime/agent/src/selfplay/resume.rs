@@ -1,0 +1,185 @@
+//! Resuming a run with the settings a command line gave: a resumed run keeps its
+//! recorded settings, takes a given one that agrees with them (and `--rounds`, which may
+//! grow the run), and refuses a given one that conflicts, naming it. It never ignores
+//! a setting silently.
+//!
+//! Owns: the recorded setup's typed form ([`Setup`], `run.json`'s `config`), the list of
+//! settings a command line can give ([`Setting`]) and the merge. Does not own: parsing
+//! flags (the binary) or the run directory (`rundir`).
+
+use super::SelfPlayConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// What a run was started with (`run.json`'s `config` object).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Setup {
+    pub selfplay: SelfPlayConfig,
+    /// The repository played on (canonical path).
+    pub repo: PathBuf,
+    /// `embedded`, `openai` or `scripted`.
+    pub policy_kind: String,
+}
+
+/// A setting a command line gives explicitly (a flag, or the settings file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Setting {
+    ConfigFile,
+    Repo,
+    Policy,
+    Rounds,
+    Seed,
+    Attempts,
+    Injectors,
+    Procedural,
+    Concurrency,
+    Train,
+    ToolsPolicy,
+    ToolsDirs,
+    TestEnv,
+}
+
+impl Setting {
+    /// The flag that gives it.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Setting::ConfigFile => "--config",
+            Setting::Repo => "--repo",
+            Setting::Policy => "--policy",
+            Setting::Rounds => "--rounds",
+            Setting::Seed => "--seed",
+            Setting::Attempts => "--attempts",
+            Setting::Injectors => "--injectors",
+            Setting::Procedural => "--procedural",
+            Setting::Concurrency => "--concurrency",
+            Setting::Train => "--train",
+            Setting::ToolsPolicy => "--tools-policy",
+            Setting::ToolsDirs => "--tools-dir",
+            Setting::TestEnv => "--test-env",
+        }
+    }
+}
+
+/// A given setting that disagrees with the run being resumed.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error(
+    "this run was started with {flag} {recorded}, and {flag} {asked} was given: a resumed \
+     run keeps its settings. Resume without {flag} (or with the recorded value), or start \
+     a new run with another --out"
+)]
+pub struct ResumeConflict {
+    pub flag: &'static str,
+    pub recorded: String,
+    pub asked: String,
+}
+
+/// The setup a resumed run uses: `recorded`, with `--rounds` from `asked` when given.
+/// Every other setting in `given` must agree with the recorded one.
+pub fn resume(recorded: Setup, asked: &Setup, given: &[Setting]) -> Result<Setup, ResumeConflict> {
+    let (r, a) = (&recorded.selfplay, &asked.selfplay);
+    for &setting in given {
+        let differs = |x: String, y: String| {
+            (x != y).then(|| ResumeConflict {
+                flag: setting.flag(),
+                recorded: x,
+                asked: y,
+            })
+        };
+        let d = |x: &dyn std::fmt::Debug, y: &dyn std::fmt::Debug| {
+            differs(format!("{x:?}"), format!("{y:?}"))
+        };
+        let conflict = match setting {
+            Setting::Rounds => None,
+            Setting::ConfigFile => {
+                let without_rounds = |c: &SelfPlayConfig| SelfPlayConfig {
+                    rounds: 0,
+                    ..c.clone()
+                };
+                (without_rounds(r) != without_rounds(a)).then(|| ResumeConflict {
+                    flag: setting.flag(),
+                    recorded: "other settings".into(),
+                    asked: "a settings file that differs from them".into(),
+                })
+            }
+            Setting::Repo => d(&recorded.repo, &asked.repo),
+            Setting::Policy => differs(recorded.policy_kind.clone(), asked.policy_kind.clone()),
+            Setting::Seed => d(&r.seed, &a.seed),
+            Setting::Attempts => d(&r.attempts_per_bug, &a.attempts_per_bug),
+            Setting::Injectors => d(&r.injector_rollouts, &a.injector_rollouts),
+            Setting::Procedural => d(&r.procedural_per_round, &a.procedural_per_round),
+            Setting::Concurrency => d(&r.max_concurrent_episodes, &a.max_concurrent_episodes),
+            Setting::Train => d(&r.train, &a.train),
+            Setting::ToolsPolicy => d(&r.tools_policy, &a.tools_policy),
+            Setting::ToolsDirs => d(&r.tools_dirs, &a.tools_dirs),
+            Setting::TestEnv => d(&r.test_env, &a.test_env),
+        };
+        if let Some(c) = conflict {
+            return Err(c);
+        }
+    }
+    let mut setup = recorded;
+    if given.contains(&Setting::Rounds) {
+        setup.selfplay.rounds = asked.selfplay.rounds;
+    }
+    Ok(setup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(seed: u64, rounds: u32) -> Setup {
+        Setup {
+            selfplay: SelfPlayConfig {
+                seed,
+                rounds,
+                ..SelfPlayConfig::default()
+            },
+            repo: "/repo".into(),
+            policy_kind: "scripted".into(),
+        }
+    }
+
+    #[test]
+    fn nothing_given_keeps_the_recorded_setup() {
+        let got = resume(setup(7, 3), &setup(0, 1), &[]).unwrap();
+        assert_eq!(got, setup(7, 3));
+    }
+
+    #[test]
+    fn rounds_given_are_used() {
+        let got = resume(setup(7, 1), &setup(7, 4), &[Setting::Rounds]).unwrap();
+        assert_eq!(got.selfplay.rounds, 4);
+    }
+
+    #[test]
+    fn an_agreeing_setting_is_accepted() {
+        let got = resume(setup(7, 1), &setup(7, 1), &[Setting::Seed, Setting::Policy]).unwrap();
+        assert_eq!(got, setup(7, 1));
+    }
+
+    /// Regression: resume used to drop every flag but `--rounds` without a word.
+    #[test]
+    fn resume_refuses_a_conflicting_flag_instead_of_ignoring_it() {
+        let e = resume(setup(7, 1), &setup(8, 1), &[Setting::Seed]).unwrap_err();
+        assert_eq!(e.flag, "--seed");
+        assert_eq!((e.recorded.as_str(), e.asked.as_str()), ("7", "8"));
+        assert!(e.to_string().contains("--seed 7"), "{e}");
+
+        let mut asked = setup(7, 1);
+        asked.selfplay.attempts_per_bug = 99;
+        let e = resume(setup(7, 1), &asked, &[Setting::Attempts]).unwrap_err();
+        assert_eq!(e.flag, "--attempts");
+        let e = resume(setup(7, 1), &asked, &[Setting::ConfigFile]).unwrap_err();
+        assert_eq!(e.flag, "--config");
+
+        let mut other_repo = setup(7, 1);
+        other_repo.repo = "/elsewhere".into();
+        assert_eq!(
+            resume(setup(7, 1), &other_repo, &[Setting::Repo])
+                .unwrap_err()
+                .flag,
+            "--repo"
+        );
+    }
+}
