@@ -8,9 +8,15 @@
 //! Orchestration overhead = wall − critical path of the test runs (script + parser
 //! time of the longest run of each phase), as a share of wall; target < 10 %.
 //!
+//! Canary cost: a third mode verifies in parallel with the trusted reporter and its
+//! canaries off (`VerifyConfig::trusted_reporter`), interleaved with the others;
+//! the cost is the extra sum of test-run time (and wall) of the parallel mode over
+//! it, in percent; target < 5 % (pytest examples; cargo runs load no reporter).
+//!
 //! `--json` prints `[{"example", "repeats", "runs_per_verification",
 //! "parallel": {"wall_ms", "test_sum_ms", "critical_path_ms", "overhead_ms",
-//! "overhead_pct"}, "sequential": {... same ...}, "speedup"}]` (medians).
+//! "overhead_pct"}, "sequential": {... same ...}, "no_reporter": {... same ...},
+//! "speedup", "canary_cost_pct", "canary_cost_wall_pct"}]` (medians).
 
 use super::verify::{GameOpts, game_sandbox};
 use anyhow::Context;
@@ -52,8 +58,22 @@ pub struct ExampleFigures {
     pub runs_per_verification: usize,
     pub parallel: ModeFigures,
     pub sequential: ModeFigures,
+    /// Parallel, without the trusted reporter and its canaries.
+    pub no_reporter: ModeFigures,
     /// Sequential wall / parallel wall.
     pub speedup: f64,
+    /// 100 × (sum of test runs with canaries / without − 1).
+    pub canary_cost_pct: f64,
+    /// 100 × (parallel wall with canaries / without − 1).
+    pub canary_cost_wall_pct: f64,
+}
+
+fn pct_over(with: u64, without: u64) -> f64 {
+    if without == 0 {
+        0.0
+    } else {
+        100.0 * (with as f64 / without as f64 - 1.0)
+    }
 }
 
 fn median(mut v: Vec<u64>) -> u64 {
@@ -101,8 +121,9 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
         workdir: None,
         base_patch: None,
         image_exec: ssr_sandbox::ImageExec::RootFs,
+        reject_tampering: false,
     };
-    let bar = ProgressBar::new((names.len() * (1 + 2 * args.repeats)) as u64);
+    let bar = ProgressBar::new((names.len() * (1 + 3 * args.repeats)) as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -127,27 +148,34 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
         bar.inc(1);
         let mut par = Vec::new();
         let mut seq = Vec::new();
+        let mut bare = Vec::new();
         for i in 0..args.repeats {
-            for parallel in [i.is_multiple_of(2), !i.is_multiple_of(2)] {
+            // (parallel, reporter on), rotated so no mode always runs first.
+            let mut modes = [(true, true), (false, true), (true, false)];
+            modes.rotate_left(i % 3);
+            for (parallel, reporter) in modes {
                 bar.set_message(format!(
-                    "{name}: {} #{}",
+                    "{name}: {}{} #{}",
                     if parallel { "parallel" } else { "sequential" },
+                    if reporter { "" } else { " without canaries" },
                     i + 1
                 ));
                 let mut vcfg = opts.verify_config();
                 vcfg.parallel = parallel;
+                vcfg.trusted_reporter = reporter;
                 let r = Verifier::new(&sandbox, vcfg).verify(&repo.path, &bug.artifact);
                 anyhow::ensure!(r.valid, "verification changed its verdict: {}", r.summary());
-                if parallel {
-                    par.push(r)
-                } else {
-                    seq.push(r)
+                match (parallel, reporter) {
+                    (true, true) => par.push(r),
+                    (false, _) => seq.push(r),
+                    (true, false) => bare.push(r),
                 }
                 bar.inc(1);
             }
         }
         let p = figures(&par);
         let s = figures(&seq);
+        let b = figures(&bare);
         all.push(ExampleFigures {
             example: name.to_string(),
             repeats: args.repeats,
@@ -157,8 +185,11 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
             } else {
                 s.wall_ms as f64 / p.wall_ms as f64
             },
+            canary_cost_pct: pct_over(p.test_sum_ms, b.test_sum_ms),
+            canary_cost_wall_pct: pct_over(p.wall_ms, b.wall_ms),
             parallel: p,
             sequential: s,
+            no_reporter: b,
         });
     }
     bar.finish_and_clear();
@@ -170,7 +201,11 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
                 "{} ({} test runs per verification, medians of {}):",
                 f.example, f.runs_per_verification, f.repeats
             );
-            for (mode, m) in [("parallel  ", &f.parallel), ("sequential", &f.sequential)] {
+            for (mode, m) in [
+                ("parallel  ", &f.parallel),
+                ("sequential", &f.sequential),
+                ("no canary ", &f.no_reporter),
+            ] {
                 println!(
                     "  {mode} wall {:>6} ms | sum of test runs {:>6} ms | critical path {:>6} ms | overhead {:>5} ms ({:.1} % of wall)",
                     m.wall_ms, m.test_sum_ms, m.critical_path_ms, m.overhead_ms, m.overhead_pct
@@ -180,6 +215,10 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
                 "  parallel vs sequential: {:.2}x faster; parallel wall / sum of test runs = {:.2}",
                 f.speedup,
                 f.parallel.wall_ms as f64 / f.parallel.test_sum_ms.max(1) as f64
+            );
+            println!(
+                "  canaries and trusted reporter: {:+.1} % of the sum of test runs, {:+.1} % of wall (target < 5 %)",
+                f.canary_cost_pct, f.canary_cost_wall_pct
             );
         }
     }

@@ -5,8 +5,10 @@
 //!
 //! `--json` prints the `Evaluation`: `{"reward": 1.0 | -1.0, "solved": bool,
 //! "outcome": {"kind": "solved" | "empty_patch" | "does_not_apply" | "timed_out" |
-//! "run_failed" | "tests_failing", ...}, "failing": [id], "missing": [id],
-//! "dropped": [path], "notes": [string], "wall_ms"}`. `dropped` names the files whose
+//! "run_failed" | "tampered" | "tests_failing", ...}, "failing": [id], "missing": [id],
+//! "dropped": [path], "notes": [string], "wall_ms", "reporter_secret": hex | null}`.
+//! `notes` carries the patch scan's findings (`scan: path:line: ...`) and why a run
+//! counts as tampered; `--reject-tampering` makes a scan finding a tampered attempt. `dropped` names the files whose
 //! sections of the patch were left out (oracle files and test infrastructure).
 
 use super::verify::GameOpts;

@@ -45,6 +45,10 @@ pub struct GameOpts {
     /// repeatable.
     #[arg(long = "test-env", value_name = "KEY=VALUE", value_parser = parse_test_env)]
     pub test_env: Vec<(String, String)>,
+    /// A finding of the patch scan for test-runner tampering rejects (the bug in
+    /// `verify`, the attempt in `evaluate`) instead of being a note.
+    #[arg(long)]
+    pub reject_tampering: bool,
     /// Run tests in this container image's environment (SWE-bench style: the image's
     /// root, interpreter and packages). Without `--repo` the repository is taken out of
     /// the image (at `--workdir`) and kept on the host with a history of its own.
@@ -102,6 +106,7 @@ impl GameOpts {
             min_passing_tests: self.min_passing_tests,
             parallel: !self.sequential,
             run_env: run_env_with(self.test_env.iter().cloned()),
+            reject_tampering_findings: self.reject_tampering,
             ..VerifyConfig::default()
         }
     }

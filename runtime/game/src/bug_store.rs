@@ -356,6 +356,7 @@ mod tests {
                 log_format: None,
                 parallel: false,
                 wall_ms: 3,
+                notes: Vec::new(),
             },
             meta: BugMeta {
                 id: id.into(),

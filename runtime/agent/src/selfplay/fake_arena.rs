@@ -175,6 +175,7 @@ pub fn fake_bug(id: &str, diff: &str, higher_order_patch: Option<String>) -> Bug
             log_format: None,
             parallel: false,
             wall_ms: 0,
+            notes: Vec::new(),
         },
         meta: BugMeta {
             id: id.into(),

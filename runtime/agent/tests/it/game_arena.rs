@@ -68,6 +68,7 @@ fn bug() -> Bug {
             log_format: None,
             parallel: false,
             wall_ms: 0,
+            notes: Vec::new(),
         },
         meta: BugMeta {
             id: "b".into(),

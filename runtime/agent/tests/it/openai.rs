@@ -233,7 +233,7 @@ async fn concurrent_requests_to_the_served_engine_each_match_generation_alone() 
                     ..Sampling::default()
                 },
                 tag: RequestTag {
-                    role: "solver".into(),
+                    role: ssr_role::Role::Solver,
                     attempt: i as u32,
                     turn: 0,
                     episode_id: format!("c{i}"),
