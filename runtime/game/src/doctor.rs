@@ -179,7 +179,10 @@ pub fn doctor(
             .collect();
     }
     report.runner_count = match framework {
-        Framework::Pytest => pytest_total(&run.log_tail),
+        // The printed summary also counts the trusted reporter's canaries, which no
+        // parser result keeps: take them back out.
+        Framework::Pytest => pytest_total(&run.log_tail)
+            .map(|n| n.saturating_sub(run.reporter.as_ref().map_or(0, |r| r.canary_ids.len()))),
         Framework::Cargo => run.trusted.as_ref().map(|t| t.results.len()),
     };
     if let Some(why) = &report.incomplete {

@@ -204,6 +204,10 @@ pub fn run_tests_protected(
             " ",
             &format!("-p {}", reporter.module()),
         );
+        let user_base = user_site_hook(io_path, reporter.module())?;
+        script
+            .env
+            .insert("PYTHONUSERBASE".into(), user_base.display().to_string());
     }
     if let Some(files) = &before {
         script.read_only_paths = files.keys().map(PathBuf::from).collect();
@@ -279,6 +283,30 @@ pub fn run_tests_protected(
         reporter: reading,
         tampered,
     })
+}
+
+/// The reporter's hooks again, through Python's user site (`PYTHONUSERBASE`): a test
+/// script that sets `PYTHONPATH=src` or its own `PYTEST_ADDOPTS` (common, and
+/// legitimate) replaces the entries put first above, but the user site's `.pth` files
+/// are read at interpreter start whatever those say. The `.pth` line puts the run
+/// directory first on `sys.path` (so its `sitecustomize` is the one imported, right
+/// after) and makes sure `PYTEST_ADDOPTS` loads the plugin. One `site-packages` per
+/// Python 3 minor version, since the environment's interpreter (host or image) is not
+/// known here. Returns the user base, inside the read-only run directory.
+fn user_site_hook(io_path: &Path, module: &str) -> Result<PathBuf, RunFailure> {
+    let base = io_path.join("userbase");
+    let dir = io_path.display().to_string();
+    let line = format!(
+        "import os, sys; sys.path.insert(0, {dir:?}); _a = os.environ.get('PYTEST_ADDOPTS', ''); \
+         '-p {module}' in _a or os.environ.__setitem__('PYTEST_ADDOPTS', '-p {module} ' + _a)\n"
+    );
+    for minor in 6..=20 {
+        let site = base.join(format!("lib/python3.{minor}/site-packages"));
+        std::fs::create_dir_all(&site)
+            .and_then(|()| std::fs::write(site.join("ssr_reporter.pth"), &line))
+            .map_err(|e| RunFailure::Setup(e.to_string()))?;
+    }
+    Ok(base)
 }
 
 /// Puts `value` before the variable's current value (the run environment's).

@@ -272,15 +272,39 @@ fn canaries_survive_deselection_and_a_script_that_bypasses_the_reporter_passes_n
     let secrets: std::collections::BTreeSet<_> =
         r.runs.iter().map(|x| x.reporter_secret.clone()).collect();
     assert_eq!(secrets.len(), r.runs.len(), "one secret per run");
-    // Clearing PYTEST_ADDOPTS drops the plugin: the run is incomplete.
+    // Clearing PYTEST_ADDOPTS and turning off the user site (where the reporter's
+    // hook also stands) drops the plugin: the run is incomplete.
     let mut bypass = good_artifact(repo.path());
-    bypass.test_script = bypass
-        .test_script
-        .replace("python3 -m pytest", "PYTEST_ADDOPTS= python3 -m pytest");
+    bypass.test_script = bypass.test_script.replace(
+        "python3 -m pytest",
+        "PYTEST_ADDOPTS= PYTHONNOUSERSITE=1 python3 -m pytest",
+    );
     let r =
         Verifier::new(fixture::sandbox(), test_config(scratch.path())).verify(repo.path(), &bypass);
     assert!(!r.valid);
     assert_eq!(r.code, Some(RejectCode::IncompleteRun), "{}", r.summary());
+}
+
+/// Regression (the scripted self-play injector's artifact was rejected as incomplete):
+/// a test script that sets its own `PYTHONPATH` and `PYTEST_ADDOPTS`, as injectors
+/// often write, keeps the trusted reporter (through the user site) and stays valid.
+#[test]
+fn a_test_script_that_sets_its_own_pythonpath_keeps_the_reporter() {
+    let repo = calc_repo();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut a = good_artifact(repo.path());
+    a.test_script = a.test_script.replace(
+        "python3 -m pytest",
+        "export PYTHONPATH=. PYTEST_ADDOPTS=-q\npython3 -m pytest",
+    );
+    assert!(
+        a.test_script.contains("export PYTHONPATH=."),
+        "{}",
+        a.test_script
+    );
+    let r = Verifier::new(fixture::sandbox(), test_config(scratch.path())).verify(repo.path(), &a);
+    assert!(r.valid, "{}", r.summary());
+    assert!(r.runs.iter().all(|x| x.reporter_secret.is_some()));
 }
 
 // ---- unittest (`python3 -m unittest -v`): the trusted reporter as `sitecustomize`.
