@@ -427,7 +427,7 @@ fn sandbox_image(image: &str, a: &SandboxBenchArgs) -> anyhow::Result<ExitCode> 
         target_ratio: IMAGE_TARGET_RATIO,
         target_met: rootfs_s.median_ms / base <= IMAGE_TARGET_RATIO,
         // Under a millisecond: the root came from the cache.
-        unpack_ms: (unpack > Duration::from_millis(1000)).then(|| unpack.as_secs_f64() * 1e3),
+        unpack_ms: (unpack > Duration::from_millis(1000)).then_some(unpack.as_secs_f64() * 1e3),
         bwrap_host,
         rootfs: rootfs_s,
         docker_run,

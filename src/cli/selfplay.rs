@@ -298,11 +298,12 @@ pub fn run(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
     rt.block_on(run_async(args))
 }
 
+/// The policy the run samples from, and the embedded engine when it is one (training
+/// needs it).
+type BuiltPolicy = (Arc<dyn Policy>, Option<Arc<EmbeddedPolicy>>);
+
 /// The policy the run samples from (and the embedded engine, which training needs).
-fn build_policy(
-    job: &SelfPlayJob,
-    kind: PolicyKind,
-) -> anyhow::Result<(Arc<dyn Policy>, Option<Arc<EmbeddedPolicy>>)> {
+fn build_policy(job: &SelfPlayJob, kind: PolicyKind) -> anyhow::Result<BuiltPolicy> {
     let codec = || -> anyhow::Result<Option<Arc<dyn TextCodec>>> {
         job.model
             .exists()

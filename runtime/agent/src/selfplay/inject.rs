@@ -34,7 +34,8 @@ pub struct MadeBugs {
 
 /// One finished task of the phase.
 enum Made {
-    Injector(Done, Verdict, Option<Arc<Bug>>),
+    // Boxed: an episode's record is large next to a procedural bug's verdict.
+    Injector(Box<Done>, Verdict, Option<Arc<Bug>>),
     Procedural(Verdict, Option<Arc<Bug>>),
 }
 
@@ -79,7 +80,7 @@ pub async fn inject_phase(
     for m in made {
         let (verdict, bug) = match m {
             Made::Injector(done, v, bug) => {
-                out.injectors.push(done);
+                out.injectors.push(*done);
                 model.push(v.clone());
                 (v, bug)
             }
@@ -136,7 +137,11 @@ async fn injector_bug(
 ) -> Result<Option<Made>, SelfPlayError> {
     if let (Some(rec), Some(v)) = (table.finished.get(&id), table.bugs.verdict(&id)?) {
         let (verdict, bug) = stored(table, v)?;
-        return Ok(Some(Made::Injector(Done::resumed(rec), verdict, bug)));
+        return Ok(Some(Made::Injector(
+            Box::new(Done::resumed(rec)),
+            verdict,
+            bug,
+        )));
     }
     let _permit = permits
         .acquire_owned()
@@ -184,7 +189,7 @@ async fn injector_bug(
         transcript: Some(transcript),
         patch: None,
     };
-    Ok(Some(Made::Injector(done, verdict, bug)))
+    Ok(Some(Made::Injector(Box::new(done), verdict, bug)))
 }
 
 /// The verdict on what an injector episode left: verified when it submitted.

@@ -44,10 +44,11 @@ pub enum TrainStepError {
     Resume {
         path: PathBuf,
         #[source]
-        source: TrainError,
+        source: Box<TrainError>,
     },
+    // Boxed: the trainer's error is large, and this one travels in every round's result.
     #[error(transparent)]
-    Train(#[from] TrainError),
+    Train(Box<TrainError>),
     #[error("the engine refused the weights: {0}")]
     Engine(#[from] EngineError),
     #[error("no training device: {0}")]
@@ -56,6 +57,12 @@ pub enum TrainStepError {
     Poisoned(&'static str),
     #[error("no trajectory of this round has sampled tokens with known logprobs")]
     NothingToTrain,
+}
+
+impl From<TrainError> for TrainStepError {
+    fn from(e: TrainError) -> Self {
+        TrainStepError::Train(Box::new(e))
+    }
 }
 
 /// Trains the embedded engine's weights in place.
@@ -80,7 +87,7 @@ impl EngineTrainer {
             Some(dir) => {
                 let s = TrainSession::resume(&dir).map_err(|source| TrainStepError::Resume {
                     path: dir.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
                 engine
                     .write()
