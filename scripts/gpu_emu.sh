@@ -3,7 +3,12 @@
 # the real host code, cudarc and NVRTC, with the fake libcuda/libcublas/libnccl running
 # kernels/*.cu on CPU threads. SSR_REQUIRE_GPU=1: a test that would skip fails instead.
 #
-#   scripts/gpu_emu.sh          # ASan + UBSan (the CI run: `just gpu-emu`)
+#   scripts/gpu_emu.sh          # ASan + UBSan, every GPU test (`just gpu-emu`)
+#   scripts/gpu_emu.sh ci       # ASan + UBSan, the CI-sized part (`just test`): the
+#                               # emulator's negative tests and the rl, model_ops and
+#                               # logprobs parity tests; the training-scale tests
+#                               # (training, lm_head, bf16_mode, smollm2) take too long
+#                               # with one OS thread per CUDA thread on two cores
 #   scripts/gpu_emu.sh tsan     # ThreadSanitizer, plus the proof that it catches a
 #                               # kernel whose __syncthreads was removed
 #
@@ -47,6 +52,13 @@ cargo build -p ssr-trainer --tests -q 2>&1 | tail -20
 bin=$(test_binary)
 [ -x "$bin" ] || { echo "gpu-emu: the trainer's test binary was not built" >&2; exit 1; }
 
+# Which GPU tests the sanitized run takes (test-name filters).
+filters=(gpu::)
+if [ "$mode" = ci ]; then
+  filters=(gpu::emulator gpu::rl gpu::model_ops gpu::logprobs)
+  mode=asan
+fi
+
 case "$mode" in
 asan)
   bash gpu-emu/build.sh target/gpu-emu/asan asan
@@ -61,7 +73,7 @@ asan)
     gpu::every_kernel_source_compiles_with_nvrtc gpu::ptxas gpu::emulator::emulator_fill_kernel_cache 2>&1 | tee "$log"
   rc1=${PIPESTATUS[0]}
   # 2. Every other GPU test on the emulated device under ASan + UBSan.
-  run_emulated target/gpu-emu/asan "$(gcc -print-file-name=libasan.so)" gpu:: --test-threads=1 \
+  run_emulated target/gpu-emu/asan "$(gcc -print-file-name=libasan.so)" "${filters[@]}" --test-threads=1 \
     --skip gpu::every_kernel_source_compiles_with_nvrtc --skip gpu::ptxas 2>&1 | tee -a "$log"
   rc2=${PIPESTATUS[0]}
   set -e
@@ -108,7 +120,7 @@ PY
   rm -rf "$broken" "$log"
   ;;
 *)
-  echo "usage: $0 [asan|tsan]" >&2
+  echo "usage: $0 [asan|ci|tsan]" >&2
   exit 2
   ;;
 esac
