@@ -632,3 +632,53 @@ fn sixty_four_concurrent_websocket_episodes_none_lost_none_leaked() {
     }
     assert_eq!(s.get("/health")["slots_free"], N as u64);
 }
+
+#[test]
+fn ssr_episode_plays_a_request_file_without_a_server() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let s = Server::start(&["--slots", "1"]);
+    let task = s.task();
+    let repo = s.store.parent().unwrap().join("repos/python-textkit");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("task.json");
+    let output = dir.path().join("result.json");
+    std::fs::write(
+        &input,
+        json!({"role": "solver", "repo": "textkit", "task_id": task, "episode_id": "cli-1",
+               "script": {"solver": [["<tool: submit>\n</tool>"]]}})
+        .to_string(),
+    )
+    .unwrap();
+    let o = crate::ssr()
+        .current_dir(root())
+        .args(["episode", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .arg("--repo")
+        .arg(format!("textkit={}", repo.display()))
+        .arg("--store")
+        .arg(&s.store)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
+    assert_eq!((v["episode_id"].as_str(), v["status"].as_str()), (Some("cli-1"), Some("ok")), "{v}");
+    assert_eq!(v["reward"], -1.0, "{v}");
+    // No model and no OPENAI_BASE_URL: a clear error.
+    std::fs::write(&input, json!({"role": "injector", "repo": "textkit"}).to_string()).unwrap();
+    let o = crate::ssr()
+        .current_dir(root())
+        .args(["episode", "--input"])
+        .arg(&input)
+        .arg("--repo")
+        .arg(format!("textkit={}", repo.display()))
+        .arg("--store")
+        .arg(&s.store)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("OPENAI_BASE_URL"), "{o:?}");
+}
