@@ -665,10 +665,18 @@ fn ssr_episode_plays_a_request_file_without_a_server() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
-    assert_eq!((v["episode_id"].as_str(), v["status"].as_str()), (Some("cli-1"), Some("ok")), "{v}");
+    assert_eq!(
+        (v["episode_id"].as_str(), v["status"].as_str()),
+        (Some("cli-1"), Some("ok")),
+        "{v}"
+    );
     assert_eq!(v["reward"], -1.0, "{v}");
     // No model and no OPENAI_BASE_URL: a clear error.
-    std::fs::write(&input, json!({"role": "injector", "repo": "textkit"}).to_string()).unwrap();
+    std::fs::write(
+        &input,
+        json!({"role": "injector", "repo": "textkit"}).to_string(),
+    )
+    .unwrap();
     let o = crate::ssr()
         .current_dir(root())
         .args(["episode", "--input"])
@@ -680,5 +688,8 @@ fn ssr_episode_plays_a_request_file_without_a_server() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("OPENAI_BASE_URL"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("OPENAI_BASE_URL"),
+        "{o:?}"
+    );
 }

@@ -402,6 +402,8 @@ impl<'a> EpisodeRun<'a> {
             turns: self.turns,
             end,
             stats: self.stats,
+            temperature: Some(self.spec.sampling.temperature),
+            top_p: Some(self.spec.sampling.top_p),
         }
     }
 }
