@@ -108,8 +108,7 @@ pub fn engine(game: &GameArgs) -> anyhow::Result<Engine> {
     let store = &game.store;
     let mut out = ssr_env::Repos::new();
     for (name, dir) in repos {
-        let scratch = store.join(&name).join("scratch");
-        let _ = std::fs::remove_dir_all(&scratch);
+        let scratch = own_scratch(&store.join(&name).join("scratch"))?;
         let mut arena = GameArena::open(&defaults, &dir, scratch, tools.clone())?;
         arena.repo_name = name.clone();
         let (bugs, rounds) = repo_store(store, &name);
@@ -134,6 +133,40 @@ pub fn engine(game: &GameArgs) -> anyhow::Result<Engine> {
         defaults,
         codec,
     })
+}
+
+/// This process's scratch directory under `root` (`root/<pid>`): servers may share a
+/// store (one per Ray node on a shared file system), so each has its own workspaces
+/// and snapshots, and one only removes those of processes no longer alive.
+fn own_scratch(root: &Path) -> anyhow::Result<PathBuf> {
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            let pid = e.file_name().to_string_lossy().parse::<u32>().ok();
+            if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    let dir = root.join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Completes on Ctrl-C or SIGTERM (what Ray and Kubernetes send to stop a server).
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -162,11 +195,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 "serving episodes at {base_url} ({slots} slots; POST /v1/episodes, /v1/rounds, GET /ws; Ctrl-C stops)"
             );
         }
-        bound
-            .serve(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        bound.serve(stop_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -52,16 +52,24 @@ impl Server {
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let store = tmp.path().join("store");
+        let (child, base) = Server::launch(&repos.join("python-textkit"), &store, extra);
+        Server {
+            child,
+            base,
+            store,
+            _tmp: tmp,
+        }
+    }
+
+    /// Starts `ssr env serve` over `repo` with `store`; its process and base URL.
+    fn launch(repo: &Path, store: &Path, extra: &[&str]) -> (Child, String) {
         let mut child = crate::ssr()
             .current_dir(root())
             .args(["env", "serve", "--port", "0", "--json"])
             .arg("--repo")
-            .arg(format!(
-                "textkit={}",
-                repos.join("python-textkit").display()
-            ))
+            .arg(format!("textkit={}", repo.display()))
             .arg("--store")
-            .arg(&store)
+            .arg(store)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -73,12 +81,7 @@ impl Server {
             .unwrap();
         let v: Value = serde_json::from_str(&line)
             .unwrap_or_else(|e| panic!("not the --json line ({e}): {line:?}"));
-        Server {
-            child,
-            base: v["base_url"].as_str().unwrap().to_string(),
-            store,
-            _tmp: tmp,
-        }
+        (child, v["base_url"].as_str().unwrap().to_string())
     }
 
     fn url(&self, path: &str) -> String {
@@ -95,9 +98,12 @@ impl Server {
         client().get(self.url(path)).send().unwrap().json().unwrap()
     }
 
-    /// Episode workspaces left in the server's scratch directories.
+    /// Episode workspaces left in the server's scratch directory (its own, under the
+    /// store's: servers may share a store).
     fn leftover_workspaces(&self) -> Vec<PathBuf> {
-        let scratch = self.store.join("textkit/scratch");
+        let scratch = self
+            .store
+            .join(format!("textkit/scratch/{}", self.child.id()));
         std::fs::read_dir(&scratch)
             .map(|d| {
                 d.filter_map(|e| e.ok().map(|e| e.path()))
@@ -692,4 +698,68 @@ fn ssr_episode_plays_a_request_file_without_a_server() {
         String::from_utf8_lossy(&o.stderr).contains("OPENAI_BASE_URL"),
         "{o:?}"
     );
+}
+
+/// Regression (Ray test): a second server on the same store removed the first one's
+/// scratch directory, and the first then failed every episode. Also: SIGTERM (what Ray
+/// and Kubernetes send) stops a server cleanly, its running episode's sandbox gone.
+#[test]
+fn servers_share_a_store_and_sigterm_stops_one_cleanly() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let a = Server::start(&["--slots", "2"]);
+    let task = a.task();
+    let repo = a.store.parent().unwrap().join("repos/python-textkit");
+    let (mut b, b_base) = Server::launch(&repo, &a.store, &["--slots", "1"]);
+    let episode = |base: &str, script: Value| {
+        client()
+            .post(format!("{base}/v1/episodes"))
+            .json(&json!({"role": "solver", "repo": "textkit", "task_id": task, "script": script}))
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap()
+    };
+    let submit = json!({"solver": [["<tool: submit>\n</tool>"]]});
+    let v = episode(&a.base, submit.clone());
+    assert_eq!(v["status"], "ok", "{v}");
+    let marker = format!("sleep 39.{}", std::process::id());
+    let long = {
+        let (base, script) = (b_base.clone(), json!({"solver": [[bash(&marker)]]}));
+        let task = task.clone();
+        std::thread::spawn(move || {
+            client()
+                .post(format!("{base}/v1/episodes"))
+                .json(&json!({"role": "solver", "repo": "textkit", "task_id": task, "script": script}))
+                .send()
+                .ok()
+                .and_then(|r| r.text().ok())
+        })
+    };
+    let t0 = Instant::now();
+    while processes_with(&marker) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the tool call never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &b.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = b.wait().unwrap();
+    assert!(status.success(), "SIGTERM: {status:?}");
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    assert_eq!(
+        processes_with(&marker),
+        0,
+        "the stopped server's sandbox lives on"
+    );
+    let _ = long.join();
+    // The other server on the same store still plays.
+    let v = episode(&a.base, submit);
+    assert_eq!(v["status"], "ok", "{v}");
 }

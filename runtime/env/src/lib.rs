@@ -152,12 +152,18 @@ pub async fn bind_shared(config: &ServeConfig, engine: Arc<Engine>) -> Result<Bo
 }
 
 impl Bound {
-    /// Serves until `stop` completes; running episodes are cancelled on the way out.
+    /// Serves until `stop` completes; then every running episode is cancelled and
+    /// awaited (its sandbox killed, its workspace removed) before this returns.
     pub async fn serve(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let app = http::router(self.state.clone());
+        let registry = self.state.registry.clone();
+        let stop = async move {
+            stop.await;
+            registry.cancel_all(Duration::from_secs(30)).await;
+        };
         axum::serve(self.listener, app)
             .with_graceful_shutdown(stop)
             .await

@@ -165,6 +165,19 @@ impl Registry {
         Ok(matches!(ended, Ok(Ok(_))) || matches!(ended, Ok(Err(_))))
     }
 
+    /// Cancels every running episode and waits until all have ended, at most `wait`
+    /// each (a server stopping).
+    pub async fn cancel_all(&self, wait: Duration) {
+        let ids: Vec<String> = self
+            .episodes
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for id in ids {
+            let _ = self.cancel(&id, wait).await;
+        }
+    }
+
     /// Records the tools of episode `id`'s workspace (for `tools/call` over MCP).
     pub fn set_tools(&self, id: &str, tools: Arc<dyn Tools>) {
         if let Ok(mut map) = self.episodes.lock()
