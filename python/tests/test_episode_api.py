@@ -1,0 +1,92 @@
+"""The episode API through `ssr_env.EnvClient` against the real `ssr env serve`."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import turns
+from conftest import REPO, wait_no_leftovers
+from ssr_env import EnvClient, ServerError, new_episode_id
+
+
+def test_health_counts_slots(server):
+    with EnvClient(server.endpoint) as client:
+        health = client.health()
+    assert health["status"] == "healthy"
+    assert health["slots"] == 2
+    assert 0 <= health["slots_free"] <= 2
+
+
+def test_tasks_list_the_injected_bug(server, bug):
+    with EnvClient(server.endpoint) as client:
+        tasks = {t["task_id"]: t for t in client.tasks(REPO)}
+    assert bug in tasks, tasks
+    assert tasks[bug]["fail_to_pass"], tasks[bug]
+
+
+def test_scripted_solver_fix_scores_plus_one_with_turns(server, bug):
+    with EnvClient(server.endpoint) as client:
+        answer = client.run_episode({
+            "role": "solver", "repo": REPO, "task_id": bug, "seed": 1,
+            "script": turns.script("solver", turns.SOLVER_FIX)})
+    assert answer["status"] == "ok", answer.get("error")
+    assert answer["reward"] == 1.0, answer["result"]
+    assert len(answer["turns"]) == len(turns.SOLVER_FIX)
+    for turn in answer["turns"]:
+        assert set(turn) >= {"prompt_token_ids", "completion_token_ids", "logprobs",
+                             "finish_reason", "exact_tokens", "policy_version"}
+    assert answer["timing"]["env_s"] > 0
+    assert any(m["role"] == "assistant" for m in answer["messages"])
+
+
+def test_scripted_solver_idle_scores_minus_one(server, bug):
+    with EnvClient(server.endpoint) as client:
+        answer = client.run_episode({
+            "role": "solver", "repo": REPO, "task_id": bug, "seed": 2,
+            "script": turns.script("solver", turns.SOLVER_IDLE)})
+    assert answer["status"] == "ok", answer.get("error")
+    assert answer["reward"] == -1.0
+
+
+@pytest.mark.parametrize("request_, status, code", [
+    ({"role": "solver", "repo": "no-such-repo", "task_id": "x"}, 404, "UNKNOWN_REPO"),
+    ({"role": "solver", "repo": "../etc", "task_id": "x"}, 400, "PATH_NOT_ALLOWED"),
+    ({"role": "solver", "repo": REPO, "task_id": "no-such-bug"}, 404, "UNKNOWN_TASK"),
+])
+def test_bad_requests_are_typed_errors(server, request_, status, code):
+    request = dict(request_, script=turns.script("solver", turns.SOLVER_IDLE))
+    with EnvClient(server.endpoint) as client:
+        with pytest.raises(ServerError) as err:
+            client.run_episode(request)
+        assert (err.value.status, err.value.code) == (status, code), err.value
+        assert client.health()["status"] == "healthy"
+
+
+def test_cancel_ends_a_running_episode_and_its_sandbox(server, bug):
+    episode_id = new_episode_id()
+    answers = {}
+
+    def run():
+        with EnvClient(server.endpoint) as client:
+            answers["a"] = client.run_episode({
+                "role": "solver", "repo": REPO, "task_id": bug, "episode_id": episode_id,
+                "script": turns.script("solver", turns.slow(turns.SOLVER_FIX, 60))})
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    with EnvClient(server.endpoint) as client:
+        deadline = time.monotonic() + 30
+        while client.health()["episodes_running"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # into the `sleep 60` tool call
+        started = time.monotonic()
+        client.cancel(episode_id)
+    thread.join(30)
+    assert not thread.is_alive(), "the episode's POST did not answer after DELETE"
+    assert answers["a"]["status"] == "cancelled", answers["a"]
+    assert time.monotonic() - started < 15
+    # The session's server is an `ssr` descendant and stays; no sandbox (nor its `sleep`) may.
+    assert wait_no_leftovers(10, names=("bwrap", "sleep")) == []
