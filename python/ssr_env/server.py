@@ -2,9 +2,9 @@
 
 `SsrServer` runs `ssr env serve --port 0 --json --slots N [--token T] --repo ...`, reads the
 `{"base_url":..., "slots":N}` line the server prints once it listens, and gives an `Endpoint`.
-The child gets `PR_SET_PDEATHSIG`: when the process that started it dies for any reason (a Ray
-actor killed, its node removed, a test runner crashed) the kernel sends the server SIGTERM, so
-no server outlives its owner; the server in turn tears down its sandboxes.
+The child gets `PR_SET_PDEATHSIG` (through `setpriv`): when the thread that started it dies for
+any reason (a Ray actor killed, its node removed, a test runner crashed) the kernel sends the
+server SIGTERM, so no server outlives its owner; the server in turn tears down its sandboxes.
 
 Does not own: where it runs (`ray_nodes` places one per Ray node), the server's behaviour.
 """
@@ -15,11 +15,12 @@ import ctypes
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .client import Endpoint
 from .errors import SsrEnvError
@@ -32,15 +33,27 @@ class ServerStartError(SsrEnvError):
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """`preexec_fn` of the server: SIGTERM when the process that started it dies.
+    """`preexec_fn` fallback where `setpriv` is missing: SIGTERM when the parent dies.
 
-    The signal is tied to the thread that forked; Ray runs a synchronous actor's methods on
-    the worker's main thread, which lives exactly as long as the actor."""
+    Python code between fork and exec can deadlock in a multi-threaded parent (a Ray worker
+    is one), which is why `setpriv --pdeathsig` is preferred."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     # The parent may have died between fork and prctl: then no signal would ever come.
     if os.getppid() != parent_pid:
         os._exit(1)
+
+
+def _with_death_signal(cmd: List[str]) -> Tuple[List[str], Any]:
+    """`cmd` made to get SIGTERM when the thread that starts it dies: (argv, preexec_fn).
+
+    `setpriv --pdeathsig` (util-linux) sets it with no Python code between fork and exec; the
+    signal survives the exec into `ssr`. The death signal follows the forking thread."""
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        return [setpriv, "--pdeathsig", "TERM", "--"] + cmd, None
+    parent = os.getpid()
+    return cmd, lambda: _die_with_parent(parent)
 
 
 def serve_command(binary: str, repos: Sequence[str], *, slots: int, token: Optional[str],
@@ -81,10 +94,11 @@ class SsrServer:
                             store=store, extra_args=extra_args)
         # stdout and stderr go to a file, never a pipe: nobody drains a pipe after start-up, and
         # a full pipe would block the server.
+        argv, preexec = _with_death_signal(cmd)
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=lambda pid=os.getpid(): _die_with_parent(pid), env=env)
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=preexec, env=env)
         info = self._wait_listening(startup_timeout_s)
         self.endpoint = Endpoint(info["base_url"].rstrip("/"), self.token,
                                  int(info.get("slots", slots)), node)

@@ -36,7 +36,7 @@ def test_episode_reruns_elsewhere_when_its_server_dies(ssr_bin, repo_dir, store_
         out = {}
         runner = threading.Thread(
             target=lambda: out.setdefault("done", dispatcher.run_episodes(
-                [solver(bug, k, 3) for k in range(4)])))
+                [solver(bug, k, 2) for k in range(4)])))
         runner.start()
         victim = servers[0]
         with EnvClient(victim.endpoint) as client:
@@ -51,7 +51,7 @@ def test_episode_reruns_elsewhere_when_its_server_dies(ssr_bin, repo_dir, store_
         done = out["done"]
         assert [d.error for d in done] == [None] * 4, [str(d.error) for d in done]
         assert all(d.endpoint.node == "n1" for d in done)
-        assert any(d.tried[:1] == ["n0"] for d in done), [d.tried for d in done]
+        assert any("n0" in d.tried for d in done), [d.tried for d in done]
         assert dispatcher.live_endpoints() == [servers[1].endpoint]
     finally:
         for s in servers:

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import pytest
 import requests
 from openenv.core import GenericEnvClient
 
 import turns
 from conftest import REPO
 from ssr_env import Session
+from ssr_env.server import SsrServer
 
 
 def test_generic_client_plays_a_solver_episode_over_ws(server, bug):
@@ -54,3 +56,25 @@ def test_ssr_env_session_speaks_the_same_protocol(server, bug):
             assert not result.done
             result = session.step(text)
         assert result.done and result.reward == 1.0
+
+
+def test_generic_client_with_token_and_over_capacity(ssr_bin, repo_dir, store_dir, bug):
+    """A server with a token and one slot: openenv-core's client carries the token as URL
+    userinfo (HTTP Basic, the only credential it can send); without it the upgrade is refused;
+    a second session over capacity is told `CAPACITY_REACHED`."""
+    srv = SsrServer(ssr_bin, [repo_dir], slots=1, store=store_dir)
+    try:
+        assert srv.token
+        host = srv.endpoint.base_url[len("http://"):]
+        with_token = f"http://ssr:{srv.token}@{host}"
+        with GenericEnvClient(base_url=with_token, message_timeout_s=120).sync() as env:
+            first = env.reset(role="solver", repo=REPO, task_id=bug, seed=6)
+            assert not first.done
+            with pytest.raises(RuntimeError, match="CAPACITY_REACHED"):
+                with GenericEnvClient(base_url=with_token).sync() as other:
+                    other.reset(role="solver", repo=REPO, task_id=bug, seed=7)
+        with pytest.raises(ConnectionError, match="401"):
+            with GenericEnvClient(base_url=srv.endpoint.base_url).sync() as env:
+                env.reset(role="solver", repo=REPO, task_id=bug)
+    finally:
+        srv.stop()
