@@ -4,12 +4,15 @@ another server when the one it ran on dies mid-episode."""
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 
+import pytest
+
 import turns
 from conftest import REPO, wait_no_leftovers
-from ssr_env import Dispatcher, Endpoint, EnvClient
+from ssr_env import Dispatcher, Endpoint, EnvClient, NoLiveNodes, NodeUnreachable
 from ssr_env.server import SsrServer
 
 
@@ -57,3 +60,19 @@ def test_episode_reruns_elsewhere_when_its_server_dies(ssr_bin, repo_dir, store_
         for s in servers:
             s.stop()
     assert wait_no_leftovers(names=("bwrap", "sleep")) == []
+
+
+def test_every_node_refusing_ends_in_no_live_nodes_quickly():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Nothing listens on `port` now: every connection is refused.
+    url = f"http://127.0.0.1:{port}"
+    with EnvClient(url) as client, pytest.raises(NodeUnreachable) as err:
+        client.health()
+    assert err.value.base_url == url
+    started = time.monotonic()
+    done = Dispatcher([Endpoint(url)]).run_episodes([{"role": "solver", "repo": REPO}])
+    assert isinstance(done[0].error, NoLiveNodes), done[0].error
+    assert done[0].tried == [url]
+    assert time.monotonic() - started < 10
