@@ -56,14 +56,12 @@ def _with_death_signal(cmd: List[str]) -> Tuple[List[str], Any]:
     return cmd, lambda: _die_with_parent(parent)
 
 
-def serve_command(binary: str, repos: Sequence[str], *, slots: int, token: Optional[str],
+def serve_command(binary: str, repos: Sequence[str], *, slots: int,
                   host: str = "127.0.0.1", store: Optional[str] = None,
                   extra_args: Sequence[str] = ()) -> List[str]:
-    """The `ssr env serve` command line for one node."""
+    """The `ssr env serve` command line for one node (the token goes in its environment)."""
     cmd = [binary, "env", "serve", "--host", host, "--port", "0", "--json",
            "--slots", str(slots)]
-    if token:
-        cmd += ["--token", token]
     for repo in repos:
         cmd += ["--repo", repo]
     if store:
@@ -90,8 +88,14 @@ class SsrServer:
             fd, log_path = tempfile.mkstemp(prefix="ssr-env-serve-", suffix=".log")
             os.close(fd)
         self.log_path = log_path
-        cmd = serve_command(binary, repos, slots=slots, token=self.token, host=host,
-                            store=store, extra_args=extra_args)
+        cmd = serve_command(binary, repos, slots=slots, host=host, store=store,
+                            extra_args=extra_args)
+        # The token travels as SSR_ENV_TOKEN (the server's `--token`), not on the command line,
+        # where every user of the node could read it in /proc.
+        env = dict(os.environ if env is None else env)
+        env.pop("SSR_ENV_TOKEN", None)
+        if self.token:
+            env["SSR_ENV_TOKEN"] = self.token
         # stdout and stderr go to a file, never a pipe: nobody drains a pipe after start-up, and
         # a full pipe would block the server.
         argv, preexec = _with_death_signal(cmd)

@@ -14,6 +14,7 @@ Does not own: choosing what to send (the caller's policy), choosing a node (`dis
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Union
@@ -23,6 +24,10 @@ from websockets.sync.client import connect
 
 from .client import Endpoint
 from .errors import CapacityReached, NodeUnreachable, ProtocolError, ServerError
+
+# websockets 17 warns unless a directly held connection says `legacy=True`; older releases
+# (>= 15) have no such argument and return the connection directly anyway.
+_CONNECT_KW = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
 
 
 @dataclass
@@ -59,7 +64,7 @@ class Session:
         try:
             self._ws = connect(ws_url(endpoint.base_url), additional_headers=endpoint.headers(),
                                open_timeout=connect_timeout_s, max_size=64 * 1024 * 1024,
-                               proxy=None)
+                               proxy=None, **_CONNECT_KW)
         except InvalidStatus as e:
             status = e.response.status_code
             body = e.response.body.decode("utf-8", "replace") if e.response.body else ""

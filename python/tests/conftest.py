@@ -54,7 +54,8 @@ def _proc_table() -> Dict[int, tuple]:
 
 
 def leftovers(names=("bwrap", "ssr"), keep=()) -> List[str]:
-    """Live (not zombie) descendants of this process with one of `names`, except pids `keep`."""
+    """Live (not zombie) descendants of this process with one of `names`, except the pids
+    `keep` and their own descendants (a server another fixture still owns, and its sandboxes)."""
     table = _proc_table()
     me = os.getpid()
     found = []
@@ -62,11 +63,32 @@ def leftovers(names=("bwrap", "ssr"), keep=()) -> List[str]:
         if comm not in names or state == "Z" or pid in keep:
             continue
         p, hops = ppid, 0
-        while p not in (0, 1) and p != me and hops < 64:
+        while p not in (0, 1, me) and p not in keep and hops < 64:
             p, hops = table.get(p, (0,))[0], hops + 1
         if p == me:
             found.append(f"{pid} {comm}")
     return found
+
+
+def busy_sandboxes() -> List[str]:
+    """Descendant `bwrap` processes that run something (have a live child).
+
+    A server keeps idle pre-started launchers (a lone `bwrap` waiting on a pipe, see
+    `runtime/sandbox/src/pool.rs`) on purpose; a sandbox still running a command after its
+    episode ended is a leak."""
+    table = _proc_table()
+    mine = {int(p.split()[0]) for p in leftovers(("bwrap",))}
+    return [f"{pid} bwrap" for pid in mine
+            if any(ppid == pid and state != "Z" for ppid, _, state in table.values())]
+
+
+def wait_no_busy_sandboxes(timeout_s: float = 15.0) -> List[str]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        busy = busy_sandboxes() + leftovers(("sleep",))
+        if not busy or time.monotonic() > deadline:
+            return busy
+        time.sleep(0.2)
 
 
 def wait_no_leftovers(timeout_s: float = 15.0, names=("bwrap", "ssr"), keep=()) -> List[str]:
@@ -107,8 +129,11 @@ def server(ssr_bin, repo_dir, store_dir):
     """One loopback server with two slots and no token (so openenv-core's client can reach it)."""
     srv = SsrServer(ssr_bin, [repo_dir], slots=2, store=store_dir, token=None)
     yield srv
-    srv.stop()
-    assert srv.proc.returncode == 0, f"server exit {srv.proc.returncode}: {srv.log_tail()}"
+    code = srv.stop()
+    # SIGTERM ends the server (0 if it handles the signal, -15 if not); either way nothing of it
+    # may remain: no sandbox, no idle launcher.
+    assert code in (0, -15), f"server exit {code}: {srv.log_tail()}"
+    assert wait_no_leftovers(names=("bwrap", "sleep"), keep=()) == []
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,8 @@ def test_capacity_reached_is_retried_until_every_episode_ran(server, bug):
     assert sum(d.capacity_retries for d in done) > 0
 
 
-def test_episode_reruns_elsewhere_when_its_server_dies(ssr_bin, repo_dir, store_dir, bug):
+def test_episode_reruns_elsewhere_when_its_server_dies(ssr_bin, repo_dir, store_dir, server,
+                                                       bug):
     servers = [SsrServer(ssr_bin, [repo_dir], slots=1, store=store_dir, node=f"n{i}")
                for i in range(2)]
     try:
@@ -59,7 +60,8 @@ def test_episode_reruns_elsewhere_when_its_server_dies(ssr_bin, repo_dir, store_
     finally:
         for s in servers:
             s.stop()
-    assert wait_no_leftovers(names=("bwrap", "sleep")) == []
+    # Nothing of either server remains (the session's own server is not theirs).
+    assert wait_no_leftovers(names=("bwrap", "sleep", "ssr"), keep={server.proc.pid}) == []
 
 
 def test_every_node_refusing_ends_in_no_live_nodes_quickly():
