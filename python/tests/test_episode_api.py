@@ -90,3 +90,23 @@ def test_cancel_ends_a_running_episode_and_its_sandbox(server, bug):
     assert time.monotonic() - started < 15
     # The server stays and may keep idle launchers; the cancelled command's sandbox may not.
     assert wait_no_busy_sandboxes(10) == []
+
+
+def test_round_groups_roles_and_the_spec_injector_reward(server):
+    """`POST /v1/rounds` with G = 2 scripted solvers, one fixing and one idle: solve rate 1/2,
+    so the injector's reward is 1 - (1 + 0.8) * 0.5 = 0.1 (SSR_SPEC.md section 7)."""
+    with EnvClient(server.endpoint) as client:
+        answer = client.run_round({
+            "repo": REPO, "G": 2, "seed": 11,
+            "script": {"injector": [turns.INJECTOR],
+                       "solver": [turns.SOLVER_FIX, turns.SOLVER_IDLE]}})
+    assert (answer["solved"], answer["attempts"]) == (1, 2), answer
+    by_role = {}
+    for t in answer["trajectories"]:
+        by_role.setdefault(t["role"], []).append(t)
+    assert len(by_role["injector"]) == 1 and len(by_role["solver"]) == 2
+    assert by_role["injector"][0]["reward"] == pytest.approx(0.1)
+    assert sorted(t["reward"] for t in by_role["solver"]) == [-1.0, 1.0]
+    solver_groups = {t["group_id"] for t in by_role["solver"]}
+    assert len(solver_groups) == 1
+    assert by_role["injector"][0]["group_id"] not in solver_groups
