@@ -41,6 +41,10 @@ class SsrNode:
         # Bind to the address Ray advertises for this node, so other nodes can reach it; the
         # server requires the token for anything but loopback, and every node has its own.
         host = host or ray.util.get_node_ip_address()
+        if store is not None:
+            # One store per node (`.../{node_id}`): each server's scratch space lives in its
+            # store, so servers must not share one (see python/README.md).
+            store = store.replace("{node_id}", self.node_id)
         self.server = SsrServer(binary, repos, slots=max(1, slots), host=host, store=store,
                                 extra_args=extra_args, startup_timeout_s=startup_timeout_s,
                                 node=self.node_id)

@@ -14,6 +14,7 @@ import ctypes
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -121,6 +122,8 @@ def repo_dir(ssr_bin, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def store_dir(tmp_path_factory) -> str:
+    """The session server's store. No other server may use it: a server's scratch space is in
+    its store (see test_servers_sharing_a_store_keep_each_others_scratch)."""
     return str(tmp_path_factory.mktemp("store"))
 
 
@@ -136,10 +139,9 @@ def server(ssr_bin, repo_dir, store_dir):
     assert wait_no_leftovers(names=("bwrap", "sleep"), keep=()) == []
 
 
-@pytest.fixture(scope="session")
-def bug(server) -> str:
-    """A valid bug in the server's store, made by the scripted injector episode."""
-    with EnvClient(server.endpoint) as client:
+def seed_bug(endpoint) -> str:
+    """Makes the valid bug `BUG` in a server's store with the scripted injector episode."""
+    with EnvClient(endpoint) as client:
         if any(t["task_id"] == BUG for t in client.tasks(REPO)):
             return BUG
         answer = client.run_episode({
@@ -149,3 +151,28 @@ def bug(server) -> str:
         assert answer["reward"] == 1.0, answer.get("result")
         assert any(t["task_id"] == BUG for t in client.tasks(REPO)), client.tasks(REPO)
     return BUG
+
+
+def seed_bugs(endpoints) -> None:
+    """`seed_bug` on several servers at once."""
+    errors = []
+
+    def one(e):
+        try:
+            seed_bug(e)
+        except BaseException as ex:  # noqa: BLE001 - re-raised below, in the test's thread
+            errors.append(ex)
+
+    threads = [threading.Thread(target=one, args=(e,)) for e in endpoints]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture(scope="session")
+def bug(server) -> str:
+    """A valid bug in the session server's store, made by the scripted injector episode."""
+    return seed_bug(server.endpoint)

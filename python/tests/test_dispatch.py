@@ -11,7 +11,7 @@ import time
 import pytest
 
 import turns
-from conftest import REPO, wait_no_leftovers
+from conftest import REPO, seed_bugs, wait_no_leftovers
 from ssr_env import Dispatcher, Endpoint, EnvClient, NoLiveNodes, NodeUnreachable
 from ssr_env.server import SsrServer
 
@@ -31,11 +31,12 @@ def test_capacity_reached_is_retried_until_every_episode_ran(server, bug):
     assert sum(d.capacity_retries for d in done) > 0
 
 
-def test_episode_reruns_elsewhere_when_its_server_dies(ssr_bin, repo_dir, store_dir, server,
-                                                       bug):
-    servers = [SsrServer(ssr_bin, [repo_dir], slots=1, store=store_dir, node=f"n{i}")
-               for i in range(2)]
+def test_episode_reruns_elsewhere_when_its_server_dies(ssr_bin, repo_dir, server, tmp_path):
+    servers = [SsrServer(ssr_bin, [repo_dir], slots=1, store=str(tmp_path / f"n{i}"),
+                         node=f"n{i}") for i in range(2)]
     try:
+        seed_bugs([s.endpoint for s in servers])
+        bug = "bug-roman"
         dispatcher = Dispatcher([s.endpoint for s in servers])
         out = {}
         runner = threading.Thread(

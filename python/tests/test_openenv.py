@@ -58,23 +58,24 @@ def test_ssr_env_session_speaks_the_same_protocol(server, bug):
         assert result.done and result.reward == 1.0
 
 
-def test_generic_client_with_token_and_over_capacity(ssr_bin, repo_dir, store_dir, bug):
+def test_generic_client_with_token_and_over_capacity(ssr_bin, repo_dir, tmp_path):
     """A server with a token and one slot: openenv-core's client carries the token as URL
     userinfo (HTTP Basic, the only credential it can send); without it the upgrade is refused;
     a second session over capacity is told `CAPACITY_REACHED`."""
-    srv = SsrServer(ssr_bin, [repo_dir], slots=1, store=store_dir)
+    srv = SsrServer(ssr_bin, [repo_dir], slots=1, store=str(tmp_path / "store"))
     try:
         assert srv.token
         host = srv.endpoint.base_url[len("http://"):]
         with_token = f"http://ssr:{srv.token}@{host}"
         with GenericEnvClient(base_url=with_token, message_timeout_s=120).sync() as env:
-            first = env.reset(role="solver", repo=REPO, task_id=bug, seed=6)
-            assert not first.done
+            # An injector episode needs no task: this store is empty.
+            first = env.reset(role="injector", repo=REPO, seed=6)
+            assert not first.done and first.observation["messages"]
             with pytest.raises(RuntimeError, match="CAPACITY_REACHED"):
                 with GenericEnvClient(base_url=with_token).sync() as other:
-                    other.reset(role="solver", repo=REPO, task_id=bug, seed=7)
+                    other.reset(role="injector", repo=REPO, seed=7)
         with pytest.raises(ConnectionError, match="401"):
             with GenericEnvClient(base_url=srv.endpoint.base_url).sync() as env:
-                env.reset(role="solver", repo=REPO, task_id=bug)
+                env.reset(role="injector", repo=REPO)
     finally:
         srv.stop()

@@ -17,7 +17,7 @@ import time
 import pytest
 
 import turns
-from conftest import REPO, wait_no_leftovers
+from conftest import BUG, REPO, seed_bugs, wait_no_leftovers
 from ssr_env import EnvClient
 
 pytestmark = pytest.mark.skipif(
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 EPISODES = 6
 
 
-def test_two_nodes_one_removed_mid_run(ssr_bin, repo_dir, store_dir, server, bug):
+def test_two_nodes_one_removed_mid_run(ssr_bin, repo_dir, server, tmp_path):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
     from ray.cluster_utils import Cluster
@@ -40,15 +40,18 @@ def test_two_nodes_one_removed_mid_run(ssr_bin, repo_dir, store_dir, server, bug
     try:
         ray.init(address=cluster.address, log_to_driver=False)
         cluster.wait_for_nodes()
-        # The store is shared (one machine), as a cluster's shared filesystem would be.
-        pool = NodePool(ssr_bin, [repo_dir], store=store_dir)
+        # One store per node, each given the same task through the API.
+        pool = NodePool(ssr_bin, [repo_dir], store=str(tmp_path / "{node_id}"))
         assert len(pool.endpoints) == 2
         assert {e.node for e in pool.endpoints} == {n.node_id for n in nodes}
         assert all(e.token and e.slots == 1 for e in pool.endpoints)
         assert all(e.base_url.startswith("http://127.0.0.1:") for e in pool.endpoints)
 
+        seed_bugs(pool.endpoints)
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n.node_id for n in nodes)
+
         dispatcher = pool.dispatcher()
-        requests = [{"role": "solver", "repo": REPO, "task_id": bug, "seed": k,
+        requests = [{"role": "solver", "repo": REPO, "task_id": BUG, "seed": k,
                      "script": turns.script("solver", turns.slow(turns.SOLVER_FIX, 2))}
                     for k in range(EPISODES)]
         out = {}
