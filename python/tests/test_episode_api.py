@@ -8,7 +8,7 @@ import time
 import pytest
 
 import turns
-from conftest import REPO, wait_no_busy_sandboxes
+from conftest import REPO, ROOT, wait_no_busy_sandboxes
 from ssr_env import EnvClient, ServerError, new_episode_id
 
 
@@ -115,3 +115,37 @@ def test_round_groups_roles_and_the_spec_injector_reward(server):
     assert len(solver_groups) == 1
     assert by_role["injector"][0]["group_id"] not in solver_groups
 
+
+
+def to_verl(ep):
+    """python/README.md's worked verl conversion, verbatim in behaviour."""
+    assert ep["status"] in ("ok", "truncated") and all(t["exact_tokens"] for t in ep["turns"])
+    prompt_ids = ep["turns"][0]["prompt_token_ids"]
+    ids, mask, lps, seen = [], [], [], list(prompt_ids)
+    for t in ep["turns"]:
+        p = t["prompt_token_ids"]
+        assert p[:len(seen)] == seen
+        tool = p[len(seen):]
+        ids += tool
+        mask += [0] * len(tool)
+        lps += [0.0] * len(tool)
+        c = t["completion_token_ids"]
+        ids += c
+        mask += [1] * len(c)
+        lps += t["logprobs"] or [0.0] * len(c)
+        seen = p + c
+    return dict(prompt_ids=prompt_ids, response_ids=ids, response_mask=mask,
+                response_logprobs=lps, reward_score=ep["reward"], num_turns=len(ep["turns"]))
+
+
+def test_readme_verl_conversion_on_a_real_episode(server, bug):
+    if not (ROOT / ".models/SmolLM2-135M-Instruct.Q4_1.gguf").exists():
+        pytest.skip("no tokenizer (.models/, `just setup`): the server records no token ids")
+    with EnvClient(server.endpoint) as client:
+        ep = client.run_episode({"role": "solver", "repo": REPO, "task_id": bug, "seed": 12,
+                                 "script": turns.script("solver", turns.SOLVER_FIX)})
+    row = to_verl(ep)
+    assert row["prompt_ids"] and row["num_turns"] == len(turns.SOLVER_FIX)
+    assert len(row["response_ids"]) == len(row["response_mask"]) == len(row["response_logprobs"])
+    assert 0 in row["response_mask"] and 1 in row["response_mask"]  # tool output and model text
+    assert row["reward_score"] == 1.0
