@@ -13,10 +13,12 @@ tools:
     cargo build --manifest-path tools-wasm/Cargo.toml --target wasm32-wasip2 --release
 
 # Run every test of the workspace (GPU tests skip with a printed reason where there is no GPU),
-# then the CI-sized part of the GPU tests on the emulated CUDA device under ASan+UBSan.
+# then the CI-sized part of the GPU tests on the emulated CUDA device under ASan+UBSan,
+# then the Python package of the environment server (python/tests, Ray two-node test included).
 test: tools
     cargo test --workspace
     bash scripts/gpu_emu.sh ci
+    bash scripts/env_test.sh
 
 # The main job: self-play on the bundled example repository with the embedded model.
 selfplay *args:

@@ -70,6 +70,14 @@ for lib in libasan.so libubsan.so libtsan.so; do
   esac
 done
 
+# The environment server's Python package and its test tools (`scripts/env_test.sh`): a venv of
+# its own with openenv-core (the real OpenEnv client), Ray and pytest, and `pip install -e ./python`.
+if ! .venv-env/bin/python -c 'import ssr_env, openenv, ray, pytest' 2>/dev/null; then
+  say "pip install -e ./python[test] into .venv-env (openenv-core, ray, pytest)"
+  [ -x .venv-env/bin/python ] || python3 -m venv .venv-env
+  .venv-env/bin/pip install -q --disable-pip-version-check -e './python[test]'
+fi
+
 # Local container images for the image-environment tests (cached by content key).
 bash scripts/test_images.sh
 say "ready: bwrap $(bwrap --version | cut -d' ' -f2), model $model"
