@@ -6,7 +6,9 @@
 //! `--json` prints one object: `{"repo", "framework", "strategy", "seed",
 //! "test_files": [path], "original_tests": n, "candidates_total": n, "tried": n,
 //! "valid": n, "bugs": [{"id", "dir", "candidate", "fail_to_pass": [id],
-//! "pass_to_pass": n}], "rejected": [{"candidate", "reason"}]}`.
+//! "pass_to_pass": n, "true_fix_scan_findings": n}], "rejected": [{"candidate", "reason"}],
+//! "scan_false_positives": n}`: the last counts the patch scan's findings on the
+//! bugs' true fixes, each a false positive.
 //! Exit status 0 when at least `--count` valid bugs were found, 1 otherwise.
 
 use super::verify::GameOpts;
@@ -16,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use ssr_game::bug_store::{self, BugMeta};
 use ssr_game::inject::{InjectConfig, InjectEvent, Strategy, inject};
+use ssr_game::scan::true_fix_findings;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -107,12 +110,19 @@ pub fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
         written.push((b, dir));
     }
     let ok = run.bugs.len() >= args.count;
+    // The scan's findings on the bugs' true fixes: each a false positive.
+    let false_positives: usize = run
+        .bugs
+        .iter()
+        .map(|b| true_fix_findings(&b.artifact.bug_inject).len())
+        .sum();
     if args.json {
         let bugs: Vec<_> = written
             .iter()
             .map(|(b, dir)| {
                 json!({"id": b.id, "dir": dir, "candidate": b.candidate,
-                       "fail_to_pass": b.report.fail_to_pass, "pass_to_pass": b.report.pass_to_pass.len()})
+                       "fail_to_pass": b.report.fail_to_pass, "pass_to_pass": b.report.pass_to_pass.len(),
+                       "true_fix_scan_findings": true_fix_findings(&b.artifact.bug_inject).len()})
             })
             .collect();
         let rejected: Vec<_> = run
@@ -125,7 +135,7 @@ pub fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
             "repo": repo, "framework": run.framework, "strategy": run.strategy, "seed": run.seed,
             "test_files": run.test_files, "original_tests": run.original_tests,
             "candidates_total": run.candidates_total, "tried": run.tried.len(), "valid": run.bugs.len(),
-            "bugs": bugs, "rejected": rejected,
+            "bugs": bugs, "rejected": rejected, "scan_false_positives": false_positives,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
@@ -137,6 +147,7 @@ pub fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
             run.original_tests,
             run.seed
         );
+        println!("  scan findings on the true fixes (false positives): {false_positives}");
         for (b, dir) in &written {
             println!(
                 "  {}  {}  F={}  {}",

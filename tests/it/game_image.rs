@@ -116,6 +116,7 @@ fn play_on_the_image(exec: &str) {
     assert_eq!(code, 0, "{exec}: {out}\n{err}");
     let e: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(e["reward"], 1.0, "{exec}: {out}");
+    red_team_on_the_image(exec, &cache, &bug, &bug_diff, &image_args);
 
     let (code, out, err) = run(&cache, &["export", "swebench", s(&bugs)]);
     assert_eq!(code, 0, "{err}");
@@ -128,6 +129,81 @@ fn play_on_the_image(exec: &str) {
         std::fs::read_to_string(&gold).unwrap()
     );
     assert_ne!(line["image_commit"], line["base_commit"]);
+}
+
+/// pytest's report object patched: every failure becomes a pass (red-team suite of
+/// `ssr-game`, `red_team_rewards.rs`).
+const FORGE_REPORTS: &str = "import _pytest.reports as _r
+_init = _r.TestReport.__init__
+def _forged(self, *a, **k):
+    _init(self, *a, **k)
+    if self.outcome == 'failed':
+        self.outcome = 'passed'
+        self.longrepr = None
+_r.TestReport.__init__ = _forged
+";
+
+/// A file created under a protected glob during the run.
+const CREATE_CONFTEST: &str = "try:
+    open('tests/conftest.py', 'w').write('import pytest\\n')
+except OSError:
+    pass
+";
+
+/// A diff appending `attack` to the package's `__init__.py` (imported by every test).
+fn init_attack(attack: &str) -> String {
+    let added: String = attack.lines().map(|l| format!("+{l}\n")).collect();
+    format!(
+        "diff --git a/src/tally/__init__.py b/src/tally/__init__.py\n--- a/src/tally/__init__.py\n+++ b/src/tally/__init__.py\n@@ -1 +1,{} @@\n \"\"\"Counting and summarising words and numbers.\"\"\"\n{added}",
+        attack.lines().count() + 1
+    )
+}
+
+/// The defences of the red-team suite, unchanged on the image: a solver patch that
+/// keeps the bug and forges pytest's reports, or writes a protected file, scores −1
+/// as tampered; the same code in a bug is rejected as tampered.
+fn red_team_on_the_image(exec: &str, cache: &Path, bug: &Path, bug_diff: &str, image: &[&str]) {
+    assert!(!bug_diff.contains("__init__.py"), "{bug_diff}");
+    let tmp = tempfile::tempdir().unwrap();
+    for (what, attack) in [
+        ("forged reports", FORGE_REPORTS),
+        ("protected file", CREATE_CONFTEST),
+    ] {
+        let patch = tmp.path().join("attack.diff");
+        std::fs::write(&patch, init_attack(attack)).unwrap();
+        let mut args = vec!["evaluate", s(bug), "--patch", s(&patch), "--json"];
+        args.extend(image);
+        // `ssr evaluate` exits 1 for an unsolved attempt; the JSON says why.
+        let (_, out, err) = run(cache, &args);
+        let e: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{exec} {what}: {e}: {out}\n{err}"));
+        assert_eq!(e["reward"], -1.0, "{exec} {what}: {out}");
+        assert_eq!(e["outcome"]["kind"], "tampered", "{exec} {what}: {out}");
+        assert!(
+            !e["notes"].as_array().unwrap().is_empty(),
+            "{exec} {what}: {out}"
+        );
+
+        let bad = tmp.path().join(format!("bad-{}", what.replace(' ', "-")));
+        std::fs::create_dir_all(&bad).unwrap();
+        for f in std::fs::read_dir(bug).unwrap().flatten() {
+            if f.file_type().unwrap().is_file() {
+                std::fs::copy(f.path(), bad.join(f.file_name())).unwrap();
+            }
+        }
+        std::fs::write(
+            bad.join("bug_inject.diff"),
+            format!("{bug_diff}{}", init_attack(attack)),
+        )
+        .unwrap();
+        let mut args = vec!["verify", s(&bad), "--json"];
+        args.extend(image);
+        let (_, out, err) = run(cache, &args);
+        let r: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("{exec} {what}: {e}: {out}\n{err}"));
+        assert_eq!(r["valid"], false, "{exec} {what}: {out}");
+        assert_eq!(r["code"], "tampered", "{exec} {what}: {out}");
+    }
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! A scan of patches (the solver's patch, the injector's `bug_inject.diff`) for
 //! test-runner tampering: code that reaches into the runner's internals, performs
 //! `sys.modules` surgery, exits the test process, monkeypatches builtins, installs a
-//! panic hook or code that runs before `main`, or prints a fake framework summary.
+//! panic hook or code that runs before `main`, redirects the log through raw file
+//! descriptors, reaches for the trusted reporter's channel, or prints a fake
+//! framework summary.
 //!
 //! Only the lines a patch adds are read, so a true fix that restores ordinary code
 //! stays clean. A finding is a hint, not a proof (a library may legitimately import
@@ -140,6 +142,13 @@ const RULES: &[(Lang, &str, &str)] = &[
         "extern crate test",
         "the test harness's internals",
     ),
+    (Lang::Rust, "dup2", "redirecting the test log"),
+    (Lang::Rust, "extern \"C\"", "raw system calls"),
+    (Lang::Rust, "as_raw_fd", "raw file descriptors"),
+    (Lang::Rust, "from_raw_fd", "raw file descriptors"),
+    (Lang::Rust, "current_exe", "re-running the test binary"),
+    (Lang::Any, "const EVENTS", "the trusted reporter's channel"),
+    (Lang::Any, "cargo-events", "the trusted reporter's channel"),
     (Lang::Rust, "fs::write", "writing files during the run"),
     (Lang::Rust, "File::create", "writing files during the run"),
     (Lang::Rust, "OpenOptions", "writing files during the run"),
@@ -206,6 +215,16 @@ pub fn scan_patch(diff: &str) -> Vec<ScanFinding> {
     out
 }
 
+/// The findings on a bug's true fix (the reverse of `bug_inject`): what the scan
+/// would note on a solver that restores the original code, each one a false
+/// positive. An unreadable diff has none to report.
+pub fn true_fix_findings(bug_inject: &str) -> Vec<ScanFinding> {
+    match crate::patch_ops::reverse(bug_inject) {
+        Ok(fix) => scan_patch(&fix),
+        Err(_) => Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +252,15 @@ mod tests {
         let f = scan_patch(&patch("src/lib.rs", "pub fn f() { std::process::exit(0) }"));
         assert_eq!(f.len(), 1);
         assert!(f[0].note().contains("src/lib.rs:4"));
+    }
+
+    #[test]
+    fn a_true_fix_is_scanned_as_the_reverse_of_the_bug() {
+        let bug = "--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1,2 +1,1 @@\n-    std::process::exit(2);\n     x\n";
+        let f = true_fix_findings(bug);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].matched, "process::exit");
+        assert!(true_fix_findings("not a diff").is_empty());
     }
 
     #[test]

@@ -22,14 +22,18 @@
 //!   claims and the trusted parse, the reporter's statuses are merged into the
 //!   trusted parse (a test passes only when both the log and the reporter say so),
 //!   and a pytest or unittest log without any reporter event is incomplete (the
-//!   script bypassed the reporter).
+//!   script bypassed the reporter);
+//! - for cargo, the reporter's canary module appended to the oracle test binaries'
+//!   files for the run (restored after it, hashed as part of the oracle during it),
+//!   its events in the same channel directory, judged with the log
+//!   (`reporter::cargo`); canaries are removed from the claims and the trusted parse.
 //!
 //! Does not own: deciding what a run means for a check (that is `verify` and
 //! `evaluate`), or how the sandbox isolates (`ssr-sandbox`).
 
 use crate::config::VerifyConfig;
 use crate::protected::ProtectedSet;
-use crate::reporter::{REPORT_FILE, Reporter, ReporterReading};
+use crate::reporter::{CARGO_EVENTS_FILE, CargoPlacement, REPORT_FILE, Reporter, ReporterReading};
 use crate::trusted::{self, LogFormat, TrustedParse, TrustedStatus};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -141,7 +145,6 @@ pub fn run_tests_protected(
     harness: Harness<'_>,
     protected: Option<&ProtectedSet>,
 ) -> Result<TestRun, RunFailure> {
-    let before = protected.map(|p| protected_files(workspace, p));
     let io = cfg
         .temp_dir("ssr-io-")
         .map_err(|e| RunFailure::Setup(e.to_string()))?;
@@ -166,6 +169,10 @@ pub fn run_tests_protected(
         )?;
         write("sitecustomize.py", &reporter.unittest_source(&report_path))?;
     }
+    let cargo_events = channel.path().join(CARGO_EVENTS_FILE);
+    let placement = place_cargo(reporter.as_ref(), protected, workspace, &cargo_events)?;
+    // Hashed after the canaries are placed: the module is part of the run's oracle.
+    let before = protected.map(|p| protected_files(workspace, p));
 
     let mount = Mount {
         host: io_path.to_path_buf(),
@@ -231,10 +238,22 @@ pub fn run_tests_protected(
     if let (Some(before), Some(p)) = (&before, protected) {
         tampered.extend(protected_changes(before, &protected_files(workspace, p)));
     }
+    let targets = placement.as_ref().map(|p| p.targets.clone());
+    drop(placement);
     let events = std::fs::read(&report_path).map_err(|e| RunFailure::Setup(e.to_string()))?;
     let reading = reporter
         .as_ref()
         .and_then(|r| r.read(&String::from_utf8_lossy(&events)));
+    let cargo_reading = match (&reporter, targets) {
+        (Some(r), Some(t)) => {
+            let events = std::fs::read(&cargo_events).unwrap_or_default();
+            let parsed = trusted::parse_log(&log)
+                .map(|t| t.results)
+                .unwrap_or_default();
+            r.read_cargo(&t, &String::from_utf8_lossy(&events), &log, &parsed)
+        }
+        _ => None,
+    };
     drop(channel);
     write("test.log", &log)?;
 
@@ -272,6 +291,11 @@ pub fn run_tests_protected(
     if cfg.trusted_parsers && cfg.trusted_reporter {
         trusted = merge_reporter(trusted, reading.as_ref());
     }
+    if let Some(r) = &cargo_reading {
+        claimed.retain(|id, _| !r.is_canary(id));
+        tampered.extend(r.tampered.iter().cloned());
+        trusted = trusted.map(|t| merge_cargo(t, r));
+    }
     Ok(TestRun {
         claimed,
         trusted,
@@ -280,7 +304,7 @@ pub fn run_tests_protected(
         parser_ms: pout.wall_ms,
         log_truncated,
         log_tail: tail(&log),
-        reporter: reading,
+        reporter: reading.or(cargo_reading),
         tampered,
     })
 }
@@ -307,6 +331,42 @@ fn user_site_hook(io_path: &Path, module: &str) -> Result<PathBuf, RunFailure> {
             .map_err(|e| RunFailure::Setup(e.to_string()))?;
     }
     Ok(base)
+}
+
+/// The cargo reporter's canaries in the workspace's oracle binaries, for a protected
+/// run with the reporter on (exploratory runs of the procedural injectors have no
+/// oracle yet). `None`: nothing to place.
+fn place_cargo(
+    reporter: Option<&Reporter>,
+    protected: Option<&ProtectedSet>,
+    workspace: &Path,
+    events: &Path,
+) -> Result<Option<CargoPlacement>, RunFailure> {
+    let (Some(reporter), Some(protected)) = (reporter, protected) else {
+        return Ok(None);
+    };
+    let setup = |e: std::io::Error| RunFailure::Setup(e.to_string());
+    let placement = reporter
+        .place_cargo(workspace, protected.oracle(), events)
+        .map_err(setup)?;
+    if placement.targets.is_empty() {
+        return Ok(None);
+    }
+    std::fs::write(events, "").map_err(setup)?;
+    Ok(Some(placement))
+}
+
+/// Folds the cargo reporter's reading into a cargo log's trusted parse: canaries
+/// out, and the reporter's incompleteness (filtered or crashed canaries) kept.
+fn merge_cargo(mut t: TrustedParse, r: &ReporterReading) -> TrustedParse {
+    if t.format != LogFormat::CargoTest {
+        return t;
+    }
+    t.results.retain(|id, _| !r.is_canary(id));
+    if t.incomplete.is_none() {
+        t.incomplete = r.incomplete.clone();
+    }
+    t
 }
 
 /// Puts `value` before the variable's current value (the run environment's).

@@ -21,11 +21,15 @@
 //! unittest has the same reporter as a `sitecustomize` module (`unittest_hook.py`)
 //! found first on the run's `PYTHONPATH` entry: it wraps unittest's runner, its
 //! result calls and the test method call, and writes the same events. cargo test
-//! has none: its runs are judged by the log parser (`trusted`), the read-only tests
-//! and the patch scan (`scan`).
+//! has its own (`cargo`): the canaries as a module compiled into each oracle test
+//! binary, with a panic hook installed before `main`, judged with the log.
 //!
 //! Does not own: running the script (`testrun`), or what a tampered run scores
 //! (`evaluate`, `verify`).
+
+mod cargo;
+
+pub use cargo::{CARGO_EVENTS_FILE, CargoPlacement, PlacedTarget};
 
 use crate::trusted::{LogFormat, TrustedResults, TrustedStatus};
 use rand::{Rng, RngCore, SeedableRng};
@@ -372,12 +376,13 @@ pub struct ReporterReading {
 
 impl ReporterReading {
     /// True when `id` (a parser's id) names one of the canaries: the exact node id,
-    /// or the canary's node id ending in `id` at an id boundary (`test_x`,
-    /// `test_mod.py::test_x`).
+    /// the canary's node id ending in `id` at an id boundary (`test_x`,
+    /// `test_mod.py::test_x`), or `id` ending in a canary's id (cargo's canaries are
+    /// known by `module::name`, their log ids start with the test target).
     pub fn is_canary(&self, id: &str) -> bool {
-        self.canary_ids
-            .iter()
-            .any(|c| c == id || crate::trusted::suffix_match(c, id))
+        self.canary_ids.iter().any(|c| {
+            c == id || crate::trusted::suffix_match(c, id) || crate::trusted::suffix_match(id, c)
+        })
     }
 }
 

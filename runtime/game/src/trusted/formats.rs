@@ -204,6 +204,10 @@ pub(super) fn parse_cargo(log: &str) -> Parsed {
     let mut out = TrustedResults::new();
     let mut incomplete = None;
     let mut target = String::from("unknown");
+    // The target of the open block: a test binary's lines belong to the binary that
+    // printed `running N tests`, even when cargo's next `Running` line comes first
+    // (output delayed through a pipe the code under test put in front of stdout).
+    let mut block_target = target.clone();
     // The open block: (declared count, passed, failed, ignored, lines seen).
     let mut block: Option<(usize, usize, usize, usize)> = None;
     let mut declared = 0;
@@ -229,6 +233,7 @@ pub(super) fn parse_cargo(log: &str) -> Parsed {
             }
             declared = c[1].parse().unwrap_or(0);
             block = Some((0, 0, 0, 0));
+            block_target = target.clone();
             continue;
         }
         if let Some(c) = CARGO_TEST.captures(line) {
@@ -251,7 +256,12 @@ pub(super) fn parse_cargo(log: &str) -> Parsed {
                     &mut incomplete,
                 ),
             }
-            record(&mut out, format!("{target}::{}", &c[1]), status);
+            let owner = if block.is_some() {
+                &block_target
+            } else {
+                &target
+            };
+            record(&mut out, format!("{owner}::{}", &c[1]), status);
             continue;
         }
         if let Some(c) = CARGO_RESULT.captures(line) {
@@ -266,7 +276,7 @@ pub(super) fn parse_cargo(log: &str) -> Parsed {
             if said != [p, f, i] || n != declared {
                 note(
                     format!(
-                        "in {target} `test result:` says {} passed, {} failed, {} ignored of {declared} but the test lines show {p}, {f}, {i} of {n}",
+                        "in {block_target} `test result:` says {} passed, {} failed, {} ignored of {declared} but the test lines show {p}, {f}, {i} of {n}",
                         said[0], said[1], said[2]
                     ),
                     &mut incomplete,

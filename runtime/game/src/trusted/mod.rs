@@ -17,10 +17,10 @@
 //!
 //! Residual limit of the log alone: code that hijacks the test process itself (prints
 //! a complete fake summary with matching counts, then exits; or monkeypatches the
-//! framework's reporter) still forges a consistent log. For pytest the trusted
-//! reporter (`reporter`, merged in `testrun`) closes that with results and canaries
-//! that do not travel through the log; for the other formats the read-only tests and
-//! the patch scan (`scan`) are the remaining layers.
+//! framework's reporter) still forges a consistent log. For pytest, unittest and
+//! cargo test the trusted reporter (`reporter`, merged in `testrun`) closes that with
+//! canaries and events that do not travel through the log; for go test the read-only
+//! tests and the patch scan (`scan`) are the remaining layers.
 //!
 //! Does not own: running tests (that is `testrun`), or the generated `test_parser.py`
 //! files of the procedural injectors (`inject::scripts`, which emit Python twins of

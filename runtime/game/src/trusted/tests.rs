@@ -147,6 +147,36 @@ fn cargo_targets_prefix_ids() {
     );
 }
 
+/// Regression (red-team suite): a test binary whose stdout went through a pipe the
+/// code under test put in front of it printed its lines after cargo's next
+/// `Doc-tests` line; they were read as doc-tests' ids, out of reach of the cargo
+/// reporter's judgement of the binary.
+#[test]
+fn cargo_lines_delayed_past_the_next_running_line_belong_to_their_block() {
+    let log = "     Running tests/ops.rs (target/debug/deps/ops-1)
+
+running 2 tests
+test subs ... ok
+   Doc-tests calc
+test adds ... ok
+
+test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s
+
+
+running 0 tests
+
+test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s
+";
+    check(
+        log,
+        LogFormat::CargoTest,
+        &[
+            ("tests/ops.rs::subs", Passed),
+            ("tests/ops.rs::adds", Passed),
+        ],
+    );
+}
+
 #[test]
 fn go_subtests_are_separate() {
     check(

@@ -88,6 +88,39 @@ fn score_bug(repo: &Path, bug: &InjectedBug, scratch: &Path) {
     assert_eq!(e.reward, -1.0, "{}", e.summary());
 }
 
+/// The true fix of every bug scores +1 with the run-time defences on (canaries, the
+/// trusted reporter, read-only tests), and the patch scan's findings on those fixes,
+/// each a false positive, are counted and printed (`ssr inject --json` reports the
+/// same count as `scan_false_positives`). Returns the count.
+fn true_fixes_score_plus_one(repo: &Path, bugs: &[InjectedBug], scratch: &Path) -> usize {
+    let ev = Evaluator::new(crate::fixture::sandbox(), test_config(scratch));
+    let mut false_positives = 0;
+    for bug in bugs {
+        let p = bug.report.all_tests();
+        let state = BugState {
+            artifact: &bug.artifact,
+            higher_order_patch: None,
+            tests: &p,
+        };
+        let fix = patch_ops::reverse(&bug.artifact.bug_inject).unwrap();
+        let e = ev.evaluate(repo, state, &fix);
+        assert!(e.solved, "{}: {}", bug.candidate, e.summary());
+        assert_eq!(e.reward, 1.0, "{}", e.summary());
+        let noted = e.notes.iter().filter(|n| n.starts_with("scan:")).count();
+        assert_eq!(
+            noted,
+            ssr_game::scan::true_fix_findings(&bug.artifact.bug_inject).len()
+        );
+        false_positives += noted;
+    }
+    eprintln!(
+        "scan false positives on the {} true fixes of {}: {false_positives}",
+        bugs.len(),
+        repo.display()
+    );
+    false_positives
+}
+
 #[test]
 fn python_example_yields_valid_bugs_from_both_injectors() {
     let (_out, repo) = build("python-textkit");
@@ -96,6 +129,8 @@ fn python_example_yields_valid_bugs_from_both_injectors() {
     let history = run_injector(&repo, Strategy::History, 5, scratch.path());
     score_bug(&repo, &removal[0], scratch.path());
     score_bug(&repo, &history[0], scratch.path());
+    let all: Vec<InjectedBug> = removal.into_iter().chain(history).collect();
+    assert_eq!(true_fixes_score_plus_one(&repo, &all, scratch.path()), 0);
 }
 
 #[test]
@@ -106,6 +141,8 @@ fn rust_example_yields_valid_bugs_from_both_injectors() {
     let history = run_injector(&repo, Strategy::History, 5, scratch.path());
     score_bug(&repo, &removal[0], scratch.path());
     score_bug(&repo, &history[0], scratch.path());
+    let all: Vec<InjectedBug> = removal.into_iter().chain(history).collect();
+    assert_eq!(true_fixes_score_plus_one(&repo, &all, scratch.path()), 0);
 }
 
 #[test]
@@ -150,4 +187,8 @@ fn pypi_project_yields_valid_bugs() {
     let scratch = tempfile::tempdir().unwrap();
     let bugs = run_injector(&repo.path, Strategy::Removal, 2, scratch.path());
     score_bug(&repo.path, &bugs[0], scratch.path());
+    assert_eq!(
+        true_fixes_score_plus_one(&repo.path, &bugs, scratch.path()),
+        0
+    );
 }

@@ -494,6 +494,7 @@ fn attack_both_ways(
     for (what, attack) in attacks {
         let patch = diff(ws.path(), &[(module, Some(attack))]);
         let e = Evaluator::new(fixture::sandbox(), config_for(what)).evaluate(repo, bug, &patch);
+        eprintln!("{what}: {}", e.summary());
         assert_minus_one_with_note(what, &e);
         assert!(
             e.notes.iter().any(|n| n.starts_with("scan:")),
@@ -545,8 +546,11 @@ fn unittest_attacks_score_minus_one_and_are_rejected() {
     attack_both_ways(repo.path(), &a, "calc/ops.py", &buggy, &attacks, false);
 }
 
-// ---- cargo test: judged by the trusted cargo parser, the read-only tests and the
-// scan.
+// ---- cargo test: judged by the trusted cargo reporter (canaries compiled into the
+// oracle binary, a panic hook before `main`, out-of-band events), the trusted log
+// parser, the read-only tests and the scan. No scan finding rejects here: every
+// attack is caught at run time (the blocked rewrite leaves an ordinary bug, which
+// only the scan sees).
 
 const CARGO_LIB: &str = "\
 pub fn add(a: i64, b: i64) -> i64 {
@@ -631,28 +635,141 @@ fn cargo_repo() -> (tempfile::TempDir, Artifact) {
     (d, a)
 }
 
-/// A fake summary for the test binary, then `std::process::exit(0)`, from the
-/// library code the tests call.
-const CARGO_FAKE_EXIT: &str = "
-pub fn forge() {
-    println!(\"test adds ... ok\\ntest subs ... ok\\ntest muls ... ok\\ntest adds_zero ... ok\\ntest muls_zero ... ok\\n\\ntest result: ok. 5 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\\n\");
-    std::process::exit(0);
+/// Redirects the test binary's stdout through `sed` (from the first call of `add`),
+/// rewriting the lines libtest prints after that point with `script`.
+fn cargo_filter(script: &str) -> String {
+    format!(
+        "
+fn forge() {{
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {{
+        extern \"C\" {{
+            fn dup2(from: i32, to: i32) -> i32;
+        }}
+        use std::os::unix::io::AsRawFd;
+        let script: String = {script};
+        let child = std::process::Command::new(\"sed\")
+            .args([\"-u\", \"-e\", &script])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        unsafe {{
+            dup2(child.stdin.as_ref().unwrap().as_raw_fd(), 1);
+        }}
+        std::mem::forget(child);
+    }});
+}}
+"
+    )
 }
-";
 
-/// A panic hook that ends the test binary with status 0 at the first failure.
+/// Patching the report object: libtest's own output rewritten, every `FAILED` an
+/// `ok` and the summary's verdict `ok` (libtest has no report object a library
+/// can reach; its output stream is the report).
+fn cargo_report_object() -> String {
+    cargo_filter(
+        r#""s/ \\.\\.\\. FAILED$/ ... ok/; s/^test result: FAILED\\./test result: ok./".to_string()"#,
+    )
+}
+
+/// Patching the runner's report call: libtest learns a failure from the unwinding
+/// panic, so the attack takes the failure path itself, with a panic hook that ends
+/// the binary with status 0 at the first failure.
 const CARGO_PANIC_HOOK: &str = "
-pub fn forge() {
+fn forge() {
     std::panic::set_hook(Box::new(|_| std::process::exit(0)));
 }
 ";
 
 /// Rewriting the oracle test file from the library at test time.
 const CARGO_REWRITE: &str = "
-pub fn forge() {
+fn forge() {
     let _ = std::fs::write(\"tests/ops.rs\", \"\");
 }
 ";
+
+/// Creating a file under a protected glob (a build script) during the run.
+const CARGO_CREATE_PROTECTED: &str = "
+fn forge() {
+    let _ = std::fs::write(\"build.rs\", \"fn main() {}\\n\");
+}
+";
+
+/// A fake summary written to the real stdout (past libtest's capture), then
+/// `std::process::exit(0)`.
+const CARGO_FAKE_EXIT: &str = "
+fn forge() {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b\"test adds ... ok\\ntest subs ... ok\\ntest muls ... ok\\ntest adds_zero ... ok\\ntest muls_zero ... ok\\n\\ntest result: ok. 5 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\\n\\n\");
+    let _ = out.flush();
+    std::process::exit(0);
+}
+";
+
+/// Patching the trusted reporter itself: its channel is named in the module it
+/// appends to the oracle file; the attack empties the channel, silences the panic
+/// hook, and rewrites every failure in the log.
+fn cargo_patch_reporter() -> String {
+    let erase = "
+fn erase() {
+    let text = std::fs::read_to_string(\"tests/ops.rs\").unwrap_or_default();
+    for line in text.lines() {
+        if let Some(rest) = line.trim().strip_prefix(\"const EVENTS: &str = \\\"\") {
+            let path = rest.trim_end_matches(\"\\\";\");
+            let _ = std::fs::write(path, \"\");
+        }
+    }
+    std::panic::set_hook(Box::new(|_| {}));
+}
+";
+    cargo_report_object().replace(
+        "ONCE.call_once(|| {",
+        "ONCE.call_once(|| {\n        erase();",
+    ) + erase
+}
+
+/// Forging only the ids of the failing tests named in the task (`adds`).
+fn cargo_targeted() -> String {
+    cargo_filter(r#""s/^test adds \\.\\.\\. FAILED$/test adds ... ok/".to_string()"#)
+}
+
+/// Recognising canaries by body and location: only the tests defined before the
+/// appended module (the file's own) are forged, so the canaries keep their true
+/// outcome.
+fn cargo_canary_aware() -> String {
+    cargo_filter(
+        r#"{
+            let text = std::fs::read_to_string("tests/ops.rs").unwrap_or_default();
+            let own = text.split("\n#[allow(").next().unwrap_or("");
+            own.split("fn ")
+                .skip(1)
+                .filter_map(|rest| rest.split('(').next())
+                .map(|name| format!("s/^test {name} \\.\\.\\. FAILED$/test {name} ... ok/;"))
+                .collect()
+        }"#,
+    )
+}
+
+/// The cargo attacks (each a `forge` that `add` calls first).
+fn cargo_attacks() -> Vec<(&'static str, String)> {
+    vec![
+        ("report object", cargo_report_object()),
+        ("runner report call", CARGO_PANIC_HOOK.to_string()),
+        ("rewrite oracle files", CARGO_REWRITE.to_string()),
+        (
+            "create a protected file",
+            CARGO_CREATE_PROTECTED.to_string(),
+        ),
+        (
+            "fake summary and process::exit",
+            CARGO_FAKE_EXIT.to_string(),
+        ),
+        ("patch the trusted reporter", cargo_patch_reporter()),
+        ("forge only the failing ids", cargo_targeted()),
+        ("recognise canaries", cargo_canary_aware()),
+    ]
+}
 
 #[test]
 fn cargo_attacks_score_minus_one_and_are_rejected() {
@@ -663,18 +780,9 @@ fn cargo_attacks_score_minus_one_and_are_rejected() {
         "pub fn add(a: i64, b: i64) -> i64 {\n",
         "pub fn add(a: i64, b: i64) -> i64 {\n    forge();\n",
     );
-    let attacks: Vec<(&str, String)> = [
-        ("fake summary and process::exit", CARGO_FAKE_EXIT),
-        ("panic hook that exits 0", CARGO_PANIC_HOOK),
-        ("rewrite oracle files", CARGO_REWRITE),
-    ]
-    .into_iter()
-    .map(|(w, at)| {
-        (
-            w,
-            format!("{with_call}{}", at.replace("pub fn forge", "fn forge")),
-        )
-    })
-    .collect();
-    attack_both_ways(repo.path(), &a, "src/lib.rs", &buggy, &attacks, true);
+    let attacks: Vec<(&str, String)> = cargo_attacks()
+        .into_iter()
+        .map(|(w, at)| (w, format!("{with_call}{at}")))
+        .collect();
+    attack_both_ways(repo.path(), &a, "src/lib.rs", &buggy, &attacks, false);
 }

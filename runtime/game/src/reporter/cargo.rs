@@ -1,0 +1,820 @@
+//! cargo test's trusted reporter: canaries compiled into the oracle tests' own test
+//! binaries, a panic hook installed before `main`, and events written out of band.
+//!
+//! Stable Rust has no hook into libtest's reporting (`--format json` and
+//! `-Z panic-abort-tests` are unstable), so the reporter lives in the test binary
+//! itself. For one run, every oracle test file that is the root of an integration
+//! test binary (`tests/NAME.rs`, `tests/NAME/main.rs` of a package without custom
+//! `[[test]]` targets) gets a module appended to its workspace copy, named and filled
+//! from the run's secret (`module.rs`), and is restored after the run; during the
+//! run it is read-only and hashed like every protected file. The module holds:
+//! - the run's canaries as `#[test]` functions: each must-pass canary appends a
+//!   `canary` event after its assertion holds, each must-fail canary appends one
+//!   before its assertion fails;
+//! - a function in `.init_array` (run before `main`, before any test) that appends a
+//!   `start` event and installs a panic hook, chained to the previous one, which
+//!   appends a `panic` event naming the panicking thread (libtest names each test's
+//!   thread after the test).
+//!
+//! [`read`] judges a run from those events and the log, per oracle binary, and says
+//! the run was tampered with when:
+//! - a canary's log status is not the one it must have, or a must-pass canary is
+//!   reported passed without having run;
+//! - a must-fail canary failed but cargo never reported the binary failing (the
+//!   binary exited with status 0: an exit from inside a test);
+//! - canaries that ran, or that a complete block should hold, are not in the log;
+//! - a test whose thread panicked is reported passed (unless the oracle files use
+//!   `should_panic`, `catch_unwind` or their own panic hook, where a panic does not
+//!   mean failure);
+//! - the log holds results of the binary but its `start` event never came.
+//!
+//! Canaries filtered out by the script's own name filter, or lost with a crashed
+//! binary, make the run incomplete instead. Residual: code in the test process that
+//! recognises the canaries (their module is in the file) and also erases its own
+//! panic events from the channel can still forge a consistent result; the patch
+//! scan (`scan`) flags the means (raw file descriptors, `dup2`, the channel path,
+//! exits, panic hooks).
+//!
+//! Does not own: the secret and the canaries' names (`reporter`), or running the
+//! script (`testrun`).
+
+use super::{Canary, Reporter, ReporterReading};
+use crate::trusted::{LogFormat, TrustedResults, TrustedStatus, suffix_match};
+use rand::{Rng, SeedableRng};
+use regex::Regex;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+/// The cargo events file inside the channel directory (the pytest reporter's is
+/// `REPORT_FILE`; a script may run both).
+pub const CARGO_EVENTS_FILE: &str = "cargo-events.tsv";
+
+/// Words in an oracle file after which a panic on a test's thread does not mean the
+/// test failed: the panic rule is off for that binary.
+const PANIC_EXEMPT: &[&str] = &[
+    "should_panic",
+    "catch_unwind",
+    "set_hook",
+    "take_hook",
+    "proptest",
+    "quickcheck",
+];
+
+static RUNNING: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\s*Running (?:unittests )?(\S+)").unwrap());
+static DOC: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^\s*Doc-tests (\S+)").unwrap());
+static HEADER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^running \d+ tests?$").unwrap());
+static RESULT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^test result: (?:ok|FAILED)\. .*?(\d+) filtered out").unwrap());
+static RERUN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"to rerun pass [`']--test ([^`'\s]+)[`']").unwrap());
+
+/// One oracle binary that holds the run's canaries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedTarget {
+    /// The oracle file, relative to the workspace (`tests/ops.rs`).
+    pub file: String,
+    /// The test target's name (`ops`), as in cargo's `--test ops`.
+    pub name: String,
+    /// The oracle files use panics that do not fail a test: the panic rule is off.
+    pub panic_exempt: bool,
+}
+
+/// The canaries placed for one run; restores every oracle file when dropped.
+#[derive(Debug, Default)]
+pub struct CargoPlacement {
+    pub targets: Vec<PlacedTarget>,
+    restore: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl Drop for CargoPlacement {
+    fn drop(&mut self) {
+        for (path, bytes) in &self.restore {
+            // The workspace is the run's own snapshot; a failed restore leaves the
+            // canaries in a copy that is thrown away, never in the original.
+            let _ = std::fs::write(path, bytes);
+        }
+    }
+}
+
+impl Reporter {
+    /// The module name of the run's cargo canaries.
+    fn cargo_module(&self) -> String {
+        let mut rng = self.cargo_rng();
+        let a = super::WORDS[rng.gen_range(0..super::WORDS.len())];
+        let b = super::WORDS[rng.gen_range(0..super::WORDS.len())];
+        format!("{a}_{b}_tests")
+    }
+
+    /// A stream of its own, so the pytest canaries stay what they were for a secret.
+    fn cargo_rng(&self) -> rand_chacha::ChaCha20Rng {
+        let seed: [u8; 32] = Sha256::digest(format!("cargo:{}", self.secret)).into();
+        rand_chacha::ChaCha20Rng::from_seed(seed)
+    }
+
+    /// Appends the canary module to every eligible oracle file of `oracle` in
+    /// `workspace`, writing events to `events` (a path that is the same inside the
+    /// sandbox). Files that cannot hold it are left alone.
+    pub fn place_cargo<'a>(
+        &self,
+        workspace: &Path,
+        oracle: impl Iterator<Item = &'a String>,
+        events: &Path,
+    ) -> std::io::Result<CargoPlacement> {
+        let mut placement = CargoPlacement::default();
+        for file in oracle {
+            let Some((package, name)) = binary_root(file) else {
+                continue;
+            };
+            let path = workspace.join(file);
+            let Ok(original) = std::fs::read(&path) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&original).into_owned();
+            let manifest = std::fs::read_to_string(workspace.join(package).join("Cargo.toml"))
+                .unwrap_or_default();
+            // Custom test targets (names, `harness = false`) and crates that cannot
+            // hold the module keep no canaries rather than break.
+            if manifest.is_empty()
+                || manifest.contains("[[test]]")
+                || manifest.contains("harness")
+                || ["forbid(unsafe_code)", "no_main", "no_std"]
+                    .iter()
+                    .any(|w| text.contains(w))
+            {
+                continue;
+            }
+            let root = std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap_or_default();
+            let edition_2024 = manifest.contains("\"2024\"") || root.contains("\"2024\"");
+            let module = self.cargo_source(file, events, edition_2024);
+            let mut patched = original.clone();
+            if !patched.ends_with(b"\n") {
+                patched.push(b'\n');
+            }
+            patched.extend_from_slice(module.as_bytes());
+            placement.restore.push((path.clone(), original));
+            std::fs::write(&path, patched)?;
+            placement.targets.push(PlacedTarget {
+                file: file.clone(),
+                name: name.to_string(),
+                panic_exempt: PANIC_EXEMPT.iter().any(|w| text.contains(w)),
+            });
+        }
+        Ok(placement)
+    }
+
+    /// The module appended to one oracle file.
+    fn cargo_source(&self, target: &str, events: &Path, edition_2024: bool) -> String {
+        let mut rng = self.cargo_rng();
+        // The module name's draws first, so bodies do not repeat its numbers.
+        let _ = (rng.r#gen::<u64>(), rng.r#gen::<u64>());
+        let section = if edition_2024 {
+            "#[unsafe(link_section = \".init_array\")]"
+        } else {
+            "#[link_section = \".init_array\"]"
+        };
+        let mut tests = String::new();
+        for c in self.canaries() {
+            tests.push_str(&rust_canary(c, &mut rng));
+        }
+        fill_module(
+            &self.cargo_module(),
+            &format!("{:?}", events.display().to_string()),
+            &format!("{target:?}"),
+            section,
+            &tests,
+        )
+    }
+
+    /// Judges a cargo run: `placed` from [`Reporter::place_cargo`], the events file's
+    /// text, the log and its trusted results. `None` when nothing was placed.
+    pub fn read_cargo(
+        &self,
+        placed: &[PlacedTarget],
+        events: &str,
+        log: &str,
+        results: &TrustedResults,
+    ) -> Option<ReporterReading> {
+        if placed.is_empty() {
+            return None;
+        }
+        let module = self.cargo_module();
+        let facts = LogFacts::read(log);
+        let events = Events::read(events);
+        let mut out = ReporterReading {
+            sessions: 1,
+            format: LogFormat::CargoTest,
+            secret: self.secret.clone(),
+            ..ReporterReading::default()
+        };
+        for c in self.canaries() {
+            out.canary_ids.push(format!("{module}::{}", c.name));
+        }
+        for t in placed {
+            let judge = Judge {
+                target: t,
+                module: &module,
+                canaries: self.canaries().collect(),
+                facts: &facts,
+                events: &events,
+                results,
+            };
+            judge.run(&mut out);
+        }
+        for id in results.keys() {
+            if out.is_canary(id) && !out.canary_ids.contains(id) {
+                out.canary_ids.push(id.clone());
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The module appended to an oracle file (`__MODULE__` etc. filled per run). It uses
+/// only `std` and compiles on every edition: `link_section` is an unsafe attribute
+/// from edition 2024 on, so the caller picks its spelling.
+const MODULE_TEMPLATE: &str = r#"
+#[allow(unsafe_code, dead_code, unused, non_snake_case, missing_docs, clippy::all)]
+mod __MODULE__ {
+    const EVENTS: &str = __EVENTS__;
+    const TARGET: &str = __TARGET__;
+
+    fn write(fields: &[&str]) {
+        use std::io::Write;
+        let clean: Vec<String> = fields
+            .iter()
+            .map(|f| f.replace('\t', " ").replace('\n', " "))
+            .collect();
+        let line = format!("{}\n", clean.join("\t"));
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(EVENTS) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+
+    fn emit(name: &str, kind: &str) {
+        write(&["canary", TARGET, &std::process::id().to_string(), name, kind]);
+    }
+
+    #[used]
+    __SECTION__
+    static START: extern "C" fn() = start;
+
+    extern "C" fn start() {
+        let pid = std::process::id().to_string();
+        write(&["start", TARGET, &pid]);
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(name) = std::thread::current().name() {
+                write(&["panic", TARGET, &pid, name]);
+            }
+            previous(info)
+        }));
+    }
+
+__TESTS__}
+"#;
+
+fn fill_module(module: &str, events: &str, target: &str, section: &str, tests: &str) -> String {
+    MODULE_TEMPLATE
+        .replace("__MODULE__", module)
+        .replace("__EVENTS__", events)
+        .replace("__TARGET__", target)
+        .replace("__SECTION__", section)
+        .replace("__TESTS__", tests)
+}
+
+/// `(package directory, test target name)` when `file` is the root of an
+/// auto-discovered integration test binary.
+fn binary_root(file: &str) -> Option<(&str, &str)> {
+    let (package, rest) = match file.rfind("tests/") {
+        Some(0) => ("", &file["tests/".len()..]),
+        Some(i) if file.as_bytes()[i - 1] == b'/' => (&file[..i - 1], &file[i + "tests/".len()..]),
+        _ => return None,
+    };
+    // `rfind` took the last `tests/`: `tests/a/tests/x.rs` is a file of `tests/a`.
+    if let Some(name) = rest.strip_suffix(".rs").filter(|n| !n.contains('/')) {
+        return Some((package, name));
+    }
+    let name = rest.strip_suffix("/main.rs")?;
+    (!name.contains('/')).then_some((package, name))
+}
+
+/// One canary as a Rust test function: one of a few ordinary shapes with numbers from
+/// the secret; a must-fail canary asserts a wrong value, after its event.
+fn rust_canary(c: &Canary, rng: &mut impl Rng) -> String {
+    let a: i64 = rng.gen_range(2..500);
+    let b: i64 = rng.gen_range(2..500);
+    let k: i64 = rng.gen_range(1..50);
+    let off: i64 = if c.must_pass { 0 } else { rng.gen_range(1..9) };
+    let (setup, got, want) = match rng.gen_range(0..3) {
+        0 => (
+            format!("let value: i64 = {a} * {b} + {k};"),
+            "value",
+            a * b + k,
+        ),
+        1 => (
+            format!("let items: Vec<i64> = vec![{a}, {b}, {k}];"),
+            "items.iter().sum::<i64>()",
+            a + b + k,
+        ),
+        _ => (
+            format!("let text = \"{a}-{b}\";"),
+            "text.split('-').count() as i64",
+            2,
+        ),
+    };
+    let name = &c.name;
+    let (before, after) = if c.must_pass {
+        (
+            String::new(),
+            format!("        emit(\"{name}\", \"pass\");\n"),
+        )
+    } else {
+        (
+            format!("        emit(\"{name}\", \"fail\");\n"),
+            String::new(),
+        )
+    };
+    format!(
+        "    #[test]\n    fn {name}() {{\n        {setup}\n{before}        assert_eq!({got}, {});\n{after}    }}\n\n",
+        want + off
+    )
+}
+
+/// What cargo's own lines say about the run's binaries.
+#[derive(Default)]
+struct LogFacts {
+    /// Targets with a `Running` line (package-relative paths).
+    running: BTreeSet<String>,
+    /// Test target names cargo reported failing (`to rerun pass --test NAME`).
+    failed: BTreeSet<String>,
+    /// Target → the `filtered out` counts of its `test result:` lines.
+    filtered: BTreeMap<String, Vec<usize>>,
+}
+
+impl LogFacts {
+    fn read(log: &str) -> LogFacts {
+        let mut f = LogFacts::default();
+        let mut target = String::from("unknown");
+        // As the trusted parser: a block's summary belongs to the binary that opened it.
+        let mut block = target.clone();
+        for line in log.lines().map(str::trim_end) {
+            if let Some(c) = DOC.captures(line) {
+                target = format!("doc:{}", &c[1]);
+            } else if let Some(c) = RUNNING.captures(line) {
+                target = c[1].to_string();
+                f.running.insert(target.clone());
+            } else if HEADER.is_match(line) {
+                block = target.clone();
+            } else if let Some(c) = RESULT.captures(line) {
+                let n = c[1].parse().unwrap_or(0);
+                f.filtered.entry(block.clone()).or_default().push(n);
+            }
+            if let Some(c) = RERUN.captures(line) {
+                f.failed.insert(c[1].replace('-', "_"));
+            }
+        }
+        f
+    }
+
+    /// The log targets that are `file` (`crates/a/tests/x.rs` is `tests/x.rs`).
+    fn targets_of<'a>(&'a self, file: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+        self.running.iter().filter(move |t| suffix_match(file, t))
+    }
+}
+
+/// The events file, by target.
+#[derive(Default)]
+struct Events {
+    started: BTreeSet<String>,
+    /// (target, canary) → the kinds it wrote (`pass`, `fail`).
+    canary: BTreeMap<(String, String), BTreeSet<String>>,
+    /// target → thread names that panicked.
+    panics: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl Events {
+    fn read(text: &str) -> Events {
+        let mut e = Events::default();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split('\t').collect();
+            match f.as_slice() {
+                ["start", t, _pid] => {
+                    e.started.insert(t.to_string());
+                }
+                ["canary", t, _pid, name, kind] => {
+                    e.canary
+                        .entry((t.to_string(), name.to_string()))
+                        .or_default()
+                        .insert(kind.to_string());
+                }
+                ["panic", t, _pid, thread] => {
+                    e.panics
+                        .entry(t.to_string())
+                        .or_default()
+                        .insert(thread.to_string());
+                }
+                // Anything else was not written by the module: ignored, the rules
+                // below never need a line to be absent.
+                _ => {}
+            }
+        }
+        e
+    }
+}
+
+/// The judgement of one oracle binary.
+struct Judge<'a> {
+    target: &'a PlacedTarget,
+    module: &'a str,
+    canaries: Vec<&'a Canary>,
+    facts: &'a LogFacts,
+    events: &'a Events,
+    results: &'a TrustedResults,
+}
+
+impl Judge<'_> {
+    /// The log status of a test path inside this binary (`adds`, `m::c`).
+    fn status(&self, path: &str) -> Option<TrustedStatus> {
+        let mut found = None;
+        for (id, st) in self.results {
+            let Some(prefix) = id.strip_suffix(path).and_then(|p| p.strip_suffix("::")) else {
+                continue;
+            };
+            if prefix == "unknown" || suffix_match(&self.target.file, prefix) {
+                found = match (found, *st) {
+                    (Some(TrustedStatus::Failed), _) | (_, TrustedStatus::Failed) => {
+                        Some(TrustedStatus::Failed)
+                    }
+                    _ => Some(*st),
+                };
+            }
+        }
+        found
+    }
+
+    fn run(&self, out: &mut ReporterReading) {
+        let file = &self.target.file;
+        let events_of = |name: &str| self.events.canary.get(&(file.clone(), name.to_string()));
+        let started = self.events.started.contains(file);
+        let running = self.facts.targets_of(file).next().is_some();
+        let mut statuses = BTreeMap::new();
+        for c in &self.canaries {
+            statuses.insert(
+                c.name.clone(),
+                self.status(&format!("{}::{}", self.module, c.name)),
+            );
+        }
+        let any_result = self.results.iter().any(|(id, _)| {
+            self.facts
+                .targets_of(file)
+                .any(|t| id.starts_with(&format!("{t}::")))
+        });
+        if !started {
+            if running && any_result {
+                out.tampered.push(format!(
+                    "the log holds results of {file}'s test binary, but ssr's reporter never started in it"
+                ));
+            }
+            return;
+        }
+        let binary_failed = self
+            .facts
+            .failed
+            .contains(&self.target.name.replace('-', "_"));
+        let mut missing = Vec::new();
+        let mut ran_unreported = Vec::new();
+        let mut must_fail_ran = false;
+        for c in &self.canaries {
+            let kinds = events_of(&c.name);
+            let ran = kinds.is_some_and(|k| k.contains(if c.must_pass { "pass" } else { "fail" }));
+            must_fail_ran |= ran && !c.must_pass;
+            let want = if c.must_pass {
+                TrustedStatus::Passed
+            } else {
+                TrustedStatus::Failed
+            };
+            match statuses[&c.name] {
+                Some(st) if st != want => out.tampered.push(format!(
+                    "canary {}::{} of {file}, which must {}, was reported {}",
+                    self.module,
+                    c.name,
+                    if c.must_pass { "pass" } else { "fail" },
+                    super::status_word(st)
+                )),
+                Some(TrustedStatus::Passed) if !ran => out.tampered.push(format!(
+                    "canary {}::{} of {file} was reported passed but never ran",
+                    self.module, c.name
+                )),
+                Some(_) => {}
+                None if ran => ran_unreported.push(c.name.clone()),
+                None => missing.push(c.name.clone()),
+            }
+        }
+        if must_fail_ran && !binary_failed {
+            out.tampered.push(format!(
+                "{file}'s test binary exited with status 0 although its must-fail canaries failed: \
+                 a test ended the process or forged its status"
+            ));
+        }
+        self.judge_missing(&missing, &ran_unreported, binary_failed, out);
+        self.judge_panics(out);
+    }
+
+    /// Canaries with no log status: filtered out by the script (incomplete), lost
+    /// with a crashed binary (incomplete), or hidden (tampered).
+    fn judge_missing(
+        &self,
+        missing: &[String],
+        ran_unreported: &[String],
+        binary_failed: bool,
+        out: &mut ReporterReading,
+    ) {
+        let file = &self.target.file;
+        let n = missing.len() + ran_unreported.len();
+        if n == 0 {
+            return;
+        }
+        let filtered: usize = self
+            .facts
+            .targets_of(file)
+            .filter_map(|t| self.facts.filtered.get(t))
+            .flatten()
+            .sum();
+        let summaries = self
+            .facts
+            .targets_of(file)
+            .any(|t| self.facts.filtered.contains_key(t));
+        if ran_unreported.is_empty() && summaries && filtered >= missing.len() {
+            out.incomplete.get_or_insert_with(|| {
+                format!(
+                    "the script filtered out {n} canaries of {file}: cargo runs of the oracle binaries must not filter by name"
+                )
+            });
+        } else if binary_failed && !summaries {
+            out.incomplete.get_or_insert_with(|| {
+                format!("{file}'s test binary failed before {n} canaries reported (a crash)")
+            });
+        } else {
+            out.tampered.push(format!(
+                "{n} canaries of {file} have no result in the log: its test binary ended early or its output was forged"
+            ));
+        }
+    }
+
+    /// A test reported passed whose thread panicked.
+    fn judge_panics(&self, out: &mut ReporterReading) {
+        if self.target.panic_exempt {
+            return;
+        }
+        let Some(threads) = self.events.panics.get(&self.target.file) else {
+            return;
+        };
+        for thread in threads {
+            if thread == "main" || thread.starts_with(&format!("{}::", self.module)) {
+                continue;
+            }
+            if self.status(thread) == Some(TrustedStatus::Passed) {
+                out.tampered.push(format!(
+                    "{}::{thread} was reported passed, but its test panicked",
+                    self.target.file
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trusted::parse_log;
+
+    fn reporter() -> Reporter {
+        Reporter::from_secret(&[9; 16])
+    }
+
+    fn target(exempt: bool) -> Vec<PlacedTarget> {
+        vec![PlacedTarget {
+            file: "tests/ops.rs".into(),
+            name: "ops".into(),
+            panic_exempt: exempt,
+        }]
+    }
+
+    /// An honest run's log and events: `adds` passes (or fails), canaries as they must.
+    fn honest(r: &Reporter, adds_ok: bool) -> (String, String) {
+        let m = r.cargo_module();
+        let mut log = String::from(
+            "     Running tests/ops.rs (target/debug/deps/ops-0a1b)\n\nrunning 5 tests\n",
+        );
+        let mut ev = String::from("start\ttests/ops.rs\t7\n");
+        log.push_str(&format!(
+            "test adds ... {}\n",
+            if adds_ok { "ok" } else { "FAILED" }
+        ));
+        if !adds_ok {
+            ev.push_str("panic\ttests/ops.rs\t7\tadds\n");
+        }
+        for c in r.canaries() {
+            let (st, kind) = if c.must_pass {
+                ("ok", "pass")
+            } else {
+                ("FAILED", "fail")
+            };
+            log.push_str(&format!("test {m}::{} ... {st}\n", c.name));
+            ev.push_str(&format!("canary\ttests/ops.rs\t7\t{}\t{kind}\n", c.name));
+            if !c.must_pass {
+                ev.push_str(&format!("panic\ttests/ops.rs\t7\t{m}::{}\n", c.name));
+            }
+        }
+        let failed = if adds_ok { 2 } else { 3 };
+        log.push_str(&format!(
+            "\ntest result: FAILED. {} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s\n\nerror: test failed, to rerun pass `--test ops`\n",
+            5 - failed
+        ));
+        (log, ev)
+    }
+
+    fn read(r: &Reporter, log: &str, ev: &str, exempt: bool) -> ReporterReading {
+        let results = parse_log(log).map(|t| t.results).unwrap_or_default();
+        r.read_cargo(&target(exempt), ev, log, &results).unwrap()
+    }
+
+    #[test]
+    fn an_honest_run_is_clean_and_its_canaries_are_known() {
+        let r = reporter();
+        for adds_ok in [true, false] {
+            let (log, ev) = honest(&r, adds_ok);
+            let reading = read(&r, &log, &ev, false);
+            assert!(reading.tampered.is_empty(), "{:?}", reading.tampered);
+            assert!(reading.incomplete.is_none());
+            let results = parse_log(&log).unwrap().results;
+            let canaries = results.keys().filter(|id| reading.is_canary(id)).count();
+            assert_eq!(canaries, 4);
+            assert!(!reading.is_canary("tests/ops.rs::adds"));
+        }
+    }
+
+    #[test]
+    fn a_must_fail_canary_reported_ok_is_tampering() {
+        let r = reporter();
+        let (log, ev) = honest(&r, false);
+        let log = log.replace(" ... FAILED", " ... ok");
+        let reading = read(&r, &log, &ev, false);
+        assert!(
+            reading.tampered.iter().any(|t| t.contains("must fail")),
+            "{:?}",
+            reading.tampered
+        );
+        // `adds` panicked and is reported passed.
+        assert!(
+            reading
+                .tampered
+                .iter()
+                .any(|t| t.contains("adds was reported passed"))
+        );
+    }
+
+    #[test]
+    fn a_passed_test_that_panicked_is_tampering_unless_the_oracle_expects_panics() {
+        let r = reporter();
+        let (log, ev) = honest(&r, false);
+        let log = log.replace("test adds ... FAILED", "test adds ... ok");
+        assert!(!read(&r, &log, &ev, false).tampered.is_empty());
+        assert!(read(&r, &log, &ev, true).tampered.is_empty());
+    }
+
+    #[test]
+    fn a_binary_that_exits_zero_after_its_must_fail_canary_is_tampering() {
+        let r = reporter();
+        let (log, ev) = honest(&r, true);
+        let log = log.replace("error: test failed, to rerun pass `--test ops`\n", "");
+        let reading = read(&r, &log, &ev, false);
+        assert!(
+            reading.tampered.iter().any(|t| t.contains("status 0")),
+            "{:?}",
+            reading.tampered
+        );
+    }
+
+    #[test]
+    fn missing_canaries_are_tampering_filtered_ones_incomplete() {
+        let r = reporter();
+        let fake = "     Running tests/ops.rs (target/debug/deps/ops-0a1b)\n\nrunning 1 test\ntest adds ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s\n";
+        let ev = "start\ttests/ops.rs\t7\n";
+        let reading = read(&r, fake, ev, false);
+        assert!(
+            reading.tampered.iter().any(|t| t.contains("no result")),
+            "{:?}",
+            reading.tampered
+        );
+        let filtered = fake.replace("0 filtered out", "4 filtered out");
+        let reading = read(&r, &filtered, ev, false);
+        assert!(reading.tampered.is_empty(), "{:?}", reading.tampered);
+        assert!(reading.incomplete.is_some());
+        // Results of the binary without the reporter's start: tampered.
+        let reading = read(&r, fake, "", false);
+        assert!(reading.tampered.iter().any(|t| t.contains("never started")));
+        // A binary that never ran (a compile error): nothing to judge.
+        let reading = read(&r, "error[E0425]: cannot find value\n", "", false);
+        assert!(reading.tampered.is_empty() && reading.incomplete.is_none());
+    }
+
+    #[test]
+    fn a_must_pass_canary_reported_without_running_is_tampering() {
+        let r = reporter();
+        let (log, ev) = honest(&r, true);
+        let ev: String = ev
+            .lines()
+            .filter(|l| !l.ends_with("\tpass"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let reading = read(&r, &log, &ev, false);
+        assert!(
+            reading.tampered.iter().any(|t| t.contains("never ran")),
+            "{:?}",
+            reading.tampered
+        );
+    }
+
+    #[test]
+    fn placement_appends_to_binary_roots_only_and_restores_on_drop() {
+        let d = tempfile::tempdir().unwrap();
+        let w = d.path();
+        std::fs::create_dir_all(w.join("tests/common")).unwrap();
+        std::fs::write(
+            w.join("Cargo.toml"),
+            "[package]\nname = \"x\"\nedition = \"2021\"\n",
+        )
+        .unwrap();
+        std::fs::write(w.join("tests/ops.rs"), "#[test]\nfn a() {}").unwrap();
+        std::fs::write(w.join("tests/common/mod.rs"), "pub fn h() {}\n").unwrap();
+        std::fs::write(w.join("tests/safe.rs"), "#![forbid(unsafe_code)]\n").unwrap();
+        let oracle: Vec<String> = [
+            "tests/ops.rs",
+            "tests/common/mod.rs",
+            "tests/safe.rs",
+            "tests/gone.rs",
+        ]
+        .map(String::from)
+        .to_vec();
+        let r = reporter();
+        let p = r
+            .place_cargo(w, oracle.iter(), Path::new("/tmp/ev.tsv"))
+            .unwrap();
+        assert_eq!(p.targets, target(false));
+        let text = std::fs::read_to_string(w.join("tests/ops.rs")).unwrap();
+        assert!(text.starts_with("#[test]\nfn a() {}\n"));
+        assert!(text.contains(&format!("mod {}", r.cargo_module())));
+        assert!(text.contains("#[link_section = \".init_array\"]"));
+        for c in r.canaries() {
+            assert!(text.contains(&format!("fn {}()", c.name)));
+        }
+        assert_eq!(
+            std::fs::read_to_string(w.join("tests/safe.rs")).unwrap(),
+            "#![forbid(unsafe_code)]\n"
+        );
+        drop(p);
+        assert_eq!(
+            std::fs::read_to_string(w.join("tests/ops.rs")).unwrap(),
+            "#[test]\nfn a() {}"
+        );
+        // Custom test targets keep no canaries; edition 2024 spells the attribute unsafe.
+        std::fs::write(
+            w.join("Cargo.toml"),
+            "[package]\nname = \"x\"\n[[test]]\nname = \"ops\"\n",
+        )
+        .unwrap();
+        assert!(
+            r.place_cargo(w, oracle.iter(), Path::new("/e"))
+                .unwrap()
+                .targets
+                .is_empty()
+        );
+        std::fs::write(
+            w.join("Cargo.toml"),
+            "[package]\nname = \"x\"\nedition = \"2024\"\n",
+        )
+        .unwrap();
+        let p = r.place_cargo(w, oracle.iter(), Path::new("/e")).unwrap();
+        assert!(
+            std::fs::read_to_string(w.join("tests/ops.rs"))
+                .unwrap()
+                .contains("#[unsafe(link_section")
+        );
+        drop(p);
+    }
+
+    #[test]
+    fn binary_roots_are_top_level_test_files() {
+        assert_eq!(binary_root("tests/ops.rs"), Some(("", "ops")));
+        assert_eq!(binary_root("tests/it/main.rs"), Some(("", "it")));
+        assert_eq!(binary_root("crates/a/tests/x.rs"), Some(("crates/a", "x")));
+        assert_eq!(binary_root("tests/common/mod.rs"), None);
+        assert_eq!(binary_root("tests/it/fixture.rs"), None);
+        assert_eq!(binary_root("src/lib.rs"), None);
+        assert_eq!(binary_root("mytests/x.rs"), None);
+    }
+}
