@@ -53,17 +53,24 @@ set +e
 status=$?
 set -e
 echo "== exit status $status"
+if ! kill -0 $server 2>/dev/null; then
+    echo "== llama_cpp.server died during the run; the end of its log:"
+    grep -v '^llama_\|^load\|^print_info' "$work/server.log" | tail -5
+fi
 echo "== episodes (end, reward, infra) and their transcripts' endpoint and exact_tokens"
 python3 - "$work/run" <<'PY'
 import json, pathlib, sys
 run = pathlib.Path(sys.argv[1])
-bad = 0
+scored_failure = inexact_missing = 0
 for line in (run / "episodes.jsonl").read_text().splitlines():
     e = json.loads(line)
     t = json.loads((run / "transcripts" / f"{e['episode_id']}.json").read_text())
-    print(f"{e['episode_id']:>14}  end={e['end']:<16} reward={e['reward']!s:<6} infra={e.get('infra')}  endpoint={t['endpoint']} exact_tokens={t['exact_tokens']}")
-    bad += e["end"] == "policy_error" or t["exact_tokens"] or t["endpoint"] != "completions-text"
-sys.exit(1 if bad else 0)
+    print(f"{e['episode_id']:>14}  end={e['end']:<16} reward={e['reward']!s:<6} endpoint={t['endpoint']} exact_tokens={t['exact_tokens']} infra={e.get('infra')}")
+    # A model failure must never be a reward; a finished episode must be text-prompted.
+    scored_failure += e["end"] == "policy_error" and e["reward"] is not None
+    inexact_missing += e["end"] != "policy_error" and (t["exact_tokens"] or t["endpoint"] != "completions-text")
+print(f"model failures scored: {scored_failure}; finished episodes not on text prompts: {inexact_missing}")
+sys.exit(1 if scored_failure or inexact_missing else 0)
 PY
 [ "$status" -eq 0 ]
 echo "== llama-cpp-check passed"
