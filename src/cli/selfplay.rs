@@ -11,14 +11,12 @@ use ssr_agent::policy::openai::{OpenAiConfig, OpenAiPolicy};
 use ssr_agent::policy::scripted::ScriptedPolicy;
 use ssr_agent::report::{render_html, summarize, summary_table};
 use ssr_agent::rundir::{RunDir, RunMeta};
-use ssr_agent::selfplay::game_arena::{GameArena, use_artifact_dir};
+use ssr_agent::selfplay::game_arena::{GameArena, tool_host};
 use ssr_agent::selfplay::progress::BarProgress;
 use ssr_agent::selfplay::resume::{Setting, Setup, resume};
 use ssr_agent::selfplay::train::EngineTrainer;
 use ssr_agent::selfplay::{NoProgress, Progress, RunOutcome, SelfPlay, SelfPlayConfig, TrainStep};
 use ssr_agent::shutdown;
-use ssr_agent::wasm_tools::SharedHost;
-use ssr_toolhost::{HostConfig, ToolHost};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -251,25 +249,8 @@ fn open_run(job: &SelfPlayJob) -> anyhow::Result<(PathBuf, RunDir, Setup, Option
     Ok((out, run, setup, previous))
 }
 
-/// The WASM tool host of the run: the standard tools, the custom tools found in the
-/// configured folders, grants from the policy file (or the built-in one).
-fn tool_host(cfg: &SelfPlayConfig) -> anyhow::Result<Arc<SharedHost>> {
-    let mut policy = match &cfg.tools_policy {
-        Some(path) => ssr_toolhost::Policy::from_file(path)?,
-        None => ssr_toolhost::Policy::default(),
-    };
-    use_artifact_dir(&mut policy);
-    let host = ToolHost::new(HostConfig {
-        policy,
-        tool_dirs: cfg.tools_dirs.clone(),
-        ..HostConfig::default()
-    })
-    .context("starting the WASM tool host")?;
-    Ok(SharedHost::new(host))
-}
-
 /// The bundled example repository, created once by the game's example builder.
-fn default_repo() -> anyhow::Result<PathBuf> {
+pub fn default_repo() -> anyhow::Result<PathBuf> {
     let dest = PathBuf::from(".examples/python-textkit");
     if dest.join(".git").is_dir() {
         return Ok(dest);
@@ -349,27 +330,13 @@ fn build_policy(job: &SelfPlayJob, kind: PolicyKind) -> anyhow::Result<BuiltPoli
 
 /// The real game over `repo`, its workspaces under the run's scratch directory.
 fn build_arena(cfg: &SelfPlayConfig, repo: &Path, run: &RunDir) -> anyhow::Result<Arc<GameArena>> {
-    let sandbox = ssr_sandbox::default_sandbox(ssr_sandbox::Environment::default())
-        .context("no sandbox backend (install bubblewrap)")?;
-    let mut verify = ssr_game::VerifyConfig {
-        min_passing_tests: cfg.min_passing_tests,
-        ..ssr_game::VerifyConfig::default()
-    };
-    verify.run_env = crate::cli::verify::run_env_with(cfg.test_env.clone());
-    Ok(Arc::new(GameArena {
-        repo_name: repo
-            .file_name()
-            .map_or_else(|| "repo".into(), |n| n.to_string_lossy().into_owned()),
-        repo: repo.to_path_buf(),
-        sandbox: Arc::from(sandbox),
-        verify,
-        episode: ssr_game::EpisodeConfig::default(),
-        scratch: run.root().join("scratch"),
-        tools: tool_host(cfg)?,
-        procedural_candidates: 12,
-        pool: Default::default(),
-        injector_base: Default::default(),
-    }))
+    let tools = tool_host(cfg)?;
+    Ok(Arc::new(GameArena::open(
+        cfg,
+        repo,
+        run.root().join("scratch"),
+        tools,
+    )?))
 }
 
 /// Ctrl-C asks for a clean stop; a second one aborts.

@@ -146,6 +146,7 @@ impl FakeArena {
             workspace,
             tools,
             guard: Box::new(()),
+            cancel: Default::default(),
         }
     }
 
