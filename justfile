@@ -60,3 +60,7 @@ gpu-emu:
 # The emulated device under ThreadSanitizer, and proof that it catches a kernel whose __syncthreads was removed.
 gpu-emu-tsan:
     bash scripts/gpu_emu.sh tsan
+
+# `ssr selfplay --policy openai` against llama-cpp-python's server (refuses token-id prompts: text prompts, exact_tokens false); installs it from PyPI into target/llama-cpp-venv (builds from source, ~3.5 min; outside CI).
+llama-cpp-check:
+    bash scripts/llama_cpp_check.sh

@@ -147,7 +147,7 @@ fn run_strategy(
         let Ok(fix) = patch_ops::reverse(&bug.artifact.bug_inject) else {
             continue;
         };
-        if ev.evaluate(repo, state, &fix).reward == 1.0 {
+        if ev.evaluate(repo, state, &fix).solved {
             row.fixes_scoring_one += 1;
         }
     }

@@ -1,11 +1,12 @@
 //! `ssr evaluate ARTIFACT_DIR --repo DIR --patch FILE [--json]`: scores one solver
 //! patch against a bug (`SSR_SPEC.md` section 5). The set `P` comes from the
 //! artifact's stored `report.json` (written by `ssr inject`), else the artifact is
-//! verified first. Exit status 0 when the patch solves the bug, 1 when it does not.
+//! verified first. Exit status 0 when the patch solves the bug, 1 when it does not, 2
+//! when the attempt could not be scored (an infrastructure failure: no reward).
 //!
-//! `--json` prints the `Evaluation`: `{"reward": 1.0 | -1.0, "solved": bool,
+//! `--json` prints the `Evaluation`: `{"reward": 1.0 | -1.0 | null, "solved": bool,
 //! "outcome": {"kind": "solved" | "empty_patch" | "does_not_apply" | "timed_out" |
-//! "run_failed" | "tampered" | "tests_failing", ...}, "failing": [id], "missing": [id],
+//! "run_failed" | "infra" | "tampered" | "tests_failing", ...}, "failing": [id], "missing": [id],
 //! "dropped": [path], "notes": [string], "wall_ms", "reporter_secret": hex | null}`.
 //! `notes` carries the patch scan's findings (`scan: path:line: ...`) and why a run
 //! counts as tampered; `--reject-tampering` makes a scan finding a tampered attempt. `dropped` names the files whose
@@ -83,6 +84,8 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(if e.solved {
         ExitCode::SUCCESS
+    } else if e.reward.is_none() {
+        ExitCode::from(2)
     } else {
         ExitCode::from(1)
     })

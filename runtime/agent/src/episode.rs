@@ -2,14 +2,18 @@
 //! the model submits or a budget ends the episode.
 //!
 //! Owns: turn order, the one-call-per-turn rule, error observations for malformed
-//! calls, the budget line of every observation, the per-call wall-clock limit, and
+//! calls, the budget line of every observation, the per-call wall-clock limit,
 //! building the exact token sequence as the conversation grows (ids are appended,
-//! never re-tokenized). Does not own: prompts' wording ([`crate::prompts`]), tools or
-//! models (behind [`Tools`] and [`Policy`]).
+//! never re-tokenized), and asking again for a turn the server aborted
+//! ([`FinishReason::Abort`]: a weight update in flight), a bounded number of times,
+//! the aborted generation left out of the sequence. Does not own: prompts' wording
+//! ([`crate::prompts`]), tools or models (behind [`Tools`] and [`Policy`]).
 
 use crate::budget::{Budgets, truncate_output};
 use crate::chat::{ChatMl, Message, Piece, Role, TextCodec, encode_pieces};
-use crate::policy::{FinishReason, GenerateRequest, Policy, Prompt, RequestTag, Sampling};
+use crate::policy::{
+    FinishReason, GenerateRequest, Generation, Policy, Prompt, RequestTag, Sampling,
+};
 use crate::shutdown::Shutdown;
 use crate::toolcall::{ToolCallSyntax, parse_tool_call};
 use crate::tools::{ToolResult, Tools};
@@ -24,6 +28,14 @@ const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Below this many free context tokens a turn is not started.
 const MIN_TURN_TOKENS: usize = 8;
+/// Times a turn is asked again after the server aborted it, then the episode ends in
+/// a policy error. With [`ABORT_BACKOFF_MS`] doubling up to [`ABORT_BACKOFF_MAX_MS`]
+/// that waits about 50 s in all: why so long, a weight update of a large model on the
+/// trainer's server takes seconds to tens of seconds; revisit if trainers report
+/// longer pauses.
+const MAX_ABORT_RETRIES: u32 = 10;
+const ABORT_BACKOFF_MS: u64 = 200;
+const ABORT_BACKOFF_MAX_MS: u64 = 10_000;
 
 /// Everything that defines one episode except the policy and the tools.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -226,17 +238,13 @@ impl<'a> EpisodeRun<'a> {
             Ok(r) => r,
             Err(end) => return Some(end),
         };
-        let request = self.request(turn, room);
         let t0 = Instant::now();
-        let generated = tokio::select! {
-            g = self.policy.generate(request) => g,
-            () = self.shutdown.requested() => return Some(EpisodeEnd::Cancelled),
-        };
+        let generated = self.generate(turn, room).await;
         let generate_ms = t0.elapsed().as_millis() as u64;
         self.stats.generate_ms += generate_ms;
         let generation = match generated {
             Ok(g) => g,
-            Err(e) => return Some(EpisodeEnd::PolicyError(e.to_string())),
+            Err(end) => return Some(end),
         };
         let close = self.sampled(&generation);
         let stopped_at_close = generation.finish == FinishReason::Stop && !generation.stop_in_text;
@@ -286,8 +294,38 @@ impl<'a> EpisodeRun<'a> {
         None
     }
 
+    /// The turn's generation. One the server aborted is dropped (nothing of it enters
+    /// the sequence) and asked again after a back-off, at most [`MAX_ABORT_RETRIES`]
+    /// times; the budgets and shutdown are checked before each new try.
+    async fn generate(&mut self, turn: u32, room: usize) -> Result<Generation, EpisodeEnd> {
+        let mut backoff = std::time::Duration::from_millis(ABORT_BACKOFF_MS);
+        for retry in 0..=MAX_ABORT_RETRIES {
+            if retry > 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = self.shutdown.requested() => return Err(EpisodeEnd::Cancelled),
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_millis(ABORT_BACKOFF_MAX_MS));
+                self.room()?;
+            }
+            let generated = tokio::select! {
+                g = self.policy.generate(self.request(turn, room)) => g,
+                () = self.shutdown.requested() => return Err(EpisodeEnd::Cancelled),
+            };
+            match generated {
+                Ok(g) if g.finish == FinishReason::Abort => self.stats.aborted_generations += 1,
+                Ok(g) => return Ok(g),
+                Err(e) => return Err(EpisodeEnd::PolicyError(e.to_string())),
+            }
+        }
+        Err(EpisodeEnd::PolicyError(format!(
+            "the server aborted turn {turn} {} times in a row",
+            MAX_ABORT_RETRIES + 1
+        )))
+    }
+
     /// Records what the policy sampled; returns the template's close of the turn.
-    fn sampled(&mut self, generation: &crate::policy::Generation) -> Vec<Piece> {
+    fn sampled(&mut self, generation: &Generation) -> Vec<Piece> {
         self.endpoint = generation.endpoint.clone();
         self.exact &= generation.exact_tokens;
         self.prompt_tokens_seen = generation.prompt_tokens + generation.token_ids.len();

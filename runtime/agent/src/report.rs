@@ -2,8 +2,9 @@
 //! network) and the summary table printed by `ssr report` and at the end of a run.
 //!
 //! Owns: the plots (validity rate, solve rate, rewards, episode lengths, time per
-//! phase, all per round) and the summary. Does not own: the numbers (read from
-//! `metrics.jsonl` and `run.json`).
+//! phase, all per round) and the summary, where infrastructure failures (episodes
+//! whose model failed, attempts the sandbox could not score) are counted apart from
+//! scored ones. Does not own: the numbers (read from `metrics.jsonl` and `run.json`).
 
 use crate::rundir::{RoundMetrics, RunMeta};
 use std::fmt::Write as _;
@@ -261,6 +262,15 @@ pub struct Summary {
     pub higher_order_bugs: u32,
     pub solver_episodes: u32,
     pub solved: u32,
+    /// Solver attempts not scored (infra).
+    pub infra_attempts: u32,
+    /// Episodes whose model call failed, of `model_episodes`.
+    pub model_failures: u32,
+    pub model_episodes: u32,
+    /// The first model failure's message.
+    pub model_error: Option<String>,
+    /// Injector episodes with no reward (infra, or too few scored attempts).
+    pub injectors_unrewarded: u32,
     pub malformed_calls: u32,
     pub sampled_tokens: u64,
     pub wall_ms: u64,
@@ -278,6 +288,13 @@ pub fn summarize(metrics: &[RoundMetrics]) -> Summary {
         s.higher_order_bugs += m.higher_order_bugs;
         s.solver_episodes += m.solver_episodes;
         s.solved += m.solved;
+        s.infra_attempts += m.infra_attempts;
+        s.model_failures += m.model_failures;
+        s.model_episodes += m.model_episodes;
+        if s.model_error.is_none() {
+            s.model_error.clone_from(&m.model_error);
+        }
+        s.injectors_unrewarded += m.injectors_unrewarded;
         s.malformed_calls += m.malformed_calls;
         s.sampled_tokens += m.sampled_tokens;
         s.wall_ms += m.wall_ms;
@@ -294,7 +311,7 @@ pub fn summary_table(metrics: &[RoundMetrics]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:>5} {:>9} {:>11} {:>10} {:>6} {:>7} {:>8} {:>8} {:>8} {:>7}",
+        "{:>5} {:>9} {:>11} {:>10} {:>6} {:>7} {:>8} {:>6} {:>8} {:>8} {:>7}",
         "round",
         "injector",
         "valid(mdl)",
@@ -302,6 +319,7 @@ pub fn summary_table(metrics: &[RoundMetrics]) -> String {
         "h-o",
         "solver",
         "solved",
+        "infra",
         "r_inj",
         "r_sol",
         "secs"
@@ -309,7 +327,7 @@ pub fn summary_table(metrics: &[RoundMetrics]) -> String {
     for m in metrics {
         let _ = writeln!(
             s,
-            "{:>5} {:>9} {:>11} {:>10} {:>6} {:>7} {:>8} {:>8} {:>8} {:>7.1}",
+            "{:>5} {:>9} {:>11} {:>10} {:>6} {:>7} {:>8} {:>6} {:>8} {:>8} {:>7.1}",
             m.round,
             m.injector_episodes,
             m.model_valid,
@@ -317,6 +335,7 @@ pub fn summary_table(metrics: &[RoundMetrics]) -> String {
             m.higher_order_bugs,
             m.solver_episodes,
             m.solved,
+            m.infra_attempts,
             opt(m.mean_injector_reward),
             opt(m.mean_solver_reward),
             m.wall_ms as f64 / 1000.0
@@ -325,18 +344,31 @@ pub fn summary_table(metrics: &[RoundMetrics]) -> String {
     let t = summarize(metrics);
     let _ = writeln!(
         s,
-        "total: {} rounds, {} injector episodes, {} valid bugs from the model, {} procedural, {} higher-order; {}/{} solver attempts solved; {} malformed tool calls; {} tokens sampled; {:.1} s",
+        "total: {} rounds, {} injector episodes, {} valid bugs from the model, {} procedural, {} higher-order; {}/{} scored solver attempts solved ({} not scored: infra); {} malformed tool calls; {} tokens sampled; {:.1} s",
         t.rounds,
         t.injector_episodes,
         t.model_valid,
         t.procedural_valid,
         t.higher_order_bugs,
         t.solved,
-        t.solver_episodes,
+        t.solver_episodes.saturating_sub(t.infra_attempts),
+        t.infra_attempts,
         t.malformed_calls,
         t.sampled_tokens,
         t.wall_ms as f64 / 1000.0
     );
+    if t.model_failures > 0 || t.injectors_unrewarded > 0 {
+        let _ = writeln!(
+            s,
+            "infrastructure: {} of {} episodes failed to reach the model (no reward, no training){}; {} injector episodes unrewarded",
+            t.model_failures,
+            t.model_episodes,
+            t.model_error
+                .as_deref()
+                .map_or_else(String::new, |e| format!(", first: {e}")),
+            t.injectors_unrewarded
+        );
+    }
     s
 }
 
@@ -412,12 +444,12 @@ fn plots(metrics: &[RoundMetrics]) -> String {
 /// One table row per round, then the rejections by reason over the whole run.
 fn round_tables(metrics: &[RoundMetrics]) -> String {
     let mut h = String::from(
-        "<h2>Rounds</h2><table><tr><th>round</th><th>injector episodes</th><th>valid (model)</th><th>valid (procedural)</th><th>higher-order</th><th>solver episodes</th><th>solved</th><th>mean r_inj</th><th>mean r_sol</th><th>malformed calls</th><th>seconds</th></tr>",
+        "<h2>Rounds</h2><table><tr><th>round</th><th>injector episodes</th><th>valid (model)</th><th>valid (procedural)</th><th>higher-order</th><th>solver episodes</th><th>solved</th><th>not scored (infra)</th><th>model failures</th><th>mean r_inj</th><th>mean r_sol</th><th>malformed calls</th><th>seconds</th></tr>",
     );
     for m in metrics {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td></tr>",
             m.round,
             m.injector_episodes,
             m.model_valid,
@@ -425,6 +457,8 @@ fn round_tables(metrics: &[RoundMetrics]) -> String {
             m.higher_order_bugs,
             m.solver_episodes,
             m.solved,
+            m.infra_attempts,
+            m.model_failures,
             opt(m.mean_injector_reward),
             opt(m.mean_solver_reward),
             m.malformed_calls,
@@ -512,5 +546,35 @@ mod tests {
             }
             assert!(!html.contains("<script"));
         }
+    }
+
+    #[test]
+    fn infrastructure_failures_are_counted_apart() {
+        let metrics = vec![RoundMetrics {
+            round: 0,
+            solver_episodes: 4,
+            solved: 1,
+            infra_attempts: 2,
+            model_failures: 3,
+            model_episodes: 5,
+            model_error: Some("the model failed: HTTP 500".into()),
+            injectors_unrewarded: 1,
+            ..Default::default()
+        }];
+        let table = summary_table(&metrics);
+        assert!(
+            table.contains("1/2 scored solver attempts solved (2 not scored: infra)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("3 of 5 episodes failed to reach the model"),
+            "{table}"
+        );
+        assert!(
+            table.contains("first: the model failed: HTTP 500"),
+            "{table}"
+        );
+        let html = render_html(None, &metrics);
+        assert!(html.contains("<th>model failures</th>"));
     }
 }

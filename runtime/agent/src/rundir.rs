@@ -74,9 +74,15 @@ pub struct EpisodeRecord {
     pub total_tokens: usize,
     pub wall_ms: u64,
     pub end: EndKind,
-    /// Solver: +1/−1 once evaluated. Injector: filled at round end.
+    /// Solver: +1/−1 once evaluated. Injector: filled at round end. `None` for good
+    /// when the episode is infra, or for an injector whose bug had too few scored
+    /// attempts (`ssr_game::score`).
     pub reward: Option<f32>,
     pub outcome: Outcome,
+    /// Why the episode is an infrastructure failure (the model failed, the sandbox
+    /// could not evaluate it): no reward, no trajectory, not in any solve rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infra: Option<String>,
 }
 
 /// What an episode's judgement said, per role. Fields are in alphabetical order, the
@@ -265,7 +271,20 @@ pub struct RoundMetrics {
     pub higher_order_bugs: u32,
     pub solver_episodes: u32,
     pub solved: u32,
+    /// Solved / scored solver attempts (infra attempts left out).
     pub solve_rate: f64,
+    /// Solver attempts with no score (the model or the sandbox failed).
+    pub infra_attempts: u32,
+    /// Episodes, of both roles, whose model call failed (`policy_error`).
+    pub model_failures: u32,
+    /// Episodes of both roles that asked the model (the denominator of
+    /// `model_failures`).
+    pub model_episodes: u32,
+    /// The first model failure's message, when there was one.
+    pub model_error: Option<String>,
+    /// Injector episodes with no reward: infra, or a valid bug with fewer than ⌈G/2⌉
+    /// scored attempts.
+    pub injectors_unrewarded: u32,
     pub mean_injector_reward: Option<f64>,
     pub mean_solver_reward: Option<f64>,
     pub mean_injector_turns: Option<f64>,
@@ -286,6 +305,9 @@ pub struct RoundMetrics {
     pub rejections: BTreeMap<String, u32>,
     /// Finished episodes that gave no training record (a policy without token ids).
     pub trajectories_skipped: u32,
+    /// Finished episodes left out of training because they have no reward (infra,
+    /// or an injector without enough scored attempts).
+    pub trajectories_unrewarded: u32,
 }
 
 /// What a training step did.

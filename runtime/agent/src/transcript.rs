@@ -49,13 +49,23 @@ pub enum EpisodeEnd {
     TurnsExhausted,
     ContextExhausted,
     EpisodeTimeout,
-    /// The policy failed (server down, script exhausted): the message says why.
+    /// The policy failed (server down, script exhausted): the message says why. An
+    /// infrastructure failure, never a reward (`ssr_game::score`).
     PolicyError(String),
     /// Stopped by shutdown; not a finished episode (a resumed run runs it again).
     Cancelled,
 }
 
 impl EpisodeEnd {
+    /// The model's error, when the episode ended because the policy failed: such an
+    /// episode is scored [`ssr_game::AttemptScore::model_failed`].
+    pub fn model_failure(&self) -> Option<&str> {
+        match self {
+            EpisodeEnd::PolicyError(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The kind of end, without its detail.
     pub fn kind(&self) -> EndKind {
         match self {
@@ -84,6 +94,10 @@ pub enum EndKind {
 /// Counters of one episode.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpisodeStats {
+    /// Generations the server aborted (`finish_reason: "abort"`) and the loop asked
+    /// again; none of their tokens is in the sequence.
+    #[serde(default)]
+    pub aborted_generations: u32,
     pub turns: u32,
     pub malformed_calls: u32,
     pub tool_errors: u32,

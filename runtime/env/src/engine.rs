@@ -370,7 +370,7 @@ impl Engine {
                 Some(EpisodeEnd::PolicyError(_))
             )
         });
-        round.reward_injectors(kind);
+        round.reward_injectors(kind, req.g);
         let bug = round.verdicts.first().map(|v| json!(v));
         let mut trajectories = Vec::new();
         let (mut solved, mut attempts) = (0, 0);

@@ -19,13 +19,19 @@
 //! pytest run (`testrun`, `reporter`); the solver patch is scanned for runner
 //! tampering (`scan`), its findings noted. A run with signs of tampering (or a scan
 //! finding, under `VerifyConfig::reject_tampering_findings`) is
-//! [`EvalOutcome::Tampered`], −1, whatever its tests say. Order of outcomes: an
-//! infrastructure failure (does not apply, timed out, run failed) first, then
-//! tampered, then ±1 on the tests.
+//! [`EvalOutcome::Tampered`], −1, whatever its tests say.
+//!
+//! What an outcome scores is `score`'s one rule ([`AttemptScore::of`]): infra first
+//! ([`EvalOutcome::Infra`]: the sandbox could not run a command, preparing the run
+//! failed on the host, or the stored bug state (bug, weakening, higher-order patch,
+//! oracle files) does not rebuild: no reward), then tampered (−1), then ±1. Failures
+//! the attempt caused stay −1: its patch does not apply, the tests time out, or the
+//! stored parser fails on the log the code under test produced
+//! ([`EvalOutcome::RunFailed`]).
 //!
 //! JSON of an [`Evaluation`] (`ssr evaluate --json`):
-//! `{ "reward": 1.0 | -1.0, "solved": bool, "outcome": { "kind": "solved" | "empty_patch"
-//! | "does_not_apply" | "timed_out" | "run_failed" | "tampered" | "tests_failing", ... },
+//! `{ "reward": 1.0 | -1.0 | null, "solved": bool, "outcome": { "kind": "solved" | "empty_patch"
+//! | "does_not_apply" | "timed_out" | "run_failed" | "infra" | "tampered" | "tests_failing", ... },
 //! "failing": [id], "missing": [id], "dropped": [path], "notes": [string], "wall_ms": u64 }`.
 //!
 //! Does not own: producing the patch (the agent) or turning failures into new bugs
@@ -35,8 +41,8 @@ use crate::artifact::{Artifact, check_repo_path};
 use crate::config::VerifyConfig;
 use crate::patch_ops::{self, Patch};
 use crate::protected::{ProtectedSet, default_globs};
-use crate::reward::solver_reward;
 use crate::scan::scan_patch;
+use crate::score::AttemptScore;
 use crate::testrun::{Harness, RunFailure, TestRun, run_tests_protected};
 use crate::trusted::LogFormat;
 use crate::workspace::Workspace;
@@ -53,12 +59,16 @@ pub enum EvalOutcome {
     Solved,
     /// The patch is empty (or only whitespace).
     EmptyPatch,
-    /// The patch (or the stored state) does not apply.
+    /// The solver's patch does not apply (or is not a patch).
     DoesNotApply { error: String },
     /// The test script ran past the hard timeout.
     TimedOut { error: String },
-    /// The run gave no result (parser failure, sandbox error).
+    /// The stored parser failed on the log the code under test produced (it exited
+    /// non-zero, timed out, or printed no JSON object of strings): −1.
     RunFailed { error: String },
+    /// Not the attempt's doing: the sandbox could not run a command, preparing the run
+    /// failed on the host, or the stored bug state does not rebuild. No reward.
+    Infra { error: String },
     /// The run shows signs that the code under test forged its result (a canary
     /// with the wrong outcome or none, a report contradicting a test's own call, a
     /// protected file written during the run), or the patch scan found runner
@@ -71,7 +81,8 @@ pub enum EvalOutcome {
 /// The score of one solver attempt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
-    pub reward: f64,
+    /// The reward ([`AttemptScore::reward`]): `None` for an infra outcome.
+    pub reward: Option<f64>,
     pub solved: bool,
     pub outcome: EvalOutcome,
     /// Tests of `P` reported but not passed.
@@ -94,10 +105,10 @@ pub struct Evaluation {
 
 impl Evaluation {
     fn new(outcome: EvalOutcome, failing: Vec<String>, missing: Vec<String>, t0: Instant) -> Self {
-        let solved = outcome == EvalOutcome::Solved;
+        let score = AttemptScore::of(&outcome);
         Evaluation {
-            reward: solver_reward(solved),
-            solved,
+            reward: score.reward(),
+            solved: score.solved(),
             outcome,
             failing,
             missing,
@@ -114,6 +125,11 @@ impl Evaluation {
         self
     }
 
+    /// What the attempt scores under the one rule (`score`).
+    pub fn score(&self) -> AttemptScore {
+        AttemptScore::of(&self.outcome)
+    }
+
     /// One line for people.
     pub fn summary(&self) -> String {
         let why = match &self.outcome {
@@ -121,7 +137,12 @@ impl Evaluation {
             EvalOutcome::EmptyPatch => "the patch is empty".to_string(),
             EvalOutcome::DoesNotApply { error } => format!("the patch does not apply: {error}"),
             EvalOutcome::TimedOut { error } => format!("the tests timed out: {error}"),
-            EvalOutcome::RunFailed { error } => format!("the test run failed: {error}"),
+            EvalOutcome::RunFailed { error } => {
+                format!("the parser failed on the run's log: {error}")
+            }
+            EvalOutcome::Infra { error } => {
+                format!("infrastructure failure, not scored: {error}")
+            }
             EvalOutcome::Tampered { notes } => {
                 format!("the run was tampered with: {}", notes.join("; "))
             }
@@ -142,7 +163,10 @@ impl Evaluation {
                 )
             }
         };
-        let mut line = format!("reward {:+}: {why}", self.reward);
+        let mut line = match self.reward {
+            Some(r) => format!("reward {r:+}: {why}"),
+            None => format!("no reward: {why}"),
+        };
         if !self.dropped.is_empty() {
             line.push_str(&format!(
                 " (dropped the patch's sections for protected files: {})",
@@ -229,8 +253,9 @@ impl<'a> Evaluator<'a> {
         let protected = match self.protected_set(bug.artifact) {
             Ok(p) => p,
             Err(e) => {
+                // The operator's globs, not the attempt: nothing was run.
                 return Evaluation::new(
-                    EvalOutcome::RunFailed {
+                    EvalOutcome::Infra {
                         error: format!("protected globs: {e}"),
                     },
                     none(),
@@ -270,7 +295,11 @@ impl<'a> Evaluator<'a> {
         }
         let ws = match self.prepare(original, bug, &kept) {
             Ok(ws) => ws,
-            Err(error) => return does_not_apply(error).with(dropped, none()),
+            Err(Unprepared::Patch(error)) => return does_not_apply(error).with(dropped, none()),
+            Err(Unprepared::State(error)) => {
+                return Evaluation::new(EvalOutcome::Infra { error }, none(), none(), t0)
+                    .with(dropped, none());
+            }
         };
         let run = run_tests_protected(
             self.sandbox,
@@ -297,15 +326,13 @@ impl<'a> Evaluator<'a> {
                 .with(dropped, none());
             }
             Err(e) => {
-                return Evaluation::new(
-                    EvalOutcome::RunFailed {
-                        error: e.to_string(),
-                    },
-                    none(),
-                    none(),
-                    t0,
-                )
-                .with(dropped, none());
+                let error = e.to_string();
+                let outcome = if run_failure_is_infra(&e) {
+                    EvalOutcome::Infra { error }
+                } else {
+                    EvalOutcome::RunFailed { error }
+                };
+                return Evaluation::new(outcome, none(), none(), t0).with(dropped, none());
             }
         };
         let secret = run.reporter.as_ref().map(|r| r.secret.clone());
@@ -372,28 +399,55 @@ impl<'a> Evaluator<'a> {
         (false, notes)
     }
 
+    /// The workspace of the run: original, stored state, the solver's patch, oracle
+    /// files restored. Says whose failure it was when it cannot be built.
     fn prepare(
         &self,
         original: &Path,
         bug: BugState<'_>,
         patch: &Patch,
-    ) -> Result<Workspace, String> {
-        let ws = Workspace::fresh(original, &self.cfg).map_err(|e| e.to_string())?;
+    ) -> Result<Workspace, Unprepared> {
+        let state = |e: String| Unprepared::State(format!("the stored bug state: {e}"));
+        let ws = Workspace::fresh(original, &self.cfg).map_err(|e| state(e.to_string()))?;
         ws.apply("bug_inject.diff", &bug.artifact.bug_inject)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| state(e.to_string()))?;
         ws.apply("test_weaken.diff", &bug.artifact.test_weaken)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| state(e.to_string()))?;
         if let Some(ho) = bug.higher_order_patch {
             ws.apply("the higher-order patch", ho)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| state(e.to_string()))?;
         }
         patch_ops::apply_patch(ws.path(), patch)
-            .map_err(|e| format!("applying the solver patch: {e}"))?;
+            .map_err(|e| Unprepared::Patch(format!("applying the solver patch: {e}")))?;
         // Oracle files always come back as in the original, whatever the patch did.
         for f in &bug.artifact.test_files {
-            let f = check_repo_path(f).map_err(|e| format!("test_files.txt: {e}"))?;
-            ws.restore(original, &f).map_err(|e| e.to_string())?;
+            let f = check_repo_path(f).map_err(|e| state(format!("test_files.txt: {e}")))?;
+            ws.restore(original, &f).map_err(|e| state(e.to_string()))?;
         }
         Ok(ws)
+    }
+}
+
+/// Why the run's workspace could not be built, by whose doing.
+enum Unprepared {
+    /// The solver's patch does not apply: the attempt's failure (−1).
+    Patch(String),
+    /// The original plus the stored state (a snapshot, the bug, the weakening, the
+    /// higher-order patch, the oracle files) does not rebuild: infra.
+    State(String),
+}
+
+/// Whether a test run's failure is the infrastructure's (no reward) rather than the
+/// attempt's (−1). Exhaustive, so a new kind of failure must be placed.
+fn run_failure_is_infra(e: &RunFailure) -> bool {
+    match e {
+        // The sandbox could not run a command, or the host could not prepare or read
+        // the run's files: nothing the code under test did.
+        RunFailure::Sandbox(_) | RunFailure::Setup(_) => true,
+        // The code under test ran; what it produced broke the parser or ran too long.
+        RunFailure::ScriptTimedOut { .. }
+        | RunFailure::ParserTimedOut { .. }
+        | RunFailure::ParserExit { .. }
+        | RunFailure::ParserOutput { .. } => false,
     }
 }

@@ -135,9 +135,9 @@ impl HigherOrderPool {
                 Err(HigherOrderRejection::DoesNotApply { error })
             }
             EvalOutcome::EmptyPatch => Err(HigherOrderRejection::EmptyAfterFiltering),
-            EvalOutcome::TimedOut { error } | EvalOutcome::RunFailed { error } => {
-                Err(HigherOrderRejection::RunFailed { error })
-            }
+            EvalOutcome::TimedOut { error }
+            | EvalOutcome::RunFailed { error }
+            | EvalOutcome::Infra { error } => Err(HigherOrderRejection::RunFailed { error }),
             // A patch that forged its run is not a bug anyone should inherit.
             EvalOutcome::Tampered { notes } => Err(HigherOrderRejection::RunFailed {
                 error: format!("the run was tampered with: {}", notes.join("; ")),

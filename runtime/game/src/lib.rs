@@ -28,6 +28,7 @@ pub mod report;
 pub mod reporter;
 pub mod reward;
 pub mod scan;
+pub mod score;
 pub mod testrun;
 pub mod trusted;
 pub mod verdict;
@@ -40,6 +41,7 @@ pub use config::{EpisodeConfig, RunEnv, VerifyConfig};
 pub use episode::{SolverEpisode, build_episode};
 pub use evaluate::{BugState, EvalOutcome, Evaluation, Evaluator};
 pub use report::{Check, RejectCode, VerificationReport};
+pub use score::AttemptScore;
 /// The two roles of the game (owned by the leaf crate `ssr-role`).
 pub use ssr_role::Role;
 pub use verdict::{BugSource, Verdict};

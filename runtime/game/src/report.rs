@@ -95,8 +95,12 @@ pub enum RejectCode {
     Flaky,
     /// Check 4: fewer than `min_changed_files` code files changed.
     TooFewChangedFiles,
-    /// Checks 5–7: the run of that state failed (timeout, parser crash, sandbox).
+    /// Checks 5–7: the run of that state failed (timeout, parser crash).
     RunFailed,
+    /// Any check: the sandbox could not run a command or the host could not prepare
+    /// the run (`ssr_game::score`'s infra): not the artifact's fault, so no verdict on
+    /// it; an injector whose bug got this has no reward.
+    Infra,
     /// Check 5: fewer than `min_failing_tests` tests of `P` fail.
     BugBreaksNothing,
     /// Check 5: no test of `P` passes with the bug.

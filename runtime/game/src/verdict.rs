@@ -77,4 +77,16 @@ impl Verdict {
             verify_ms: r.wall_ms,
         }
     }
+
+    /// Whether the verification could not run (the sandbox or the host failed,
+    /// [`crate::RejectCode::Infra`]): no verdict on the artifact, so no reward for
+    /// its injector.
+    pub fn is_infra(&self) -> bool {
+        !self.valid
+            && self.reason_code.as_deref()
+                == serde_json::to_value(crate::RejectCode::Infra)
+                    .ok()
+                    .as_ref()
+                    .and_then(|v| v.as_str())
+    }
 }

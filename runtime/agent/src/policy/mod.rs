@@ -77,6 +77,10 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` was reached.
     Length,
+    /// The server stopped the generation before its end (vLLM's `"abort"`: a weight
+    /// update in flight on the trainer's server). Not an answer: the agent loop
+    /// discards it and asks again.
+    Abort,
 }
 
 /// What a policy produced for one request.
@@ -97,7 +101,8 @@ pub struct Generation {
     /// True when `token_ids` are the ids the model sampled; false when they were
     /// recomputed by tokenizing `text` (a server without token ids).
     pub exact_tokens: bool,
-    /// Which interface produced it: `embedded`, `completions`, `chat`, `scripted`.
+    /// Which interface produced it: `embedded`, `completions` (token-id prompt),
+    /// `completions-text` (a server that refuses token-id prompts), `chat`, `scripted`.
     pub endpoint: String,
 }
 

@@ -6,7 +6,17 @@
 //! the model saw) and of `/v1/chat/completions` (the fallback for servers without the
 //! completions endpoint; the trajectory then says `endpoint: chat` and
 //! `exact_tokens: false`), retries with exponential back-off, a concurrency bound and
-//! per-request timeouts. Does not own: the chat template ([`crate::chat`]).
+//! per-request timeouts, and a server's `finish_reason: "abort"` mapped to
+//! [`FinishReason::Abort`] (the agent loop asks again).
+//!
+//! Which prompts a server takes ([`PromptForm`]) is detected once per server, on the
+//! first request that has token ids to send, and said once on stderr: servers like
+//! vLLM and `ssr serve` take a `prompt` of token ids (`return_tokens_as_token_ids`:
+//! exact tokens); servers like llama-cpp-python's refuse one (HTTP 500, or 400/422 from
+//! a validating server) and get the same conversation as ChatML text from then on
+//! (`endpoint: completions-text`, `exact_tokens: false`: the server tokenizes, and
+//! control-token strings inside content may be read as controls). Does not own: the
+//! chat template ([`crate::chat`]).
 
 use super::{FinishReason, GenerateRequest, Generation, Policy, PolicyError, Prompt};
 use crate::chat::{ChatMl, TextCodec, encode_pieces};
@@ -14,9 +24,20 @@ use crate::policy::embedded::text_of_ids;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::sync::Semaphore;
+use tokio::sync::{Mutex, Semaphore};
+
+/// How a server takes a completions prompt (detected once per server).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptForm {
+    /// A `prompt` of token ids: what the model reads is exactly the agent's sequence.
+    TokenIds,
+    /// The ChatML text of the sequence, tokenized by the server (inexact tokens).
+    Text,
+}
 
 /// Settings of the client.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -64,6 +85,11 @@ pub struct OpenAiPolicy {
     codec: Option<Arc<dyn TextCodec>>,
     /// Set once the server answered that it has no completions endpoint.
     completions_missing: AtomicBool,
+    /// Which prompts the server takes, once a request with token ids was answered.
+    prompt_form: OnceLock<PromptForm>,
+    /// Held by the one request that detects [`Self::prompt_form`]; the others wait for
+    /// its answer rather than each probing the server.
+    detecting: Mutex<()>,
 }
 
 impl OpenAiPolicy {
@@ -85,6 +111,8 @@ impl OpenAiPolicy {
         Ok(OpenAiPolicy {
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             completions_missing: AtomicBool::new(config.chat_only),
+            prompt_form: OnceLock::new(),
+            detecting: Mutex::new(()),
             config,
             http,
             codec,
@@ -143,18 +171,96 @@ impl OpenAiPolicy {
         })
     }
 
+    /// What the server was found to take, once detected.
+    pub fn prompt_form(&self) -> Option<PromptForm> {
+        self.prompt_form.get().copied()
+    }
+
+    /// A completion of `request`: token ids when there are ids to send and the server
+    /// takes them, else text. The first request with ids detects which.
     async fn completions(&self, request: &GenerateRequest) -> Result<Generation, PolicyError> {
-        let (prompt, prompt_len) = match &request.prompt {
-            Prompt::Tokens(ids) => (json!(ids), ids.len()),
+        let (text, ids) = match &request.prompt {
+            Prompt::Tokens(ids) => (
+                self.codec.as_ref().map(|c| c.decode(ids)),
+                Some(ids.clone()),
+            ),
             Prompt::Chat(messages) => {
                 let (text, ids) =
                     encode_pieces(self.codec.as_deref(), &ChatMl.pieces(messages, true));
-                if self.codec.is_some() {
-                    (json!(ids), ids.len())
-                } else {
-                    (json!(text), 0)
-                }
+                (Some(text), self.codec.is_some().then_some(ids))
             }
+        };
+        let Some(ids) = ids else {
+            return self.complete(request, text_prompt(text)?).await;
+        };
+        let text_body = || text_prompt(text.clone());
+        match self.prompt_form() {
+            Some(PromptForm::TokenIds) => self.complete(request, PromptBody::Ids(ids)).await,
+            Some(PromptForm::Text) => self.complete(request, text_body()?).await,
+            None => self.detect(request, ids, text_body).await,
+        }
+    }
+
+    /// Sends the first token-id prompt; when the server refuses it and takes the same
+    /// conversation as text, text it is from now on. Either way the answer is decided
+    /// once and said once. A server failing both ways decides nothing (the next
+    /// request tries again) and the failure is the caller's.
+    async fn detect(
+        &self,
+        request: &GenerateRequest,
+        ids: Vec<u32>,
+        text_body: impl Fn() -> Result<PromptBody, PolicyError>,
+    ) -> Result<Generation, PolicyError> {
+        let _detecting = self.detecting.lock().await;
+        match self.prompt_form() {
+            Some(PromptForm::TokenIds) => {
+                return self.complete(request, PromptBody::Ids(ids)).await;
+            }
+            Some(PromptForm::Text) => return self.complete(request, text_body()?).await,
+            None => {}
+        }
+        let refusal = match self.complete(request, PromptBody::Ids(ids)).await {
+            Ok(g) => {
+                self.decide(PromptForm::TokenIds, "takes token-id prompts: exact tokens");
+                return Ok(g);
+            }
+            // Why these: llama-cpp-python answers 500 to a `prompt` of ids; a server
+            // that validates its request says 400 or 422. Anything else (a 5xx after
+            // retries, no connection) is not about the prompt's form.
+            Err(PolicyError::Http {
+                status: status @ (400 | 422 | 500),
+                body,
+                ..
+            }) => format!("HTTP {status}: {}", clip(&body, 200)),
+            Err(e) => return Err(e),
+        };
+        let g = self.complete(request, text_body()?).await?;
+        self.decide(
+            PromptForm::Text,
+            &format!(
+                "refuses token-id prompts ({refusal}) and takes text: sending text prompts, trajectories record exact_tokens: false"
+            ),
+        );
+        Ok(g)
+    }
+
+    fn decide(&self, form: PromptForm, what: &str) {
+        if self.prompt_form.set(form).is_ok() {
+            eprintln!("policy server {}: {what}", self.config.base_url);
+        }
+    }
+
+    async fn complete(
+        &self,
+        request: &GenerateRequest,
+        prompt: PromptBody,
+    ) -> Result<Generation, PolicyError> {
+        let (prompt, prompt_len, text_prompt) = match prompt {
+            PromptBody::Ids(ids) => {
+                let n = ids.len();
+                (json!(ids), n, false)
+            }
+            PromptBody::Text(text) => (json!(text), 0, true),
         };
         let s = &request.sampling;
         let body = json!({
@@ -195,8 +301,14 @@ impl OpenAiPolicy {
         let prompt_tokens = v["usage"]["prompt_tokens"]
             .as_u64()
             .map_or(prompt_len, |n| n as usize);
+        let endpoint = if text_prompt {
+            "completions-text"
+        } else {
+            "completions"
+        };
         Ok(match (ids, &self.codec) {
-            (Some(ids), Some(codec)) => Generation {
+            // Exact only when the server read our ids and sent its own back.
+            (Some(ids), Some(codec)) if !text_prompt => Generation {
                 text: text_of_ids(codec.as_ref(), &ids),
                 logprobs: logprobs.filter(|l| l.len() == ids.len()),
                 token_ids: ids,
@@ -205,10 +317,11 @@ impl OpenAiPolicy {
                 stop_in_text: true,
                 prompt_tokens,
                 exact_tokens: true,
-                endpoint: "completions".into(),
+                endpoint: endpoint.into(),
             },
             (ids, codec) => {
                 let token_ids = ids
+                    .filter(|_| !text_prompt)
                     .or_else(|| codec.as_ref().map(|c| c.encode_text(&text)))
                     .unwrap_or_default();
                 Generation {
@@ -219,7 +332,7 @@ impl OpenAiPolicy {
                     stop_in_text: false,
                     prompt_tokens,
                     exact_tokens: false,
-                    endpoint: "completions".into(),
+                    endpoint: endpoint.into(),
                 }
             }
         })
@@ -280,9 +393,26 @@ impl OpenAiPolicy {
     }
 }
 
+/// A completions prompt as sent.
+enum PromptBody {
+    Ids(Vec<u32>),
+    Text(String),
+}
+
+/// The text prompt, when there is one (a token-id prompt without a tokenizer here
+/// cannot become text).
+fn text_prompt(text: Option<String>) -> Result<PromptBody, PolicyError> {
+    text.map(PromptBody::Text)
+        .ok_or_else(|| PolicyError::Unsupported {
+            needs: "a tokenizer to turn a token-id prompt into text".into(),
+        })
+}
+
 fn finish_of(choice: &Value) -> FinishReason {
     match choice["finish_reason"].as_str() {
         Some("length") => FinishReason::Length,
+        // vLLM: the request was aborted (a weight update in flight); ask again.
+        Some("abort") => FinishReason::Abort,
         // vLLM says which stop ended it: a string for a stop sequence, else the EOS.
         Some("stop") if choice["stop_reason"].is_string() => FinishReason::Stop,
         Some("stop") => FinishReason::Stop,

@@ -12,7 +12,7 @@ use crate::shutdown::Shutdown;
 use crate::tools::Tools;
 use crate::wasm_tools::WasmToolsError;
 use serde::{Deserialize, Serialize};
-pub use ssr_game::{Bug, BugSource, Verdict};
+pub use ssr_game::{AttemptScore, Bug, BugSource, Verdict};
 pub use ssr_sandbox::Cancel;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,12 +68,20 @@ impl Judged {
 /// The score of one solver attempt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SolveOutcome {
-    pub solved: bool,
+    /// What it scores under the game's one rule (infra: no reward).
+    pub score: AttemptScore,
     /// The solver's patch against its buggy workspace (empty when it changed nothing).
     pub patch: String,
     /// One line saying what happened (for transcripts and the report).
     pub summary: String,
     pub evaluate_ms: u64,
+}
+
+impl SolveOutcome {
+    /// Whether the attempt solved its bug.
+    pub fn solved(&self) -> bool {
+        self.score.solved()
+    }
 }
 
 /// Why the arena could not do what was asked (distinct from a rejected bug or an
@@ -125,7 +133,9 @@ pub trait Arena: Send + Sync {
         bug: &Bug,
         episode_id: &str,
     ) -> Result<(World, String), ArenaError>;
-    /// Scores the solver's changes to its world from a fresh original.
+    /// Scores the solver's changes to its world from a fresh original. A failure of
+    /// the sandbox or of the stored state is an infra score, not an error: the round
+    /// goes on without that attempt.
     async fn evaluate(&self, bug: &Bug, world: &World) -> Result<SolveOutcome, ArenaError>;
     /// A higher-order bug `bug_id` from a failed patch on bug `parent_id`.
     async fn higher_order(

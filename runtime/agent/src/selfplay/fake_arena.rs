@@ -6,13 +6,16 @@
 //! Its game, in full: a workspace is one text, set by the `edit` tool (the whole text,
 //! replaced) and handed in by `submit`. An injector's submission is a valid bug when
 //! its text is not empty (the text is the bug's diff), `artifact_unreadable` when it
-//! is. A procedural bug is valid when [`FakeArena::procedural_valid`]. A solver solves
-//! when its text is exactly `fix`; any other text is its (failed) patch. A failed
+//! is, and not judged at all (`infra`: the sandbox failed) when it is [`INFRA`]. A procedural bug is valid when [`FakeArena::procedural_valid`]. A solver solves
+//! when its text is exactly `fix`; its evaluation is an infrastructure failure (no
+//! reward) when its text is exactly [`INFRA`]; any other text is its (failed) patch. A failed
 //! non-empty patch on a first-order bug makes a valid higher-order bug when
 //! [`FakeArena::higher_order_valid`], and a second-order bug makes none (the order
 //! cap). Owns: nothing outside tests.
 
-use super::arena::{Arena, ArenaError, BugSource, Judged, SolveOutcome, Verdict, World};
+use super::arena::{
+    Arena, ArenaError, AttemptScore, BugSource, Judged, SolveOutcome, Verdict, World,
+};
 use crate::toolcall::ToolCall;
 use crate::tools::{SolverSubmission, Submission, ToolResult, ToolSpec, Tools};
 use serde_json::json;
@@ -26,6 +29,8 @@ use std::time::Duration;
 
 /// The text a solver writes to solve.
 pub const FIX: &str = "fix";
+/// The text a solver writes to make its evaluation fail as a broken sandbox would.
+pub const INFRA: &str = "sandbox down";
 
 /// The tools of a fake world: `edit` (replace the workspace's text) and `submit`.
 #[derive(Default)]
@@ -224,6 +229,14 @@ impl Arena for FakeArena {
                 "the workspace is empty",
             )));
         }
+        if text == INFRA {
+            return Ok(Judged::rejected(Verdict::rejected(
+                bug_id,
+                BugSource::Model,
+                "infra",
+                "the sandbox could not run the verification",
+            )));
+        }
         Ok(judged(
             bug_id,
             BugSource::Model,
@@ -258,10 +271,19 @@ impl Arena for FakeArena {
     async fn evaluate(&self, bug: &Bug, world: &World) -> Result<SolveOutcome, ArenaError> {
         self.log("evaluate", &bug.meta.id);
         let patch = self.text_of(world);
-        let solved = patch == FIX;
+        let (score, summary) = match patch.as_str() {
+            FIX => (AttemptScore::Scored { reward: 1.0 }, "solved"),
+            INFRA => (
+                AttemptScore::Infra {
+                    reason: "the sandbox could not run the tests".into(),
+                },
+                "not scored: the sandbox could not run the tests",
+            ),
+            _ => (AttemptScore::Scored { reward: -1.0 }, "tests still fail"),
+        };
         Ok(SolveOutcome {
-            solved,
-            summary: if solved { "solved" } else { "tests still fail" }.into(),
+            score,
+            summary: summary.into(),
             patch,
             evaluate_ms: 0,
         })

@@ -499,7 +499,7 @@ impl Arena for GameArena {
         })
         .await?;
         Ok(SolveOutcome {
-            solved: eval.solved,
+            score: eval.score(),
             patch,
             summary: eval.summary(),
             evaluate_ms: t0.elapsed().as_millis() as u64,

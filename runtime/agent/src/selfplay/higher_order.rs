@@ -22,11 +22,12 @@ pub struct HigherOrder {
     pub solvers: Vec<Done>,
 }
 
-/// The attempts that can seed a higher-order bug: failed, with a non-empty patch, in
-/// episode order, at most `cap`.
+/// The attempts that can seed a higher-order bug: failed (scored, not infra), with a
+/// non-empty patch, in episode order, at most `cap`.
 pub fn seeds(solvers: &[Done], cap: u32) -> Vec<&Done> {
     let mut failed: Vec<&Done> = solvers
         .iter()
+        .filter(|d| d.record.infra.is_none())
         .filter(|d| match &d.record.outcome {
             Outcome::Solver(o) => !o.solved && o.patch_nonempty,
             Outcome::Injector(_) => false,

@@ -21,6 +21,10 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+/// The verdict code of an injector episode whose model failed (infra, not a rejected
+/// artifact: left out of the rejections and the validity rate).
+pub const MODEL_FAILED: &str = "model_failed";
+
 /// The first-order bugs of a round.
 #[derive(Debug, Default)]
 pub struct MadeBugs {
@@ -198,7 +202,15 @@ async fn injector_bug(
         valid: verdict.valid,
     });
     let group = format!("r{round}-injector");
-    let record = record_of(&transcript, round, Some(id.clone()), group, None, outcome);
+    let mut record = record_of(&transcript, round, Some(id.clone()), group, None, outcome);
+    if verdict.is_infra() {
+        record.infra = Some(
+            verdict
+                .reason
+                .clone()
+                .unwrap_or_else(|| "the verification could not run".into()),
+        );
+    }
     table.journal.record(&transcript, &record)?;
     let done = Done {
         record,
@@ -208,7 +220,9 @@ async fn injector_bug(
     Ok(Some(Made::Injector(Box::new(done), verdict, bug)))
 }
 
-/// The verdict on what an injector episode left: verified when it submitted.
+/// The verdict on what an injector episode left: verified when it submitted. An
+/// episode whose model failed is infra (its record says so and it gets no reward);
+/// its verdict, kept so a resumed run does not replay it, is `model_failed`.
 async fn judge_submission(
     table: &Table,
     world: &World,
@@ -217,6 +231,14 @@ async fn judge_submission(
 ) -> Result<Judged, SelfPlayError> {
     if *end == EpisodeEnd::Submitted {
         return Ok(table.arena.verify_submission(world, id).await?);
+    }
+    if let Some(error) = end.model_failure() {
+        return Ok(Judged::rejected(Verdict::rejected(
+            id,
+            BugSource::Model,
+            MODEL_FAILED,
+            format!("the model failed: {error}"),
+        )));
     }
     Ok(Judged::rejected(Verdict::rejected(
         id,

@@ -95,6 +95,10 @@ pub enum SelfPlayError {
     },
     #[error("an episode task failed: {0}")]
     Task(String),
+    /// Every episode of a round that asked the model failed: no reward was given,
+    /// and another round would fail the same way.
+    #[error("round {round}: every episode failed to reach the model; {error}")]
+    ModelUnreachable { round: u32, error: String },
 }
 
 /// How a run ended.
@@ -217,7 +221,7 @@ impl SelfPlay {
             weights_used,
             ..Round::default()
         };
-        r.reward_injectors(self.config.injector_reward);
+        r.reward_injectors(self.config.injector_reward, self.config.attempts_per_bug);
         let trajectories = r.trajectories(self.config.seed, |id| self.run.transcript(id))?;
         self.run.append_trajectories(&trajectories)?;
         if self.trainer.is_some() {
@@ -227,6 +231,9 @@ impl SelfPlay {
         r.phase_ms = clock.phase_ms;
         r.wall_ms = started.elapsed().as_millis() as u64;
         self.run.append_metrics(&RoundMetrics::from(&r))?;
+        if let Some(error) = r.model_unreachable() {
+            return Err(SelfPlayError::ModelUnreachable { round, error });
+        }
         Ok(RunOutcome::Finished)
     }
 
@@ -280,5 +287,10 @@ fn record_of(
         end: t.end.kind(),
         reward,
         outcome,
+        infra: t.end.model_failure().and_then(|e| {
+            ssr_game::AttemptScore::model_failed(e)
+                .infra_reason()
+                .map(str::to_owned)
+        }),
     }
 }

@@ -2,9 +2,12 @@
 //! trajectories and its metrics ([`RoundMetrics::from`]).
 //!
 //! Owns: the rewards' bookkeeping (which attempts count for which injector; the
-//! formula is `ssr-game`'s), the trajectory groups, every metric's definition. Does
-//! not own: playing the phases (the sibling modules), the record formats (`rundir`,
-//! the trainer's trajectory).
+//! formula and the infra rule are `ssr-game`'s `score`), the trajectory groups (an
+//! episode with no reward, infra or an injector without enough scored attempts, is in
+//! none: it is left out of its group's advantage and of training), every metric's
+//! definition (infra episodes counted apart, out of the rates). Does not own: playing
+//! the phases (the sibling modules), the record formats (`rundir`, the trainer's
+//! trajectory).
 
 use super::InjectorRewardKind;
 use super::table::Done;
@@ -12,7 +15,8 @@ use crate::rundir::{Outcome, RoundMetrics, TrainReport};
 use crate::trajectory::to_trajectory;
 use crate::transcript::{EndKind, Transcript};
 use serde_json::json;
-use ssr_game::{BugSource, Verdict};
+use ssr_game::score::injector_score;
+use ssr_game::{AttemptScore, BugSource, Verdict};
 use ssr_trainer::trajectory::Trajectory;
 use std::collections::BTreeMap;
 
@@ -35,6 +39,7 @@ pub struct Round {
     pub weights_used: Option<String>,
     pub train: Option<TrainReport>,
     pub trajectories_skipped: u32,
+    pub trajectories_unrewarded: u32,
     pub wall_ms: u64,
 }
 
@@ -42,25 +47,62 @@ fn solved(d: &Done) -> bool {
     matches!(&d.record.outcome, Outcome::Solver(o) if o.solved)
 }
 
+fn is_infra(d: &Done) -> bool {
+    d.record.infra.is_some()
+}
+
+/// A recorded solver attempt's score under the game's rule (from its record, which a
+/// resumed run has too).
+fn score_of(d: &Done) -> AttemptScore {
+    match &d.record.infra {
+        Some(reason) => AttemptScore::Infra {
+            reason: reason.clone(),
+        },
+        None => AttemptScore::Scored {
+            reward: if solved(d) { 1.0 } else { -1.0 },
+        },
+    }
+}
+
 impl Round {
     /// Sets each injector's reward from its bug's validity and the share of its
-    /// first-order attempts that solved it (SSR_SPEC.md section 7).
-    pub fn reward_injectors(&mut self, kind: InjectorRewardKind) {
-        let mut per_bug: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    /// scored first-order attempts that solved it (SSR_SPEC.md section 7; infra
+    /// attempts not counted, and fewer than ⌈G/2⌉ scored, `attempts_per_bug` = G,
+    /// gives no reward). An injector episode that is infra itself gets none.
+    pub fn reward_injectors(&mut self, kind: InjectorRewardKind, attempts_per_bug: u32) {
+        let mut per_bug: BTreeMap<&str, Vec<AttemptScore>> = BTreeMap::new();
         for d in &self.solvers {
-            let e = per_bug
+            per_bug
                 .entry(d.record.bug_id.as_deref().unwrap_or_default())
-                .or_default();
-            e.1 += 1;
-            e.0 += usize::from(solved(d));
+                .or_default()
+                .push(score_of(d));
         }
         for d in &mut self.injectors {
+            if d.record.infra.is_some() {
+                d.record.reward = None;
+                continue;
+            }
             let id = d.record.episode_id.as_str();
             let valid = self.verdicts.iter().any(|v| v.bug_id == id && v.valid);
-            let (solved, attempts) = per_bug.get(id).copied().unwrap_or((0, 0));
-            let r = ssr_game::reward::injector_reward(kind, valid, solved, attempts);
-            d.record.reward = Some(r as f32);
+            let scores = per_bug.get(id).map_or(&[][..], Vec::as_slice);
+            let r = injector_score(kind, valid, scores, attempts_per_bug as usize);
+            d.record.reward = r.map(|r| r as f32);
         }
+    }
+
+    /// The first model failure's message when every episode of the round that asked
+    /// the model failed (and there was at least one): the run cannot go on.
+    pub fn model_unreachable(&self) -> Option<String> {
+        let mut asked = self.injectors.iter().chain(self.all_solvers()).peekable();
+        asked.peek()?;
+        let mut first = None;
+        for d in asked {
+            if d.record.end != EndKind::PolicyError {
+                return None;
+            }
+            first = first.or_else(|| d.record.infra.clone());
+        }
+        first
     }
 
     /// Every solver attempt, first-order then higher-order.
@@ -71,7 +113,9 @@ impl Round {
     /// The round's trajectories: injectors grouped per round, solvers per bug.
     /// `transcript` gives the transcripts of resumed episodes. An episode without
     /// token ids (a chat-only policy) gives none; it is counted in
-    /// `trajectories_skipped`.
+    /// `trajectories_skipped`. An episode without a reward (infra, or an injector
+    /// whose bug had too few scored attempts) gives none either, so it is in no
+    /// group's advantage; it is counted in `trajectories_unrewarded`.
     pub fn trajectories<E>(
         &mut self,
         seed: u64,
@@ -80,7 +124,7 @@ impl Round {
         let round = self.round;
         let injector_group = format!("r{round}-injector");
         let mut out = Vec::new();
-        let mut skipped = 0;
+        let (mut skipped, mut unrewarded) = (0, 0);
         let episodes = self
             .injectors
             .iter()
@@ -90,17 +134,22 @@ impl Round {
                     .map(|d| (d, d.record.bug_id.clone().unwrap_or_default())),
             );
         for (d, group) in episodes {
+            let Some(reward) = d.record.reward.filter(|_| !is_infra(d)) else {
+                unrewarded += 1;
+                continue;
+            };
             let t = match &d.transcript {
                 Some(t) => t.clone(),
                 None => transcript(&d.record.episode_id)?,
             };
             let extra = json!({"round": round, "bug": d.record.bug_id, "seed": seed});
-            match to_trajectory(&t, d.record.reward.unwrap_or(0.0), &group, extra) {
+            match to_trajectory(&t, reward, &group, extra) {
                 Ok(traj) => out.push(traj),
                 Err(_) => skipped += 1,
             }
         }
         self.trajectories_skipped = skipped;
+        self.trajectories_unrewarded = unrewarded;
         Ok(out)
     }
 }
@@ -129,17 +178,30 @@ impl From<&Round> for RoundMetrics {
         let model_valid = valid_from(BugSource::Model);
         let solvers: Vec<&Done> = r.all_solvers().collect();
         let solved = solvers.iter().filter(|d| solved(d)).count() as u32;
+        let infra_attempts = solvers.iter().filter(|d| is_infra(d)).count() as u32;
+        // Injector episodes that never reached the model made no artifact to judge:
+        // out of the validity rate and the rejections.
+        let infra_injectors: Vec<&str> = r
+            .injectors
+            .iter()
+            .filter(|d| is_infra(d))
+            .map(|d| d.record.episode_id.as_str())
+            .collect();
         let mut rejections = BTreeMap::new();
         for v in r
             .verdicts
             .iter()
             .chain(&r.higher_order_verdicts)
-            .filter(|v| !v.valid)
+            .filter(|v| !v.valid && !infra_injectors.contains(&v.bug_id.as_str()))
         {
             let code = v.reason_code.clone().unwrap_or_else(|| "unknown".into());
             *rejections.entry(code).or_insert(0) += 1;
         }
         let everyone = || r.injectors.iter().chain(solvers.iter().copied());
+        let model_failed = || everyone().filter(|d| d.record.end == EndKind::PolicyError);
+        let injectors_reached = r
+            .injector_rollouts
+            .saturating_sub(infra_injectors.len() as u32);
         RoundMetrics {
             round: r.round,
             injector_episodes: r.injector_rollouts,
@@ -151,11 +213,20 @@ impl From<&Round> for RoundMetrics {
             model_valid,
             procedural_attempted: r.procedural_attempted,
             procedural_valid: valid_from(BugSource::Procedural),
-            validity_rate: ratio(model_valid, r.injector_rollouts as usize),
+            validity_rate: ratio(model_valid, injectors_reached as usize),
             higher_order_bugs: r.higher_order_verdicts.iter().filter(|v| v.valid).count() as u32,
             solver_episodes: solvers.len() as u32,
             solved,
-            solve_rate: ratio(solved, solvers.len()),
+            solve_rate: ratio(solved, solvers.len() - infra_attempts as usize),
+            infra_attempts,
+            model_failures: model_failed().count() as u32,
+            model_episodes: everyone().count() as u32,
+            model_error: model_failed().find_map(|d| d.record.infra.clone()),
+            injectors_unrewarded: r
+                .injectors
+                .iter()
+                .filter(|d| d.record.reward.is_none())
+                .count() as u32,
             mean_injector_reward: mean(
                 r.injectors
                     .iter()
@@ -177,6 +248,7 @@ impl From<&Round> for RoundMetrics {
             wall_ms: r.wall_ms,
             rejections,
             trajectories_skipped: r.trajectories_skipped,
+            trajectories_unrewarded: r.trajectories_unrewarded,
         }
     }
 }

@@ -1,15 +1,19 @@
 //! The solve phase: G solver attempts on each bug, each evaluated from a fresh
 //! original as soon as it ends, its patch stored and kept in memory.
 //!
-//! Owns: one solver attempt from its workspace to its ±1 reward and record. Does not
-//! own: which bugs are attempted (the round), the evaluation (the arena).
+//! Owns: one solver attempt from its workspace to its score and record, in the game's
+//! order (`ssr_game::score`): an attempt whose model failed is infra and is not
+//! evaluated; otherwise the arena's evaluation scores it (infra, tampered or ±1). An
+//! infra attempt is recorded with no reward. Does not own: which bugs are attempted
+//! (the round), the evaluation (the arena).
 
+use super::arena::SolveOutcome;
 use super::table::{Done, Played, Table, join_all};
 use super::{SelfPlayError, record_of};
 use crate::episode::{EpisodeSpec, run_episode};
 use crate::prompts;
 use crate::rundir::{Outcome, SolverOutcome};
-use ssr_game::{Bug, Role};
+use ssr_game::{AttemptScore, Bug, Role};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -118,25 +122,42 @@ pub async fn solver_attempt(
     if !transcript.finished() {
         return Ok(None);
     }
-    // Every finished attempt is evaluated, submitted or not: the patch is whatever
-    // the solver changed (an empty patch scores −1).
-    let outcome = table.arena.evaluate(&a.bug, &world).await?;
+    // A model failure is infra before anything else: no evaluation, no reward.
+    let outcome = match transcript.end.model_failure() {
+        Some(error) => {
+            let score = AttemptScore::model_failed(error);
+            SolveOutcome {
+                summary: format!("not scored: {}", score.infra_reason().unwrap_or(error)),
+                score,
+                patch: String::new(),
+                evaluate_ms: 0,
+            }
+        }
+        // Every other finished attempt is evaluated, submitted or not: the patch is
+        // whatever the solver changed (an empty patch scores −1).
+        None => {
+            let outcome = table.arena.evaluate(&a.bug, &world).await?;
+            table.bugs.write_attempt(&a.bug_id, &id, &outcome.patch)?;
+            outcome
+        }
+    };
     drop(world);
-    table.bugs.write_attempt(&a.bug_id, &id, &outcome.patch)?;
-    let reward = if outcome.solved { 1.0 } else { -1.0 };
-    let record = record_of(
+    let mut record = record_of(
         &transcript,
         round,
         Some(a.bug_id.clone()),
         a.bug_id.clone(),
-        Some(reward),
+        outcome.score.reward().map(|r| r as f32),
         Outcome::Solver(SolverOutcome {
             evaluate_ms: outcome.evaluate_ms,
             patch_nonempty: !outcome.patch.trim().is_empty(),
-            solved: outcome.solved,
+            solved: outcome.solved(),
             summary: outcome.summary,
         }),
     );
+    if let Some(reason) = outcome.score.infra_reason() {
+        record.infra = Some(reason.to_string());
+    }
     table.journal.record(&transcript, &record)?;
     Ok(Some(Done {
         record,

@@ -1,6 +1,7 @@
 //! The agent loop with scripted turns and echoing tools.
 
 use crate::support::{ByteCodec, EchoTools};
+use ssr_agent::TextCodec;
 use ssr_agent::policy::scripted::{ScriptTurn, ScriptedPolicy, Scripts};
 use ssr_agent::shutdown::{self, Shutdown};
 use ssr_agent::{Budgets, EpisodeEnd, EpisodeSpec, Sampling, ToolCallSyntax, run_episode};
@@ -223,4 +224,60 @@ async fn an_exhausted_script_is_a_policy_error_not_a_panic() {
         "{:?}",
         t.end
     );
+}
+
+/// A server that aborts every generation (a weight update that never ends).
+struct AlwaysAborted {
+    asked: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl ssr_agent::Policy for AlwaysAborted {
+    fn name(&self) -> String {
+        "always-aborted".into()
+    }
+    fn codec(&self) -> Option<Arc<dyn ssr_agent::TextCodec>> {
+        Some(Arc::new(ByteCodec))
+    }
+    async fn generate(
+        &self,
+        _: ssr_agent::policy::GenerateRequest,
+    ) -> Result<ssr_agent::policy::Generation, ssr_agent::policy::PolicyError> {
+        self.asked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(ssr_agent::policy::Generation {
+            text: "partial".into(),
+            token_ids: b"partial".iter().map(|b| u32::from(*b)).collect(),
+            logprobs: None,
+            finish: ssr_agent::policy::FinishReason::Abort,
+            stop_in_text: false,
+            prompt_tokens: 0,
+            exact_tokens: true,
+            endpoint: "test".into(),
+        })
+    }
+}
+
+/// Retrying aborted turns is bounded: a server that aborts forever ends the episode
+/// in a policy error (infra, not a reward), with nothing of it in the sequence.
+#[tokio::test(start_paused = true)]
+async fn a_turn_aborted_every_time_ends_in_a_policy_error() {
+    let p = AlwaysAborted {
+        asked: Default::default(),
+    };
+    let t = run_episode(
+        &p,
+        &EchoTools::default(),
+        &spec(ToolCallSyntax::Cwm, Budgets::embedded()),
+        &Shutdown::never(),
+    )
+    .await;
+    match &t.end {
+        EpisodeEnd::PolicyError(e) => assert!(e.contains("aborted turn 0 11 times"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.asked.load(std::sync::atomic::Ordering::Relaxed), 11);
+    assert_eq!(t.stats.aborted_generations, 11);
+    assert!(t.turns.is_empty());
+    assert!(!ByteCodec.decode(&t.token_ids()).contains("partial"));
 }

@@ -6,6 +6,7 @@
 mod episode;
 mod game_arena;
 mod load;
+mod model_servers;
 mod openai;
 mod selfplay;
 mod support;

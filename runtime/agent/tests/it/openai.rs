@@ -67,6 +67,11 @@ async fn completions_endpoint_gives_exact_ids_and_logprobs() {
     assert_eq!(t.end, EpisodeEnd::Submitted, "{:?}", t.end);
     assert!(t.exact_tokens);
     assert_eq!(t.endpoint, "completions");
+    // `ssr serve` takes token-id prompts (vLLM's API): detected, and kept.
+    assert_eq!(
+        client.prompt_form(),
+        Some(ssr_agent::policy::openai::PromptForm::TokenIds)
+    );
     assert_eq!(ByteCodec.decode(&t.token_ids()), t.rendered());
     assert!(t.logprobs().unwrap().iter().any(|l| *l == -0.5));
 }

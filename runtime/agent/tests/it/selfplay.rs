@@ -6,8 +6,8 @@
 use crate::support::ByteCodec;
 use ssr_agent::policy::scripted::{ScriptTurn, ScriptedPolicy, Scripts};
 use ssr_agent::rundir::{Outcome, RunDir};
-use ssr_agent::selfplay::fake_arena::{FIX, FakeArena};
-use ssr_agent::selfplay::{NoProgress, RunOutcome, SelfPlay, SelfPlayConfig};
+use ssr_agent::selfplay::fake_arena::{FIX, FakeArena, INFRA};
+use ssr_agent::selfplay::{NoProgress, RunOutcome, SelfPlay, SelfPlayConfig, SelfPlayError};
 use ssr_agent::shutdown::Shutdown;
 use ssr_game::{BugStore, Role};
 use std::path::Path;
@@ -39,6 +39,23 @@ fn wrong() -> Vec<String> {
 fn nothing() -> Vec<String> {
     vec![SUBMIT.into()]
 }
+/// A script with no turn: the scripted policy fails on the first request, as a
+/// model server that cannot be reached does.
+fn unreachable() -> Vec<String> {
+    Vec::new()
+}
+/// The solver's evaluation fails in the sandbox (the fake arena's infra text).
+fn sandbox_down() -> Vec<String> {
+    vec![edit(INFRA), SUBMIT.into()]
+}
+
+fn trajectories(run: &RunDir) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.trajectories_path())
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
 
 fn config() -> SelfPlayConfig {
     SelfPlayConfig {
@@ -60,6 +77,15 @@ async fn play(
     policy: ScriptedPolicy,
     arena: Arc<FakeArena>,
 ) -> RunOutcome {
+    try_play(dir, config, policy, arena).await.unwrap()
+}
+
+async fn try_play(
+    dir: &Path,
+    config: SelfPlayConfig,
+    policy: ScriptedPolicy,
+    arena: Arc<FakeArena>,
+) -> Result<RunOutcome, SelfPlayError> {
     let sp = SelfPlay {
         config,
         policy: Arc::new(policy),
@@ -69,7 +95,7 @@ async fn play(
         progress: Arc::new(NoProgress),
         trainer: None,
     };
-    sp.run().await.unwrap()
+    sp.run().await
 }
 
 fn arena(procedural_valid: bool, higher_order_valid: bool) -> Arc<FakeArena> {
@@ -342,4 +368,159 @@ async fn a_round_cut_after_its_episodes_resumes_from_the_index_and_the_store() {
         std::fs::read_to_string(run.trajectories_path()).unwrap(),
         trajectories
     );
+}
+
+/// Issue 13: an attempt whose model failed is infra: no −1, not in the solve rate,
+/// not in its group's advantage (no trajectory), counted apart.
+#[tokio::test]
+async fn model_failures_are_infra_and_left_out_of_rewards_and_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SelfPlayConfig {
+        attempts_per_bug: 4,
+        max_higher_order_per_round: 0,
+        ..config()
+    };
+    let p = policy(&[&fix(), &wrong(), &unreachable(), &unreachable()]);
+    assert_eq!(
+        play(dir.path(), cfg, p, arena(false, false)).await,
+        RunOutcome::Finished
+    );
+    let run = RunDir::open(dir.path()).unwrap();
+    let episodes = run.episodes().unwrap();
+    for id in ["r0-inj0-sol2", "r0-inj0-sol3"] {
+        let e = &episodes[id];
+        assert_eq!(e.end, ssr_agent::transcript::EndKind::PolicyError);
+        assert_eq!(e.reward, None, "a model failure was scored: {e:?}");
+        assert!(
+            e.infra.as_deref().unwrap().contains("the model failed"),
+            "{e:?}"
+        );
+    }
+    assert_eq!(episodes["r0-inj0-sol1"].reward, Some(-1.0));
+    let m = &run.metrics().unwrap()[0];
+    assert_eq!(
+        (m.infra_attempts, m.model_failures, m.model_episodes),
+        (2, 2, 5)
+    );
+    // 1 solved of 2 scored: s = 0.5 (not 1 of 4), so r_inj = 1 − 1.8·0.5 = 0.1.
+    assert!((m.solve_rate - 0.5).abs() < 1e-9, "{}", m.solve_rate);
+    // (The index records an injector before its reward is known: the round's
+    // metrics and trajectories carry it.)
+    let inj = m.mean_injector_reward.unwrap();
+    assert!((inj - 0.1).abs() < 1e-6, "{inj}");
+    assert_eq!(m.mean_solver_reward, Some(0.0));
+    let t = trajectories(&run);
+    let solvers: Vec<f64> = t
+        .iter()
+        .filter(|t| t["group_id"] == "r0-inj0")
+        .map(|t| t["reward"].as_f64().unwrap())
+        .collect();
+    assert_eq!(solvers, vec![1.0, -1.0], "infra attempts are in no group");
+    assert_eq!(m.trajectories_unrewarded, 2);
+}
+
+/// Issue 13: a valid bug with fewer than ⌈G/2⌉ scored attempts gives its injector no
+/// reward (and so no trajectory); infra evaluations (the sandbox failed) count as
+/// unscored like model failures.
+#[tokio::test]
+async fn too_few_scored_attempts_leave_the_injector_unrewarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SelfPlayConfig {
+        attempts_per_bug: 4,
+        max_higher_order_per_round: 0,
+        ..config()
+    };
+    // One scored attempt of G = 4 (⌈4/2⌉ = 2 needed).
+    let p = policy(&[&fix(), &sandbox_down(), &sandbox_down(), &unreachable()]);
+    play(dir.path(), cfg, p, arena(false, false)).await;
+    let run = RunDir::open(dir.path()).unwrap();
+    let episodes = run.episodes().unwrap();
+    assert_eq!(episodes["r0-inj0-sol0"].reward, Some(1.0));
+    for id in ["r0-inj0-sol1", "r0-inj0-sol2"] {
+        let e = &episodes[id];
+        assert_eq!(e.end, ssr_agent::transcript::EndKind::Submitted);
+        assert_eq!(e.reward, None);
+        assert!(e.infra.as_deref().unwrap().contains("sandbox"), "{e:?}");
+    }
+    let m = &run.metrics().unwrap()[0];
+    assert_eq!((m.infra_attempts, m.model_failures), (3, 1));
+    assert_eq!(m.injectors_unrewarded, 1);
+    assert_eq!(m.mean_injector_reward, None);
+    let t = trajectories(&run);
+    assert!(t.iter().all(|t| t["role"] != "injector"), "{t:?}");
+    assert_eq!(t.len(), 1, "only the scored attempt trains");
+
+    // Two scored of G = 4 is enough: s = 1/2.
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy(&[&fix(), &wrong(), &sandbox_down(), &sandbox_down()]);
+    play(dir.path(), cfg_g4(), p, arena(false, false)).await;
+    let run = RunDir::open(dir.path()).unwrap();
+    let m = &run.metrics().unwrap()[0];
+    let inj = m.mean_injector_reward.unwrap();
+    assert!((inj - 0.1).abs() < 1e-6, "{inj}");
+    assert_eq!(m.injectors_unrewarded, 0);
+}
+
+fn cfg_g4() -> SelfPlayConfig {
+    SelfPlayConfig {
+        attempts_per_bug: 4,
+        max_higher_order_per_round: 0,
+        ..config()
+    }
+}
+
+/// Issue 13: a run whose every episode failed to reach the model stops with the
+/// model's error, recording no reward and nothing to train on.
+#[tokio::test]
+async fn a_run_whose_model_never_answers_stops_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut scripts = Scripts::new();
+    scripts.insert("injector".into(), vec![Vec::new()]);
+    scripts.insert("solver".into(), vec![Vec::new()]);
+    let p = ScriptedPolicy::new(scripts, Some(Arc::new(ByteCodec)));
+    let cfg = SelfPlayConfig {
+        rounds: 3,
+        procedural_per_round: 1,
+        ..config()
+    };
+    let err = try_play(dir.path(), cfg, p, arena(true, false))
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(err, SelfPlayError::ModelUnreachable { round: 0, .. }),
+        "{text}"
+    );
+    assert!(text.contains("no turn 0"), "{text}");
+    let run = RunDir::open(dir.path()).unwrap();
+    let episodes = run.episodes().unwrap();
+    // The injector and the two attempts on the procedural bug.
+    assert_eq!(episodes.len(), 3, "{episodes:?}");
+    assert!(episodes.values().all(|e| e.reward.is_none()));
+    let m = run.metrics().unwrap();
+    assert_eq!(m.len(), 1, "the run stopped after its first round");
+    assert_eq!((m[0].model_failures, m[0].model_episodes), (3, 3));
+    assert!(m[0].rejections.is_empty(), "{:?}", m[0].rejections);
+    assert!(trajectories(&run).is_empty());
+}
+
+/// Issue 13: an artifact whose verification the sandbox could not run is not the
+/// injector's failure: no −1, no trajectory, not in the validity rate.
+#[tokio::test]
+async fn an_injector_whose_verification_could_not_run_is_unrewarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut scripts = Scripts::new();
+    let turns = |ts: &[String]| ts.iter().map(|t| ScriptTurn::Text(t.clone())).collect();
+    scripts.insert("injector".into(), vec![turns(&sandbox_down())]);
+    scripts.insert("solver".into(), vec![turns(&fix())]);
+    let p = ScriptedPolicy::new(scripts, Some(Arc::new(ByteCodec)));
+    play(dir.path(), config(), p, arena(false, false)).await;
+    let run = RunDir::open(dir.path()).unwrap();
+    let inj = &run.episodes().unwrap()["r0-inj0"];
+    assert_eq!(inj.reward, None, "{inj:?}");
+    assert!(inj.infra.as_deref().unwrap().contains("sandbox"), "{inj:?}");
+    let m = &run.metrics().unwrap()[0];
+    assert_eq!((m.injectors_unrewarded, m.validity_rate), (1, 0.0));
+    assert!(m.rejections.is_empty(), "{:?}", m.rejections);
+    assert!(trajectories(&run).is_empty());
 }

@@ -393,17 +393,21 @@ fn run_failure_on_original(e: &RunFailure) -> Rejection {
             RejectCode::ParserFailed
         }
         RunFailure::ParserOutput { .. } => RejectCode::ParserBadOutput,
-        RunFailure::Sandbox(_) | RunFailure::Setup(_) => RejectCode::RunFailed,
+        RunFailure::Sandbox(_) | RunFailure::Setup(_) => RejectCode::Infra,
     };
     reject(Check::Parser, code, format!("on the original code: {e}"))
 }
 
 fn ok_run(check: Check, label: &str, r: Result<TestRun, RunFailure>) -> Result<TestRun, Rejection> {
     r.map_err(|e| {
-        reject(
-            check,
-            RejectCode::RunFailed,
-            format!("the {label} run failed: {e}"),
-        )
+        // The sandbox or the host failing is infra, not the artifact's doing.
+        let code = match e {
+            RunFailure::Sandbox(_) | RunFailure::Setup(_) => RejectCode::Infra,
+            RunFailure::ScriptTimedOut { .. }
+            | RunFailure::ParserTimedOut { .. }
+            | RunFailure::ParserExit { .. }
+            | RunFailure::ParserOutput { .. } => RejectCode::RunFailed,
+        };
+        reject(check, code, format!("the {label} run failed: {e}"))
     })
 }

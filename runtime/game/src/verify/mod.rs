@@ -88,7 +88,7 @@ impl<'a> Verifier<'a> {
             .map_err(|e| {
                 reject(
                     Check::Files,
-                    RejectCode::RunFailed,
+                    RejectCode::Infra,
                     format!("preparing workspaces of the original repository: {e}"),
                 )
             })

@@ -29,10 +29,13 @@ fn true_fix_scores_plus_one_and_cheats_minus_one() {
     let fix = patch_ops::reverse(&a.bug_inject).unwrap();
     let e = ev.evaluate(repo.path(), bug, &fix);
     assert!(e.solved, "{}", e.summary());
-    assert_eq!(e.reward, 1.0);
+    assert_eq!(e.reward, Some(1.0));
 
     let e = ev.evaluate(repo.path(), bug, "  \n");
-    assert_eq!((e.reward, &e.outcome), (-1.0, &EvalOutcome::EmptyPatch));
+    assert_eq!(
+        (e.reward, &e.outcome),
+        (Some(-1.0), &EvalOutcome::EmptyPatch)
+    );
 
     // Editing the oracle test to expect the buggy value: restored before the run.
     let weakened =
@@ -56,7 +59,7 @@ fn true_fix_scores_plus_one_and_cheats_minus_one() {
         )],
     );
     let e = ev.evaluate(repo.path(), bug, &cheat);
-    assert_eq!(e.reward, -1.0, "{}", e.summary());
+    assert_eq!(e.reward, Some(-1.0), "{}", e.summary());
     // The oracle section is dropped; nothing else is left to apply.
     assert_eq!(e.outcome, EvalOutcome::EmptyPatch, "{}", e.summary());
     assert_eq!(e.dropped, vec!["tests/test_ops.py"]);
@@ -85,7 +88,7 @@ fn true_fix_scores_plus_one_and_cheats_minus_one() {
         "{}",
         e.summary()
     );
-    assert_eq!(e.reward, -1.0);
+    assert_eq!(e.reward, Some(-1.0));
     let left: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().collect();
     assert!(left.is_empty());
 }
@@ -224,4 +227,112 @@ fn higher_order_bugs_are_filtered_deduplicated_and_capped() {
         &ho_fix,
     );
     assert!(e.solved, "{}", e.summary());
+}
+
+/// A sandbox whose every command fails to start (a broken backend, a full disk).
+struct BrokenSandbox;
+
+impl ssr_sandbox::Sandbox for BrokenSandbox {
+    fn name(&self) -> &'static str {
+        "broken"
+    }
+    fn exec(
+        &self,
+        _: &ssr_sandbox::ExecSpec,
+    ) -> Result<ssr_sandbox::ExecOutcome, ssr_sandbox::SandboxError> {
+        Err(ssr_sandbox::SandboxError::Unavailable {
+            backend: "broken",
+            reason: "the test says so".into(),
+        })
+    }
+}
+
+/// Regression (issue 13): a sandbox failure was `RunFailed` and scored −1, so a
+/// broken machine punished the solver. It is infra now: no reward. A parser failure
+/// on the log the code under test produced stays the attempt's failure (−1), and a
+/// stored state that does not rebuild is infra while a solver patch that does not
+/// apply is −1.
+#[test]
+fn infrastructure_failures_are_not_scored_and_attempt_failures_are() {
+    let repo = calc_repo();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = good_artifact(repo.path());
+    let p = p_of(repo.path(), &a, scratch.path());
+    let bug = BugState {
+        artifact: &a,
+        higher_order_patch: None,
+        tests: &p,
+    };
+    let fix = patch_ops::reverse(&a.bug_inject).unwrap();
+
+    let broken = BrokenSandbox;
+    let e = Evaluator::new(&broken, test_config(scratch.path())).evaluate(repo.path(), bug, &fix);
+    assert!(
+        matches!(&e.outcome, EvalOutcome::Infra { error } if error.contains("the test says so")),
+        "{}",
+        e.summary()
+    );
+    assert_eq!((e.reward, e.solved), (None, false));
+    assert!(e.score().is_infra());
+    assert!(e.summary().starts_with("no reward"), "{}", e.summary());
+
+    let ev = Evaluator::new(crate::fixture::sandbox(), test_config(scratch.path()));
+    // The solver's code prints so much that the parser gives up: its doing.
+    let parser_fails = ssr_game::Artifact {
+        test_parser: "import sys\nsys.stdin.read()\nsys.exit(3)\n".into(),
+        ..a.clone()
+    };
+    let e = ev.evaluate(
+        repo.path(),
+        BugState {
+            artifact: &parser_fails,
+            ..bug
+        },
+        &fix,
+    );
+    assert!(
+        matches!(e.outcome, EvalOutcome::RunFailed { .. }),
+        "{}",
+        e.summary()
+    );
+    assert_eq!(e.reward, Some(-1.0));
+
+    // The stored bug no longer applies to the original: the store's fault.
+    let stale = ssr_game::Artifact {
+        bug_inject: a.bug_inject.replace("return a + b", "return a - b"),
+        ..a.clone()
+    };
+    let e = ev.evaluate(
+        repo.path(),
+        BugState {
+            artifact: &stale,
+            ..bug
+        },
+        &fix,
+    );
+    assert!(
+        matches!(&e.outcome, EvalOutcome::Infra { error } if error.contains("stored bug state")),
+        "{}",
+        e.summary()
+    );
+    assert_eq!(e.reward, None);
+    let left: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().collect();
+    assert!(left.is_empty());
+}
+
+/// Regression (issue 13): a verification the sandbox could not run rejected the
+/// artifact as `run_failed`, so its injector scored −1 for the machine's fault. It is
+/// `infra` now, and the verdict says so.
+#[test]
+fn a_verification_the_sandbox_cannot_run_is_infra() {
+    let repo = calc_repo();
+    let scratch = tempfile::tempdir().unwrap();
+    let a = good_artifact(repo.path());
+    let broken = BrokenSandbox;
+    let r = Verifier::new(&broken, test_config(scratch.path())).verify(repo.path(), &a);
+    assert!(!r.valid);
+    assert_eq!(r.code, Some(ssr_game::RejectCode::Infra), "{}", r.summary());
+    let v = ssr_game::Verdict::of_report("b", ssr_game::BugSource::Model, 1, &r);
+    assert!(v.is_infra(), "{v:?}");
+    assert_eq!(v.reason_code.as_deref(), Some("infra"));
 }

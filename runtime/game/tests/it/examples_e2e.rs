@@ -85,7 +85,7 @@ fn score_bug(repo: &Path, bug: &InjectedBug, scratch: &Path) {
         .collect();
     let cheat = patch_ops::diff_of_changes(&ep.workspace, &changes).unwrap();
     let e = ev.evaluate(repo, state, &cheat);
-    assert_eq!(e.reward, -1.0, "{}", e.summary());
+    assert_eq!(e.reward, Some(-1.0), "{}", e.summary());
 }
 
 /// The true fix of every bug scores +1 with the run-time defences on (canaries, the

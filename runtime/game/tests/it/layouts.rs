@@ -139,5 +139,5 @@ fn a_src_layout_unittest_repo_whose_tests_need_a_variable() {
     let fix = patch_ops::reverse(&bug.artifact.bug_inject).unwrap();
     let e = ev.evaluate(repo.path(), state, &fix);
     assert!(e.solved, "{}", e.summary());
-    assert_eq!(e.reward, 1.0);
+    assert_eq!(e.reward, Some(1.0));
 }

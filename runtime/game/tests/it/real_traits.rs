@@ -175,7 +175,7 @@ fn one_valid_bug_whose_fix_scores(repo: &Path, expect_in_diff: &str) -> Vec<Stri
     let fix = patch_ops::reverse(&bug.artifact.bug_inject).unwrap();
     let e = ev.evaluate(repo, state, &fix);
     assert!(e.solved, "{}", e.summary());
-    assert_eq!(e.reward, 1.0);
+    assert_eq!(e.reward, Some(1.0));
     tests
 }
 

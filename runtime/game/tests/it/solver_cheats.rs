@@ -78,7 +78,7 @@ fn fake_passed_lines_from_solver_code_score_minus_one() {
                 .expecting_log_format(report.log_format),
         ] {
             let e = ev.evaluate(repo.path(), bug, &patch);
-            assert_eq!(e.reward, -1.0, "{what}: {}", e.summary());
+            assert_eq!(e.reward, Some(-1.0), "{what}: {}", e.summary());
             assert!(!e.solved, "{what}");
             // The fake report reached the log and the trusted parser refused it.
             assert!(
@@ -162,7 +162,7 @@ def pytest_runtest_makereport(item, call):
             bug,
             &patch,
         );
-        assert_eq!(e.reward, -1.0, "{path}: {}", e.summary());
+        assert_eq!(e.reward, Some(-1.0), "{path}: {}", e.summary());
         assert_eq!(e.dropped, vec![path.to_string()], "{path}");
         assert!(e.summary().contains(path), "{}", e.summary());
         assert_eq!(e.failing, vec!["tests/test_ops.py::test_add"], "{path}");
