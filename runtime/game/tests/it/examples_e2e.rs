@@ -105,7 +105,7 @@ fn true_fixes_score_plus_one(repo: &Path, bugs: &[InjectedBug], scratch: &Path) 
         let fix = patch_ops::reverse(&bug.artifact.bug_inject).unwrap();
         let e = ev.evaluate(repo, state, &fix);
         assert!(e.solved, "{}: {}", bug.candidate, e.summary());
-        assert_eq!(e.reward, 1.0, "{}", e.summary());
+        assert_eq!(e.reward, Some(1.0), "{}", e.summary());
         let noted = e.notes.iter().filter(|n| n.starts_with("scan:")).count();
         assert_eq!(
             noted,
