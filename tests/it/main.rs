@@ -49,3 +49,4 @@ mod selfplay_embedded;
 mod selfplay_own_repo;
 mod selfplay_scripted;
 mod selfplay_train;
+mod serve_chat;

@@ -3,8 +3,8 @@
 //! engine, or (for load tests and demos) recorded turns with added latency.
 //!
 //! Owns: the wire format (the subset of the OpenAI API that the `openai` Python
-//! package and this crate's client use, plus vLLM's `return_tokens_as_token_ids` and
-//! `stop_reason`), request validation with OpenAI-shaped errors, and graceful
+//! package and this crate's client use, `top_logprobs` in both shapes included, plus
+//! vLLM's `return_tokens_as_token_ids` and `stop_reason`), request validation with OpenAI-shaped errors, and graceful
 //! shutdown. Does not own: generation (the [`Completer`]; the embedded engine's
 //! batching of concurrent requests is the trainer's `infer::batcher`).
 
@@ -122,9 +122,10 @@ impl Completer for ReplayCompleter {
     async fn complete(
         &self,
         prompt: Vec<u32>,
-        _opts: GenerateOptions,
+        opts: GenerateOptions,
     ) -> Result<EngineGeneration, PolicyError> {
         tokio::time::sleep(self.latency).await;
+        let top = opts.top_logprobs;
         let open = self.codec.encode_control(ChatMl::START);
         let assistant = self.codec.encode_text("assistant\n");
         let mut pattern = open.clone();
@@ -138,9 +139,16 @@ impl Completer for ReplayCompleter {
             .min(self.turns.len().saturating_sub(1));
         let text = self.turns.get(turn).cloned().unwrap_or_default();
         let ids = self.codec.encode_text(&text);
+        // A recording has no distribution: the one known token is the whole top list.
+        let top_logprobs = if top > 0 {
+            ids.iter().map(|&id| vec![(id, -0.5)]).collect()
+        } else {
+            Vec::new()
+        };
         Ok(EngineGeneration {
             logprobs: vec![-0.5; ids.len()],
             raw_logprobs: vec![-0.5; ids.len()],
+            top_logprobs,
             token_ids: ids,
             text,
             prompt_tokens: prompt.len(),
@@ -191,6 +199,8 @@ struct CompletionRequest {
     top_p: Option<f32>,
     stop: Option<Value>,
     seed: Option<u64>,
+    /// Log-probabilities of the sampled tokens, with this many most likely
+    /// alternatives per position (0: none).
     logprobs: Option<u32>,
     #[serde(default)]
     return_tokens_as_token_ids: bool,
@@ -210,6 +220,8 @@ struct ChatRequest {
     seed: Option<u64>,
     #[serde(default)]
     logprobs: bool,
+    /// Most likely alternatives per position (needs `logprobs`).
+    top_logprobs: Option<u32>,
     #[serde(default)]
     stream: bool,
     n: Option<u32>,
@@ -244,6 +256,7 @@ impl AppState {
             },
             stop,
             stop_at_eos: true,
+            top_logprobs: 0,
         }
     }
 
@@ -284,6 +297,90 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The most alternatives per position a request may ask for (vLLM's default cap;
+/// OpenAI's is lower).
+pub const MAX_TOP_LOGPROBS: u32 = 20;
+
+/// `top_logprobs` asked for, checked: at most [`MAX_TOP_LOGPROBS`].
+fn top_count(n: u32, param: &str) -> Result<usize, Box<Response>> {
+    if n > MAX_TOP_LOGPROBS {
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("{param} must be at most {MAX_TOP_LOGPROBS}, got {n}"),
+        )));
+    }
+    Ok(n as usize)
+}
+
+/// The completions shape of `logprobs`: per sampled token its text (or
+/// `token_id:N`), its log-probability, its offset in the text and, when asked, a map
+/// of the most likely tokens to theirs (with the sampled token in it, as vLLM does).
+fn completion_logprobs(
+    codec: &dyn TextCodec,
+    g: &EngineGeneration,
+    as_ids: bool,
+    top: usize,
+) -> Value {
+    let name = |id: u32| {
+        if as_ids {
+            format!("token_id:{id}")
+        } else {
+            codec.decode(&[id])
+        }
+    };
+    let mut offset = 0usize;
+    let mut offsets = Vec::new();
+    for id in &g.token_ids {
+        offsets.push(offset);
+        offset += codec.decode(&[*id]).len();
+    }
+    let tokens: Vec<String> = g.token_ids.iter().map(|&id| name(id)).collect();
+    let top_logprobs = (top > 0).then(|| {
+        g.token_ids
+            .iter()
+            .zip(&g.logprobs)
+            .enumerate()
+            .map(|(i, (&id, &lp))| {
+                // A completer that gives no alternatives still names the sampled token.
+                let alts = g.top_logprobs.get(i).map_or(&[][..], Vec::as_slice);
+                let mut m = serde_json::Map::new();
+                for &(alt, alp) in alts.iter().take(top) {
+                    m.entry(name(alt)).or_insert(json!(alp));
+                }
+                m.entry(name(id)).or_insert(json!(lp));
+                Value::Object(m)
+            })
+            .collect::<Vec<_>>()
+    });
+    json!({"tokens": tokens, "token_logprobs": g.logprobs, "top_logprobs": top_logprobs, "text_offset": offsets})
+}
+
+/// The chat shape of `logprobs`: per sampled token its text, bytes, log-probability
+/// and its `top` most likely alternatives (each with text, bytes and log-probability).
+fn chat_logprobs(codec: &dyn TextCodec, g: &EngineGeneration, top: usize) -> Value {
+    let entry = |id: u32, lp: f32| {
+        let piece = codec.decode(&[id]);
+        json!({"token": piece, "logprob": lp, "bytes": piece.as_bytes()})
+    };
+    let content: Vec<Value> = g
+        .token_ids
+        .iter()
+        .zip(&g.logprobs)
+        .enumerate()
+        .map(|(i, (&id, &lp))| {
+            let alts: Vec<Value> = g
+                .top_logprobs
+                .get(i)
+                .map(|a| a.iter().take(top).map(|&(t, l)| entry(t, l)).collect())
+                .unwrap_or_default();
+            let mut e = entry(id, lp);
+            e["top_logprobs"] = json!(alts);
+            e
+        })
+        .collect();
+    json!({"content": content})
 }
 
 async fn models(State(st): State<Arc<AppState>>) -> Response {
@@ -339,13 +436,18 @@ async fn completions(
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let opts = st.options(
+    let top = match req.logprobs.map(|n| top_count(n, "logprobs")).transpose() {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let mut opts = st.options(
         req.max_tokens,
         req.temperature,
         req.top_p,
         stop.clone(),
         req.seed,
     );
+    opts.top_logprobs = top.unwrap_or(0);
     if let Err(r) = st.check_prompt(&ids, opts.max_tokens) {
         return *r;
     }
@@ -354,21 +456,8 @@ async fn completions(
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let (finish, stop_reason) = finish_fields(&g, &stop);
-    let logprobs = req.logprobs.map(|_| {
-        let mut offset = 0usize;
-        let mut offsets = Vec::new();
-        let tokens: Vec<String> = g
-            .token_ids
-            .iter()
-            .map(|id| {
-                let piece = codec.decode(&[*id]);
-                offsets.push(offset);
-                offset += piece.len();
-                if req.return_tokens_as_token_ids { format!("token_id:{id}") } else { piece }
-            })
-            .collect();
-        json!({"tokens": tokens, "token_logprobs": g.logprobs, "top_logprobs": null, "text_offset": offsets})
-    });
+    let logprobs =
+        top.map(|n| completion_logprobs(codec.as_ref(), &g, req.return_tokens_as_token_ids, n));
     let id = st.counter.fetch_add(1, Ordering::Relaxed);
     Json(json!({
         "id": format!("cmpl-{id}"),
@@ -457,18 +546,36 @@ async fn chat(
         return error(StatusCode::BAD_REQUEST, "messages must not be empty");
     }
     let codec = st.completer.codec();
-    let ids = encode_pieces(Some(codec.as_ref()), &ChatMl.pieces(&messages, true)).1;
+    // The model's own template, as the CLI's `--chat` renders it (SmolLM2's adds its
+    // default system turn to a conversation without one).
+    let pieces = match codec.template().pieces(&messages, true) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let ids = encode_pieces(Some(codec.as_ref()), &pieces).1;
     let stop = match stops(&req.stop) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let opts = st.options(
+    let top = match req.top_logprobs.map(|n| top_count(n, "top_logprobs")) {
+        Some(Err(r)) => return *r,
+        Some(Ok(n)) if !req.logprobs => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("top_logprobs ({n}) needs logprobs: true"),
+            );
+        }
+        Some(Ok(n)) => n,
+        None => 0,
+    };
+    let mut opts = st.options(
         req.max_completion_tokens.or(req.max_tokens).or(Some(512)),
         req.temperature,
         req.top_p,
         stop.clone(),
         req.seed,
     );
+    opts.top_logprobs = top;
     if let Err(r) = st.check_prompt(&ids, opts.max_tokens) {
         return *r;
     }
@@ -477,18 +584,7 @@ async fn chat(
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let (finish, stop_reason) = finish_fields(&g, &stop);
-    let logprobs = req.logprobs.then(|| {
-        let content: Vec<Value> = g
-            .token_ids
-            .iter()
-            .zip(&g.logprobs)
-            .map(|(id, lp)| {
-                let piece = codec.decode(&[*id]);
-                json!({"token": piece, "logprob": lp, "bytes": piece.as_bytes(), "top_logprobs": []})
-            })
-            .collect();
-        json!({"content": content})
-    });
+    let logprobs = req.logprobs.then(|| chat_logprobs(codec.as_ref(), &g, top));
     let id = st.counter.fetch_add(1, Ordering::Relaxed);
     Json(json!({
         "id": format!("chatcmpl-{id}"),

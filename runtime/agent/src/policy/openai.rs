@@ -9,7 +9,7 @@
 //! per-request timeouts. Does not own: the chat template ([`crate::chat`]).
 
 use super::{FinishReason, GenerateRequest, Generation, Policy, PolicyError, Prompt};
-use crate::chat::{ChatMl, TextCodec, encode_pieces};
+use crate::chat::{TextCodec, encode_pieces};
 use crate::policy::embedded::text_of_ids;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -147,8 +147,13 @@ impl OpenAiPolicy {
         let (prompt, prompt_len) = match &request.prompt {
             Prompt::Tokens(ids) => (json!(ids), ids.len()),
             Prompt::Chat(messages) => {
+                let template = self
+                    .codec
+                    .as_ref()
+                    .map(|c| c.template())
+                    .unwrap_or_default();
                 let (text, ids) =
-                    encode_pieces(self.codec.as_deref(), &ChatMl.pieces(messages, true));
+                    encode_pieces(self.codec.as_deref(), &template.pieces(messages, true)?);
                 if self.codec.is_some() {
                     (json!(ids), ids.len())
                 } else {
