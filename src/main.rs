@@ -52,6 +52,11 @@ enum Cmd {
     Doctor(cli::doctor::DoctorArgs),
     /// Serves the embedded model as an OpenAI-compatible HTTP server.
     Serve(cli::serve::ServeArgs),
+    /// ssr as an RL environment for external trainers: `ssr env serve`.
+    #[command(subcommand)]
+    Env(cli::env::EnvCmd),
+    /// Plays one episode from a request file (the episode API without a server).
+    Episode(cli::env::EpisodeArgs),
     /// Writes a run's HTML report and prints its summary table.
     Report(cli::report::ReportArgs),
     /// Runs self-play rounds: inject, verify, solve, evaluate, reward, train.
@@ -75,6 +80,8 @@ fn main() -> std::process::ExitCode {
         Cmd::Corpus(a) => cli::corpus::run(a),
         Cmd::Doctor(a) => cli::doctor::run(a),
         Cmd::Serve(a) => cli::serve::run(a),
+        Cmd::Env(c) => cli::env::run(c),
+        Cmd::Episode(a) => cli::env::episode(a),
         Cmd::Report(a) => cli::report::run(a),
         Cmd::Selfplay(a) => cli::selfplay::run(*a),
     };

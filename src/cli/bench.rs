@@ -29,6 +29,9 @@ pub enum BenchCmd {
     /// Wall time of verifying one artifact against the sum and the critical path of the
     /// test runs it performs, and against the same checks run one after another.
     Verify(crate::cli::bench_verify::BenchVerifyArgs),
+    /// The environment server's per-episode overhead: the same scripted episodes over
+    /// `POST /v1/episodes` and in-process, interleaved.
+    Env(crate::cli::bench_env::BenchEnvArgs),
     /// The GPU kernels (log-probs, fused LM head) against PyTorch eager. Needs a GPU.
     Kernels(crate::cli::bench_gpu::KernelsBenchArgs),
     /// GPU training and generation throughput against PyTorch + transformers. Needs a GPU.
@@ -76,6 +79,7 @@ pub fn run(cmd: BenchCmd) -> anyhow::Result<ExitCode> {
         }
         BenchCmd::Model(a) => crate::cli::bench_model::run(a),
         BenchCmd::Verify(a) => crate::cli::bench_verify::run(a),
+        BenchCmd::Env(a) => crate::cli::bench_env::run(a),
         BenchCmd::Kernels(a) => crate::cli::bench_gpu::kernels(a),
         BenchCmd::Train(a) => crate::cli::bench_gpu::train(a),
     }

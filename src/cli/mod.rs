@@ -2,12 +2,14 @@
 //! `run` function returning the process exit code.
 
 pub mod bench;
+pub mod bench_env;
 pub mod bench_gpu;
 pub mod bench_model;
 pub mod bench_tools;
 pub mod bench_verify;
 pub mod corpus;
 pub mod doctor;
+pub mod env;
 pub mod evaluate;
 pub mod examples;
 pub mod export;

@@ -200,6 +200,7 @@ fn status_line(backend: &str, o: &ExecOutcome) -> String {
             LimitHit::Pids => "pids limit",
             LimitHit::Output => "output limit",
             LimitHit::FileSize => "file size limit",
+            LimitHit::Cancelled => "cancelled",
         };
         s += &format!("; {what} hit");
     }

@@ -45,6 +45,7 @@ pub fn json(out: &Output) -> serde_json::Value {
 }
 mod agent_openai_python;
 mod agent_report;
+mod env_server;
 mod selfplay_embedded;
 mod selfplay_own_repo;
 mod selfplay_scripted;

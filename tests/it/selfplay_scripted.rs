@@ -95,7 +95,7 @@ fn selfplay_scripted_round_end_to_end() {
     let config = tmp.path().join("config.toml");
     std::fs::write(
         &config,
-        "seed = 7\nrounds = 1\ninjector_rollouts = 1\nprocedural_per_round = 0\nattempts_per_bug = 2\nattempts_per_higher_order_bug = 1\nmax_higher_order_per_round = 1\nmax_concurrent_episodes = 4\n[injector_budgets]\nmax_turns = 8\n[solver_budgets]\nmax_turns = 6\n",
+        "seed = 7\nrounds = 1\ntemperature = 0.7\ninjector_rollouts = 1\nprocedural_per_round = 0\nattempts_per_bug = 2\nattempts_per_higher_order_bug = 1\nmax_higher_order_per_round = 1\nmax_concurrent_episodes = 4\n[injector_budgets]\nmax_turns = 8\n[solver_budgets]\nmax_turns = 6\n",
     )
     .unwrap();
     let out = tmp.path().join("run");
@@ -159,6 +159,10 @@ fn selfplay_scripted_round_end_to_end() {
         .filter(|t| t["role"] == "solver" && t["group_id"] == "r0-inj0")
         .collect();
     assert_eq!(sol.len(), 2);
+    // The sampling temperature travels with every trajectory (`ssr train` trains at it).
+    for t in &trajs {
+        assert_eq!(t["temperature"].as_f64(), Some(0.7), "{}", t["metadata"]);
+    }
 
     // Token ids and masks reproduce the transcripts exactly.
     let f = ssr_trainer::gguf::GgufFile::open(&model).unwrap();

@@ -19,6 +19,9 @@ use ssr_role::Role as GameRole;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// How long a cancelled episode waits for its running tool call to stop.
+const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Below this many free context tokens a turn is not started.
 const MIN_TURN_TOKENS: usize = 8;
 
@@ -339,9 +342,19 @@ impl<'a> EpisodeRun<'a> {
     ) -> Option<ToolResult> {
         let t1 = Instant::now();
         let timeout = self.spec.budgets.call_timeout();
-        let outcome = tokio::select! {
-            r = tokio::time::timeout(timeout, self.tools.call(&call, timeout)) => Some(r),
-            () = self.shutdown.requested() => None,
+        let outcome = {
+            let running = tokio::time::timeout(timeout, self.tools.call(&call, timeout));
+            tokio::pin!(running);
+            tokio::select! {
+                r = &mut running => Some(r),
+                () = self.shutdown.requested() => {
+                    // The world's sandbox kills the call's command on the same signal;
+                    // wait for the call to return so a cancelled episode leaves nothing
+                    // running.
+                    let _ = tokio::time::timeout(CANCEL_GRACE, running).await;
+                    None
+                }
+            }
         };
         record.tool_ms = t1.elapsed().as_millis() as u64;
         self.stats.tool_ms += record.tool_ms;
@@ -420,6 +433,8 @@ impl<'a> EpisodeRun<'a> {
             turns: self.turns,
             end,
             stats: self.stats,
+            temperature: Some(self.spec.sampling.temperature),
+            top_p: Some(self.spec.sampling.top_p),
         }
     }
 }

@@ -63,10 +63,10 @@ pub fn to_trajectory(
         logprobs,
         reward,
         advantage: None,
-        // Not recorded by the transcript yet: `ssr train` then falls back to its
-        // `--temperature` (the self-play side is to fill these from its sampling).
-        temperature: None,
-        top_p: None,
+        // What the episode sampled at; `None` for transcripts older than the record,
+        // where `ssr train` falls back to its `--temperature`.
+        temperature: t.temperature,
+        top_p: t.top_p,
         metadata,
     };
     traj.validate()

@@ -113,6 +113,13 @@ pub struct Transcript {
     pub turns: Vec<TurnRecord>,
     pub end: EpisodeEnd,
     pub stats: EpisodeStats,
+    /// The sampling temperature and top-p the turns were sampled at (absent in
+    /// transcripts written before they were recorded). The trajectory carries them, so
+    /// training recomputes log-probs at the temperature that produced them.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub top_p: Option<f32>,
 }
 
 impl Transcript {

@@ -14,7 +14,7 @@ use crate::toolcall::ToolCall;
 use crate::tools::{Submission, ToolResult, ToolSpec, Tools};
 use serde_json::Value;
 use ssr_sandbox::{ExecOutcome, ExecSpec, Mount, Sandbox, SandboxError};
-use ssr_toolhost::{Episode, ToolHost, ToolHostError};
+use ssr_toolhost::{Episode, Role, ToolHost, ToolHostError};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,30 +49,37 @@ pub enum WasmToolsError {
     NoTools { role: &'static str },
 }
 
+/// The tools `role` is granted, as the model sees them, `submit` last (what an
+/// episode's prompt lists, and what the environment server's `tools/list` answers).
+pub fn specs_for(host: &SharedHost, role: Role) -> Result<Vec<ToolSpec>, WasmToolsError> {
+    let mut specs = Vec::new();
+    for tool in host.host.tools_for(role) {
+        let d = &tool.description;
+        let parameters: Value =
+            serde_json::from_str(&d.parameters_schema).map_err(|e| WasmToolsError::Schema {
+                tool: d.name.clone(),
+                reason: e.to_string(),
+            })?;
+        specs.push(ToolSpec {
+            name: d.name.clone(),
+            description: d.description.clone(),
+            parameters,
+        });
+    }
+    if specs.is_empty() {
+        return Err(WasmToolsError::NoTools {
+            role: role.as_str(),
+        });
+    }
+    specs.sort_by_key(|s| s.name == "submit");
+    Ok(specs)
+}
+
 impl WasmTools {
     /// The tools the policy grants `episode.role`, in the host's (name) order, with
     /// `submit` last so the prompt ends on how to finish.
     pub fn new(host: Arc<SharedHost>, episode: Episode) -> Result<Self, WasmToolsError> {
-        let mut specs = Vec::new();
-        for tool in host.host.tools_for(episode.role) {
-            let d = &tool.description;
-            let parameters: Value =
-                serde_json::from_str(&d.parameters_schema).map_err(|e| WasmToolsError::Schema {
-                    tool: d.name.clone(),
-                    reason: e.to_string(),
-                })?;
-            specs.push(ToolSpec {
-                name: d.name.clone(),
-                description: d.description.clone(),
-                parameters,
-            });
-        }
-        if specs.is_empty() {
-            return Err(WasmToolsError::NoTools {
-                role: episode.role.as_str(),
-            });
-        }
-        specs.sort_by_key(|s| s.name == "submit");
+        let specs = specs_for(&host, episode.role)?;
         Ok(WasmTools {
             host,
             episode,
@@ -180,6 +187,8 @@ pub struct RunEnvSandbox {
     pub mounts: Vec<Mount>,
     pub memory_bytes: Option<u64>,
     pub pids: Option<u64>,
+    /// The episode's stop signal: set, it kills the command running now.
+    pub cancel: ssr_sandbox::Cancel,
 }
 
 impl Sandbox for RunEnvSandbox {
@@ -203,6 +212,7 @@ impl Sandbox for RunEnvSandbox {
         if self.pids.is_some() {
             spec.limits.pids = self.pids;
         }
+        spec.limits.cancel = self.cancel.clone();
         self.inner.exec(&spec)
     }
 }

@@ -181,6 +181,7 @@ impl VerifyConfig {
             pids: self.run_env.pids,
             output_bytes: self.run_env.output_bytes,
             file_size_bytes: Some(1 << 30),
+            cancel: Default::default(),
         }
     }
 }

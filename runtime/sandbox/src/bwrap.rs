@@ -343,6 +343,7 @@ impl Sandbox for BwrapSandbox {
             timeout: limits.timeout,
             idle_timeout: limits.idle_timeout,
             output_bytes: limits.output_bytes,
+            cancel: limits.cancel.clone(),
         };
         if let Some(served) = self.prestarted(&plan, &mounts, &rlimits) {
             let release = Release {

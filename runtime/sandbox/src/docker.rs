@@ -470,6 +470,7 @@ impl Sandbox for DockerSandbox {
             timeout: spec.limits.timeout,
             idle_timeout: spec.limits.idle_timeout,
             output_bytes: spec.limits.output_bytes,
+            cancel: spec.limits.cancel.clone(),
         };
         let killer = ContainerKiller {
             program: &self.program,
@@ -508,7 +509,10 @@ impl Sandbox for DockerSandbox {
         Ok(ExecOutcome {
             exit_code: if killed { None } else { exit_code },
             signal: if killed { Some(libc::SIGKILL) } else { signal },
-            timed_out: killed,
+            timed_out: matches!(
+                seen.killed_for,
+                Some(LimitHit::Timeout | LimitHit::IdleTimeout)
+            ),
             truncated,
             limit_hit,
             stdout: seen.stdout.text(),

@@ -25,7 +25,10 @@ pub(crate) fn outcome(seen: Supervised, events: CgroupEvents, start: StartPath) 
         } else {
             signal
         },
-        timed_out: seen.killed_for.is_some(),
+        timed_out: matches!(
+            seen.killed_for,
+            Some(LimitHit::Timeout | LimitHit::IdleTimeout)
+        ),
         truncated,
         limit_hit,
         stdout: seen.stdout.text(),

@@ -80,7 +80,37 @@ pub struct Limits {
     pub output_bytes: usize,
     /// Largest file the command may write (`RLIMIT_FSIZE`).
     pub file_size_bytes: Option<u64>,
+    /// Set from outside to stop the command now (an episode cancelled mid-call): the
+    /// supervisor sees it within [`Cancel::POLL`] and kills the tree.
+    #[serde(skip)]
+    pub cancel: Cancel,
 }
+
+/// A stop signal for running execs, shared by whoever may cancel them (one per
+/// episode). Cloning shares the flag. Two flags compare equal: a spec's identity does
+/// not depend on who may stop it.
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Cancel {
+    /// How often a supervisor with a cancel flag looks at it.
+    pub const POLL: Duration = Duration::from_millis(20);
+
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl PartialEq for Cancel {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for Cancel {}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -91,6 +121,7 @@ impl Default for Limits {
             pids: Some(512),
             output_bytes: 1 << 20,
             file_size_bytes: Some(1 << 30),
+            cancel: Cancel::default(),
         }
     }
 }
@@ -199,6 +230,8 @@ pub enum LimitHit {
     Pids,
     Output,
     FileSize,
+    /// Stopped through [`Limits::cancel`].
+    Cancelled,
 }
 
 /// What came back from one exec. Partial output is kept on timeout.

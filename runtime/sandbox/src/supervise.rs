@@ -8,7 +8,7 @@
 //! arguments (the backends build them) or what "kill the tree" means for a backend
 //! (the backend passes a [`TreeKiller`]).
 
-use crate::spec::LimitHit;
+use crate::spec::{Cancel, LimitHit};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io;
@@ -59,6 +59,8 @@ pub(crate) struct Watch {
     pub timeout: Duration,
     pub idle_timeout: Option<Duration>,
     pub output_bytes: usize,
+    /// Checked every [`Cancel::POLL`]: set means kill now.
+    pub cancel: Cancel,
 }
 
 /// What the supervisor saw.
@@ -145,6 +147,8 @@ pub(crate) fn watch_child(
             && now >= last_output + idle
         {
             killed_for = Some(LimitHit::IdleTimeout);
+        } else if watch.cancel.is_cancelled() {
+            killed_for = Some(LimitHit::Cancelled);
         }
         if killed_for.is_some() {
             killed_at = Some(now);
@@ -155,6 +159,7 @@ pub(crate) fn watch_child(
         if let Some(idle) = watch.idle_timeout {
             wake = wake.min(last_output + idle);
         }
+        wake = wake.min(now + Cancel::POLL);
         // Without a pidfd (kernels before 5.3) the exit is noticed by polling.
         let mut wait_for = wake.saturating_duration_since(now);
         if pidfd.is_none() {

@@ -8,10 +8,12 @@
 //! [`ssr_game::BugStore`] to keep them. The implementation over `ssr-game` lives in
 //! [`super::game_arena`], an in-memory one for tests in [`super::fake_arena`].
 
+use crate::shutdown::Shutdown;
 use crate::tools::Tools;
 use crate::wasm_tools::WasmToolsError;
 use serde::{Deserialize, Serialize};
 pub use ssr_game::{Bug, BugSource, Verdict};
+pub use ssr_sandbox::Cancel;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -22,6 +24,29 @@ pub struct World {
     pub tools: Arc<dyn Tools>,
     /// Keeps the workspace alive (a temporary directory) until the world is dropped.
     pub guard: Box<dyn Send + Sync>,
+    /// Stops the command the episode's tools run now (its sandbox watches it).
+    pub cancel: Cancel,
+}
+
+impl World {
+    /// Cancels the world's running commands when `shutdown` is requested, until the
+    /// returned guard is dropped: a cancelled episode leaves no sandbox process behind.
+    pub fn cancel_on(&self, shutdown: &Shutdown) -> CancelOnShutdown {
+        let (cancel, shutdown) = (self.cancel.clone(), shutdown.clone());
+        CancelOnShutdown(tokio::spawn(async move {
+            shutdown.requested().await;
+            cancel.cancel();
+        }))
+    }
+}
+
+/// Ends the watch started by [`World::cancel_on`] when dropped.
+pub struct CancelOnShutdown(tokio::task::JoinHandle<()>);
+
+impl Drop for CancelOnShutdown {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A judged bug: the verdict, and the bug itself when there was one to judge (a

@@ -141,6 +141,7 @@ impl FakeArena {
             workspace,
             tools,
             guard: Box::new(()),
+            cancel: Default::default(),
         }
     }
 

@@ -71,6 +71,71 @@ pub struct GameArena {
     pub injector_base: OnceLock<SnapshotBase>,
 }
 
+/// Why the real game could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenArenaError {
+    #[error("no sandbox backend (install bubblewrap): {0}")]
+    Sandbox(#[from] ssr_sandbox::SandboxError),
+    #[error("starting the WASM tool host: {0}")]
+    Tools(#[from] ssr_toolhost::ToolHostError),
+    #[error("repository {0} is not a directory")]
+    NotADirectory(PathBuf),
+}
+
+/// The WASM tool host of a run: the standard tools, the custom tools found in the
+/// configured folders, grants from the policy file (or the built-in one).
+pub fn tool_host(cfg: &super::SelfPlayConfig) -> Result<Arc<SharedHost>, OpenArenaError> {
+    let mut policy = match &cfg.tools_policy {
+        Some(path) => Policy::from_file(path)?,
+        None => Policy::default(),
+    };
+    use_artifact_dir(&mut policy);
+    let host = ssr_toolhost::ToolHost::new(ssr_toolhost::HostConfig {
+        policy,
+        tool_dirs: cfg.tools_dirs.clone(),
+        ..ssr_toolhost::HostConfig::default()
+    })?;
+    Ok(SharedHost::new(host))
+}
+
+impl GameArena {
+    /// The real game over `repo` with `cfg`'s settings: a bubblewrap sandbox running
+    /// with the host's toolchains and `cfg.test_env`, episode workspaces under
+    /// `scratch`, tools from `tools` (one host may serve several arenas).
+    pub fn open(
+        cfg: &super::SelfPlayConfig,
+        repo: &Path,
+        scratch: PathBuf,
+        tools: Arc<SharedHost>,
+    ) -> Result<GameArena, OpenArenaError> {
+        if !repo.is_dir() {
+            return Err(OpenArenaError::NotADirectory(repo.to_path_buf()));
+        }
+        let sandbox = ssr_sandbox::default_sandbox(ssr_sandbox::Environment::default())?;
+        let mut run_env = ssr_game::RunEnv::host_toolchains();
+        run_env.env.extend(cfg.test_env.clone());
+        let verify = VerifyConfig {
+            min_passing_tests: cfg.min_passing_tests,
+            run_env,
+            ..VerifyConfig::default()
+        };
+        Ok(GameArena {
+            repo_name: repo
+                .file_name()
+                .map_or_else(|| "repo".into(), |n| n.to_string_lossy().into_owned()),
+            repo: repo.to_path_buf(),
+            sandbox: Arc::from(sandbox),
+            verify,
+            episode: EpisodeConfig::default(),
+            scratch,
+            tools,
+            procedural_candidates: 12,
+            pool: Default::default(),
+            injector_base: Default::default(),
+        })
+    }
+}
+
 /// Runs blocking game work off the async workers.
 async fn blocking<T: Send + 'static>(
     what: &'static str,
@@ -91,6 +156,7 @@ impl GameArena {
         role: Role,
         oracle_files: Vec<String>,
         state_dir: PathBuf,
+        cancel: &ssr_sandbox::Cancel,
     ) -> Result<Arc<dyn Tools>, ArenaError> {
         let env = &self.verify.run_env;
         let sandbox = RunEnvSandbox {
@@ -99,6 +165,7 @@ impl GameArena {
             mounts: env.mounts.clone(),
             memory_bytes: env.memory_bytes,
             pids: env.pids,
+            cancel: cancel.clone(),
         };
         let episode = Episode {
             role,
@@ -109,6 +176,56 @@ impl GameArena {
             workspace_guest: PathBuf::from("/repo"),
         };
         Ok(Arc::new(WasmTools::new(self.tools.clone(), episode)?))
+    }
+
+    /// A procedural bug from the first of `order`'s strategies that makes one (the
+    /// environment server's `POST /v1/tasks` names one strategy).
+    pub async fn procedural_in_order(
+        &self,
+        order: &[Strategy],
+        seed: u64,
+        bug_id: &str,
+    ) -> Result<Judged, ArenaError> {
+        let mut misses = Vec::new();
+        for &strategy in order {
+            let bug = match self.procedural_with(strategy, seed).await? {
+                Ok(bug) => bug,
+                Err(miss) => {
+                    misses.push(miss);
+                    continue;
+                }
+            };
+            let meta = self.meta(
+                bug_id,
+                BugSource::Procedural,
+                Some(strategy.name().into()),
+                Some(seed),
+                &bug.candidate,
+            );
+            return Ok(Judged::made(Bug {
+                artifact: bug.artifact,
+                report: bug.report,
+                meta,
+                higher_order_patch: None,
+            }));
+        }
+        // `procedural_failed` only when no strategy even ran its candidates.
+        let code = if misses.iter().any(|(c, _)| *c == "procedural_none") {
+            "procedural_none"
+        } else {
+            "procedural_failed"
+        };
+        let reason = misses
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect::<Vec<_>>()
+            .join("; ");
+        Ok(Judged::rejected(Verdict::rejected(
+            bug_id,
+            BugSource::Procedural,
+            code,
+            reason,
+        )))
     }
 
     fn scratch_dir(&self, prefix: &str) -> Result<tempfile::TempDir, ArenaError> {
@@ -260,10 +377,13 @@ impl Arena for GameArena {
         };
         let snapshot = blocking("snapshotting the repository", move || base.snapshot()).await??;
         let ws = snapshot.path().to_path_buf();
-        let tools = self.tools(&ws, Role::Injector, Vec::new(), dir.path().join("state"))?;
+        let cancel = ssr_sandbox::Cancel::default();
+        let state = dir.path().join("state");
+        let tools = self.tools(&ws, Role::Injector, Vec::new(), state, &cancel)?;
         Ok(World {
             workspace: ws,
             tools,
+            cancel,
             // The snapshot goes first (unmounted and removed), then the state directory.
             guard: Box::new((snapshot, dir)),
         })
@@ -313,46 +433,7 @@ impl Arena for GameArena {
         } else {
             [Strategy::History, Strategy::Removal]
         };
-        let mut misses = Vec::new();
-        for strategy in order {
-            let bug = match self.procedural_with(strategy, seed).await? {
-                Ok(bug) => bug,
-                Err(miss) => {
-                    misses.push(miss);
-                    continue;
-                }
-            };
-            let meta = self.meta(
-                bug_id,
-                BugSource::Procedural,
-                Some(strategy.name().into()),
-                Some(seed),
-                &bug.candidate,
-            );
-            return Ok(Judged::made(Bug {
-                artifact: bug.artifact,
-                report: bug.report,
-                meta,
-                higher_order_patch: None,
-            }));
-        }
-        // `procedural_failed` only when no strategy even ran its candidates.
-        let code = if misses.iter().any(|(c, _)| *c == "procedural_none") {
-            "procedural_none"
-        } else {
-            "procedural_failed"
-        };
-        let reason = misses
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect::<Vec<_>>()
-            .join("; ");
-        Ok(Judged::rejected(Verdict::rejected(
-            bug_id,
-            BugSource::Procedural,
-            code,
-            reason,
-        )))
+        self.procedural_in_order(&order, seed, bug_id).await
     }
 
     async fn solver_world(
@@ -370,16 +451,14 @@ impl Arena for GameArena {
         })
         .await??;
         let oracle = ep.read_only_paths.clone();
-        let tools = self.tools(
-            &ep.workspace,
-            Role::Solver,
-            oracle,
-            dir.path().join("state"),
-        )?;
+        let cancel = ssr_sandbox::Cancel::default();
+        let state = dir.path().join("state");
+        let tools = self.tools(&ep.workspace, Role::Solver, oracle, state, &cancel)?;
         Ok((
             World {
                 workspace: ep.workspace,
                 tools,
+                cancel,
                 guard: Box::new(dir),
             },
             ep.task,

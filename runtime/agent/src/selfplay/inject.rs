@@ -130,6 +130,20 @@ fn store(table: &Table, judged: Judged) -> Result<(Verdict, Option<Arc<Bug>>), S
     Ok((judged.verdict, judged.bug.map(Arc::new)))
 }
 
+/// One injector episode outside a round (the environment server's): its record, its
+/// verdict and the bug when it made one (stored in the table's bug store under `id`).
+/// `None` when shutdown stopped it.
+pub async fn injector_episode(
+    table: &Table,
+    id: String,
+    permits: Arc<Semaphore>,
+) -> Result<Option<(Done, Verdict, Option<Arc<Bug>>)>, SelfPlayError> {
+    Ok(match injector_bug(table, 0, 0, id, permits).await? {
+        Some(Made::Injector(done, verdict, bug)) => Some((*done, verdict, bug)),
+        Some(Made::Procedural(..)) | None => None,
+    })
+}
+
 /// One injector episode, its bug judged and stored. `None` when shutdown stopped it.
 async fn injector_bug(
     table: &Table,
@@ -168,6 +182,7 @@ async fn injector_bug(
         syntax: cfg.syntax,
         sampling: table.sampling(&id),
     };
+    let stop = world.cancel_on(&table.shutdown);
     let transcript = run_episode(
         table.policy.as_ref(),
         world.tools.as_ref(),
@@ -175,6 +190,7 @@ async fn injector_bug(
         &table.shutdown,
     )
     .await;
+    drop(stop);
     if !transcript.finished() {
         return Ok(None);
     }

@@ -1,7 +1,7 @@
 //! Opening a self-play run: the composition root of `ssr selfplay`. From a validated
 //! request ([`OpenConfig`]) and a run directory it resumes or starts the run's setup,
-//! builds the policy, the trainer, the real game and the tool host, records
-//! `run.json`, and gives back a [`SelfPlay`] ready to run.
+//! builds the policy, the trainer, the real game (`GameArena::open`) and its tool
+//! host, records `run.json`, and gives back a [`SelfPlay`] ready to run.
 //!
 //! Owns: which setup a run directory plays with (a new run's from the request, a
 //! resumed run's as recorded, checked by [`resume`]), building the players from it, the
@@ -10,7 +10,7 @@
 //! Does not own: parsing flags or printing (the binary), the rounds (the phases, which
 //! need none of this and take a [`super::Table`]), the resume rules (`resume`).
 
-use super::game_arena::{GameArena, use_artifact_dir};
+use super::game_arena::{GameArena, OpenArenaError, tool_host};
 use super::resume::{ResumeConflict, Setting, Setup, resume};
 use super::train::{EngineTrainer, TrainStepError};
 use super::{Progress, SelfPlay, SelfPlayConfig, SelfPlayError, TrainStep};
@@ -22,9 +22,7 @@ use crate::policy::{Policy, PolicyError};
 use crate::report::render_html;
 use crate::rundir::{RoundMetrics, RunDir, RunDirError, RunMeta};
 use crate::shutdown::Shutdown;
-use crate::wasm_tools::SharedHost;
 use serde::{Deserialize, Serialize};
-use ssr_toolhost::{HostConfig, ToolHost, ToolHostError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -150,10 +148,8 @@ pub enum OpenError {
     TrainNeedsEmbedded,
     #[error("setting up training: {0}")]
     Train(#[from] TrainStepError),
-    #[error("starting the WASM tool host: {0}")]
-    Tools(#[from] ToolHostError),
-    #[error("no sandbox backend (install bubblewrap): {0}")]
-    Sandbox(#[from] ssr_sandbox::SandboxError),
+    #[error(transparent)]
+    Arena(#[from] OpenArenaError),
     #[error("{0} not found: run from the project root or pass --repo")]
     NoExample(PathBuf),
     #[error("creating the example repository {path}: {source}")]
@@ -353,50 +349,19 @@ fn load_codec(path: &Path) -> Result<Arc<dyn TextCodec>, OpenError> {
     Ok(Arc::new(TrainerCodec::new(tok)))
 }
 
-/// The WASM tool host of the run: the standard tools, the custom tools found in the
-/// configured folders, grants from the policy file (or the built-in one).
-fn tool_host(cfg: &SelfPlayConfig) -> Result<Arc<SharedHost>, OpenError> {
-    let mut policy = match &cfg.tools_policy {
-        Some(path) => ssr_toolhost::Policy::from_file(path)?,
-        None => ssr_toolhost::Policy::default(),
-    };
-    use_artifact_dir(&mut policy);
-    let host = ToolHost::new(HostConfig {
-        policy,
-        tool_dirs: cfg.tools_dirs.clone(),
-        ..HostConfig::default()
-    })?;
-    Ok(SharedHost::new(host))
-}
-
-/// The real game over `repo`, its workspaces under `scratch`.
+/// The real game over `repo`, its workspaces under `scratch`, with the run's tool host.
 fn build_arena(
     cfg: &SelfPlayConfig,
     repo: &Path,
     scratch: &Path,
 ) -> Result<Arc<GameArena>, OpenError> {
-    let sandbox = ssr_sandbox::default_sandbox(ssr_sandbox::Environment::default())?;
-    let mut run_env = ssr_game::RunEnv::host_toolchains();
-    run_env.env.extend(cfg.test_env.clone());
-    let verify = ssr_game::VerifyConfig {
-        min_passing_tests: cfg.min_passing_tests,
-        run_env,
-        ..ssr_game::VerifyConfig::default()
-    };
-    Ok(Arc::new(GameArena {
-        repo_name: repo
-            .file_name()
-            .map_or_else(|| "repo".into(), |n| n.to_string_lossy().into_owned()),
-        repo: repo.to_path_buf(),
-        sandbox: Arc::from(sandbox),
-        verify,
-        episode: ssr_game::EpisodeConfig::default(),
-        scratch: scratch.to_path_buf(),
-        tools: tool_host(cfg)?,
-        procedural_candidates: 12,
-        pool: Default::default(),
-        injector_base: Default::default(),
-    }))
+    let tools = tool_host(cfg)?;
+    Ok(Arc::new(GameArena::open(
+        cfg,
+        repo,
+        scratch.to_path_buf(),
+        tools,
+    )?))
 }
 
 #[cfg(test)]

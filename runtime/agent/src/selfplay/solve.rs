@@ -78,7 +78,8 @@ pub async fn solve_phase(
 }
 
 /// One solver attempt, evaluated, stored and recorded. `None` when shutdown stopped it.
-async fn solver_attempt(
+/// Also the environment server's solver episode (`id` is then the client's).
+pub async fn solver_attempt(
     table: &Table,
     round: u32,
     a: Attempt,
@@ -105,6 +106,7 @@ async fn solver_attempt(
         syntax: cfg.syntax,
         sampling: table.sampling(&id),
     };
+    let stop = world.cancel_on(&table.shutdown);
     let transcript = run_episode(
         table.policy.as_ref(),
         world.tools.as_ref(),
@@ -112,6 +114,7 @@ async fn solver_attempt(
         &table.shutdown,
     )
     .await;
+    drop(stop);
     if !transcript.finished() {
         return Ok(None);
     }

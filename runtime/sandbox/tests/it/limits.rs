@@ -187,3 +187,36 @@ fn released_cgroup_is_killed_at_once_and_removed_soon() {
         "cgroup left behind: {dirs:?}"
     );
 }
+
+/// Regression (environment server): an episode cancelled during a tool call left the
+/// call's command running until its own timeout.
+#[test]
+fn a_cancelled_exec_is_killed_at_once_with_its_children() {
+    let ws = tempfile::tempdir().unwrap();
+    let marker = format!("sleep 41.{}", std::process::id());
+    let mut spec = script(ws.path(), &format!("{marker} & {marker}; wait"));
+    spec.limits.timeout = Duration::from_secs(60);
+    let cancel = spec.limits.cancel.clone();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        cancel.cancel();
+    });
+    let t0 = std::time::Instant::now();
+    let o = sandbox().exec(&spec).unwrap();
+    stopper.join().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    assert_eq!(o.limit_hit, Some(LimitHit::Cancelled), "{o:?}");
+    assert!(!o.timed_out && !o.success(), "{o:?}");
+    let left = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(&marker)
+            })
+        })
+        .count();
+    assert_eq!(left, 0, "processes of the cancelled exec remain");
+}
