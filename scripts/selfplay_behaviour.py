@@ -95,9 +95,11 @@ max_turns = 8
 max_turns = 6
 """
 
-# Wall-clock fields, dropped wherever they appear.
+# Wall-clock fields, dropped wherever they appear, and the trusted reporter's per-run
+# secret (drawn from the OS random source by design, never the seed).
 TIMINGS = {"wall_ms", "verify_ms", "evaluate_ms", "phase_ms", "generate_ms", "tool_ms",
-           "elapsed_s", "duration_ms", "ms", "prep_ms", "script_ms", "parser_ms", "total_ms"}
+           "elapsed_s", "duration_ms", "ms", "prep_ms", "script_ms", "parser_ms", "total_ms",
+           "reporter_secret"}
 
 
 def run(ssr, out, model=".models/SmolLM2-135M-Instruct.Q4_1.gguf"):

@@ -116,6 +116,23 @@ struct SelfPlayJob {
     json: bool,
 }
 
+/// The settings before flags: the file's, or the policy's defaults.
+fn base_config(file: Option<&Path>, kind: PolicyKind) -> anyhow::Result<SelfPlayConfig> {
+    Ok(match (file, kind) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            SelfPlayConfig::from_toml(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
+        }
+        (None, PolicyKind::Embedded) => SelfPlayConfig::embedded_quick(),
+        (None, _) => SelfPlayConfig {
+            attempts_per_bug: 4,
+            ..SelfPlayConfig::default()
+        },
+    })
+}
+
 fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
     // Destructured whole: a flag added to `SelfPlayArgs` and not wired here does not
     // compile.
@@ -141,19 +158,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
         json,
     } = args;
     let kind = policy.map_or(PolicyKind::Embedded, PolicyKind::from);
-    let mut cfg = match (&config, kind) {
-        (Some(path), _) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            SelfPlayConfig::from_toml(&text)
-                .with_context(|| format!("parsing {}", path.display()))?
-        }
-        (None, PolicyKind::Embedded) => SelfPlayConfig::embedded_quick(),
-        (None, _) => SelfPlayConfig {
-            attempts_per_bug: 4,
-            ..SelfPlayConfig::default()
-        },
-    };
+    let mut cfg = base_config(config.as_deref(), kind)?;
     let given: Vec<Setting> = [
         (Setting::ConfigFile, config.is_some()),
         (Setting::Repo, repo.is_some()),

@@ -8,6 +8,8 @@
 //! shutdown. Does not own: generation (the [`Completer`]; the embedded engine's
 //! batching of concurrent requests is the trainer's `infer::batcher`).
 
+mod logprobs;
+
 use crate::chat::{ChatMl, Message, Role, TextCodec, encode_pieces};
 use crate::policy::PolicyError;
 use crate::policy::embedded::EmbeddedPolicy;
@@ -17,6 +19,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+pub use logprobs::MAX_TOP_LOGPROBS;
+use logprobs::{chat_logprobs, completion_logprobs, top_count};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use ssr_trainer::infer::batcher::{Batcher, BatcherError};
@@ -299,90 +303,6 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The most alternatives per position a request may ask for (vLLM's default cap;
-/// OpenAI's is lower).
-pub const MAX_TOP_LOGPROBS: u32 = 20;
-
-/// `top_logprobs` asked for, checked: at most [`MAX_TOP_LOGPROBS`].
-fn top_count(n: u32, param: &str) -> Result<usize, Box<Response>> {
-    if n > MAX_TOP_LOGPROBS {
-        return Err(Box::new(error(
-            StatusCode::BAD_REQUEST,
-            format!("{param} must be at most {MAX_TOP_LOGPROBS}, got {n}"),
-        )));
-    }
-    Ok(n as usize)
-}
-
-/// The completions shape of `logprobs`: per sampled token its text (or
-/// `token_id:N`), its log-probability, its offset in the text and, when asked, a map
-/// of the most likely tokens to theirs (with the sampled token in it, as vLLM does).
-fn completion_logprobs(
-    codec: &dyn TextCodec,
-    g: &EngineGeneration,
-    as_ids: bool,
-    top: usize,
-) -> Value {
-    let name = |id: u32| {
-        if as_ids {
-            format!("token_id:{id}")
-        } else {
-            codec.decode(&[id])
-        }
-    };
-    let mut offset = 0usize;
-    let mut offsets = Vec::new();
-    for id in &g.token_ids {
-        offsets.push(offset);
-        offset += codec.decode(&[*id]).len();
-    }
-    let tokens: Vec<String> = g.token_ids.iter().map(|&id| name(id)).collect();
-    let top_logprobs = (top > 0).then(|| {
-        g.token_ids
-            .iter()
-            .zip(&g.logprobs)
-            .enumerate()
-            .map(|(i, (&id, &lp))| {
-                // A completer that gives no alternatives still names the sampled token.
-                let alts = g.top_logprobs.get(i).map_or(&[][..], Vec::as_slice);
-                let mut m = serde_json::Map::new();
-                for &(alt, alp) in alts.iter().take(top) {
-                    m.entry(name(alt)).or_insert(json!(alp));
-                }
-                m.entry(name(id)).or_insert(json!(lp));
-                Value::Object(m)
-            })
-            .collect::<Vec<_>>()
-    });
-    json!({"tokens": tokens, "token_logprobs": g.logprobs, "top_logprobs": top_logprobs, "text_offset": offsets})
-}
-
-/// The chat shape of `logprobs`: per sampled token its text, bytes, log-probability
-/// and its `top` most likely alternatives (each with text, bytes and log-probability).
-fn chat_logprobs(codec: &dyn TextCodec, g: &EngineGeneration, top: usize) -> Value {
-    let entry = |id: u32, lp: f32| {
-        let piece = codec.decode(&[id]);
-        json!({"token": piece, "logprob": lp, "bytes": piece.as_bytes()})
-    };
-    let content: Vec<Value> = g
-        .token_ids
-        .iter()
-        .zip(&g.logprobs)
-        .enumerate()
-        .map(|(i, (&id, &lp))| {
-            let alts: Vec<Value> = g
-                .top_logprobs
-                .get(i)
-                .map(|a| a.iter().take(top).map(|&(t, l)| entry(t, l)).collect())
-                .unwrap_or_default();
-            let mut e = entry(id, lp);
-            e["top_logprobs"] = json!(alts);
-            e
-        })
-        .collect();
-    json!({"content": content})
-}
-
 async fn models(State(st): State<Arc<AppState>>) -> Response {
     Json(json!({"object": "list", "data": [{"id": st.completer.model_id(), "object": "model", "created": 0, "owned_by": "ssr"}]})).into_response()
 }
@@ -494,6 +414,43 @@ fn codec_encode_template_text(codec: &dyn TextCodec, text: &str) -> Vec<u32> {
     }
 }
 
+/// The request's messages: `system`/`developer`, `user`/`tool` (tool observations are
+/// user turns, as SmolLM2 was trained) and `assistant`, each a string or text parts.
+fn chat_messages(input: &[ChatMessageIn]) -> Result<Vec<Message>, Box<Response>> {
+    let mut messages = Vec::new();
+    for m in input {
+        let role = match m.role.as_str() {
+            "system" | "developer" => Role::System,
+            "user" | "tool" => Role::User,
+            "assistant" => Role::Assistant,
+            other => {
+                return Err(Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown message role `{other}`"),
+                )));
+            }
+        };
+        // Content is a string or a list of `{"type": "text", "text": …}` parts.
+        let content = match &m.content {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(""),
+            Value::Null => String::new(),
+            _ => {
+                return Err(Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    "message content must be a string or text parts",
+                )));
+            }
+        };
+        messages.push(Message::new(role, content));
+    }
+    Ok(messages)
+}
+
 async fn chat(
     State(st): State<Arc<AppState>>,
     body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
@@ -511,37 +468,10 @@ async fn chat(
     if req.n.is_some_and(|n| n != 1) {
         return error(StatusCode::BAD_REQUEST, "only n=1 is supported");
     }
-    let mut messages = Vec::new();
-    for m in &req.messages {
-        let role = match m.role.as_str() {
-            "system" | "developer" => Role::System,
-            "user" | "tool" => Role::User,
-            "assistant" => Role::Assistant,
-            other => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown message role `{other}`"),
-                );
-            }
-        };
-        // Content is a string or a list of `{"type": "text", "text": …}` parts.
-        let content = match &m.content {
-            Value::String(s) => s.clone(),
-            Value::Array(parts) => parts
-                .iter()
-                .filter_map(|p| p["text"].as_str())
-                .collect::<Vec<_>>()
-                .join(""),
-            Value::Null => String::new(),
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "message content must be a string or text parts",
-                );
-            }
-        };
-        messages.push(Message::new(role, content));
-    }
+    let messages = match chat_messages(&req.messages) {
+        Ok(m) => m,
+        Err(r) => return *r,
+    };
     if messages.is_empty() {
         return error(StatusCode::BAD_REQUEST, "messages must not be empty");
     }
