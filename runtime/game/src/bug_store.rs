@@ -120,7 +120,8 @@ impl Bug {
 /// rejection that had no bug to store.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Judgement {
-    Made(Bug),
+    // Boxed: a bug (artifact, report) is large next to a rejection's verdict.
+    Made(Box<Bug>),
     Rejected(Verdict),
 }
 
@@ -222,7 +223,8 @@ impl BugStore {
         if !dir.join(BUG_JSON).is_file() {
             return Ok(None);
         }
-        self.read(id).map(|bug| Some(Judgement::Made(bug)))
+        self.read(id)
+            .map(|bug| Some(Judgement::Made(Box::new(bug))))
     }
 
     /// The verdict on bug `id`; `None` when the bug was never judged.
@@ -512,7 +514,10 @@ mod tests {
                 (b.report.valid, b.order(), BugSource::Model)
             );
             assert_eq!(v.fail_to_pass, b.report.fail_to_pass);
-            assert_eq!(store.judgement(&id).unwrap(), Some(Judgement::Made(b)));
+            assert_eq!(
+                store.judgement(&id).unwrap(),
+                Some(Judgement::Made(Box::new(b)))
+            );
         }
         // A valid verdict alone would be a second record of a bug's report.
         let valid = bug("v", None).verdict();

@@ -52,7 +52,7 @@ pub async fn higher_order_phase(
     for d in seeds(solvers, table.config.max_higher_order_per_round) {
         let id = format!("{}-ho", d.record.episode_id);
         let (verdict, bug) = match table.bugs.judgement(&id)? {
-            Some(Judgement::Made(bug)) => (bug.verdict(), Some(bug)),
+            Some(Judgement::Made(bug)) => (bug.verdict(), Some(*bug)),
             Some(Judgement::Rejected(v)) => (v, None),
             None => make_one(table, d, &id, bugs).await?,
         };

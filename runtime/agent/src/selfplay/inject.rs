@@ -113,7 +113,7 @@ pub async fn inject_phase(
 fn stored(judgement: Judgement) -> (Verdict, Option<Arc<Bug>>) {
     let verdict = judgement.verdict();
     match judgement {
-        Judgement::Made(bug) if verdict.valid => (verdict, Some(Arc::new(bug))),
+        Judgement::Made(bug) if verdict.valid => (verdict, Some(Arc::new(*bug))),
         _ => (verdict, None),
     }
 }

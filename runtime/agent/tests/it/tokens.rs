@@ -70,7 +70,7 @@ fn rendering_one_more_message_extends_the_ids_of_the_fewer() {
     let Some(tok) = tokenizer() else { return };
     let codec = TrainerCodec::new(tok);
     let template = codec.template();
-    let msgs = vec![
+    let msgs = [
         Message::new(Role::User, "Say hi."),
         Message::new(Role::Assistant, "hi <|im_end|> there"),
         Message::new(Role::User, "again\n"),
