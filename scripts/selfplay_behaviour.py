@@ -7,8 +7,15 @@ and compares two such runs with timings removed.
     scripts/selfplay_behaviour.py compare BEFORE_DIR AFTER_DIR
 
 Compared: trajectories.jsonl (byte for byte), metrics.jsonl, episodes.jsonl, every
-bug's verdict.json and report.json, and the attempts' patches, each with wall-clock
-fields dropped. Exit status 0 when identical, 1 with the differences printed.
+bug's verdict, files and the attempts' patches, each with wall-clock fields dropped.
+Exit status 0 when identical, 1 with the differences printed.
+
+A bug's verdict is compared as the run means it, whichever file holds it: since each
+verdict is stored once, a verified bug has no verdict.json (its verdict is its
+report.json with bug.json's "source" and its order), so the verdict is read from
+verdict.json when there is one and derived otherwise. For the same reason bug.json's
+"source" is not compared as a file field, and a higher-order bug's report.json is
+compared through its verdict only (it used to be a copy of its parent's report).
 Owns nothing the program reads; it is a check run by hand (it needs bubblewrap and the
 embedded model's tokenizer, and a binary built before the change).
 """
@@ -88,9 +95,11 @@ max_turns = 8
 max_turns = 6
 """
 
-# Wall-clock fields, dropped wherever they appear.
+# Wall-clock fields, dropped wherever they appear, and the trusted reporter's per-run
+# secret (drawn from the OS random source by design, never the seed).
 TIMINGS = {"wall_ms", "verify_ms", "evaluate_ms", "phase_ms", "generate_ms", "tool_ms",
-           "elapsed_s", "duration_ms", "ms", "prep_ms", "script_ms", "parser_ms", "total_ms"}
+           "elapsed_s", "duration_ms", "ms", "prep_ms", "script_ms", "parser_ms", "total_ms",
+           "reporter_secret"}
 
 
 def run(ssr, out, model=".models/SmolLM2-135M-Instruct.Q4_1.gguf"):
@@ -128,6 +137,21 @@ def jsonl(p):
     return [strip(json.loads(l)) for l in p.read_text().splitlines() if l.strip()]
 
 
+def verdict_of(bug):
+    """The bug's verdict: verdict.json when stored, else derived from its report."""
+    v = bug / "verdict.json"
+    if v.exists():
+        return strip(json.loads(v.read_text()))
+    report = json.loads((bug / "report.json").read_text())
+    meta = json.loads((bug / "bug.json").read_text())
+    return strip({
+        "bug_id": meta["id"], "source": meta.get("source", "procedural"),
+        "valid": report["valid"], "reason": report["reason"], "reason_code": report["code"],
+        "order": 2 if (bug / "higher_order.diff").exists() else 1,
+        "fail_to_pass": report["fail_to_pass"], "pass_to_pass": report["pass_to_pass"],
+    })
+
+
 def views(d):
     r = pathlib.Path(d) / "run"
     out = {
@@ -136,12 +160,19 @@ def views(d):
         "episodes.jsonl": sorted(jsonl(r / "episodes.jsonl"), key=lambda e: json.dumps(e, sort_keys=True)),
     }
     for bug in sorted((r / "bugs").iterdir()):
+        out[f"bugs/{bug.name} (verdict)"] = verdict_of(bug)
+        higher_order = (bug / "higher_order.diff").exists()
         for f in sorted(bug.rglob("*")):
-            if not f.is_file():
+            if not f.is_file() or f.name == "verdict.json":
+                continue
+            if higher_order and f.name == "report.json":
                 continue
             key = f"bugs/{f.relative_to(r / 'bugs')}"
             if f.suffix == ".json":
-                out[key] = strip(json.loads(f.read_text()))
+                v = strip(json.loads(f.read_text()))
+                if f.name == "bug.json":
+                    v.pop("source", None)
+                out[key] = v
             else:
                 out[key] = f.read_text(errors="replace")
     return out

@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use ssr_sandbox::{BwrapSandbox, Command, Environment, ExecSpec, Sandbox, StartPath, host_cgroups};
+use std::path::Path;
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -389,35 +390,8 @@ fn sandbox_image(image: &str, a: &SandboxBenchArgs) -> anyhow::Result<ExitCode> 
     let unpack = unpack_start.elapsed();
     let docker = ImageSandbox::new(image, ImageExec::Docker, None)?;
     let kept = KeptContainer::start(&program, image, ws.path(), rootfs.workdir())?;
-    let spec = ExecSpec::new(Command::Argv(vec!["true".into()]), ws.path());
     let n = a.image_iterations.max(1);
-    let bar = ProgressBar::new((n + WARMUP) as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len}").expect("valid template"),
-    );
-    bar.set_message("bench sandbox --image");
-    let mut series: [Vec<Duration>; 4] = Default::default();
-    for i in 0..n + WARMUP {
-        // Rotate the order so no mechanism always runs right after another's teardown.
-        for k in 0..4 {
-            let side = (i + k) % 4;
-            let t = Instant::now();
-            match side {
-                0 => anyhow::ensure!(host.exec(&spec)?.success(), "host bwrap `true` failed"),
-                1 => anyhow::ensure!(rootfs.exec(&spec)?.success(), "rootfs `true` failed"),
-                2 => anyhow::ensure!(docker.exec(&spec)?.success(), "docker run `true` failed"),
-                _ => anyhow::ensure!(
-                    kept.exec(&["true"])? == Some(0),
-                    "docker exec `true` failed"
-                ),
-            }
-            if i >= WARMUP {
-                series[side].push(t.elapsed());
-            }
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+    let series = image_series(n, ws.path(), [&host, &rootfs, &docker], &kept)?;
     drop(kept);
     let [bwrap_host, rootfs_s, docker_run, docker_exec] = series.map(|s| Stats::of(&s));
     let base = bwrap_host.median_ms.max(1e-9);
@@ -441,6 +415,53 @@ fn sandbox_image(image: &str, a: &SandboxBenchArgs) -> anyhow::Result<ExitCode> 
         println!("{}", serde_json::to_string(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
+    print_image_report(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `true` through each way into the image (host bubblewrap, the unpacked root, `docker
+/// run`, `docker exec` in the kept container), interleaved, `n` measured rounds after
+/// the warm-up: one series of times per way, in that order.
+fn image_series(
+    n: usize,
+    ws: &Path,
+    sandboxes: [&dyn ssr_sandbox::Sandbox; 3],
+    kept: &ssr_sandbox::KeptContainer,
+) -> anyhow::Result<[Vec<Duration>; 4]> {
+    let spec = ExecSpec::new(Command::Argv(vec!["true".into()]), ws);
+    let bar = ProgressBar::new((n + WARMUP) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len}").expect("valid template"),
+    );
+    bar.set_message("bench sandbox --image");
+    let names = ["host bwrap", "rootfs", "docker run"];
+    let mut series: [Vec<Duration>; 4] = Default::default();
+    for i in 0..n + WARMUP {
+        // Rotate the order so no mechanism always runs right after another's teardown.
+        for k in 0..4 {
+            let side = (i + k) % 4;
+            let t = Instant::now();
+            if side < 3 {
+                let ok = sandboxes[side].exec(&spec)?.success();
+                anyhow::ensure!(ok, "{} `true` failed", names[side]);
+            } else {
+                anyhow::ensure!(
+                    kept.exec(&["true"])? == Some(0),
+                    "docker exec `true` failed"
+                );
+            }
+            if i >= WARMUP {
+                series[side].push(t.elapsed());
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(series)
+}
+
+/// The image benchmark's table.
+fn print_image_report(report: &ImageBenchReport) {
     println!(
         "entering image {} ({}): `true`, {} interleaved iterations each",
         report.image, report.image_id, report.iterations
@@ -480,7 +501,6 @@ fn sandbox_image(image: &str, a: &SandboxBenchArgs) -> anyhow::Result<ExitCode> 
         report.rootfs_ratio,
         if report.target_met { "met" } else { "NOT met" }
     );
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

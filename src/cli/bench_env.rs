@@ -41,7 +41,7 @@ struct Report {
 pub fn run(args: BenchEnvArgs) -> anyhow::Result<ExitCode> {
     let repo = match &args.repo {
         Some(r) => r.clone(),
-        None => crate::cli::selfplay::default_repo()?,
+        None => ssr_agent::selfplay::open::bundled_example()?,
     };
     let store = tempfile::tempdir()?;
     let game = GameArgs {

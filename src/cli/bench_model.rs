@@ -177,6 +177,7 @@ fn one_run(engine: &Engine, prompt: &[u32], decode_tokens: usize) -> anyhow::Res
         },
         stop: Vec::new(),
         stop_at_eos: false,
+        top_logprobs: 0,
     };
     Ok(engine.generate(prompt, &opts)?)
 }
@@ -209,6 +210,7 @@ fn batch_decode(
         },
         stop: Vec::new(),
         stop_at_eos: false,
+        top_logprobs: 0,
     };
     let mut batch = DecodeBatch::new(engine);
     for i in 0..n {

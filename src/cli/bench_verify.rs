@@ -81,6 +81,13 @@ fn median(mut v: Vec<u64>) -> u64 {
     v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
+/// The reports of one example per mode: parallel, sequential, without the reporter.
+type Reports = (
+    Vec<VerificationReport>,
+    Vec<VerificationReport>,
+    Vec<VerificationReport>,
+);
+
 fn figures(reports: &[VerificationReport]) -> ModeFigures {
     let wall = median(reports.iter().map(|r| r.wall_ms).collect());
     let crit = median(reports.iter().map(|r| r.critical_path_ms()).collect());
@@ -146,33 +153,7 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
             .first()
             .context("the history injector found no valid bug")?;
         bar.inc(1);
-        let mut par = Vec::new();
-        let mut seq = Vec::new();
-        let mut bare = Vec::new();
-        for i in 0..args.repeats {
-            // (parallel, reporter on), rotated so no mode always runs first.
-            let mut modes = [(true, true), (false, true), (true, false)];
-            modes.rotate_left(i % 3);
-            for (parallel, reporter) in modes {
-                bar.set_message(format!(
-                    "{name}: {}{} #{}",
-                    if parallel { "parallel" } else { "sequential" },
-                    if reporter { "" } else { " without canaries" },
-                    i + 1
-                ));
-                let mut vcfg = opts.verify_config();
-                vcfg.parallel = parallel;
-                vcfg.trusted_reporter = reporter;
-                let r = Verifier::new(&sandbox, vcfg).verify(&repo.path, &bug.artifact);
-                anyhow::ensure!(r.valid, "verification changed its verdict: {}", r.summary());
-                match (parallel, reporter) {
-                    (true, true) => par.push(r),
-                    (false, _) => seq.push(r),
-                    (true, false) => bare.push(r),
-                }
-                bar.inc(1);
-            }
-        }
+        let (par, seq, bare) = series(&sandbox, &opts, name, &repo.path, bug, args.repeats, &bar)?;
         let p = figures(&par);
         let s = figures(&seq);
         let b = figures(&bare);
@@ -196,31 +177,78 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
-        for f in &all {
-            println!(
-                "{} ({} test runs per verification, medians of {}):",
-                f.example, f.runs_per_verification, f.repeats
-            );
-            for (mode, m) in [
-                ("parallel  ", &f.parallel),
-                ("sequential", &f.sequential),
-                ("no canary ", &f.no_reporter),
-            ] {
-                println!(
-                    "  {mode} wall {:>6} ms | sum of test runs {:>6} ms | critical path {:>6} ms | overhead {:>5} ms ({:.1} % of wall)",
-                    m.wall_ms, m.test_sum_ms, m.critical_path_ms, m.overhead_ms, m.overhead_pct
-                );
-            }
-            println!(
-                "  parallel vs sequential: {:.2}x faster; parallel wall / sum of test runs = {:.2}",
-                f.speedup,
-                f.parallel.wall_ms as f64 / f.parallel.test_sum_ms.max(1) as f64
-            );
-            println!(
-                "  canaries and trusted reporter: {:+.1} % of the sum of test runs, {:+.1} % of wall (target < 5 %)",
-                f.canary_cost_pct, f.canary_cost_wall_pct
-            );
-        }
+        print_figures(&all);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Verifications of `bug`, `repeats` times in each mode (parallel, sequential,
+/// parallel without the trusted reporter), rotated so no mode always runs first: the
+/// reports of each mode.
+fn series(
+    sandbox: &dyn ssr_sandbox::Sandbox,
+    opts: &GameOpts,
+    name: &str,
+    repo: &std::path::Path,
+    bug: &ssr_game::inject::InjectedBug,
+    repeats: usize,
+    bar: &ProgressBar,
+) -> anyhow::Result<Reports> {
+    let mut par = Vec::new();
+    let mut seq = Vec::new();
+    let mut bare = Vec::new();
+    for i in 0..repeats {
+        // (parallel, reporter on), rotated so no mode always runs first.
+        let mut modes = [(true, true), (false, true), (true, false)];
+        modes.rotate_left(i % 3);
+        for (parallel, reporter) in modes {
+            bar.set_message(format!(
+                "{name}: {}{} #{}",
+                if parallel { "parallel" } else { "sequential" },
+                if reporter { "" } else { " without canaries" },
+                i + 1
+            ));
+            let mut vcfg = opts.verify_config();
+            vcfg.parallel = parallel;
+            vcfg.trusted_reporter = reporter;
+            let r = Verifier::new(sandbox, vcfg).verify(repo, &bug.artifact);
+            anyhow::ensure!(r.valid, "verification changed its verdict: {}", r.summary());
+            match (parallel, reporter) {
+                (true, true) => par.push(r),
+                (false, _) => seq.push(r),
+                (true, false) => bare.push(r),
+            }
+            bar.inc(1);
+        }
+    }
+    Ok((par, seq, bare))
+}
+
+/// Each example's lines.
+fn print_figures(all: &[ExampleFigures]) {
+    for f in all {
+        println!(
+            "{} ({} test runs per verification, medians of {}):",
+            f.example, f.runs_per_verification, f.repeats
+        );
+        for (mode, m) in [
+            ("parallel  ", &f.parallel),
+            ("sequential", &f.sequential),
+            ("no canary ", &f.no_reporter),
+        ] {
+            println!(
+                "  {mode} wall {:>6} ms | sum of test runs {:>6} ms | critical path {:>6} ms | overhead {:>5} ms ({:.1} % of wall)",
+                m.wall_ms, m.test_sum_ms, m.critical_path_ms, m.overhead_ms, m.overhead_pct
+            );
+        }
+        println!(
+            "  parallel vs sequential: {:.2}x faster; parallel wall / sum of test runs = {:.2}",
+            f.speedup,
+            f.parallel.wall_ms as f64 / f.parallel.test_sum_ms.max(1) as f64
+        );
+        println!(
+            "  canaries and trusted reporter: {:+.1} % of the sum of test runs, {:+.1} % of wall (target < 5 %)",
+            f.canary_cost_pct, f.canary_cost_wall_pct
+        );
+    }
 }

@@ -193,90 +193,95 @@ pub fn run(args: CorpusArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         eprintln!("== {}", project.name);
-        let dest = args.out.join(&project.name);
-        let mut row = Row {
-            project: project.name.clone(),
-            traits: project.traits.clone(),
-            framework: None,
-            tests: None,
-            history: StrategyRow::default(),
-            removal: StrategyRow::default(),
-            median_verify_secs: None,
-            playable: false,
-            reason: None,
-        };
-        if !dest.join(".git").is_dir() {
-            if dest.exists() {
-                std::fs::remove_dir_all(&dest)
-                    .with_context(|| format!("removing the partial {}", dest.display()))?;
-            }
-            if let Err(e) = project.build(&dest) {
-                row.reason = Some(format!("fetching its releases: {e}"));
-                rows.push(row);
-                continue;
-            }
-        }
-        let repo = dest.canonicalize()?;
-        let (mut fw, mut tests) = (None, None);
-        row.history = run_strategy(
-            &sandbox,
-            &repo,
-            Strategy::History,
-            &args,
-            project,
-            &mut fw,
-            &mut tests,
-        );
-        row.removal = run_strategy(
-            &sandbox,
-            &repo,
-            Strategy::Removal,
-            &args,
-            project,
-            &mut fw,
-            &mut tests,
-        );
-        row.framework = fw;
-        row.tests = tests;
-        let mut all: Vec<f64> = row
-            .history
-            .verify_secs
-            .iter()
-            .chain(&row.removal.verify_secs)
-            .copied()
-            .collect();
-        row.median_verify_secs = median(&mut all);
-        row.playable = row.history.problem.is_none() && row.removal.problem.is_none();
-        if !row.playable {
-            let mut why = Vec::new();
-            if let Some(p) = &row.history.problem {
-                why.push(format!("history: {p}"));
-            }
-            if let Some(p) = &row.removal.problem {
-                why.push(format!("removal: {p}"));
-            }
-            row.reason = Some(why.join("; "));
-        }
-        eprintln!(
-            "   history {}, removal {}{}",
-            cell(&row.history),
-            cell(&row.removal),
-            row.reason
-                .as_deref()
-                .map(|r| format!(" — {r}"))
-                .unwrap_or_default()
-        );
+        let row = play_project(&sandbox, &args, project)?;
         rows.push(row);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        print_table(&rows);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One project's row: its repository (built once and reused), both strategies, and
+/// whether it is playable or why not.
+fn play_project(
+    sandbox: &dyn ssr_sandbox::Sandbox,
+    args: &CorpusArgs,
+    project: &CorpusProject,
+) -> anyhow::Result<Row> {
+    let dest = args.out.join(&project.name);
+    let mut row = Row {
+        project: project.name.clone(),
+        traits: project.traits.clone(),
+        framework: None,
+        tests: None,
+        history: StrategyRow::default(),
+        removal: StrategyRow::default(),
+        median_verify_secs: None,
+        playable: false,
+        reason: None,
+    };
+    if !dest.join(".git").is_dir() {
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest)
+                .with_context(|| format!("removing the partial {}", dest.display()))?;
+        }
+        if let Err(e) = project.build(&dest) {
+            row.reason = Some(format!("fetching its releases: {e}"));
+            return Ok(row);
+        }
+    }
+    let repo = dest.canonicalize()?;
+    let (mut fw, mut tests) = (None, None);
+    for strategy in [Strategy::History, Strategy::Removal] {
+        let result = run_strategy(sandbox, &repo, strategy, args, project, &mut fw, &mut tests);
+        match strategy {
+            Strategy::History => row.history = result,
+            Strategy::Removal => row.removal = result,
+        }
+    }
+    row.framework = fw;
+    row.tests = tests;
+    let mut all: Vec<f64> = row
+        .history
+        .verify_secs
+        .iter()
+        .chain(&row.removal.verify_secs)
+        .copied()
+        .collect();
+    row.median_verify_secs = median(&mut all);
+    row.playable = row.history.problem.is_none() && row.removal.problem.is_none();
+    if !row.playable {
+        let mut why = Vec::new();
+        if let Some(p) = &row.history.problem {
+            why.push(format!("history: {p}"));
+        }
+        if let Some(p) = &row.removal.problem {
+            why.push(format!("removal: {p}"));
+        }
+        row.reason = Some(why.join("; "));
+    }
+    eprintln!(
+        "   history {}, removal {}{}",
+        cell(&row.history),
+        cell(&row.removal),
+        row.reason
+            .as_deref()
+            .map(|r| format!(" — {r}"))
+            .unwrap_or_default()
+    );
+    Ok(row)
+}
+
+/// The README's table.
+fn print_table(rows: &[Row]) {
     println!(
         "| project | traits | framework | tests | history bugs | removal bugs | median verify | playable |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for r in &rows {
+    for r in rows {
         println!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |",
             r.project,
@@ -295,5 +300,4 @@ pub fn run(args: CorpusArgs) -> anyhow::Result<ExitCode> {
     }
     let playable = rows.iter().filter(|r| r.playable).count();
     println!("\n{playable} of {} projects playable", rows.len());
-    Ok(ExitCode::SUCCESS)
 }

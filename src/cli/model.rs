@@ -126,6 +126,7 @@ fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
             "tensors": tensors,
             "vocab_size": tok.vocab_size(), "bos_id": tok.bos_id, "eos_id": tok.eos_id,
             "special_tokens": specials, "chat_template": tok.chat_template,
+            "chat_template_error": tok.template_error,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
@@ -168,6 +169,9 @@ fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = &tok.chat_template {
         println!("chat template:\n{t}");
     }
+    if let Some(e) = &tok.template_error {
+        println!("chat template not used (ChatML instead): {e}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -198,6 +202,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             },
         )
+        .context("rendering the chat with the model's template")?
     } else {
         tok.encode(&a.prompt)
     };
@@ -211,6 +216,7 @@ fn generate(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         },
         stop: a.stop.clone(),
         stop_at_eos: true,
+        top_logprobs: 0,
     };
     let g = if a.json {
         engine.generate(&ids, &opts)?

@@ -143,7 +143,15 @@ fn non_negative(name: &str, v: Option<f32>) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+/// A validated command line: the trainer's job and how to print.
+struct TrainCli {
+    job: TrainJob,
+    json: bool,
+}
+
+/// Destructures the arguments (a flag added and not wired here does not compile) and
+/// checks each value's range.
+fn resolve(args: TrainArgs) -> anyhow::Result<TrainCli> {
     let TrainArgs {
         trajectories,
         model,
@@ -187,7 +195,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let job = TrainJob {
         trajectories,
         model,
-        out: out.clone(),
+        out,
         steps,
         overrides: TrainOverrides {
             lr,
@@ -208,37 +216,46 @@ pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
         keep_checkpoints,
         device,
     };
-    let print = |m: &StepMetrics| {
-        if json {
-            println!("{}", serde_json::to_string(m).expect("metrics serialize"));
-        } else if let Some(none) = &m.no_signal {
-            // Not a loss line: a loss of 0 here would read as "trained, converged".
-            println!(
-                "step {:>4}  {none}; the weights moved only by weight decay and momentum  {:.2} s",
-                m.step, m.seconds
-            );
-        } else {
-            println!(
-                "step {:>4}  loss {:+.5}  kl {:.5}  clip {:.3}  ratio {:.4}  entropy {:.3}  |g| {:.4}  lr {:.2e}  {} seq / {} tok ({} trained)  {:.2} s  {:.0} tok/s",
-                m.step,
-                m.loss,
-                m.kl,
-                m.clip_fraction,
-                m.ratio_mean,
-                m.entropy,
-                m.grad_norm,
-                m.lr,
-                m.sequences,
-                m.tokens,
-                m.trained_tokens,
-                m.seconds,
-                m.tokens_per_second
-            );
-        }
-    };
+    Ok(TrainCli { job, json })
+}
+
+/// One step's line (or JSON object).
+fn print_step(m: &StepMetrics, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(m).expect("metrics serialize"));
+    } else if let Some(none) = &m.no_signal {
+        // Not a loss line: a loss of 0 here would read as "trained, converged".
+        println!(
+            "step {:>4}  {none}; the weights moved only by weight decay and momentum  {:.2} s",
+            m.step, m.seconds
+        );
+    } else {
+        println!(
+            "step {:>4}  loss {:+.5}  kl {:.5}  clip {:.3}  ratio {:.4}  entropy {:.3}  |g| {:.4}  lr {:.2e}  {} seq / {} tok ({} trained)  {:.2} s  {:.0} tok/s",
+            m.step,
+            m.loss,
+            m.kl,
+            m.clip_fraction,
+            m.ratio_mean,
+            m.entropy,
+            m.grad_norm,
+            m.lr,
+            m.sequences,
+            m.tokens,
+            m.trained_tokens,
+            m.seconds,
+            m.tokens_per_second
+        );
+    }
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let TrainCli { job, json } = resolve(args)?;
     let prepared = prepare_job(&job).context("training failed")?;
     eprintln!("device: {}", prepared.device());
-    let summary = prepared.run(&job, print).context("training failed")?;
+    let summary = prepared
+        .run(&job, |m| print_step(m, json))
+        .context("training failed")?;
     let how = if summary.resumed { "resumed" } else { "fresh" };
     eprintln!(
         "{how} run on {}: now at step {}; checkpoint written to {}",

@@ -51,3 +51,4 @@ mod selfplay_model_down;
 mod selfplay_own_repo;
 mod selfplay_scripted;
 mod selfplay_train;
+mod serve_chat;

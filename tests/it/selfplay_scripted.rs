@@ -126,11 +126,16 @@ fn selfplay_scripted_round_end_to_end() {
     let summary = run(&[]);
     assert_eq!(summary["summary"]["model_valid"], 1, "{summary}");
 
-    let verdict: Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("bugs/r0-inj0/verdict.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(verdict["valid"], true, "{verdict}");
+    // Each verdict is stored once: a verified bug's is its report (with its source in
+    // bug.json), and no verdict.json repeats it.
+    let bug = out.join("bugs/r0-inj0");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(bug.join("report.json")).unwrap()).unwrap();
+    let meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(bug.join("bug.json")).unwrap()).unwrap();
+    assert_eq!(report["valid"], true, "{report}");
+    assert_eq!(meta["source"], "model", "{meta}");
+    assert!(!bug.join("verdict.json").exists());
     let episodes = read_jsonl(&out.join("episodes.jsonl"));
     let solver: Vec<&Value> = episodes
         .iter()

@@ -10,7 +10,7 @@
 //! ([`crate::prompts`]), tools or models (behind [`Tools`] and [`Policy`]).
 
 use crate::budget::{Budgets, truncate_output};
-use crate::chat::{ChatMl, Message, Piece, Role, TextCodec, encode_pieces};
+use crate::chat::{Message, Piece, Role, Template, TemplateError, TextCodec, encode_pieces};
 use crate::policy::{
     FinishReason, GenerateRequest, Generation, Policy, Prompt, RequestTag, Sampling,
 };
@@ -124,7 +124,11 @@ struct EpisodeRun<'a> {
     spec: &'a EpisodeSpec,
     shutdown: &'a Shutdown,
     started: Instant,
-    template: ChatMl,
+    /// The model's chat template (through its codec), ChatML without one.
+    template: Template,
+    /// Why the conversation could not be rendered, once it could not: the episode
+    /// ends before its next turn.
+    render_error: Option<String>,
     codec: Option<Arc<dyn TextCodec>>,
     /// Context tokens the episode may fill (the policy's window or the budget).
     context: usize,
@@ -147,8 +151,8 @@ impl<'a> EpisodeRun<'a> {
         spec: &'a EpisodeSpec,
         shutdown: &'a Shutdown,
     ) -> Self {
-        let template = ChatMl;
         let codec = policy.codec();
+        let template = codec.as_ref().map(|c| c.template()).unwrap_or_default();
         let context = policy
             .context_tokens()
             .map_or(spec.budgets.context_tokens, |c| {
@@ -163,7 +167,10 @@ impl<'a> EpisodeRun<'a> {
             segments: Vec::new(),
             len: 0,
         };
-        ledger.push_read(&template.pieces(&messages, true));
+        let opening = template.pieces(&messages, true);
+        if let Ok(pieces) = &opening {
+            ledger.push_read(pieces);
+        }
         EpisodeRun {
             policy,
             tools,
@@ -171,6 +178,7 @@ impl<'a> EpisodeRun<'a> {
             shutdown,
             started: Instant::now(),
             template,
+            render_error: opening.err().map(|e| rendering_failed(&e)),
             exact: codec.is_some(),
             codec,
             context,
@@ -189,6 +197,9 @@ impl<'a> EpisodeRun<'a> {
         let budgets = &self.spec.budgets;
         if self.shutdown.is_requested() {
             return Err(EpisodeEnd::Cancelled);
+        }
+        if let Some(e) = &self.render_error {
+            return Err(EpisodeEnd::PolicyError(e.clone()));
         }
         if budgets.episode_timeout_ms > 0
             && self.started.elapsed().as_millis() as u64 >= budgets.episode_timeout_ms
@@ -329,14 +340,14 @@ impl<'a> EpisodeRun<'a> {
         self.endpoint = generation.endpoint.clone();
         self.exact &= generation.exact_tokens;
         self.prompt_tokens_seen = generation.prompt_tokens + generation.token_ids.len();
-        let ended_with_eom = self
-            .codec
-            .as_ref()
-            .and_then(|c| c.end_of_message())
-            .is_some_and(|eom| generation.token_ids.last() == Some(&eom));
+        // The end-of-message token's text, when the sampled ids end with it.
+        let sampled_end = self.codec.as_ref().and_then(|c| {
+            let eom = c.end_of_message()?;
+            (generation.token_ids.last() == Some(&eom)).then(|| c.decode(&[eom]))
+        });
         let mut sampled_text = generation.text.clone();
-        if ended_with_eom {
-            sampled_text.push_str(ChatMl::END);
+        if let Some(end) = &sampled_end {
+            sampled_text.push_str(end);
         }
         self.stats.sampled_tokens += generation.token_ids.len();
         self.ledger.push_sampled(
@@ -346,7 +357,19 @@ impl<'a> EpisodeRun<'a> {
         );
         self.messages
             .push(Message::new(Role::Assistant, &generation.text));
-        self.template.assistant_close(ended_with_eom)
+        let close = self
+            .template
+            .assistant_close(&self.messages, sampled_end.as_deref());
+        self.rendered(close)
+    }
+
+    /// The pieces, or none with the episode marked to end (see `render_error`).
+    fn rendered(&mut self, pieces: Result<Vec<Piece>, TemplateError>) -> Vec<Piece> {
+        pieces.unwrap_or_else(|e| {
+            self.render_error
+                .get_or_insert_with(|| rendering_failed(&e));
+            Vec::new()
+        })
     }
 
     /// Runs one tool call under the per-call limit; `None` when shutdown stopped it.
@@ -394,6 +417,19 @@ impl<'a> EpisodeRun<'a> {
         end
     }
 
+    /// What reading observation `m` appends after the assistant turn's `close`: the
+    /// observation's turn and the next generation prompt.
+    fn observation_pieces(
+        &self,
+        close: &[Piece],
+        m: &Message,
+    ) -> Result<Vec<Piece>, TemplateError> {
+        let mut grown = self.messages.clone();
+        grown.push(m.clone());
+        let turn = self.template.extension(&grown, self.messages.len(), true)?;
+        Ok([close, &turn].concat())
+    }
+
     /// Shows the call's result to the model, with the budget line.
     fn observe(
         &mut self,
@@ -405,21 +441,16 @@ impl<'a> EpisodeRun<'a> {
         let budgets = &self.spec.budgets;
         // The budget line reports what is left once this observation is read.
         let body = truncate_output(&result.output, budgets.output_bytes);
-        let template = &self.template;
-        let observation_pieces = |m: &Message| {
-            let mut p = close.clone();
-            p.extend(template.message(m));
-            p.extend(template.assistant_open());
-            p
-        };
-        let probe = self
-            .ledger
-            .count(&observation_pieces(&Message::new(Role::User, &body)));
+        let probe = self.observation_pieces(&close, &Message::new(Role::User, &body));
+        let probe = self.rendered(probe);
+        let probe = self.ledger.count(&probe);
         // The line itself costs about 16 tokens.
         let line = budgets.remaining_line(turn + 1, self.ledger.len + probe + 16);
         let observation = format!("{body}\n{line}");
         let obs_message = Message::new(Role::User, &observation);
-        self.ledger.push_read(&observation_pieces(&obs_message));
+        let pieces = self.observation_pieces(&close, &obs_message);
+        let pieces = self.rendered(pieces);
+        self.ledger.push_read(&pieces);
         self.messages.push(obs_message);
         record.observation = Some(observation);
         self.turns.push(record);
@@ -444,4 +475,9 @@ impl<'a> EpisodeRun<'a> {
             top_p: Some(self.spec.sampling.top_p),
         }
     }
+}
+
+/// The episode's end when its conversation cannot be rendered.
+fn rendering_failed(e: &TemplateError) -> String {
+    format!("the chat template cannot render this conversation: {e}")
 }

@@ -4,7 +4,8 @@
 //! ```text
 //! run.json            metadata: id, seed, policy, creation time, resolved config
 //! bugs/               the run's bug store (ssr-game's `BugStore`: artifact, report.json,
-//!                     bug.json, verdict.json, higher_order.diff, attempts/<ep>.diff)
+//!                     bug.json, higher_order.diff, attempts/<ep>.diff; verdict.json
+//!                     only for a bug rejected without a report)
 //! transcripts/<ep>.json   one per finished episode
 //! episodes.jsonl      one line per finished episode: the resume index
 //! trajectories.jsonl  the trainer's records, written when a round's rewards are final

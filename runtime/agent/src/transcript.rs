@@ -137,9 +137,10 @@ pub struct Transcript {
 }
 
 impl Transcript {
-    /// The conversation as template text: what the segments must concatenate to.
-    /// A conversation whose last message is not the assistant's has a pending
-    /// generation prompt.
+    /// The conversation as ChatML text: what the segments must concatenate to when
+    /// the model's template is ChatML, as SmolLM2's is for a conversation that starts
+    /// with a system message (an episode's always does). A conversation whose last
+    /// message is not the assistant's has a pending generation prompt.
     pub fn rendered(&self) -> String {
         let pending = self
             .messages

@@ -495,10 +495,14 @@ impl Engine {
                 .await
                 .map_err(|e| ApiError::Infra(e.to_string()))?;
             let store = |e: ssr_game::bug_store::StoreError| ApiError::Infra(e.to_string());
-            if let Some(bug) = &judged.bug {
-                repo.bugs.write(bug).map_err(store)?;
+            // A verified bug's verdict is its report; only a rejection without one is
+            // stored as a verdict (each verdict stored once).
+            match &judged.bug {
+                Some(bug) => {
+                    repo.bugs.write(bug).map_err(store)?;
+                }
+                None => repo.bugs.write_rejection(&judged.verdict).map_err(store)?,
             }
-            repo.bugs.write_verdict(&judged.verdict).map_err(store)?;
             verdicts.push(judged.verdict);
         }
         Ok(verdicts)

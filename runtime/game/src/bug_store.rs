@@ -1,29 +1,39 @@
 //! How a bug is stored on disk: `<dir>/<bug id>/` with the five artifact files,
-//! `report.json` (the `VerificationReport`) and `bug.json` ([`BugMeta`]: where it
-//! came from). `ssr inject` writes this layout, `ssr evaluate` and `ssr export`
+//! `report.json` (the bug's own `VerificationReport`) and `bug.json` ([`BugMeta`]:
+//! where it came from). `ssr inject` writes this layout, `ssr evaluate` and `ssr export`
 //! read it; so does a self-play run directory's `bugs/`, through [`BugStore`], which
-//! adds a self-play run's files: `verdict.json` (the [`Verdict`]),
-//! `higher_order.diff` (the failed patch a higher-order bug starts from) and
-//! `attempts/<episode>.diff` (each solver attempt's patch).
+//! adds a self-play run's files: `higher_order.diff` (the failed patch a higher-order
+//! bug starts from), `attempts/<episode>.diff` (each solver attempt's patch) and, for a
+//! bug rejected before there was anything to verify, `verdict.json` (the [`Verdict`]).
+//!
+//! Each verdict is stored once: a verified bug's verdict is its report (valid or not,
+//! why, which tests it breaks) with its source and order, derived on reading
+//! ([`Bug::verdict`]); only a rejection without a report (no submission, an unreadable
+//! artifact, a procedural injector that found nothing, a failed higher-order bug) is
+//! written as `verdict.json`. A bug directory appears whole: [`BugStore::write`] fills
+//! a hidden temporary directory and renames it, so a resumed run trusts any bug it
+//! finds.
 //!
 //! Owns: every path of that layout and every write to it; nobody else builds a path
 //! inside a bug directory.
 //!
 //! `bug.json`: `{"id", "strategy": "history" | "removal" | null, "seed": u64 | null,
 //! "candidate", "repo" (name), "repo_path", "base_commit" (HEAD when the repository
-//! is a git repository, else null), "framework": "pytest" | "cargo" | null}`.
+//! is a git repository, else null), "framework": "pytest" | "cargo" | null,
+//! "source": "model" | "procedural" | "higher_order" (absent in files written before
+//! it was recorded: `ssr inject`'s, procedural)}`.
 //!
 //! Does not own: the meaning of the files (`artifact`, `report`).
 
 use crate::artifact::{Artifact, ArtifactError};
 use crate::report::VerificationReport;
-use crate::verdict::Verdict;
+use crate::verdict::{BugSource, Verdict};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const REPORT_JSON: &str = "report.json";
 pub const BUG_JSON: &str = "bug.json";
-/// A self-play bug's verdict.
+/// The verdict on a self-play bug rejected without a report.
 pub const VERDICT_JSON: &str = "verdict.json";
 /// A higher-order bug's failed patch, next to its parent's artifact.
 pub const HIGHER_ORDER_PATCH: &str = "higher_order.diff";
@@ -41,6 +51,9 @@ pub struct BugMeta {
     pub repo_path: String,
     pub base_commit: Option<String>,
     pub framework: Option<String>,
+    /// Who made it; `None` in a `bug.json` written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<BugSource>,
 }
 
 /// A bug read back from disk.
@@ -69,6 +82,8 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("bug {0}: a valid verdict is stored with its bug, never alone")]
+    ValidWithoutBug(String),
 }
 
 /// A bug in memory: what a self-play round keeps from its making to its last
@@ -89,6 +104,32 @@ impl Bug {
             2
         } else {
             1
+        }
+    }
+
+    /// The verdict on this bug: its own report, with its source and order. A bug with
+    /// no recorded source was written by `ssr inject` (procedural) before sources were
+    /// recorded.
+    pub fn verdict(&self) -> Verdict {
+        let source = self.meta.source.unwrap_or(BugSource::Procedural);
+        Verdict::of_report(&self.meta.id, source, self.order(), &self.report)
+    }
+}
+
+/// What the store holds on a judged bug id: the bug (its verdict is its report), or a
+/// rejection that had no bug to store.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Judgement {
+    // Boxed: a bug (artifact, report) is large next to a rejection's verdict.
+    Made(Box<Bug>),
+    Rejected(Verdict),
+}
+
+impl Judgement {
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Judgement::Made(bug) => bug.verdict(),
+            Judgement::Rejected(v) => v.clone(),
         }
     }
 }
@@ -114,13 +155,24 @@ impl BugStore {
         self.root.join(id)
     }
 
-    /// Stores a bug (its artifact, report, provenance and higher-order patch).
+    /// Stores a bug (its artifact, report, provenance and higher-order patch), whole
+    /// or not at all: written under a hidden name, then renamed into place (a killed
+    /// run leaves no half bug that a resumed one would take for judged).
     pub fn write(&self, bug: &Bug) -> Result<PathBuf, StoreError> {
-        let dir = write(&self.root, &bug.artifact, &bug.report, &bug.meta)?;
+        let id = &bug.meta.id;
+        let staging = self.root.join(format!(".{id}.tmp"));
+        remove_dir(&staging)?;
+        write_into(&staging, &bug.artifact, &bug.report, &bug.meta)?;
         if let Some(patch) = &bug.higher_order_patch {
-            let path = dir.join(HIGHER_ORDER_PATCH);
+            let path = staging.join(HIGHER_ORDER_PATCH);
             std::fs::write(&path, patch).map_err(|source| StoreError::Io { path, source })?;
         }
+        let dir = self.dir(id);
+        remove_dir(&dir)?;
+        std::fs::rename(&staging, &dir).map_err(|source| StoreError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         Ok(dir)
     }
 
@@ -138,8 +190,12 @@ impl BugStore {
         })
     }
 
-    /// Stores the verdict on bug `verdict.bug_id` (atomically: a resumed run trusts it).
-    pub fn write_verdict(&self, verdict: &Verdict) -> Result<(), StoreError> {
+    /// Stores the verdict on a bug rejected without a report (atomically: a resumed run
+    /// trusts it). A verified bug's verdict is its report: store the bug instead.
+    pub fn write_rejection(&self, verdict: &Verdict) -> Result<(), StoreError> {
+        if verdict.valid {
+            return Err(StoreError::ValidWithoutBug(verdict.bug_id.clone()));
+        }
         let dir = self.dir(&verdict.bug_id);
         create_dir(&dir)?;
         let path = dir.join(VERDICT_JSON);
@@ -155,15 +211,25 @@ impl BugStore {
         std::fs::rename(&tmp, &path).map_err(|source| StoreError::Io { path, source })
     }
 
-    /// The stored verdict on bug `id`; `None` when the bug was never judged.
-    pub fn verdict(&self, id: &str) -> Result<Option<Verdict>, StoreError> {
-        let path = self.dir(id).join(VERDICT_JSON);
-        match read_optional(&path)? {
-            None => Ok(None),
-            Some(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|source| StoreError::Json { path, source }),
+    /// What the store holds on bug `id`, read once; `None` when it was never judged.
+    pub fn judgement(&self, id: &str) -> Result<Option<Judgement>, StoreError> {
+        let dir = self.dir(id);
+        let path = dir.join(VERDICT_JSON);
+        if let Some(text) = read_optional(&path)? {
+            let v =
+                serde_json::from_str(&text).map_err(|source| StoreError::Json { path, source })?;
+            return Ok(Some(Judgement::Rejected(v)));
         }
+        if !dir.join(BUG_JSON).is_file() {
+            return Ok(None);
+        }
+        self.read(id)
+            .map(|bug| Some(Judgement::Made(Box::new(bug))))
+    }
+
+    /// The verdict on bug `id`; `None` when the bug was never judged.
+    pub fn verdict(&self, id: &str) -> Result<Option<Verdict>, StoreError> {
+        Ok(self.judgement(id)?.map(|j| j.verdict()))
     }
 
     /// Stores the patch of solver attempt `episode_id` on bug `bug_id`.
@@ -191,14 +257,19 @@ impl BugStore {
 
     /// Removes whatever a judgement of bug `id` cut short left behind.
     pub fn clear(&self, id: &str) -> Result<(), StoreError> {
-        let dir = self.dir(id);
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io {
-                path: dir,
-                source: e,
-            }),
-            _ => Ok(()),
-        }
+        remove_dir(&self.root.join(format!(".{id}.tmp")))?;
+        remove_dir(&self.dir(id))
+    }
+}
+
+/// Removes `dir` and everything in it; nothing to do when it does not exist.
+fn remove_dir(dir: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -234,7 +305,18 @@ pub fn write(
     meta: &BugMeta,
 ) -> Result<PathBuf, StoreError> {
     let dir = root.join(&meta.id);
-    artifact.write_dir(&dir)?;
+    write_into(&dir, artifact, report, meta)?;
+    Ok(dir)
+}
+
+/// Writes one bug's files into `dir`.
+fn write_into(
+    dir: &Path,
+    artifact: &Artifact,
+    report: &VerificationReport,
+    meta: &BugMeta,
+) -> Result<(), StoreError> {
+    artifact.write_dir(dir)?;
     for (name, value) in [
         (REPORT_JSON, serde_json::to_string_pretty(report)),
         (BUG_JSON, serde_json::to_string_pretty(meta)),
@@ -246,7 +328,7 @@ pub fn write(
         })?;
         std::fs::write(&path, text).map_err(|source| StoreError::Io { path, source })?;
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// Reads one stored bug.
@@ -280,6 +362,11 @@ pub fn list(root: &Path) -> Result<Vec<PathBuf>, StoreError> {
             source,
         })?
         .filter_map(|e| e.ok().map(|e| e.path()))
+        // Hidden: a bug being written (`BugStore::write`'s staging directory).
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .filter(|p| p.join(BUG_JSON).is_file())
         .collect();
     out.sort();
@@ -367,6 +454,7 @@ mod tests {
                 repo_path: "/r".into(),
                 base_commit: None,
                 framework: None,
+                source: Some(BugSource::Model),
             },
             higher_order_patch: higher_order_patch.map(str::to_string),
         }
@@ -387,14 +475,15 @@ mod tests {
     }
 
     #[test]
-    fn verdicts_and_attempts_are_stored_once_per_bug() {
+    fn rejections_and_attempts_are_stored_once_per_bug() {
         let dir = tempfile::tempdir().unwrap();
         let store = BugStore::new(dir.path());
         assert_eq!(store.verdict("b").unwrap(), None);
         assert_eq!(store.attempt("b", "b-sol0").unwrap(), None);
         let v = Verdict::rejected("b", BugSource::Model, "not_submitted", "no");
-        store.write_verdict(&v).unwrap();
-        assert_eq!(store.verdict("b").unwrap(), Some(v));
+        store.write_rejection(&v).unwrap();
+        assert_eq!(store.verdict("b").unwrap(), Some(v.clone()));
+        assert_eq!(store.judgement("b").unwrap(), Some(Judgement::Rejected(v)));
         store.write_attempt("b", "b-sol0", "patch").unwrap();
         assert_eq!(
             store.attempt("b", "b-sol0").unwrap().as_deref(),
@@ -403,6 +492,59 @@ mod tests {
         store.clear("b").unwrap();
         assert_eq!(store.verdict("b").unwrap(), None);
         store.clear("never-made").unwrap();
+    }
+
+    /// Regression: each verdict was stored twice, as `verdict.json` next to the
+    /// `report.json` that already said valid or not, why, and which tests break.
+    #[test]
+    fn each_verdict_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BugStore::new(dir.path());
+        let mut rejected = bug("r", None);
+        rejected.report.valid = false;
+        rejected.report.reason = Some("no test fails".into());
+        for b in [bug("b1", None), bug("b1-ho", Some("--- a/x\n")), rejected] {
+            let id = b.meta.id.clone();
+            store.write(&b).unwrap();
+            assert!(!store.dir(&id).join(VERDICT_JSON).exists(), "{id}");
+            let v = store.verdict(&id).unwrap().unwrap();
+            assert_eq!(v, b.verdict());
+            assert_eq!(
+                (v.valid, v.order, v.source),
+                (b.report.valid, b.order(), BugSource::Model)
+            );
+            assert_eq!(v.fail_to_pass, b.report.fail_to_pass);
+            assert_eq!(
+                store.judgement(&id).unwrap(),
+                Some(Judgement::Made(Box::new(b)))
+            );
+        }
+        // A valid verdict alone would be a second record of a bug's report.
+        let valid = bug("v", None).verdict();
+        assert!(matches!(
+            store.write_rejection(&valid),
+            Err(StoreError::ValidWithoutBug(id)) if id == "v"
+        ));
+    }
+
+    #[test]
+    fn a_bug_cut_short_while_written_is_not_judged_and_clear_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BugStore::new(dir.path());
+        let b = bug("b", None);
+        // What a run killed inside `write` leaves: the staging directory, complete or
+        // not; never `<id>/`.
+        write_into(&dir.path().join(".b.tmp"), &b.artifact, &b.report, &b.meta).unwrap();
+        assert_eq!(store.judgement("b").unwrap(), None);
+        assert!(list(store.root()).unwrap().is_empty());
+        store.clear("b").unwrap();
+        assert!(!dir.path().join(".b.tmp").exists());
+        // Writing over an earlier staging directory and an earlier bug replaces both.
+        write_into(&dir.path().join(".b.tmp"), &b.artifact, &b.report, &b.meta).unwrap();
+        store.write(&bug("b", Some("old"))).unwrap();
+        store.write(&b).unwrap();
+        assert_eq!(store.read("b").unwrap(), b);
+        assert_eq!(list(store.root()).unwrap(), [store.dir("b")]);
     }
 
     #[test]

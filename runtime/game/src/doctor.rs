@@ -136,6 +136,33 @@ pub fn doctor(
         });
         return report;
     };
+    // Each question needs the answer before it: the strategies need a suite that passes.
+    if !check_suite(sandbox, repo, verify, framework, &mut report) {
+        return report;
+    }
+    for strategy in [Strategy::History, Strategy::Removal] {
+        check_strategy(
+            sandbox,
+            repo,
+            verify,
+            strategy,
+            sample_candidates,
+            &mut report,
+        );
+    }
+    report
+}
+
+/// Runs the original suite once and records what it says: how long, how many tests
+/// pass, what the trusted parser read. `false` when the strategies cannot be tried
+/// (the suite did not run, or too few tests pass).
+fn check_suite(
+    sandbox: &dyn Sandbox,
+    repo: &Path,
+    verify: &VerifyConfig,
+    framework: Framework,
+    report: &mut DoctorReport,
+) -> bool {
     let test_files = framework.test_files(repo);
     let script = framework.test_script(repo, &test_files);
     report.test_command = Some(script.clone());
@@ -162,7 +189,7 @@ pub fn doctor(
                 cause: format!("the test suite did not run to the end: {e}"),
                 fix: "raise --hard-timeout/--soft-timeout if it is slow; check the log tail for a missing package or setting (--test-env KEY=VALUE)".into(),
             });
-            return report;
+            return false;
         }
     };
     report.tests_passing = run.claimed.values().filter(|v| *v == "passed").count();
@@ -200,75 +227,88 @@ pub fn doctor(
             fix: "set what the tests need (--test-env KEY=VALUE), or lower --min-passing-tests"
                 .into(),
         });
-        return report;
+        return false;
     }
-    for strategy in [Strategy::History, Strategy::Removal] {
-        let cfg = InjectConfig {
-            strategy,
-            count: 1,
-            seed: 0,
-            max_candidates: sample_candidates,
-            verify: verify.clone(),
-        };
-        let mut last = Instant::now();
-        let mut sample = None;
-        let result = inject(sandbox, repo, &cfg, &mut |ev| match ev {
-            crate::inject::InjectEvent::Tried { result, .. } => {
-                let secs = last.elapsed().as_secs_f64();
-                last = Instant::now();
-                if sample.as_ref().is_none_or(|s: &SampleBug| !s.valid) {
-                    sample = Some(SampleBug {
-                        candidate: result.candidate,
-                        valid: result.valid,
-                        reason: result.reason,
-                        secs,
-                    });
-                }
-            }
-            crate::inject::InjectEvent::Candidates { .. } => last = Instant::now(),
-        });
-        match result {
-            Ok(run) => {
-                if run.candidates_total == 0 {
-                    report.problems.push(Problem {
-                        cause: format!("{} has no candidates", strategy.name()),
-                        fix: match strategy {
-                            Strategy::History => "give the repository a history of code commits (one commit per release works)".into(),
-                            Strategy::Removal => "the code files hold no function with a body to remove".into(),
-                        },
-                    });
-                } else if sample_candidates > 0 && run.bugs.is_empty() {
-                    report.problems.push(Problem {
-                        cause: format!(
-                            "{}: none of {} candidates tried made a valid bug (last: {})",
-                            strategy.name(),
-                            run.tried.len(),
-                            run.tried.last().map_or("", |t| t.reason.as_str())
-                        ),
-                        fix: "try more candidates (ssr inject --max-candidates N) or the other strategy".into(),
-                    });
-                }
-                report.strategies.push(StrategyCheck {
-                    strategy,
-                    candidates: run.candidates_total,
-                    sample,
-                });
-            }
-            Err(e) => {
-                let fix = match &e {
-                    InjectError::History(_) => {
-                        "make the repository a git repository with commits (git init; git add -A; git commit)"
-                    }
-                    _ => "see the cause; --test-env KEY=VALUE sets what the tests need",
-                };
-                report.problems.push(Problem {
-                    cause: format!("{}: {e}", strategy.name()),
-                    fix: fix.into(),
+    true
+}
+
+/// Tries `strategy` on up to `sample_candidates` candidates: how many it has, the first
+/// valid bug (or the last try), and a problem when it has none or makes none.
+fn check_strategy(
+    sandbox: &dyn Sandbox,
+    repo: &Path,
+    verify: &VerifyConfig,
+    strategy: Strategy,
+    sample_candidates: usize,
+    report: &mut DoctorReport,
+) {
+    let cfg = InjectConfig {
+        strategy,
+        count: 1,
+        seed: 0,
+        max_candidates: sample_candidates,
+        verify: verify.clone(),
+    };
+    let mut last = Instant::now();
+    let mut sample = None;
+    let result = inject(sandbox, repo, &cfg, &mut |ev| match ev {
+        crate::inject::InjectEvent::Tried { result, .. } => {
+            let secs = last.elapsed().as_secs_f64();
+            last = Instant::now();
+            if sample.as_ref().is_none_or(|s: &SampleBug| !s.valid) {
+                sample = Some(SampleBug {
+                    candidate: result.candidate,
+                    valid: result.valid,
+                    reason: result.reason,
+                    secs,
                 });
             }
         }
+        crate::inject::InjectEvent::Candidates { .. } => last = Instant::now(),
+    });
+    let run = match result {
+        Ok(run) => run,
+        Err(e) => {
+            let fix = match &e {
+                InjectError::History(_) => {
+                    "make the repository a git repository with commits (git init; git add -A; git commit)"
+                }
+                _ => "see the cause; --test-env KEY=VALUE sets what the tests need",
+            };
+            report.problems.push(Problem {
+                cause: format!("{}: {e}", strategy.name()),
+                fix: fix.into(),
+            });
+            return;
+        }
+    };
+    if run.candidates_total == 0 {
+        report.problems.push(Problem {
+            cause: format!("{} has no candidates", strategy.name()),
+            fix: match strategy {
+                Strategy::History => {
+                    "give the repository a history of code commits (one commit per release works)"
+                        .into()
+                }
+                Strategy::Removal => "the code files hold no function with a body to remove".into(),
+            },
+        });
+    } else if sample_candidates > 0 && run.bugs.is_empty() {
+        report.problems.push(Problem {
+            cause: format!(
+                "{}: none of {} candidates tried made a valid bug (last: {})",
+                strategy.name(),
+                run.tried.len(),
+                run.tried.last().map_or("", |t| t.reason.as_str())
+            ),
+            fix: "try more candidates (ssr inject --max-candidates N) or the other strategy".into(),
+        });
     }
-    report
+    report.strategies.push(StrategyCheck {
+        strategy,
+        candidates: run.candidates_total,
+        sample,
+    });
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 use crate::artifact::Artifact;
 use crate::evaluate::{BugState, EvalOutcome, Evaluator};
 use crate::patch_ops;
+use crate::report::VerificationReport;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -29,6 +30,34 @@ pub struct HigherOrderBug {
     pub hash: String,
     /// Tests of `P` that fail with the patch.
     pub still_failing: Vec<String>,
+}
+
+impl HigherOrderBug {
+    /// Its own verification report: valid, `F` the tests of `P` the patch leaves
+    /// failing, `P \ F` the rest, the parent's log format and its scan notes (the
+    /// artifact and its bug diff are the parent's); no checks or runs of its own, as
+    /// the evaluation that made it is its verification. `wall_ms`: how long that took.
+    pub fn report(&self, parent: &VerificationReport, wall_ms: u64) -> VerificationReport {
+        let still: BTreeSet<&String> = self.still_failing.iter().collect();
+        VerificationReport {
+            valid: true,
+            rejected_by: None,
+            code: None,
+            reason: None,
+            checks: Vec::new(),
+            runs: Vec::new(),
+            fail_to_pass: self.still_failing.clone(),
+            pass_to_pass: parent
+                .all_tests()
+                .into_iter()
+                .filter(|t| !still.contains(t))
+                .collect(),
+            log_format: parent.log_format,
+            parallel: parent.parallel,
+            wall_ms,
+            notes: parent.notes.clone(),
+        }
+    }
 }
 
 /// Why a failed attempt did not become a higher-order bug.
@@ -143,5 +172,45 @@ impl HigherOrderPool {
                 error: format!("the run was tampered with: {}", notes.join("; ")),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_higher_order_bugs_report_keeps_p_and_names_what_still_fails() {
+        let parent = VerificationReport {
+            valid: true,
+            rejected_by: None,
+            code: None,
+            reason: None,
+            checks: Vec::new(),
+            runs: Vec::new(),
+            fail_to_pass: vec!["t1".into(), "t2".into()],
+            pass_to_pass: vec!["t3".into(), "t4".into()],
+            log_format: Some(crate::trusted::LogFormat::Pytest),
+            parallel: true,
+            wall_ms: 500,
+            notes: vec!["a note".into()],
+        };
+        let bug = HigherOrderBug {
+            order: 2,
+            patch: "--- a/x\n".into(),
+            hash: "h".into(),
+            still_failing: vec!["t2".into()],
+        };
+        let r = bug.report(&parent, 7);
+        assert!(r.valid && r.code.is_none() && r.checks.is_empty());
+        assert_eq!(r.fail_to_pass, ["t2"]);
+        assert_eq!(r.pass_to_pass, ["t1", "t3", "t4"]);
+        // The evaluator of its attempts sees the parent's P and log format.
+        assert_eq!(r.all_tests(), parent.all_tests());
+        assert_eq!(
+            (r.log_format, r.parallel, r.wall_ms),
+            (parent.log_format, true, 7)
+        );
+        assert_eq!(r.notes, parent.notes);
     }
 }

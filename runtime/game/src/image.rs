@@ -154,10 +154,6 @@ pub fn repo_from_image(
     if !workdir.is_absolute() {
         return Err(ImageRepoError::RelativeWorkdir(workdir.to_path_buf()));
     }
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| ImageRepoError::Io { path, source }
-    };
     let source = image
         .root
         .join(workdir.strip_prefix("/").unwrap_or(workdir));
@@ -171,37 +167,81 @@ pub fn repo_from_image(
             ssr_repo::Patch::parse(t).map_err(|e| ImageRepoError::BasePatchParse(e.to_string()))
         })
         .transpose()?;
-    let mut h = Sha256::new();
-    h.update(image.info.id.as_bytes());
-    h.update([0]);
-    h.update(workdir.as_os_str().as_encoded_bytes());
-    h.update([0]);
-    h.update(base_patch.unwrap_or("").as_bytes());
-    let key = hex::encode(h.finalize())[..16].to_string();
-    let slot = cache.join(&key);
+    let slot = cache.join(cache_key(image, workdir, base_patch));
     let name = repo_dir_name(&image.info.image);
-    let meta_path = slot.join(IMAGE_META_FILE);
-    if meta_path.is_file() {
-        let text = std::fs::read_to_string(&meta_path).map_err(io(&meta_path))?;
-        let mut meta: ImageMeta =
-            serde_json::from_str(&text).map_err(|e| ImageRepoError::Meta {
-                path: meta_path.clone(),
-                reason: e.to_string(),
-            })?;
-        // The same content under another name keeps the name it was asked for.
-        meta.image.clone_from(&image.info.image);
+    if let Some(meta) = cached_meta(&slot, image)? {
         return Ok(ImageRepo {
             repo: slot.join(&name),
             meta,
             fresh: false,
         });
     }
-    std::fs::create_dir_all(cache).map_err(io(cache))?;
+    std::fs::create_dir_all(cache).map_err(io_error(cache))?;
     let staging = tempfile::Builder::new()
         .prefix(".building-")
         .tempdir_in(cache)
-        .map_err(io(cache))?;
+        .map_err(io_error(cache))?;
     let dest = staging.path().join(&name);
+    let (image_commit, base_commit) =
+        build_history(image, workdir, &source, patch.as_ref(), &dest)?;
+    let meta = ImageMeta {
+        image: image.info.image.clone(),
+        image_id: image.info.id.clone(),
+        workdir: workdir.to_path_buf(),
+        base_patch: base_patch.map(str::to_string),
+        image_commit,
+        base_commit,
+    };
+    publish(staging, &meta, &slot)?;
+    Ok(ImageRepo {
+        repo: slot.join(&name),
+        meta,
+        fresh: true,
+    })
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ImageRepoError {
+    let path = path.to_path_buf();
+    move |source| ImageRepoError::Io { path, source }
+}
+
+/// The cache slot of an image's repository: its content (image id), where in it, and
+/// the base patch.
+fn cache_key(image: &UnpackedImage, workdir: &Path, base_patch: Option<&str>) -> String {
+    let mut h = Sha256::new();
+    h.update(image.info.id.as_bytes());
+    h.update([0]);
+    h.update(workdir.as_os_str().as_encoded_bytes());
+    h.update([0]);
+    h.update(base_patch.unwrap_or("").as_bytes());
+    hex::encode(h.finalize())[..16].to_string()
+}
+
+/// The metadata of a repository already built in `slot`, if one is.
+fn cached_meta(slot: &Path, image: &UnpackedImage) -> Result<Option<ImageMeta>, ImageRepoError> {
+    let meta_path = slot.join(IMAGE_META_FILE);
+    if !meta_path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&meta_path).map_err(io_error(&meta_path))?;
+    let mut meta: ImageMeta = serde_json::from_str(&text).map_err(|e| ImageRepoError::Meta {
+        path: meta_path.clone(),
+        reason: e.to_string(),
+    })?;
+    // The same content under another name keeps the name it was asked for.
+    meta.image.clone_from(&image.info.image);
+    Ok(Some(meta))
+}
+
+/// The game's own history at `dest`: the image's tree as one commit, then the base
+/// patch as another. Gives (the image's commit, the base commit).
+fn build_history(
+    image: &UnpackedImage,
+    workdir: &Path,
+    source: &Path,
+    patch: Option<&ssr_repo::Patch>,
+    dest: &Path,
+) -> Result<(String, String), ImageRepoError> {
     let mut steps: Vec<Step<'_>> = vec![(
         format!(
             "{} as the image {} ({}) has it",
@@ -212,63 +252,61 @@ pub fn repo_from_image(
         Box::new(|dest: &Path| {
             // The image's own history (if any) is not the game's: the game needs one
             // it made, with known commits.
-            copy_tree(&source, dest, &|rel| rel == Path::new(".git")).map_err(|e| e.to_string())
+            copy_tree(source, dest, &|rel| rel == Path::new(".git")).map_err(|e| e.to_string())
         }),
     )];
-    if let Some(patch) = &patch {
+    if let Some(patch) = patch {
         steps.push((
             "base patch: the clean original the game starts from".into(),
             Box::new(move |dest: &Path| patch.apply_to_dir(dest).map_err(|e| e.to_string())),
         ));
     }
-    let created = create_from_steps(&dest, steps).map_err(|e| match e {
+    let created = create_from_steps(dest, steps).map_err(|e| match e {
         ExamplesError::BadSource { reason, .. } if reason.starts_with("base patch") => {
             ImageRepoError::BasePatchApply(reason)
         }
         other => ImageRepoError::Git(other),
     })?;
     let image_commit = if patch.is_some() {
-        ssr_repo::Repo::open(&dest)
+        ssr_repo::Repo::open(dest)
             .and_then(|r| r.resolve("HEAD~1"))
             .map(|id| id.to_string())
             .unwrap_or_default()
     } else {
         created.head.clone()
     };
-    let meta = ImageMeta {
-        image: image.info.image.clone(),
-        image_id: image.info.id.clone(),
-        workdir: workdir.to_path_buf(),
-        base_patch: base_patch.map(str::to_string),
-        image_commit,
-        base_commit: created.head,
-    };
-    let text = serde_json::to_string_pretty(&meta).map_err(|e| ImageRepoError::Meta {
-        path: meta_path.clone(),
+    Ok((image_commit, created.head))
+}
+
+/// Writes the metadata into the staging directory and renames it to `slot`; a caller
+/// that finished first wins (the same content).
+fn publish(
+    staging: tempfile::TempDir,
+    meta: &ImageMeta,
+    slot: &Path,
+) -> Result<(), ImageRepoError> {
+    let meta_file = staging.path().join(IMAGE_META_FILE);
+    let text = serde_json::to_string_pretty(meta).map_err(|e| ImageRepoError::Meta {
+        path: slot.join(IMAGE_META_FILE),
         reason: e.to_string(),
     })?;
-    std::fs::write(staging.path().join(IMAGE_META_FILE), text)
-        .map_err(io(&staging.path().join(IMAGE_META_FILE)))?;
+    std::fs::write(&meta_file, text).map_err(io_error(&meta_file))?;
     let built = staging.keep();
-    match std::fs::rename(&built, &slot) {
-        Ok(()) => {}
+    match std::fs::rename(&built, slot) {
+        Ok(()) => Ok(()),
         // Another caller finished first: same content.
-        Err(_) if meta_path.is_file() => {
+        Err(_) if slot.join(IMAGE_META_FILE).is_file() => {
             let _ = std::fs::remove_dir_all(&built);
+            Ok(())
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&built);
-            return Err(ImageRepoError::Io {
-                path: slot,
+            Err(ImageRepoError::Io {
+                path: slot.to_path_buf(),
                 source: e,
-            });
+            })
         }
     }
-    Ok(ImageRepo {
-        repo: slot.join(&name),
-        meta,
-        fresh: true,
-    })
 }
 
 #[cfg(test)]

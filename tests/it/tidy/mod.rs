@@ -1,7 +1,7 @@
 //! Tidy checks over the project's own source, run as ordinary tests (as
 //! rust-analyzer's `tidy`): no module cycle inside the crates whose layering is
-//! settled, and no non-test function over [`MAX_FUNCTION_LINES`] lines without a
-//! written reason.
+//! settled, no non-test function over [`MAX_FUNCTION_LINES`] lines without a
+//! written reason, and no host process started without a written reason (`processes`).
 //!
 //! A reason lives with the function, as a comment among the lines right above it:
 //! `// tidy: long-function: <why>`; a function split below the limit loses it with
@@ -15,6 +15,7 @@
 //! examples below before it is applied to the tree.
 
 mod modules;
+mod processes;
 mod source;
 
 use source::{attached_lines, blank_comments_and_literals, blank_test_modules, functions};

@@ -98,6 +98,9 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// Stop at end-of-turn / end-of-text tokens (`<|im_end|>`, `<|endoftext|>`, EOS).
     pub stop_at_eos: bool,
+    /// Also report, beside each sampled token, the this many most likely tokens and
+    /// their log-probabilities (`Generation::top_logprobs`); 0: none.
+    pub top_logprobs: usize,
 }
 
 impl Default for GenerateOptions {
@@ -107,6 +110,7 @@ impl Default for GenerateOptions {
             sampling: SamplingOptions::default(),
             stop: Vec::new(),
             stop_at_eos: true,
+            top_logprobs: 0,
         }
     }
 }
@@ -137,6 +141,11 @@ pub struct Generation {
     pub logprobs: Vec<f32>,
     /// Per token: log-probability under the untempered model (T = 1).
     pub raw_logprobs: Vec<f32>,
+    /// Per token, when `GenerateOptions::top_logprobs` asked for them: the most likely
+    /// tokens at that step and their log-probabilities, as `logprobs` measures them
+    /// (`sampling::top_logprobs`); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_logprobs: Vec<Vec<(u32, f32)>>,
     pub prompt_tokens: usize,
     pub finish: FinishReason,
     pub prefill_seconds: f64,

@@ -143,6 +143,37 @@ impl Sampler {
     }
 }
 
+/// The `k` most likely tokens of `logits` and their log-probabilities under the
+/// distribution `logprob` reports (`log softmax(logits / T)` over the full vocabulary;
+/// `T` taken as 1 for greedy): most likely first, ties by token id. What a server's
+/// `top_logprobs` shows beside each sampled token.
+pub fn top_logprobs(logits: &[f32], temperature: f32, k: usize) -> Vec<(u32, f32)> {
+    if k == 0 || logits.is_empty() {
+        return Vec::new();
+    }
+    let scale = if temperature <= 0.0 || !temperature.is_finite() {
+        1.0
+    } else {
+        1.0 / temperature
+    };
+    let lse = log_sum_exp(logits, scale);
+    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+    let by_logit = |a: &u32, b: &u32| {
+        logits[*b as usize]
+            .total_cmp(&logits[*a as usize])
+            .then(a.cmp(b))
+    };
+    let k = k.min(ids.len());
+    if k < ids.len() {
+        ids.select_nth_unstable_by(k - 1, by_logit);
+        ids.truncate(k);
+    }
+    ids.sort_unstable_by(by_logit);
+    ids.into_iter()
+        .map(|id| (id, logits[id as usize] * scale - lse))
+        .collect()
+}
+
 /// Index of the largest logit (the first on ties).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -228,5 +259,31 @@ mod tests {
         let want = 1.5 - (0.5f32.exp() + 1.5f32.exp()).ln();
         assert!((c.logprob - want).abs() < 1e-6);
         assert!((c.raw_logprob - (3.0 - (1.0f32.exp() + 3.0f32.exp()).ln())).abs() < 1e-6);
+    }
+
+    #[test]
+    fn top_logprobs_are_the_most_likely_tokens_under_the_sampling_temperature() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0, -1.0];
+        let mut s = Sampler::new(SamplingOptions {
+            temperature: 0.5,
+            seed: 3,
+            ..SamplingOptions::default()
+        });
+        let choice = s.sample(&logits);
+        let top = top_logprobs(&logits, 0.5, 3);
+        // Ties by id; the sampled token's entry equals its reported logprob.
+        assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 3, 2]);
+        if let Some(t) = top.iter().find(|t| t.0 == choice.token) {
+            assert!((t.1 - choice.logprob).abs() < 1e-6);
+        }
+        let lse = log_sum_exp(&logits, 2.0);
+        assert!((top[2].1 - (4.0 - lse)).abs() < 1e-6);
+        // Greedy reports T = 1, as `logprob` does; k past the vocabulary is the vocabulary.
+        let all = top_logprobs(&logits, 0.0, 99);
+        assert_eq!(all.len(), 5);
+        let total: f32 = all.iter().map(|t| t.1.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-5);
+        assert!(top_logprobs(&logits, 1.0, 0).is_empty());
+        assert!(top_logprobs(&[], 1.0, 4).is_empty());
     }
 }

@@ -6,7 +6,7 @@
 //! and `infer::batch` (several) go through it, so a sequence ends at the same token
 //! whichever way it was decoded. Does not own: forward passes.
 
-use super::sampling::Sampler;
+use super::sampling::{Sampler, top_logprobs};
 use super::{FinishReason, GenerateOptions, Generation};
 use crate::tokenizer::Tokenizer;
 use std::time::Instant;
@@ -47,6 +47,7 @@ impl<'e> Decoding<'e> {
                 token_ids: Vec::new(),
                 logprobs: Vec::new(),
                 raw_logprobs: Vec::new(),
+                top_logprobs: Vec::new(),
                 prompt_tokens,
                 finish: FinishReason::Length,
                 prefill_seconds: 0.0,
@@ -78,6 +79,11 @@ impl<'e> Decoding<'e> {
         out.token_ids.push(choice.token);
         out.logprobs.push(choice.logprob);
         out.raw_logprobs.push(choice.raw_logprob);
+        if self.opts.top_logprobs > 0 {
+            let t = self.opts.sampling.temperature;
+            out.top_logprobs
+                .push(top_logprobs(logits, t, self.opts.top_logprobs));
+        }
         if self.opts.stop_at_eos && self.end_ids.contains(&choice.token) {
             out.finish = FinishReason::Eos;
             on_token(choice.token, &[]);

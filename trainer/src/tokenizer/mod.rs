@@ -3,7 +3,8 @@
 //!
 //! Owns: the vocabulary and merges (`tokenizer.ggml.tokens`, `merges`, `token_type`),
 //! special tokens matched as whole tokens, encoding of text and of arbitrary bytes,
-//! lossless decoding, and ChatML rendering ([`chat`]). Does not own: prompts or what a
+//! lossless decoding, and the model's chat template ([`chat`]: its Jinja source from
+//! `tokenizer.chat_template`, ChatML without one). Does not own: prompts or what a
 //! conversation says (`ssr-agent`).
 //!
 //! Byte-level: every byte maps to one printable character (GPT-2's `bytes_to_unicode`),
@@ -17,7 +18,7 @@ use crate::gguf::{GgufError, GgufFile};
 use pretokenize::PreTokenizer;
 use std::collections::{BinaryHeap, HashMap};
 
-pub use chat::{ChatOptions, Message, Role, ToolTurns};
+pub use chat::{ChatOptions, ChatPiece, ChatTemplate, Message, Role, TemplateError, ToolTurns};
 
 /// Why a tokenizer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +65,13 @@ pub struct Tokenizer {
     pre: PreTokenizer,
     pub bos_id: Option<u32>,
     pub eos_id: u32,
-    /// The Jinja chat template from the file, shown by `ssr model info`; rendering
-    /// uses the built-in ChatML of [`chat`], which matches SmolLM2's template.
+    /// The Jinja chat template from the file, shown by `ssr model info`.
     pub chat_template: Option<String>,
+    /// What conversations are rendered with: the file's template, compiled, or ChatML
+    /// when the file has none or it does not parse (`template_error` says why).
+    template: ChatTemplate,
+    /// Why the file's template is not used, when it is not.
+    pub template_error: Option<String>,
 }
 
 /// GPT-2's reversible map from bytes to printable characters.
@@ -129,11 +134,41 @@ impl Tokenizer {
         let bos = id("tokenizer.ggml.bos_token_id")?;
         let eos = id("tokenizer.ggml.eos_token_id")?.unwrap_or(0);
         let mut t = Self::from_parts(tokens, &types, &merges, pre, bos, eos)?;
-        t.chat_template = f
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.as_str())
-            .map(String::from);
+        if let Some(source) = f.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
+            t.set_chat_template(source);
+        }
         Ok(t)
+    }
+
+    /// Renders conversations with the Jinja template `source`, cut at this
+    /// vocabulary's special tokens. A template that does not parse leaves ChatML in
+    /// place, with the reason in `template_error` (a model stays usable; `ssr model
+    /// info` shows it).
+    pub fn set_chat_template(&mut self, source: &str) {
+        self.chat_template = Some(source.to_string());
+        let name = |id: Option<u32>| {
+            id.and_then(|i| self.token_str(i))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let controls = self.specials.iter().map(|(s, _)| s.clone()).collect();
+        match ChatTemplate::new(
+            source,
+            controls,
+            &name(self.bos_id),
+            &name(Some(self.eos_id)),
+        ) {
+            Ok(t) => {
+                self.template = t;
+                self.template_error = None;
+            }
+            Err(e) => self.template_error = Some(e.to_string()),
+        }
+    }
+
+    /// The template conversations are rendered with.
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
     }
 
     /// Builds a tokenizer from its parts (`merges` as `"left right"` strings).
@@ -230,6 +265,8 @@ impl Tokenizer {
             bos_id: bos_id.map(|x| x as u32),
             eos_id: eos_id as u32,
             chat_template: None,
+            template: ChatTemplate::chatml(),
+            template_error: None,
         })
     }
 

@@ -38,6 +38,7 @@ fn requests() -> Vec<(Vec<u32>, GenerateOptions)> {
                 },
                 stop: if i == 4 { vec!["e".into()] } else { Vec::new() },
                 stop_at_eos: i % 3 != 0,
+                top_logprobs: 0,
             };
             (prompt, opts)
         })

@@ -211,6 +211,7 @@ fn auto_engine_generates_like_the_cpu_engine() {
         },
         stop: vec!["}".into()],
         stop_at_eos: false,
+        top_logprobs: 0,
     };
     let want = cpu.generate(&prompt, &opts).unwrap();
     let got = auto.generate(&prompt, &opts).unwrap();

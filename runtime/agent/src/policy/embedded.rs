@@ -6,7 +6,7 @@
 //! new weights after a training step. Does not own: the numerics (the trainer).
 
 use super::{FinishReason, GenerateRequest, Generation, Policy, PolicyError, Prompt};
-use crate::chat::{ChatMl, TextCodec, encode_pieces};
+use crate::chat::{Template, TextCodec, encode_pieces};
 use ssr_trainer::infer::sampling::SamplingOptions;
 use ssr_trainer::infer::{Engine, FinishReason as EngineFinish, GenerateOptions};
 use ssr_trainer::tokenizer::Tokenizer;
@@ -50,6 +50,10 @@ impl TextCodec for TrainerCodec {
 
     fn end_of_message(&self) -> Option<u32> {
         self.tokenizer.end_of_turn_id()
+    }
+
+    fn template(&self) -> Template {
+        Template::from(self.tokenizer.template().clone())
     }
 }
 
@@ -149,7 +153,8 @@ impl Policy for EmbeddedPolicy {
         let ids = match request.prompt {
             Prompt::Tokens(ids) => ids,
             Prompt::Chat(messages) => {
-                encode_pieces(Some(self.codec.as_ref()), &ChatMl.pieces(&messages, true)).1
+                let pieces = self.codec.template().pieces(&messages, true)?;
+                encode_pieces(Some(self.codec.as_ref()), &pieces).1
             }
         };
         let s = &request.sampling;
@@ -163,6 +168,7 @@ impl Policy for EmbeddedPolicy {
             },
             stop: s.stop.clone(),
             stop_at_eos: true,
+            top_logprobs: 0,
         };
         let g = self.generate_ids(ids, opts).await?;
         Ok(Generation {

@@ -142,6 +142,8 @@ pub enum PolicyError {
     Unsupported { needs: String },
     #[error("embedded engine: {0}")]
     Engine(String),
+    #[error("rendering the conversation: {0}")]
+    Template(#[from] crate::chat::TemplateError),
 }
 
 /// A model that continues prompts. One set of weights plays both roles.

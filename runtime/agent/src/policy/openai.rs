@@ -19,7 +19,7 @@
 //! chat template ([`crate::chat`]).
 
 use super::{FinishReason, GenerateRequest, Generation, Policy, PolicyError, Prompt};
-use crate::chat::{ChatMl, TextCodec, encode_pieces};
+use crate::chat::{TextCodec, encode_pieces};
 use crate::policy::embedded::text_of_ids;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -185,8 +185,13 @@ impl OpenAiPolicy {
                 Some(ids.clone()),
             ),
             Prompt::Chat(messages) => {
+                let template = self
+                    .codec
+                    .as_ref()
+                    .map(|c| c.template())
+                    .unwrap_or_default();
                 let (text, ids) =
-                    encode_pieces(self.codec.as_deref(), &ChatMl.pieces(messages, true));
+                    encode_pieces(self.codec.as_deref(), &template.pieces(messages, true)?);
                 (Some(text), self.codec.is_some().then_some(ids))
             }
         };

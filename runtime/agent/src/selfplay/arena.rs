@@ -50,8 +50,9 @@ impl Drop for CancelOnShutdown {
 }
 
 /// A judged bug: the verdict, and the bug itself when there was one to judge (a
-/// verified artifact, valid or not). A submission that could not be read, or a
-/// procedural injection that found nothing, has a verdict and no bug.
+/// verified artifact, valid or not), whose verdict is then its report's
+/// ([`Judged::made`]). A submission that could not be read, or a procedural injection
+/// that found nothing, has a verdict and no bug ([`Judged::rejected`]).
 #[derive(Clone, Debug)]
 pub struct Judged {
     pub verdict: Verdict,
@@ -59,6 +60,15 @@ pub struct Judged {
 }
 
 impl Judged {
+    /// A verified bug, its verdict read off its report (the one the bug store gives
+    /// back for it).
+    pub fn made(bug: Bug) -> Self {
+        Judged {
+            verdict: bug.verdict(),
+            bug: Some(bug),
+        }
+    }
+
     /// A rejection with nothing to store but the verdict.
     pub fn rejected(verdict: Verdict) -> Self {
         Judged { verdict, bug: None }

@@ -192,17 +192,16 @@ pub fn fake_bug(id: &str, diff: &str, higher_order_patch: Option<String>) -> Bug
             repo_path: "/fake".into(),
             base_commit: None,
             framework: None,
+            source: None,
         },
         higher_order_patch,
     }
 }
 
-fn judged(id: &str, source: BugSource, bug: Bug) -> Judged {
-    let verdict = Verdict::of_report(id, source, bug.order(), &bug.report);
-    Judged {
-        verdict,
-        bug: Some(bug),
-    }
+/// A fake bug from `source`, judged (its verdict is its report's, as in the game).
+fn judged(source: BugSource, mut bug: Bug) -> Judged {
+    bug.meta.source = Some(source);
+    Judged::made(bug)
 }
 
 #[async_trait::async_trait]
@@ -237,11 +236,7 @@ impl Arena for FakeArena {
                 "the sandbox could not run the verification",
             )));
         }
-        Ok(judged(
-            bug_id,
-            BugSource::Model,
-            fake_bug(bug_id, &text, None),
-        ))
+        Ok(judged(BugSource::Model, fake_bug(bug_id, &text, None)))
     }
 
     async fn procedural_bug(&self, seed: u64, bug_id: &str) -> Result<Judged, ArenaError> {
@@ -255,7 +250,7 @@ impl Arena for FakeArena {
             )));
         }
         let bug = fake_bug(bug_id, &format!("procedural {seed}"), None);
-        Ok(judged(bug_id, BugSource::Procedural, bug))
+        Ok(judged(BugSource::Procedural, bug))
     }
 
     async fn solver_world(
@@ -318,6 +313,6 @@ impl Arena for FakeArena {
             Some(failed_patch.into()),
         );
         bug.meta.candidate = format!("higher-order of {parent_id}");
-        Ok(judged(bug_id, BugSource::HigherOrder, bug))
+        Ok(judged(BugSource::HigherOrder, bug))
     }
 }

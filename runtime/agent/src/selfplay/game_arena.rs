@@ -197,19 +197,17 @@ impl GameArena {
             };
             let meta = self.meta(
                 bug_id,
+                BugSource::Procedural,
                 Some(strategy.name().into()),
                 Some(seed),
                 &bug.candidate,
             );
-            return Ok(Judged {
-                verdict: Verdict::of_report(bug_id, BugSource::Procedural, 1, &bug.report),
-                bug: Some(Bug {
-                    artifact: bug.artifact,
-                    report: bug.report,
-                    meta,
-                    higher_order_patch: None,
-                }),
-            });
+            return Ok(Judged::made(Bug {
+                artifact: bug.artifact,
+                report: bug.report,
+                meta,
+                higher_order_patch: None,
+            }));
         }
         // `procedural_failed` only when no strategy even ran its candidates.
         let code = if misses.iter().any(|(c, _)| *c == "procedural_none") {
@@ -247,11 +245,13 @@ impl GameArena {
     fn meta(
         &self,
         id: &str,
+        source: BugSource,
         strategy: Option<String>,
         seed: Option<u64>,
         candidate: &str,
     ) -> BugMeta {
         BugMeta {
+            source: Some(source),
             id: id.to_string(),
             strategy,
             seed,
@@ -416,15 +416,12 @@ impl Arena for GameArena {
             Verifier::new(sandbox.as_ref(), cfg).verify(&repo, &a)
         })
         .await?;
-        Ok(Judged {
-            verdict: Verdict::of_report(bug_id, BugSource::Model, 1, &report),
-            bug: Some(Bug {
-                artifact,
-                report,
-                meta: self.meta(bug_id, None, None, "model"),
-                higher_order_patch: None,
-            }),
-        })
+        Ok(Judged::made(Bug {
+            artifact,
+            report,
+            meta: self.meta(bug_id, BugSource::Model, None, None, "model"),
+            higher_order_patch: None,
+        }))
     }
 
     async fn procedural_bug(&self, seed: u64, bug_id: &str) -> Result<Judged, ArenaError> {
@@ -560,32 +557,18 @@ impl Arena for GameArena {
                 )));
             }
         };
-        let still: std::collections::BTreeSet<&String> = bug.still_failing.iter().collect();
-        let verdict = Verdict {
-            bug_id: bug_id.to_string(),
-            source: BugSource::HigherOrder,
-            valid: true,
-            reason: None,
-            reason_code: None,
-            order: bug.order,
-            fail_to_pass: bug.still_failing.clone(),
-            pass_to_pass: parent
-                .report
-                .all_tests()
-                .into_iter()
-                .filter(|t| !still.contains(t))
-                .collect(),
-            verify_ms: t0.elapsed().as_millis() as u64,
-        };
-        let meta = self.meta(bug_id, None, None, &format!("higher-order of {parent_id}"));
-        Ok(Judged {
-            verdict,
-            bug: Some(Bug {
-                artifact: parent.artifact.clone(),
-                report: parent.report.clone(),
-                meta,
-                higher_order_patch: Some(bug.patch),
-            }),
-        })
+        let meta = self.meta(
+            bug_id,
+            BugSource::HigherOrder,
+            None,
+            None,
+            &format!("higher-order of {parent_id}"),
+        );
+        Ok(Judged::made(Bug {
+            artifact: parent.artifact.clone(),
+            report: bug.report(&parent.report, t0.elapsed().as_millis() as u64),
+            meta,
+            higher_order_patch: Some(bug.patch),
+        }))
     }
 }

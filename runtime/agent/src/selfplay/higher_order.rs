@@ -10,6 +10,7 @@ use super::SelfPlayError;
 use super::solve::{attempts_on, solve_phase};
 use super::table::{Done, Played, Table};
 use crate::rundir::Outcome;
+use ssr_game::bug_store::Judgement;
 use ssr_game::{Bug, Verdict};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,12 +52,9 @@ pub async fn higher_order_phase(
     let mut made = BTreeMap::new();
     for d in seeds(solvers, table.config.max_higher_order_per_round) {
         let id = format!("{}-ho", d.record.episode_id);
-        let (verdict, bug) = match table.bugs.verdict(&id)? {
-            Some(v) if v.valid => {
-                let bug = table.bugs.read(&id)?;
-                (v, Some(bug))
-            }
-            Some(v) => (v, None),
+        let (verdict, bug) = match table.bugs.judgement(&id)? {
+            Some(Judgement::Made(bug)) => (bug.verdict(), Some(*bug)),
+            Some(Judgement::Rejected(v)) => (v, None),
             None => make_one(table, d, &id, bugs).await?,
         };
         if let Some(bug) = bug.filter(|_| verdict.valid) {
@@ -96,9 +94,11 @@ async fn make_one(
         .arena
         .higher_order(&parent_id, &parent, &patch, id)
         .await?;
-    if let Some(bug) = &judged.bug {
-        table.bugs.write(bug)?;
+    match &judged.bug {
+        Some(bug) => {
+            table.bugs.write(bug)?;
+        }
+        None => table.bugs.write_rejection(&judged.verdict)?,
     }
-    table.bugs.write_verdict(&judged.verdict)?;
     Ok((judged.verdict, judged.bug))
 }

@@ -15,6 +15,7 @@ use crate::prompts;
 use crate::rundir::{InjectorOutcome, Outcome};
 use crate::transcript::EpisodeEnd;
 use rand::SeedableRng;
+use ssr_game::bug_store::Judgement;
 use ssr_game::{Bug, BugSource, Role, Verdict};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -112,22 +113,24 @@ pub async fn inject_phase(
     Ok(Played::Finished(out))
 }
 
-/// The stored verdict on `id` and, when it is valid, the stored bug (read once).
-fn stored(table: &Table, verdict: Verdict) -> Result<(Verdict, Option<Arc<Bug>>), SelfPlayError> {
-    let bug = if verdict.valid {
-        Some(Arc::new(table.bugs.read(&verdict.bug_id)?))
-    } else {
-        None
-    };
-    Ok((verdict, bug))
+/// A judgement read back from the bug store: its verdict and, when valid, the bug.
+fn stored(judgement: Judgement) -> (Verdict, Option<Arc<Bug>>) {
+    let verdict = judgement.verdict();
+    match judgement {
+        Judgement::Made(bug) if verdict.valid => (verdict, Some(Arc::new(*bug))),
+        _ => (verdict, None),
+    }
 }
 
-/// Stores a fresh judgement: the bug (valid or not) and its verdict.
+/// Stores a fresh judgement: the bug when there is one (its report is its verdict),
+/// else the rejection.
 fn store(table: &Table, judged: Judged) -> Result<(Verdict, Option<Arc<Bug>>), SelfPlayError> {
-    if let Some(bug) = &judged.bug {
-        table.bugs.write(bug)?;
+    match &judged.bug {
+        Some(bug) => {
+            table.bugs.write(bug)?;
+        }
+        None => table.bugs.write_rejection(&judged.verdict)?,
     }
-    table.bugs.write_verdict(&judged.verdict)?;
     Ok((judged.verdict, judged.bug.map(Arc::new)))
 }
 
@@ -153,8 +156,10 @@ async fn injector_bug(
     id: String,
     permits: Arc<Semaphore>,
 ) -> Result<Option<Made>, SelfPlayError> {
-    if let (Some(rec), Some(v)) = (table.finished.get(&id), table.bugs.verdict(&id)?) {
-        let (verdict, bug) = stored(table, v)?;
+    if let Some(rec) = table.finished.get(&id)
+        && let Some(judgement) = table.bugs.judgement(&id)?
+    {
+        let (verdict, bug) = stored(judgement);
         return Ok(Some(Made::Injector(
             Box::new(Done::resumed(rec)),
             verdict,
@@ -254,8 +259,8 @@ async fn procedural_bug(
     id: String,
     permits: Arc<Semaphore>,
 ) -> Result<Option<Made>, SelfPlayError> {
-    if let Some(v) = table.bugs.verdict(&id)? {
-        let (verdict, bug) = stored(table, v)?;
+    if let Some(judgement) = table.bugs.judgement(&id)? {
+        let (verdict, bug) = stored(judgement);
         return Ok(Some(Made::Procedural(verdict, bug)));
     }
     let _permit = permits

@@ -18,7 +18,8 @@
 //! spawned task lives in a `JoinSet` owned by its phase, which awaits it), episode ids
 //! and seeds derived from the run seed, resuming from the run directory (an episode is
 //! finished once its line is in `episodes.jsonl`, a bug once its verdict is in the
-//! bug store). Does not own: the rules (behind [`Arena`]), the bug directory layout
+//! bug store), and opening a run for the command line (`open`: the composition root,
+//! [`SelfPlay::open`]). Does not own: the rules (behind [`Arena`]), the bug directory layout
 //! (`ssr-game`'s [`BugStore`]), the model (behind [`Policy`]), the training step
 //! (behind [`TrainStep`]).
 
@@ -28,6 +29,7 @@ pub mod fake_arena;
 pub mod game_arena;
 pub mod higher_order;
 pub mod inject;
+pub mod open;
 pub mod progress;
 pub mod resume;
 pub mod round;
@@ -44,6 +46,7 @@ pub use arena::{Arena, ArenaError, BugSource, Judged, SolveOutcome, Verdict, Wor
 pub use config::{InjectorRewardKind, SelfPlayConfig};
 use higher_order::higher_order_phase;
 use inject::inject_phase;
+pub use open::{OpenConfig, OpenError, Opened, PolicyKind, PolicySources, RepoChoice};
 pub use round::Round;
 use sha2::{Digest, Sha256};
 use solve::{attempts_on, solve_phase};

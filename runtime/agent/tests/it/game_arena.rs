@@ -79,6 +79,7 @@ fn bug() -> Bug {
             repo_path: String::new(),
             base_commit: None,
             framework: None,
+            source: None,
         },
         higher_order_patch: None,
     }

@@ -279,3 +279,126 @@ async fn futures_join_all(
     }
     out
 }
+
+async fn post(url: &str, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// `top_logprobs` in both shapes: a map per position (completions, with the sampled
+/// token in it) and a list per token (chat); out-of-range and chat without
+/// `logprobs` are refused with 400.
+#[tokio::test]
+async fn top_logprobs_come_in_both_shapes_and_bad_requests_are_refused() {
+    let (url, _h) = start(replay(0), true).await;
+    let (status, body) = post(
+        &url,
+        "completions",
+        serde_json::json!({"prompt": "hi", "max_tokens": 4, "logprobs": 2, "return_tokens_as_token_ids": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let lp = &body["choices"][0]["logprobs"];
+    let tokens = lp["tokens"].as_array().unwrap();
+    let top = lp["top_logprobs"].as_array().unwrap();
+    assert!(!tokens.is_empty());
+    assert_eq!(top.len(), tokens.len());
+    for (t, m) in tokens.iter().zip(top) {
+        assert_eq!(m[t.as_str().unwrap()], serde_json::json!(-0.5), "{m}");
+    }
+    let (status, body) = post(
+        &url,
+        "chat/completions",
+        serde_json::json!({"messages": [{"role": "user", "content": "hi"}], "logprobs": true, "top_logprobs": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let content = body["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    assert!(!content.is_empty());
+    for c in content {
+        let alts = c["top_logprobs"].as_array().unwrap();
+        assert_eq!(
+            alts.len(),
+            1,
+            "the replay knows one token per position: {c}"
+        );
+        assert_eq!(alts[0]["token"], c["token"]);
+        assert_eq!(alts[0]["bytes"], c["bytes"]);
+    }
+    for (path, body) in [
+        (
+            "completions",
+            serde_json::json!({"prompt": "hi", "logprobs": 21}),
+        ),
+        (
+            "chat/completions",
+            serde_json::json!({"messages": [{"role": "user", "content": "hi"}], "logprobs": true, "top_logprobs": 21}),
+        ),
+        (
+            "chat/completions",
+            serde_json::json!({"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}),
+        ),
+    ] {
+        let (status, answer) = post(&url, path, body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("top_logprobs")
+                || answer["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("logprobs must be at most"),
+            "{answer}"
+        );
+    }
+}
+
+/// The served engine's alternatives are real: sorted, at most N, and the sampled
+/// token's log-probability is its entry's when it is among them (the greedy one
+/// always is: it is the first).
+#[tokio::test]
+async fn the_served_engine_gives_top_logprobs_around_the_sampled_token() {
+    let Some(path) = model_path() else {
+        eprintln!("skipped: the embedded model is not set up (run `just setup` or set SSR_MODEL)");
+        return;
+    };
+    let policy = Arc::new(EmbeddedPolicy::load(&path, 1).unwrap());
+    let completer = Arc::new(EngineCompleter::new(policy, "smollm2".into(), 8).unwrap());
+    let (url, _h) = start(completer, true).await;
+    let (status, body) = post(
+        &url,
+        "chat/completions",
+        serde_json::json!({"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 5,
+                           "temperature": 0.0, "logprobs": true, "top_logprobs": 4}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let content = body["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
+    assert_eq!(content.len(), 5);
+    for c in content {
+        let alts = c["top_logprobs"].as_array().unwrap();
+        assert_eq!(alts.len(), 4, "{c}");
+        let lps: Vec<f64> = alts
+            .iter()
+            .map(|a| a["logprob"].as_f64().unwrap())
+            .collect();
+        assert!(lps.windows(2).all(|w| w[0] >= w[1]), "{lps:?}");
+        assert!(lps.iter().all(|l| *l <= 0.0));
+        // Greedy: the sampled token is the most likely one.
+        assert_eq!(alts[0]["bytes"], c["bytes"], "{c}");
+        assert!(
+            (alts[0]["logprob"].as_f64().unwrap() - c["logprob"].as_f64().unwrap()).abs() < 1e-6
+        );
+    }
+}

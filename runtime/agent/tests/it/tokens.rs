@@ -21,8 +21,10 @@ fn tokenizer() -> Option<Tokenizer> {
     Some(Tokenizer::from_gguf(&f).expect("tokenizer"))
 }
 
+/// The agent renders with the model's own template, the trainer's: the same pieces,
+/// so the same ids, and content that spells a control token stays text.
 #[test]
-fn chatml_matches_the_trainer_template() {
+fn the_agent_renders_with_the_models_template() {
     let Some(tok) = tokenizer() else { return };
     let codec = TrainerCodec::new(tok.clone());
     let msgs = vec![
@@ -43,13 +45,61 @@ fn chatml_matches_the_trainer_template() {
         .collect();
     let opts = ChatOptions {
         add_generation_prompt: true,
-        no_default_system: true,
         ..Default::default()
     };
-    let (text, ids) = encode_pieces(Some(&codec), &ChatMl.pieces(&msgs, true));
-    assert_eq!(text, tokenizer::chat::render(&theirs, &opts));
-    assert_eq!(ids, tok.encode_chat(&theirs, &opts));
+    let template = codec.template();
+    assert_eq!(
+        template.chat_template().source(),
+        tok.chat_template.as_deref().unwrap()
+    );
+    let (text, ids) = encode_pieces(Some(&codec), &template.pieces(&msgs, true).unwrap());
+    assert_eq!(text, tok.template().render(&theirs, &opts).unwrap());
+    assert_eq!(ids, tok.encode_chat(&theirs, &opts).unwrap());
     assert_eq!(codec.decode(&ids), text);
+    // With a system message SmolLM2's template is ChatML.
+    assert_eq!(text, ChatMl.render(&msgs, true));
+    let im_end = tok.end_of_turn_id().unwrap();
+    assert_eq!(ids.iter().filter(|&&i| i == im_end).count(), 3);
+}
+
+/// Appending: for the model's template, the ids of n + 1 messages extend the ids of n
+/// (what the agent relies on to append only new messages' ids), and the pieces an
+/// episode appends give the whole conversation's ids.
+#[test]
+fn rendering_one_more_message_extends_the_ids_of_the_fewer() {
+    let Some(tok) = tokenizer() else { return };
+    let codec = TrainerCodec::new(tok);
+    let template = codec.template();
+    let msgs = [
+        Message::new(Role::User, "Say hi."),
+        Message::new(Role::Assistant, "hi <|im_end|> there"),
+        Message::new(Role::User, "again\n"),
+        Message::new(Role::Assistant, "ok"),
+    ];
+    let ids = |n: usize, prompt: bool| {
+        encode_pieces(Some(&codec), &template.pieces(&msgs[..n], prompt).unwrap()).1
+    };
+    for n in 0..msgs.len() {
+        let (short, long) = (ids(n, false), ids(n + 1, false));
+        assert_eq!(long[..short.len()], short[..], "{n} messages");
+        let grown = encode_pieces(
+            Some(&codec),
+            &template.extension(&msgs[..=n], n, true).unwrap(),
+        )
+        .1;
+        assert_eq!([short, grown].concat(), ids(n + 1, true), "{n} messages");
+    }
+    // Opening a turn, its content and its close give the closed conversation's text.
+    let opened = template.render(&msgs[..1], true).unwrap();
+    let close = template.assistant_close(&msgs[..2], None).unwrap();
+    assert_eq!(
+        format!(
+            "{opened}{}{}",
+            msgs[1].content,
+            encode_pieces(None, &close).0
+        ),
+        template.render(&msgs[..2], false).unwrap()
+    );
 }
 
 #[tokio::test]

@@ -3,10 +3,12 @@
 //! engine, or (for load tests and demos) recorded turns with added latency.
 //!
 //! Owns: the wire format (the subset of the OpenAI API that the `openai` Python
-//! package and this crate's client use, plus vLLM's `return_tokens_as_token_ids` and
-//! `stop_reason`), request validation with OpenAI-shaped errors, and graceful
+//! package and this crate's client use, `top_logprobs` in both shapes included, plus
+//! vLLM's `return_tokens_as_token_ids` and `stop_reason`), request validation with OpenAI-shaped errors, and graceful
 //! shutdown. Does not own: generation (the [`Completer`]; the embedded engine's
 //! batching of concurrent requests is the trainer's `infer::batcher`).
+
+mod logprobs;
 
 use crate::chat::{ChatMl, Message, Role, TextCodec, encode_pieces};
 use crate::policy::PolicyError;
@@ -17,6 +19,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+pub use logprobs::MAX_TOP_LOGPROBS;
+use logprobs::{chat_logprobs, completion_logprobs, top_count};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use ssr_trainer::infer::batcher::{Batcher, BatcherError};
@@ -122,9 +126,10 @@ impl Completer for ReplayCompleter {
     async fn complete(
         &self,
         prompt: Vec<u32>,
-        _opts: GenerateOptions,
+        opts: GenerateOptions,
     ) -> Result<EngineGeneration, PolicyError> {
         tokio::time::sleep(self.latency).await;
+        let top = opts.top_logprobs;
         let open = self.codec.encode_control(ChatMl::START);
         let assistant = self.codec.encode_text("assistant\n");
         let mut pattern = open.clone();
@@ -138,9 +143,16 @@ impl Completer for ReplayCompleter {
             .min(self.turns.len().saturating_sub(1));
         let text = self.turns.get(turn).cloned().unwrap_or_default();
         let ids = self.codec.encode_text(&text);
+        // A recording has no distribution: the one known token is the whole top list.
+        let top_logprobs = if top > 0 {
+            ids.iter().map(|&id| vec![(id, -0.5)]).collect()
+        } else {
+            Vec::new()
+        };
         Ok(EngineGeneration {
             logprobs: vec![-0.5; ids.len()],
             raw_logprobs: vec![-0.5; ids.len()],
+            top_logprobs,
             token_ids: ids,
             text,
             prompt_tokens: prompt.len(),
@@ -191,6 +203,8 @@ struct CompletionRequest {
     top_p: Option<f32>,
     stop: Option<Value>,
     seed: Option<u64>,
+    /// Log-probabilities of the sampled tokens, with this many most likely
+    /// alternatives per position (0: none).
     logprobs: Option<u32>,
     #[serde(default)]
     return_tokens_as_token_ids: bool,
@@ -210,6 +224,8 @@ struct ChatRequest {
     seed: Option<u64>,
     #[serde(default)]
     logprobs: bool,
+    /// Most likely alternatives per position (needs `logprobs`).
+    top_logprobs: Option<u32>,
     #[serde(default)]
     stream: bool,
     n: Option<u32>,
@@ -244,6 +260,7 @@ impl AppState {
             },
             stop,
             stop_at_eos: true,
+            top_logprobs: 0,
         }
     }
 
@@ -339,13 +356,18 @@ async fn completions(
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let opts = st.options(
+    let top = match req.logprobs.map(|n| top_count(n, "logprobs")).transpose() {
+        Ok(t) => t,
+        Err(r) => return *r,
+    };
+    let mut opts = st.options(
         req.max_tokens,
         req.temperature,
         req.top_p,
         stop.clone(),
         req.seed,
     );
+    opts.top_logprobs = top.unwrap_or(0);
     if let Err(r) = st.check_prompt(&ids, opts.max_tokens) {
         return *r;
     }
@@ -354,21 +376,8 @@ async fn completions(
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let (finish, stop_reason) = finish_fields(&g, &stop);
-    let logprobs = req.logprobs.map(|_| {
-        let mut offset = 0usize;
-        let mut offsets = Vec::new();
-        let tokens: Vec<String> = g
-            .token_ids
-            .iter()
-            .map(|id| {
-                let piece = codec.decode(&[*id]);
-                offsets.push(offset);
-                offset += piece.len();
-                if req.return_tokens_as_token_ids { format!("token_id:{id}") } else { piece }
-            })
-            .collect();
-        json!({"tokens": tokens, "token_logprobs": g.logprobs, "top_logprobs": null, "text_offset": offsets})
-    });
+    let logprobs =
+        top.map(|n| completion_logprobs(codec.as_ref(), &g, req.return_tokens_as_token_ids, n));
     let id = st.counter.fetch_add(1, Ordering::Relaxed);
     Json(json!({
         "id": format!("cmpl-{id}"),
@@ -405,6 +414,43 @@ fn codec_encode_template_text(codec: &dyn TextCodec, text: &str) -> Vec<u32> {
     }
 }
 
+/// The request's messages: `system`/`developer`, `user`/`tool` (tool observations are
+/// user turns, as SmolLM2 was trained) and `assistant`, each a string or text parts.
+fn chat_messages(input: &[ChatMessageIn]) -> Result<Vec<Message>, Box<Response>> {
+    let mut messages = Vec::new();
+    for m in input {
+        let role = match m.role.as_str() {
+            "system" | "developer" => Role::System,
+            "user" | "tool" => Role::User,
+            "assistant" => Role::Assistant,
+            other => {
+                return Err(Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("unknown message role `{other}`"),
+                )));
+            }
+        };
+        // Content is a string or a list of `{"type": "text", "text": …}` parts.
+        let content = match &m.content {
+            Value::String(s) => s.clone(),
+            Value::Array(parts) => parts
+                .iter()
+                .filter_map(|p| p["text"].as_str())
+                .collect::<Vec<_>>()
+                .join(""),
+            Value::Null => String::new(),
+            _ => {
+                return Err(Box::new(error(
+                    StatusCode::BAD_REQUEST,
+                    "message content must be a string or text parts",
+                )));
+            }
+        };
+        messages.push(Message::new(role, content));
+    }
+    Ok(messages)
+}
+
 async fn chat(
     State(st): State<Arc<AppState>>,
     body: Result<Json<ChatRequest>, axum::extract::rejection::JsonRejection>,
@@ -422,53 +468,44 @@ async fn chat(
     if req.n.is_some_and(|n| n != 1) {
         return error(StatusCode::BAD_REQUEST, "only n=1 is supported");
     }
-    let mut messages = Vec::new();
-    for m in &req.messages {
-        let role = match m.role.as_str() {
-            "system" | "developer" => Role::System,
-            "user" | "tool" => Role::User,
-            "assistant" => Role::Assistant,
-            other => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("unknown message role `{other}`"),
-                );
-            }
-        };
-        // Content is a string or a list of `{"type": "text", "text": …}` parts.
-        let content = match &m.content {
-            Value::String(s) => s.clone(),
-            Value::Array(parts) => parts
-                .iter()
-                .filter_map(|p| p["text"].as_str())
-                .collect::<Vec<_>>()
-                .join(""),
-            Value::Null => String::new(),
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "message content must be a string or text parts",
-                );
-            }
-        };
-        messages.push(Message::new(role, content));
-    }
+    let messages = match chat_messages(&req.messages) {
+        Ok(m) => m,
+        Err(r) => return *r,
+    };
     if messages.is_empty() {
         return error(StatusCode::BAD_REQUEST, "messages must not be empty");
     }
     let codec = st.completer.codec();
-    let ids = encode_pieces(Some(codec.as_ref()), &ChatMl.pieces(&messages, true)).1;
+    // The model's own template, as the CLI's `--chat` renders it (SmolLM2's adds its
+    // default system turn to a conversation without one).
+    let pieces = match codec.template().pieces(&messages, true) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let ids = encode_pieces(Some(codec.as_ref()), &pieces).1;
     let stop = match stops(&req.stop) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let opts = st.options(
+    let top = match req.top_logprobs.map(|n| top_count(n, "top_logprobs")) {
+        Some(Err(r)) => return *r,
+        Some(Ok(n)) if !req.logprobs => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("top_logprobs ({n}) needs logprobs: true"),
+            );
+        }
+        Some(Ok(n)) => n,
+        None => 0,
+    };
+    let mut opts = st.options(
         req.max_completion_tokens.or(req.max_tokens).or(Some(512)),
         req.temperature,
         req.top_p,
         stop.clone(),
         req.seed,
     );
+    opts.top_logprobs = top;
     if let Err(r) = st.check_prompt(&ids, opts.max_tokens) {
         return *r;
     }
@@ -477,18 +514,7 @@ async fn chat(
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let (finish, stop_reason) = finish_fields(&g, &stop);
-    let logprobs = req.logprobs.then(|| {
-        let content: Vec<Value> = g
-            .token_ids
-            .iter()
-            .zip(&g.logprobs)
-            .map(|(id, lp)| {
-                let piece = codec.decode(&[*id]);
-                json!({"token": piece, "logprob": lp, "bytes": piece.as_bytes(), "top_logprobs": []})
-            })
-            .collect();
-        json!({"content": content})
-    });
+    let logprobs = req.logprobs.then(|| chat_logprobs(codec.as_ref(), &g, top));
     let id = st.counter.fetch_add(1, Ordering::Relaxed);
     Json(json!({
         "id": format!("chatcmpl-{id}"),
