@@ -7,8 +7,9 @@
 #   scripts/gpu_emu.sh          # ASan + UBSan, every GPU test (`just gpu-emu`)
 #   scripts/gpu_emu.sh ci       # what `just test` runs: the same, every GPU test (33,
 #                               # training-scale ones included). With fibers it fits CI's
-#                               # 8-minute budget for the emulator: 6.5 min on the shared
-#                               # 2-core machine at load 16-25, 1.7 min of CPU
+#                               # 8-minute budget for the emulator: 3.9 min (6.5 at load
+#                               # 16-25) on the shared 2-core machine at load 8-10, 1.6 min
+#                               # of CPU, the emulator's build included
 #   scripts/gpu_emu.sh tsan     # ThreadSanitizer, plus the proof that it catches a
 #                               # kernel whose __syncthreads was removed
 #
