@@ -64,6 +64,15 @@ fi
 case "$mode" in
 asan)
   bash gpu-emu/build.sh target/gpu-emu/asan asan
+  # 0. The fiber scheduler's checks: a barrier no thread can complete aborts naming it.
+  target/gpu-emu/asan/selftest ok
+  div=$(ASAN_OPTIONS=detect_leaks=0 target/gpu-emu/asan/selftest divergent 2>&1 || true)
+  if grep "no thread can proceed" <<<"$div"; then
+    echo "gpu-emu: a divergent barrier is reported, not a hang"
+  else
+    echo "gpu-emu: selftest divergent did not report the divergent barrier" >&2
+    exit 1
+  fi
   log=$(mktemp)
   cache=$(mktemp -d)
   export SSR_KERNEL_CACHE=$cache
