@@ -13,7 +13,7 @@ tools:
     cargo build --manifest-path tools-wasm/Cargo.toml --target wasm32-wasip2 --release
 
 # Run every test of the workspace (GPU tests skip with a printed reason where there is no GPU),
-# then the CI-sized part of the GPU tests on the emulated CUDA device under ASan+UBSan,
+# then every GPU test on the emulated CUDA device under ASan+UBSan (scripts/gpu_emu.sh ci),
 # then the Python package of the environment server (python/tests, Ray two-node test included).
 test: tools
     cargo test --workspace

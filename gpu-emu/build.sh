@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the emulated CUDA device into a folder: libcuda.so (the fake driver with every
-# kernels/*.cu compiled in, one translation unit each), libcublas.so and libnccl.so.
+# kernels/*.cu compiled in, one translation unit each), libcublas.so, libnccl.so, and
+# `selftest` (the fiber scheduler's checks no kernel can provoke).
 #
 #   gpu-emu/build.sh OUT_DIR asan|tsan|plain [KERNELS_DIR]
 #
@@ -42,13 +43,17 @@ for cu in "$kernels"/*.cu; do
 done
 "${cxx[@]}" -c "$here/driver.cc" -o "$out/obj/driver.o" &
 pids+=($!)
+"${cxx[@]}" -c "$here/fibers.cc" -o "$out/obj/fibers.o" &
+pids+=($!)
 "${cxx[@]}" -O2 -c "$here/cublas.cc" -o "$out/obj/cublas.o" &
 pids+=($!)
 "${cxx[@]}" -c "$here/nccl.cc" -o "$out/obj/nccl.o" &
 pids+=($!)
 for p in "${pids[@]}"; do wait "$p"; done
-"${cxx[@]}" -shared -Wl,-soname,libcuda.so -o "$out/libcuda.so" "$out/obj/driver.o" "${objs[@]}" -lpthread
+"${cxx[@]}" -shared -Wl,-soname,libcuda.so -o "$out/libcuda.so" "$out/obj/driver.o" "$out/obj/fibers.o" "${objs[@]}" -lpthread
 ln -sf libcuda.so "$out/libcuda.so.1"
 "${cxx[@]}" -shared -Wl,-soname,libcublas.so -Wl,-rpath,'$ORIGIN' -o "$out/libcublas.so" "$out/obj/cublas.o" -L"$out" -lcuda
 "${cxx[@]}" -shared -Wl,-soname,libnccl.so -Wl,-rpath,'$ORIGIN' -o "$out/libnccl.so" "$out/obj/nccl.o" -L"$out" -lcuda
+# The fiber scheduler's own checks (selftest.cc), against the same driver objects.
+"${cxx[@]}" -o "$out/selftest" "$here/selftest.cc" "$out/obj/driver.o" "$out/obj/fibers.o" -lpthread
 echo "built the emulated device ($mode) in $out"

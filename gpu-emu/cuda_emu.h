@@ -3,7 +3,8 @@
 //!
 //! Owns: the built-in index variables, `__shared__` (static) and dynamic shared memory,
 //! `__syncthreads` (a barrier across the block's live threads), `__shfl_xor_sync` (an
-//! exchange inside one full 32-thread warp; a partial warp or mask aborts), the vector
+//! exchange inside one full 32-thread warp; a partial warp or mask aborts): both are
+//! fiber switches (`fibers.cc`, one fiber per CUDA thread), the vector
 //! types with their real alignment, bit casts and the math intrinsics the kernels use.
 //! Does not own: launching (grid loop, thread pool, limits) or memory, which are the
 //! driver's (`driver.cc`), nor any kernel: those are `kernels/*.cu`, unchanged.
@@ -14,7 +15,8 @@
 #include <cstring>
 
 // Execution-space qualifiers. `__shared__` becomes `static`: one block runs at a time
-// (the driver serialises blocks and launches), so a function-local static is exactly
+// (`fibers.cc` runs blocks one after another, and the driver one launch at a time; the
+// block's threads are fibers of one OS thread), so a function-local static is exactly
 // one block's shared memory, and ASan puts redzones around it as around any global.
 #define __global__
 #define __device__
@@ -57,7 +59,9 @@ inline uint2 make_uint2(unsigned int x, unsigned int y) { return uint2{x, y}; }
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
 
 namespace emu {
-// Per CUDA thread (one OS thread each), set by the driver before the kernel body runs.
+// The running CUDA thread's indices, set by the fiber scheduler (`fibers.cc`) before it
+// resumes that thread's fiber. Thread-locals, though every fiber runs on the launching
+// thread: two host threads may each hold a launch in turn.
 extern thread_local uint3 tl_thread_idx;
 extern thread_local uint3 tl_block_idx;
 extern dim3 g_block_dim;

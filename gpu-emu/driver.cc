@@ -1,18 +1,17 @@
 //! The fake CUDA driver (`libcuda.so`) of the emulated device `ssr-emu`: the ~35 driver
-//! calls cudarc makes, with device memory in host memory and kernels run on CPU threads.
+//! calls cudarc makes, with device memory in host memory and kernels run on the CPU.
 //!
 //! Owns: the allocation registry (bounds checks on every memcpy and memset, NaN-filled
 //! fresh allocations, zero-byte allocations refused), modules (the entry names of the
 //! real NVRTC PTX, matched to the compiled-in kernels by name), launch limits (block
 //! <= 1024 threads, grid dimensions, dynamic shared memory > 48 KiB without the opt-in
-//! attribute), the per-launch worker pool, the block barrier and warp exchange, and
-//! error strings naming the check that refused a call.
+//! attribute), dynamic shared memory, and error strings naming the check that refused a
+//! call. The block's threads run as fibers (`fibers.cc`: the barrier and warp exchange).
 //! Does not own: the CUDA language (`cuda_emu.h`), the kernels (`kernels/*.cu`), cuBLAS
 //! (`cublas.cc`) or NCCL (`nccl.cc`). Everything is synchronous: streams and events are
 //! bookkeeping only, so stream-ordering bugs are out of its reach.
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
@@ -22,12 +21,12 @@
 #include <mutex>
 #include <set>
 #include <string>
-#include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "cuda_emu.h"
 #include "emu_runtime.h"
+#include "fibers.h"
 
 
 typedef int CUresult;
@@ -53,19 +52,15 @@ enum : int {
 
 namespace emu {
 
-thread_local uint3 tl_thread_idx;
-thread_local uint3 tl_block_idx;
-dim3 g_block_dim;
-dim3 g_grid_dim;
-
 // ---------------------------------------------------------------- error reporting
 
 namespace {
 std::mutex g_msg_mu;
 std::string g_last_detail;  // the last refused call's reason, for cuGetErrorString
+}  // namespace
 
 // Aborts the process: a fault the GPU would raise inside a kernel (no recovery there).
-[[noreturn]] void die(const char* fmt, ...) {
+void die(const char* fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     std::fprintf(stderr, "ssr-emu: ");
@@ -75,7 +70,6 @@ std::string g_last_detail;  // the last refused call's reason, for cuGetErrorStr
     std::fflush(stderr);
     std::abort();
 }
-}  // namespace
 
 int refuse(int code, const char* fmt, ...) {
     char buf[512];
@@ -153,7 +147,7 @@ bool register_kernel(const char* name, void* fn, Invoker inv, std::size_t n_para
     return true;
 }
 
-// ---------------------------------------------------------------- block execution
+// ---------------------------------------------------------------- launches
 
 namespace {
 // Hardware-like limits (sm_90).
@@ -161,200 +155,22 @@ const unsigned kMaxThreads = 1024;
 const int kSharedDefault = 48 * 1024;
 const int kSharedOptin = 227 * 1024;
 
-// One block's synchronisation: the `__syncthreads` barrier over the live threads, the
-// per-warp exchange, and the end-of-block rendezvous before the next block reuses the
-// (static) shared memory.
-struct BlockSync {
-    std::mutex mu;
-    std::condition_variable cv;
-    unsigned n = 0;        // threads per block
-    unsigned live = 0;     // threads that have not returned from the kernel
-    unsigned arrived = 0;  // at the current __syncthreads
-    std::uint64_t gen = 0;
-    unsigned done = 0;  // threads finished with the current block
-    std::uint64_t block_gen = 0;
-    // One condition variable per warp: a shuffle wakes its 32 lanes, not the block.
-    struct Warp {
-        unsigned live = 0, arrived = 0;
-        std::uint64_t gen = 0;
-        std::uint64_t slot[32];
-        std::condition_variable cv;
-    };
-    Warp warps[32];  // 1024 threads at most
-    unsigned n_warps = 0;
-};
-// Never destroyed (so are the pool's condition variables): the pool's threads wait on
-// them until the process ends, and glibc's pthread_cond_destroy blocks on waiters, which
-// would hang the process at exit.
-BlockSync& g_sync = *new BlockSync;
-
-// A barrier wait that cannot hang: a barrier nobody can complete (divergent
-// `__syncthreads`, a lane stuck elsewhere) is reported instead of waiting forever.
-template <typename Pred>
-void wait_or_die(std::condition_variable& cv, std::unique_lock<std::mutex>& l, Pred pred, const char* what) {
-    if (!cv.wait_for(l, std::chrono::seconds(300), pred)) {
-        die("%s: no progress for 300 s (a barrier not every thread reaches: divergent __syncthreads or "
-            "shuffle)",
-            what);
-    }
-}
-
-std::vector<unsigned char> g_dyn_smem;
 void* g_dyn_smem_ptr = nullptr;
 std::size_t g_dyn_smem_bytes = 0;
-
-struct Job {
-    KernelEntry k;
-    void** params;
-    unsigned blocks;
-    unsigned threads;
-    std::uint64_t id = 0;
-};
-Job g_job;
-std::mutex g_pool_mu;
-std::condition_variable& g_pool_cv = *new std::condition_variable;
-std::condition_variable& g_pool_done_cv = *new std::condition_variable;
-unsigned g_pool_remaining = 0;
-std::vector<std::thread> g_workers;
 std::mutex g_launch_mu;  // one launch at a time: static shared memory is process-wide
 
 void fill_nan(void* p, std::size_t n) { std::memset(p, 0xff, n); }
 
-void run_thread(unsigned tid, const Job& job) {
-    unsigned bx = g_block_dim.x, by = g_block_dim.y;
-    tl_thread_idx = uint3{tid % bx, (tid / bx) % by, tid / (bx * by)};
-    for (unsigned b = 0; b < job.blocks; b++) {
-        unsigned gx = g_grid_dim.x, gy = g_grid_dim.y;
-        tl_block_idx = uint3{b % gx, (b / gx) % gy, b / (gx * gy)};
-        job.k.inv(job.k.fn, job.params);
-        std::unique_lock<std::mutex> l(g_sync.mu);
-        // This thread has exited the kernel: later barriers of the block wait without it.
-        g_sync.live--;
-        BlockSync::Warp& w = g_sync.warps[tid / 32];
-        if (w.arrived > 0) die("thread %u exited while its warp waits in __shfl_xor_sync (partial warp)", tid);
-        w.live--;
-        if (g_sync.live > 0 && g_sync.arrived == g_sync.live) {
-            g_sync.arrived = 0;
-            g_sync.gen++;
-            g_sync.cv.notify_all();
-        }
-        // End-of-block rendezvous: the next block starts with fresh shared memory.
-        g_sync.done++;
-        if (g_sync.done == g_sync.n) {
-            g_sync.done = 0;
-            g_sync.live = g_sync.n;
-            g_sync.arrived = 0;
-            for (unsigned i = 0; i < g_sync.n_warps; i++) {
-                g_sync.warps[i].live = std::min(32u, g_sync.n - 32 * i);
-                g_sync.warps[i].arrived = 0;
-            }
-            if (g_dyn_smem_ptr) fill_nan(g_dyn_smem_ptr, g_dyn_smem_bytes);
-            g_sync.block_gen++;
-            g_sync.cv.notify_all();
-        } else {
-            std::uint64_t bg = g_sync.block_gen;
-            wait_or_die(g_sync.cv, l, [&] { return g_sync.block_gen != bg; }, "end of block");
-        }
-    }
-}
-
-void worker_main(unsigned tid) {
-    std::uint64_t seen = 0;
-    for (;;) {
-        Job job;
-        {
-            std::unique_lock<std::mutex> l(g_pool_mu);
-            g_pool_cv.wait(l, [&] { return g_job.id != seen && tid < g_job.threads; });
-            seen = g_job.id;
-            job = g_job;
-        }
-        run_thread(tid, job);
-        std::lock_guard<std::mutex> l(g_pool_mu);
-        if (--g_pool_remaining == 0) g_pool_done_cv.notify_all();
-    }
-}
-
-void run_grid(const KernelEntry& k, void** params, unsigned blocks, unsigned threads) {
-    g_sync.n = threads;
-    g_sync.live = threads;
-    g_sync.arrived = 0;
-    g_sync.done = 0;
-    g_sync.n_warps = (threads + 31) / 32;
-    for (unsigned i = 0; i < g_sync.n_warps; i++) {
-        g_sync.warps[i].live = std::min(32u, threads - 32 * i);
-        g_sync.warps[i].arrived = 0;
-    }
-    std::unique_lock<std::mutex> l(g_pool_mu);
-    while (g_workers.size() < threads) {
-        unsigned tid = (unsigned)g_workers.size();
-        g_workers.emplace_back(worker_main, tid);
-        g_workers.back().detach();
-    }
-    g_job.k = k;
-    g_job.params = params;
-    g_job.blocks = blocks;
-    g_job.threads = threads;
-    g_job.id++;
-    g_pool_remaining = threads;
-    g_pool_cv.notify_all();
-    g_pool_done_cv.wait(l, [] { return g_pool_remaining == 0; });
+// Between blocks: the next block starts with NaN dynamic shared memory, as it would find
+// another block's leftovers on the GPU.
+void refill_dynamic_shared() {
+    if (g_dyn_smem_ptr) fill_nan(g_dyn_smem_ptr, g_dyn_smem_bytes);
 }
 }  // namespace
 
 void* dynamic_shared_raw() {
     if (!g_dyn_smem_ptr) die("kernel uses dynamic shared memory but the launch gave sharedMemBytes = 0");
     return g_dyn_smem_ptr;
-}
-
-void syncthreads() {
-    std::unique_lock<std::mutex> l(g_sync.mu);
-    g_sync.arrived++;
-    if (g_sync.arrived == g_sync.live) {
-        g_sync.arrived = 0;
-        g_sync.gen++;
-        g_sync.cv.notify_all();
-        return;
-    }
-    std::uint64_t gen = g_sync.gen;
-    wait_or_die(g_sync.cv, l, [&] { return g_sync.gen != gen; }, "__syncthreads");
-}
-
-std::uint64_t shfl_xor_bits(unsigned mask, std::uint64_t bits, int off) {
-    unsigned tid = tl_thread_idx.x + g_block_dim.x * (tl_thread_idx.y + g_block_dim.y * tl_thread_idx.z);
-    unsigned lane = tid % 32, warp = tid / 32;
-    if (mask != 0xffffffffu) die("__shfl_xor_sync with a partial mask %#x (thread %u): not emulated", mask, tid);
-    if (off < 0 || off >= 32) die("__shfl_xor_sync lane offset %d out of range", off);
-    std::unique_lock<std::mutex> l(g_sync.mu);
-    BlockSync::Warp& w = g_sync.warps[warp];
-    unsigned width = std::min(32u, g_sync.n - 32 * warp);
-    if (width < 32)
-        die("__shfl_xor_sync on a partial warp: warp %u of a %u-thread block has %u threads, the full mask names 32",
-            warp, g_sync.n, width);
-    if (w.live < 32)
-        die("__shfl_xor_sync on a partial warp: %u of warp %u's lanes have exited the kernel", 32 - w.live, warp);
-    w.slot[lane] = bits;
-    // Phase 1: every lane has published its value.
-    w.arrived++;
-    std::uint64_t gen = w.gen;
-    if (w.arrived == 32) {
-        w.arrived = 0;
-        w.gen++;
-        w.cv.notify_all();
-    } else {
-        wait_or_die(w.cv, l, [&] { return w.gen != gen; }, "__shfl_xor_sync");
-    }
-    std::uint64_t got = w.slot[lane ^ (unsigned)off];
-    // Phase 2: every lane has read before any lane's next shuffle overwrites a slot.
-    w.arrived++;
-    gen = w.gen;
-    if (w.arrived == 32) {
-        w.arrived = 0;
-        w.gen++;
-        w.cv.notify_all();
-    } else {
-        wait_or_die(w.cv, l, [&] { return w.gen != gen; }, "__shfl_xor_sync");
-    }
-    return got;
 }
 
 }  // namespace emu
@@ -684,15 +500,13 @@ EXPORT CUresult cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, u
     emu::g_block_dim = dim3{bx, by, bz};
     emu::g_grid_dim = dim3{gx, gy, gz};
     // Exactly sharedMemBytes on the heap (ASan sees an overrun), NaN-filled per block.
-    emu::g_dyn_smem.clear();
     emu::g_dyn_smem_ptr = nullptr;
-    std::vector<unsigned char> smem;
     if (shmem > 0) {
         emu::g_dyn_smem_ptr = std::malloc(shmem);
         emu::g_dyn_smem_bytes = shmem;
         emu::fill_nan(emu::g_dyn_smem_ptr, shmem);
     }
-    emu::run_grid(fn->k, params, (unsigned)blocks, (unsigned)threads);
+    emu::run_grid(fn->k.inv, fn->k.fn, params, (unsigned)blocks, (unsigned)threads, emu::refill_dynamic_shared);
     std::free(emu::g_dyn_smem_ptr);
     emu::g_dyn_smem_ptr = nullptr;
     emu::g_dyn_smem_bytes = 0;
