@@ -20,8 +20,8 @@ use ssr_game::BugSource;
 use ssr_game::bug_store::{self, BugMeta};
 use ssr_game::image::ImageMeta;
 use ssr_game::inject::{InjectConfig, InjectEvent, InjectedBug, InjectionRun, Strategy, inject};
-use ssr_sandbox::Sandbox;
 use ssr_game::scan::true_fix_findings;
+use ssr_sandbox::Sandbox;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -764,3 +764,38 @@ fn servers_share_a_store_and_sigterm_stops_one_cleanly() {
     let v = episode(&a.base, submit);
     assert_eq!(v["status"], "ok", "{v}");
 }
+
+#[test]
+fn each_turn_records_the_policy_version_the_model_server_reports() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let s = Server::start(&["--slots", "1"]);
+    let body = r#"{"choices":[{"text":"<tool: submit>\n","finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":3}}"#;
+    let answer: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Policy-Version: step-42\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_boxed_str(),
+    );
+    let url = fake_model(answer);
+    let (code, v) = s.post(
+        "/v1/episodes",
+        &json!({"role": "injector", "repo": "textkit", "limits": {"max_turns": 2},
+                "llm": {"base_url": url, "policy_version_header": "x-policy-version"}}),
+    );
+    assert_eq!(code, 200, "{}", v["error"]);
+    // Its submit finds no artifact twice: out of turns, not submitted, validity −1.
+    assert_eq!(
+        (v["status"].as_str(), v["reward"].as_f64()),
+        (Some("truncated"), Some(-1.0))
+    );
+    let versions: Vec<&Value> = v["turns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["policy_version"])
+        .collect();
+    assert_eq!(versions, vec!["step-42", "step-42"]);
+}

@@ -277,6 +277,7 @@ impl<'a> EpisodeRun<'a> {
             generate_ms,
             tool_ms: 0,
             new_tokens: generation.token_ids.len(),
+            policy_version: generation.policy_version.clone(),
         };
         self.stats.turns = turn + 1;
         let result = match parsed {

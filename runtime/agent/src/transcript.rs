@@ -38,6 +38,9 @@ pub struct TurnRecord {
     pub generate_ms: u64,
     pub tool_ms: u64,
     pub new_tokens: usize,
+    /// The version of the weights that sampled the turn, when the server reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
 }
 
 /// Why an episode ended.

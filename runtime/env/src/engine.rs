@@ -18,6 +18,7 @@ use ssr_agent::TextCodec;
 use ssr_agent::policy::Policy;
 use ssr_agent::policy::openai::{OpenAiConfig, OpenAiPolicy};
 use ssr_agent::policy::scripted::{ScriptedPolicy, Scripts};
+use ssr_agent::rundir::Outcome;
 use ssr_agent::selfplay::game_arena::GameArena;
 use ssr_agent::selfplay::inject::{inject_phase, injector_episode};
 use ssr_agent::selfplay::solve::{Attempt, attempts_on, solve_phase, solver_attempt};
@@ -135,6 +136,7 @@ impl Engine {
                     model: llm.model.clone().unwrap_or_else(|| "default".into()),
                     api_key,
                     context_tokens: llm.context_tokens,
+                    policy_version_header: llm.policy_version_header.clone(),
                     // One episode's requests: a refused connection is an infra error
                     // after a few quick tries, not after minutes.
                     max_attempts: 3,
@@ -267,10 +269,6 @@ impl Engine {
         let started = Instant::now();
         let repo = self.repo(&req.repo)?;
         let cfg = self.config(req.llm.as_ref(), &req.limits, req.seed);
-        let header = req
-            .llm
-            .as_ref()
-            .and_then(|l| l.policy_version_header.clone());
         let permits = Arc::new(Semaphore::new(1));
         let mut table = self.table(cfg, players.policy, &repo, repo.bugs.clone(), shutdown);
         table.arena = players.arena;
@@ -285,7 +283,7 @@ impl Engine {
                 };
                 solver_attempt(&table, 0, attempt, episode_id.into(), permits)
                     .await
-                    .map(|d| d.map(|d| solver_result(d, header.as_deref())))
+                    .map(|d| d.map(solver_result))
             }
             _ => {
                 if repo.bugs.verdict(episode_id).ok().flatten().is_some() {
@@ -297,7 +295,7 @@ impl Engine {
                     .await
                     .map(|d| {
                         d.map(|(done, verdict, bug)| {
-                            injector_result(done, &verdict, bug.as_deref(), header.as_deref())
+                            injector_result(done, &verdict, bug.as_deref())
                         })
                     })
             }
@@ -336,10 +334,6 @@ impl Engine {
                 "round `{round_id}` was played already"
             )));
         }
-        let header = req
-            .llm
-            .as_ref()
-            .and_then(|l| l.policy_version_header.clone());
         let table = self.table(cfg, policy, &repo, bugs, shutdown);
         let permits = Arc::new(Semaphore::new(width));
         let infra_err = |e: SelfPlayError| ApiError::Infra(e.to_string());
@@ -362,23 +356,18 @@ impl Engine {
             solvers,
             ..Round::default()
         };
-        // Attempts whose model failed score nothing: they are left out of the solve
-        // rate, as an infrastructure failure is.
-        round.solvers.retain(|d| {
-            !matches!(
-                d.transcript.as_ref().map(|t| &t.end),
-                Some(EpisodeEnd::PolicyError(_))
-            )
-        });
+        // Infra attempts (the model or the sandbox failed) are left out of the solve
+        // rate by the game's one rule (`ssr_game::score`).
         round.reward_injectors(kind, req.g);
         let bug = round.verdicts.first().map(|v| json!(v));
         let mut trajectories = Vec::new();
         let (mut solved, mut attempts) = (0, 0);
         for d in round.solvers {
-            let r = solver_result(d.clone(), header.as_deref());
+            let r = solver_result(d.clone());
             if r.status.scored() {
                 attempts += 1;
-                solved += usize::from(r.reward == Some(1.0));
+                // Solved is the evaluator's word, never a reward value.
+                solved += usize::from(matches!(&d.record.outcome, Outcome::Solver(o) if o.solved));
             }
             trajectories.push(RoundTrajectory {
                 group_id: format!("{round_id}/{}", d.record.group_id),
@@ -392,7 +381,7 @@ impl Engine {
                 .iter()
                 .find(|v| v.bug_id == d.record.episode_id);
             let mut r = match verdict {
-                Some(v) => injector_result(d.clone(), v, None, header.as_deref()),
+                Some(v) => injector_result(d.clone(), v, None),
                 None => infra(&d.record.episode_id, &"no verdict was made"),
             };
             if r.status.scored() {
@@ -543,15 +532,15 @@ fn status_of(end: &EpisodeEnd) -> (Status, Option<String>) {
 }
 
 /// Messages, turns and model time of a transcript.
-fn shape(t: &Transcript, header_version: Option<&str>) -> EpisodeResult {
+fn shape(t: &Transcript) -> EpisodeResult {
     let mut turns = Vec::new();
     let mut read: Vec<u32> = Vec::new();
-    let mut finishes = t.turns.iter().map(|r| r.finish);
+    let mut records = t.turns.iter();
     for seg in &t.segments {
         if seg.sampled {
-            let finish = finishes
-                .next()
-                .and_then(|f| serde_json::to_value(f).ok())
+            let record = records.next();
+            let finish = record
+                .and_then(|r| serde_json::to_value(r.finish).ok())
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_else(|| "stop".into());
             turns.push(Turn {
@@ -560,7 +549,7 @@ fn shape(t: &Transcript, header_version: Option<&str>) -> EpisodeResult {
                 logprobs: seg.logprobs.clone(),
                 finish_reason: finish,
                 exact_tokens: t.exact_tokens,
-                policy_version: header_version.map(str::to_string),
+                policy_version: record.and_then(|r| r.policy_version.clone()),
             });
         }
         read.extend(&seg.token_ids);
@@ -581,12 +570,18 @@ fn shape(t: &Transcript, header_version: Option<&str>) -> EpisodeResult {
     }
 }
 
-/// A solver attempt as a trainer gets it.
-fn solver_result(d: Done, version: Option<&str>) -> EpisodeResult {
+/// A solver attempt as a trainer gets it. An attempt the game scored as infra (the
+/// sandbox could not evaluate it) is `infra_error` with no reward, like a model
+/// failure.
+fn solver_result(d: Done) -> EpisodeResult {
     let Some(t) = d.transcript.as_ref() else {
         return infra(&d.record.episode_id, &"the attempt has no transcript");
     };
-    let mut r = shape(t, version);
+    let mut r = shape(t);
+    if let Some(reason) = d.record.infra.clone().filter(|_| r.status.scored()) {
+        r.status = Status::InfraError;
+        r.error = Some(reason);
+    }
     if r.status.scored() {
         r.reward = d.record.reward.map(f64::from);
     }
@@ -605,12 +600,15 @@ fn injector_result(
     d: Done,
     verdict: &ssr_game::Verdict,
     bug: Option<&ssr_game::Bug>,
-    version: Option<&str>,
 ) -> EpisodeResult {
     let Some(t) = d.transcript.as_ref() else {
         return infra(&d.record.episode_id, &"the episode has no transcript");
     };
-    let mut r = shape(t, version);
+    let mut r = shape(t);
+    if verdict.is_infra() && r.status.scored() {
+        r.status = Status::InfraError;
+        r.error = verdict.reason.clone();
+    }
     if r.status.scored() {
         r.reward = Some(if verdict.valid { 1.0 } else { -1.0 });
     }

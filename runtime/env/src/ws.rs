@@ -85,6 +85,7 @@ impl Policy for ClientPolicy {
             .map_err(|_| gone())?;
         let text = answer.await.map_err(|_| gone())?;
         Ok(Generation {
+            policy_version: None,
             stop_in_text: text.contains(self.close_tag),
             text,
             token_ids: Vec::new(),

@@ -172,6 +172,7 @@ impl Policy for EmbeddedPolicy {
         };
         let g = self.generate_ids(ids, opts).await?;
         Ok(Generation {
+            policy_version: None,
             text: text_of_ids(self.codec.as_ref(), &g.token_ids),
             finish: match g.finish {
                 EngineFinish::Eos => FinishReason::EndOfMessage,

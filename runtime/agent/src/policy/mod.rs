@@ -104,6 +104,10 @@ pub struct Generation {
     /// Which interface produced it: `embedded`, `completions` (token-id prompt),
     /// `completions-text` (a server that refuses token-id prompts), `chat`, `scripted`.
     pub endpoint: String,
+    /// The version of the weights that answered, when the server reports it (a
+    /// trainer's server names a response header: `policy_version_header`).
+    #[serde(default)]
+    pub policy_version: Option<String>,
 }
 
 /// Why a policy could not produce a generation.

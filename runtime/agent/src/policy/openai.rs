@@ -59,6 +59,9 @@ pub struct OpenAiConfig {
     pub context_tokens: Option<usize>,
     /// Use only `/v1/chat/completions` (servers without the completions endpoint).
     pub chat_only: bool,
+    /// A response header carrying the version of the weights that answered (a trainer's
+    /// server names its own); recorded on every turn.
+    pub policy_version_header: Option<String>,
 }
 
 impl Default for OpenAiConfig {
@@ -73,6 +76,7 @@ impl Default for OpenAiConfig {
             backoff_ms: 200,
             context_tokens: None,
             chat_only: false,
+            policy_version_header: None,
         }
     }
 }
@@ -123,8 +127,9 @@ impl OpenAiPolicy {
         format!("{}/{}", self.config.base_url.trim_end_matches('/'), path)
     }
 
-    /// POSTs with retries. Returns the JSON body of a 2xx answer.
-    async fn post(&self, path: &str, body: &Value) -> Result<Value, PolicyError> {
+    /// POSTs with retries. Returns the JSON body of a 2xx answer, and the weights'
+    /// version when the server reports it in [`OpenAiConfig::policy_version_header`].
+    async fn post(&self, path: &str, body: &Value) -> Result<(Value, Option<String>), PolicyError> {
         let url = self.url(path);
         let mut delay = Duration::from_millis(self.config.backoff_ms);
         let attempts = self.config.max_attempts.max(1);
@@ -137,12 +142,21 @@ impl OpenAiPolicy {
             match req.send().await {
                 Ok(resp) => {
                     let status = resp.status();
+                    let version = self
+                        .config
+                        .policy_version_header
+                        .as_deref()
+                        .and_then(|h| resp.headers().get(h))
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
                     let text = resp.text().await.unwrap_or_default();
                     if status.is_success() {
-                        return serde_json::from_str(&text).map_err(|e| PolicyError::BadResponse {
-                            url: url.clone(),
-                            reason: e.to_string(),
-                        });
+                        let body =
+                            serde_json::from_str(&text).map_err(|e| PolicyError::BadResponse {
+                                url: url.clone(),
+                                reason: e.to_string(),
+                            })?;
+                        return Ok((body, version));
                     }
                     let retryable = status.as_u16() == 429 || status.is_server_error();
                     if !retryable || attempt == attempts {
@@ -280,7 +294,7 @@ impl OpenAiPolicy {
             // vLLM and `ssr serve`: tokens come back as "token_id:N", i.e. exact ids.
             "return_tokens_as_token_ids": true,
         });
-        let v = self.post("completions", &body).await?;
+        let (v, policy_version) = self.post("completions", &body).await?;
         let url = self.url("completions");
         let choice = v["choices"]
             .get(0)
@@ -314,6 +328,7 @@ impl OpenAiPolicy {
         Ok(match (ids, &self.codec) {
             // Exact only when the server read our ids and sent its own back.
             (Some(ids), Some(codec)) if !text_prompt => Generation {
+                policy_version: policy_version.clone(),
                 text: text_of_ids(codec.as_ref(), &ids),
                 logprobs: logprobs.filter(|l| l.len() == ids.len()),
                 token_ids: ids,
@@ -330,6 +345,7 @@ impl OpenAiPolicy {
                     .or_else(|| codec.as_ref().map(|c| c.encode_text(&text)))
                     .unwrap_or_default();
                 Generation {
+                    policy_version: policy_version.clone(),
                     logprobs: logprobs.filter(|l| l.len() == token_ids.len()),
                     token_ids,
                     text,
@@ -363,7 +379,7 @@ impl OpenAiPolicy {
             "stop": s.stop,
             "logprobs": true,
         });
-        let v = self.post("chat/completions", &body).await?;
+        let (v, policy_version) = self.post("chat/completions", &body).await?;
         let url = self.url("chat/completions");
         let choice = v["choices"]
             .get(0)
@@ -386,6 +402,7 @@ impl OpenAiPolicy {
             .map(|c| c.encode_text(&text))
             .unwrap_or_default();
         Ok(Generation {
+            policy_version,
             logprobs: logprobs.filter(|l| l.len() == token_ids.len()),
             token_ids,
             text,

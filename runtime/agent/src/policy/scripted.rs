@@ -102,6 +102,7 @@ impl Policy for ScriptedPolicy {
             _ => None,
         };
         Ok(Generation {
+            policy_version: None,
             prompt_tokens: match &request.prompt {
                 super::Prompt::Tokens(t) => t.len(),
                 super::Prompt::Chat(_) => 0,

@@ -246,6 +246,7 @@ impl ssr_agent::Policy for AlwaysAborted {
         self.asked
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(ssr_agent::policy::Generation {
+            policy_version: None,
             text: "partial".into(),
             token_ids: b"partial".iter().map(|b| u32::from(*b)).collect(),
             logprobs: None,
