@@ -3,10 +3,9 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use ssr_agent::TextCodec;
-use ssr_agent::policy::embedded::TrainerCodec;
 use ssr_agent::selfplay::SelfPlayConfig;
 use ssr_agent::selfplay::game_arena::{GameArena, tool_host};
+use ssr_agent::selfplay::open::load_codec;
 use ssr_env::api::{EpisodeRequest, LlmSpec};
 use ssr_env::engine::{Engine, Players, RepoEnv, repo_store};
 use ssr_env::{ServeConfig, name_repos};
@@ -85,13 +84,6 @@ pub fn run(cmd: EnvCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         EnvCmd::Serve(a) => serve(a),
     }
-}
-
-fn load_codec(path: &Path) -> anyhow::Result<Arc<dyn TextCodec>> {
-    let f = ssr_trainer::gguf::GgufFile::open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    let tok = ssr_trainer::tokenizer::Tokenizer::from_gguf(&f).context("reading the tokenizer")?;
-    Ok(Arc::new(TrainerCodec::new(tok)))
 }
 
 /// The engine over the named repositories.

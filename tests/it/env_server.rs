@@ -658,18 +658,19 @@ fn ssr_episode_plays_a_request_file_without_a_server() {
         .to_string(),
     )
     .unwrap();
-    let o = crate::ssr()
-        .current_dir(root())
-        .args(["episode", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .arg("--repo")
-        .arg(format!("textkit={}", repo.display()))
-        .arg("--store")
-        .arg(&s.store)
-        .output()
-        .unwrap();
+    let episode = |extra: &[&Path]| {
+        let mut c = crate::ssr();
+        c.current_dir(root())
+            .args(["episode", "--input"])
+            .arg(&input);
+        c.arg("--repo").arg(format!("textkit={}", repo.display()));
+        c.arg("--store").arg(&s.store);
+        if let Some(out) = extra.first() {
+            c.arg("--output").arg(out);
+        }
+        c.output().unwrap()
+    };
+    let o = episode(&[&output]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
     assert_eq!(
@@ -684,16 +685,7 @@ fn ssr_episode_plays_a_request_file_without_a_server() {
         json!({"role": "injector", "repo": "textkit"}).to_string(),
     )
     .unwrap();
-    let o = crate::ssr()
-        .current_dir(root())
-        .args(["episode", "--input"])
-        .arg(&input)
-        .arg("--repo")
-        .arg(format!("textkit={}", repo.display()))
-        .arg("--store")
-        .arg(&s.store)
-        .output()
-        .unwrap();
+    let o = episode(&[]);
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("OPENAI_BASE_URL"),

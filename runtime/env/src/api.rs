@@ -153,6 +153,23 @@ pub struct EpisodeResult {
     pub error: Option<String>,
 }
 
+impl EpisodeResult {
+    /// An episode that ended without a reward (`infra_error`, `cancelled`, …) and
+    /// without anything to train on.
+    pub fn failed(episode_id: &str, status: Status, error: String) -> EpisodeResult {
+        EpisodeResult {
+            episode_id: episode_id.into(),
+            status,
+            reward: None,
+            messages: Vec::new(),
+            turns: Vec::new(),
+            result: serde_json::json!({}),
+            timing: Timing::default(),
+            error: Some(error),
+        }
+    }
+}
+
 /// `POST /v1/rounds`: one self-play round.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

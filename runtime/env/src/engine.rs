@@ -629,16 +629,7 @@ fn infra(id: &str, e: &dyn std::fmt::Display) -> EpisodeResult {
 }
 
 fn failed(id: &str, status: Status, error: String) -> EpisodeResult {
-    EpisodeResult {
-        episode_id: id.into(),
-        status,
-        reward: None,
-        messages: Vec::new(),
-        turns: Vec::new(),
-        result: json!({}),
-        timing: Timing::default(),
-        error: Some(error),
-    }
+    EpisodeResult::failed(id, status, error)
 }
 
 /// Where a repository's stores live under the server's store.

@@ -197,16 +197,7 @@ async fn post_episode(State(s): State<Shared>, body: Bytes) -> Result<Response, 
     Ok(long_answer(&s, running, Some(&id), async move {
         let result = match engine.episode(&req, &eid, players, shutdown).await {
             Ok(r) => r,
-            Err(e) => EpisodeResult {
-                episode_id: eid.clone(),
-                status: Status::InfraError,
-                reward: None,
-                messages: Vec::new(),
-                turns: Vec::new(),
-                result: json!({}),
-                timing: Default::default(),
-                error: Some(e.to_string()),
-            },
+            Err(e) => EpisodeResult::failed(&eid, Status::InfraError, e.to_string()),
         };
         json!(result)
     }))
@@ -257,15 +248,7 @@ fn long_answer(
     let max = s.max_episode;
     let (tx, rx) = tokio::sync::oneshot::channel::<Value>();
     tokio::spawn(async move {
-        let mut work = std::pin::pin!(work);
-        let value = match tokio::time::timeout(max, &mut work).await {
-            Ok(v) => v,
-            Err(_) => {
-                // Past the deadline: the work sees the stop and ends as cancelled.
-                running.cancel();
-                work.await
-            }
-        };
+        let value = running.finish_by(max, work).await;
         drop(running);
         let _ = tx.send(value);
     });

@@ -49,6 +49,19 @@ impl Running {
         self.cancel.request();
     }
 
+    /// Runs `work` (the episode) to its end; past `max` it is asked to stop, and what
+    /// it gives after stopping (a cancelled result) is returned.
+    pub async fn finish_by<F: Future>(&self, max: Duration, work: F) -> F::Output {
+        let mut work = std::pin::pin!(work);
+        match tokio::time::timeout(max, &mut work).await {
+            Ok(v) => v,
+            Err(_) => {
+                self.cancel();
+                work.await
+            }
+        }
+    }
+
     /// Turns true when the episode has ended and its sandbox is gone.
     pub fn finished(&self) -> watch::Receiver<bool> {
         self.finished.subscribe()

@@ -337,23 +337,10 @@ fn start(s: &Shared, data: Value) -> Result<Live, ApiError> {
     let (engine, run_req, eid, max) = (s.engine.clone(), req.clone(), id.clone(), s.max_episode);
     tokio::spawn(async move {
         let shutdown = running.shutdown.clone();
-        let mut work = std::pin::pin!(engine.episode(&run_req, &eid, players, shutdown));
-        let r = match tokio::time::timeout(max, &mut work).await {
-            Ok(r) => r,
-            Err(_) => {
-                running.cancel();
-                work.await
-            }
-        };
-        let r = r.unwrap_or_else(|e| EpisodeResult {
-            episode_id: eid.clone(),
-            status: crate::api::Status::InfraError,
-            reward: None,
-            messages: Vec::new(),
-            turns: Vec::new(),
-            result: json!({}),
-            timing: Default::default(),
-            error: Some(e.to_string()),
+        let work = engine.episode(&run_req, &eid, players, shutdown);
+        let r = running.finish_by(max, work).await;
+        let r = r.unwrap_or_else(|e| {
+            EpisodeResult::failed(&eid, crate::api::Status::InfraError, e.to_string())
         });
         drop(running);
         let _ = result_tx.send(r);

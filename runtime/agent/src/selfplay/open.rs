@@ -339,7 +339,8 @@ fn build_policy(kind: PolicyKind, src: &PolicySources) -> Result<BuiltPolicy, Op
     })
 }
 
-fn load_codec(path: &Path) -> Result<Arc<dyn TextCodec>, OpenError> {
+/// The tokenizer of a GGUF model, as the agent's [`TextCodec`] (exact token ids).
+pub fn load_codec(path: &Path) -> Result<Arc<dyn TextCodec>, OpenError> {
     let err = |reason: String| OpenError::Tokenizer {
         path: path.to_path_buf(),
         reason,
