@@ -1,0 +1,169 @@
+//! OpenEnv's protocol at `/ws`, MCP on an open session, and 64 concurrent sessions.
+
+use super::*;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn ask(ws: &mut Ws, msg: Value) -> Value {
+    ws.send(Message::text(msg.to_string())).await.unwrap();
+    loop {
+        match ws.next().await.unwrap().unwrap() {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+fn ws_url(s: &Server) -> String {
+    format!("{}/ws", s.base.replacen("http://", "ws://", 1))
+}
+
+#[test]
+fn openenv_websocket_protocol_steps_an_episode() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let s = Server::start(&["--slots", "2"]);
+    let task = s.task();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&s)).await.unwrap();
+        let e = ask(&mut ws, json!({"type": "dance"})).await;
+        assert_eq!((e["type"].as_str(), e["data"]["code"].as_str()), (Some("error"), Some("UNKNOWN_TYPE")), "{e}");
+        ws.send(Message::text("{oops")).await.unwrap();
+        let e = match ws.next().await.unwrap().unwrap() {
+            Message::Text(t) => serde_json::from_str::<Value>(&t).unwrap(),
+            f => panic!("{f:?}"),
+        };
+        assert_eq!(e["data"]["code"], "INVALID_JSON", "{e}");
+        let e = ask(&mut ws, json!({"type": "reset", "data": {"role": "solver", "repo": "../x", "task_id": task}})).await;
+        assert_eq!(e["data"]["code"], "VALIDATION_ERROR", "{e}");
+
+        let o = ask(&mut ws, json!({"type": "reset", "data": {"role": "solver", "repo": "textkit", "task_id": task, "episode_id": "ws-1"}})).await;
+        assert_eq!(o["type"], "observation", "{o}");
+        assert_eq!(o["data"]["done"], false);
+        let obs = &o["data"]["observation"];
+        assert_eq!(obs["messages"].as_array().unwrap().len(), 2, "{obs}");
+        assert!(obs["tools"].as_array().unwrap().iter().any(|t| t["function"]["name"] == "bash"), "{obs}");
+        let turns_left = obs["turns_left"].as_u64().unwrap();
+
+        let l = ask(&mut ws, json!({"type": "step", "data": {"type": "list_tools"}})).await;
+        assert!(l["data"]["observation"]["tools"].as_array().unwrap().len() >= 3, "{l}");
+        let o = ask(&mut ws, json!({"type": "step", "data": {"type": "call_tool", "tool_name": "bash", "arguments": {"command": "echo from-the-sandbox"}}})).await;
+        let msgs = o["data"]["observation"]["messages"].as_array().unwrap();
+        assert!(msgs.last().unwrap()["content"].as_str().unwrap().contains("from-the-sandbox"), "{o}");
+        assert_eq!(o["data"]["observation"]["turns_left"].as_u64().unwrap(), turns_left - 1);
+        let st = ask(&mut ws, json!({"type": "state"})).await;
+        assert_eq!((st["data"]["episode_id"].as_str(), st["data"]["step_count"].as_u64()), (Some("ws-1"), Some(1)), "{st}");
+        // MCP over HTTP on this session's workspace.
+        let m: Value = reqwest::Client::new()
+            .post(format!("{}/mcp", s.base))
+            .json(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                          "params": {"name": "bash", "arguments": {"command": "echo mcp-ok"}, "session_id": "ws-1"}}))
+            .send().await.unwrap().json().await.unwrap();
+        assert!(m["result"]["content"][0]["text"].as_str().unwrap().contains("mcp-ok"), "{m}");
+        assert!(m.get("error").is_none(), "{m}");
+
+        let done = ask(&mut ws, json!({"type": "step", "data": {"text": "<tool: submit>\n"}})).await;
+        assert_eq!(done["data"]["done"], true, "{done}");
+        assert_eq!(done["data"]["reward"], -1.0, "{done}");
+        let e = ask(&mut ws, json!({"type": "step", "data": {"text": "again"}})).await;
+        assert_eq!(e["type"], "error", "{e}");
+
+        // A client that goes away loses its sandbox within a second.
+        let o = ask(&mut ws, json!({"type": "reset", "data": {"role": "solver", "repo": "textkit", "task_id": task}})).await;
+        assert_eq!(o["data"]["done"], false, "{o}");
+        drop(ws);
+        let t0 = Instant::now();
+        loop {
+            let h: Value = reqwest::get(format!("{}/health", s.base)).await.unwrap().json().await.unwrap();
+            if h["episodes_running"] == 0 && s.leftover_workspaces().is_empty() {
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_millis(1500), "{h}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn sixty_four_concurrent_websocket_episodes_none_lost_none_leaked() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    const N: usize = 64;
+    let s = Server::start(&["--slots", "64"]);
+    let task = s.task();
+    let idle = rss_kib(s.child.id());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    rt.block_on(async {
+        let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel::<()>(N);
+        // Every session stays open until all are measured.
+        let release = std::sync::Arc::new(tokio::sync::Barrier::new(N + 1));
+        let mut set = tokio::task::JoinSet::new();
+        for k in 0..N {
+            let (url, task, opened, release) = (ws_url(&s), task.clone(), opened_tx.clone(), release.clone());
+            set.spawn(async move {
+                let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+                let o = ask(&mut ws, json!({"type": "reset", "data": {"role": "solver", "repo": "textkit", "task_id": task, "episode_id": format!("load-{k}")}})).await;
+                assert_eq!(o["type"], "observation", "{o}");
+                let o = ask(&mut ws, json!({"type": "step", "data": {"text": bash(&format!("echo episode-{k}"))}})).await;
+                let last = o["data"]["observation"]["messages"].as_array().unwrap().last().unwrap().clone();
+                assert!(last["content"].as_str().unwrap().contains(&format!("episode-{k}")), "{o}");
+                opened.send(()).await.unwrap();
+                release.wait().await;
+                ws.send(Message::text(json!({"type": "close"}).to_string())).await.unwrap();
+                // No reply to `close`: the server ends the session with a close frame.
+                match ws.next().await {
+                    Some(Ok(Message::Close(_))) | None => {}
+                    other => panic!("after close: {other:?}"),
+                }
+            });
+        }
+        for _ in 0..N {
+            opened_rx.recv().await.unwrap();
+        }
+        let open = rss_kib(s.child.id());
+        eprintln!(
+            "{N} open WebSocket episodes after {:.1} s: server RSS {} MiB (idle {} MiB), {} KiB per open episode",
+            t0.elapsed().as_secs_f64(),
+            open / 1024,
+            idle / 1024,
+            open.saturating_sub(idle) / N as u64
+        );
+        let h: Value = reqwest::get(format!("{}/health", s.base)).await.unwrap().json().await.unwrap();
+        assert_eq!(h["episodes_running"], N as u64, "{h}");
+        release.wait().await;
+        let mut finished = 0;
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+            finished += 1;
+        }
+        assert_eq!(finished, N);
+    });
+    let t0 = Instant::now();
+    while s.get("/health")["episodes_running"] != 0 || !s.leftover_workspaces().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "episodes leaked: {}",
+            s.get("/health")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.get("/health")["slots_free"], N as u64);
+}
