@@ -99,7 +99,15 @@ fn run_strategy(
     framework: &mut Option<String>,
     tests: &mut Option<usize>,
 ) -> StrategyRow {
-    let mut verify = args.opts.verify_config();
+    let mut verify = match args.opts.verify_config_for(repo) {
+        Ok(v) => v,
+        Err(e) => {
+            return StrategyRow {
+                problem: Some(format!("{e:#}")),
+                ..StrategyRow::default()
+            };
+        }
+    };
     verify.run_env.env.extend(project.test_env.clone());
     let cfg = InjectConfig {
         strategy,

@@ -80,6 +80,8 @@ pub enum OpenArenaError {
     Tools(#[from] ssr_toolhost::ToolHostError),
     #[error("repository {0} is not a directory")]
     NotADirectory(PathBuf),
+    #[error("making the repository's Rust dependencies available offline: {0}")]
+    Dependencies(#[from] ssr_game::vendor::VendorError),
 }
 
 /// The WASM tool host of a run: the standard tools, the custom tools found in the
@@ -112,7 +114,7 @@ impl GameArena {
             return Err(OpenArenaError::NotADirectory(repo.to_path_buf()));
         }
         let sandbox = ssr_sandbox::default_sandbox(ssr_sandbox::Environment::default())?;
-        let mut run_env = ssr_game::RunEnv::host_toolchains();
+        let mut run_env = ssr_game::RunEnv::host_toolchains().with_cargo_deps(repo)?;
         run_env.env.extend(cfg.test_env.clone());
         let verify = VerifyConfig {
             min_passing_tests: cfg.min_passing_tests,
