@@ -339,7 +339,7 @@ fn changed_lines(path: &str, old: &[u8], new: Option<&[u8]>) -> Vec<Range<usize>
     };
     let FileBody::Text(hunks) = fp.body else {
         // Binary either way: the whole file.
-        return vec![0..usize::MAX];
+        return std::iter::once(0..usize::MAX).collect();
     };
     let mut out = Vec::new();
     for h in hunks {

@@ -251,12 +251,12 @@ impl SelfPlay {
     }
 }
 
+/// A run's held-out split and evaluation set, each when its settings name one.
+type HeldOut = (Option<Arc<SplitJudge>>, Option<Arc<HeldoutSet>>);
+
 /// The run's held-out split and evaluation set, when its settings name them (the
 /// split is checked against the repository's HEAD, the bugs read once).
-fn held_out(
-    cfg: &SelfPlayConfig,
-    repo: &Path,
-) -> Result<(Option<Arc<SplitJudge>>, Option<Arc<HeldoutSet>>), OpenError> {
+fn held_out(cfg: &SelfPlayConfig, repo: &Path) -> Result<HeldOut, OpenError> {
     let split = match &cfg.split {
         Some(path) => Some(Arc::new(SplitJudge::open(Split::read(path)?, repo)?)),
         None => None,

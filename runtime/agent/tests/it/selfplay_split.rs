@@ -119,3 +119,58 @@ async fn a_bug_on_a_held_out_function_is_neither_solved_nor_trained_on() {
         "the injector and both attempts"
     );
 }
+
+#[tokio::test]
+async fn self_play_runs_the_held_out_evaluation_every_n_rounds() {
+    use ssr_agent::selfplay::HeldoutSet;
+    use ssr_agent::selfplay::config::HeldoutSchedule;
+    use ssr_agent::selfplay::fake_arena::fake_bug;
+    let tmp = tempfile::tempdir().unwrap();
+    let held = fake_bug("held-1", "held-out bug", None);
+    let config = SelfPlayConfig {
+        seed: 3,
+        rounds: 3,
+        injector_rollouts: 1,
+        procedural_per_round: 0,
+        attempts_per_bug: 2,
+        max_higher_order_per_round: 0,
+        max_concurrent_episodes: 2,
+        ..SelfPlayConfig::default()
+    };
+    let sp = SelfPlay {
+        config,
+        policy: Arc::new(policy("a bug")),
+        arena: Arc::new(FakeArena::new(false, false)),
+        run: RunDir::open(tmp.path()).unwrap(),
+        shutdown: Shutdown::never(),
+        progress: Arc::new(NoProgress),
+        trainer: None,
+        split: None,
+        heldout: Some(Arc::new(HeldoutSet {
+            bugs: vec![("held-1".into(), Arc::new(held))],
+            schedule: HeldoutSchedule {
+                every: 2,
+                attempts: 2,
+                ..HeldoutSchedule::default()
+            },
+        })),
+    };
+    assert_eq!(sp.run().await.unwrap(), RunOutcome::Finished);
+    let run = RunDir::open(tmp.path()).unwrap();
+    let metrics = run.metrics().unwrap();
+    let points: Vec<bool> = metrics.iter().map(|m| m.heldout.is_some()).collect();
+    assert_eq!(points, vec![true, false, true], "rounds 0 and 2");
+    // Attempt 0 applies the fix, attempt 1 submits nothing: pass@2 = 1 of 1 bug.
+    let h = metrics[0].heldout.as_ref().unwrap();
+    assert_eq!((h.bugs, h.bugs_scored, h.bugs_solved), (1, 1, 1), "{h:?}");
+    assert_eq!(h.solve_rate, Some(1.0));
+    assert_eq!(h.solver_attempts, 2);
+    // The evaluation's episodes are no part of the run's game.
+    let episodes = run.episodes().unwrap();
+    assert!(
+        episodes.keys().all(|id| id.starts_with('r')),
+        "{episodes:?}"
+    );
+    let html = ssr_agent::report::render_html(None, &metrics);
+    assert!(html.contains("id=\"plot-heldout\"") && html.contains("held-out pass@K"));
+}
