@@ -104,6 +104,16 @@ pub struct SelfPlayArgs {
     /// repositories whose tests need a setting; repeatable (adds to `[test_env]`).
     #[arg(long = "test-env", value_name = "KEY=VALUE", value_parser = crate::cli::verify::parse_test_env)]
     pub test_env: Vec<(String, String)>,
+    #[command(flatten)]
+    pub held: HeldOutFlags,
+    /// Print the final summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The held-out flags of `ssr selfplay`.
+#[derive(Args)]
+pub struct HeldOutFlags {
     /// A held-out split (`ssr split`): the bugs it holds out, whoever made them, get
     /// no solver attempt and no training; each round reports how many.
     #[arg(long, value_name = "FILE")]
@@ -118,9 +128,23 @@ pub struct SelfPlayArgs {
     /// Solver attempts per held-out bug (the K of pass@K).
     #[arg(long, default_value_t = 1, requires = "heldout_bugs")]
     pub heldout_attempts: u32,
-    /// Print the final summary as one JSON object.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl HeldOutFlags {
+    /// The flags given onto the settings.
+    fn apply(self, cfg: &mut SelfPlayConfig) {
+        if self.split.is_some() {
+            cfg.split = self.split;
+        }
+        if let Some(bugs) = self.heldout_bugs {
+            cfg.heldout = Some(ssr_agent::selfplay::config::HeldoutSchedule {
+                every: self.heldout_every.max(1),
+                bugs,
+                attempts: self.heldout_attempts.max(1),
+                ..cfg.heldout.clone().unwrap_or_default()
+            });
+        }
+    }
 }
 
 /// A parsed command line: the request to open the run, where, and how to print.
@@ -169,10 +193,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
         tools_policy,
         tools_dirs,
         test_env,
-        split,
-        heldout_bugs,
-        heldout_every,
-        heldout_attempts,
+        held,
         json,
     } = args;
     let kind = policy.map_or(PolicyKind::Embedded, PolicyKind::from);
@@ -191,8 +212,8 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
         (Setting::ToolsPolicy, tools_policy.is_some()),
         (Setting::ToolsDirs, !tools_dirs.is_empty()),
         (Setting::TestEnv, !test_env.is_empty()),
-        (Setting::Split, split.is_some()),
-        (Setting::Heldout, heldout_bugs.is_some()),
+        (Setting::Split, held.split.is_some()),
+        (Setting::Heldout, held.heldout_bugs.is_some()),
     ]
     .into_iter()
     .filter_map(|(setting, is_given)| is_given.then_some(setting))
@@ -209,17 +230,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
     }
     cfg.tools_dirs.extend(tools_dirs);
     cfg.test_env.extend(test_env);
-    if split.is_some() {
-        cfg.split = split;
-    }
-    if let Some(bugs) = heldout_bugs {
-        cfg.heldout = Some(ssr_agent::selfplay::config::HeldoutSchedule {
-            every: heldout_every.max(1),
-            bugs,
-            attempts: heldout_attempts.max(1),
-            ..cfg.heldout.unwrap_or_default()
-        });
-    }
+    held.apply(&mut cfg);
     let repo = match repo {
         Some(r) => RepoChoice::Path(
             r.canonicalize()

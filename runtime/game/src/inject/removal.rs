@@ -28,6 +28,17 @@ pub struct RemovalSite {
     pub stubbed: String,
 }
 
+impl RemovalSite {
+    fn new(file: &str, function: String, lines: std::ops::Range<usize>, stubbed: String) -> Self {
+        RemovalSite {
+            file: file.to_string(),
+            function,
+            lines,
+            stubbed,
+        }
+    }
+}
+
 static PY_DEF: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^([ \t]*)(?:async[ \t]+)?def[ \t]+(\w+)[ \t]*\(").unwrap());
 static RS_FN: LazyLock<Regex> = LazyLock::new(|| {
@@ -251,12 +262,7 @@ pub fn python_sites(file: &str, text: &str) -> Vec<RemovalSite> {
                 &text[..after_colon],
                 &text[body_end..]
             );
-            out.push(RemovalSite {
-                file: file.to_string(),
-                function: name,
-                lines: k..next,
-                stubbed,
-            });
+            out.push(RemovalSite::new(file, name, k..next, stubbed));
             continue;
         }
         let body_start = header_line + 1;
@@ -297,12 +303,7 @@ pub fn python_sites(file: &str, text: &str) -> Vec<RemovalSite> {
             // The file did not end with a newline; keep it that way.
             new.pop();
         }
-        out.push(RemovalSite {
-            file: file.to_string(),
-            function: name,
-            lines: k..end,
-            stubbed: new,
-        });
+        out.push(RemovalSite::new(file, name, k..end, new));
     }
     out
 }
