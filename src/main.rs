@@ -61,6 +61,10 @@ enum Cmd {
     Report(cli::report::ReportArgs),
     /// Runs self-play rounds: inject, verify, solve, evaluate, reward, train.
     Selfplay(Box<cli::selfplay::SelfPlayArgs>),
+    /// Draws the held-out split of a repository's bugs (by function and by commit).
+    Split(cli::split::SplitArgs),
+    /// Evaluates a policy on held-out bugs: pass@K with a Wilson interval, and more.
+    Heldout(Box<cli::heldout::HeldoutArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -84,6 +88,8 @@ fn main() -> std::process::ExitCode {
         Cmd::Episode(a) => cli::env::episode(a),
         Cmd::Report(a) => cli::report::run(a),
         Cmd::Selfplay(a) => cli::selfplay::run(*a),
+        Cmd::Split(a) => cli::split::run(a),
+        Cmd::Heldout(a) => cli::heldout::run(*a),
     };
     match result {
         Ok(code) => code,

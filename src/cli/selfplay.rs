@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-const DEFAULT_MODEL: &str = ".models/SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const DEFAULT_MODEL: &str = ".models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// `--policy`'s values (the library's [`PolicyKind`], with their help text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -104,9 +104,47 @@ pub struct SelfPlayArgs {
     /// repositories whose tests need a setting; repeatable (adds to `[test_env]`).
     #[arg(long = "test-env", value_name = "KEY=VALUE", value_parser = crate::cli::verify::parse_test_env)]
     pub test_env: Vec<(String, String)>,
+    #[command(flatten)]
+    pub held: HeldOutFlags,
     /// Print the final summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The held-out flags of `ssr selfplay`.
+#[derive(Args)]
+pub struct HeldOutFlags {
+    /// A held-out split (`ssr split`): the bugs it holds out, whoever made them, get
+    /// no solver attempt and no training; each round reports how many.
+    #[arg(long, value_name = "FILE")]
+    pub split: Option<PathBuf>,
+    /// Held-out bugs to evaluate on every `--heldout-every` rounds (with `--split`,
+    /// only those it holds out); the report plots the results as learning curves.
+    #[arg(long, value_name = "DIR")]
+    pub heldout_bugs: Option<PathBuf>,
+    /// Rounds between held-out evaluations (with `--heldout-bugs`).
+    #[arg(long, default_value_t = 1, requires = "heldout_bugs")]
+    pub heldout_every: u32,
+    /// Solver attempts per held-out bug (the K of pass@K).
+    #[arg(long, default_value_t = 1, requires = "heldout_bugs")]
+    pub heldout_attempts: u32,
+}
+
+impl HeldOutFlags {
+    /// The flags given onto the settings.
+    fn apply(self, cfg: &mut SelfPlayConfig) {
+        if self.split.is_some() {
+            cfg.split = self.split;
+        }
+        if let Some(bugs) = self.heldout_bugs {
+            cfg.heldout = Some(ssr_agent::selfplay::config::HeldoutSchedule {
+                every: self.heldout_every.max(1),
+                bugs,
+                attempts: self.heldout_attempts.max(1),
+                ..cfg.heldout.clone().unwrap_or_default()
+            });
+        }
+    }
 }
 
 /// A parsed command line: the request to open the run, where, and how to print.
@@ -117,7 +155,7 @@ struct SelfPlayJob {
 }
 
 /// The settings before flags: the file's, or the policy's defaults.
-fn base_config(file: Option<&Path>, kind: PolicyKind) -> anyhow::Result<SelfPlayConfig> {
+pub fn base_config(file: Option<&Path>, kind: PolicyKind) -> anyhow::Result<SelfPlayConfig> {
     Ok(match (file, kind) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path)
@@ -155,6 +193,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
         tools_policy,
         tools_dirs,
         test_env,
+        held,
         json,
     } = args;
     let kind = policy.map_or(PolicyKind::Embedded, PolicyKind::from);
@@ -173,6 +212,8 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
         (Setting::ToolsPolicy, tools_policy.is_some()),
         (Setting::ToolsDirs, !tools_dirs.is_empty()),
         (Setting::TestEnv, !test_env.is_empty()),
+        (Setting::Split, held.split.is_some()),
+        (Setting::Heldout, held.heldout_bugs.is_some()),
     ]
     .into_iter()
     .filter_map(|(setting, is_given)| is_given.then_some(setting))
@@ -189,6 +230,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
     }
     cfg.tools_dirs.extend(tools_dirs);
     cfg.test_env.extend(test_env);
+    held.apply(&mut cfg);
     let repo = match repo {
         Some(r) => RepoChoice::Path(
             r.canonicalize()
@@ -236,7 +278,7 @@ pub fn run(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Ctrl-C asks for a clean stop; a second one aborts.
-fn stop_on_ctrl_c() -> ssr_agent::shutdown::Shutdown {
+pub fn stop_on_ctrl_c() -> ssr_agent::shutdown::Shutdown {
     let (handle, rx) = shutdown::channel();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

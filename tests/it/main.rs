@@ -3,6 +3,7 @@
 
 mod game_cli;
 mod game_image;
+mod heldout_cli;
 mod sandbox_cli;
 mod tidy;
 mod tools_cli;

@@ -2,7 +2,8 @@
 //! network) and the summary table printed by `ssr report` and at the end of a run.
 //!
 //! Owns: the plots (validity rate, solve rate, rewards, episode lengths, time per
-//! phase, all per round) and the summary, where infrastructure failures (episodes
+//! phase, the held-out learning curves next to the training loss, all per round) and
+//! the summary, where infrastructure failures (episodes
 //! whose model failed, attempts the sandbox could not score) are counted apart from
 //! scored ones. Does not own: the numbers (read from `metrics.jsonl` and `run.json`).
 
@@ -10,12 +11,14 @@ use crate::rundir::{RoundMetrics, RunMeta};
 use std::fmt::Write as _;
 
 /// The ids of the plots every report contains (checked by the headless-browser test).
-pub const PLOT_IDS: [&str; 5] = [
+pub const PLOT_IDS: [&str; 7] = [
     "plot-validity",
     "plot-solve",
     "plot-rewards",
     "plot-lengths",
     "plot-phases",
+    "plot-heldout",
+    "plot-loss",
 ];
 
 const COLORS: [&str; 6] = [
@@ -271,6 +274,8 @@ pub struct Summary {
     pub model_error: Option<String>,
     /// Injector episodes with no reward (infra, or too few scored attempts).
     pub injectors_unrewarded: u32,
+    /// Valid bugs the held-out split kept out of training.
+    pub held_out_excluded: u32,
     pub malformed_calls: u32,
     pub sampled_tokens: u64,
     pub wall_ms: u64,
@@ -295,6 +300,7 @@ pub fn summarize(metrics: &[RoundMetrics]) -> Summary {
             s.model_error.clone_from(&m.model_error);
         }
         s.injectors_unrewarded += m.injectors_unrewarded;
+        s.held_out_excluded += m.held_out_excluded;
         s.malformed_calls += m.malformed_calls;
         s.sampled_tokens += m.sampled_tokens;
         s.wall_ms += m.wall_ms;
@@ -369,6 +375,18 @@ pub fn summary_table(metrics: &[RoundMetrics]) -> String {
             t.injectors_unrewarded
         );
     }
+    if t.held_out_excluded > 0 {
+        let _ = writeln!(
+            s,
+            "held-out split: {} valid bugs excluded from training (not solved, not trained on)",
+            t.held_out_excluded
+        );
+    }
+    for m in metrics {
+        if let Some(h) = &m.heldout {
+            let _ = writeln!(s, "held-out before round {}: {}", m.round, h.summary());
+        }
+    }
     s
 }
 
@@ -437,7 +455,50 @@ fn plots(metrics: &[RoundMetrics]) -> String {
         None,
     ));
     h.push_str(&phase_chart(PLOT_IDS[4], metrics));
+    h.push_str(&learning_curves(metrics));
     h.push_str("</div>");
+    h
+}
+
+/// The held-out evaluation per round (its point at round N measures the weights round
+/// N sampled from) and, next to it, the training loss.
+fn learning_curves(metrics: &[RoundMetrics]) -> String {
+    let held = |f: fn(&crate::selfplay::heldout::HeldoutReport) -> Option<f64>| {
+        pts(metrics, move |m| m.heldout.as_ref().and_then(f))
+    };
+    let heldout = [
+        Series {
+            name: "held-out pass@K",
+            points: held(|h| h.solve_rate),
+        },
+        Series {
+            name: "95% Wilson low",
+            points: held(|h| h.solve_rate_ci95.map(|c| c.0)),
+        },
+        Series {
+            name: "95% Wilson high",
+            points: held(|h| h.solve_rate_ci95.map(|c| c.1)),
+        },
+        Series {
+            name: "malformed-call rate",
+            points: held(|h| h.malformed_rate),
+        },
+        Series {
+            name: "valid injector artifacts",
+            points: held(|h| h.valid_artifact_rate),
+        },
+    ];
+    let loss = [Series {
+        name: "training loss",
+        points: pts(metrics, |m| m.train_loss),
+    }];
+    let mut h = line_chart(
+        PLOT_IDS[5],
+        "Held-out evaluation",
+        &heldout,
+        Some((0.0, 1.0)),
+    );
+    h.push_str(&line_chart(PLOT_IDS[6], "Training loss", &loss, None));
     h
 }
 

@@ -309,6 +309,12 @@ pub struct RoundMetrics {
     /// Finished episodes left out of training because they have no reward (infra,
     /// or an injector without enough scored attempts).
     pub trajectories_unrewarded: u32,
+    /// Valid bugs the held-out split took out of training (no attempts, no reward).
+    #[serde(default)]
+    pub held_out_excluded: u32,
+    /// The held-out evaluation run after this round (`heldout_every`), when it ran.
+    #[serde(default)]
+    pub heldout: Option<crate::selfplay::heldout::HeldoutReport>,
 }
 
 /// What a training step did.

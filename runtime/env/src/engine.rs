@@ -199,6 +199,7 @@ impl Engine {
             shutdown,
             progress: Arc::new(NoProgress),
             finished: Arc::new(BTreeMap::new()),
+            split: None,
         }
     }
 

@@ -29,6 +29,7 @@ pub mod reporter;
 pub mod reward;
 pub mod scan;
 pub mod score;
+pub mod split;
 pub mod testrun;
 pub mod trusted;
 pub mod vendor;

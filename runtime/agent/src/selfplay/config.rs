@@ -53,6 +53,38 @@ pub struct SelfPlayConfig {
     /// Environment variables every test run and every agent shell command gets, for
     /// repositories whose tests need a setting (`[test_env]` in TOML).
     pub test_env: std::collections::BTreeMap<String, String>,
+    /// A held-out split file (`ssr split`): the bugs it holds out, whoever made them,
+    /// get no solver attempt and no training; each round counts them. `None`: every
+    /// bug plays (the spec's game).
+    pub split: Option<std::path::PathBuf>,
+    /// The held-out evaluation run every N rounds (`None`: never).
+    pub heldout: Option<HeldoutSchedule>,
+}
+
+/// When and on what self-play runs the held-out evaluation (`[heldout]` in TOML).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeldoutSchedule {
+    /// After every `every`-th round (and after round 0, the curve's first point).
+    pub every: u32,
+    /// The held-out bugs (`ssr inject`'s layout); with a split, only the bugs it
+    /// holds out are played.
+    pub bugs: std::path::PathBuf,
+    /// Solver attempts per bug (the K of pass@K).
+    pub attempts: u32,
+    /// Injector episodes per evaluation, for the rate of valid artifacts.
+    pub injector_episodes: u32,
+}
+
+impl Default for HeldoutSchedule {
+    fn default() -> Self {
+        HeldoutSchedule {
+            every: 1,
+            bugs: "heldout-bugs".into(),
+            attempts: 1,
+            injector_episodes: 0,
+        }
+    }
 }
 
 impl Default for SelfPlayConfig {
@@ -79,6 +111,8 @@ impl Default for SelfPlayConfig {
             tools_policy: None,
             tools_dirs: Vec::new(),
             test_env: Default::default(),
+            split: None,
+            heldout: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 use super::SelfPlayError;
 use super::solve::{attempts_on, solve_phase};
+use super::split::hold_out;
 use super::table::{Done, Played, Table};
 use crate::rundir::Outcome;
 use ssr_game::bug_store::Judgement;
@@ -21,6 +22,8 @@ use tokio::sync::Semaphore;
 pub struct HigherOrder {
     pub verdicts: Vec<Verdict>,
     pub solvers: Vec<Done>,
+    /// Valid higher-order bugs the held-out split took out (no attempts).
+    pub held_out: Vec<String>,
 }
 
 /// The attempts that can seed a higher-order bug: failed (scored, not infra), with a
@@ -62,9 +65,14 @@ pub async fn higher_order_phase(
         }
         verdicts.push(verdict);
     }
+    let held_out = hold_out(table.split.as_deref(), &mut made);
     let attempts = attempts_on(&made, table.config.attempts_per_higher_order_bug);
     match solve_phase(table, round, "solve higher-order", attempts, permits).await? {
-        Played::Finished(solvers) => Ok(Played::Finished(HigherOrder { verdicts, solvers })),
+        Played::Finished(solvers) => Ok(Played::Finished(HigherOrder {
+            verdicts,
+            solvers,
+            held_out,
+        })),
         Played::Interrupted => Ok(Played::Interrupted),
     }
 }

@@ -27,6 +27,8 @@ pub mod arena;
 pub mod config;
 pub mod fake_arena;
 pub mod game_arena;
+pub mod heldout;
+pub mod heldout_open;
 pub mod higher_order;
 pub mod inject;
 pub mod open;
@@ -34,6 +36,7 @@ pub mod progress;
 pub mod resume;
 pub mod round;
 pub mod solve;
+pub mod split;
 pub mod table;
 pub mod train;
 
@@ -52,6 +55,7 @@ use sha2::{Digest, Sha256};
 use solve::{attempts_on, solve_phase};
 use ssr_game::BugStore;
 use ssr_game::bug_store::StoreError;
+use ssr_game::split::SplitJudge;
 use ssr_trainer::trajectory::Trajectory;
 use std::sync::Arc;
 use std::time::Instant;
@@ -131,6 +135,17 @@ pub struct SelfPlay {
     pub shutdown: Shutdown,
     pub progress: Arc<dyn Progress>,
     pub trainer: Option<Arc<dyn TrainStep>>,
+    /// The held-out split the run honours (`SelfPlayConfig::split`); `None`: every
+    /// bug plays.
+    pub split: Option<Arc<SplitJudge>>,
+    /// The held-out evaluation run every N rounds (`SelfPlayConfig::heldout`).
+    pub heldout: Option<Arc<HeldoutSet>>,
+}
+
+/// The held-out bugs of a run and when they are played.
+pub struct HeldoutSet {
+    pub bugs: Vec<(String, Arc<ssr_game::Bug>)>,
+    pub schedule: config::HeldoutSchedule,
 }
 
 /// Times the phases of a round.
@@ -194,6 +209,7 @@ impl SelfPlay {
             shutdown: self.shutdown.clone(),
             progress: self.progress.clone(),
             finished: Arc::new(self.run.episodes()?),
+            split: self.split.clone(),
         })
     }
 
@@ -202,9 +218,11 @@ impl SelfPlay {
         let started = Instant::now();
         let weights_used = self.fingerprint().await?;
         let table = self.table()?;
+        let heldout = played!(self.heldout_point(round).await?);
         let permits = Arc::new(Semaphore::new(self.config.max_concurrent_episodes.max(1)));
         let mut clock = PhaseClock::start();
-        let made = played!(inject_phase(&table, round, &permits).await?);
+        let mut made = played!(inject_phase(&table, round, &permits).await?);
+        let mut held_out = split::hold_out(self.split.as_deref(), &mut made.bugs);
         clock.lap("inject+verify");
         let attempts = attempts_on(&made.bugs, self.config.attempts_per_bug);
         let solvers = played!(solve_phase(&table, round, "solve", attempts, &permits).await?);
@@ -212,6 +230,7 @@ impl SelfPlay {
         let higher =
             played!(higher_order_phase(&table, round, &solvers, &made.bugs, &permits).await?);
         clock.lap("higher-order");
+        held_out.extend(higher.held_out);
         let mut r = Round {
             round,
             injector_rollouts: self.config.injector_rollouts,
@@ -222,6 +241,7 @@ impl SelfPlay {
             higher_order_verdicts: higher.verdicts,
             higher_order_solvers: higher.solvers,
             weights_used,
+            held_out,
             ..Round::default()
         };
         r.reward_injectors(self.config.injector_reward, self.config.attempts_per_bug);
@@ -233,11 +253,51 @@ impl SelfPlay {
         }
         r.phase_ms = clock.phase_ms;
         r.wall_ms = started.elapsed().as_millis() as u64;
-        self.run.append_metrics(&RoundMetrics::from(&r))?;
+        let mut metrics = RoundMetrics::from(&r);
+        metrics.heldout = heldout;
+        self.run.append_metrics(&metrics)?;
         if let Some(error) = r.model_unreachable() {
             return Err(SelfPlayError::ModelUnreachable { round, error });
         }
         Ok(RunOutcome::Finished)
+    }
+
+    /// The held-out evaluation at the start of round `round` when the schedule has
+    /// one: it measures the weights the round samples from, before its training step
+    /// (round 0's point is the starting policy). Its episodes go to a scratch bug
+    /// store and an in-memory journal: they are no part of the run's game.
+    async fn heldout_point(
+        &self,
+        round: u32,
+    ) -> Result<Played<Option<heldout::HeldoutReport>>, SelfPlayError> {
+        let Some(set) = self.heldout.clone() else {
+            return Ok(Played::Finished(None));
+        };
+        if !round.is_multiple_of(set.schedule.every.max(1)) {
+            return Ok(Played::Finished(None));
+        }
+        let scratch = tempfile::Builder::new()
+            .prefix(".heldout-")
+            .tempdir_in(self.run.root())
+            .map_err(|e| SelfPlayError::Task(format!("a scratch bug store: {e}")))?;
+        let table = Table {
+            bugs: BugStore::new(scratch.path()),
+            journal: Arc::new(MemoryJournal::default()),
+            finished: Arc::new(Default::default()),
+            ..self.table()?
+        };
+        let plan = heldout::HeldoutPlan {
+            label: heldout::round_label(self.config.seed, round),
+            attempts: set.schedule.attempts,
+            injector_episodes: set.schedule.injector_episodes,
+        };
+        let n = set.bugs.len() as u64 * u64::from(plan.attempts);
+        self.progress
+            .phase(round, "held-out", n + u64::from(plan.injector_episodes));
+        Ok(match heldout::evaluate(&table, &set.bugs, &plan).await? {
+            Some(report) => Played::Finished(Some(report)),
+            None => Played::Interrupted,
+        })
     }
 
     /// The fingerprint of the weights this round samples from (with a trainer).

@@ -13,7 +13,7 @@
 use super::game_arena::{GameArena, OpenArenaError, tool_host};
 use super::resume::{ResumeConflict, Setting, Setup, resume};
 use super::train::{EngineTrainer, TrainStepError};
-use super::{Progress, SelfPlay, SelfPlayConfig, SelfPlayError, TrainStep};
+use super::{HeldoutSet, Progress, SelfPlay, SelfPlayConfig, SelfPlayError, TrainStep};
 use crate::chat::TextCodec;
 use crate::policy::embedded::{EmbeddedPolicy, TrainerCodec};
 use crate::policy::openai::{OpenAiConfig, OpenAiPolicy};
@@ -23,6 +23,7 @@ use crate::report::render_html;
 use crate::rundir::{RoundMetrics, RunDir, RunDirError, RunMeta};
 use crate::shutdown::Shutdown;
 use serde::{Deserialize, Serialize};
+use ssr_game::split::{Split, SplitJudge};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -166,6 +167,10 @@ pub enum OpenError {
     },
     #[error("writing run.json: {0}")]
     Meta(#[source] serde_json::Error),
+    #[error("the held-out split: {0}")]
+    Split(#[from] ssr_game::split::SplitError),
+    #[error("the held-out bugs: {0}")]
+    Heldout(#[from] super::heldout::HeldoutError),
 }
 
 impl SelfPlay {
@@ -200,6 +205,7 @@ impl SelfPlay {
             (true, None) => return Err(OpenError::TrainNeedsEmbedded),
         };
         let arena = build_arena(&cfg, &setup.repo, &scratch_dir(&run))?;
+        let (split, heldout) = held_out(&cfg, &setup.repo)?;
         let meta = RunMeta {
             id: run_dir
                 .file_name()
@@ -219,6 +225,8 @@ impl SelfPlay {
             shutdown: config.shutdown,
             progress: config.progress,
             trainer,
+            split,
+            heldout,
         };
         Ok(Opened {
             selfplay,
@@ -241,6 +249,32 @@ impl SelfPlay {
             .map_err(|source| RunDirError::Io { path, source })?;
         Ok(metrics)
     }
+}
+
+/// A run's held-out split and evaluation set, each when its settings name one.
+type HeldOut = (Option<Arc<SplitJudge>>, Option<Arc<HeldoutSet>>);
+
+/// The run's held-out split and evaluation set, when its settings name them (the
+/// split is checked against the repository's HEAD, the bugs read once).
+fn held_out(cfg: &SelfPlayConfig, repo: &Path) -> Result<HeldOut, OpenError> {
+    let split = match &cfg.split {
+        Some(path) => Some(Arc::new(SplitJudge::open(Split::read(path)?, repo)?)),
+        None => None,
+    };
+    let heldout = match &cfg.heldout {
+        Some(schedule) => {
+            let mut bugs = super::heldout::load_bugs(&schedule.bugs)?;
+            if let Some(judge) = &split {
+                bugs = super::heldout::held_out_only(bugs, judge, &schedule.bugs)?;
+            }
+            Some(Arc::new(HeldoutSet {
+                bugs,
+                schedule: schedule.clone(),
+            }))
+        }
+        None => None,
+    };
+    Ok((split, heldout))
 }
 
 /// Episode workspaces of a run live under it (same filesystem: snapshots can reflink).
@@ -301,9 +335,9 @@ pub fn bundled_example() -> Result<PathBuf, OpenError> {
 
 /// The policy the run samples from, and the embedded engine when it is one (training
 /// needs it).
-type BuiltPolicy = (Arc<dyn Policy>, Option<Arc<EmbeddedPolicy>>);
+pub type BuiltPolicy = (Arc<dyn Policy>, Option<Arc<EmbeddedPolicy>>);
 
-fn build_policy(kind: PolicyKind, src: &PolicySources) -> Result<BuiltPolicy, OpenError> {
+pub fn build_policy(kind: PolicyKind, src: &PolicySources) -> Result<BuiltPolicy, OpenError> {
     // The tokenizer gives exact ids to the policies that do not hold the model.
     let codec = || -> Result<Option<Arc<dyn TextCodec>>, OpenError> {
         src.model
@@ -351,7 +385,7 @@ pub fn load_codec(path: &Path) -> Result<Arc<dyn TextCodec>, OpenError> {
 }
 
 /// The real game over `repo`, its workspaces under `scratch`, with the run's tool host.
-fn build_arena(
+pub fn build_arena(
     cfg: &SelfPlayConfig,
     repo: &Path,
     scratch: &Path,

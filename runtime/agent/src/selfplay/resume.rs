@@ -37,6 +37,8 @@ pub enum Setting {
     ToolsPolicy,
     ToolsDirs,
     TestEnv,
+    Split,
+    Heldout,
 }
 
 impl Setting {
@@ -56,6 +58,8 @@ impl Setting {
             Setting::ToolsPolicy => "--tools-policy",
             Setting::ToolsDirs => "--tools-dir",
             Setting::TestEnv => "--test-env",
+            Setting::Split => "--split",
+            Setting::Heldout => "--heldout-bugs",
         }
     }
 }
@@ -112,6 +116,8 @@ pub fn resume(recorded: Setup, asked: &Setup, given: &[Setting]) -> Result<Setup
             Setting::ToolsPolicy => d(&r.tools_policy, &a.tools_policy),
             Setting::ToolsDirs => d(&r.tools_dirs, &a.tools_dirs),
             Setting::TestEnv => d(&r.test_env, &a.test_env),
+            Setting::Split => d(&r.split, &a.split),
+            Setting::Heldout => d(&r.heldout, &a.heldout),
         };
         if let Some(c) = conflict {
             return Err(c);

@@ -41,6 +41,8 @@ pub struct Round {
     pub trajectories_skipped: u32,
     pub trajectories_unrewarded: u32,
     pub wall_ms: u64,
+    /// Valid bugs (first- and higher-order) the held-out split took out of the round.
+    pub held_out: Vec<String>,
 }
 
 fn solved(d: &Done) -> bool {
@@ -83,6 +85,11 @@ impl Round {
                 continue;
             }
             let id = d.record.episode_id.as_str();
+            // A held-out bug is not trained on, its injector's episode included.
+            if self.held_out.iter().any(|h| h == id) {
+                d.record.reward = None;
+                continue;
+            }
             let valid = self.verdicts.iter().any(|v| v.bug_id == id && v.valid);
             let scores = per_bug.get(id).map_or(&[][..], Vec::as_slice);
             let r = injector_score(kind, valid, scores, attempts_per_bug as usize);
@@ -249,6 +256,8 @@ impl From<&Round> for RoundMetrics {
             rejections,
             trajectories_skipped: r.trajectories_skipped,
             trajectories_unrewarded: r.trajectories_unrewarded,
+            held_out_excluded: r.held_out.len() as u32,
+            heldout: None,
         }
     }
 }

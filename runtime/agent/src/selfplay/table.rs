@@ -14,6 +14,7 @@ use crate::rundir::{EpisodeRecord, RunDir, RunDirError};
 use crate::shutdown::Shutdown;
 use crate::transcript::Transcript;
 use ssr_game::BugStore;
+use ssr_game::split::SplitJudge;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -55,6 +56,8 @@ pub struct Table {
     pub progress: Arc<dyn Progress>,
     /// Episodes already finished (a resumed run's index); empty for a fresh round.
     pub finished: Arc<BTreeMap<String, EpisodeRecord>>,
+    /// The held-out split: bugs it holds out get no solver attempt (`None`: all play).
+    pub split: Option<Arc<SplitJudge>>,
 }
 
 impl Table {

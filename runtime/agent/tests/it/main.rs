@@ -9,6 +9,7 @@ mod load;
 mod model_servers;
 mod openai;
 mod selfplay;
+mod selfplay_split;
 mod support;
 mod tokens;
 mod wasm_tools;

@@ -94,6 +94,8 @@ async fn try_play(
         shutdown: Shutdown::never(),
         progress: Arc::new(NoProgress),
         trainer: None,
+        split: None,
+        heldout: None,
     };
     sp.run().await
 }

@@ -20,8 +20,23 @@ use std::sync::LazyLock;
 pub struct RemovalSite {
     pub file: String,
     pub function: String,
+    /// The function's lines in the original text (0-based, end exclusive): from its
+    /// first decorator (Python) or its `fn` line (Rust) to the end of its body. The
+    /// held-out split maps a patch's changed lines to functions with it.
+    pub lines: std::ops::Range<usize>,
     /// The file's text with the body replaced.
     pub stubbed: String,
+}
+
+impl RemovalSite {
+    fn new(file: &str, function: String, lines: std::ops::Range<usize>, stubbed: String) -> Self {
+        RemovalSite {
+            file: file.to_string(),
+            function,
+            lines,
+            stubbed,
+        }
+    }
 }
 
 static PY_DEF: LazyLock<Regex> =
@@ -247,11 +262,7 @@ pub fn python_sites(file: &str, text: &str) -> Vec<RemovalSite> {
                 &text[..after_colon],
                 &text[body_end..]
             );
-            out.push(RemovalSite {
-                file: file.to_string(),
-                function: name,
-                stubbed,
-            });
+            out.push(RemovalSite::new(file, name, k..next, stubbed));
             continue;
         }
         let body_start = header_line + 1;
@@ -292,11 +303,7 @@ pub fn python_sites(file: &str, text: &str) -> Vec<RemovalSite> {
             // The file did not end with a newline; keep it that way.
             new.pop();
         }
-        out.push(RemovalSite {
-            file: file.to_string(),
-            function: name,
-            stubbed: new,
-        });
+        out.push(RemovalSite::new(file, name, k..end, new));
     }
     out
 }
@@ -455,10 +462,19 @@ pub fn rust_sites(file: &str, text: &str) -> Vec<RemovalSite> {
         out.push(RemovalSite {
             file: file.to_string(),
             function: name,
+            lines: line_of(text, m.start())..line_of(text, close) + 1,
             stubbed,
         });
     }
     out
+}
+
+/// The 0-based line holding byte `offset` of `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
 }
 
 /// Removal sites of a code file for the framework.
@@ -479,6 +495,7 @@ mod tests {
         let s = python_sites("m.py", src);
         let names: Vec<&str> = s.iter().map(|x| x.function.as_str()).collect();
         assert_eq!(names, vec!["f", "h"]);
+        assert_eq!((s[0].lines.clone(), s[1].lines.clone()), (1..8, 13..15));
         assert_eq!(
             s[0].stubbed,
             "class A:\n    def f(self,\n          x):\n        \"\"\"Doc.\n\n        More.\"\"\"\n        raise NotImplementedError\n\n    def g(self):\n        pass\n\n\ndef h():\n    return 1\n"
@@ -700,6 +717,7 @@ second"""
         let s = rust_sites("src/lib.rs", src);
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].function, "add");
+        assert_eq!(s[0].lines, 0..4);
         assert!(s[0].stubbed.starts_with(
             "pub fn add(a: i32, b: i32) -> i32 {\n    panic!(\"removed\")\n}\n\ntrait T"
         ));

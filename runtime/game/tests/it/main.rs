@@ -11,4 +11,5 @@ mod process_sandbox;
 mod real_traits;
 mod red_team_rewards;
 mod solver_cheats;
+mod split;
 mod verify_checks;
