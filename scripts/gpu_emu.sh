@@ -12,7 +12,9 @@
 #                               # training-scale ones included). With fibers it fits CI's
 #                               # 8-minute budget for the emulator: 3.9 min (6.5 at load
 #                               # 16-25) on the shared 2-core machine at load 8-10, 1.6 min
-#                               # of CPU, the emulator's build included
+#                               # of CPU, the emulator's build included. The 3 end-to-end
+#                               # runs (tests/it/gpu_e2e) add 85 s: 6.9 min in all at
+#                               # load 11-12 (2.3 min of CPU)
 #   scripts/gpu_emu.sh tsan     # ThreadSanitizer, plus the proof that it catches a
 #                               # kernel whose __syncthreads was removed
 #
