@@ -13,7 +13,8 @@ tools:
     cargo build --manifest-path tools-wasm/Cargo.toml --target wasm32-wasip2 --release
 
 # Run every test of the workspace (GPU tests skip with a printed reason where there is no GPU),
-# then every GPU test on the emulated CUDA device under ASan+UBSan (scripts/gpu_emu.sh ci),
+# then every GPU test and the ssr program's end-to-end GPU runs (tests/it/gpu_e2e) on the emulated
+# CUDA device under ASan+UBSan (scripts/gpu_emu.sh ci),
 # then the Python package of the environment server (python/tests, Ray two-node test included).
 test: tools
     cargo test --workspace
@@ -53,7 +54,7 @@ nvrtc-check:
 corpus out="target/corpus" *args:
     cargo run -- corpus --file corpus/corpus.toml --out {{out}} {{args}}
 
-# Without a GPU: every GPU test on the emulated CUDA device (gpu-emu/, fake libcuda/libcublas/libnccl running kernels/*.cu on CPU threads) under ASan+UBSan; none may skip.
+# Without a GPU: every GPU test, then the ssr program's end-to-end GPU runs on the tiny model, on the emulated CUDA device (gpu-emu/, fake libcuda/libcublas/libnccl running kernels/*.cu on CPU threads) under ASan+UBSan; none may skip.
 gpu-emu:
     bash scripts/gpu_emu.sh asan
 

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Runs every test of the trainer's `gpu::` module on the emulated CUDA device (gpu-emu/):
 # the real host code, cudarc and NVRTC, with the fake libcuda/libcublas/libnccl running
-# kernels/*.cu on the CPU (each CUDA thread a fiber, gpu-emu/fibers.cc). SSR_REQUIRE_GPU=1:
-# a test that would skip fails instead.
+# kernels/*.cu on the CPU (each CUDA thread a fiber, gpu-emu/fibers.cc), then the
+# end-to-end runs of the `ssr` program on the tiny model (tests/it/gpu_e2e: `ssr train`
+# cuda vs cpu, a self-play round training on the device, greedy f32 generation), whose
+# child processes inherit the emulator. SSR_REQUIRE_GPU=1: a test that would skip fails
+# instead.
 #
 #   scripts/gpu_emu.sh          # ASan + UBSan, every GPU test (`just gpu-emu`)
 #   scripts/gpu_emu.sh ci       # what `just test` runs: the same, every GPU test (33,
 #                               # training-scale ones included). With fibers it fits CI's
 #                               # 8-minute budget for the emulator: 3.9 min (6.5 at load
 #                               # 16-25) on the shared 2-core machine at load 8-10, 1.6 min
-#                               # of CPU, the emulator's build included
+#                               # of CPU, the emulator's build included. The 3 end-to-end
+#                               # runs (tests/it/gpu_e2e) add 85 s: 6.9 min in all at
+#                               # load 11-12 (2.3 min of CPU)
 #   scripts/gpu_emu.sh tsan     # ThreadSanitizer, plus the proof that it catches a
 #                               # kernel whose __syncthreads was removed
 #
@@ -24,8 +29,9 @@ if [ -z "$nvrtc_lib" ]; then
   exit 1
 fi
 
+# The `it` test binary of package $1.
 test_binary() {
-  cargo test -p ssr-trainer --test it --no-run --message-format=json 2>/dev/null |
+  cargo test -p "$1" --test it --no-run --message-format=json 2>/dev/null |
     python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -50,7 +56,7 @@ run_emulated() {
 }
 
 cargo build -p ssr-trainer --tests -q 2>&1 | tail -20
-bin=$(test_binary)
+bin=$(test_binary ssr-trainer)
 [ -x "$bin" ] || { echo "gpu-emu: the trainer's test binary was not built" >&2; exit 1; }
 
 # Which GPU tests the sanitized run takes (test-name filters). `ci` was a subset while a
@@ -87,13 +93,29 @@ asan)
   run_emulated target/gpu-emu/asan "$(gcc -print-file-name=libasan.so)" "${filters[@]}" --test-threads=1 \
     --skip gpu::every_kernel_source_compiles_with_nvrtc --skip gpu::ptxas 2>&1 | tee -a "$log"
   rc2=${PIPESTATUS[0]}
+  # 3. The end-to-end runs of the `ssr` program (root crate, tests/it/gpu_e2e) under the
+  #    same emulator: each `ssr` child inherits the library path, the preloaded runtime
+  #    and the filled kernel cache.
+  e2e_started=$SECONDS
+  e2e_bin=$(test_binary ssr)
+  e2e_log=$(mktemp)
+  if [ -x "$e2e_bin" ]; then
+    bin=$e2e_bin run_emulated target/gpu-emu/asan "$(gcc -print-file-name=libasan.so)" gpu_e2e:: \
+      --test-threads=1 2>&1 | tee "$e2e_log"
+    rc3=${PIPESTATUS[0]}
+  else
+    echo "gpu-emu: the ssr program's test binary was not built" >&2
+    rc3=1
+  fi
   set -e
   passed=$(grep -oE '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
-  skipped=$(grep -c '^skipping ' "$log" || true)
-  rm -rf "$log" "$cache"
+  e2e_passed=$(grep -oE '[0-9]+ passed' "$e2e_log" | awk '{s += $1} END {print s + 0}')
+  skipped=$(cat "$log" "$e2e_log" | grep -c '^skipping ' || true)
+  rm -rf "$log" "$e2e_log" "$cache"
   # One of the passes is the cache fill, not a test.
   echo "gpu-emu: $((passed - 1)) GPU tests passed on the emulated device (ssr-emu, ASan+UBSan), $skipped skipped (exit $rc1/$rc2)"
-  [ "$rc1" = 0 ] && [ "$rc2" = 0 ] && [ "$skipped" = 0 ] && [ "$passed" -gt 1 ]
+  echo "gpu-emu: $e2e_passed end-to-end runs of ssr passed on the emulated device in $((SECONDS - e2e_started)) s (exit $rc3)"
+  [ "$rc1" = 0 ] && [ "$rc2" = 0 ] && [ "$rc3" = 0 ] && [ "$skipped" = 0 ] && [ "$passed" -gt 1 ] && [ "$e2e_passed" = 3 ]
   ;;
 tsan)
   bash gpu-emu/build.sh target/gpu-emu/tsan tsan

@@ -91,6 +91,11 @@ pub struct SelfPlayArgs {
     /// Take a training step on the embedded model after each round.
     #[arg(long)]
     pub train: bool,
+    /// Where the training step runs: auto (CUDA device 0 when usable, else the CPU;
+    /// never the emulated device), cpu, cuda or cuda:N (an error where it cannot run).
+    /// The embedded policy generates on the CPU. Default: the settings file's, else auto.
+    #[arg(long, value_name = "auto|cpu|cuda[:N]")]
+    pub device: Option<ssr_trainer::Device>,
     /// The tool policy (TOML; `ssr tools policy` prints the built-in one to start
     /// from): which WASM tools each role gets, with what grants and limits. It
     /// replaces the built-in policy, so keep the standard tools' sections in it.
@@ -190,6 +195,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
         procedural,
         concurrency,
         train,
+        device,
         tools_policy,
         tools_dirs,
         test_env,
@@ -209,6 +215,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
         (Setting::Procedural, procedural.is_some()),
         (Setting::Concurrency, concurrency.is_some()),
         (Setting::Train, train),
+        (Setting::Device, device.is_some()),
         (Setting::ToolsPolicy, tools_policy.is_some()),
         (Setting::ToolsDirs, !tools_dirs.is_empty()),
         (Setting::TestEnv, !test_env.is_empty()),
@@ -225,6 +232,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
     cfg.procedural_per_round = procedural.unwrap_or(cfg.procedural_per_round);
     cfg.max_concurrent_episodes = concurrency.unwrap_or(cfg.max_concurrent_episodes);
     cfg.train |= train;
+    cfg.device = device.unwrap_or(cfg.device);
     if tools_policy.is_some() {
         cfg.tools_policy = tools_policy;
     }
@@ -336,10 +344,13 @@ impl Printed<'_> {
         elapsed: std::time::Duration,
     ) {
         let summary = summarize(metrics);
+        let last_train = metrics.last().and_then(|m| m.train.as_ref());
         if self.json {
+            // "last_train": the last round's training step (its device, loss, new
+            // weights' fingerprint, no-signal message), null without --train.
             println!(
                 "{}",
-                serde_json::json!({"run_dir": self.out, "outcome": format!("{outcome:?}").to_lowercase(), "summary": summary, "report": self.report, "elapsed_s": elapsed.as_secs_f64()})
+                serde_json::json!({"run_dir": self.out, "outcome": format!("{outcome:?}").to_lowercase(), "summary": summary, "report": self.report, "elapsed_s": elapsed.as_secs_f64(), "last_train": last_train})
             );
             return;
         }
@@ -352,9 +363,16 @@ impl Printed<'_> {
             self.out.display(),
             self.report.display()
         );
-        if let Some(t) = metrics.last().and_then(|m| m.train.as_ref()) {
+        if let Some(t) = last_train {
+            let on = t
+                .device
+                .as_ref()
+                .map_or_else(String::new, |d| format!(" on {d}"));
+            if let Some(none) = &t.no_signal {
+                println!("last training step{on}: {none}");
+            }
             println!(
-                "last training step: loss {:.4}, grad norm {:.4}, {} trained tokens; new weights {} in {}",
+                "last training step{on}: loss {:.4}, grad norm {:.4}, {} trained tokens; new weights {} in {}",
                 t.loss,
                 t.grad_norm,
                 t.trained_tokens,

@@ -3,6 +3,7 @@
 
 mod game_cli;
 mod game_image;
+mod gpu_e2e;
 mod heldout_cli;
 mod sandbox_cli;
 mod tidy;

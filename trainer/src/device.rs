@@ -19,8 +19,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The device a caller asks for.
+/// The device a caller asks for. Serialized (a self-play run's TOML and `run.json`) as
+/// its command-line name: `"auto"`, `"cpu"`, `"cuda"`, `"cuda:N"`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum Device {
     /// CUDA device 0 when usable, else the CPU.
     #[default]
@@ -66,6 +68,20 @@ impl std::str::FromStr for Device {
                 .map(Device::Cuda)
                 .ok_or_else(bad),
         }
+    }
+}
+
+impl From<Device> for String {
+    fn from(d: Device) -> String {
+        d.to_string()
+    }
+}
+
+impl TryFrom<String> for Device {
+    type Error = ParseDeviceError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 
@@ -214,6 +230,17 @@ mod tests {
         assert_eq!("CUDA:1".parse::<Device>(), Ok(Device::Cuda(1)));
         assert!("tpu".parse::<Device>().is_err());
         assert!("cuda:x".parse::<Device>().is_err());
+    }
+
+    #[test]
+    fn devices_serialize_as_their_command_line_names() {
+        assert_eq!(
+            serde_json::to_string(&Device::Cuda(2)).unwrap(),
+            "\"cuda:2\""
+        );
+        let d: Device = serde_json::from_str("\"cpu\"").unwrap();
+        assert_eq!(d, Device::Cpu);
+        assert!(serde_json::from_str::<Device>("\"tpu\"").is_err());
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! so that every parity test reads the same way (llm.c kept three diverging checkers; we keep one).
 //!
 //! Does not own: the choice of tolerance for a given op: each test states its own, with a
-//! comment saying how it was chosen.
+//! comment saying how it was chosen (the GPU's whole-step tolerances are the trainer's,
+//! `GpuPrecision::step_tolerance`). The end-to-end runs' model is [`tiny_model`]'s.
+
+pub mod tiny_model;
 
 /// An element-wise tolerance: `|got - want| <= abs + rel * |want|`.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -328,6 +328,13 @@ pub struct TrainReport {
     pub weights_after: String,
     /// Where the step's checkpoint was written.
     pub checkpoint: std::path::PathBuf,
+    /// The device that ran the step (absent in runs recorded before it was kept).
+    #[serde(default)]
+    pub device: Option<ssr_trainer::ActiveDevice>,
+    /// Set when the step had no learning signal (every advantage 0): the trainer's
+    /// message. The weights then moved only by weight decay and momentum.
+    #[serde(default)]
+    pub no_signal: Option<String>,
 }
 
 fn append_line<T: Serialize>(path: &Path, value: &T) -> Result<(), RunDirError> {

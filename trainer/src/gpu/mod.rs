@@ -36,4 +36,4 @@ pub use context::{DeviceInfo, EMULATED_DEVICE_NAME, Gpu, LibraryProbe};
 pub use cudarc::driver::CudaSlice as DeviceBuffer;
 pub use error::GpuError;
 pub use half::bf16;
-pub use precision::GpuPrecision;
+pub use precision::{DeviceTolerance, GpuPrecision};

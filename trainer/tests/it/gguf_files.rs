@@ -249,3 +249,31 @@ fn smollm2_loads_with_expected_config() {
     assert_eq!(f.tensors.len(), 272);
     assert_eq!(w.num_params(), 134_515_008);
 }
+
+/// The end-to-end runs' tiny model (`testing::tiny_model`) loads as the real one does:
+/// its GGUF gives back exactly the seeded weights (F32, no quantization), the engine
+/// opens it, and its tokenizer is SmolLM2's (same ids as the embedded model's).
+#[test]
+fn tiny_model_gguf_round_trips_with_smollm2_tokenizer() {
+    use ssr_trainer::testing::tiny_model;
+    let Some(source) = crate::model_files::smollm2("tiny_model_gguf_round_trips") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.gguf");
+    let written = tiny_model::write(&source, &path, tiny_model::SEED).unwrap();
+    assert_eq!(written, tiny_model::weights(tiny_model::SEED));
+    let (f, loaded) = load_model(&path).unwrap();
+    assert_eq!(loaded.config, tiny_model::config());
+    assert_eq!(loaded, written, "F32 tensors are exact");
+    let engine = ssr_trainer::infer::Engine::load(&path).unwrap();
+    let real =
+        ssr_trainer::tokenizer::Tokenizer::from_gguf(&GgufFile::open(&source).unwrap()).unwrap();
+    let text = "def f(x):\n    return x + 1  # <|im_start|>";
+    assert_eq!(engine.tokenizer().encode(text), real.encode(text));
+    assert!(
+        engine.tokenizer().chat_template.is_some(),
+        "the chat template is copied"
+    );
+    assert!(f.get_str("general.name").unwrap().contains("tiny"));
+}

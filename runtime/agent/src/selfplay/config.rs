@@ -45,6 +45,11 @@ pub struct SelfPlayConfig {
     pub train: bool,
     /// Learning rate of the training step.
     pub learning_rate: f32,
+    /// Where the training step runs (`--device`): `auto` (CUDA device 0 when usable,
+    /// else the CPU; never the emulated device, `gpu-emu/`), `cpu`, `cuda` or `cuda:N`
+    /// (an error where that device cannot run). The embedded policy generates on the CPU
+    /// whatever this says.
+    pub device: ssr_trainer::Device,
     /// The operator's tool policy (TOML, `ssr tools policy` prints the built-in one):
     /// grants per role and tool, limits, custom tools' ceilings. `None`: built-in.
     pub tools_policy: Option<std::path::PathBuf>,
@@ -108,6 +113,7 @@ impl Default for SelfPlayConfig {
             min_passing_tests: 5,
             train: false,
             learning_rate: 1e-5,
+            device: ssr_trainer::Device::Auto,
             tools_policy: None,
             tools_dirs: Vec::new(),
             test_env: Default::default(),
@@ -166,5 +172,13 @@ mod tests {
             d.injector_reward,
             InjectorRewardKind::SolveRate { alpha: 0.8 }
         );
+    }
+
+    #[test]
+    fn the_training_device_is_auto_unless_named() {
+        assert_eq!(SelfPlayConfig::default().device, ssr_trainer::Device::Auto);
+        let c = SelfPlayConfig::from_toml("device = \"cuda:1\"\n").unwrap();
+        assert_eq!(c.device, ssr_trainer::Device::Cuda(1));
+        assert!(SelfPlayConfig::from_toml("device = \"tpu\"\n").is_err());
     }
 }

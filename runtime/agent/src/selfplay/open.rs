@@ -197,9 +197,7 @@ impl SelfPlay {
             (false, _) => None,
             (true, Some(p)) => Some(Arc::new(EngineTrainer::new(
                 p.engine(),
-                cfg.learning_rate,
-                cfg.temperature,
-                cfg.seed,
+                &cfg,
                 run.checkpoints(),
             )?)),
             (true, None) => return Err(OpenError::TrainNeedsEmbedded),

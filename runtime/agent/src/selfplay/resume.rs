@@ -1,7 +1,8 @@
 //! Resuming a run with the settings a command line gave: a resumed run keeps its
 //! recorded settings, takes a given one that agrees with them (and `--rounds`, which may
-//! grow the run), and refuses a given one that conflicts, naming it. It never ignores
-//! a setting silently.
+//! grow the run, and the training device, which belongs to the machine, not the run:
+//! checkpoints are the same on every device), and refuses a given one that conflicts,
+//! naming it. It never ignores a setting silently.
 //!
 //! Owns: the recorded setup's typed form ([`Setup`], `run.json`'s `config`), the list of
 //! settings a command line can give ([`Setting`]) and the merge. Does not own: parsing
@@ -34,6 +35,7 @@ pub enum Setting {
     Procedural,
     Concurrency,
     Train,
+    Device,
     ToolsPolicy,
     ToolsDirs,
     TestEnv,
@@ -55,6 +57,7 @@ impl Setting {
             Setting::Procedural => "--procedural",
             Setting::Concurrency => "--concurrency",
             Setting::Train => "--train",
+            Setting::Device => "--device",
             Setting::ToolsPolicy => "--tools-policy",
             Setting::ToolsDirs => "--tools-dir",
             Setting::TestEnv => "--test-env",
@@ -77,8 +80,9 @@ pub struct ResumeConflict {
     pub asked: String,
 }
 
-/// The setup a resumed run uses: `recorded`, with `--rounds` from `asked` when given.
-/// Every other setting in `given` must agree with the recorded one.
+/// The setup a resumed run uses: `recorded`, with `--rounds` and the device from
+/// `asked` when given (the device also by a settings file). Every other setting in
+/// `given` must agree with the recorded one.
 pub fn resume(recorded: Setup, asked: &Setup, given: &[Setting]) -> Result<Setup, ResumeConflict> {
     let (r, a) = (&recorded.selfplay, &asked.selfplay);
     for &setting in given {
@@ -93,10 +97,11 @@ pub fn resume(recorded: Setup, asked: &Setup, given: &[Setting]) -> Result<Setup
             differs(format!("{x:?}"), format!("{y:?}"))
         };
         let conflict = match setting {
-            Setting::Rounds => None,
+            Setting::Rounds | Setting::Device => None,
             Setting::ConfigFile => {
                 let without_rounds = |c: &SelfPlayConfig| SelfPlayConfig {
                     rounds: 0,
+                    device: ssr_trainer::Device::Auto,
                     ..c.clone()
                 };
                 (without_rounds(r) != without_rounds(a)).then(|| ResumeConflict {
@@ -127,6 +132,9 @@ pub fn resume(recorded: Setup, asked: &Setup, given: &[Setting]) -> Result<Setup
     if given.contains(&Setting::Rounds) {
         setup.selfplay.rounds = asked.selfplay.rounds;
     }
+    if given.contains(&Setting::Device) || given.contains(&Setting::ConfigFile) {
+        setup.selfplay.device = asked.selfplay.device;
+    }
     Ok(setup)
 }
 
@@ -156,6 +164,16 @@ mod tests {
     fn rounds_given_are_used() {
         let got = resume(setup(7, 1), &setup(7, 4), &[Setting::Rounds]).unwrap();
         assert_eq!(got.selfplay.rounds, 4);
+    }
+
+    #[test]
+    fn the_device_given_at_resume_is_used() {
+        let mut asked = setup(7, 1);
+        asked.selfplay.device = ssr_trainer::Device::Cpu;
+        let got = resume(setup(7, 1), &asked, &[Setting::Device]).unwrap();
+        assert_eq!(got.selfplay.device, ssr_trainer::Device::Cpu);
+        let kept = resume(setup(7, 1), &asked, &[]).unwrap();
+        assert_eq!(kept.selfplay.device, ssr_trainer::Device::Auto);
     }
 
     #[test]

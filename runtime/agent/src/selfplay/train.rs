@@ -8,11 +8,11 @@
 
 use super::{TrainReport, TrainStep};
 use sha2::{Digest, Sha256};
+use ssr_trainer::DeviceError;
 use ssr_trainer::infer::{Engine, EngineError};
 use ssr_trainer::train::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession, Trainer};
 use ssr_trainer::trajectory::Trajectory;
 use ssr_trainer::weights::Weights;
-use ssr_trainer::{Device, DeviceError};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -77,11 +77,11 @@ impl EngineTrainer {
     /// checkpoint in `checkpoints`).
     pub fn new(
         engine: Arc<RwLock<Engine>>,
-        learning_rate: f32,
-        temperature: f32,
-        seed: u64,
+        settings: &super::SelfPlayConfig,
         checkpoints: PathBuf,
     ) -> Result<Self, TrainStepError> {
+        let (learning_rate, temperature, seed) =
+            (settings.learning_rate, settings.temperature, settings.seed);
         let latest = latest_checkpoint(&checkpoints);
         let session = match latest {
             Some(dir) => {
@@ -111,8 +111,9 @@ impl EngineTrainer {
                 TrainSession::new(weights, cfg)
             }
         };
-        // CUDA device 0 when usable, else the CPU: same steps, same checkpoints.
-        let session = Trainer::new(session, Device::Auto)?;
+        // The run's device (`auto`: CUDA device 0 when usable, else the CPU): same
+        // steps, same checkpoints.
+        let session = Trainer::new(session, settings.device)?;
         Ok(EngineTrainer {
             engine,
             session: Mutex::new(session),
@@ -180,6 +181,8 @@ impl TrainStep for EngineTrainer {
             sequences: metrics.sequences,
             weights_after: fingerprint,
             checkpoint,
+            device: Some(session.device().clone()),
+            no_signal: metrics.no_signal.as_ref().map(ToString::to_string),
         })
     }
 }
