@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-const DEFAULT_MODEL: &str = ".models/SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const DEFAULT_MODEL: &str = ".models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 /// `--policy`'s values (the library's [`PolicyKind`], with their help text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

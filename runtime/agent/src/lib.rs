@@ -10,6 +10,7 @@
 
 pub mod budget;
 pub mod chat;
+pub mod demos;
 pub mod episode;
 pub mod policy;
 pub mod prompts;
