@@ -29,6 +29,8 @@ enum Cmd {
     Train(cli::train::TrainArgs),
     /// Fine-tunes the policy on demonstrations (masked supervised loss; a warm start).
     Sft(cli::sft::SftArgs),
+    /// Builds warm-start demonstrations from verified bugs, played through the real game.
+    Demos(cli::demos::DemosArgs),
     /// The agent's WASM tools: list, describe, call, check, policy, bench.
     Tools(cli::tools::ToolsArgs),
     /// Benchmarks, each against a baseline measured side by side in the same run.
@@ -74,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Model(c) => cli::model::run(c),
         Cmd::Train(a) => cli::train::run(a),
         Cmd::Sft(a) => cli::sft::run(a),
+        Cmd::Demos(a) => cli::demos::run(a),
         Cmd::Tools(c) => cli::tools::run(c),
         Cmd::Bench(c) => cli::bench::run(c),
         Cmd::Inject(a) => cli::inject::run(a),

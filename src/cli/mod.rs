@@ -8,6 +8,7 @@ pub mod bench_model;
 pub mod bench_tools;
 pub mod bench_verify;
 pub mod corpus;
+pub mod demos;
 pub mod doctor;
 pub mod env;
 pub mod evaluate;

@@ -1,6 +1,7 @@
 //! Cross-crate integration tests of the `ssr` program, one module per command group.
 //! They run the built binary (`CARGO_BIN_EXE_ssr`) as a user would.
 
+mod demos_cli;
 mod game_cli;
 mod game_image;
 mod gpu_e2e;

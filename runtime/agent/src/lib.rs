@@ -2,7 +2,8 @@
 //!
 //! Owns: role prompts, tool-call parsing, transcripts and budgets, the `Policy` trait
 //! with its embedded, openai and scripted implementations, the OpenAI-compatible server
-//! over the embedded engine, the self-play round, the run directory and its report.
+//! over the embedded engine, the self-play round, the run directory and its report,
+//! warm-start demonstrations played through the loop ([`demos`]).
 //!
 //! Does not own: the rules of the game (`ssr-game`), tool execution (`ssr-toolhost`; the
 //! [`wasm_tools`] adapter offers its components to the model) or
@@ -10,6 +11,7 @@
 
 pub mod budget;
 pub mod chat;
+pub mod demos;
 pub mod episode;
 pub mod policy;
 pub mod prompts;

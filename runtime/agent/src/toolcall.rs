@@ -62,6 +62,44 @@ pub struct ToolCall {
     pub arguments: Value,
 }
 
+impl ToolCall {
+    /// The call written in `syntax`, as a model that makes it would write it: in the
+    /// CWM syntax a call whose only argument is the tool's primary one (`shape`) is
+    /// that text itself, any other a JSON object; a call without arguments an empty
+    /// block. `None` when the text would not parse back to this call (a value holding
+    /// the closing tag, say): demonstrations are built only from calls that round-trip.
+    pub fn write(&self, syntax: ToolCallSyntax, shapes: &[ToolShape]) -> Option<String> {
+        let args = self.arguments.as_object()?;
+        let candidates = match syntax {
+            ToolCallSyntax::Cwm => {
+                let primary = shapes
+                    .iter()
+                    .find(|s| s.name == self.name)
+                    .and_then(|s| s.primary_arg.as_deref());
+                let block = |body: String| format!("<tool: {}>\n{body}</tool>", self.name);
+                let mut c = Vec::new();
+                match (args.len(), primary.and_then(|p| args.get(p))) {
+                    (0, _) => c.push(block(String::new())),
+                    (1, Some(Value::String(v))) => c.push(block(format!("{v}\n"))),
+                    _ => {}
+                }
+                // A primary value that reads as JSON (`{...}`) needs the object form.
+                c.push(block(format!("{}\n", self.arguments)));
+                c
+            }
+            ToolCallSyntax::Json => vec![format!(
+                "<tool_call>{}</tool_call>",
+                serde_json::json!({"name": self.name, "arguments": self.arguments})
+            )],
+        };
+        // Generation stops at the first closing tag: it must be the call's own.
+        candidates.into_iter().find(|text| {
+            text.matches(syntax.close_tag()).count() == 1
+                && parse_tool_call(syntax, text, shapes, false).is_ok_and(|back| back == *self)
+        })
+    }
+}
+
 /// Why a turn's tool call could not be used. Shown to the model as an error
 /// observation and counted in the episode's statistics.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -353,6 +391,49 @@ mod tests {
         )
         .unwrap();
         assert_eq!(got.name, "submit");
+    }
+
+    #[test]
+    fn written_calls_parse_back_and_unwritable_ones_are_refused() {
+        use serde_json::json;
+        let mut tools = shapes();
+        tools.push(ToolShape {
+            name: "editor".into(),
+            primary_arg: Some("command".into()),
+        });
+        let calls = [
+            ("bash", json!({"command": "python -m pytest -q\nls"})),
+            ("bash", json!({"command": "{\"a\": 1}"})),
+            ("submit", json!({})),
+            (
+                "editor",
+                json!({"command": "str_replace", "path": "a.py", "old_str": "x\n", "new_str": "y\n"}),
+            ),
+        ];
+        for s in [ToolCallSyntax::Cwm, ToolCallSyntax::Json] {
+            for (name, args) in &calls {
+                let call = ToolCall {
+                    name: (*name).into(),
+                    arguments: args.clone(),
+                };
+                let text = call.write(s, &tools).unwrap_or_else(|| panic!("{call:?}"));
+                assert_eq!(parse_tool_call(s, &text, &tools, false).unwrap(), call);
+            }
+        }
+        assert_eq!(
+            ToolCall {
+                name: "submit".into(),
+                arguments: json!({})
+            }
+            .write(ToolCallSyntax::Cwm, &tools)
+            .unwrap(),
+            "<tool: submit>\n</tool>"
+        );
+        let closing = ToolCall {
+            name: "bash".into(),
+            arguments: json!({"command": "echo '</tool>'"}),
+        };
+        assert_eq!(closing.write(ToolCallSyntax::Cwm, &tools), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! against each other, the run directory and the report, and the self-play
 //! orchestrator over an in-memory arena.
 
+mod demos;
 mod episode;
 mod game_arena;
 mod load;
