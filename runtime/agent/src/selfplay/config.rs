@@ -53,6 +53,20 @@ pub struct SelfPlayConfig {
     /// Environment variables every test run and every agent shell command gets, for
     /// repositories whose tests need a setting (`[test_env]` in TOML).
     pub test_env: std::collections::BTreeMap<String, String>,
+    /// A container image to play in (SWE-bench style): every test run and agent shell
+    /// command runs in its environment, and without a repository the repository is
+    /// taken out of it (`--image`).
+    pub image: Option<String>,
+    /// The repository's path inside the image (default: the image's `WORKDIR`, else
+    /// `/repo`; `--workdir`).
+    pub workdir: Option<std::path::PathBuf>,
+    /// A patch applied to the image's repository first, the clean original the game
+    /// starts from: a SWE-bench image's gold patch (`--base-patch`; in a settings file
+    /// relative to that file).
+    pub base_patch: Option<std::path::PathBuf>,
+    /// How commands enter the image: `rootfs` (bubblewrap over its unpacked root) or
+    /// `docker` (`docker run` per command; `--image-exec`).
+    pub image_exec: ssr_sandbox::ImageExec,
 }
 
 impl Default for SelfPlayConfig {
@@ -79,6 +93,10 @@ impl Default for SelfPlayConfig {
             tools_policy: None,
             tools_dirs: Vec::new(),
             test_env: Default::default(),
+            image: None,
+            workdir: None,
+            base_patch: None,
+            image_exec: ssr_sandbox::ImageExec::default(),
         }
     }
 }
@@ -122,6 +140,23 @@ impl SelfPlayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_settings_read_from_toml() {
+        let c = SelfPlayConfig::from_toml(
+            "image = \"ssr-test-swebench:latest\"\nworkdir = \"/testbed\"\nbase_patch = \"gold.patch\"\nimage_exec = \"docker\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.image.as_deref(), Some("ssr-test-swebench:latest"));
+        assert_eq!(c.workdir, Some("/testbed".into()));
+        assert_eq!(c.base_patch, Some("gold.patch".into()));
+        assert_eq!(c.image_exec, ssr_sandbox::ImageExec::Docker);
+        assert_eq!(
+            SelfPlayConfig::default().image_exec,
+            ssr_sandbox::ImageExec::RootFs
+        );
+        assert!(SelfPlayConfig::from_toml("image_exec = \"podman\"\n").is_err());
+    }
 
     #[test]
     fn recorded_reward_setting_keeps_its_toml_form() {

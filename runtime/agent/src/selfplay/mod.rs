@@ -28,6 +28,7 @@ pub mod config;
 pub mod fake_arena;
 pub mod game_arena;
 pub mod higher_order;
+pub mod image;
 pub mod inject;
 pub mod open;
 pub mod progress;
@@ -131,6 +132,8 @@ pub struct SelfPlay {
     pub shutdown: Shutdown,
     pub progress: Arc<dyn Progress>,
     pub trainer: Option<Arc<dyn TrainStep>>,
+    /// The image the repository was taken out of (recorded with every bug).
+    pub image: Option<ssr_game::image::ImageMeta>,
 }
 
 /// Times the phases of a round.
@@ -189,7 +192,7 @@ impl SelfPlay {
             config: Arc::new(self.config.clone()),
             policy: self.policy.clone(),
             arena: self.arena.clone(),
-            bugs: BugStore::new(self.run.bugs_root()),
+            bugs: BugStore::new(self.run.bugs_root()).on_image(self.image.clone()),
             journal: Arc::new(self.run.clone()),
             shutdown: self.shutdown.clone(),
             progress: self.progress.clone(),

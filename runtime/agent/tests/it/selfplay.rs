@@ -94,6 +94,7 @@ async fn try_play(
         shutdown: Shutdown::never(),
         progress: Arc::new(NoProgress),
         trainer: None,
+        image: None,
     };
     sp.run().await
 }
