@@ -6,8 +6,8 @@
 //! bugs per strategy (with how many true fixes scored +1), median verify time, and
 //! whether it is playable or why not.
 //!
-//! A project is playable when every strategy gave `--bugs` valid bugs whose true fixes
-//! all score +1. Exit status 0 always (the table is the result); 1 only when the corpus
+//! A project is playable when one strategy gave `--bugs` valid bugs whose true fixes
+//! all score +1 (self-play mixes strategies); the other's shortfall is still reported. Exit status 0 always (the table is the result); 1 only when the corpus
 //! file is unusable.
 
 use super::verify::{GameOpts, game_sandbox};
@@ -99,7 +99,15 @@ fn run_strategy(
     framework: &mut Option<String>,
     tests: &mut Option<usize>,
 ) -> StrategyRow {
-    let mut verify = args.opts.verify_config();
+    let mut verify = match args.opts.verify_config_for(repo) {
+        Ok(v) => v,
+        Err(e) => {
+            return StrategyRow {
+                problem: Some(format!("{e:#}")),
+                ..StrategyRow::default()
+            };
+        }
+    };
     verify.run_env.env.extend(project.test_env.clone());
     let cfg = InjectConfig {
         strategy,
@@ -252,8 +260,11 @@ fn play_project(
         .copied()
         .collect();
     row.median_verify_secs = median(&mut all);
-    row.playable = row.history.problem.is_none() && row.removal.problem.is_none();
-    if !row.playable {
+    // Playable when one strategy makes the bugs wanted: self-play mixes strategies
+    // (`--strategy`), so a project one injector serves can be played; the other's
+    // shortfall stays in the reason.
+    row.playable = row.history.problem.is_none() || row.removal.problem.is_none();
+    if row.history.problem.is_some() || row.removal.problem.is_some() {
         let mut why = Vec::new();
         if let Some(p) = &row.history.problem {
             why.push(format!("history: {p}"));
@@ -292,9 +303,11 @@ fn print_table(rows: &[Row]) {
             cell(&r.removal),
             r.median_verify_secs
                 .map_or("-".into(), |s| format!("{s:.1} s")),
-            match &r.reason {
-                None => "yes".to_string(),
-                Some(why) => format!("no: {}", why.replace('|', "\\|")),
+            match (r.playable, &r.reason) {
+                (true, None) => "yes".to_string(),
+                (true, Some(why)) => format!("yes ({})", why.replace('|', "\\|")),
+                (false, why) =>
+                    format!("no: {}", why.as_deref().unwrap_or("-").replace('|', "\\|")),
             }
         );
     }

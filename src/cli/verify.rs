@@ -115,6 +115,17 @@ impl GameOpts {
 }
 
 impl GameOpts {
+    /// [`GameOpts::verify_config`] for the host repository `repo`: a cargo project's
+    /// crates.io dependencies vendored and mounted (the sandbox has no network).
+    pub fn verify_config_for(&self, repo: &Path) -> anyhow::Result<VerifyConfig> {
+        let mut cfg = self.verify_config();
+        cfg.run_env = cfg
+            .run_env
+            .with_cargo_deps(repo)
+            .context("making the repository's Rust dependencies available offline")?;
+        Ok(cfg)
+    }
+
     /// The sandbox, settings and repository for `repo` (or, with `--image` and no
     /// `repo`, the repository taken out of the image).
     pub fn game_env(&self, repo: Option<&Path>) -> anyhow::Result<GameEnv> {
@@ -125,10 +136,11 @@ impl GameOpts {
                 "repository {} is not a directory",
                 repo.display()
             );
+            let repo = repo.canonicalize()?;
             return Ok(GameEnv {
                 sandbox: Box::new(game_sandbox()?),
-                cfg: self.verify_config(),
-                repo: repo.canonicalize()?,
+                cfg: self.verify_config_for(&repo)?,
+                repo,
                 image: None,
                 environment:
                     "bubblewrap over a minimal view of the host, its toolchains, no network".into(),

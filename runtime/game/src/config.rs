@@ -77,6 +77,18 @@ impl RunEnv {
     }
 }
 
+impl RunEnv {
+    /// This environment plus, for a cargo project at `repo`, its crates.io dependencies
+    /// vendored into the host cache and mounted read-only with the configuration that
+    /// makes cargo use them offline (`vendor`); unchanged for any other project.
+    pub fn with_cargo_deps(mut self, repo: &Path) -> Result<RunEnv, crate::vendor::VendorError> {
+        if let Some(v) = crate::vendor::vendor_repo(repo, &crate::vendor::vendor_cache_dir())? {
+            self.mounts.extend(v.mounts());
+        }
+        Ok(self)
+    }
+}
+
 fn is_system_dir(p: &Path) -> bool {
     ["/usr", "/bin", "/lib"].iter().any(|s| p.starts_with(s))
 }

@@ -31,6 +31,7 @@ pub mod scan;
 pub mod score;
 pub mod testrun;
 pub mod trusted;
+pub mod vendor;
 pub mod verdict;
 pub mod verify;
 pub mod workspace;

@@ -63,7 +63,7 @@ impl WorkspaceBase {
             // Best effort: a sweep that fails leaves the stale directories in place.
             let _ = sweep_stale(&scratch);
         }
-        let snapshots = SnapshotBase::new(original, &scratch)?.hiding(&[".git"])?;
+        let snapshots = SnapshotBase::new(original, &scratch)?.hiding(hidden_of(original))?;
         Ok(WorkspaceBase {
             original: original.to_path_buf(),
             snapshots,
@@ -144,6 +144,21 @@ impl Workspace {
             }
         }
         Ok(())
+    }
+}
+
+/// What a workspace of `original` leaves out: `.git` always (code under test must not
+/// read the original from history) and, for a cargo project, its `target/` build
+/// cache. Cargo decides freshness by file times, so a cache built from other code, or
+/// with times ahead of the files a run patches or restores (check 7 puts back a file
+/// older than the cache), makes cargo run a stale binary and gives a wrong verdict;
+/// and a solver must not get the original's build artifacts. Every run builds the
+/// state it tests.
+fn hidden_of(original: &Path) -> &'static [&'static str] {
+    if original.join("Cargo.toml").is_file() {
+        &[".git", "target"]
+    } else {
+        &[".git"]
     }
 }
 

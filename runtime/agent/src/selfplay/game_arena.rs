@@ -87,6 +87,8 @@ pub enum OpenArenaError {
     Tools(#[from] ssr_toolhost::ToolHostError),
     #[error("repository {0} is not a directory")]
     NotADirectory(PathBuf),
+    #[error("making the repository's Rust dependencies available offline: {0}")]
+    Dependencies(#[from] ssr_game::vendor::VendorError),
 }
 
 /// The WASM tool host of a run: the standard tools, the custom tools found in the
@@ -118,7 +120,7 @@ impl GameArena {
         let sandbox = ssr_sandbox::default_sandbox(ssr_sandbox::Environment::default())?;
         let stage = Stage {
             sandbox: Arc::from(sandbox),
-            run_env: ssr_game::RunEnv::host_toolchains(),
+            run_env: ssr_game::RunEnv::host_toolchains().with_cargo_deps(repo)?,
         };
         Self::open_on(cfg, repo, scratch, tools, stage)
     }

@@ -1,6 +1,7 @@
 //! Integration tests of `ssr-game`: the verifier's checks and cheats, evaluation,
 //! episodes and the procedural injectors, on small real repositories.
 
+mod cargo_deps;
 mod doctor;
 mod evaluate_episode;
 mod examples_e2e;

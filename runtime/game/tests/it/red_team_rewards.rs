@@ -636,25 +636,43 @@ fn cargo_repo() -> (tempfile::TempDir, Artifact) {
 }
 
 /// Redirects the test binary's stdout through `sed` (from the first call of `add`),
-/// rewriting the lines libtest prints after that point with `script`.
+/// rewriting the lines libtest prints after that point with `script`. At exit the
+/// binary closes the pipe and waits for `sed`, so every forged line reaches the log:
+/// an attack that lost its own output would only make the run incomplete, and this
+/// suite is about the attacks that succeed in forging (CI once lost the forged line
+/// when the binary exited before `sed` wrote it).
 fn cargo_filter(script: &str) -> String {
     format!(
         "
+extern \"C\" {{
+    fn dup2(from: i32, to: i32) -> i32;
+    fn close(fd: i32) -> i32;
+    fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
+    fn atexit(f: extern \"C\" fn()) -> i32;
+}}
+static SED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+extern \"C\" fn drain() {{
+    unsafe {{
+        close(1);
+        waitpid(SED.load(std::sync::atomic::Ordering::SeqCst), std::ptr::null_mut(), 0);
+    }}
+}}
 fn forge() {{
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {{
-        extern \"C\" {{
-            fn dup2(from: i32, to: i32) -> i32;
-        }}
-        use std::os::unix::io::AsRawFd;
+        use std::os::unix::io::IntoRawFd;
         let script: String = {script};
-        let child = std::process::Command::new(\"sed\")
+        let mut child = std::process::Command::new(\"sed\")
             .args([\"-u\", \"-e\", &script])
             .stdin(std::process::Stdio::piped())
             .spawn()
             .unwrap();
+        SED.store(child.id() as i32, std::sync::atomic::Ordering::SeqCst);
+        let pipe = child.stdin.take().unwrap().into_raw_fd();
         unsafe {{
-            dup2(child.stdin.as_ref().unwrap().as_raw_fd(), 1);
+            dup2(pipe, 1);
+            close(pipe);
+            atexit(drain);
         }}
         std::mem::forget(child);
     }});
