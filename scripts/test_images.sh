@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the local container images the image-environment tests run on, once per machine:
 # no registry can be reached, so nothing is pulled.
-#   ssr-test-py:latest        a Debian bookworm minbase root with its own python3 and pytest
+#   ssr-test-py:latest        a Debian bookworm minbase root with its own python3, pytest and git
+#                             (git: the game takes a solver's workspace diff inside the image,
+#                             as in SWE-bench's images)
 #   ssr-test-swebench:latest  the same plus a SWE-bench-layout instance (scripts/images/
 #                             swebench-demo): the repository at /testbed, its dependency
 #                             installed only inside the image, the benchmark's own bug in it
@@ -29,8 +31,8 @@ start=$(date +%s)
 work=$(mktemp -d /var/tmp/ssr-test-images-XXXXXX)
 cleanup() { rm -rf "$work"; "$engine" rm -f "ssr-test-images-$$" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
-say "debootstrap bookworm minbase + python3, pytest (about 30 s)"
-debootstrap --variant=minbase --include=python3,python3-pytest bookworm "$work/root" \
+say "debootstrap bookworm minbase + python3, pytest, git (about 40 s)"
+debootstrap --variant=minbase --include=python3,python3-pytest,git bookworm "$work/root" \
   http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 || { tail -20 "$work/debootstrap.log"; exit 1; }
 # Package caches are of no use inside a test image.
 rm -rf "$work/root/var/cache/apt/archives/"*.deb "$work/root/var/lib/apt/lists/"*

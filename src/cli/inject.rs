@@ -82,6 +82,8 @@ fn resolve(args: InjectArgs) -> anyhow::Result<InjectJob> {
         cfg: verify,
         repo,
         image,
+        environment: _,
+        origin: _,
     } = opts.game_env(repo.as_deref())?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let cfg = InjectConfig {

@@ -1,6 +1,9 @@
 //! `ssr selfplay`: the self-play main job (inject, verify, solve, evaluate, reward,
 //! higher-order bugs, trajectories, optional training), resumable from its run
-//! directory.
+//! directory. With `--image IMG` (or `image` in the settings file) every test run and
+//! agent shell command runs in the image's environment, and without `--repo` the run
+//! plays on the repository taken out of the image (`--workdir`, `--base-patch`); a
+//! resumed run keeps them.
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -12,6 +15,7 @@ use ssr_agent::selfplay::{
     SelfPlayConfig,
 };
 use ssr_agent::shutdown;
+use ssr_sandbox::ImageExec;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -47,10 +51,26 @@ impl From<PolicyArg> for PolicyKind {
 /// same `--out` resumes.
 #[derive(Args)]
 pub struct SelfPlayArgs {
-    /// The repository to play on (a git repository with tests). Default: the bundled
-    /// example, created once in `.examples/`.
+    /// The repository to play on (a git repository with tests). Default: the image's
+    /// with `--image`, else the bundled example, created once in `.examples/`.
     #[arg(long)]
     pub repo: Option<PathBuf>,
+    /// Play in this container image's environment (SWE-bench style); without `--repo`
+    /// the repository is taken out of the image (`image` in the settings file).
+    #[arg(long, value_name = "IMG")]
+    pub image: Option<String>,
+    /// The repository's path inside the image (default: the image's WORKDIR, else /repo).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// A patch applied to the image's repository first: the clean original the game
+    /// starts from (a SWE-bench instance's gold patch; `base_patch` in the settings
+    /// file, relative to that file).
+    #[arg(long, value_name = "FILE")]
+    pub base_patch: Option<PathBuf>,
+    /// How commands enter the image: `rootfs` (bubblewrap over its unpacked root, the
+    /// default) or `docker` (`docker run` per command).
+    #[arg(long, value_name = "docker|rootfs")]
+    pub image_exec: Option<ImageExec>,
     /// A TOML file of settings (see `SelfPlayConfig`); flags override it.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -159,14 +179,20 @@ struct SelfPlayJob {
     json: bool,
 }
 
-/// The settings before flags: the file's, or the policy's defaults.
+/// The settings before flags: the file's (its `base_patch` taken relative to the
+/// file), or the policy's defaults.
 pub fn base_config(file: Option<&Path>, kind: PolicyKind) -> anyhow::Result<SelfPlayConfig> {
     Ok(match (file, kind) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            SelfPlayConfig::from_toml(&text)
-                .with_context(|| format!("parsing {}", path.display()))?
+            let mut cfg = SelfPlayConfig::from_toml(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            if let Some(p) = &cfg.base_patch {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                cfg.base_patch = Some(absolute(&dir.join(p))?);
+            }
+            cfg
         }
         (None, PolicyKind::Embedded) => SelfPlayConfig::embedded_quick(),
         (None, _) => SelfPlayConfig {
@@ -176,11 +202,73 @@ pub fn base_config(file: Option<&Path>, kind: PolicyKind) -> anyhow::Result<Self
     })
 }
 
+/// `path` made absolute and canonical (a run records it; a resumed run reads it again).
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    path.canonicalize()
+        .with_context(|| format!("{} does not exist", path.display()))
+}
+
+/// The image flags over the settings file's image fields; which of them were given.
+struct ImageFlags {
+    image: Option<String>,
+    workdir: Option<PathBuf>,
+    base_patch: Option<PathBuf>,
+    image_exec: Option<ImageExec>,
+}
+
+impl ImageFlags {
+    fn given(&self) -> [(Setting, bool); 4] {
+        [
+            (Setting::Image, self.image.is_some()),
+            (Setting::Workdir, self.workdir.is_some()),
+            (Setting::BasePatch, self.base_patch.is_some()),
+            (Setting::ImageExec, self.image_exec.is_some()),
+        ]
+    }
+
+    fn apply(self, cfg: &mut SelfPlayConfig) -> anyhow::Result<()> {
+        if self.image.is_some() {
+            cfg.image = self.image;
+        }
+        if self.workdir.is_some() {
+            cfg.workdir = self.workdir;
+        }
+        if let Some(p) = self.base_patch {
+            cfg.base_patch = Some(absolute(&p)?);
+        }
+        cfg.image_exec = self.image_exec.unwrap_or(cfg.image_exec);
+        Ok(())
+    }
+}
+
+/// `--repo`, else the image's repository when the settings name an image, else the
+/// bundled example.
+fn repo_choice(repo: Option<PathBuf>, cfg: &SelfPlayConfig) -> anyhow::Result<RepoChoice> {
+    Ok(match repo {
+        Some(r) => RepoChoice::Path(absolute(&r)?),
+        None if cfg.image.is_some() => RepoChoice::Image,
+        None => RepoChoice::Example,
+    })
+}
+
+/// A new run's directory when `--out` is not given: `runs/<unix time>-<seed>`.
+fn default_out(seed: u64) -> PathBuf {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    PathBuf::from(format!("runs/{t}-{seed}"))
+}
+
+/// Made inside the async runtime: the Ctrl-C watcher (`stop_on_ctrl_c`) is a task on it.
 fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
     // Destructured whole: a flag added to `SelfPlayArgs` and not wired here does not
     // compile.
     let SelfPlayArgs {
         repo,
+        image,
+        workdir,
+        base_patch,
+        image_exec,
         config,
         policy,
         model,
@@ -204,6 +292,12 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
     } = args;
     let kind = policy.map_or(PolicyKind::Embedded, PolicyKind::from);
     let mut cfg = base_config(config.as_deref(), kind)?;
+    let image = ImageFlags {
+        image,
+        workdir,
+        base_patch,
+        image_exec,
+    };
     let given: Vec<Setting> = [
         (Setting::ConfigFile, config.is_some()),
         (Setting::Repo, repo.is_some()),
@@ -223,6 +317,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
         (Setting::Heldout, held.heldout_bugs.is_some()),
     ]
     .into_iter()
+    .chain(image.given())
     .filter_map(|(setting, is_given)| is_given.then_some(setting))
     .collect();
     cfg.rounds = rounds.unwrap_or(cfg.rounds);
@@ -239,19 +334,9 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
     cfg.tools_dirs.extend(tools_dirs);
     cfg.test_env.extend(test_env);
     held.apply(&mut cfg);
-    let repo = match repo {
-        Some(r) => RepoChoice::Path(
-            r.canonicalize()
-                .with_context(|| format!("{} does not exist", r.display()))?,
-        ),
-        None => RepoChoice::Example,
-    };
-    let out = out.unwrap_or_else(|| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        PathBuf::from(format!("runs/{t}-{}", cfg.seed))
-    });
+    image.apply(&mut cfg)?;
+    let repo = repo_choice(repo, &cfg)?;
+    let out = out.unwrap_or_else(|| default_out(cfg.seed));
     // Made here, inside the async runtime: the Ctrl-C watcher is a task on it.
     let progress: Arc<dyn Progress> = if json {
         Arc::new(NoProgress)

@@ -16,12 +16,10 @@
 
 use anyhow::Context;
 use clap::Args;
-use ssr_game::image::{ImageMeta, repo_from_image};
+use ssr_game::doctor::Origin;
+use ssr_game::image::{ImageGame, ImageMeta, read_base_patch};
 use ssr_game::{Artifact, RunEnv, Verifier, VerifyConfig};
-use ssr_sandbox::{
-    BwrapSandbox, Environment, ImageExec, ImageSandbox, Sandbox, first_engine, image_cache_dir,
-    unpack_image,
-};
+use ssr_sandbox::{BwrapSandbox, Environment, ImageExec, Sandbox};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -75,6 +73,10 @@ pub struct GameEnv {
     pub repo: PathBuf,
     /// The image the repository and tests come from, with `--image`.
     pub image: Option<ImageMeta>,
+    /// One line saying where commands run (for reports).
+    pub environment: String,
+    /// Host or image, and whether a base patch was applied (`ssr doctor`'s checks).
+    pub origin: Origin,
 }
 
 /// Parses one `--test-env KEY=VALUE`: the key must be a shell variable name (test
@@ -140,16 +142,17 @@ impl GameOpts {
                 cfg: self.verify_config_for(&repo)?,
                 repo,
                 image: None,
+                environment:
+                    "bubblewrap over a minimal view of the host, its toolchains, no network".into(),
+                origin: Origin::Host,
             });
         };
-        let sandbox = ImageSandbox::new(image, self.image_exec, self.workdir.clone())
+        let game = ImageGame::open(image, self.image_exec, self.workdir.clone())
             .with_context(|| format!("entering image {image}"))?;
         let mut cfg = self.verify_config();
         // The image's own toolchain, never the host's.
-        let mut run_env = RunEnv::default();
-        run_env.env.insert("PATH".into(), sandbox.info().path_var());
-        run_env.env.extend(self.test_env.iter().cloned());
-        cfg.run_env = run_env;
+        cfg.run_env = game.run_env.clone();
+        cfg.run_env.env.extend(self.test_env.iter().cloned());
         let (repo, meta) = match repo {
             Some(r) => {
                 anyhow::ensure!(r.is_dir(), "repository {} is not a directory", r.display());
@@ -160,27 +163,21 @@ impl GameOpts {
                 (r.canonicalize()?, None)
             }
             None => {
-                let base_patch = match &self.base_patch {
-                    Some(p) => Some(
-                        std::fs::read_to_string(p)
-                            .with_context(|| format!("reading {}", p.display()))?,
-                    ),
-                    None => None,
-                };
-                let (_, program) = first_engine()?;
-                let cache = image_cache_dir();
-                let unpacked = unpack_image(&program, image, &cache)?;
-                let taken = repo_from_image(
-                    &unpacked,
-                    sandbox.workdir(),
-                    base_patch.as_deref(),
-                    &cache.join("repos"),
-                )?;
+                let base_patch = self
+                    .base_patch
+                    .as_deref()
+                    .map(read_base_patch)
+                    .transpose()?;
+                let taken = game.take_repo(base_patch.as_deref())?;
                 (taken.repo, Some(taken.meta))
             }
         };
         Ok(GameEnv {
-            sandbox: Box::new(sandbox),
+            environment: game.describe(),
+            origin: Origin::Image {
+                base_patch: self.base_patch.is_some(),
+            },
+            sandbox: Box::new(game.sandbox),
             cfg,
             repo,
             image: meta,

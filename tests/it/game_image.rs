@@ -2,15 +2,17 @@
 //! takes the repository out of `/testbed`, applies the gold patch as the clean original
 //! (`--base-patch`), and `verify`, `evaluate` and `export swebench` follow, once with
 //! bubblewrap over the unpacked image (`--image-exec rootfs`) and once with `docker run`
-//! per command (`--image-exec docker`). The image is built by `scripts/test_images.sh`;
+//! per command (`--image-exec docker`); `ssr doctor --image` refuses the image as
+//! shipped (its own bug), naming the failing test and `--base-patch`, and calls it
+//! playable with the gold patch. The image is built by `scripts/test_images.sh`;
 //! without an engine the test prints why it skips, with one a missing image fails.
 
 use crate::ssr;
 use std::path::Path;
 
-const IMAGE: &str = "ssr-test-swebench:latest";
+pub(crate) const IMAGE: &str = "ssr-test-swebench:latest";
 
-fn engine_or_skip() -> bool {
+pub(crate) fn engine_or_skip() -> bool {
     match ssr_sandbox::first_engine() {
         Ok((_, program)) => {
             let ok = std::process::Command::new(program)
@@ -49,7 +51,7 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn gold_patch() -> String {
+pub(crate) fn gold_patch() -> String {
     concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/scripts/images/swebench-demo/gold.patch"
@@ -244,4 +246,50 @@ fn a_base_patch_that_does_not_apply_is_a_clear_error() {
     );
     assert_ne!(code, 0, "{out}");
     assert!(err.contains("base patch does not apply"), "{err}");
+}
+
+#[test]
+fn doctor_on_a_swebench_image_refuses_it_without_the_gold_patch_and_plays_with_it() {
+    if !engine_or_skip() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let doctor = |extra: &[&str]| {
+        let mut args = vec!["doctor", "--image", IMAGE, "--json"];
+        args.extend(extra);
+        let (code, out, err) = run(&cache, &args);
+        let r: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"));
+        (code, r)
+    };
+    let (code, r) = doctor(&[]);
+    assert_eq!(code, 1, "{r}");
+    assert_eq!(r["playable"], false);
+    assert_eq!(r["origin"]["kind"], "image");
+    assert!(r["runs_in"].as_str().unwrap().contains("/testbed"), "{r}");
+    // The image's own bug, named with its fix (the history strategy also has no
+    // candidates: the image's tree is one commit until a base patch adds another).
+    let failing = r["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["cause"].as_str().unwrap().contains("test_median_even"))
+        .unwrap_or_else(|| panic!("no problem names the failing test: {r}"));
+    assert!(
+        failing["fix"].as_str().unwrap().contains("--base-patch"),
+        "{r}"
+    );
+    assert_eq!(r["failing_on_original"].as_array().unwrap().len(), 1, "{r}");
+
+    let gold = gold_patch();
+    let (code, r) = doctor(&["--base-patch", &gold]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(r["playable"], true, "{r}");
+    assert_eq!(r["tests_passing"], 10, "{r}");
+    // Both strategies made their sample bug in the image (history: the base patch's
+    // commit reverted is the benchmark's own bug).
+    for s in r["strategies"].as_array().unwrap() {
+        assert_eq!(s["sample"]["valid"], true, "{r}");
+    }
 }

@@ -50,6 +50,7 @@ mod agent_openai_python;
 mod agent_report;
 mod env_server;
 mod selfplay_embedded;
+mod selfplay_image;
 mod selfplay_model_down;
 mod selfplay_own_repo;
 mod selfplay_scripted;

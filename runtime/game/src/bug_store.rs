@@ -4,7 +4,8 @@
 //! read it; so does a self-play run directory's `bugs/`, through [`BugStore`], which
 //! adds a self-play run's files: `higher_order.diff` (the failed patch a higher-order
 //! bug starts from), `attempts/<episode>.diff` (each solver attempt's patch) and, for a
-//! bug rejected before there was anything to verify, `verdict.json` (the [`Verdict`]).
+//! bug rejected before there was anything to verify, `verdict.json` (the [`Verdict`]);
+//! for a store on an image, `image.json` (`image::ImageMeta`) with every bug.
 //!
 //! Each verdict is stored once: a verified bug's verdict is its report (valid or not,
 //! why, which tests it breaks) with its source and order, derived on reading
@@ -26,6 +27,7 @@
 //! Does not own: the meaning of the files (`artifact`, `report`).
 
 use crate::artifact::{Artifact, ArtifactError};
+use crate::image::ImageMeta;
 use crate::report::VerificationReport;
 use crate::verdict::{BugSource, Verdict};
 use serde::{Deserialize, Serialize};
@@ -84,6 +86,8 @@ pub enum StoreError {
     },
     #[error("bug {0}: a valid verdict is stored with its bug, never alone")]
     ValidWithoutBug(String),
+    #[error("recording the bug's image: {0}")]
+    Image(String),
 }
 
 /// A bug in memory: what a self-play round keeps from its making to its last
@@ -138,12 +142,24 @@ impl Judgement {
 #[derive(Clone, Debug)]
 pub struct BugStore {
     root: PathBuf,
+    /// The image every bug of the store is made on (written as `image.json` with each
+    /// bug, for `ssr export swebench`).
+    image: Option<ImageMeta>,
 }
 
 impl BugStore {
     /// A store rooted at `root` (created when first written to).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        BugStore { root: root.into() }
+        BugStore {
+            root: root.into(),
+            image: None,
+        }
+    }
+
+    /// The same store, its bugs recorded as made on `image` (when one is given).
+    pub fn on_image(mut self, image: Option<ImageMeta>) -> Self {
+        self.image = image;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -166,6 +182,11 @@ impl BugStore {
         if let Some(patch) = &bug.higher_order_patch {
             let path = staging.join(HIGHER_ORDER_PATCH);
             std::fs::write(&path, patch).map_err(|source| StoreError::Io { path, source })?;
+        }
+        if let Some(image) = &self.image {
+            image
+                .write_to(&staging)
+                .map_err(|e| StoreError::Image(e.to_string()))?;
         }
         let dir = self.dir(id);
         remove_dir(&dir)?;

@@ -5,8 +5,13 @@
 //! strategy, and takes one sample bug through the injector's verification. Every
 //! "no" is a [`Problem`]: its cause and the flag or setting that changes it.
 //!
-//! The run environment is the caller's [`VerifyConfig`] and [`Sandbox`]: an
-//! image-based environment plugs in there, not here.
+//! The run environment is the caller's [`VerifyConfig`] and [`Sandbox`] (bubblewrap over
+//! the host, or an image's environment from `image::ImageGame`); [`Origin`] says which,
+//! for the two checks that differ: a repository taken out of an image must pass its
+//! whole suite (a SWE-bench-style image holds the benchmark's own bug until its gold
+//! patch, the base patch, is applied: [`failing_original_problem`], which `ssr
+//! selfplay` also applies before it plays on an image), and git must run in the
+//! environment (the solver's patch is taken with git inside it).
 //!
 //! Does not own: running tests (`testrun`), parsing logs (`trusted`), candidates or
 //! verification (`inject`, `verify`).
@@ -16,7 +21,7 @@ use crate::inject::{Framework, InjectConfig, InjectError, Strategy, inject};
 use crate::testrun::{Harness, run_tests};
 use crate::workspace::WorkspaceBase;
 use serde::{Deserialize, Serialize};
-use ssr_sandbox::Sandbox;
+use ssr_sandbox::{Command, ExecSpec, Sandbox};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -27,6 +32,43 @@ pub struct Problem {
     pub cause: String,
     /// The flag, setting or change that addresses it.
     pub fix: String,
+}
+
+/// Where the repository and its environment come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    /// A repository on the host, tests in bubblewrap over the host's toolchains.
+    Host,
+    /// A container image's environment; `base_patch`: whether one was applied to the
+    /// repository taken out of it.
+    Image { base_patch: bool },
+}
+
+/// The "no" for a repository taken out of an image whose suite does not pass in full:
+/// the game's original must be clean, and on a SWE-bench-style image a failing test is
+/// the benchmark's own bug, whose fix is the instance's gold patch.
+pub fn failing_original_problem(failing: &[String], base_patch_given: bool) -> Problem {
+    let shown: Vec<&str> = failing.iter().take(10).map(String::as_str).collect();
+    let more = failing.len().saturating_sub(shown.len());
+    let list = if more > 0 {
+        format!("{} (and {more} more)", shown.join(", "))
+    } else {
+        shown.join(", ")
+    };
+    let cause = format!(
+        "{} tests fail on the image's repository as the game would start from it: {list}; a SWE-bench-style image holds the benchmark's own bug until its gold patch is applied",
+        failing.len()
+    );
+    let fix = if base_patch_given {
+        "the base patch leaves them failing: check that it is the instance's gold patch (--base-patch FILE, `base_patch` in a selfplay config), or set what the tests need (--test-env KEY=VALUE)"
+    } else {
+        "apply the instance's gold patch first: --base-patch FILE (`base_patch = \"FILE\"` in a selfplay config); the repository must be taken out of the image (no --repo)"
+    };
+    Problem {
+        cause,
+        fix: fix.into(),
+    }
 }
 
 /// The outcome of one strategy's sample injection.
@@ -56,6 +98,11 @@ pub struct DoctorReport {
     pub test_command: Option<String>,
     /// The run environment's variables (the sandbox has no network either way).
     pub environment: BTreeMap<String, String>,
+    /// Where the repository and its environment come from.
+    pub origin: Origin,
+    /// Tests that do not pass on the original (first 20).
+    #[serde(default)]
+    pub failing_on_original: Vec<String>,
     pub suite_secs: Option<f64>,
     pub tests_passing: usize,
     pub tests_not_passing: usize,
@@ -107,10 +154,11 @@ fn pytest_total(log_tail: &str) -> Option<usize> {
     Some(total)
 }
 
-/// Examines `repo` with the given run environment. `sample_candidates` bounds the
-/// candidates each strategy's sample may try (0: count candidates only).
+/// Examines `repo` with the given run environment (from `origin`). `sample_candidates`
+/// bounds the candidates each strategy's sample may try (0: count candidates only).
 pub fn doctor(
     sandbox: &dyn Sandbox,
+    origin: Origin,
     repo: &Path,
     verify: &VerifyConfig,
     sample_candidates: usize,
@@ -119,6 +167,8 @@ pub fn doctor(
         framework: Framework::detect(repo),
         test_command: None,
         environment: verify.run_env.env.clone(),
+        origin,
+        failing_on_original: Vec::new(),
         suite_secs: None,
         tests_passing: 0,
         tests_not_passing: 0,
@@ -136,6 +186,9 @@ pub fn doctor(
         });
         return report;
     };
+    if let Some(p) = git_problem(sandbox, verify) {
+        report.problems.push(p);
+    }
     // Each question needs the answer before it: the strategies need a suite that passes.
     if !check_suite(sandbox, repo, verify, framework, &mut report) {
         return report;
@@ -163,24 +216,10 @@ fn check_suite(
     framework: Framework,
     report: &mut DoctorReport,
 ) -> bool {
-    let test_files = framework.test_files(repo);
-    let script = framework.test_script(repo, &test_files);
+    let script = framework.test_script(repo, &framework.test_files(repo));
     report.test_command = Some(script.clone());
     let started = Instant::now();
-    let run = (|| -> Result<crate::testrun::TestRun, String> {
-        let base = WorkspaceBase::new(repo, verify).map_err(|e| e.to_string())?;
-        let ws = base.fresh().map_err(|e| e.to_string())?;
-        run_tests(
-            sandbox,
-            verify,
-            ws.path(),
-            Harness {
-                test_script: &script,
-                test_parser: framework.test_parser(),
-            },
-        )
-        .map_err(|e| e.to_string())
-    })();
+    let run = run_suite(sandbox, repo, verify, framework, &script);
     report.suite_secs = Some(started.elapsed().as_secs_f64());
     let run = match run {
         Ok(r) => r,
@@ -194,6 +233,15 @@ fn check_suite(
     };
     report.tests_passing = run.claimed.values().filter(|v| *v == "passed").count();
     report.tests_not_passing = run.claimed.len() - report.tests_passing;
+    let failing = not_passing(&run);
+    report.failing_on_original = failing.iter().take(20).cloned().collect();
+    if let Origin::Image { base_patch } = report.origin
+        && !failing.is_empty()
+    {
+        report
+            .problems
+            .push(failing_original_problem(&failing, base_patch));
+    }
     if let Some(t) = &run.trusted {
         report.trusted_read = t.results.len();
         report.incomplete = t.incomplete.clone();
@@ -230,6 +278,81 @@ fn check_suite(
         return false;
     }
     true
+}
+
+/// One run of the whole suite in a fresh workspace of `repo`.
+fn run_suite(
+    sandbox: &dyn Sandbox,
+    repo: &Path,
+    verify: &VerifyConfig,
+    framework: Framework,
+    script: &str,
+) -> Result<crate::testrun::TestRun, String> {
+    let base = WorkspaceBase::new(repo, verify).map_err(|e| e.to_string())?;
+    let ws = base.fresh().map_err(|e| e.to_string())?;
+    run_tests(
+        sandbox,
+        verify,
+        ws.path(),
+        Harness {
+            test_script: script,
+            test_parser: framework.test_parser(),
+        },
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The ids a run did not report as passed, in order.
+fn not_passing(run: &crate::testrun::TestRun) -> Vec<String> {
+    run.claimed
+        .iter()
+        .filter(|(_, v)| *v != "passed")
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// The tests that do not pass on `repo` as it is, from one run of its whole suite: the
+/// check `ssr selfplay` makes before it plays on a repository taken out of an image.
+/// `Err` when there is no framework or the suite did not run to the end.
+pub fn failing_on_original(
+    sandbox: &dyn Sandbox,
+    repo: &Path,
+    verify: &VerifyConfig,
+) -> Result<Vec<String>, String> {
+    let framework = Framework::detect(repo).ok_or("no test framework found")?;
+    let script = framework.test_script(repo, &framework.test_files(repo));
+    let run = run_suite(sandbox, repo, verify, framework, &script)?;
+    Ok(not_passing(&run))
+}
+
+/// A problem when `git` does not run in the environment: the solver's patch is its
+/// workspace's diff, taken with git inside the sandbox (the workspace's `.git` is
+/// untrusted on the host).
+fn git_problem(sandbox: &dyn Sandbox, verify: &VerifyConfig) -> Option<Problem> {
+    let dir = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            return Some(Problem {
+                cause: format!("no scratch directory for the git check: {e}"),
+                fix: "set TMPDIR to a writable directory".into(),
+            });
+        }
+    };
+    let mut spec = ExecSpec::new(Command::Script("git --version".into()), dir.path());
+    spec.env = verify.run_env.env.clone();
+    spec.mounts = verify.run_env.mounts.clone();
+    spec.limits.timeout = std::time::Duration::from_secs(30);
+    let why = match sandbox.exec(&spec) {
+        Ok(out) if out.success() => return None,
+        Ok(out) => format!("exit {:?}: {}", out.exit_code, out.stderr.trim()),
+        Err(e) => e.to_string(),
+    };
+    Some(Problem {
+        cause: format!(
+            "git does not run in the environment ({why}): the solver's patch is taken with git inside it"
+        ),
+        fix: "use an image with git installed (SWE-bench's have it), or put git on the PATH the tests get (--test-env PATH=...)".into(),
+    })
 }
 
 /// Tries `strategy` on up to `sample_candidates` candidates: how many it has, the first

@@ -8,13 +8,22 @@
 //! such repositories (keyed by image id, repository path and base patch), and
 //! [`ImageMeta`], what a bug made on an image records for `ssr export swebench`.
 //!
+//! Also owns [`ImageGame`]: the game's environment on an image (the sandbox that enters
+//! it, the run environment with the image's own `PATH` and never the host's
+//! toolchains, and the repository taken out of it), opened the same way by every game
+//! command (`inject`, `verify`, `evaluate`, `doctor`) and by `ssr selfplay`.
+//!
 //! Does not own: unpacking the image or running anything in it (`ssr_sandbox::image`),
 //! git (`examples::create_from_steps`), patch application (`ssr_repo::Patch`).
 
+use crate::RunEnv;
 use crate::examples::{ExamplesError, Step, copy_tree, create_from_steps};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use ssr_sandbox::UnpackedImage;
+use ssr_sandbox::{
+    ImageExec, ImageSandbox, SandboxError, UnpackedImage, first_engine, image_cache_dir,
+    unpack_image,
+};
 use std::path::{Path, PathBuf};
 
 /// The file in a bug's directory that records the image it was made on.
@@ -99,6 +108,8 @@ pub enum ImageRepoError {
     BasePatchApply(String),
     #[error(transparent)]
     Git(#[from] ExamplesError),
+    #[error("reading the image from the engine: {0}")]
+    Engine(#[source] SandboxError),
     #[error("{path}: {reason}")]
     Meta { path: PathBuf, reason: String },
     #[error("I/O error on {path}: {source}")]
@@ -107,6 +118,68 @@ pub enum ImageRepoError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// The game's environment on a container image: commands enter it by [`ImageExec`],
+/// test runs and agent shell commands get [`ImageGame::run_env`].
+#[derive(Debug)]
+pub struct ImageGame {
+    pub sandbox: ImageSandbox,
+    /// The image's own `PATH` over the game's defaults, no host mounts: the image's
+    /// interpreter and packages, never the host's.
+    pub run_env: RunEnv,
+}
+
+impl ImageGame {
+    /// Enters `image` by `exec`, the repository at `workdir` (default: the image's
+    /// `WORKDIR`, else `/repo`). Needs an engine that answers and the image in it.
+    pub fn open(
+        image: &str,
+        exec: ImageExec,
+        workdir: Option<PathBuf>,
+    ) -> Result<ImageGame, SandboxError> {
+        let sandbox = ImageSandbox::new(image, exec, workdir)?;
+        let mut run_env = RunEnv::default();
+        run_env.env.insert("PATH".into(), sandbox.info().path_var());
+        Ok(ImageGame { sandbox, run_env })
+    }
+
+    /// One line for reports: which image, its id, how commands enter it, where the
+    /// repository is.
+    pub fn describe(&self) -> String {
+        let info = self.sandbox.info();
+        let how = match self.sandbox.exec_kind() {
+            ImageExec::RootFs => "bubblewrap over its unpacked root",
+            ImageExec::Docker => "`docker run` per command",
+        };
+        format!(
+            "image {} ({}), {how}, repository at {}, no network",
+            info.image,
+            info.id.get(..19).unwrap_or(&info.id),
+            self.sandbox.workdir().display()
+        )
+    }
+
+    /// The repository at the image's repository path, with `base_patch` (its text)
+    /// applied as the clean original: taken once per image id, path and patch into
+    /// the image cache's `repos/`, and kept on the host.
+    pub fn take_repo(&self, base_patch: Option<&str>) -> Result<ImageRepo, ImageRepoError> {
+        let (_, program) = first_engine().map_err(ImageRepoError::Engine)?;
+        let cache = image_cache_dir();
+        let unpacked = unpack_image(&program, &self.sandbox.info().image, &cache)
+            .map_err(ImageRepoError::Engine)?;
+        repo_from_image(
+            &unpacked,
+            self.sandbox.workdir(),
+            base_patch,
+            &cache.join("repos"),
+        )
+    }
+}
+
+/// Reads a base patch file (`--base-patch FILE`, `base_patch` in a settings file).
+pub fn read_base_patch(path: &Path) -> Result<String, ImageRepoError> {
+    std::fs::read_to_string(path).map_err(io_error(path))
 }
 
 /// A repository on the host taken out of an image.

@@ -25,24 +25,37 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// How commands enter an image's environment.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Its names are the same on the command line (`--image-exec`) and in settings files
+/// (`image_exec = "rootfs"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ImageExec {
     /// `docker run` (or podman) per command.
+    #[serde(rename = "docker")]
     Docker,
     /// Bubblewrap over the image's root filesystem unpacked once (the default: see
     /// `ssr bench sandbox --image` and NOTES.md for the measured reason).
+    #[default]
+    #[serde(rename = "rootfs")]
     RootFs,
+}
+
+impl ImageExec {
+    /// The name `--image-exec` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ImageExec::Docker => "docker",
+            ImageExec::RootFs => "rootfs",
+        }
+    }
 }
 
 impl std::str::FromStr for ImageExec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "docker" => Ok(ImageExec::Docker),
-            "rootfs" => Ok(ImageExec::RootFs),
-            other => Err(format!("`{other}` is not an image exec (docker|rootfs)")),
-        }
+        [ImageExec::Docker, ImageExec::RootFs]
+            .into_iter()
+            .find(|e| e.name() == s)
+            .ok_or_else(|| format!("`{s}` is not an image exec (docker|rootfs)"))
     }
 }
 
@@ -446,6 +459,13 @@ mod tests {
         assert_eq!("docker".parse::<ImageExec>(), Ok(ImageExec::Docker));
         assert_eq!("rootfs".parse::<ImageExec>(), Ok(ImageExec::RootFs));
         assert!("podman".parse::<ImageExec>().is_err());
+        // Settings files use the same names as the flag.
+        for e in [ImageExec::Docker, ImageExec::RootFs] {
+            assert_eq!(
+                serde_json::to_value(e).unwrap(),
+                serde_json::json!(e.name())
+            );
+        }
     }
 
     #[test]

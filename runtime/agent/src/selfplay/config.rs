@@ -64,6 +64,20 @@ pub struct SelfPlayConfig {
     pub split: Option<std::path::PathBuf>,
     /// The held-out evaluation run every N rounds (`None`: never).
     pub heldout: Option<HeldoutSchedule>,
+    /// A container image to play in (SWE-bench style): every test run and agent shell
+    /// command runs in its environment, and without a repository the repository is
+    /// taken out of it (`--image`).
+    pub image: Option<String>,
+    /// The repository's path inside the image (default: the image's `WORKDIR`, else
+    /// `/repo`; `--workdir`).
+    pub workdir: Option<std::path::PathBuf>,
+    /// A patch applied to the image's repository first, the clean original the game
+    /// starts from: a SWE-bench image's gold patch (`--base-patch`; in a settings file
+    /// relative to that file).
+    pub base_patch: Option<std::path::PathBuf>,
+    /// How commands enter the image: `rootfs` (bubblewrap over its unpacked root) or
+    /// `docker` (`docker run` per command; `--image-exec`).
+    pub image_exec: ssr_sandbox::ImageExec,
 }
 
 /// When and on what self-play runs the held-out evaluation (`[heldout]` in TOML).
@@ -119,6 +133,10 @@ impl Default for SelfPlayConfig {
             test_env: Default::default(),
             split: None,
             heldout: None,
+            image: None,
+            workdir: None,
+            base_patch: None,
+            image_exec: ssr_sandbox::ImageExec::default(),
         }
     }
 }
@@ -162,6 +180,23 @@ impl SelfPlayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_settings_read_from_toml() {
+        let c = SelfPlayConfig::from_toml(
+            "image = \"ssr-test-swebench:latest\"\nworkdir = \"/testbed\"\nbase_patch = \"gold.patch\"\nimage_exec = \"docker\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.image.as_deref(), Some("ssr-test-swebench:latest"));
+        assert_eq!(c.workdir, Some("/testbed".into()));
+        assert_eq!(c.base_patch, Some("gold.patch".into()));
+        assert_eq!(c.image_exec, ssr_sandbox::ImageExec::Docker);
+        assert_eq!(
+            SelfPlayConfig::default().image_exec,
+            ssr_sandbox::ImageExec::RootFs
+        );
+        assert!(SelfPlayConfig::from_toml("image_exec = \"podman\"\n").is_err());
+    }
 
     #[test]
     fn recorded_reward_setting_keeps_its_toml_form() {

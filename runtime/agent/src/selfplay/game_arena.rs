@@ -71,6 +71,13 @@ pub struct GameArena {
     pub injector_base: OnceLock<SnapshotBase>,
 }
 
+/// Where the game's commands run: the sandbox and the run environment every test run
+/// and agent shell command gets.
+pub struct Stage {
+    pub sandbox: Arc<dyn Sandbox>,
+    pub run_env: ssr_game::RunEnv,
+}
+
 /// Why the real game could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenArenaError {
@@ -110,11 +117,30 @@ impl GameArena {
         scratch: PathBuf,
         tools: Arc<SharedHost>,
     ) -> Result<GameArena, OpenArenaError> {
+        let sandbox = ssr_sandbox::default_sandbox(ssr_sandbox::Environment::default())?;
+        let stage = Stage {
+            sandbox: Arc::from(sandbox),
+            run_env: ssr_game::RunEnv::host_toolchains().with_cargo_deps(repo)?,
+        };
+        Self::open_on(cfg, repo, scratch, tools, stage)
+    }
+
+    /// As [`GameArena::open`], with commands run on `stage` (an image's environment,
+    /// `ssr_game::image::ImageGame`) and `cfg.test_env` added to its run environment.
+    pub fn open_on(
+        cfg: &super::SelfPlayConfig,
+        repo: &Path,
+        scratch: PathBuf,
+        tools: Arc<SharedHost>,
+        stage: Stage,
+    ) -> Result<GameArena, OpenArenaError> {
         if !repo.is_dir() {
             return Err(OpenArenaError::NotADirectory(repo.to_path_buf()));
         }
-        let sandbox = ssr_sandbox::default_sandbox(ssr_sandbox::Environment::default())?;
-        let mut run_env = ssr_game::RunEnv::host_toolchains().with_cargo_deps(repo)?;
+        let Stage {
+            sandbox,
+            mut run_env,
+        } = stage;
         run_env.env.extend(cfg.test_env.clone());
         let verify = VerifyConfig {
             min_passing_tests: cfg.min_passing_tests,
@@ -126,7 +152,7 @@ impl GameArena {
                 .file_name()
                 .map_or_else(|| "repo".into(), |n| n.to_string_lossy().into_owned()),
             repo: repo.to_path_buf(),
-            sandbox: Arc::from(sandbox),
+            sandbox,
             verify,
             episode: EpisodeConfig::default(),
             scratch,

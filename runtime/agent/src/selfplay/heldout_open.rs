@@ -91,7 +91,8 @@ pub async fn run_heldout(req: HeldoutRequest) -> Result<Option<HeldoutRun>, Held
         .prefix("ssr-heldout-")
         .tempdir()
         .map_err(HeldoutRunError::Scratch)?;
-    let arena = build_arena(&req.config, &repo, &scratch.path().join("work"))?;
+    // On the host: held-out evaluation on an image is not offered (no `--image` here).
+    let arena = build_arena(&req.config, &repo, &scratch.path().join("work"), None)?;
     let table = Table {
         config: Arc::new(req.config),
         policy,

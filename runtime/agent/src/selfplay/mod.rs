@@ -30,6 +30,7 @@ pub mod game_arena;
 pub mod heldout;
 pub mod heldout_open;
 pub mod higher_order;
+pub mod image;
 pub mod inject;
 pub mod open;
 pub mod progress;
@@ -140,6 +141,8 @@ pub struct SelfPlay {
     pub split: Option<Arc<SplitJudge>>,
     /// The held-out evaluation run every N rounds (`SelfPlayConfig::heldout`).
     pub heldout: Option<Arc<HeldoutSet>>,
+    /// The image the repository was taken out of (recorded with every bug).
+    pub image: Option<ssr_game::image::ImageMeta>,
 }
 
 /// The held-out bugs of a run and when they are played.
@@ -204,7 +207,7 @@ impl SelfPlay {
             config: Arc::new(self.config.clone()),
             policy: self.policy.clone(),
             arena: self.arena.clone(),
-            bugs: BugStore::new(self.run.bugs_root()),
+            bugs: BugStore::new(self.run.bugs_root()).on_image(self.image.clone()),
             journal: Arc::new(self.run.clone()),
             shutdown: self.shutdown.clone(),
             progress: self.progress.clone(),

@@ -5,12 +5,13 @@
 //!
 //! Owns: which setup a run directory plays with (a new run's from the request, a
 //! resumed run's as recorded, checked by [`resume`]), building the players from it, the
-//! bundled example repository a request without a repository plays on, the run's
-//! scratch directory and the end of a run (scratch removed, `report.html` written).
+//! bundled example repository a request without a repository plays on (or, on an image,
+//! the image's: `image`), the run's scratch directory and the end of a run (scratch removed, `report.html` written).
 //! Does not own: parsing flags or printing (the binary), the rounds (the phases, which
 //! need none of this and take a [`super::Table`]), the resume rules (`resume`).
 
-use super::game_arena::{GameArena, OpenArenaError, tool_host};
+use super::game_arena::{GameArena, OpenArenaError, Stage, tool_host};
+use super::image;
 use super::resume::{ResumeConflict, Setting, Setup, resume};
 use super::train::{EngineTrainer, TrainStepError};
 use super::{HeldoutSet, Progress, SelfPlay, SelfPlayConfig, SelfPlayError, TrainStep};
@@ -93,6 +94,9 @@ pub enum RepoChoice {
     Path(PathBuf),
     /// The bundled example ([`EXAMPLE_REPO`], created from [`EXAMPLE_SOURCE`] once).
     Example,
+    /// The repository taken out of the run's image (`image` in the settings), with
+    /// its base patch applied.
+    Image,
 }
 
 /// A validated request to open a run: the settings it asks for, which of them were
@@ -171,6 +175,30 @@ pub enum OpenError {
     Split(#[from] ssr_game::split::SplitError),
     #[error("the held-out bugs: {0}")]
     Heldout(#[from] super::heldout::HeldoutError),
+    #[error("entering image {image}: {source}")]
+    Image {
+        image: String,
+        #[source]
+        source: ssr_sandbox::SandboxError,
+    },
+    #[error("--workdir and --base-patch (workdir, base_patch) need an image (--image, image)")]
+    ImageSettingWithoutImage,
+    #[error(
+        "--base-patch (base_patch) applies to the repository taken out of the image: drop --repo"
+    )]
+    BasePatchWithRepo,
+    #[error(
+        "the repository is taken out of the run's image, and no image is set (--image IMG, or `image` in the settings file)"
+    )]
+    NoImage,
+    #[error("taking the repository out of the image: {0}")]
+    ImageRepo(#[from] ssr_game::image::ImageRepoError),
+    #[error("cannot resume: {0}; start a new run with another --out")]
+    ImageChanged(String),
+    #[error("the image's repository cannot be played: {cause}\nfix: {fix}")]
+    OriginalFails { cause: String, fix: String },
+    #[error("the image's test suite did not run to the end: {0}")]
+    OriginalDidNotRun(String),
 }
 
 impl SelfPlay {
@@ -179,17 +207,34 @@ impl SelfPlay {
     pub fn open(run_dir: &Path, config: OpenConfig) -> Result<Opened, OpenError> {
         let run = RunDir::open(run_dir)?;
         let previous = run.meta()?;
-        let setup = match &previous {
+        let mut setup = match &previous {
             Some(prev) => resumed_setup(run_dir, prev, &config)?,
             None => Setup {
                 selfplay: config.asked.clone(),
                 repo: match &config.repo {
                     RepoChoice::Path(p) => p.clone(),
                     RepoChoice::Example => bundled_example()?,
+                    // Taken out of the image below.
+                    RepoChoice::Image => PathBuf::new(),
                 },
                 policy_kind: config.policy.name().into(),
+                image: None,
             },
         };
+        let image = image::open_image(&setup.selfplay)?;
+        let from_image = match &previous {
+            Some(_) => setup.image.is_some(),
+            None => config.repo == RepoChoice::Image,
+        };
+        if !from_image && setup.selfplay.base_patch.is_some() {
+            return Err(OpenError::BasePatchWithRepo);
+        }
+        if from_image {
+            let game = image.as_ref().ok_or(OpenError::NoImage)?;
+            let taken = image::take_repo(game, &setup.selfplay, setup.image.as_ref())?;
+            setup.repo = taken.repo;
+            setup.image = Some(taken.meta);
+        }
         let kind: PolicyKind = setup.policy_kind.parse()?;
         let (policy, embedded) = build_policy(kind, &config.sources)?;
         let cfg = setup.selfplay.clone();
@@ -202,7 +247,12 @@ impl SelfPlay {
             )?)),
             (true, None) => return Err(OpenError::TrainNeedsEmbedded),
         };
-        let arena = build_arena(&cfg, &setup.repo, &scratch_dir(&run))?;
+        let on_image = image.is_some();
+        let stage = image.map(image::stage);
+        let arena = build_arena(&cfg, &setup.repo, &scratch_dir(&run), stage)?;
+        if on_image {
+            image::check_clean_original(&arena, &cfg)?;
+        }
         let (split, heldout) = held_out(&cfg, &setup.repo)?;
         let meta = RunMeta {
             id: run_dir
@@ -225,6 +275,7 @@ impl SelfPlay {
             trainer,
             split,
             heldout,
+            image: setup.image.clone(),
         };
         Ok(Opened {
             selfplay,
@@ -298,9 +349,10 @@ fn resumed_setup(run_dir: &Path, prev: &RunMeta, config: &OpenConfig) -> Result<
         // Compared only when `--repo` was given, and then it is a path.
         repo: match &config.repo {
             RepoChoice::Path(p) => p.clone(),
-            RepoChoice::Example => PathBuf::new(),
+            RepoChoice::Example | RepoChoice::Image => PathBuf::new(),
         },
         policy_kind: config.policy.name().into(),
+        image: None,
     };
     resume(recorded, &asked, &config.given).map_err(|source| OpenError::Resume {
         path: run_dir.to_path_buf(),
@@ -382,19 +434,20 @@ pub fn load_codec(path: &Path) -> Result<Arc<dyn TextCodec>, OpenError> {
     Ok(Arc::new(TrainerCodec::new(tok)))
 }
 
-/// The real game over `repo`, its workspaces under `scratch`, with the run's tool host.
+/// The real game over `repo`, its workspaces under `scratch`, with the run's tool host;
+/// commands on `stage` (an image's environment), else bubblewrap over the host.
 pub fn build_arena(
     cfg: &SelfPlayConfig,
     repo: &Path,
     scratch: &Path,
+    stage: Option<Stage>,
 ) -> Result<Arc<GameArena>, OpenError> {
     let tools = tool_host(cfg)?;
-    Ok(Arc::new(GameArena::open(
-        cfg,
-        repo,
-        scratch.to_path_buf(),
-        tools,
-    )?))
+    let scratch = scratch.to_path_buf();
+    Ok(Arc::new(match stage {
+        Some(stage) => GameArena::open_on(cfg, repo, scratch, tools, stage)?,
+        None => GameArena::open(cfg, repo, scratch, tools)?,
+    }))
 }
 
 #[cfg(test)]
@@ -504,6 +557,7 @@ mod tests {
             },
             repo: "/r".into(),
             policy_kind: "scripted".into(),
+            image: None,
         };
         run.write_meta(&RunMeta {
             id: "run".into(),

@@ -20,6 +20,10 @@ pub struct Setup {
     pub repo: PathBuf,
     /// `embedded`, `openai` or `scripted`.
     pub policy_kind: String,
+    /// Where the repository came from when it was taken out of the run's image (its
+    /// image id and base patch: a resumed run checks the image still has them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ssr_game::image::ImageMeta>,
 }
 
 /// A setting a command line gives explicitly (a flag, or the settings file).
@@ -41,6 +45,10 @@ pub enum Setting {
     TestEnv,
     Split,
     Heldout,
+    Image,
+    Workdir,
+    BasePatch,
+    ImageExec,
 }
 
 impl Setting {
@@ -63,6 +71,10 @@ impl Setting {
             Setting::TestEnv => "--test-env",
             Setting::Split => "--split",
             Setting::Heldout => "--heldout-bugs",
+            Setting::Image => "--image",
+            Setting::Workdir => "--workdir",
+            Setting::BasePatch => "--base-patch",
+            Setting::ImageExec => "--image-exec",
         }
     }
 }
@@ -123,6 +135,10 @@ pub fn resume(recorded: Setup, asked: &Setup, given: &[Setting]) -> Result<Setup
             Setting::TestEnv => d(&r.test_env, &a.test_env),
             Setting::Split => d(&r.split, &a.split),
             Setting::Heldout => d(&r.heldout, &a.heldout),
+            Setting::Image => d(&r.image, &a.image),
+            Setting::Workdir => d(&r.workdir, &a.workdir),
+            Setting::BasePatch => d(&r.base_patch, &a.base_patch),
+            Setting::ImageExec => d(&r.image_exec, &a.image_exec),
         };
         if let Some(c) = conflict {
             return Err(c);
@@ -151,6 +167,7 @@ mod tests {
             },
             repo: "/repo".into(),
             policy_kind: "scripted".into(),
+            image: None,
         }
     }
 
@@ -196,6 +213,14 @@ mod tests {
         assert_eq!(e.flag, "--attempts");
         let e = resume(setup(7, 1), &asked, &[Setting::ConfigFile]).unwrap_err();
         assert_eq!(e.flag, "--config");
+
+        let mut other_image = setup(7, 1);
+        other_image.selfplay.base_patch = Some("/other.patch".into());
+        let e = resume(setup(7, 1), &other_image, &[Setting::BasePatch]).unwrap_err();
+        assert_eq!(e.flag, "--base-patch");
+        other_image.selfplay.image_exec = ssr_sandbox::ImageExec::Docker;
+        let e = resume(setup(7, 1), &other_image, &[Setting::ImageExec]).unwrap_err();
+        assert_eq!(e.flag, "--image-exec");
 
         let mut other_repo = setup(7, 1);
         other_repo.repo = "/elsewhere".into();

@@ -96,6 +96,7 @@ async fn try_play(
         trainer: None,
         split: None,
         heldout: None,
+        image: None,
     };
     sp.run().await
 }

@@ -85,6 +85,7 @@ async fn play(dir: &Path, repo: &Path, bug: &str) -> RunDir {
         trainer: None,
         split: Some(Arc::new(SplitJudge::open(split, repo).unwrap())),
         heldout: None,
+        image: None,
     };
     assert_eq!(sp.run().await.unwrap(), RunOutcome::Finished);
     RunDir::open(dir).unwrap()
@@ -154,6 +155,7 @@ async fn self_play_runs_the_held_out_evaluation_every_n_rounds() {
                 ..HeldoutSchedule::default()
             },
         })),
+        image: None,
     };
     assert_eq!(sp.run().await.unwrap(), RunOutcome::Finished);
     let run = RunDir::open(tmp.path()).unwrap();

@@ -3,7 +3,7 @@
 //! report must say yes with a valid sample bug, or name the cause and the flag.
 
 use crate::fixture::{OPS, sandbox, test_config, write_calc};
-use ssr_game::doctor::doctor;
+use ssr_game::doctor::{Origin, doctor};
 use ssr_game::inject::{Framework, Strategy};
 use std::path::Path;
 use std::process::Command;
@@ -44,7 +44,7 @@ fn doctor_says_a_calc_repository_with_history_is_playable() {
     let scratch = tempfile::tempdir().unwrap();
     let mut cfg = test_config(scratch.path());
     cfg.min_passing_tests = 3;
-    let r = doctor(sandbox(), repo.path(), &cfg, 3);
+    let r = doctor(sandbox(), Origin::Host, repo.path(), &cfg, 3);
     assert_eq!(r.framework, Some(Framework::Pytest));
     assert!(r.problems.is_empty(), "{:#?}", r.problems);
     assert!(r.playable());
@@ -81,7 +81,7 @@ fn doctor_names_the_missing_setting_and_the_flag() {
     }
     let scratch = tempfile::tempdir().unwrap();
     let cfg = test_config(scratch.path());
-    let r = doctor(sandbox(), repo.path(), &cfg, 2);
+    let r = doctor(sandbox(), Origin::Host, repo.path(), &cfg, 2);
     assert!(!r.playable());
     let p = &r.problems[0];
     assert!(p.cause.contains("KNOB_LEVEL"), "{p:?}");
@@ -89,7 +89,7 @@ fn doctor_names_the_missing_setting_and_the_flag() {
 
     let empty = tempfile::tempdir().unwrap();
     std::fs::write(empty.path().join("m.py"), "x = 1\n").unwrap();
-    let r = doctor(sandbox(), empty.path(), &cfg, 2);
+    let r = doctor(sandbox(), Origin::Host, empty.path(), &cfg, 2);
     assert_eq!(r.framework, None);
     assert!(r.problems[0].cause.contains("no test framework"), "{r:?}");
 }
