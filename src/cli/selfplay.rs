@@ -337,12 +337,6 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
     image.apply(&mut cfg)?;
     let repo = repo_choice(repo, &cfg)?;
     let out = out.unwrap_or_else(|| default_out(cfg.seed));
-    // Made here, inside the async runtime: the Ctrl-C watcher is a task on it.
-    let progress: Arc<dyn Progress> = if json {
-        Arc::new(NoProgress)
-    } else {
-        Arc::new(BarProgress::stderr())
-    };
     let sources = PolicySources {
         model: model.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
         script,
@@ -350,19 +344,39 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
         model_name,
         api_key: std::env::var("OPENAI_API_KEY").ok(),
     };
-    Ok(SelfPlayJob {
+    Ok(job(cfg, given, repo, kind, sources, out, json))
+}
+
+/// The job of resolved settings: what the flags gave, and the run's progress display
+/// and Ctrl-C watcher.
+fn job(
+    asked: SelfPlayConfig,
+    given: Vec<Setting>,
+    repo: RepoChoice,
+    policy: PolicyKind,
+    sources: PolicySources,
+    out: PathBuf,
+    json: bool,
+) -> SelfPlayJob {
+    // Made here, inside the async runtime: the Ctrl-C watcher is a task on it.
+    let progress: Arc<dyn Progress> = if json {
+        Arc::new(NoProgress)
+    } else {
+        Arc::new(BarProgress::stderr())
+    };
+    SelfPlayJob {
         open: OpenConfig {
-            asked: cfg,
+            asked,
             given,
             repo,
-            policy: kind,
+            policy,
             sources,
             shutdown: stop_on_ctrl_c(),
             progress,
         },
         out,
         json,
-    })
+    }
 }
 
 pub fn run(args: SelfPlayArgs) -> anyhow::Result<ExitCode> {
