@@ -41,6 +41,9 @@ pub enum Setting {
     TestEnv,
     Split,
     Heldout,
+    ShapedReward,
+    CompactFiltering,
+    Rft,
 }
 
 impl Setting {
@@ -63,6 +66,9 @@ impl Setting {
             Setting::TestEnv => "--test-env",
             Setting::Split => "--split",
             Setting::Heldout => "--heldout-bugs",
+            Setting::ShapedReward => "--shaped-reward",
+            Setting::CompactFiltering => "--compact-filtering",
+            Setting::Rft => "--rft",
         }
     }
 }
@@ -123,6 +129,9 @@ pub fn resume(recorded: Setup, asked: &Setup, given: &[Setting]) -> Result<Setup
             Setting::TestEnv => d(&r.test_env, &a.test_env),
             Setting::Split => d(&r.split, &a.split),
             Setting::Heldout => d(&r.heldout, &a.heldout),
+            Setting::ShapedReward => d(&r.shaped_reward, &a.shaped_reward),
+            Setting::CompactFiltering => d(&r.compact_filtering, &a.compact_filtering),
+            Setting::Rft => d(&r.rft, &a.rft),
         };
         if let Some(c) = conflict {
             return Err(c);
