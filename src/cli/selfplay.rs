@@ -131,6 +131,8 @@ pub struct SelfPlayArgs {
     pub test_env: Vec<(String, String)>,
     #[command(flatten)]
     pub held: HeldOutFlags,
+    #[command(flatten)]
+    pub signal: SignalFlags,
     /// Print the final summary as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -169,6 +171,57 @@ impl HeldOutFlags {
                 ..cfg.heldout.clone().unwrap_or_default()
             });
         }
+    }
+}
+
+/// The learning-signal flags of `ssr selfplay` (issue 14, item 4); each one is off
+/// by default, which is the spec's game.
+#[derive(Args)]
+pub struct SignalFlags {
+    /// What a failed solver attempt trains on: `none` (the spec's −1) or `similarity`
+    /// (SWE-RL: its patch's similarity to the known fix of a procedural bug, in
+    /// [−1, 1)). Solve counts and rates never change.
+    #[arg(long, value_enum, value_name = "none|similarity")]
+    pub shaped_reward: Option<ShapedRewardArg>,
+    /// Compact filtering (DeepSWE): unsolved episodes that ran out of turns, context or
+    /// time are masked from the loss instead of scored −1; counted per round.
+    #[arg(long)]
+    pub compact_filtering: bool,
+    /// Rejection-sampling fine-tuning: write each round's solved attempts as
+    /// demonstrations (`rft.jsonl`, failed and malformed turns masked); with
+    /// `--train`, each step also takes a supervised step on them.
+    #[arg(long)]
+    pub rft: bool,
+}
+
+/// `--shaped-reward`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ShapedRewardArg {
+    /// The spec's flat −1 for a failed attempt.
+    None,
+    /// The patch's similarity to the true fix, mapped into [−1, 1).
+    Similarity,
+}
+
+impl SignalFlags {
+    /// The flags given onto the settings (a flag only turns a setting on).
+    fn apply(self, cfg: &mut SelfPlayConfig) {
+        use ssr_agent::selfplay::config::ShapedReward;
+        match self.shaped_reward {
+            Some(ShapedRewardArg::None) => cfg.shaped_reward = ShapedReward::None,
+            Some(ShapedRewardArg::Similarity) => cfg.shaped_reward = ShapedReward::Similarity,
+            None => {}
+        }
+        cfg.compact_filtering |= self.compact_filtering;
+        cfg.rft |= self.rft;
+    }
+
+    fn given(&self) -> [(Setting, bool); 3] {
+        [
+            (Setting::ShapedReward, self.shaped_reward.is_some()),
+            (Setting::CompactFiltering, self.compact_filtering),
+            (Setting::Rft, self.rft),
+        ]
     }
 }
 
@@ -288,6 +341,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
         tools_dirs,
         test_env,
         held,
+        signal,
         json,
     } = args;
     let kind = policy.map_or(PolicyKind::Embedded, PolicyKind::from);
@@ -318,6 +372,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
     ]
     .into_iter()
     .chain(image.given())
+    .chain(signal.given())
     .filter_map(|(setting, is_given)| is_given.then_some(setting))
     .collect();
     cfg.rounds = rounds.unwrap_or(cfg.rounds);
@@ -335,6 +390,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
     cfg.test_env.extend(test_env);
     held.apply(&mut cfg);
     image.apply(&mut cfg)?;
+    signal.apply(&mut cfg);
     let repo = repo_choice(repo, &cfg)?;
     let out = out.unwrap_or_else(|| default_out(cfg.seed));
     let sources = PolicySources {

@@ -79,6 +79,11 @@ pub struct EpisodeRecord {
     /// when the episode is infra, or for an injector whose bug had too few scored
     /// attempts (`ssr_game::score`).
     pub reward: Option<f32>,
+    /// The reward the trajectory trains on when it differs from `reward` (a failed
+    /// attempt's patch-similarity score, `shaped_reward = "similarity"`). Solve counts
+    /// and rates never read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_reward: Option<f32>,
     pub outcome: Outcome,
     /// Why the episode is an infrastructure failure (the model failed, the sandbox
     /// could not evaluate it): no reward, no trajectory, not in any solve rate.
@@ -219,10 +224,17 @@ impl RunDir {
         read_lines(&self.metrics_path())
     }
 
-    /// Drops trajectory lines of rounds that have no metrics line (a round killed
-    /// while its trajectories were being written is redone whole on resume).
+    /// Drops trajectory and rejection-sampling lines of rounds that have no metrics
+    /// line (a round killed while they were being written is redone whole on resume).
     pub fn trim_unfinished_trajectories(&self, finished_rounds: &[u32]) -> Result<(), RunDirError> {
-        let path = self.trajectories_path();
+        trim_unfinished(self.trajectories_path(), finished_rounds)?;
+        trim_unfinished(self.rft_path(), finished_rounds)
+    }
+}
+
+/// Keeps the lines of `path` whose `metadata.round` is a finished round.
+fn trim_unfinished(path: PathBuf, finished_rounds: &[u32]) -> Result<(), RunDirError> {
+    {
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -240,6 +252,22 @@ impl RunDir {
             .collect();
         if kept.len() != text.len() {
             write_atomic(&path, kept.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+impl RunDir {
+    /// The rejection-sampling demonstrations (`rft = true`), the trainer's `Demo`
+    /// records, one a line.
+    pub fn rft_path(&self) -> PathBuf {
+        self.root.join("rft.jsonl")
+    }
+
+    /// Appends rejection-sampling demonstrations.
+    pub fn append_rft(&self, demos: &[ssr_trainer::train::Demo]) -> Result<(), RunDirError> {
+        for d in demos {
+            append_line(&self.rft_path(), d)?;
         }
         Ok(())
     }
@@ -309,6 +337,11 @@ pub struct RoundMetrics {
     /// Finished episodes left out of training because they have no reward (infra,
     /// or an injector without enough scored attempts).
     pub trajectories_unrewarded: u32,
+    /// Unsolved episodes that ran out of turns, context or time, masked from the loss
+    /// by compact filtering (`compact_filtering = true`; 0 otherwise).
+    pub trajectories_truncated: u32,
+    /// Solved attempts turned into supervised demonstrations (`rft = true`).
+    pub rft_demos: u32,
     /// Valid bugs the held-out split took out of training (no attempts, no reward).
     #[serde(default)]
     pub held_out_excluded: u32,
@@ -335,6 +368,20 @@ pub struct TrainReport {
     /// message. The weights then moved only by weight decay and momentum.
     #[serde(default)]
     pub no_signal: Option<String>,
+    /// The supervised step on the round's own solved attempts (`rft = true`), when
+    /// there were any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rft: Option<SftReport>,
+}
+
+/// What the rejection-sampling supervised step did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SftReport {
+    /// Mean masked next-token loss before the update (nats per trained token).
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub sequences: usize,
+    pub trained_tokens: usize,
 }
 
 fn append_line<T: Serialize>(path: &Path, value: &T) -> Result<(), RunDirError> {

@@ -111,6 +111,18 @@ impl Bug {
         }
     }
 
+    /// The bug's true fix when it is known: for a first-order procedural bug, the
+    /// reversed bug patch (what patch-similarity shaping compares attempts with).
+    /// `None` for model and higher-order bugs, and for a bug patch that cannot be
+    /// reversed.
+    pub fn true_fix(&self) -> Option<String> {
+        let procedural = self.meta.source.unwrap_or(BugSource::Procedural) == BugSource::Procedural;
+        if !procedural || self.order() != 1 {
+            return None;
+        }
+        crate::patch_ops::reverse(&self.artifact.bug_inject).ok()
+    }
+
     /// The verdict on this bug: its own report, with its source and order. A bug with
     /// no recorded source was written by `ssr inject` (procedural) before sources were
     /// recorded.
@@ -479,6 +491,31 @@ mod tests {
             },
             higher_order_patch: higher_order_patch.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn only_first_order_procedural_bugs_have_a_known_fix() {
+        let mut b = bug("p", None);
+        b.artifact.bug_inject = "--- a/a.py\n+++ b/a.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n".into();
+        b.meta.source = Some(BugSource::Procedural);
+        let fix = b.true_fix().unwrap();
+        assert!(
+            fix.contains("-x = 2\n") && fix.contains("+x = 1\n"),
+            "{fix}"
+        );
+        let model = Bug {
+            meta: BugMeta {
+                source: Some(BugSource::Model),
+                ..b.meta.clone()
+            },
+            ..b.clone()
+        };
+        assert_eq!(model.true_fix(), None);
+        let higher = Bug {
+            higher_order_patch: Some("--- a/x\n".into()),
+            ..b.clone()
+        };
+        assert_eq!(higher.true_fix(), None);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! failure through [`AttemptScore::model_failed`]).
 
 use crate::evaluate::EvalOutcome;
-use crate::reward::{InjectorRewardKind, injector_reward, solver_reward};
+use crate::reward::{InjectorRewardKind, injector_reward, shaped_solver_reward, solver_reward};
 use serde::{Deserialize, Serialize};
 
 /// What one solver attempt scores.
@@ -84,6 +84,20 @@ impl AttemptScore {
     /// Whether the attempt is left out of rewards, training and solve rates.
     pub fn is_infra(&self) -> bool {
         matches!(self, AttemptScore::Infra { .. })
+    }
+
+    /// The reward the attempt's trajectory trains on. `true_fix` is the bug's known
+    /// fix when patch-similarity shaping is on (SWE-RL): a failed, scored attempt then
+    /// trains on [`shaped_solver_reward`] of its `patch`. A solve stays +1, a tampered
+    /// attempt −1 and an infra one has none: shaping never rewards a forged run, and
+    /// never gives an infra attempt a score. Whether it solved stays [`Self::solved`].
+    pub fn training_reward(&self, patch: &str, true_fix: Option<&str>) -> Option<f64> {
+        match (self, true_fix) {
+            (AttemptScore::Scored { .. }, Some(fix)) if !self.solved() => {
+                Some(shaped_solver_reward(patch, fix))
+            }
+            _ => self.reward(),
+        }
     }
 
     /// The infra reason, when it is one.
@@ -174,6 +188,24 @@ mod tests {
             assert_eq!(s.is_infra(), infra, "{outcome:?}");
             assert_eq!(s.solved(), outcome == EvalOutcome::Solved, "{outcome:?}");
         }
+    }
+
+    #[test]
+    fn only_failed_scored_attempts_are_shaped() {
+        let fix = "-x = 2\n+x = 1\n";
+        let near = "-x = 2\n+x = 3\n";
+        // A failed attempt with a known fix trains on its similarity, inside [−1, 1).
+        let shaped = scored(-1.0).training_reward(near, Some(fix)).unwrap();
+        assert!(shaped > -1.0 && shaped < 1.0, "{shaped}");
+        assert_eq!(shaped, shaped_solver_reward(near, fix));
+        // No known fix: the flat −1.
+        assert_eq!(scored(-1.0).training_reward(near, None), Some(-1.0));
+        // A solve stays +1 whatever its patch looks like.
+        assert_eq!(scored(1.0).training_reward("", Some(fix)), Some(1.0));
+        // Infra never gets a score, tampered never more than −1, even with the exact fix.
+        assert_eq!(infra().training_reward(fix, Some(fix)), None);
+        let tampered = AttemptScore::Tampered { notes: vec![] };
+        assert_eq!(tampered.training_reward(fix, Some(fix)), Some(-1.0));
     }
 
     #[test]

@@ -204,6 +204,23 @@ impl Trainer {
         self.session.step(data)
     }
 
+    /// One supervised step on `demos` ([`TrainSession::sft_step`], the one optimizer
+    /// the RL steps use too). On a CUDA device it runs on the host mirror, brought up
+    /// to date first, and the device model is then uploaded again from it: no second
+    /// trainer, at the cost of two copies of the weights per call.
+    pub fn sft_step(&mut self, demos: &[super::Demo]) -> Result<super::SftMetrics, TrainError> {
+        self.sync_host()?;
+        let metrics = self.session.sft_step(demos)?;
+        #[cfg(feature = "cuda")]
+        if let Some(c) = &mut self.cuda {
+            let err = crate::device::on(&c.gpu);
+            c.gpu.bind_to_thread().map_err(crate::device::on(&c.gpu))?;
+            c.trainer = upload(&c.gpu, &self.session, c.trainer.precision()).map_err(err)?;
+            c.host_stale = false;
+        }
+        Ok(metrics)
+    }
+
     /// The current weights (copied from the device first when they changed there).
     pub fn weights(&mut self) -> Result<&Weights, TrainError> {
         self.sync_host()?;

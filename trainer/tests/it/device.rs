@@ -239,3 +239,55 @@ fn auto_engine_generates_like_the_cpu_engine() {
     let got = auto.generate(&prompt, &opts).unwrap();
     assert_eq!(got.token_ids, want.token_ids);
 }
+
+/// Rejection-sampling fine-tuning in self-play: an RL step, a supervised step on the
+/// same trainer (`Trainer::sft_step`: the host session, then the device model uploaded
+/// again), another RL step. On the CPU it is exactly the session's sequence; on a GPU
+/// the next RL step must start from the supervised step's weights, within tolerance.
+#[test]
+fn a_supervised_step_between_rl_steps_trains_like_the_cpu_session() {
+    let (session, data) = session_and_data();
+    let demos: Vec<ssr_trainer::train::Demo> = trajectories(&session.weights, 23)
+        .into_iter()
+        .map(|t| ssr_trainer::train::Demo {
+            token_ids: t.token_ids,
+            loss_mask: t.loss_mask,
+            metadata: None,
+        })
+        .collect();
+    let mut cpu = session.clone();
+    #[cfg(feature = "cuda")]
+    let mut auto =
+        Trainer::with_precision(session, Device::Auto, ssr_trainer::gpu::GpuPrecision::F32)
+            .unwrap();
+    #[cfg(not(feature = "cuda"))]
+    let mut auto = Trainer::new(session, Device::Auto).unwrap();
+    let on_gpu = auto.device().is_cuda();
+    let tolerance = if on_gpu {
+        Tolerance::new(1e-4, 3e-2)
+    } else {
+        Tolerance::new(0.0, 0.0)
+    };
+    let (want, got) = (cpu.step(&data).unwrap(), auto.step(&data).unwrap());
+    assert_close("rl 1", &[got.loss], &[want.loss], tolerance);
+    let (want, got) = (
+        cpu.sft_step(&demos).unwrap(),
+        auto.sft_step(&demos).unwrap(),
+    );
+    assert_close("sft", &[got.loss], &[want.loss], tolerance);
+    assert_eq!(got.step, 2);
+    let (want, got) = (cpu.step(&data).unwrap(), auto.step(&data).unwrap());
+    assert_close("rl 2", &[got.loss], &[want.loss], tolerance);
+    assert_eq!(auto.step_count(), 3);
+    let trained = auto.into_session().unwrap();
+    let lr = session_config().adamw.lr;
+    let bound = if on_gpu { 7.0 * lr } else { 0.0 };
+    for ((name, g), (_, c)) in trained
+        .weights
+        .tensors()
+        .iter()
+        .zip(cpu.weights.tensors().iter())
+    {
+        assert_close(name, g, c, Tolerance::new(bound, 0.0));
+    }
+}

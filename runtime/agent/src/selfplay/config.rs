@@ -78,6 +78,28 @@ pub struct SelfPlayConfig {
     /// How commands enter the image: `rootfs` (bubblewrap over its unpacked root) or
     /// `docker` (`docker run` per command; `--image-exec`).
     pub image_exec: ssr_sandbox::ImageExec,
+    /// What a failed solver attempt trains on (`none`: the spec's −1; `similarity`:
+    /// SWE-RL's patch similarity to the bug's known fix). Solve counts never change.
+    pub shaped_reward: ShapedReward,
+    /// DeepSWE's compact filtering: an unsolved episode that ran out of turns, context
+    /// or time is left out of its group's advantages and of the step, instead of −1.
+    pub compact_filtering: bool,
+    /// Rejection-sampling fine-tuning: each round's solved attempts become supervised
+    /// demonstrations (`rft.jsonl`, failed and malformed turns masked); with `train`,
+    /// the round's step also takes a supervised step on them.
+    pub rft: bool,
+}
+
+/// The training reward of a failed solver attempt (`shaped_reward` in TOML).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShapedReward {
+    /// The spec's flat −1.
+    #[default]
+    None,
+    /// The patch's similarity to the true fix in [−1, 1) where the fix is known
+    /// (first-order procedural bugs); −1 elsewhere.
+    Similarity,
 }
 
 /// When and on what self-play runs the held-out evaluation (`[heldout]` in TOML).
@@ -137,6 +159,9 @@ impl Default for SelfPlayConfig {
             workdir: None,
             base_patch: None,
             image_exec: ssr_sandbox::ImageExec::default(),
+            shaped_reward: ShapedReward::None,
+            compact_filtering: false,
+            rft: false,
         }
     }
 }
@@ -207,6 +232,24 @@ mod tests {
             d.injector_reward,
             InjectorRewardKind::SolveRate { alpha: 0.8 }
         );
+    }
+
+    #[test]
+    fn signal_settings_default_to_the_spec() {
+        let d = SelfPlayConfig::default();
+        assert_eq!(
+            (d.shaped_reward, d.compact_filtering, d.rft),
+            (ShapedReward::None, false, false)
+        );
+        let c = SelfPlayConfig::from_toml(
+            "shaped_reward = \"similarity\"\ncompact_filtering = true\nrft = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.shaped_reward, c.compact_filtering, c.rft),
+            (ShapedReward::Similarity, true, true)
+        );
+        assert!(SelfPlayConfig::from_toml("shaped_reward = \"bleu\"\n").is_err());
     }
 
     #[test]

@@ -160,6 +160,12 @@ impl FakeArena {
 }
 
 /// A bug whose diff is `diff`, breaking `test_bug` and keeping `test_other`.
+/// The bug patch of the procedural bug made with `seed`: a real diff, so its true
+/// fix ([`Bug::true_fix`], the reversed patch) is known, as a real procedural bug's is.
+pub fn procedural_diff(seed: u64) -> String {
+    format!("--- a/f.py\n+++ b/f.py\n@@ -1 +1 @@\n-fix\n+procedural {seed}\n")
+}
+
 pub fn fake_bug(id: &str, diff: &str, higher_order_patch: Option<String>) -> Bug {
     Bug {
         artifact: Artifact {
@@ -249,7 +255,7 @@ impl Arena for FakeArena {
                 "no candidate",
             )));
         }
-        let bug = fake_bug(bug_id, &format!("procedural {seed}"), None);
+        let bug = fake_bug(bug_id, &procedural_diff(seed), None);
         Ok(judged(BugSource::Procedural, bug))
     }
 

@@ -35,6 +35,7 @@ pub mod inject;
 pub mod open;
 pub mod progress;
 pub mod resume;
+pub mod rft;
 pub mod round;
 pub mod solve;
 pub mod split;
@@ -57,6 +58,7 @@ use solve::{attempts_on, solve_phase};
 use ssr_game::BugStore;
 use ssr_game::bug_store::StoreError;
 use ssr_game::split::SplitJudge;
+use ssr_trainer::train::Demo;
 use ssr_trainer::trajectory::Trajectory;
 use std::sync::Arc;
 use std::time::Instant;
@@ -83,7 +85,14 @@ pub trait TrainStep: Send + Sync {
     /// A fingerprint of the weights the policy samples from now (recorded per round,
     /// so a run shows that round N+1 used the weights round N's step made).
     fn fingerprint(&self) -> Option<String>;
-    fn step(&self, round: u32, trajectories: &[Trajectory]) -> Result<TrainReport, TrainStepError>;
+    /// `demos`: the round's rejection-sampling demonstrations (`rft = true`), one
+    /// supervised step on them after the RL step when there are any.
+    fn step(
+        &self,
+        round: u32,
+        trajectories: &[Trajectory],
+        demos: &[Demo],
+    ) -> Result<TrainReport, TrainStepError>;
 }
 
 /// Why a run stopped with an error.
@@ -248,10 +257,16 @@ impl SelfPlay {
             ..Round::default()
         };
         r.reward_injectors(self.config.injector_reward, self.config.attempts_per_bug);
-        let trajectories = r.trajectories(self.config.seed, |id| self.run.transcript(id))?;
+        let (seed, compact) = (self.config.seed, self.config.compact_filtering);
+        let trajectories = r.trajectories(seed, compact, |id| self.run.transcript(id))?;
         self.run.append_trajectories(&trajectories)?;
+        let demos = match self.config.rft {
+            true => r.rft_demos(seed, |id| self.run.transcript(id))?,
+            false => Vec::new(),
+        };
+        self.run.append_rft(&demos)?;
         if self.trainer.is_some() {
-            r.train = self.train(round, trajectories).await?;
+            r.train = self.train(round, trajectories, demos).await?;
             clock.lap("train");
         }
         r.phase_ms = clock.phase_ms;
@@ -318,11 +333,12 @@ impl SelfPlay {
         &self,
         round: u32,
         batch: Vec<Trajectory>,
+        demos: Vec<Demo>,
     ) -> Result<Option<TrainReport>, SelfPlayError> {
         let Some(trainer) = self.trainer.clone() else {
             return Ok(None);
         };
-        let report = tokio::task::spawn_blocking(move || trainer.step(round, &batch))
+        let report = tokio::task::spawn_blocking(move || trainer.step(round, &batch, &demos))
             .await
             .map_err(|e| SelfPlayError::Task(e.to_string()))?
             .map_err(|source| SelfPlayError::Train { round, source })?;
@@ -352,6 +368,7 @@ fn record_of(
         wall_ms: t.stats.wall_ms,
         end: t.end.kind(),
         reward,
+        train_reward: None,
         outcome,
         infra: t.end.model_failure().and_then(|e| {
             ssr_game::AttemptScore::model_failed(e)

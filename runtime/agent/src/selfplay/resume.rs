@@ -49,6 +49,9 @@ pub enum Setting {
     Workdir,
     BasePatch,
     ImageExec,
+    ShapedReward,
+    CompactFiltering,
+    Rft,
 }
 
 impl Setting {
@@ -75,6 +78,9 @@ impl Setting {
             Setting::Workdir => "--workdir",
             Setting::BasePatch => "--base-patch",
             Setting::ImageExec => "--image-exec",
+            Setting::ShapedReward => "--shaped-reward",
+            Setting::CompactFiltering => "--compact-filtering",
+            Setting::Rft => "--rft",
         }
     }
 }
@@ -139,6 +145,9 @@ pub fn resume(recorded: Setup, asked: &Setup, given: &[Setting]) -> Result<Setup
             Setting::Workdir => d(&r.workdir, &a.workdir),
             Setting::BasePatch => d(&r.base_patch, &a.base_patch),
             Setting::ImageExec => d(&r.image_exec, &a.image_exec),
+            Setting::ShapedReward => d(&r.shaped_reward, &a.shaped_reward),
+            Setting::CompactFiltering => d(&r.compact_filtering, &a.compact_filtering),
+            Setting::Rft => d(&r.rft, &a.rft),
         };
         if let Some(c) = conflict {
             return Err(c);

@@ -17,6 +17,7 @@ use crate::transcript::{EndKind, Transcript};
 use serde_json::json;
 use ssr_game::score::injector_score;
 use ssr_game::{AttemptScore, BugSource, Verdict};
+use ssr_trainer::train::Demo;
 use ssr_trainer::trajectory::Trajectory;
 use std::collections::BTreeMap;
 
@@ -40,6 +41,10 @@ pub struct Round {
     pub train: Option<TrainReport>,
     pub trajectories_skipped: u32,
     pub trajectories_unrewarded: u32,
+    /// Unsolved episodes masked from the loss by compact filtering.
+    pub trajectories_truncated: u32,
+    /// Solved attempts made into supervised demonstrations (`rft = true`).
+    pub rft_demos: u32,
     pub wall_ms: u64,
     /// Valid bugs (first- and higher-order) the held-out split took out of the round.
     pub held_out: Vec<String>,
@@ -51,6 +56,16 @@ fn solved(d: &Done) -> bool {
 
 fn is_infra(d: &Done) -> bool {
     d.record.infra.is_some()
+}
+
+/// Whether the episode ran out of turns, context or time without solving its bug
+/// (an injector's never solves): what compact filtering masks.
+fn truncated_unsolved(d: &Done) -> bool {
+    let ran_out = matches!(
+        d.record.end,
+        EndKind::TurnsExhausted | EndKind::ContextExhausted | EndKind::EpisodeTimeout
+    );
+    ran_out && !solved(d)
 }
 
 /// A recorded solver attempt's score under the game's rule (from its record, which a
@@ -122,16 +137,21 @@ impl Round {
     /// token ids (a chat-only policy) gives none; it is counted in
     /// `trajectories_skipped`. An episode without a reward (infra, or an injector
     /// whose bug had too few scored attempts) gives none either, so it is in no
-    /// group's advantage; it is counted in `trajectories_unrewarded`.
+    /// group's advantage; it is counted in `trajectories_unrewarded`. With `compact`
+    /// (compact filtering), an unsolved episode that ran out of turns, context or time
+    /// gives none: it is masked from the loss rather than scored, and counted in
+    /// `trajectories_truncated`. A trajectory's reward is the record's training reward
+    /// (shaped) when it has one.
     pub fn trajectories<E>(
         &mut self,
         seed: u64,
+        compact: bool,
         mut transcript: impl FnMut(&str) -> Result<Transcript, E>,
     ) -> Result<Vec<Trajectory>, E> {
         let round = self.round;
         let injector_group = format!("r{round}-injector");
         let mut out = Vec::new();
-        let (mut skipped, mut unrewarded) = (0, 0);
+        let (mut skipped, mut unrewarded, mut truncated) = (0, 0, 0);
         let episodes = self
             .injectors
             .iter()
@@ -141,10 +161,15 @@ impl Round {
                     .map(|d| (d, d.record.bug_id.clone().unwrap_or_default())),
             );
         for (d, group) in episodes {
-            let Some(reward) = d.record.reward.filter(|_| !is_infra(d)) else {
+            let reward = d.record.train_reward.or(d.record.reward);
+            let Some(reward) = reward.filter(|_| !is_infra(d)) else {
                 unrewarded += 1;
                 continue;
             };
+            if compact && truncated_unsolved(d) {
+                truncated += 1;
+                continue;
+            }
             let t = match &d.transcript {
                 Some(t) => t.clone(),
                 None => transcript(&d.record.episode_id)?,
@@ -157,6 +182,30 @@ impl Round {
         }
         self.trajectories_skipped = skipped;
         self.trajectories_unrewarded = unrewarded;
+        self.trajectories_truncated = truncated;
+        Ok(out)
+    }
+
+    /// The round's rejection-sampling demonstrations (`rft = true`): every solved,
+    /// scored solver attempt with token ids, its erroneous turns masked
+    /// ([`super::rft`]). Counted in `rft_demos`.
+    pub fn rft_demos<E>(
+        &mut self,
+        seed: u64,
+        mut transcript: impl FnMut(&str) -> Result<Transcript, E>,
+    ) -> Result<Vec<Demo>, E> {
+        let round = self.round;
+        let mut out = Vec::new();
+        for d in self.all_solvers().filter(|d| solved(d) && !is_infra(d)) {
+            let t = match &d.transcript {
+                Some(t) => t.clone(),
+                None => transcript(&d.record.episode_id)?,
+            };
+            let metadata = json!({"round": round, "bug": d.record.bug_id, "seed": seed,
+                "episode": d.record.episode_id, "source": "rft"});
+            out.extend(super::rft::demo_of(&t, metadata));
+        }
+        self.rft_demos = out.len() as u32;
         Ok(out)
     }
 }
@@ -256,6 +305,8 @@ impl From<&Round> for RoundMetrics {
             rejections,
             trajectories_skipped: r.trajectories_skipped,
             trajectories_unrewarded: r.trajectories_unrewarded,
+            trajectories_truncated: r.trajectories_truncated,
+            rft_demos: r.rft_demos,
             held_out_excluded: r.held_out.len() as u32,
             heldout: None,
         }

@@ -4,10 +4,12 @@
 //! Owns: one solver attempt from its workspace to its score and record, in the game's
 //! order (`ssr_game::score`): an attempt whose model failed is infra and is not
 //! evaluated; otherwise the arena's evaluation scores it (infra, tampered or ±1). An
-//! infra attempt is recorded with no reward. Does not own: which bugs are attempted
+//! infra attempt is recorded with no reward; with `shaped_reward = "similarity"` a
+//! failed one also records the shaped reward its trajectory trains on. Does not own: which bugs are attempted
 //! (the round), the evaluation (the arena).
 
 use super::arena::SolveOutcome;
+use super::config::ShapedReward;
 use super::table::{Done, Played, Table, join_all};
 use super::{SelfPlayError, record_of};
 use crate::episode::{EpisodeSpec, run_episode};
@@ -81,6 +83,19 @@ pub async fn solve_phase(
     Ok(Played::Finished(done))
 }
 
+/// The reward the attempt trains on when shaping changes it (`None`: its `reward`).
+/// Only the game's rule decides which attempts may be shaped (failed and scored).
+fn training_reward(shaping: ShapedReward, bug: &Bug, outcome: &SolveOutcome) -> Option<f32> {
+    let fix = match shaping {
+        ShapedReward::None => return None,
+        ShapedReward::Similarity => bug.true_fix(),
+    };
+    let shaped = outcome
+        .score
+        .training_reward(&outcome.patch, fix.as_deref())?;
+    (Some(shaped) != outcome.score.reward()).then_some(shaped as f32)
+}
+
 /// One solver attempt, evaluated, stored and recorded. `None` when shutdown stopped it.
 /// Also the environment server's solver episode (`id` is then the client's).
 pub async fn solver_attempt(
@@ -142,6 +157,7 @@ pub async fn solver_attempt(
         }
     };
     drop(world);
+    let train_reward = training_reward(cfg.shaped_reward, &a.bug, &outcome);
     let mut record = record_of(
         &transcript,
         round,
@@ -158,6 +174,7 @@ pub async fn solver_attempt(
     if let Some(reason) = outcome.score.infra_reason() {
         record.infra = Some(reason.to_string());
     }
+    record.train_reward = train_reward;
     table.journal.record(&transcript, &record)?;
     Ok(Some(Done {
         record,

@@ -7,10 +7,13 @@
 //! the maths (`ssr-trainer`).
 
 use super::{TrainReport, TrainStep};
+use crate::rundir::SftReport;
 use sha2::{Digest, Sha256};
 use ssr_trainer::DeviceError;
 use ssr_trainer::infer::{Engine, EngineError};
-use ssr_trainer::train::{Dataset, StepMetrics, TrainConfig, TrainError, TrainSession, Trainer};
+use ssr_trainer::train::{
+    Dataset, Demo, StepMetrics, TrainConfig, TrainError, TrainSession, Trainer,
+};
 use ssr_trainer::trajectory::Trajectory;
 use ssr_trainer::weights::Weights;
 use std::path::PathBuf;
@@ -143,7 +146,12 @@ impl TrainStep for EngineTrainer {
         Some(weights_fingerprint(engine.weights()))
     }
 
-    fn step(&self, round: u32, trajectories: &[Trajectory]) -> Result<TrainReport, TrainStepError> {
+    fn step(
+        &self,
+        round: u32,
+        trajectories: &[Trajectory],
+        demos: &[Demo],
+    ) -> Result<TrainReport, TrainStepError> {
         let mut session = self
             .session
             .lock()
@@ -166,6 +174,20 @@ impl TrainStep for EngineTrainer {
             cfg.advantage_eps,
         )?;
         let metrics = train_step(&mut session, &data)?;
+        // Rejection sampling: the same optimizer, one supervised step on the round's
+        // own solved attempts (`rft = true`), before the weights go to the engine.
+        let rft = match demos {
+            [] => None,
+            demos => {
+                let m = session.sft_step(demos)?;
+                Some(SftReport {
+                    loss: f64::from(m.loss),
+                    grad_norm: f64::from(m.grad_norm),
+                    sequences: m.sequences,
+                    trained_tokens: m.trained_tokens,
+                })
+            }
+        };
         let weights = session.weights()?.clone();
         let fingerprint = weights_fingerprint(&weights);
         self.engine
@@ -183,6 +205,7 @@ impl TrainStep for EngineTrainer {
             checkpoint,
             device: Some(session.device().clone()),
             no_signal: metrics.no_signal.as_ref().map(ToString::to_string),
+            rft,
         })
     }
 }

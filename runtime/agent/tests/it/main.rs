@@ -10,6 +10,7 @@ mod load;
 mod model_servers;
 mod openai;
 mod selfplay;
+mod selfplay_signal;
 mod selfplay_split;
 mod support;
 mod tokens;

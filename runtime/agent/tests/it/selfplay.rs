@@ -13,13 +13,13 @@ use ssr_game::{BugStore, Role};
 use std::path::Path;
 use std::sync::Arc;
 
-fn edit(text: &str) -> String {
+pub(crate) fn edit(text: &str) -> String {
     format!("<tool: edit>\n{text}\n</tool>")
 }
-const SUBMIT: &str = "<tool: submit>\n</tool>";
+pub(crate) const SUBMIT: &str = "<tool: submit>\n</tool>";
 
 /// The injector writes a bug and submits; solver attempt `a` replays `solvers[a % n]`.
-fn policy(solvers: &[&[String]]) -> ScriptedPolicy {
+pub(crate) fn policy(solvers: &[&[String]]) -> ScriptedPolicy {
     let mut scripts = Scripts::new();
     let turns = |ts: &[String]| ts.iter().map(|t| ScriptTurn::Text(t.clone())).collect();
     scripts.insert(
@@ -30,10 +30,10 @@ fn policy(solvers: &[&[String]]) -> ScriptedPolicy {
     ScriptedPolicy::new(scripts, Some(Arc::new(ByteCodec)))
 }
 
-fn fix() -> Vec<String> {
+pub(crate) fn fix() -> Vec<String> {
     vec![edit(FIX), SUBMIT.into()]
 }
-fn wrong() -> Vec<String> {
+pub(crate) fn wrong() -> Vec<String> {
     vec![edit("wrong"), SUBMIT.into()]
 }
 fn nothing() -> Vec<String> {
@@ -49,7 +49,7 @@ fn sandbox_down() -> Vec<String> {
     vec![edit(INFRA), SUBMIT.into()]
 }
 
-fn trajectories(run: &RunDir) -> Vec<serde_json::Value> {
+pub(crate) fn trajectories(run: &RunDir) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.trajectories_path())
         .unwrap_or_default()
         .lines()
@@ -57,7 +57,7 @@ fn trajectories(run: &RunDir) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn config() -> SelfPlayConfig {
+pub(crate) fn config() -> SelfPlayConfig {
     SelfPlayConfig {
         seed: 3,
         rounds: 1,
@@ -71,7 +71,7 @@ fn config() -> SelfPlayConfig {
     }
 }
 
-async fn play(
+pub(crate) async fn play(
     dir: &Path,
     config: SelfPlayConfig,
     policy: ScriptedPolicy,
@@ -101,7 +101,7 @@ async fn try_play(
     sp.run().await
 }
 
-fn arena(procedural_valid: bool, higher_order_valid: bool) -> Arc<FakeArena> {
+pub(crate) fn arena(procedural_valid: bool, higher_order_valid: bool) -> Arc<FakeArena> {
     Arc::new(FakeArena::new(procedural_valid, higher_order_valid))
 }
 
