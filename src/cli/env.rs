@@ -164,7 +164,6 @@ async fn stop_signal() {
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async move {
-        let engine = engine(&args.game)?;
         let slots = args.slots.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
         });
@@ -178,6 +177,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .or_else(|| std::env::var("SSR_ENV_TOKEN").ok()),
             max_episode: Duration::from_secs(args.max_episode_s.max(1)),
         };
+        // Refused before the repositories are opened (which may vendor a Rust
+        // project's dependencies): a bad flag answers at once.
+        ssr_env::check_exposure(&config.host, config.token.as_deref())?;
+        let engine = engine(&args.game)?;
         let bound = ssr_env::bind(&config, engine).await?;
         let base_url = format!("http://{}", bound.addr);
         if args.json {

@@ -157,7 +157,11 @@ pub fn vendor_repo(repo: &Path, cache: &Path) -> Result<Option<VendoredCrates>, 
     let dir = cache.join(&key);
     let config_dir = cache.join(format!("{key}.cargo"));
     if !dir.is_dir() {
-        fill(&dir, &crates)?;
+        // On a thread of its own: the blocking HTTP client must not run (or be
+        // dropped) inside an async runtime, and self-play and the environment server
+        // open their arenas from one.
+        std::thread::scope(|s| s.spawn(|| fill(&dir, &crates)).join())
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
     }
     if !config_dir.join("config.toml").is_file() {
         write_config(&config_dir)?;

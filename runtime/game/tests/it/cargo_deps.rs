@@ -119,6 +119,28 @@ fn a_crate_with_crates_io_dependencies_and_no_lock_file_verifies_offline() {
     assert!(!repo.path().join("Cargo.lock").exists());
 }
 
+/// Regression: self-play and `ssr env serve` open their arenas inside a tokio runtime,
+/// where the blocking HTTP client of the first fill panicked ("Cannot drop a runtime in
+/// a context where blocking is not allowed"). The fill runs on a thread of its own.
+#[test]
+fn vendoring_works_from_inside_an_async_runtime() {
+    let (repo, _) = crate_repo();
+    let cache = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let v = rt
+        .block_on(async { ssr_game::vendor::vendor_repo(repo.path(), cache.path()) })
+        .unwrap()
+        .expect("a crate with dependencies");
+    assert!(v.generated_lock && v.crates >= 1, "{v:?}");
+    let names: Vec<String> = std::fs::read_dir(&v.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("itoa-")), "{names:?}");
+}
+
 #[test]
 fn without_vendored_crates_the_same_crate_cannot_build() {
     // The baseline the vendoring fixes: offline cargo cannot resolve `itoa`.
