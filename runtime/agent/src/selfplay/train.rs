@@ -57,6 +57,12 @@ pub enum TrainStepError {
     Poisoned(&'static str),
     #[error("no trajectory of this round has sampled tokens with known logprobs")]
     NothingToTrain,
+    #[error("removing old checkpoints in {dir} (keep_checkpoints): {source}")]
+    Retain {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<TrainError> for TrainStepError {
@@ -70,6 +76,7 @@ pub struct EngineTrainer {
     engine: Arc<RwLock<Engine>>,
     session: Mutex<Trainer>,
     checkpoints: PathBuf,
+    keep: std::num::NonZeroUsize,
 }
 
 impl EngineTrainer {
@@ -118,14 +125,33 @@ impl EngineTrainer {
             engine,
             session: Mutex::new(session),
             checkpoints,
+            keep: settings.keep_checkpoints,
         })
     }
 }
 
 /// The checkpoint directory with the highest round number, `round-NNNN`.
 fn latest_checkpoint(root: &std::path::Path) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .ok()?
+    round_checkpoints(root).pop()
+}
+
+/// Deletes every round checkpoint but the newest `keep` (the retention setting).
+fn retain_newest(root: &std::path::Path, keep: std::num::NonZeroUsize) -> std::io::Result<()> {
+    let dirs = round_checkpoints(root);
+    let excess = dirs.len().saturating_sub(keep.get());
+    for old in &dirs[..excess] {
+        std::fs::remove_dir_all(old)?;
+    }
+    Ok(())
+}
+
+/// The `round-NNNN` checkpoints under `root`, oldest first (the zero-padded names
+/// sort by round).
+fn round_checkpoints(root: &std::path::Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
@@ -134,7 +160,7 @@ fn latest_checkpoint(root: &std::path::Path) -> Option<PathBuf> {
         })
         .collect();
     dirs.sort();
-    dirs.pop()
+    dirs
 }
 
 impl TrainStep for EngineTrainer {
@@ -174,6 +200,10 @@ impl TrainStep for EngineTrainer {
             .set_weights(weights)?;
         let checkpoint = self.checkpoints.join(format!("round-{round:04}"));
         session.save(&checkpoint)?;
+        retain_newest(&self.checkpoints, self.keep).map_err(|source| TrainStepError::Retain {
+            dir: self.checkpoints.clone(),
+            source,
+        })?;
         Ok(TrainReport {
             loss: f64::from(metrics.loss),
             grad_norm: f64::from(metrics.grad_norm),
