@@ -216,3 +216,32 @@ impl TrainStep for EngineTrainer {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_keeps_the_newest_round_checkpoints_and_nothing_else_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in [0u32, 1, 2, 10] {
+            let ck = dir.path().join(format!("round-{round:04}"));
+            std::fs::create_dir_all(&ck).unwrap();
+            std::fs::write(ck.join(ssr_trainer::checkpoint::MODEL_FILE), b"").unwrap();
+        }
+        // Not a checkpoint (no model file): never deleted.
+        std::fs::create_dir_all(dir.path().join("round-0003")).unwrap();
+        let keep = std::num::NonZeroUsize::new(2).unwrap();
+        retain_newest(dir.path(), keep).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["round-0002", "round-0003", "round-0010"]);
+        assert_eq!(
+            latest_checkpoint(dir.path()).unwrap(),
+            dir.path().join("round-0010")
+        );
+    }
+}
