@@ -25,6 +25,11 @@ test: tools
 selfplay *args:
     cargo run -- selfplay {{args}}
 
+# The learning experiment (issue 14): bugs, split, demos, SFT warm start, held-out evaluations, self-play with training, the before/after table and report (configs/learn.toml; `--quick`: the CI-sized run; `--device cuda` trains on the GPU).
+learn *args:
+    cargo build --release --bin ssr
+    SSR_BIN=target/release/ssr bash scripts/learn.sh {{args}}
+
 # Benchmarks (sandbox, tools, model, verify, kernels, train), each against a same-run baseline.
 bench what="sandbox":
     cargo run --release -- bench {{what}}

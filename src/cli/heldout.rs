@@ -51,6 +51,11 @@ pub struct HeldoutArgs {
     /// GGUF model (embedded policy; also the tokenizer for exact ids).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// A training checkpoint, or a directory of them (its newest), whose weights the
+    /// embedded policy starts from instead of `--model`'s (a warm start from `ssr sft`);
+    /// `--model` still gives the tokenizer and chat template.
+    #[arg(long, value_name = "CKPT")]
+    pub weights: Option<PathBuf>,
     /// Recorded turns for the scripted policy.
     #[arg(long)]
     pub script: Option<PathBuf>,
@@ -92,6 +97,7 @@ async fn run_async(args: HeldoutArgs) -> anyhow::Result<ExitCode> {
         policy: kind,
         sources: PolicySources {
             model: args.model.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
+            weights: args.weights,
             script: args.script,
             base_url: args.base_url,
             model_name: args.model_name,

@@ -80,6 +80,11 @@ pub struct SelfPlayArgs {
     /// GGUF model (embedded policy; also the tokenizer for exact ids with openai).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// A training checkpoint, or a directory of them (its newest), whose weights the
+    /// embedded policy starts from instead of `--model`'s (a warm start from `ssr sft`);
+    /// `--model` still gives the tokenizer and chat template.
+    #[arg(long, value_name = "CKPT")]
+    pub weights: Option<PathBuf>,
     /// Recorded turns for the scripted policy.
     #[arg(long)]
     pub script: Option<PathBuf>,
@@ -325,6 +330,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
         config,
         policy,
         model,
+        weights,
         script,
         base_url,
         model_name,
@@ -395,6 +401,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
     let out = out.unwrap_or_else(|| default_out(cfg.seed));
     let sources = PolicySources {
         model: model.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
+        weights,
         script,
         base_url,
         model_name,

@@ -6,6 +6,7 @@ mod game_cli;
 mod game_image;
 mod gpu_e2e;
 mod heldout_cli;
+mod learn_cli;
 mod sandbox_cli;
 mod tidy;
 mod tools_cli;

@@ -90,6 +90,30 @@ impl EmbeddedPolicy {
         Ok(Self::from_engine(engine, name, max_concurrent))
     }
 
+    /// Loads a GGUF model (tokenizer, chat template, architecture) and, when `weights`
+    /// names a training checkpoint (or a directory of them: its newest), plays with
+    /// the checkpoint's weights instead of the GGUF's: the warm start `ssr sft` writes.
+    pub fn load_with_weights(
+        path: &Path,
+        weights: Option<&Path>,
+        max_concurrent: usize,
+    ) -> Result<Self, PolicyError> {
+        let Some(ckpt) = weights else {
+            return Self::load(path, max_concurrent);
+        };
+        let mut engine = Engine::load_on(path, ssr_trainer::Device::Auto)
+            .map_err(|e| PolicyError::Engine(format!("{}: {e}", path.display())))?;
+        let w = ssr_trainer::train::run::load_weights(ckpt)
+            .map_err(|e| PolicyError::Engine(format!("{}: {e}", ckpt.display())))?;
+        engine
+            .set_weights(w)
+            .map_err(|e| PolicyError::Engine(format!("{}: {e}", ckpt.display())))?;
+        let name = ckpt
+            .file_name()
+            .map_or_else(|| "embedded".into(), |s| s.to_string_lossy().into_owned());
+        Ok(Self::from_engine(engine, name, max_concurrent))
+    }
+
     pub fn from_engine(engine: Engine, name: String, max_concurrent: usize) -> Self {
         let codec = Arc::new(TrainerCodec::new(engine.tokenizer().clone()));
         EmbeddedPolicy {

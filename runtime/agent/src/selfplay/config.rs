@@ -45,6 +45,10 @@ pub struct SelfPlayConfig {
     pub train: bool,
     /// Learning rate of the training step.
     pub learning_rate: f32,
+    /// Training checkpoints (`checkpoints/round-NNNN`, about 1.6 GB each for the
+    /// embedded model) kept on disk: the newest K; older ones are deleted after each
+    /// save, so a long run's disk use stays bounded. At least 1 (the one to resume).
+    pub keep_checkpoints: std::num::NonZeroUsize,
     /// Where the training step runs (`--device`): `auto` (CUDA device 0 when usable,
     /// else the CPU; never the emulated device, `gpu-emu/`), `cpu`, `cuda` or `cuda:N`
     /// (an error where that device cannot run). The embedded policy generates on the CPU
@@ -149,6 +153,7 @@ impl Default for SelfPlayConfig {
             min_passing_tests: 5,
             train: false,
             learning_rate: 1e-5,
+            keep_checkpoints: std::num::NonZeroUsize::new(2).expect("2 is not zero"),
             device: ssr_trainer::Device::Auto,
             tools_policy: None,
             tools_dirs: Vec::new(),
@@ -250,6 +255,14 @@ mod tests {
             (ShapedReward::Similarity, true, true)
         );
         assert!(SelfPlayConfig::from_toml("shaped_reward = \"bleu\"\n").is_err());
+    }
+
+    #[test]
+    fn checkpoint_retention_is_bounded_by_default_and_never_zero() {
+        assert_eq!(SelfPlayConfig::default().keep_checkpoints.get(), 2);
+        let c = SelfPlayConfig::from_toml("keep_checkpoints = 5\n").unwrap();
+        assert_eq!(c.keep_checkpoints.get(), 5);
+        assert!(SelfPlayConfig::from_toml("keep_checkpoints = 0\n").is_err());
     }
 
     #[test]

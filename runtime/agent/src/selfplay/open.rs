@@ -77,6 +77,10 @@ pub struct PolicySources {
     /// The GGUF model: the embedded policy's weights, and the tokenizer that gives the
     /// other policies exact token ids when it exists.
     pub model: PathBuf,
+    /// A training checkpoint (or a directory of them) whose weights the embedded
+    /// policy starts from instead of the GGUF's (`--weights`); `model` still gives the
+    /// tokenizer and chat template.
+    pub weights: Option<PathBuf>,
     /// The scripted policy's recorded turns.
     pub script: Option<PathBuf>,
     /// The OpenAI-compatible server's base URL.
@@ -401,7 +405,10 @@ pub fn build_policy(kind: PolicyKind, src: &PolicySources) -> Result<BuiltPolicy
     };
     Ok(match kind {
         PolicyKind::Embedded => {
-            let p = Arc::new(EmbeddedPolicy::load(&src.model, 1).map_err(OpenError::Model)?);
+            let p = Arc::new(
+                EmbeddedPolicy::load_with_weights(&src.model, src.weights.as_deref(), 1)
+                    .map_err(OpenError::Model)?,
+            );
             (p.clone() as Arc<dyn Policy>, Some(p))
         }
         PolicyKind::Openai => {
@@ -492,6 +499,7 @@ mod tests {
     fn sources() -> PolicySources {
         PolicySources {
             model: "/nonexistent.gguf".into(),
+            weights: None,
             script: None,
             base_url: None,
             model_name: "default".into(),

@@ -60,6 +60,12 @@ pub enum TrainStepError {
     Poisoned(&'static str),
     #[error("no trajectory of this round has sampled tokens with known logprobs")]
     NothingToTrain,
+    #[error("removing old checkpoints in {dir} (keep_checkpoints): {source}")]
+    Retain {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl From<TrainError> for TrainStepError {
@@ -73,6 +79,7 @@ pub struct EngineTrainer {
     engine: Arc<RwLock<Engine>>,
     session: Mutex<Trainer>,
     checkpoints: PathBuf,
+    keep: std::num::NonZeroUsize,
 }
 
 impl EngineTrainer {
@@ -121,14 +128,33 @@ impl EngineTrainer {
             engine,
             session: Mutex::new(session),
             checkpoints,
+            keep: settings.keep_checkpoints,
         })
     }
 }
 
 /// The checkpoint directory with the highest round number, `round-NNNN`.
 fn latest_checkpoint(root: &std::path::Path) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .ok()?
+    round_checkpoints(root).pop()
+}
+
+/// Deletes every round checkpoint but the newest `keep` (the retention setting).
+fn retain_newest(root: &std::path::Path, keep: std::num::NonZeroUsize) -> std::io::Result<()> {
+    let dirs = round_checkpoints(root);
+    let excess = dirs.len().saturating_sub(keep.get());
+    for old in &dirs[..excess] {
+        std::fs::remove_dir_all(old)?;
+    }
+    Ok(())
+}
+
+/// The `round-NNNN` checkpoints under `root`, oldest first (the zero-padded names
+/// sort by round).
+fn round_checkpoints(root: &std::path::Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
@@ -137,7 +163,7 @@ fn latest_checkpoint(root: &std::path::Path) -> Option<PathBuf> {
         })
         .collect();
     dirs.sort();
-    dirs.pop()
+    dirs
 }
 
 impl TrainStep for EngineTrainer {
@@ -196,6 +222,10 @@ impl TrainStep for EngineTrainer {
             .set_weights(weights)?;
         let checkpoint = self.checkpoints.join(format!("round-{round:04}"));
         session.save(&checkpoint)?;
+        retain_newest(&self.checkpoints, self.keep).map_err(|source| TrainStepError::Retain {
+            dir: self.checkpoints.clone(),
+            source,
+        })?;
         Ok(TrainReport {
             loss: f64::from(metrics.loss),
             grad_norm: f64::from(metrics.grad_norm),
@@ -207,5 +237,34 @@ impl TrainStep for EngineTrainer {
             no_signal: metrics.no_signal.as_ref().map(ToString::to_string),
             rft,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_keeps_the_newest_round_checkpoints_and_nothing_else_is_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in [0u32, 1, 2, 10] {
+            let ck = dir.path().join(format!("round-{round:04}"));
+            std::fs::create_dir_all(&ck).unwrap();
+            std::fs::write(ck.join(ssr_trainer::checkpoint::MODEL_FILE), b"").unwrap();
+        }
+        // Not a checkpoint (no model file): never deleted.
+        std::fs::create_dir_all(dir.path().join("round-0003")).unwrap();
+        let keep = std::num::NonZeroUsize::new(2).unwrap();
+        retain_newest(dir.path(), keep).unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["round-0002", "round-0003", "round-0010"]);
+        assert_eq!(
+            latest_checkpoint(dir.path()).unwrap(),
+            dir.path().join("round-0010")
+        );
     }
 }
