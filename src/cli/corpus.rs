@@ -6,8 +6,8 @@
 //! bugs per strategy (with how many true fixes scored +1), median verify time, and
 //! whether it is playable or why not.
 //!
-//! A project is playable when one strategy gave `--bugs` valid bugs whose true fixes
-//! all score +1 (self-play mixes strategies); the other's shortfall is still reported. Exit status 0 always (the table is the result); 1 only when the corpus
+//! A project is playable when every strategy gave `--bugs` valid bugs whose true fixes
+//! all score +1. Exit status 0 always (the table is the result); 1 only when the corpus
 //! file is unusable.
 
 use super::verify::{GameOpts, game_sandbox};
@@ -133,7 +133,7 @@ fn run_strategy(
     let run = match result {
         Ok(r) => r,
         Err(e) => {
-            row.problem = Some(e.to_string().lines().next().unwrap_or_default().to_string());
+            row.problem = Some(short_reason(&e.to_string()));
             return row;
         }
     };
@@ -260,11 +260,9 @@ fn play_project(
         .copied()
         .collect();
     row.median_verify_secs = median(&mut all);
-    // Playable when one strategy makes the bugs wanted: self-play mixes strategies
-    // (`--strategy`), so a project one injector serves can be played; the other's
-    // shortfall stays in the reason.
-    row.playable = row.history.problem.is_none() || row.removal.problem.is_none();
-    if row.history.problem.is_some() || row.removal.problem.is_some() {
+    // Issue 16's bar: `--bugs` valid bugs from *each* strategy, every true fix +1.
+    row.playable = row.history.problem.is_none() && row.removal.problem.is_none();
+    if !row.playable {
         let mut why = Vec::new();
         if let Some(p) = &row.history.problem {
             why.push(format!("history: {p}"));
@@ -286,6 +284,20 @@ fn play_project(
     Ok(row)
 }
 
+/// An injection error for the table: its first line, plus the log's decisive line when
+/// the error carries a log (pytest's `E ` lines, a usage or import error), so the row
+/// says what to fix rather than ending at "log tail:".
+fn short_reason(err: &str) -> String {
+    let first = err.lines().next().unwrap_or_default();
+    let telling = err.lines().skip(1).map(str::trim).find(|l| {
+        l.starts_with("E ") || l.contains("rror:") || l.contains("unrecognized arguments")
+    });
+    match telling {
+        Some(l) => format!("{first} {}", l.chars().take(200).collect::<String>()),
+        None => first.to_string(),
+    }
+}
+
 /// The README's table.
 fn print_table(rows: &[Row]) {
     println!(
@@ -303,14 +315,29 @@ fn print_table(rows: &[Row]) {
             cell(&r.removal),
             r.median_verify_secs
                 .map_or("-".into(), |s| format!("{s:.1} s")),
-            match (r.playable, &r.reason) {
-                (true, None) => "yes".to_string(),
-                (true, Some(why)) => format!("yes ({})", why.replace('|', "\\|")),
-                (false, why) =>
-                    format!("no: {}", why.as_deref().unwrap_or("-").replace('|', "\\|")),
+            match &r.reason {
+                None => "yes".to_string(),
+                Some(why) => format!("no: {}", why.replace('|', "\\|")),
             }
         );
     }
     let playable = rows.iter().filter(|r| r.playable).count();
     println!("\n{playable} of {} projects playable", rows.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_reason;
+
+    #[test]
+    fn the_reason_keeps_the_decisive_log_line() {
+        let err = "no test file passes in full (exit 4); log tail:\nERROR: usage: pytest [options]\npytest: error: unrecognized arguments: --cov=semver\n  inifile: /repo/.pytest.ini\n";
+        let r = short_reason(err);
+        assert!(r.starts_with("no test file passes in full"), "{r}");
+        assert!(
+            r.contains("unrecognized arguments: --cov=semver") || r.contains("ERROR: usage"),
+            "{r}"
+        );
+        assert_eq!(short_reason("one line"), "one line");
+    }
 }
