@@ -9,13 +9,13 @@
 //! "injector_valid", "valid_artifact_rate", "per_bug": [{"bug_id", "attempts",
 //! "scored", "solved"}]}}` (rates `null` when nothing was scored).
 
-use super::selfplay::{DEFAULT_MODEL, PolicyArg, base_config, stop_on_ctrl_c};
+use super::selfplay::{PolicyArg, PolicySourceArgs, base_config, stop_on_ctrl_c};
 use anyhow::Context;
 use clap::Args;
 use ssr_agent::selfplay::heldout::HeldoutPlan;
 use ssr_agent::selfplay::heldout_open::{HeldoutRequest, run_heldout};
 use ssr_agent::selfplay::progress::BarProgress;
-use ssr_agent::selfplay::{NoProgress, PolicyKind, PolicySources, Progress};
+use ssr_agent::selfplay::{NoProgress, PolicyKind, Progress};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -48,23 +48,8 @@ pub struct HeldoutArgs {
     /// A self-play TOML file for budgets, sampling and tools (as `ssr selfplay`).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// GGUF model (embedded policy; also the tokenizer for exact ids).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// A training checkpoint, or a directory of them (its newest), whose weights the
-    /// embedded policy starts from instead of `--model`'s (a warm start from `ssr sft`);
-    /// `--model` still gives the tokenizer and chat template.
-    #[arg(long, value_name = "CKPT")]
-    pub weights: Option<PathBuf>,
-    /// Recorded turns for the scripted policy.
-    #[arg(long)]
-    pub script: Option<PathBuf>,
-    /// Base URL of the OpenAI-compatible server.
-    #[arg(long)]
-    pub base_url: Option<String>,
-    /// Model name sent to the server.
-    #[arg(long, default_value = "default")]
-    pub model_name: String,
+    #[command(flatten)]
+    pub source: PolicySourceArgs,
     /// The seed of every episode's sampling.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -95,14 +80,7 @@ async fn run_async(args: HeldoutArgs) -> anyhow::Result<ExitCode> {
     let req = HeldoutRequest {
         config,
         policy: kind,
-        sources: PolicySources {
-            model: args.model.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
-            weights: args.weights,
-            script: args.script,
-            base_url: args.base_url,
-            model_name: args.model_name,
-            api_key: std::env::var("OPENAI_API_KEY").ok(),
-        },
+        sources: args.source.sources(),
         bugs: args.bugs,
         split: args.split,
         repo: args.repo,

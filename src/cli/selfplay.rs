@@ -77,23 +77,8 @@ pub struct SelfPlayArgs {
     /// The policy (default: embedded).
     #[arg(long, value_enum)]
     pub policy: Option<PolicyArg>,
-    /// GGUF model (embedded policy; also the tokenizer for exact ids with openai).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// A training checkpoint, or a directory of them (its newest), whose weights the
-    /// embedded policy starts from instead of `--model`'s (a warm start from `ssr sft`);
-    /// `--model` still gives the tokenizer and chat template.
-    #[arg(long, value_name = "CKPT")]
-    pub weights: Option<PathBuf>,
-    /// Recorded turns for the scripted policy.
-    #[arg(long)]
-    pub script: Option<PathBuf>,
-    /// Base URL of the OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.
-    #[arg(long)]
-    pub base_url: Option<String>,
-    /// Model name sent to the server.
-    #[arg(long, default_value = "default")]
-    pub model_name: String,
+    #[command(flatten)]
+    pub source: PolicySourceArgs,
     #[arg(long)]
     pub rounds: Option<u32>,
     /// The run directory (default `runs/<seed>-<time>`); an existing one is resumed.
@@ -237,6 +222,42 @@ struct SelfPlayJob {
     json: bool,
 }
 
+/// Where a policy comes from: the flags `ssr selfplay` and `ssr heldout` share.
+#[derive(Args, Debug)]
+pub struct PolicySourceArgs {
+    /// GGUF model (embedded policy; also the tokenizer for exact ids with openai).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// A training checkpoint, or a directory of them (its newest), whose weights the
+    /// embedded policy starts from instead of `--model`'s (a warm start from `ssr sft`);
+    /// `--model` still gives the tokenizer and chat template.
+    #[arg(long, value_name = "CKPT")]
+    pub weights: Option<PathBuf>,
+    /// Recorded turns for the scripted policy.
+    #[arg(long)]
+    pub script: Option<PathBuf>,
+    /// Base URL of the OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// Model name sent to the server.
+    #[arg(long, default_value = "default")]
+    pub model_name: String,
+}
+
+impl PolicySourceArgs {
+    /// The sources (the embedded model by default; the API key from `OPENAI_API_KEY`).
+    pub fn sources(self) -> PolicySources {
+        PolicySources {
+            model: self.model.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
+            weights: self.weights,
+            script: self.script,
+            base_url: self.base_url,
+            model_name: self.model_name,
+            api_key: std::env::var("OPENAI_API_KEY").ok(),
+        }
+    }
+}
+
 /// The settings before flags: the file's (its `base_patch` taken relative to the
 /// file), or the policy's defaults.
 pub fn base_config(file: Option<&Path>, kind: PolicyKind) -> anyhow::Result<SelfPlayConfig> {
@@ -329,11 +350,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
         image_exec,
         config,
         policy,
-        model,
-        weights,
-        script,
-        base_url,
-        model_name,
+        source,
         rounds,
         out,
         seed,
@@ -399,15 +416,7 @@ fn resolve(args: SelfPlayArgs) -> anyhow::Result<SelfPlayJob> {
     signal.apply(&mut cfg);
     let repo = repo_choice(repo, &cfg)?;
     let out = out.unwrap_or_else(|| default_out(cfg.seed));
-    let sources = PolicySources {
-        model: model.unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL)),
-        weights,
-        script,
-        base_url,
-        model_name,
-        api_key: std::env::var("OPENAI_API_KEY").ok(),
-    };
-    Ok(job(cfg, given, repo, kind, sources, out, json))
+    Ok(job(cfg, given, repo, kind, source.sources(), out, json))
 }
 
 /// The job of resolved settings: what the flags gave, and the run's progress display

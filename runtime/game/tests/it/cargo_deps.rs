@@ -3,7 +3,7 @@
 //!
 //! Needs the network to crates.io once per cache (CI has the package registries).
 
-use super::fixture::{self, diff, test_config};
+use super::fixture::{self, test_config};
 use ssr_game::{Artifact, RunEnv, Verifier, VerifyConfig};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -55,42 +55,15 @@ fn shows_a_sum() {
 /// A crate with a required and an optional crates.io dependency (offline cargo must
 /// resolve both, though it builds only one) and no lock file.
 fn crate_repo() -> (tempfile::TempDir, Artifact) {
-    let d = tempfile::tempdir().unwrap();
     let manifest = "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
         [dependencies]\nitoa = \"1\"\nserde = { version = \"1\", optional = true }\n";
-    for (p, t) in [
-        ("Cargo.toml", manifest),
-        ("src/lib.rs", LIB),
-        ("tests/ops.rs", TESTS),
-    ] {
-        let f = d.path().join(p);
-        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-        std::fs::write(f, t).unwrap();
-    }
-    let fw = ssr_game::inject::Framework::Cargo;
-    let bug = diff(
-        d.path(),
-        &[(
-            "src/lib.rs",
-            Some(&LIB.replace("    a + b", "    a + b + 1")),
-        )],
-    );
-    let weak = diff(
-        d.path(),
-        &[(
-            "tests/ops.rs",
-            Some(&TESTS.replace("assert_eq!(add(2, 3), 5);", "")),
-        )],
-    );
-    let test_files = vec!["tests/ops.rs".to_string()];
-    let a = Artifact {
-        test_script: fw.test_script(d.path(), &test_files),
-        test_files,
-        test_parser: fw.test_parser().to_string(),
-        bug_inject: bug,
-        test_weaken: weak,
-    };
-    (d, a)
+    fixture::cargo_crate(
+        manifest,
+        LIB,
+        TESTS,
+        ("    a + b", "    a + b + 1"),
+        "assert_eq!(add(2, 3), 5);",
+    )
 }
 
 fn config(repo: &Path, scratch: &Path) -> VerifyConfig {

@@ -149,6 +149,46 @@ pub fn good_artifact(repo: &Path) -> Artifact {
     }
 }
 
+/// A cargo crate `calc` in a fresh directory (`manifest`, `src/lib.rs`, `tests/ops.rs`)
+/// and its artifact: the bug is `lib` with `bug.0` replaced by `bug.1`, the weakening
+/// deletes `weaken` from the tests.
+pub fn cargo_crate(
+    manifest: &str,
+    lib: &str,
+    tests: &str,
+    bug: (&str, &str),
+    weaken: &str,
+) -> (tempfile::TempDir, Artifact) {
+    let d = tempfile::tempdir().unwrap();
+    for (p, t) in [
+        ("Cargo.toml", manifest),
+        ("src/lib.rs", lib),
+        ("tests/ops.rs", tests),
+    ] {
+        let f = d.path().join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, t).unwrap();
+    }
+    let fw = Framework::Cargo;
+    let bug = diff(
+        d.path(),
+        &[("src/lib.rs", Some(&lib.replace(bug.0, bug.1)))],
+    );
+    let weak = diff(
+        d.path(),
+        &[("tests/ops.rs", Some(&tests.replace(weaken, "")))],
+    );
+    let test_files = vec!["tests/ops.rs".to_string()];
+    let a = Artifact {
+        test_script: fw.test_script(d.path(), &test_files),
+        test_files,
+        test_parser: fw.test_parser().to_string(),
+        bug_inject: bug,
+        test_weaken: weak,
+    };
+    (d, a)
+}
+
 /// Settings for tests: short timeouts, scratch space inside `scratch`.
 pub fn test_config(scratch: &Path) -> VerifyConfig {
     VerifyConfig {

@@ -50,43 +50,13 @@ fn muls_zero() {
 ";
 
 fn cargo_repo() -> (tempfile::TempDir, Artifact) {
-    let d = tempfile::tempdir().unwrap();
-    for (p, t) in [
-        (
-            "Cargo.toml",
-            "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
-        ),
-        ("src/lib.rs", CARGO_LIB),
-        ("tests/ops.rs", CARGO_TESTS),
-    ] {
-        let f = d.path().join(p);
-        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-        std::fs::write(f, t).unwrap();
-    }
-    let fw = ssr_game::inject::Framework::Cargo;
-    let bug = diff(
-        d.path(),
-        &[(
-            "src/lib.rs",
-            Some(&CARGO_LIB.replace("    a + b", "    a + b + 1")),
-        )],
-    );
-    let weak = diff(
-        d.path(),
-        &[(
-            "tests/ops.rs",
-            Some(&CARGO_TESTS.replace("assert_eq!(add(2, 3), 5);", "")),
-        )],
-    );
-    let test_files = vec!["tests/ops.rs".to_string()];
-    let a = Artifact {
-        test_script: fw.test_script(d.path(), &test_files),
-        test_files,
-        test_parser: fw.test_parser().to_string(),
-        bug_inject: bug,
-        test_weaken: weak,
-    };
-    (d, a)
+    fixture::cargo_crate(
+        "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        CARGO_LIB,
+        CARGO_TESTS,
+        ("    a + b", "    a + b + 1"),
+        "assert_eq!(add(2, 3), 5);",
+    )
 }
 
 /// Redirects the test binary's stdout through `sed` (from the first call of `add`),
