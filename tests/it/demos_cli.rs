@@ -3,13 +3,9 @@
 //! held-out id is refused, and two supervised steps on the built file lower the loss
 //! (of the tiny model, which shares the embedded model's tokenizer).
 
-use crate::{embedded_model_or_skip, json, ssr};
+use crate::{embedded_model_or_skip, json, s, ssr};
 use ssr_trainer::testing::tiny_model;
 use std::path::Path;
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Runs `ssr` with `HOME` (the tool host's component cache lives under it).
 fn ssr_output(args: &[&str]) -> std::process::Output {

@@ -2,26 +2,7 @@
 //! repositories, inject one bug, verify it, evaluate the true fix and an empty patch,
 //! export it as SWE-bench JSON, and reject a broken artifact with exit status 1.
 
-use crate::ssr;
-use std::path::Path;
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let out = ssr()
-        .env("HOME", home)
-        .args(args)
-        .output()
-        .expect("ssr runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use crate::{run, s};
 
 #[test]
 fn inject_verify_evaluate_export_on_the_python_example() {

@@ -7,7 +7,7 @@
 //! playable with the gold patch. The image is built by `scripts/test_images.sh`;
 //! without an engine the test prints why it skips, with one a missing image fails.
 
-use crate::ssr;
+use crate::{s, ssr};
 use std::path::Path;
 
 pub(crate) const IMAGE: &str = "ssr-test-swebench:latest";
@@ -45,10 +45,6 @@ fn run(cache: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 pub(crate) fn gold_patch() -> String {

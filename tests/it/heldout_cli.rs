@@ -3,27 +3,9 @@
 //! true fix solves every bug (pass@K 1.0), one that submits nothing solves none (0.0),
 //! each with the Wilson interval over the bugs; bad input is a clear error.
 
-use crate::ssr;
+use crate::{run, s};
 use serde_json::{Value, json};
 use std::path::Path;
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let out = ssr()
-        .env("HOME", home)
-        .args(args)
-        .output()
-        .expect("ssr runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn bash(cmd: &str) -> Value {
     json!(format!("<tool: bash>\n{cmd}\n</tool>"))

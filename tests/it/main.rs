@@ -29,6 +29,27 @@ pub fn ssr_output(args: &[&str]) -> Output {
     ssr().args(args).output().expect("ssr runs")
 }
 
+/// Runs `ssr` with `args` and `HOME` (the tool host's component cache lives under it):
+/// exit code, stdout, stderr.
+pub fn run(args: &[&str]) -> (i32, String, String) {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let out = ssr()
+        .env("HOME", home)
+        .args(args)
+        .output()
+        .expect("ssr runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &std::path::Path) -> &str {
+    p.to_str().unwrap()
+}
+
 /// The embedded model, or `None` (with the reason printed) where bubblewrap or the
 /// model is missing: the tests that need both skip there (`just setup` provides them).
 pub fn embedded_model_or_skip() -> Option<std::path::PathBuf> {
