@@ -284,11 +284,15 @@ fn play_project(
     Ok(row)
 }
 
-/// An injection error for the table: its first line, plus the log's decisive line when
-/// the error carries a log (pytest's `E ` lines, a usage or import error), so the row
-/// says what to fix rather than ending at "log tail:".
+/// An injection error for the table: its first line, plus the fix `ssr doctor` reads
+/// from the log where it knows one, else the log's decisive line (pytest's `E ` lines,
+/// a usage or import error), so the row says what to do rather than ending at "log
+/// tail:".
 fn short_reason(err: &str) -> String {
     let first = err.lines().next().unwrap_or_default();
+    if let Some(fix) = ssr_game::doctor::fix_from_log(err) {
+        return format!("{first} fix: {fix}");
+    }
     let telling = err.lines().skip(1).map(str::trim).find(|l| {
         l.starts_with("E ") || l.contains("rror:") || l.contains("unrecognized arguments")
     });
@@ -334,8 +338,11 @@ mod tests {
         let err = "no test file passes in full (exit 4); log tail:\nERROR: usage: pytest [options]\npytest: error: unrecognized arguments: --cov=semver\n  inifile: /repo/.pytest.ini\n";
         let r = short_reason(err);
         assert!(r.starts_with("no test file passes in full"), "{r}");
+        assert!(r.contains("PYTEST_ADDOPTS=-o addopts="), "{r}");
+        let err = "no test file passes in full (exit 2); log tail:\ntests/test_search.py:3: in <module>\nE   ImportError: cannot import name 'unittest' from 'tests'\n";
+        let r = short_reason(err);
         assert!(
-            r.contains("unrecognized arguments: --cov=semver") || r.contains("ERROR: usage"),
+            r.ends_with("E   ImportError: cannot import name 'unittest' from 'tests'"),
             "{r}"
         );
         assert_eq!(short_reason("one line"), "one line");

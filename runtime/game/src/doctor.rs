@@ -272,12 +272,42 @@ fn check_suite(
                 "{} tests pass on the original, fewer than the {} the game needs; log tail:\n{}",
                 report.tests_passing, verify.min_passing_tests, run.log_tail
             ),
-            fix: "set what the tests need (--test-env KEY=VALUE), or lower --min-passing-tests"
-                .into(),
+            fix: fix_from_log(&run.log_tail).unwrap_or_else(|| {
+                "set what the tests need (--test-env KEY=VALUE), or lower --min-passing-tests"
+                    .into()
+            }),
         });
         return false;
     }
     true
+}
+
+/// A precise fix for the failures of a suite that passes nothing, read from its log:
+/// options of an uninstalled pytest plugin in the project's `addopts`, or a module the
+/// interpreter lacks. `None` for anything else (the generic advice stands).
+pub fn fix_from_log(log: &str) -> Option<String> {
+    if let Some(line) = log.lines().find(|l| l.contains("unrecognized arguments:")) {
+        let args = line
+            .split("unrecognized arguments:")
+            .nth(1)
+            .unwrap_or("")
+            .trim();
+        let ini = log
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("inifile:"))
+            .map_or(String::new(), |f| format!(" ({})", f.trim()));
+        return Some(format!(
+            "the project's pytest configuration{ini} adds options of a plugin that is not installed ({args}): drop them with --test-env 'PYTEST_ADDOPTS=-o addopts=', or install the plugin into the interpreter the tests use"
+        ));
+    }
+    let missing = log.lines().find_map(|l| {
+        let rest = l.split("ModuleNotFoundError: No module named ").nth(1)?;
+        Some(rest.trim().trim_matches(['\'', '"']).to_string())
+    })?;
+    let package = missing.split('.').next().unwrap_or(&missing).to_string();
+    Some(format!(
+        "the tests import `{missing}`, which the interpreter the tests use lacks: install it (python3 -m pip install {package}), or on an image use one that has it"
+    ))
 }
 
 /// One run of the whole suite in a fresh workspace of `repo`.
@@ -448,5 +478,23 @@ mod tests {
         );
         assert_eq!(pytest_total("3 passed, 1 rerun in 0.1s\n"), Some(3));
         assert_eq!(pytest_total("no summary here\n"), None);
+    }
+
+    #[test]
+    fn the_fix_names_the_uninstalled_plugin_or_the_missing_module() {
+        let log = "ERROR: usage: python -m pytest [options] [file_or_dir]\npython -m pytest: error: unrecognized arguments: --cov=semver --cov-report=term-missing\n  inifile: /repo/.pytest.ini\n  rootdir: /repo\n";
+        let fix = fix_from_log(log).unwrap();
+        assert!(
+            fix.contains("/repo/.pytest.ini") && fix.contains("--cov=semver"),
+            "{fix}"
+        );
+        assert!(fix.contains("PYTEST_ADDOPTS=-o addopts="), "{fix}");
+        let log = "iso8601/test_iso8601.py:8: in <module>\n    import hypothesis\nE   ModuleNotFoundError: No module named 'hypothesis.strategies'\n";
+        let fix = fix_from_log(log).unwrap();
+        assert!(
+            fix.contains("`hypothesis.strategies`") && fix.contains("pip install hypothesis)"),
+            "{fix}"
+        );
+        assert_eq!(fix_from_log("1 failed, 3 passed"), None);
     }
 }
