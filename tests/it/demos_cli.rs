@@ -115,14 +115,7 @@ fn ssr_demos_builds_a_solver_demo_that_ssr_sft_learns_from() {
         "--json",
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let losses: Vec<f64> = text(&o.stdout)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect();
+    let losses = crate::step_losses(&o);
     assert_eq!(losses.len(), 2);
     assert!(losses[1] < losses[0], "{losses:?}");
 }

@@ -62,6 +62,18 @@ pub fn embedded_model_or_skip() -> Option<std::path::PathBuf> {
     Some(model)
 }
 
+/// The `loss` of each JSON line a training command (`ssr sft --json`) printed.
+pub fn step_losses(out: &Output) -> Vec<f64> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// Parses the single JSON object `ssr ... --json` printed.
 pub fn json(out: &Output) -> serde_json::Value {
     let text = String::from_utf8_lossy(&out.stdout);

@@ -153,14 +153,7 @@ fn ssr_train_keeps_the_newest_checkpoints_and_ssr_sft_lowers_the_demo_loss() {
         "--json",
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let losses: Vec<f64> = text(&o.stdout)
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
-                .as_f64()
-                .unwrap()
-        })
-        .collect();
+    let losses = crate::step_losses(&o);
     assert_eq!(losses.len(), 10);
     assert!(losses[9] < 0.5 * losses[0], "{losses:?}");
     assert!(checkpoint::is_checkpoint(&sft_out));
