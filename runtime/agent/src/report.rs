@@ -276,6 +276,10 @@ pub struct Summary {
     pub injectors_unrewarded: u32,
     /// Valid bugs the held-out split kept out of training.
     pub held_out_excluded: u32,
+    /// Unsolved episodes cut by a budget that gave no trajectory (`compact_filtering`).
+    pub trajectories_truncated: u32,
+    /// Solved attempts turned into supervised demonstrations (`rft`).
+    pub rft_demos: u32,
     pub malformed_calls: u32,
     pub sampled_tokens: u64,
     pub wall_ms: u64,
@@ -301,6 +305,8 @@ pub fn summarize(metrics: &[RoundMetrics]) -> Summary {
         }
         s.injectors_unrewarded += m.injectors_unrewarded;
         s.held_out_excluded += m.held_out_excluded;
+        s.trajectories_truncated += m.trajectories_truncated;
+        s.rft_demos += m.rft_demos;
         s.malformed_calls += m.malformed_calls;
         s.sampled_tokens += m.sampled_tokens;
         s.wall_ms += m.wall_ms;
@@ -382,12 +388,26 @@ pub fn summary_table(metrics: &[RoundMetrics]) -> String {
             t.held_out_excluded
         );
     }
+    if let Some(line) = signal_settings_line(&t) {
+        let _ = writeln!(s, "{line}");
+    }
     for m in metrics {
         if let Some(h) = &m.heldout {
             let _ = writeln!(s, "held-out before round {}: {}", m.round, h.summary());
         }
     }
     s
+}
+
+/// What the learning-signal settings did over the run (`compact_filtering`, `rft`), or
+/// nothing when neither acted.
+fn signal_settings_line(t: &Summary) -> Option<String> {
+    (t.trajectories_truncated > 0 || t.rft_demos > 0).then(|| {
+        format!(
+            "learning-signal settings: {} truncated unsolved episodes gave no trajectory (compact filtering); {} solved attempts became supervised demonstrations (rft)",
+            t.trajectories_truncated, t.rft_demos
+        )
+    })
 }
 
 /// The five plots, in [`PLOT_IDS`] order.
@@ -505,12 +525,12 @@ fn learning_curves(metrics: &[RoundMetrics]) -> String {
 /// One table row per round, then the rejections by reason over the whole run.
 fn round_tables(metrics: &[RoundMetrics]) -> String {
     let mut h = String::from(
-        "<h2>Rounds</h2><table><tr><th>round</th><th>injector episodes</th><th>valid (model)</th><th>valid (procedural)</th><th>higher-order</th><th>solver episodes</th><th>solved</th><th>not scored (infra)</th><th>model failures</th><th>mean r_inj</th><th>mean r_sol</th><th>malformed calls</th><th>seconds</th></tr>",
+        "<h2>Rounds</h2><table><tr><th>round</th><th>injector episodes</th><th>valid (model)</th><th>valid (procedural)</th><th>higher-order</th><th>solver episodes</th><th>solved</th><th>not scored (infra)</th><th>model failures</th><th>mean r_inj</th><th>mean r_sol</th><th>malformed calls</th><th>truncated, no trajectory</th><th>rft demos</th><th>seconds</th></tr>",
     );
     for m in metrics {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td></tr>",
             m.round,
             m.injector_episodes,
             m.model_valid,
@@ -523,6 +543,8 @@ fn round_tables(metrics: &[RoundMetrics]) -> String {
             opt(m.mean_injector_reward),
             opt(m.mean_solver_reward),
             m.malformed_calls,
+            m.trajectories_truncated,
+            m.rft_demos,
             m.wall_ms as f64 / 1000.0
         );
     }
@@ -607,6 +629,37 @@ mod tests {
             }
             assert!(!html.contains("<script"));
         }
+    }
+
+    #[test]
+    fn the_learning_signal_settings_are_reported_when_they_acted() {
+        let quiet = summary_table(&[RoundMetrics::default()]);
+        assert!(!quiet.contains("learning-signal settings"), "{quiet}");
+        let metrics = vec![
+            RoundMetrics {
+                round: 0,
+                trajectories_truncated: 2,
+                ..Default::default()
+            },
+            RoundMetrics {
+                round: 1,
+                trajectories_truncated: 1,
+                rft_demos: 3,
+                ..Default::default()
+            },
+        ];
+        let table = summary_table(&metrics);
+        assert!(
+            table.contains("3 truncated unsolved episodes gave no trajectory"),
+            "{table}"
+        );
+        assert!(table.contains("3 solved attempts became supervised demonstrations"));
+        let html = render_html(None, &metrics);
+        assert!(html.contains("<th>rft demos</th>"));
+        assert!(
+            html.contains("<td>2</td><td>0</td>"),
+            "round 0's two columns"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 
 use super::game_arena::{GameArena, OpenArenaError, Stage, tool_host};
 use super::image;
-use super::resume::{ResumeConflict, Setting, Setup, resume};
+use super::resume::{ResumeConflict, Setting, Setup, resume, resume_weights};
 use super::train::{EngineTrainer, TrainStepError};
 use super::{HeldoutSet, Progress, SelfPlay, SelfPlayConfig, SelfPlayError, TrainStep};
 use crate::chat::TextCodec;
@@ -223,6 +223,7 @@ impl SelfPlay {
                 },
                 policy_kind: config.policy.name().into(),
                 image: None,
+                weights: config.sources.weights.as_deref().map(absolute),
             },
         };
         let image = image::open_image(&setup.selfplay)?;
@@ -240,7 +241,11 @@ impl SelfPlay {
             setup.image = Some(taken.meta);
         }
         let kind: PolicyKind = setup.policy_kind.parse()?;
-        let (policy, embedded) = build_policy(kind, &config.sources)?;
+        let sources = PolicySources {
+            weights: setup.weights.clone(),
+            ..config.sources.clone()
+        };
+        let (policy, embedded) = build_policy(kind, &sources)?;
         let cfg = setup.selfplay.clone();
         let trainer: Option<Arc<dyn TrainStep>> = match (cfg.train, embedded) {
             (false, _) => None,
@@ -357,11 +362,23 @@ fn resumed_setup(run_dir: &Path, prev: &RunMeta, config: &OpenConfig) -> Result<
         },
         policy_kind: config.policy.name().into(),
         image: None,
+        weights: None,
     };
-    resume(recorded, &asked, &config.given).map_err(|source| OpenError::Resume {
+    let conflict = |source| OpenError::Resume {
         path: run_dir.to_path_buf(),
         source,
-    })
+    };
+    let weights = resume_weights(recorded.weights.clone(), config.sources.weights.as_deref())
+        .map_err(conflict)?;
+    let setup = resume(recorded, &asked, &config.given).map_err(conflict)?;
+    Ok(Setup { weights, ..setup })
+}
+
+/// A path as `run.json` records it: absolute, so a resume from another directory
+/// finds the same file (canonical when it exists).
+fn absolute(p: &Path) -> PathBuf {
+    p.canonicalize()
+        .unwrap_or_else(|_| std::env::current_dir().map_or_else(|_| p.to_path_buf(), |d| d.join(p)))
 }
 
 /// The bundled example repository (canonical path), created once by the game's
@@ -566,6 +583,7 @@ mod tests {
             repo: "/r".into(),
             policy_kind: "scripted".into(),
             image: None,
+            weights: None,
         };
         run.write_meta(&RunMeta {
             id: "run".into(),

@@ -24,6 +24,10 @@ pub struct Setup {
     /// image id and base patch: a resumed run checks the image still has them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ssr_game::image::ImageMeta>,
+    /// The checkpoint the embedded policy started from (`--weights`), so that a resume
+    /// before the first round's checkpoint starts from it again, not from the GGUF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
 }
 
 /// A setting a command line gives explicitly (a flag, or the settings file).
@@ -163,6 +167,36 @@ pub fn resume(recorded: Setup, asked: &Setup, given: &[Setting]) -> Result<Setup
     Ok(setup)
 }
 
+/// The checkpoint a resumed run's embedded policy starts from: the recorded one, unless
+/// `asked` names one, which must then be the recorded one (`--weights` is a setting of
+/// the run like any other: it is never ignored, and never silently replaced).
+pub fn resume_weights(
+    recorded: Option<PathBuf>,
+    asked: Option<&std::path::Path>,
+) -> Result<Option<PathBuf>, ResumeConflict> {
+    let Some(asked) = asked else {
+        return Ok(recorded);
+    };
+    let same = recorded.as_deref().is_some_and(|r| same_path(r, asked));
+    if same {
+        return Ok(recorded);
+    }
+    Err(ResumeConflict {
+        flag: "--weights",
+        recorded: recorded.map_or_else(
+            || "none (the GGUF's weights)".into(),
+            |r| r.display().to_string(),
+        ),
+        asked: asked.display().to_string(),
+    })
+}
+
+/// Two spellings of one path (relative or through a link) are the same setting.
+fn same_path(a: &std::path::Path, b: &std::path::Path) -> bool {
+    let canon = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    canon(a) == canon(b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +211,7 @@ mod tests {
             repo: "/repo".into(),
             policy_kind: "scripted".into(),
             image: None,
+            weights: None,
         }
     }
 
@@ -239,5 +274,24 @@ mod tests {
                 .flag,
             "--repo"
         );
+    }
+
+    #[test]
+    fn a_resume_keeps_the_recorded_weights_and_refuses_other_ones() {
+        let ck = PathBuf::from("/ckpt/round-0003");
+        // Not given: the recorded checkpoint (or none) is used again.
+        assert_eq!(resume_weights(Some(ck.clone()), None), Ok(Some(ck.clone())));
+        assert_eq!(resume_weights(None, None), Ok(None));
+        // Given and the same: accepted.
+        assert_eq!(
+            resume_weights(Some(ck.clone()), Some(&ck)),
+            Ok(Some(ck.clone()))
+        );
+        // Given and different, or given where the run started from the GGUF: refused.
+        let e = resume_weights(Some(ck.clone()), Some(std::path::Path::new("/other"))).unwrap_err();
+        assert_eq!(e.flag, "--weights");
+        assert_eq!(e.recorded, "/ckpt/round-0003");
+        let e = resume_weights(None, Some(&ck)).unwrap_err();
+        assert!(e.recorded.contains("GGUF"), "{e}");
     }
 }
