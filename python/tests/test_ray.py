@@ -5,7 +5,8 @@ left behind.
 
 Runs only inside a private network namespace with only loopback up (`scripts/env_test.sh` sets
 `SSR_ENV_NETNS=1` after `unshare --net`): elsewhere Ray advertises the machine's external
-address, which the simulated nodes may not reach.
+address, which the simulated nodes may not reach. `scripts/env_test.sh` exits 1 where it cannot
+make one, unless `SSR_ENV_ALLOW_NO_NETNS=1`: this test never skips silently in CI.
 """
 
 from __future__ import annotations

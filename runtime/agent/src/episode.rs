@@ -6,7 +6,9 @@
 //! building the exact token sequence as the conversation grows (ids are appended,
 //! never re-tokenized), and asking again for a turn the server aborted
 //! ([`FinishReason::Abort`]: a weight update in flight), a bounded number of times,
-//! the aborted generation left out of the sequence. Does not own: prompts' wording
+//! the aborted generation left out of the sequence, and the episode's wall-clock budget
+//! (checked before each turn, and cutting a generation or a tool call still running at
+//! the deadline: the tools stop the call's command). Does not own: prompts' wording
 //! ([`crate::prompts`]), tools or models (behind [`Tools`] and [`Policy`]).
 
 use crate::budget::{Budgets, truncate_output};
@@ -282,8 +284,8 @@ impl<'a> EpisodeRun<'a> {
         self.stats.turns = turn + 1;
         let result = match parsed {
             Ok(call) => match self.call(call, &mut record).await {
-                Some(r) => r,
-                None => return Some(self.last_turn(record, &close, EpisodeEnd::Cancelled)),
+                Ok(r) => r,
+                Err(end) => return Some(self.last_turn(record, &close, end)),
             },
             Err(e) => {
                 self.stats.malformed_calls += 1;
@@ -323,6 +325,8 @@ impl<'a> EpisodeRun<'a> {
             let generated = tokio::select! {
                 g = self.policy.generate(self.request(turn, room)) => g,
                 () = self.shutdown.requested() => return Err(EpisodeEnd::Cancelled),
+                // A generation (or, over `/ws`, a client) still busy at the deadline.
+                () = until(self.deadline()) => return Err(EpisodeEnd::EpisodeTimeout),
             };
             match generated {
                 Ok(g) if g.finish == FinishReason::Abort => self.stats.aborted_generations += 1,
@@ -373,42 +377,66 @@ impl<'a> EpisodeRun<'a> {
         })
     }
 
-    /// Runs one tool call under the per-call limit; `None` when shutdown stopped it.
+    /// Runs one tool call under the per-call limit and the episode's deadline; the
+    /// episode's end instead of a result when shutdown or the deadline stopped it.
     async fn call(
         &mut self,
         call: crate::toolcall::ToolCall,
         record: &mut TurnRecord,
-    ) -> Option<ToolResult> {
+    ) -> Result<ToolResult, EpisodeEnd> {
         let t1 = Instant::now();
         let timeout = self.spec.budgets.call_timeout();
+        let deadline = self.deadline();
         let outcome = {
             let running = tokio::time::timeout(timeout, self.tools.call(&call, timeout));
             tokio::pin!(running);
             tokio::select! {
-                r = &mut running => Some(r),
+                r = &mut running => Ok(r),
                 () = self.shutdown.requested() => {
                     // The world's sandbox kills the call's command on the same signal;
                     // wait for the call to return so a cancelled episode leaves nothing
                     // running.
                     let _ = tokio::time::timeout(CANCEL_GRACE, running).await;
-                    None
+                    Err(EpisodeEnd::Cancelled)
+                }
+                () = until(deadline) => {
+                    // The episode's time ran out mid-call (a `sleep 600` under a long
+                    // per-call limit): the tools stop the command, and the call is
+                    // awaited so a timed-out episode leaves nothing running either.
+                    self.tools.interrupt();
+                    let _ = tokio::time::timeout(CANCEL_GRACE, running).await;
+                    Err(EpisodeEnd::EpisodeTimeout)
                 }
             }
         };
         record.tool_ms = t1.elapsed().as_millis() as u64;
         self.stats.tool_ms += record.tool_ms;
         record.call = Some(call);
-        match outcome? {
-            Ok(r) => Some(r),
-            Err(_) => {
+        match outcome {
+            Ok(Ok(r)) => Ok(r),
+            Err(EpisodeEnd::EpisodeTimeout) => {
                 record.tool_timed_out = true;
                 self.stats.tool_timeouts += 1;
-                Some(ToolResult::error(format!(
+                Err(EpisodeEnd::EpisodeTimeout)
+            }
+            Err(end) => Err(end),
+            Ok(Err(_)) => {
+                record.tool_timed_out = true;
+                self.stats.tool_timeouts += 1;
+                Ok(ToolResult::error(format!(
                     "error: the tool call did not finish within {} s and was stopped",
                     timeout.as_secs()
                 )))
             }
         }
+    }
+
+    /// When the episode's wall-clock budget runs out, if it has one.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let ms = self.spec.budgets.episode_timeout_ms;
+        (ms > 0).then(|| {
+            tokio::time::Instant::from_std(self.started) + std::time::Duration::from_millis(ms)
+        })
     }
 
     /// Closes the episode's last turn.
@@ -475,6 +503,14 @@ impl<'a> EpisodeRun<'a> {
             temperature: Some(self.spec.sampling.temperature),
             top_p: Some(self.spec.sampling.top_p),
         }
+    }
+}
+
+/// Completes at `deadline`; never without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -105,4 +105,9 @@ pub trait Tools: Send + Sync {
     fn submission(&self) -> Option<Submission> {
         None
     }
+    /// Stops the command a call is running now, so that call returns soon (the loop
+    /// calls it when the episode's time runs out mid-call). Later calls of these tools
+    /// may fail at once. The default does nothing: the loop then waits a short grace
+    /// for the call and drops it.
+    fn interrupt(&self) {}
 }

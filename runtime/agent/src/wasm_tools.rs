@@ -38,6 +38,9 @@ pub struct WasmTools {
     specs: Vec<ToolSpec>,
     /// What the last accepted `submit` call said (its `ssr_submit` object).
     submission: Mutex<Option<Submission>>,
+    /// The stop flag of the episode's sandbox ([`RunEnvSandbox::cancel`]), when the
+    /// builder gave it: [`Tools::interrupt`] sets it.
+    interrupt: Option<ssr_sandbox::Cancel>,
 }
 
 /// Why an episode's tools could not be set up.
@@ -85,7 +88,15 @@ impl WasmTools {
             episode,
             specs,
             submission: Mutex::new(None),
+            interrupt: None,
         })
+    }
+
+    /// These tools, with `cancel` (the flag the episode's sandbox watches) as what
+    /// [`Tools::interrupt`] sets.
+    pub fn interrupted_by(mut self, cancel: ssr_sandbox::Cancel) -> Self {
+        self.interrupt = Some(cancel);
+        self
     }
 
     /// The episode these tools act for.
@@ -172,6 +183,12 @@ impl Tools for WasmTools {
 
     fn submission(&self) -> Option<Submission> {
         self.submission.lock().ok().and_then(|s| s.clone())
+    }
+
+    fn interrupt(&self) {
+        if let Some(c) = &self.interrupt {
+            c.cancel();
+        }
     }
 }
 

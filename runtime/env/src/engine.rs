@@ -226,6 +226,12 @@ impl Engine {
         }?;
         if let Some(id) = &req.episode_id {
             check_name("episode id", id)?;
+            // An injector's bug is stored under its episode id. Checked here, before a
+            // slot is taken and the answer's status goes out: found later, in the
+            // episode, it reached the client as a 200 with `infra_error`, not a 409.
+            if req.role == Some(Role::Injector) && stored(&repo.bugs, id) {
+                return Err(stored_already(id));
+            }
         }
         if needs_model {
             self.policy(req.llm.as_ref(), req.script.as_ref())?;
@@ -287,10 +293,9 @@ impl Engine {
                     .map(|d| d.map(solver_result))
             }
             _ => {
-                if repo.bugs.verdict(episode_id).ok().flatten().is_some() {
-                    return Err(ApiError::Duplicate(format!(
-                        "a bug `{episode_id}` is already stored; choose another episode_id"
-                    )));
+                // Also checked by `check_episode`; here for a server-made id.
+                if stored(&repo.bugs, episode_id) {
+                    return Err(stored_already(episode_id));
                 }
                 injector_episode(&table, episode_id.into(), permits)
                     .await
@@ -497,6 +502,17 @@ impl Engine {
         }
         Ok(verdicts)
     }
+}
+
+/// Whether the store holds a bug or a verdict under `id`.
+fn stored(bugs: &BugStore, id: &str) -> bool {
+    bugs.verdict(id).ok().flatten().is_some()
+}
+
+fn stored_already(id: &str) -> ApiError {
+    ApiError::Duplicate(format!(
+        "a bug `{id}` is already stored; choose another episode_id"
+    ))
 }
 
 /// A valid stored bug, or why a solver cannot attempt it.

@@ -122,14 +122,11 @@ impl Registry {
     }
 
     /// Takes `slots` slots and registers episode (or round) `id`; refused at once when
-    /// too few slots are free (`CAPACITY_REACHED`) or the id is running
-    /// (`DUPLICATE_ID`).
+    /// the id is running (`DUPLICATE_ID`) or too few slots are free
+    /// (`CAPACITY_REACHED`). The id is checked first: a client retries on capacity
+    /// (the Python dispatcher does), and a duplicate answered 429 would be retried
+    /// until the first episode ended, then played twice.
     pub fn begin(self: &Arc<Self>, id: &str, slots: usize) -> Result<Running, ApiError> {
-        let slot = self
-            .permits
-            .clone()
-            .try_acquire_many_owned(slots.clamp(1, self.slots.max(1)) as u32)
-            .map_err(|_| ApiError::CapacityReached(self.slots))?;
         let mut map = self
             .episodes
             .lock()
@@ -139,6 +136,11 @@ impl Registry {
                 "episode `{id}` is running already"
             )));
         }
+        let slot = self
+            .permits
+            .clone()
+            .try_acquire_many_owned(slots.clamp(1, self.slots.max(1)) as u32)
+            .map_err(|_| ApiError::CapacityReached(self.slots))?;
         let (handle, shutdown) = shutdown::channel();
         let cancel = Arc::new(handle);
         let (finished, rx) = watch::channel(false);

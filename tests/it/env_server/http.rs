@@ -326,9 +326,12 @@ fn ssr_episode_plays_a_request_file_without_a_server() {
     .unwrap();
     let episode = |extra: &[&Path]| {
         let mut c = crate::ssr();
+        // The request names its model (or none): the caller's environment must not.
         c.current_dir(root())
             .args(["episode", "--input"])
-            .arg(&input);
+            .arg(&input)
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("AGL_OPENAI_BASE_URL");
         c.arg("--repo").arg(format!("textkit={}", repo.display()));
         c.arg("--store").arg(&s.store);
         if let Some(out) = extra.first() {
@@ -456,4 +459,229 @@ fn each_turn_records_the_policy_version_the_model_server_reports() {
         .map(|t| &t["policy_version"])
         .collect();
     assert_eq!(versions, vec!["step-42", "step-42"]);
+}
+
+/// A client-chosen `episode_id` that is running, or under which an injector's bug is
+/// already stored, is refused with 409 `DUPLICATE_ID`, and the server keeps serving.
+/// Regressions: the stored-bug case was found inside the episode, after the answer's
+/// 200 had gone out, and reached the client as `infra_error`; a running id on a full
+/// server was answered 429, which clients retry.
+#[test]
+fn env_server_refuses_a_duplicate_episode_id_with_409() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let s = Server::start(&["--slots", "1"]);
+    // An injector that submits nothing: its verdict (rejected) is stored under its id.
+    let idle = json!({"role": "injector", "repo": "textkit", "episode_id": "dup-stored",
+                      "limits": {"max_turns": 1},
+                      "script": {"injector": [["<tool: submit>\n</tool>"]]}});
+    let (code, v) = s.post("/v1/episodes", &idle);
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (200, Some("truncated")),
+        "{v}"
+    );
+    let (code, v) = s.post("/v1/episodes", &idle);
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (409, Some("DUPLICATE_ID")),
+        "{v}"
+    );
+
+    // A running episode's id.
+    let marker = format!("sleep 36.{}", std::process::id());
+    let long = json!({"role": "injector", "repo": "textkit", "episode_id": "dup-running",
+                      "script": {"injector": [[bash(&marker)]]}});
+    let (url, body) = (s.url("/v1/episodes"), long.clone());
+    let first = std::thread::spawn(move || {
+        client()
+            .post(url)
+            .json(&body)
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap()
+    });
+    let t0 = Instant::now();
+    while processes_with(&marker) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the tool call never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, v) = s.post("/v1/episodes", &long);
+    assert_eq!(
+        (code, v["code"].as_str()),
+        (409, Some("DUPLICATE_ID")),
+        "{v}"
+    );
+    // Its one slot is busy, yet the answer is 409, not 429; the running episode goes on.
+    assert_eq!(s.get("/health")["episodes_running"], 1);
+    assert!(
+        processes_with(&marker) > 0,
+        "the running episode's call ended"
+    );
+    let r = client()
+        .delete(s.url("/v1/episodes/dup-running"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(first.join().unwrap()["status"], "cancelled");
+}
+
+/// Runs `ssr env serve` with `args`, which it must refuse before it listens; its stderr.
+fn refused_at_start(args: &[&str]) -> String {
+    let mut child = crate::ssr()
+        .current_dir(root())
+        .args(["env", "serve", "--port", "0", "--json"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    // A server that accepted the arguments would serve forever: bound the wait.
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("`ssr env serve {}` did not refuse to start", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "{err}");
+    err
+}
+
+#[test]
+fn env_serve_refuses_two_repositories_with_one_name() {
+    // Named alike by the operator.
+    let err = refused_at_start(&["--repo", "same=.", "--repo", "same=."]);
+    assert!(err.contains("two repositories are named `same`"), "{err}");
+    // Named alike by default: two paths to folders of one name.
+    let here = root().canonicalize().unwrap();
+    let name = here.file_name().unwrap().to_string_lossy().into_owned();
+    let err = refused_at_start(&["--repo", ".", "--repo", here.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("two repositories are named `{name}`")),
+        "{err}"
+    );
+    assert!(err.contains("--repo NAME=DIR"), "{err}");
+}
+
+/// `limits.episode_timeout_s` ends an episode whose tool call outlives it (the per-call
+/// limit is far longer): the answer is `truncated` with its reward, and the call's
+/// command, the workspace and its mounts are gone when it comes.
+#[test]
+fn episode_timeout_ends_an_episode_stuck_in_a_tool_call() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let s = Server::start(&["--slots", "1"]);
+    let marker = format!("sleep 600.{}", std::process::id());
+    let t0 = Instant::now();
+    let (code, v) = s.post(
+        "/v1/episodes",
+        &json!({"role": "injector", "repo": "textkit",
+                "script": {"injector": [[bash(&marker), "<tool: submit>\n</tool>"]]},
+                "limits": {"episode_timeout_s": 2, "tool_timeout_s": 900}}),
+    );
+    let took = t0.elapsed();
+    assert_eq!(code, 200, "{v}");
+    // Not submitted: the injector's validity reward is −1.
+    assert_eq!(
+        (v["status"].as_str(), v["reward"].as_f64()),
+        (Some("truncated"), Some(-1.0)),
+        "{v}"
+    );
+    assert_eq!(v["turns"].as_array().unwrap().len(), 1, "{v}");
+    // Without the deadline the call would have run to the host's 120 s exec limit.
+    assert!(took < Duration::from_secs(60), "{took:?}");
+    eprintln!("episode_timeout_s = 2 answered after {took:.1?}");
+    assert_eq!(processes_with(&marker), 0, "the timed-out call still runs");
+    assert!(
+        s.leftover_workspaces().is_empty(),
+        "{:?}",
+        s.leftover_workspaces()
+    );
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains(s.store.to_str().unwrap()), "{mounts}");
+    assert_eq!(s.get("/health")["slots_free"], 1);
+}
+
+/// `ssr episode` with a request that names no model reads `OPENAI_BASE_URL` (what
+/// Agent Lightning and one-process-per-episode launchers set) and plays against it.
+#[test]
+fn ssr_episode_reads_the_model_url_from_openai_base_url() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repos = dir.path().join("repos");
+    let o = crate::ssr()
+        .current_dir(root())
+        .args(["examples", "create", "--json", "--out"])
+        .arg(&repos)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let body = r#"{"choices":[{"text":"<tool: submit>\n","finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":3}}"#;
+    let answer: &'static str = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_boxed_str(),
+    );
+    let url = fake_model(answer);
+    let input = dir.path().join("task.json");
+    std::fs::write(
+        &input,
+        json!({"role": "injector", "repo": "textkit", "episode_id": "from-env",
+               "limits": {"max_turns": 1}})
+        .to_string(),
+    )
+    .unwrap();
+    let o = crate::ssr()
+        .current_dir(root())
+        .args(["episode", "--input"])
+        .arg(&input)
+        .arg("--repo")
+        .arg(format!(
+            "textkit={}",
+            repos.join("python-textkit").display()
+        ))
+        .arg("--store")
+        .arg(dir.path().join("store"))
+        .env("OPENAI_BASE_URL", &url)
+        .env_remove("AGL_OPENAI_BASE_URL")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    // The fake model's submit, with no artifact: one turn, out of turns, validity −1.
+    assert_eq!(
+        (v["status"].as_str(), v["reward"].as_f64()),
+        (Some("truncated"), Some(-1.0)),
+        "{v}"
+    );
+    let said: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    assert_eq!(said, vec!["<tool: submit>\n"], "{v}");
 }

@@ -82,10 +82,75 @@ fn openenv_websocket_protocol_steps_an_episode() {
             if h["episodes_running"] == 0 && s.leftover_workspaces().is_empty() {
                 break;
             }
-            assert!(t0.elapsed() < Duration::from_millis(1500), "{h}");
+            // The bound. Measured 128 to 317 ms (three runs, load 19 to 21 on
+            // 2 cores): no slack is needed beyond it.
+            assert!(t0.elapsed() < Duration::from_secs(1), "{h}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        eprintln!("a vanished client's episode and workspace were gone after {:?}", t0.elapsed());
     });
+}
+
+/// An injector over `/ws` plays the recorded turns (the same play as the Python tests'
+/// `turns.INJECTOR`): its artifact is verified and the last observation carries the
+/// validity reward (+1 for a valid bug: SSR_SPEC.md section 7 with no solver attempts
+/// to observe, what an injector gets under OpenEnv).
+#[test]
+fn an_injector_over_websocket_gets_the_validity_reward_on_its_last_step() {
+    if !bwrap_or_skip() {
+        return;
+    }
+    let s = Server::start(&["--slots", "1"]);
+    let turns = recorded_turns()["injector"][0].as_array().unwrap().clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url(&s)).await.unwrap();
+        let o = ask(&mut ws, json!({"type": "reset", "data": {"role": "injector", "repo": "textkit", "episode_id": "ws-inj"}})).await;
+        assert_eq!((o["type"].as_str(), &o["data"]["done"]), (Some("observation"), &json!(false)), "{o}");
+        let mut last = Value::Null;
+        for (k, text) in turns.iter().enumerate() {
+            last = ask(&mut ws, json!({"type": "step", "data": {"text": text}})).await;
+            let done = k + 1 == turns.len();
+            assert_eq!(last["data"]["done"], done, "step {k}: {last}");
+            if !done {
+                assert_eq!(last["data"]["reward"], Value::Null, "step {k}: {last}");
+            }
+        }
+        let obs = &last["data"]["observation"];
+        assert_eq!(obs["status"], "ok", "{last}");
+        assert_eq!(obs["result"]["verdict"]["valid"], true, "{last}");
+        assert_eq!(obs["result"]["bug_id"], "ws-inj", "{last}");
+        assert_eq!(last["data"]["reward"], 1.0, "{last}");
+        ws.send(Message::text(json!({"type": "close"}).to_string())).await.unwrap();
+    });
+    assert!(
+        s.leftover_workspaces().is_empty(),
+        "{:?}",
+        s.leftover_workspaces()
+    );
+}
+
+/// Writes the load test's numbers as one JSON line to `target/env-load-test.json`,
+/// which outlives the run: cargo hides a passing test's stderr, and the lead reads the
+/// memory per open episode after CI.
+fn write_load_report(v: &Value) {
+    // CARGO_TARGET_TMPDIR is `<target dir>/tmp` (it follows CARGO_TARGET_DIR).
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let target = tmp.parent().unwrap_or(tmp);
+    let path = target.join("env-load-test.json");
+    std::fs::write(&path, format!("{v}\n"))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    eprintln!("wrote {}", path.display());
+}
+
+/// The machine's load over the last minute (the numbers above depend on it).
+fn loadavg_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -139,13 +204,23 @@ fn sixty_four_concurrent_websocket_episodes_none_lost_none_leaked() {
             opened_rx.recv().await.unwrap();
         }
         let open = rss_kib(s.child.id());
+        let per_episode = open.saturating_sub(idle) / N as u64;
+        let opened_s = t0.elapsed().as_secs_f64();
         eprintln!(
-            "{N} open WebSocket episodes after {:.1} s: server RSS {} MiB (idle {} MiB), {} KiB per open episode",
-            t0.elapsed().as_secs_f64(),
+            "{N} open WebSocket episodes after {opened_s:.1} s: server RSS {} MiB (idle {} MiB), {per_episode} KiB per open episode",
             open / 1024,
             idle / 1024,
-            open.saturating_sub(idle) / N as u64
         );
+        write_load_report(&json!({
+            "test": "sixty_four_concurrent_websocket_episodes_none_lost_none_leaked",
+            "episodes": N,
+            "opened_after_s": (opened_s * 10.0).round() / 10.0,
+            "server_rss_kib_idle": idle,
+            "server_rss_kib_open": open,
+            "kib_per_open_episode": per_episode,
+            "loadavg_1m": loadavg_1m(),
+            "unix_time": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        }));
         let h: Value = reqwest::get(format!("{}/health", s.base)).await.unwrap().json().await.unwrap();
         assert_eq!(h["episodes_running"], N as u64, "{h}");
         release.wait().await;

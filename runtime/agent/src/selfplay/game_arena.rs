@@ -203,7 +203,9 @@ impl GameArena {
             sandbox: Some(Arc::new(sandbox)),
             workspace_guest: PathBuf::from("/repo"),
         };
-        Ok(Arc::new(WasmTools::new(self.tools.clone(), episode)?))
+        Ok(Arc::new(
+            WasmTools::new(self.tools.clone(), episode)?.interrupted_by(cancel.clone()),
+        ))
     }
 
     /// A procedural bug from the first of `order`'s strategies that makes one (the

@@ -193,6 +193,42 @@ async fn a_slow_tool_call_is_stopped_at_its_time_budget() {
     );
 }
 
+/// Regression (env server, `limits.episode_timeout_s`): the episode's time was only
+/// checked between turns, so a `sleep 600` under a long per-call limit held the episode
+/// (and its sandbox) until that limit. Now the deadline stops the call's command.
+#[tokio::test(start_paused = true)]
+async fn the_episode_deadline_stops_a_tool_call_in_flight() {
+    let p = policy(&[
+        "<tool: bash>\nsleep 600\n</tool>",
+        "<tool: submit>\n</tool>",
+    ]);
+    let budgets = Budgets {
+        call_timeout_ms: 900_000,
+        episode_timeout_ms: 2_000,
+        ..Budgets::embedded()
+    };
+    let tools = EchoTools::default();
+    let t0 = tokio::time::Instant::now();
+    let t = run_episode(
+        &p,
+        &tools,
+        &spec(ToolCallSyntax::Cwm, budgets),
+        &Shutdown::never(),
+    )
+    .await;
+    assert_eq!(t.end, EpisodeEnd::EpisodeTimeout);
+    assert!(t.finished(), "a timed-out episode is scored, not cancelled");
+    assert!(tools.interrupted.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(t.turns.len(), 1);
+    assert!(t.turns[0].tool_timed_out && t.turns[0].observation.is_none());
+    // The deadline, plus at most one 100 ms step of the sleeping tool.
+    let took = t0.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_millis(2_500),
+        "{took:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn shutdown_cancels_a_running_episode() {
     let p = policy(&["<tool: bash>\nsleep 100\n</tool>"]);

@@ -7,6 +7,7 @@ use ssr_agent::toolcall::ToolCall;
 use ssr_agent::tools::{ToolResult, ToolSpec, Tools};
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Bytes are ids 0..=255; `<|im_start|>` is 256, `<|im_end|>` 257.
@@ -39,10 +40,13 @@ impl TextCodec for ByteCodec {
     }
 }
 
-/// `bash` echoes its command back (or sleeps for `sleep N`); `submit` submits.
+/// `bash` echoes its command back (or sleeps for `sleep N`, until interrupted);
+/// `submit` submits.
 #[derive(Default)]
 pub struct EchoTools {
     pub calls: Mutex<Vec<ToolCall>>,
+    /// Set by [`Tools::interrupt`]: a `sleep` in progress ends.
+    pub interrupted: AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -76,7 +80,13 @@ impl Tools for EchoTools {
                     .unwrap_or_default()
                     .to_string();
                 if let Some(secs) = cmd.strip_prefix("sleep ") {
-                    tokio::time::sleep(Duration::from_secs(secs.trim().parse().unwrap_or(1))).await;
+                    let end = tokio::time::Instant::now()
+                        + Duration::from_secs(secs.trim().parse().unwrap_or(1));
+                    while tokio::time::Instant::now() < end
+                        && !self.interrupted.load(Ordering::SeqCst)
+                    {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
                 if cmd == "fail" {
                     ToolResult::error("exit 1")
@@ -85,6 +95,10 @@ impl Tools for EchoTools {
                 }
             }
         }
+    }
+
+    fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
     }
 }
 
