@@ -211,8 +211,14 @@ impl BugStore {
 
     /// Reads bug `id` back.
     pub fn read(&self, id: &str) -> Result<Bug, StoreError> {
-        let dir = self.dir(id);
-        let stored = read(&dir)?;
+        Self::read_dir(&self.dir(id))
+    }
+
+    /// Reads back the bug stored in `dir`, a bug directory of any store (one
+    /// `list` returned, or one a user named), without rebuilding its store from
+    /// the path.
+    pub fn read_dir(dir: &Path) -> Result<Bug, StoreError> {
+        let stored = read(dir)?;
         let path = dir.join(HIGHER_ORDER_PATCH);
         let higher_order_patch = read_optional(&path)?;
         Ok(Bug {
@@ -530,6 +536,20 @@ mod tests {
         assert_eq!(store.read("b1-ho").unwrap().order(), 2);
         // The CLI's reader sees the same layout.
         assert_eq!(list(store.root()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_listed_bug_directory_reads_back_without_its_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BugStore::new(dir.path().join("bugs"));
+        let b = bug("b1-ho", Some("--- a/x\n"));
+        store.write(&b).unwrap();
+        let listed = list(store.root()).unwrap();
+        assert_eq!(listed, [store.dir("b1-ho")]);
+        assert_eq!(BugStore::read_dir(&listed[0]).unwrap(), b);
+        // A directory named `.` has no file name to take an id from; it still reads.
+        let relative = store.dir("b1-ho").join(".");
+        assert_eq!(BugStore::read_dir(&relative).unwrap(), b);
     }
 
     #[test]
