@@ -39,19 +39,51 @@ pub struct EvaluateArgs {
     pub opts: GameOpts,
 }
 
+/// A `ssr evaluate` command line, destructured: the bug, the patches, where the game
+/// runs (settings checked by `GameOpts::game_env`) and how to print.
+struct EvaluateCli {
+    artifact_dir: PathBuf,
+    repo: Option<PathBuf>,
+    patch: PathBuf,
+    higher_order_patch: Option<PathBuf>,
+    opts: GameOpts,
+    json: bool,
+}
+
+/// Destructures the arguments (a flag added and not wired here does not compile).
+fn resolve(args: EvaluateArgs) -> EvaluateCli {
+    let EvaluateArgs {
+        artifact,
+        repo,
+        patch,
+        higher_order_patch,
+        json,
+        opts,
+    } = args;
+    EvaluateCli {
+        artifact_dir: artifact,
+        repo,
+        patch,
+        higher_order_patch,
+        opts,
+        json,
+    }
+}
+
 pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
-    let artifact = Artifact::read_dir(&args.artifact)?;
-    let patch = std::fs::read_to_string(&args.patch)
-        .with_context(|| format!("reading {}", args.patch.display()))?;
-    let ho = match &args.higher_order_patch {
+    let cli = resolve(args);
+    let artifact = Artifact::read_dir(&cli.artifact_dir)?;
+    let patch = std::fs::read_to_string(&cli.patch)
+        .with_context(|| format!("reading {}", cli.patch.display()))?;
+    let ho = match &cli.higher_order_patch {
         Some(p) => {
             Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
         }
         None => None,
     };
-    let game = args.opts.game_env(args.repo.as_deref())?;
+    let game = cli.opts.game_env(cli.repo.as_deref())?;
     let (sandbox, cfg) = (game.sandbox, game.cfg);
-    let report_path = args.artifact.join("report.json");
+    let report_path = cli.artifact_dir.join("report.json");
     let report: VerificationReport = if report_path.is_file() {
         serde_json::from_str(&std::fs::read_to_string(&report_path)?)
             .with_context(|| format!("reading {}", report_path.display()))?
@@ -77,7 +109,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
             },
             &patch,
         );
-    if args.json {
+    if cli.json {
         println!("{}", serde_json::to_string_pretty(&e)?);
     } else {
         println!("{}", e.summary());

@@ -15,7 +15,7 @@ use clap::Args;
 use ssr_agent::selfplay::heldout::HeldoutPlan;
 use ssr_agent::selfplay::heldout_open::{HeldoutRequest, run_heldout};
 use ssr_agent::selfplay::progress::BarProgress;
-use ssr_agent::selfplay::{NoProgress, PolicyKind, Progress};
+use ssr_agent::selfplay::{NoProgress, PolicyKind, PolicySources, Progress};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -61,41 +61,98 @@ pub struct HeldoutArgs {
     pub json: bool,
 }
 
-pub fn run(args: HeldoutArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.attempts > 0, "--attempts must be at least 1");
-    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    rt.block_on(run_async(args))
+/// A validated `ssr heldout` command line: what to play, the settings that override
+/// the configuration file, and how to print.
+struct HeldoutCli {
+    policy: PolicyKind,
+    sources: PolicySources,
+    bugs: PathBuf,
+    split: Option<PathBuf>,
+    repo: Option<PathBuf>,
+    plan: HeldoutPlan,
+    config: Option<PathBuf>,
+    seed: Option<u64>,
+    concurrency: Option<usize>,
+    json: bool,
 }
 
-async fn run_async(args: HeldoutArgs) -> anyhow::Result<ExitCode> {
-    let kind = PolicyKind::from(args.policy);
-    let mut config = base_config(args.config.as_deref(), kind)?;
-    config.seed = args.seed.unwrap_or(config.seed);
-    config.max_concurrent_episodes = args.concurrency.unwrap_or(config.max_concurrent_episodes);
-    let progress: Arc<dyn Progress> = if args.json {
+/// Destructures the arguments (a flag added and not wired here does not compile) and
+/// checks each value's range.
+fn resolve(args: HeldoutArgs) -> anyhow::Result<HeldoutCli> {
+    let HeldoutArgs {
+        policy,
+        bugs,
+        attempts,
+        split,
+        repo,
+        injector_episodes,
+        config,
+        source,
+        seed,
+        concurrency,
+        json,
+    } = args;
+    anyhow::ensure!(attempts > 0, "--attempts must be at least 1");
+    Ok(HeldoutCli {
+        policy: PolicyKind::from(policy),
+        sources: source.sources(),
+        bugs,
+        split,
+        repo,
+        plan: HeldoutPlan {
+            label: "heldout".into(),
+            attempts,
+            injector_episodes,
+        },
+        config,
+        seed,
+        concurrency,
+        json,
+    })
+}
+
+pub fn run(args: HeldoutArgs) -> anyhow::Result<ExitCode> {
+    let cli = resolve(args)?;
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(run_async(cli))
+}
+
+async fn run_async(cli: HeldoutCli) -> anyhow::Result<ExitCode> {
+    let HeldoutCli {
+        policy,
+        sources,
+        bugs,
+        split,
+        repo,
+        plan,
+        config: config_file,
+        seed,
+        concurrency,
+        json,
+    } = cli;
+    let mut config = base_config(config_file.as_deref(), policy)?;
+    config.seed = seed.unwrap_or(config.seed);
+    config.max_concurrent_episodes = concurrency.unwrap_or(config.max_concurrent_episodes);
+    let progress: Arc<dyn Progress> = if json {
         Arc::new(NoProgress)
     } else {
         Arc::new(BarProgress::stderr())
     };
     let req = HeldoutRequest {
         config,
-        policy: kind,
-        sources: args.source.sources(),
-        bugs: args.bugs,
-        split: args.split,
-        repo: args.repo,
-        plan: HeldoutPlan {
-            label: "heldout".into(),
-            attempts: args.attempts,
-            injector_episodes: args.injector_episodes,
-        },
+        policy,
+        sources,
+        bugs,
+        split,
+        repo,
+        plan,
         shutdown: stop_on_ctrl_c(),
         progress,
     };
     let Some(run) = run_heldout(req).await? else {
         return Ok(ExitCode::from(130));
     };
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&run)?);
         return Ok(ExitCode::SUCCESS);
     }

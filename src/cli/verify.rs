@@ -101,6 +101,35 @@ pub fn run_env_with(test_env: impl IntoIterator<Item = (String, String)>) -> Run
 }
 
 impl GameOpts {
+    /// Checks each value's range (the one place the game's settings are validated;
+    /// [`GameOpts::game_env`] calls it for every game command). Destructured, so a
+    /// setting added and not considered here does not compile.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let GameOpts {
+            hard_timeout,
+            soft_timeout,
+            min_passing_tests: _,
+            sequential: _,
+            test_env: _,
+            reject_tampering: _,
+            image: _,
+            workdir: _,
+            base_patch: _,
+            image_exec: _,
+        } = self;
+        for (name, secs) in [
+            ("hard-timeout", hard_timeout),
+            ("soft-timeout", soft_timeout),
+        ] {
+            // A sandbox limit is a `Duration`: an infinite or NaN one cannot be made.
+            anyhow::ensure!(
+                secs.is_finite() && *secs > 0.0,
+                "--{name} must be a positive number of seconds, got {secs}"
+            );
+        }
+        Ok(())
+    }
+
     pub fn verify_config(&self) -> VerifyConfig {
         VerifyConfig {
             hard_timeout_secs: self.hard_timeout,
@@ -129,6 +158,7 @@ impl GameOpts {
     /// The sandbox, settings and repository for `repo` (or, with `--image` and no
     /// `repo`, the repository taken out of the image).
     pub fn game_env(&self, repo: Option<&Path>) -> anyhow::Result<GameEnv> {
+        self.check()?;
         let Some(image) = &self.image else {
             let repo = repo.context("--repo is required without --image")?;
             anyhow::ensure!(
@@ -205,11 +235,42 @@ pub struct VerifyArgs {
     pub opts: GameOpts,
 }
 
+/// A `ssr verify` command line, destructured: the artifact, where the game runs
+/// (settings checked by [`GameOpts::game_env`]) and how to print.
+struct VerifyCli {
+    artifact: PathBuf,
+    repo: Option<PathBuf>,
+    opts: GameOpts,
+    json: bool,
+}
+
+/// Destructures the arguments (a flag added and not wired here does not compile).
+fn resolve(args: VerifyArgs) -> VerifyCli {
+    let VerifyArgs {
+        artifact,
+        repo,
+        json,
+        opts,
+    } = args;
+    VerifyCli {
+        artifact,
+        repo,
+        opts,
+        json,
+    }
+}
+
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let artifact = Artifact::read_dir(&args.artifact)?;
-    let game = args.opts.game_env(args.repo.as_deref())?;
+    let VerifyCli {
+        artifact,
+        repo,
+        opts,
+        json,
+    } = resolve(args);
+    let artifact = Artifact::read_dir(&artifact)?;
+    let game = opts.game_env(repo.as_deref())?;
     let report = Verifier::new(&game.sandbox, game.cfg).verify(&game.repo, &artifact);
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for c in &report.checks {
@@ -236,7 +297,39 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_test_env;
+    use super::{GameOpts, parse_test_env};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        opts: GameOpts,
+    }
+
+    fn opts(args: &[&str]) -> GameOpts {
+        Cli::try_parse_from(std::iter::once("ssr").chain(args.iter().copied()))
+            .expect("parses")
+            .opts
+    }
+
+    /// Regression: `--hard-timeout inf` made a sandbox limit no `Duration` can hold
+    /// (a panic in the first test run); every timeout is now checked up front.
+    #[test]
+    fn an_infinite_or_non_positive_timeout_is_refused_before_any_run() {
+        assert!(opts(&[]).check().is_ok());
+        for bad in [
+            &["--hard-timeout", "inf"][..],
+            &["--hard-timeout", "NaN"],
+            &["--soft-timeout", "0"],
+            &["--soft-timeout=-5"],
+        ] {
+            let err = opts(bad).check().unwrap_err().to_string();
+            assert!(
+                err.contains("must be a positive number of seconds"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn test_env_takes_key_equals_value_and_refuses_bad_names() {

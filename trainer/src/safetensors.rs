@@ -109,6 +109,9 @@ impl std::fmt::Debug for SafeTensors {
 
 impl SafeTensors {
     /// Opens and indexes `files` (shards of one checkpoint).
+    // tidy: long-function: one pass over each shard's header: map, size, JSON, then every entry's
+    // dtype, shape and data range, each check next to the field it reads; the index is filled as
+    // the entries are read, so pieces would pass the map and the partial index between them.
     pub fn open(files: &[PathBuf]) -> Result<Self, SafetensorsError> {
         let mut st = SafeTensors {
             maps: Vec::new(),

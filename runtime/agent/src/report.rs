@@ -38,88 +38,114 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A line chart over rounds. `y_fixed` pins the y range (rates in [0, 1]).
-fn line_chart(id: &str, title: &str, series: &[Series], y_fixed: Option<(f64, f64)>) -> String {
-    let (w, h, l, r, t, b) = (520.0, 260.0, 50.0, 130.0, 30.0, 36.0);
-    let all: Vec<(f64, f64)> = series
-        .iter()
-        .flat_map(|s| s.points.iter().copied())
-        .collect();
-    let x_max = all.iter().map(|p| p.0).fold(1.0f64, f64::max);
-    let (mut y_min, mut y_max) = y_fixed.unwrap_or_else(|| {
-        let lo = all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-        let hi = all.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-        if lo.is_finite() {
-            (lo.min(0.0), hi.max(lo + 1e-9))
-        } else {
-            (0.0, 1.0)
+/// The plot area of a line chart: the SVG's size, its margins (left, right, top,
+/// bottom), and the data ranges mapped onto it.
+struct Frame {
+    w: f64,
+    h: f64,
+    l: f64,
+    r: f64,
+    t: f64,
+    b: f64,
+    x_max: f64,
+    y_min: f64,
+    y_max: f64,
+}
+
+impl Frame {
+    /// The frame of `all` points: x from 0 to the last round (at least 1); y over
+    /// `y_fixed`, else from the lowest value (or 0) to the highest, widened when flat.
+    fn new(all: &[(f64, f64)], y_fixed: Option<(f64, f64)>) -> Frame {
+        let x_max = all.iter().map(|p| p.0).fold(1.0f64, f64::max);
+        let (mut y_min, mut y_max) = y_fixed.unwrap_or_else(|| {
+            let lo = all.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+            let hi = all.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+            if lo.is_finite() {
+                (lo.min(0.0), hi.max(lo + 1e-9))
+            } else {
+                (0.0, 1.0)
+            }
+        });
+        if (y_max - y_min).abs() < 1e-9 {
+            y_min -= 0.5;
+            y_max += 0.5;
         }
-    });
-    if (y_max - y_min).abs() < 1e-9 {
-        y_min -= 0.5;
-        y_max += 0.5;
+        Frame {
+            w: 520.0,
+            h: 260.0,
+            l: 50.0,
+            r: 130.0,
+            t: 30.0,
+            b: 36.0,
+            x_max,
+            y_min,
+            y_max,
+        }
     }
-    let px = |x: f64| l + (x / x_max) * (w - l - r);
-    let py = |y: f64| t + (1.0 - (y - y_min) / (y_max - y_min)) * (h - t - b);
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg id="{id}" class="plot" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{t_}">"#,
-        t_ = esc(title)
-    );
-    let _ = write!(
-        s,
-        r#"<text x="{}" y="18" font-size="14" font-weight="bold">{}</text>"#,
-        l,
-        esc(title)
-    );
-    // Axes and ticks.
-    let _ = write!(
-        s,
-        r##"<line x1="{l}" y1="{}" x2="{}" y2="{}" stroke="#333"/>"##,
-        h - b,
-        w - r,
-        h - b
-    );
-    let _ = write!(
-        s,
-        r##"<line x1="{l}" y1="{t}" x2="{l}" y2="{}" stroke="#333"/>"##,
-        h - b
-    );
-    for i in 0..=4 {
-        let y = y_min + (y_max - y_min) * f64::from(i) / 4.0;
+
+    fn px(&self, x: f64) -> f64 {
+        self.l + (x / self.x_max) * (self.w - self.l - self.r)
+    }
+
+    fn py(&self, y: f64) -> f64 {
+        self.t + (1.0 - (y - self.y_min) / (self.y_max - self.y_min)) * (self.h - self.t - self.b)
+    }
+
+    /// The axes, the y ticks with grid lines, the round ticks and the x label.
+    fn axes(&self, s: &mut String) {
+        let Frame {
+            w, h, l, r, t, b, ..
+        } = *self;
         let _ = write!(
             s,
-            r##"<text x="{}" y="{}" font-size="10" text-anchor="end">{:.2}</text><line x1="{l}" y1="{1}" x2="{}" y2="{1}" stroke="#eee"/>"##,
-            l - 4.0,
-            py(y),
-            y,
-            w - r
+            r##"<line x1="{l}" y1="{}" x2="{}" y2="{}" stroke="#333"/>"##,
+            h - b,
+            w - r,
+            h - b
         );
-    }
-    let rounds = x_max.round() as i64;
-    let step = (rounds / 8).max(1);
-    for x in (0..=rounds).step_by(step as usize) {
         let _ = write!(
             s,
-            r#"<text x="{}" y="{}" font-size="10" text-anchor="middle">{x}</text>"#,
-            px(x as f64),
-            h - b + 14.0
+            r##"<line x1="{l}" y1="{t}" x2="{l}" y2="{}" stroke="#333"/>"##,
+            h - b
+        );
+        for i in 0..=4 {
+            let y = self.y_min + (self.y_max - self.y_min) * f64::from(i) / 4.0;
+            let _ = write!(
+                s,
+                r##"<text x="{}" y="{}" font-size="10" text-anchor="end">{:.2}</text><line x1="{l}" y1="{1}" x2="{}" y2="{1}" stroke="#eee"/>"##,
+                l - 4.0,
+                self.py(y),
+                y,
+                w - r
+            );
+        }
+        let rounds = self.x_max.round() as i64;
+        let step = (rounds / 8).max(1);
+        for x in (0..=rounds).step_by(step as usize) {
+            let _ = write!(
+                s,
+                r#"<text x="{}" y="{}" font-size="10" text-anchor="middle">{x}</text>"#,
+                self.px(x as f64),
+                h - b + 14.0
+            );
+        }
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">round</text>"#,
+            (l + w - r) / 2.0,
+            h - 4.0
         );
     }
-    let _ = write!(
-        s,
-        r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">round</text>"#,
-        (l + w - r) / 2.0,
-        h - 4.0
-    );
-    for (i, se) in series.iter().enumerate() {
+
+    /// Series `i`: its line (two points or more), its points with a tooltip each, and
+    /// its legend entry.
+    fn series(&self, s: &mut String, i: usize, se: &Series) {
         let c = COLORS[i % COLORS.len()];
         if se.points.len() > 1 {
             let pts: Vec<String> = se
                 .points
                 .iter()
-                .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+                .map(|(x, y)| format!("{:.1},{:.1}", self.px(*x), self.py(*y)))
                 .collect();
             let _ = write!(
                 s,
@@ -131,29 +157,61 @@ fn line_chart(id: &str, title: &str, series: &[Series], y_fixed: Option<(f64, f6
             let _ = write!(
                 s,
                 r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"><title>{}: round {x}, {y:.3}</title></circle>"#,
-                px(*x),
-                py(*y),
+                self.px(*x),
+                self.py(*y),
                 esc(se.name)
             );
         }
-        let ly = t + 14.0 * i as f64 + 6.0;
+        let ly = self.t + 14.0 * i as f64 + 6.0;
         let _ = write!(
             s,
             r#"<rect x="{}" y="{}" width="10" height="10" fill="{c}"/><text x="{}" y="{}" font-size="11">{}</text>"#,
-            w - r + 8.0,
+            self.w - self.r + 8.0,
             ly,
-            w - r + 22.0,
+            self.w - self.r + 22.0,
             ly + 9.0,
             esc(se.name)
         );
     }
-    if all.is_empty() {
+
+    /// The note shown in the middle of a chart with nothing to draw.
+    fn no_data(&self, s: &mut String) {
         let _ = write!(
             s,
             r##"<text x="{}" y="{}" font-size="12" text-anchor="middle" fill="#888">no data yet</text>"##,
-            (l + w - r) / 2.0,
-            (t + h - b) / 2.0
+            (self.l + self.w - self.r) / 2.0,
+            (self.t + self.h - self.b) / 2.0
         );
+    }
+}
+
+/// A line chart over rounds. `y_fixed` pins the y range (rates in [0, 1]).
+fn line_chart(id: &str, title: &str, series: &[Series], y_fixed: Option<(f64, f64)>) -> String {
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .collect();
+    let f = Frame::new(&all, y_fixed);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg id="{id}" class="plot" xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{t_}">"#,
+        w = f.w,
+        h = f.h,
+        t_ = esc(title)
+    );
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="18" font-size="14" font-weight="bold">{}</text>"#,
+        f.l,
+        esc(title)
+    );
+    f.axes(&mut s);
+    for (i, se) in series.iter().enumerate() {
+        f.series(&mut s, i, se);
+    }
+    if all.is_empty() {
+        f.no_data(&mut s);
     }
     s.push_str("</svg>");
     s

@@ -22,9 +22,28 @@ pub enum TrajectoryBuildError {
     },
 }
 
+/// The metadata key saying whether a record's logprobs are the policy's own (`true`)
+/// or zeros written in place of unknown ones (`false`).
+const LOGPROBS_KNOWN: &str = "logprobs_known";
+
+/// What this crate writes into a record's free-form metadata, read back typed (the
+/// trainer carries metadata without interpreting it; the agent owns its keys).
+pub trait TrajectoryMeta {
+    /// Whether the record's logprobs are the policy's own. A record without the flag
+    /// (written by another tool) counts as known; only an explicit `false` does not.
+    fn logprobs_known(&self) -> bool;
+}
+
+impl TrajectoryMeta for Trajectory {
+    fn logprobs_known(&self) -> bool {
+        self.metadata.get(LOGPROBS_KNOWN) != Some(&Value::Bool(false))
+    }
+}
+
 /// Builds the record. Logprobs the policy did not give (scripted turns, servers
 /// without logprobs) are written as 0 and flagged `logprobs_known: false` in the
-/// metadata, so the trainer can recompute them from the current weights.
+/// metadata ([`TrajectoryMeta::logprobs_known`]), so the trainer can recompute them
+/// from the current weights.
 pub fn to_trajectory(
     t: &Transcript,
     reward: f32,
@@ -48,7 +67,7 @@ pub fn to_trajectory(
         "policy": t.policy,
         "endpoint": t.endpoint,
         "exact_tokens": t.exact_tokens,
-        "logprobs_known": known,
+        LOGPROBS_KNOWN: known,
         "turns": t.stats.turns,
         "end": t.end,
     });
@@ -75,4 +94,34 @@ pub fn to_trajectory(
             source,
         })?;
     Ok(traj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ssr_trainer::trajectory::Role;
+
+    fn record(metadata: Value) -> Trajectory {
+        Trajectory {
+            role: Role::Solver,
+            group_id: "g".into(),
+            token_ids: vec![1, 2],
+            loss_mask: vec![0, 1],
+            logprobs: vec![0.0, -0.5],
+            reward: 1.0,
+            advantage: None,
+            temperature: None,
+            top_p: None,
+            metadata,
+        }
+    }
+
+    #[test]
+    fn only_an_explicit_false_flag_marks_logprobs_unknown() {
+        assert!(!record(json!({"logprobs_known": false})).logprobs_known());
+        assert!(record(json!({"logprobs_known": true})).logprobs_known());
+        // Records written by other tools carry no flag: their logprobs are taken.
+        assert!(record(json!({})).logprobs_known());
+        assert!(record(json!({"episode": "e1"})).logprobs_known());
+    }
 }

@@ -24,6 +24,11 @@ const TEST_WEAKEN_ALT: &str = "test_patch.diff";
 /// files are refused rather than read into memory.
 const MAX_FILE_BYTES: u64 = 16 << 20;
 
+/// Largest solver patch taken from a workspace, as a submitted file or as the
+/// workspace's diff (one limit for both ways of answering): a patch is a diff like
+/// the artifact's, so it has the artifact files' limit.
+pub const MAX_PATCH_BYTES: u64 = MAX_FILE_BYTES;
+
 /// A bug artifact as submitted by an injector.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Artifact {

@@ -211,8 +211,14 @@ impl BugStore {
 
     /// Reads bug `id` back.
     pub fn read(&self, id: &str) -> Result<Bug, StoreError> {
-        let dir = self.dir(id);
-        let stored = read(&dir)?;
+        Self::read_dir(&self.dir(id))
+    }
+
+    /// Reads back the bug stored in `dir`, a bug directory of any store (one
+    /// `list` returned, or one a user named), without rebuilding its store from
+    /// the path.
+    pub fn read_dir(dir: &Path) -> Result<Bug, StoreError> {
+        let stored = read(dir)?;
         let path = dir.join(HIGHER_ORDER_PATCH);
         let higher_order_patch = read_optional(&path)?;
         Ok(Bug {
@@ -530,6 +536,24 @@ mod tests {
         assert_eq!(store.read("b1-ho").unwrap().order(), 2);
         // The CLI's reader sees the same layout.
         assert_eq!(list(store.root()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_listed_bug_directory_reads_back_without_its_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BugStore::new(dir.path().join("bugs"));
+        let b = bug("b1-ho", Some("--- a/x\n"));
+        store.write(&b).unwrap();
+        let listed = list(store.root()).unwrap();
+        assert_eq!(listed, [store.dir("b1-ho")]);
+        assert_eq!(BugStore::read_dir(&listed[0]).unwrap(), b);
+        // Regression: a path ending in `..` (or `.` itself) has no file name, so the
+        // demos' old reader, which rebuilt the store from parent and file name, refused
+        // it as "not a bug directory"; it names the bug directory all the same.
+        std::fs::create_dir(store.dir("b1-ho").join("sub")).unwrap();
+        let dotted = store.dir("b1-ho").join("sub").join("..");
+        assert_eq!(dotted.file_name(), None);
+        assert_eq!(BugStore::read_dir(&dotted).unwrap(), b);
     }
 
     #[test]

@@ -239,31 +239,32 @@ impl<'a> Evaluator<'a> {
     /// harness.
     pub fn evaluate(&self, original: &Path, bug: BugState<'_>, patch: &str) -> Evaluation {
         let t0 = Instant::now();
-        let none = Vec::new;
+        let scored = self.screen(bug.artifact, patch).and_then(|screened| {
+            let run = self.run(original, bug, &screened)?;
+            Ok(self.score_run(bug, &run, screened, t0))
+        });
+        scored.unwrap_or_else(|early| early.into_evaluation(t0))
+    }
+
+    /// What happens to the patch before any run: parsed, its protected sections
+    /// dropped, the rest scanned for runner tampering. `Err` is the outcome of a patch
+    /// that needs no run (empty, not a patch, only protected sections, or rejected
+    /// for the scan's findings).
+    fn screen(&self, artifact: &Artifact, patch: &str) -> Result<Screened, Early> {
         if patch.trim().is_empty() {
-            return Evaluation::new(EvalOutcome::EmptyPatch, none(), none(), t0);
+            return Err(Early::new(EvalOutcome::EmptyPatch));
         }
-        let does_not_apply = |error: String| {
-            Evaluation::new(EvalOutcome::DoesNotApply { error }, none(), none(), t0)
-        };
-        let parsed = match patch_ops::parse(patch) {
-            Ok(p) => p,
-            Err(e) => return does_not_apply(e.to_string()),
-        };
-        let protected = match self.protected_set(bug.artifact) {
-            Ok(p) => p,
-            Err(e) => {
-                // The operator's globs, not the attempt: nothing was run.
-                return Evaluation::new(
-                    EvalOutcome::Infra {
-                        error: format!("protected globs: {e}"),
-                    },
-                    none(),
-                    none(),
-                    t0,
-                );
-            }
-        };
+        let parsed = patch_ops::parse(patch).map_err(|e| {
+            Early::new(EvalOutcome::DoesNotApply {
+                error: e.to_string(),
+            })
+        })?;
+        // The operator's globs, not the attempt: nothing was run.
+        let protected = self.protected_set(artifact).map_err(|e| {
+            Early::new(EvalOutcome::Infra {
+                error: format!("protected globs: {e}"),
+            })
+        })?;
         let (kept, dropped) = parsed.partition(|f| !f.paths().any(|p| protected.contains(p)));
         let dropped: Vec<String> = dropped
             .files
@@ -273,8 +274,7 @@ impl<'a> Evaluator<'a> {
             .into_iter()
             .collect();
         if kept.is_empty() {
-            return Evaluation::new(EvalOutcome::EmptyPatch, none(), none(), t0)
-                .with(dropped, none());
+            return Err(Early::new(EvalOutcome::EmptyPatch).with(dropped, Vec::new()));
         }
         // Only the kept sections are scanned: dropped ones never reach the run.
         let findings: Vec<String> = scan_patch(&kept.to_string())
@@ -283,24 +283,35 @@ impl<'a> Evaluator<'a> {
             .collect();
         if self.cfg.reject_tampering_findings && !findings.is_empty() {
             // No run can make such a patch score: skip it.
-            return Evaluation::new(
-                EvalOutcome::Tampered {
-                    notes: findings.clone(),
-                },
-                none(),
-                none(),
-                t0,
-            )
-            .with(dropped, findings);
+            return Err(Early::new(EvalOutcome::Tampered {
+                notes: findings.clone(),
+            })
+            .with(dropped, findings));
         }
-        let ws = match self.prepare(original, bug, &kept) {
-            Ok(ws) => ws,
-            Err(Unprepared::Patch(error)) => return does_not_apply(error).with(dropped, none()),
-            Err(Unprepared::State(error)) => {
-                return Evaluation::new(EvalOutcome::Infra { error }, none(), none(), t0)
-                    .with(dropped, none());
-            }
-        };
+        Ok(Screened {
+            kept,
+            dropped,
+            findings,
+            protected,
+        })
+    }
+
+    /// The stored harness run on the rebuilt state with the screened patch, the
+    /// protected files read-only. `Err` is the outcome when no run results came back
+    /// (the state does not build, the patch does not apply, the run failed).
+    fn run(
+        &self,
+        original: &Path,
+        bug: BugState<'_>,
+        screened: &Screened,
+    ) -> Result<TestRun, Early> {
+        let early = |outcome| Early::new(outcome).with(screened.dropped.clone(), Vec::new());
+        let ws = self
+            .prepare(original, bug, &screened.kept)
+            .map_err(|e| match e {
+                Unprepared::Patch(error) => early(EvalOutcome::DoesNotApply { error }),
+                Unprepared::State(error) => early(EvalOutcome::Infra { error }),
+            })?;
         let run = run_tests_protected(
             self.sandbox,
             &self.cfg,
@@ -309,34 +320,38 @@ impl<'a> Evaluator<'a> {
                 test_script: &bug.artifact.test_script,
                 test_parser: &bug.artifact.test_parser,
             },
-            Some(&protected),
+            Some(&screened.protected),
         );
         drop(ws);
-        let run = match run {
-            Ok(r) => r,
-            Err(e @ RunFailure::ScriptTimedOut { .. }) => {
-                return Evaluation::new(
-                    EvalOutcome::TimedOut {
-                        error: e.to_string(),
-                    },
-                    none(),
-                    none(),
-                    t0,
-                )
-                .with(dropped, none());
-            }
-            Err(e) => {
+        run.map_err(|e| match e {
+            RunFailure::ScriptTimedOut { .. } => early(EvalOutcome::TimedOut {
+                error: e.to_string(),
+            }),
+            e => {
                 let error = e.to_string();
-                let outcome = if run_failure_is_infra(&e) {
+                early(if run_failure_is_infra(&e) {
                     EvalOutcome::Infra { error }
                 } else {
                     EvalOutcome::RunFailed { error }
-                };
-                return Evaluation::new(outcome, none(), none(), t0).with(dropped, none());
+                })
             }
-        };
+        })
+    }
+
+    /// Scores a run that came back: tampering outranks the tests; else solved when
+    /// every test of `P` is present and passes (as the trusted parser allows).
+    fn score_run(
+        &self,
+        bug: BugState<'_>,
+        run: &TestRun,
+        screened: Screened,
+        t0: Instant,
+    ) -> Evaluation {
+        let Screened {
+            dropped, findings, ..
+        } = screened;
         let secret = run.reporter.as_ref().map(|r| r.secret.clone());
-        let (nothing_passes, judged) = self.judge(&run);
+        let (nothing_passes, judged) = self.judge(run);
         let passes = |id: &str| !nothing_passes && run.passed_trusted(id);
         let missing: Vec<String> = bug
             .tests
@@ -425,6 +440,43 @@ impl<'a> Evaluator<'a> {
             ws.restore(original, &f).map_err(|e| state(e.to_string()))?;
         }
         Ok(ws)
+    }
+}
+
+/// The solver's patch once screened: the sections that reach the run, the paths of
+/// those dropped (sorted), the scan's findings on the kept ones, and the protected
+/// set the run mounts read-only.
+struct Screened {
+    kept: Patch,
+    dropped: Vec<String>,
+    findings: Vec<String>,
+    protected: ProtectedSet,
+}
+
+/// An attempt scored without test results: its outcome, dropped paths and notes.
+struct Early {
+    outcome: EvalOutcome,
+    dropped: Vec<String>,
+    notes: Vec<String>,
+}
+
+impl Early {
+    fn new(outcome: EvalOutcome) -> Self {
+        Early {
+            outcome,
+            dropped: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn with(mut self, dropped: Vec<String>, notes: Vec<String>) -> Self {
+        self.dropped = dropped;
+        self.notes = notes;
+        self
+    }
+
+    fn into_evaluation(self, t0: Instant) -> Evaluation {
+        Evaluation::new(self.outcome, Vec::new(), Vec::new(), t0).with(self.dropped, self.notes)
     }
 }
 

@@ -78,6 +78,20 @@ pub enum HigherOrderRejection {
     RunFailed { error: String },
 }
 
+impl HigherOrderRejection {
+    /// The rejection's code: its serde tag (`kind`), the spelling its JSON has.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HigherOrderRejection::OrderCap { .. } => "order_cap",
+            HigherOrderRejection::EmptyAfterFiltering => "empty_after_filtering",
+            HigherOrderRejection::Duplicate { .. } => "duplicate",
+            HigherOrderRejection::DoesNotApply { .. } => "does_not_apply",
+            HigherOrderRejection::NothingFails => "nothing_fails",
+            HigherOrderRejection::RunFailed { .. } => "run_failed",
+        }
+    }
+}
+
 /// Remembers the hashes of the higher-order bugs made so far.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct HigherOrderPool {
@@ -178,6 +192,22 @@ impl HigherOrderPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rejections_code_is_its_json_kind() {
+        let all = [
+            HigherOrderRejection::OrderCap { order: 2 },
+            HigherOrderRejection::EmptyAfterFiltering,
+            HigherOrderRejection::Duplicate { hash: "h".into() },
+            HigherOrderRejection::DoesNotApply { error: "e".into() },
+            HigherOrderRejection::NothingFails,
+            HigherOrderRejection::RunFailed { error: "e".into() },
+        ];
+        for r in all {
+            let json = serde_json::to_value(&r).expect("serializes");
+            assert_eq!(json["kind"], r.code(), "{r:?}");
+        }
+    }
 
     #[test]
     fn a_higher_order_bugs_report_keeps_p_and_names_what_still_fails() {

@@ -106,7 +106,7 @@ impl ToolHost {
             .get(episode.role)
             .ok_or_else(|| ToolHostError::NotGranted {
                 tool: name.to_string(),
-                role: episode.role.as_str().to_string(),
+                role: episode.role,
             })?;
         let setup = call_setup(
             episode,

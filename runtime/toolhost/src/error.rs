@@ -4,6 +4,7 @@
 //! returned inside [`crate::ToolReply`]. These are the host's failures and the limits
 //! that stopped a guest (traps).
 
+use ssr_role::Role;
 use std::path::PathBuf;
 
 /// Which per-call limit stopped a guest.
@@ -39,7 +40,7 @@ pub enum ToolHostError {
     #[error("no tool named `{0}` is loaded")]
     UnknownTool(String),
     #[error("the policy does not grant tool `{tool}` to role `{role}`")]
-    NotGranted { tool: String, role: String },
+    NotGranted { tool: String, role: Role },
     #[error("`{path}` is not a valid WebAssembly component: {reason}")]
     InvalidComponent { path: PathBuf, reason: String },
     #[error("`{path}` breaks the tool contract: {reason}")]

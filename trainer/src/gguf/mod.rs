@@ -257,6 +257,10 @@ impl GgufFile {
         Self::parse(PathBuf::from("<memory>"), Bytes::Owned(bytes))
     }
 
+    // tidy: long-function: the GGUF layout read front to back by one cursor: header, metadata,
+    // tensor infos, then the data layout, which needs all three (alignment from the metadata,
+    // offsets from the infos); each bounds check sits next to the read it guards, and pieces
+    // would pass the cursor and three partial tables between them.
     fn parse(path: PathBuf, bytes: Bytes) -> Result<Self, GgufError> {
         let mut r = Reader { b: &bytes, pos: 0 };
         let magic: [u8; 4] = r.take(4, "magic")?.try_into().expect("4 bytes");

@@ -187,6 +187,10 @@ impl Gpu {
     /// row pass, and with a `dlogprob` the two gradient GEMMs. Lengths were checked by
     /// `check_lm_head`.
     #[allow(clippy::too_many_arguments)]
+    // tidy: long-function: one chunk's kernel launch sequence (logits GEMM, fused row pass, the
+    // two gradient GEMMs) whose order is the algorithm; one SAFETY argument covers the workspace
+    // views all launches share, and a split would thread those views through each piece. GPU code,
+    // checked only on real hardware, so it is not split without a device to rerun it.
     fn lm_head_chunk(
         &self,
         shape: &LmHeadShape,

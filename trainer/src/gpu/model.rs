@@ -151,6 +151,10 @@ impl Gpu {
 
     /// `crate::train::backward` on the device: adds every weight gradient into `grads`
     /// (the LM head's own gradient is the caller's, from the fused loss).
+    // tidy: long-function: the backward pass over the layers in reverse, one kernel launch
+    // sequence whose order is the algorithm (each launch reads the gradient the previous one
+    // wrote); a split would thread weights, activations, gradients and scratch buffers through a
+    // dozen arguments. GPU code, checked only on real hardware: not split without a device.
     pub fn model_backward(
         &self,
         w: &DeviceWeights,

@@ -175,6 +175,10 @@ impl GpuTrainer {
     }
 
     /// One optimizer step on `batch` (the twin of `TrainSession::step` after batching).
+    // tidy: long-function: one optimizer step as the device runs it (checks, per-sequence
+    // forward, loss and backward, the all-reduce, AdamW), kept step for step beside its CPU twin
+    // `TrainSession::step` so the two compare line by line. GPU code, checked only on real
+    // hardware: not split without a device to rerun it.
     pub fn step(
         &mut self,
         gpu: &Gpu,

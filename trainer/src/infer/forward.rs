@@ -315,6 +315,10 @@ enum RowsOut {
     None,
 }
 
+// tidy: long-function: the forward pass of one chunk, layer by layer (norm, QKV, rope, cache
+// write, attention, output projection, MLP), then the final norm and the logits of the rows
+// asked for, over scratch buffers reused across layers; the order of the steps is the model,
+// and a split would pass the scratch set and the cache positions through every piece.
 fn forward_chunk(
     m: ModelRef<'_>,
     cache: &mut KvCache,

@@ -192,10 +192,6 @@ pub enum DemoError {
 
 /// The bugs at `path`: one bug directory (it holds `bug.json`), or a store of them.
 pub fn load_bugs(path: &Path) -> Result<Vec<Bug>, DemoError> {
-    let io = |source| DemoError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
     let dirs = if path.join(bug_store::BUG_JSON).is_file() {
         vec![path.to_path_buf()]
     } else {
@@ -207,18 +203,9 @@ pub fn load_bugs(path: &Path) -> Result<Vec<Bug>, DemoError> {
     if dirs.is_empty() {
         return Err(DemoError::NoBugs(path.to_path_buf()));
     }
-    let mut bugs = Vec::new();
-    for dir in dirs {
-        let (parent, id) = match (dir.parent(), dir.file_name()) {
-            (Some(p), Some(n)) => (p.to_path_buf(), n.to_string_lossy().into_owned()),
-            _ => return Err(io(std::io::Error::other("not a bug directory"))),
-        };
-        let bug = BugStore::new(parent)
-            .read(&id)
-            .map_err(|source| DemoError::Bug { path: dir, source })?;
-        bugs.push(bug);
-    }
-    Ok(bugs)
+    dirs.into_iter()
+        .map(|dir| BugStore::read_dir(&dir).map_err(|source| DemoError::Bug { path: dir, source }))
+        .collect()
 }
 
 /// The ids of an exclusion file: one bug id per line; blank lines and `#` comments

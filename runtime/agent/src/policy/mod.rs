@@ -114,10 +114,10 @@ pub struct Generation {
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("scripted policy: no script for role `{role}`")]
-    NoScript { role: String },
+    NoScript { role: ssr_role::Role },
     #[error("scripted policy: script {script} of role `{role}` has no turn {turn}")]
     ScriptExhausted {
-        role: String,
+        role: ssr_role::Role,
         script: usize,
         turn: u32,
     },

@@ -9,6 +9,7 @@
 use super::{FinishReason, GenerateRequest, Generation, Policy, PolicyError};
 use crate::chat::TextCodec;
 use serde::{Deserialize, Serialize};
+use ssr_role::Role;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -33,7 +34,8 @@ impl ScriptTurn {
     }
 }
 
-/// Scripts per role: a list of episodes, each a list of turns.
+/// Scripts per role (keyed by the role's spelling, [`Role::as_str`]): a list of
+/// episodes, each a list of turns.
 pub type Scripts = BTreeMap<String, Vec<Vec<ScriptTurn>>>;
 
 /// Replays [`Scripts`].
@@ -58,8 +60,8 @@ impl ScriptedPolicy {
     }
 
     /// Number of scripts recorded for a role.
-    pub fn script_count(&self, role: &str) -> usize {
-        self.scripts.get(role).map_or(0, Vec::len)
+    pub fn script_count(&self, role: Role) -> usize {
+        self.scripts.get(role.as_str()).map_or(0, Vec::len)
     }
 }
 
@@ -74,17 +76,17 @@ impl Policy for ScriptedPolicy {
     }
 
     async fn generate(&self, request: GenerateRequest) -> Result<Generation, PolicyError> {
-        let role = request.tag.role.as_str();
+        let role = request.tag.role;
         let scripts = self
             .scripts
-            .get(role)
+            .get(role.as_str())
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| PolicyError::NoScript { role: role.into() })?;
+            .ok_or(PolicyError::NoScript { role })?;
         let index = request.tag.attempt as usize % scripts.len();
         let turn = scripts[index]
             .get(request.tag.turn as usize)
             .ok_or_else(|| PolicyError::ScriptExhausted {
-                role: role.into(),
+                role,
                 script: index,
                 turn: request.tag.turn,
             })?;
@@ -115,5 +117,26 @@ impl Policy for ScriptedPolicy {
             exact_tokens: exact,
             endpoint: "scripted".into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_are_counted_per_role_under_its_one_spelling() {
+        let scripts: Scripts =
+            serde_json::from_str(r#"{"solver": [["a"], ["b", "c"]]}"#).expect("a scripts file");
+        let policy = ScriptedPolicy::new(scripts, None);
+        assert_eq!(policy.script_count(Role::Solver), 2);
+        assert_eq!(policy.script_count(Role::Injector), 0);
+        let err = PolicyError::NoScript {
+            role: Role::Injector,
+        };
+        assert_eq!(
+            err.to_string(),
+            "scripted policy: no script for role `injector`"
+        );
     }
 }

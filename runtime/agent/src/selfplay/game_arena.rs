@@ -14,6 +14,7 @@
 use super::arena::{Arena, ArenaError, BugSource, Judged, SolveOutcome, Verdict, World};
 use crate::tools::{SolverSubmission, Submission, Tools};
 use crate::wasm_tools::{RunEnvSandbox, SharedHost, WasmTools};
+use ssr_game::artifact::MAX_PATCH_BYTES;
 use ssr_game::bug_store::{self, BugMeta};
 use ssr_game::higher_order::HigherOrderPool;
 use ssr_game::inject::{self, InjectConfig, Strategy};
@@ -30,9 +31,6 @@ use std::time::Instant;
 /// The directory, relative to the workspace, where the injector writes its artifact
 /// (the prompt says so, and the `submit` tool checks it unless told another one).
 pub const ARTIFACT_DIR: &str = "ssr_artifact";
-/// Largest solver patch taken from a workspace, as a submitted file or as the
-/// workspace's diff (one limit for both ways of answering).
-const MAX_PATCH_BYTES: u64 = 16 << 20;
 
 /// Points the injector's `submit` tool at [`ARTIFACT_DIR`] unless the operator's policy
 /// names another directory (the tool's `artifact_dir` setting).
@@ -342,7 +340,10 @@ fn read_patch_file(path: &Path, shown: &str) -> Result<Vec<u8>, String> {
         Ok(m) if m.file_type().is_file() && m.len() <= MAX_PATCH_BYTES => {
             std::fs::read(path).map_err(|e| format!("{shown}: {e}"))
         }
-        Ok(m) if m.file_type().is_file() => Err(format!("{shown} is larger than 16 MiB")),
+        Ok(m) if m.file_type().is_file() => Err(format!(
+            "{shown} is larger than {} MiB",
+            MAX_PATCH_BYTES >> 20
+        )),
         Ok(_) => Err(format!("{shown} is not a regular file")),
         Err(e) => Err(format!("{shown}: {e}")),
     }
@@ -574,15 +575,10 @@ impl Arena for GameArena {
         let bug = match made {
             Ok(bug) => bug,
             Err(rejection) => {
-                // The rejection's code is its serde tag, the spelling its JSON has.
-                let code = serde_json::to_value(&rejection)
-                    .ok()
-                    .and_then(|v| v["kind"].as_str().map(str::to_string))
-                    .unwrap_or_else(|| "higher_order".into());
                 return Ok(Judged::rejected(Verdict::rejected(
                     bug_id,
                     BugSource::HigherOrder,
-                    &format!("higher_order_{code}"),
+                    &format!("higher_order_{}", rejection.code()),
                     rejection.to_string(),
                 )));
             }

@@ -8,6 +8,7 @@
 
 use super::{TrainReport, TrainStep};
 use crate::rundir::SftReport;
+use crate::trajectory::TrajectoryMeta;
 use sha2::{Digest, Sha256};
 use ssr_trainer::DeviceError;
 use ssr_trainer::infer::{Engine, EngineError};
@@ -186,7 +187,7 @@ impl TrainStep for EngineTrainer {
         // unknown cannot train; the session refuses a batch with no trainable token.
         let usable: Vec<Trajectory> = trajectories
             .iter()
-            .filter(|t| t.metadata["logprobs_known"] != false && t.loss_mask.contains(&1))
+            .filter(|t| t.logprobs_known() && t.loss_mask.contains(&1))
             .cloned()
             .collect();
         if usable.is_empty() {

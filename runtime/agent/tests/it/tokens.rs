@@ -6,7 +6,7 @@ use ssr_agent::chat::{ChatMl, Message, Role, TextCodec, encode_pieces};
 use ssr_agent::policy::embedded::TrainerCodec;
 use ssr_agent::policy::scripted::{ScriptTurn, ScriptedPolicy, Scripts};
 use ssr_agent::shutdown::Shutdown;
-use ssr_agent::trajectory::to_trajectory;
+use ssr_agent::trajectory::{TrajectoryMeta, to_trajectory};
 use ssr_agent::{Budgets, EpisodeSpec, Sampling, ToolCallSyntax, run_episode};
 use ssr_trainer::gguf::GgufFile;
 use ssr_trainer::tokenizer::{self, ChatOptions, Tokenizer};
@@ -143,5 +143,6 @@ async fn a_scripted_episode_trajectory_reproduces_its_transcript() {
     let turns: String = t.turns.iter().map(|r| r.text.as_str()).collect();
     assert_eq!(codec.decode(&sampled), turns);
     assert_eq!(traj.metadata["logprobs_known"], false);
+    assert!(!traj.logprobs_known());
     assert_eq!(traj.metadata["round"], 0);
 }

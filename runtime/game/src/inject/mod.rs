@@ -171,7 +171,8 @@ fn short_hash(text: &str) -> String {
     hex::encode(h.finalize())[..10].to_string()
 }
 
-/// Runs the procedural injector on `repo`.
+/// Runs the procedural injector on `repo`: the oracle from the original run (steps 1
+/// and 2), the candidates in order (3), then each tried until enough are valid (4).
 pub fn inject(
     sandbox: &dyn Sandbox,
     repo: &Path,
@@ -180,137 +181,216 @@ pub fn inject(
 ) -> Result<InjectionRun, InjectError> {
     let framework = Framework::detect(repo)
         .ok_or_else(|| InjectError::NoFramework(repo.display().to_string()))?;
-    let all_test_files = framework.test_files(repo);
-    let parser = framework.test_parser().to_string();
-    let vcfg = &cfg.verify;
-
-    // 2. The original run; drop test files that have failing tests.
-    let base = WorkspaceBase::new(repo, vcfg)
+    let base = WorkspaceBase::new(repo, &cfg.verify)
         .map_err(|e| InjectError::Original(RunFailure::Setup(e.to_string())))?;
-    let ws = base
-        .fresh()
-        .map_err(|e| InjectError::Original(RunFailure::Setup(e.to_string())))?;
-    let script = framework.test_script(repo, &all_test_files);
-    let run = run_tests(
-        sandbox,
-        vcfg,
-        ws.path(),
-        Harness {
-            test_script: &script,
-            test_parser: &parser,
-        },
-    )
-    .map_err(InjectError::Original)?;
-    drop(ws);
-    let failing_files: BTreeSet<String> = run
-        .claimed
-        .iter()
-        .filter(|(_, v)| *v != "passed")
-        .filter_map(|(id, _)| weaken::locate(framework, id).map(|l| l.file))
-        .collect();
-    let mut test_files: Vec<String> = all_test_files
-        .iter()
-        .filter(|f| !failing_files.contains(*f))
-        .cloned()
-        .collect();
-    let mut script = script;
-    if test_files.len() != all_test_files.len() {
-        script = framework.test_script(repo, &test_files);
-    }
-    let passing: Vec<String> = run
-        .claimed
-        .iter()
-        .filter(|(id, v)| {
-            *v == "passed"
-                && weaken::locate(framework, id).is_none_or(|l| !failing_files.contains(&l.file))
-        })
-        .map(|(id, _)| id.clone())
-        .collect();
-    if passing.is_empty() {
-        return Err(InjectError::NothingPasses {
-            exit: run.script_exit,
-            parsed: run.claimed.len(),
-            log_tail: run.log_tail.clone(),
-        });
-    }
-    if framework == Framework::Cargo {
-        // With cargo the whole crate is one run; keep every test file as oracle.
-        test_files = all_test_files.clone();
-    }
-    let test_contents: BTreeMap<String, String> = test_files
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(repo.join(f))
-                .map(|t| (f.clone(), t))
-                .map_err(|source| InjectError::Io {
-                    path: f.clone(),
-                    source,
-                })
-        })
-        .collect::<Result<_, _>>()?;
-
-    // 3. Candidates.
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut candidates = match cfg.strategy {
-        Strategy::History => {
-            let mut fixes = Vec::new();
-            let mut others = Vec::new();
-            for c in history::commits(repo)? {
-                let short = &c.id[..c.id.len().min(10)];
-                for (k, d) in history::revert_diffs(repo, framework, &c)?
-                    .into_iter()
-                    .enumerate()
-                {
-                    let what = if k == 0 {
-                        "revert".to_string()
-                    } else {
-                        format!("partial revert #{k} of")
-                    };
-                    let cand = Candidate {
-                        description: format!("{what} {short} \"{}\"", c.subject),
-                        bug: CandidateBug::Diff(d),
-                    };
-                    if c.is_fix() {
-                        fixes.push(cand)
-                    } else {
-                        others.push(cand)
-                    }
-                }
-            }
-            fixes.shuffle(&mut rng);
-            others.shuffle(&mut rng);
-            fixes.extend(others);
-            fixes
-        }
-        Strategy::Removal => {
-            let mut out = Vec::new();
-            for f in scripts::repo_files(repo)
-                .into_iter()
-                .filter(|f| framework.is_code_file(f))
-            {
-                let Ok(text) = std::fs::read_to_string(repo.join(&f)) else {
-                    continue;
-                };
-                for site in removal::sites(framework, &f, &text) {
-                    out.push(Candidate {
-                        description: format!("stub {}::{}", site.file, site.function),
-                        bug: CandidateBug::Change((site.file, Some(site.stubbed))),
-                    });
-                }
-            }
-            out.shuffle(&mut rng);
-            out
-        }
-    };
+    let oracle = Oracle::from_original(sandbox, &base, repo, framework, &cfg.verify)?;
+    let mut candidates = candidates(repo, framework, cfg)?;
     let total = candidates.len();
     candidates.truncate(cfg.max_candidates);
     on_event(InjectEvent::Candidates {
         total,
         to_try: candidates.len(),
     });
+    let (tried, bugs) = try_candidates(sandbox, &base, &oracle, candidates, cfg, on_event);
+    Ok(InjectionRun {
+        framework,
+        strategy: cfg.strategy,
+        seed: cfg.seed,
+        original_tests: oracle.passing.len(),
+        test_files: oracle.test_files,
+        candidates_total: total,
+        tried,
+        bugs,
+    })
+}
 
-    // 4. Try them.
-    let verifier = Verifier::new(sandbox, vcfg.clone());
+/// What every candidate of a run is tried and verified with, fixed by the original
+/// run: the harness, the oracle files and their text, and the tests that pass.
+struct Oracle {
+    framework: Framework,
+    script: String,
+    parser: String,
+    /// Oracle test files used by the harness.
+    test_files: Vec<String>,
+    /// The original text of each oracle file (the weakening deletes tests from it).
+    test_contents: BTreeMap<String, String>,
+    /// Tests passing on the original, outside the test files left out.
+    passing: Vec<String>,
+}
+
+impl Oracle {
+    /// Steps 1 and 2: the harness for `framework`, and the original run; test files
+    /// with a failing test are left out of the harness (the verifier demands that
+    /// every selected test passes).
+    fn from_original(
+        sandbox: &dyn Sandbox,
+        base: &WorkspaceBase,
+        repo: &Path,
+        framework: Framework,
+        vcfg: &VerifyConfig,
+    ) -> Result<Oracle, InjectError> {
+        let all_test_files = framework.test_files(repo);
+        let parser = framework.test_parser().to_string();
+        let ws = base
+            .fresh()
+            .map_err(|e| InjectError::Original(RunFailure::Setup(e.to_string())))?;
+        let script = framework.test_script(repo, &all_test_files);
+        let run = run_tests(
+            sandbox,
+            vcfg,
+            ws.path(),
+            Harness {
+                test_script: &script,
+                test_parser: &parser,
+            },
+        )
+        .map_err(InjectError::Original)?;
+        drop(ws);
+        let failing_files: BTreeSet<String> = run
+            .claimed
+            .iter()
+            .filter(|(_, v)| *v != "passed")
+            .filter_map(|(id, _)| weaken::locate(framework, id).map(|l| l.file))
+            .collect();
+        let mut test_files: Vec<String> = all_test_files
+            .iter()
+            .filter(|f| !failing_files.contains(*f))
+            .cloned()
+            .collect();
+        let mut script = script;
+        if test_files.len() != all_test_files.len() {
+            script = framework.test_script(repo, &test_files);
+        }
+        let passing: Vec<String> = run
+            .claimed
+            .iter()
+            .filter(|(id, v)| {
+                *v == "passed"
+                    && weaken::locate(framework, id)
+                        .is_none_or(|l| !failing_files.contains(&l.file))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        if passing.is_empty() {
+            return Err(InjectError::NothingPasses {
+                exit: run.script_exit,
+                parsed: run.claimed.len(),
+                log_tail: run.log_tail.clone(),
+            });
+        }
+        if framework == Framework::Cargo {
+            // With cargo the whole crate is one run; keep every test file as oracle.
+            test_files = all_test_files.clone();
+        }
+        let test_contents: BTreeMap<String, String> = test_files
+            .iter()
+            .map(|f| {
+                std::fs::read_to_string(repo.join(f))
+                    .map(|t| (f.clone(), t))
+                    .map_err(|source| InjectError::Io {
+                        path: f.clone(),
+                        source,
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Oracle {
+            framework,
+            script,
+            parser,
+            test_files,
+            test_contents,
+            passing,
+        })
+    }
+}
+
+/// Step 3: every candidate of the strategy, in the order they are tried (seeded by
+/// `cfg.seed`).
+fn candidates(
+    repo: &Path,
+    framework: Framework,
+    cfg: &InjectConfig,
+) -> Result<Vec<Candidate>, InjectError> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
+    Ok(match cfg.strategy {
+        Strategy::History => history_candidates(repo, framework, &mut rng)?,
+        Strategy::Removal => removal_candidates(repo, framework, &mut rng),
+    })
+}
+
+/// Every code hunk of every past commit reverted (whole, then one hunk at a time),
+/// fix and bug commits first, each group shuffled.
+fn history_candidates(
+    repo: &Path,
+    framework: Framework,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Result<Vec<Candidate>, InjectError> {
+    let mut fixes = Vec::new();
+    let mut others = Vec::new();
+    for c in history::commits(repo)? {
+        let short = &c.id[..c.id.len().min(10)];
+        for (k, d) in history::revert_diffs(repo, framework, &c)?
+            .into_iter()
+            .enumerate()
+        {
+            let what = if k == 0 {
+                "revert".to_string()
+            } else {
+                format!("partial revert #{k} of")
+            };
+            let cand = Candidate {
+                description: format!("{what} {short} \"{}\"", c.subject),
+                bug: CandidateBug::Diff(d),
+            };
+            if c.is_fix() {
+                fixes.push(cand)
+            } else {
+                others.push(cand)
+            }
+        }
+    }
+    fixes.shuffle(rng);
+    others.shuffle(rng);
+    fixes.extend(others);
+    Ok(fixes)
+}
+
+/// Every function of the repository's code files with its body stubbed, shuffled.
+fn removal_candidates(
+    repo: &Path,
+    framework: Framework,
+    rng: &mut rand_chacha::ChaCha8Rng,
+) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for f in scripts::repo_files(repo)
+        .into_iter()
+        .filter(|f| framework.is_code_file(f))
+    {
+        let Ok(text) = std::fs::read_to_string(repo.join(&f)) else {
+            continue;
+        };
+        for site in removal::sites(framework, &f, &text) {
+            out.push(Candidate {
+                description: format!("stub {}::{}", site.file, site.function),
+                bug: CandidateBug::Change((site.file, Some(site.stubbed))),
+            });
+        }
+    }
+    out.shuffle(rng);
+    out
+}
+
+/// Step 4: tries the candidates in order until `cfg.count` are valid, reporting each.
+/// Returns what happened to each candidate tried, and the valid bugs.
+fn try_candidates(
+    sandbox: &dyn Sandbox,
+    base: &WorkspaceBase,
+    oracle: &Oracle,
+    candidates: Vec<Candidate>,
+    cfg: &InjectConfig,
+    on_event: &mut dyn FnMut(InjectEvent),
+) -> (Vec<CandidateResult>, Vec<InjectedBug>) {
+    let verifier = Verifier::new(sandbox, cfg.verify.clone());
     let mut tried = Vec::new();
     let mut bugs: Vec<InjectedBug> = Vec::new();
     let mut seen = BTreeSet::new();
@@ -318,20 +398,7 @@ pub fn inject(
         if bugs.len() >= cfg.count {
             break;
         }
-        let outcome = try_candidate(
-            sandbox,
-            &verifier,
-            &base,
-            framework,
-            &cand,
-            &script,
-            &parser,
-            &test_files,
-            &test_contents,
-            &passing,
-            &mut seen,
-        );
-        let result = match outcome {
+        let result = match try_candidate(sandbox, &verifier, base, oracle, &cand, &mut seen) {
             Ok((artifact, report)) => {
                 let id = format!(
                     "{}-{}",
@@ -366,30 +433,18 @@ pub fn inject(
         });
         tried.push(result);
     }
-    Ok(InjectionRun {
-        framework,
-        strategy: cfg.strategy,
-        seed: cfg.seed,
-        test_files,
-        original_tests: passing.len(),
-        candidates_total: total,
-        tried,
-        bugs,
-    })
+    (tried, bugs)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One candidate: applied in a fresh workspace and run; the broken tests deleted from
+/// the oracle files (the weakening); the artifact verified. `Err` says why it is no
+/// bug.
 fn try_candidate(
     sandbox: &dyn Sandbox,
     verifier: &Verifier<'_>,
     base: &WorkspaceBase,
-    framework: Framework,
+    oracle: &Oracle,
     cand: &Candidate,
-    script: &str,
-    parser: &str,
-    test_files: &[String],
-    test_contents: &BTreeMap<String, String>,
-    passing: &[String],
     seen: &mut BTreeSet<String>,
 ) -> Result<(Artifact, VerificationReport), String> {
     let cfg = verifier.config();
@@ -410,12 +465,13 @@ fn try_candidate(
         cfg,
         ws.path(),
         Harness {
-            test_script: script,
-            test_parser: parser,
+            test_script: &oracle.script,
+            test_parser: &oracle.parser,
         },
     )
     .map_err(|e| format!("test run failed: {e}"))?;
     drop(ws);
+    let passing = &oracle.passing;
     let broken: Vec<String> = passing
         .iter()
         .filter(|id| !run.passed(id))
@@ -427,7 +483,8 @@ fn try_candidate(
     if broken.len() == passing.len() {
         return Err("breaks every test (build or import error)".into());
     }
-    let (changed, _missing) = weaken::delete_tests(framework, test_contents, &broken);
+    let (changed, _missing) =
+        weaken::delete_tests(oracle.framework, &oracle.test_contents, &broken);
     if changed.is_empty() {
         return Err(format!(
             "none of the {} broken tests could be located in the oracle files",
@@ -438,9 +495,9 @@ fn try_candidate(
     let weak = patch_ops::diff_of_changes(repo, &changes)
         .map_err(|e| format!("writing the weakening: {e}"))?;
     let artifact = Artifact {
-        test_script: script.to_string(),
-        test_files: test_files.to_vec(),
-        test_parser: parser.to_string(),
+        test_script: oracle.script.clone(),
+        test_files: oracle.test_files.clone(),
+        test_parser: oracle.parser.clone(),
         bug_inject: bug,
         test_weaken: weak,
     };

@@ -1,66 +1,156 @@
-//! Checks 2 to 7 judged on the runs, in order, and the cross-check of every run
-//! against the trusted parsers.
+//! The seven checks of `SSR_SPEC.md` section 3 in order, one function each, judged
+//! on the runs, and the cross-check of every run against the trusted parsers.
 //!
-//! Does not own: check 1 (`files`), or running the states (`runner`).
+//! [`Verifier::checks`] is the order: check 1 (`files`, plus the scan of the bug for
+//! runner tampering), the original runs, checks 2 and 3 on them, check 4, the runs of
+//! checks 5 to 7 (all at once), then checks 5, 6 and 7 on their results. Each check
+//! takes what the earlier ones established (`P`, then `F`) and returns what the later
+//! ones need; the first rejection ends the verification.
+//!
+//! Does not own: the file checks of check 1 (`files`), or running the states
+//! (`runner`).
 
 use super::runner::RepoState;
 use super::{Rejection, Verifier, list, reject};
 use crate::artifact::Artifact;
-use crate::report::{Check, Phase, RejectCode, VerificationReport};
+use crate::report::{Check, CheckResult, Phase, RejectCode, VerificationReport};
 use crate::testrun::{RunFailure, TestRun};
 use crate::trusted;
 use crate::workspace::WorkspaceBase;
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+/// The report being filled, and when the previous check ended: a passed check's time
+/// is the time since then (runs included), so the times add up to the wall time.
+struct Judging<'r> {
+    report: &'r mut VerificationReport,
+    since: Instant,
+}
+
+impl Judging<'_> {
+    fn pass(&mut self, check: Check, reason: String) {
+        self.report.checks.push(CheckResult {
+            check,
+            passed: true,
+            code: None,
+            reason,
+            ms: self.since.elapsed().as_millis() as u64,
+        });
+        self.since = Instant::now();
+    }
+}
+
+/// The results of some runs, in the order of their states; the runs' records go to
+/// the report.
+type RunResults = Vec<Result<TestRun, RunFailure>>;
+
 impl Verifier<'_> {
+    /// Checks 1 to 7 in order. On success the report holds every check passed, every
+    /// run, the scan's notes, the log format, `FAIL_TO_PASS = F` and
+    /// `PASS_TO_PASS = P \ F`.
     pub(super) fn checks(
         &self,
         base: &WorkspaceBase,
         artifact: &Artifact,
         report: &mut VerificationReport,
     ) -> Result<(), Rejection> {
-        let cfg = &self.cfg;
-        let mut since = Instant::now();
-
-        // 1. Files, and the scan of the bug for runner tampering.
+        let mut j = Judging {
+            report,
+            since: Instant::now(),
+        };
         let bug_files = self.check_files(base, artifact)?;
-        report.notes = crate::scan::scan_patch(&artifact.bug_inject)
+        self.check_bug_scan(artifact, &bug_files, &mut j)?;
+        // 2 and 3 judge the same runs (run together when parallel).
+        let states: Vec<(RepoState, String)> = (0..self.cfg.original_runs.max(1))
+            .map(|i| (RepoState::Original, format!("original#{}", i + 1)))
+            .collect();
+        let originals = self.run_states(base, artifact, &states, Phase::Original, &mut j);
+        let first = self.check_parser(&originals, &mut j)?;
+        let p = self.check_original_passes(first, &originals, &mut j)?;
+        self.check_scope(&bug_files, &mut j)?;
+        // 5, 6, 7: all runs at once, judged in order.
+        let mut states = vec![
+            (RepoState::Bug, RepoState::Bug.label()),
+            (RepoState::BugWeakened, RepoState::BugWeakened.label()),
+        ];
+        for f in &bug_files {
+            let s = RepoState::BugRestored(f.clone());
+            states.push((s.clone(), s.label()));
+        }
+        let mut mutated = self
+            .run_states(base, artifact, &states, Phase::Mutated, &mut j)
+            .into_iter();
+        let f = self.check_bug_breaks_tests(mutated.next().expect("bug run"), &p, &mut j)?;
+        self.check_weakening_hides(mutated.next().expect("weaken run"), &f, &p, &mut j)?;
+        self.check_inverse_mutation(&bug_files, mutated, &f, &p, &mut j)?;
+
+        let fs: BTreeSet<&String> = f.iter().collect();
+        j.report.pass_to_pass = p.iter().filter(|id| !fs.contains(id)).cloned().collect();
+        j.report.fail_to_pass = f;
+        Ok(())
+    }
+
+    /// Runs `states`, records the runs in the report and returns their results.
+    fn run_states(
+        &self,
+        base: &WorkspaceBase,
+        artifact: &Artifact,
+        states: &[(RepoState, String)],
+        phase: Phase,
+        j: &mut Judging<'_>,
+    ) -> RunResults {
+        let runs = self.run_many(base, artifact, states, phase);
+        let mut results = Vec::new();
+        for (rec, r) in runs {
+            j.report.runs.push(rec);
+            results.push(r);
+        }
+        results
+    }
+
+    /// The rest of check 1, once the files check passed: the scan of the bug for
+    /// runner tampering, its findings noted (and rejecting, when so configured).
+    fn check_bug_scan(
+        &self,
+        artifact: &Artifact,
+        bug_files: &[String],
+        j: &mut Judging<'_>,
+    ) -> Result<(), Rejection> {
+        j.report.notes = crate::scan::scan_patch(&artifact.bug_inject)
             .iter()
             .map(|f| f.note())
             .collect();
-        if cfg.reject_tampering_findings && !report.notes.is_empty() {
+        if self.cfg.reject_tampering_findings && !j.report.notes.is_empty() {
             return Err(reject(
                 Check::Files,
                 RejectCode::Tampered,
                 format!(
                     "the bug tampers with the test runner: {}",
-                    list(&report.notes, 5)
+                    list(&j.report.notes, 5)
                 ),
             ));
         }
-        Self::pass(
-            report,
+        j.pass(
             Check::Files,
             format!(
                 "{} oracle files exist; the bug touches {} code files; both diffs apply",
                 artifact.test_files.len(),
                 bug_files.len()
             ),
-            &mut since,
         );
+        Ok(())
+    }
 
-        // 2 and 3. Original runs (run together when parallel).
-        let states: Vec<(RepoState, String)> = (0..cfg.original_runs.max(1))
-            .map(|i| (RepoState::Original, format!("original#{}", i + 1)))
-            .collect();
-        let runs = self.run_many(base, artifact, &states, Phase::Original);
-        let mut results = Vec::new();
-        for (rec, r) in runs {
-            report.runs.push(rec);
-            results.push(r);
-        }
-        let first = match &results[0] {
+    /// Check 2 on the first original run: it succeeded in time, and its parser
+    /// reported tests, only `passed` or `failed`, agreeing with the trusted parser.
+    /// Returns that run.
+    fn check_parser<'o>(
+        &self,
+        originals: &'o RunResults,
+        j: &mut Judging<'_>,
+    ) -> Result<&'o TestRun, Rejection> {
+        let cfg = &self.cfg;
+        let first = match &originals[0] {
             Ok(r) => r,
             Err(e) => return Err(run_failure_on_original(e)),
         };
@@ -95,23 +185,32 @@ impl Verifier<'_> {
                 format!("statuses other than passed/failed: {}", list(&bad, 5)),
             ));
         }
-        report.log_format = first.trusted.as_ref().map(|t| t.format);
+        j.report.log_format = first.trusted.as_ref().map(|t| t.format);
         self.cross_check(Check::Parser, "original", first, &[])?;
-        Self::pass(
-            report,
+        let agreement = match j.report.log_format {
+            Some(f) => format!(", in agreement with the trusted {} parser", f.name()),
+            None => ", log format not recognised by a trusted parser".into(),
+        };
+        j.pass(
             Check::Parser,
             format!(
-                "the parser reported {} tests{}",
-                first.claimed.len(),
-                match report.log_format {
-                    Some(f) => format!(", in agreement with the trusted {} parser", f.name()),
-                    None => ", log format not recognised by a trusted parser".into(),
-                }
+                "the parser reported {} tests{agreement}",
+                first.claimed.len()
             ),
-            &mut since,
         );
+        Ok(first)
+    }
 
-        // 3. Original passes, enough tests, not flaky.
+    /// Check 3: on the original every test passes (when required), at least
+    /// `min_passing_tests` do, and every other original run agrees with the first.
+    /// Returns `P`, the tests passing on the original.
+    fn check_original_passes(
+        &self,
+        first: &TestRun,
+        originals: &RunResults,
+        j: &mut Judging<'_>,
+    ) -> Result<Vec<String>, Rejection> {
+        let cfg = &self.cfg;
         let failing: Vec<String> = first
             .claimed
             .iter()
@@ -146,91 +245,90 @@ impl Verifier<'_> {
                 ),
             ));
         }
-        for (i, other) in results.iter().enumerate().skip(1) {
-            let other = match other {
-                Ok(r) => r,
-                Err(e) => {
-                    return Err(reject(
-                        Check::OriginalPasses,
-                        RejectCode::Flaky,
-                        format!("original run #{} failed where run #1 succeeded: {e}", i + 1),
-                    ));
-                }
-            };
-            let ids: BTreeSet<&String> = first.claimed.keys().chain(other.claimed.keys()).collect();
-            let differ: Vec<String> = ids
-                .into_iter()
-                .filter(|id| first.claimed.get(*id) != other.claimed.get(*id))
-                .cloned()
-                .collect();
-            if !differ.is_empty() {
-                return Err(reject(
-                    Check::OriginalPasses,
-                    RejectCode::Flaky,
-                    format!(
-                        "{} tests changed status between original runs #1 and #{}: {}",
-                        differ.len(),
-                        i + 1,
-                        list(&differ, 5)
-                    ),
-                ));
-            }
-            self.cross_check(Check::OriginalPasses, "original (second run)", other, &[])?;
+        for (i, other) in originals.iter().enumerate().skip(1) {
+            self.check_same_as_first(first, i, other)?;
         }
-        Self::pass(
-            report,
+        j.pass(
             Check::OriginalPasses,
             format!(
                 "{} tests pass on the original code in {} identical runs",
                 p.len(),
-                results.len()
+                originals.len()
             ),
-            &mut since,
         );
+        Ok(p)
+    }
 
-        // 4. Scope.
-        if bug_files.len() < cfg.min_changed_files {
+    /// Part of check 3: original run `i` (from 0) succeeded, gave every test the
+    /// status the first run gave it, and agrees with the trusted parser.
+    fn check_same_as_first(
+        &self,
+        first: &TestRun,
+        i: usize,
+        other: &Result<TestRun, RunFailure>,
+    ) -> Result<(), Rejection> {
+        let other = match other {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(reject(
+                    Check::OriginalPasses,
+                    RejectCode::Flaky,
+                    format!("original run #{} failed where run #1 succeeded: {e}", i + 1),
+                ));
+            }
+        };
+        let ids: BTreeSet<&String> = first.claimed.keys().chain(other.claimed.keys()).collect();
+        let differ: Vec<String> = ids
+            .into_iter()
+            .filter(|id| first.claimed.get(*id) != other.claimed.get(*id))
+            .cloned()
+            .collect();
+        if !differ.is_empty() {
+            return Err(reject(
+                Check::OriginalPasses,
+                RejectCode::Flaky,
+                format!(
+                    "{} tests changed status between original runs #1 and #{}: {}",
+                    differ.len(),
+                    i + 1,
+                    list(&differ, 5)
+                ),
+            ));
+        }
+        self.cross_check(Check::OriginalPasses, "original (second run)", other, &[])
+    }
+
+    /// Check 4: the bug changes at least `min_changed_files` code files.
+    fn check_scope(&self, bug_files: &[String], j: &mut Judging<'_>) -> Result<(), Rejection> {
+        if bug_files.len() < self.cfg.min_changed_files {
             return Err(reject(
                 Check::Scope,
                 RejectCode::TooFewChangedFiles,
                 format!(
                     "the bug changes {} code files, fewer than {}",
                     bug_files.len(),
-                    cfg.min_changed_files
+                    self.cfg.min_changed_files
                 ),
             ));
         }
-        Self::pass(
-            report,
+        j.pass(
             Check::Scope,
             format!("the bug changes {} code files", bug_files.len()),
-            &mut since,
         );
+        Ok(())
+    }
 
-        // 5, 6, 7: all runs at once, judged in order.
-        let mut states = vec![
-            (RepoState::Bug, RepoState::Bug.label()),
-            (RepoState::BugWeakened, RepoState::BugWeakened.label()),
-        ];
-        for f in &bug_files {
-            let s = RepoState::BugRestored(f.clone());
-            states.push((s.clone(), s.label()));
-        }
-        let runs = self.run_many(base, artifact, &states, Phase::Mutated);
-        let mut results = Vec::new();
-        for (rec, r) in runs {
-            report.runs.push(rec);
-            results.push(r);
-        }
-        let mut results = results.into_iter();
-
-        // 5.
-        let bug = ok_run(
-            Check::BugBreaksTests,
-            "bug",
-            results.next().expect("bug run"),
-        )?;
-        self.cross_check(Check::BugBreaksTests, "bug", &bug, &p)?;
+    /// Check 5: with the bug, at least `min_failing_tests` tests of `P` fail or
+    /// vanish, and (when required) not all of them. Returns `F`, those tests.
+    fn check_bug_breaks_tests(
+        &self,
+        run: Result<TestRun, RunFailure>,
+        p: &[String],
+        j: &mut Judging<'_>,
+    ) -> Result<Vec<String>, Rejection> {
+        let cfg = &self.cfg;
+        let bug = ok_run(Check::BugBreaksTests, "bug", run)?;
+        self.cross_check(Check::BugBreaksTests, "bug", &bug, p)?;
         let f: Vec<String> = p.iter().filter(|id| !bug.passed(id)).cloned().collect();
         if f.len() < cfg.min_failing_tests {
             return Err(reject(
@@ -253,8 +351,7 @@ impl Verifier<'_> {
                 ),
             ));
         }
-        Self::pass(
-            report,
+        j.pass(
             Check::BugBreaksTests,
             format!(
                 "the bug breaks {} of {} tests: {}",
@@ -262,16 +359,21 @@ impl Verifier<'_> {
                 p.len(),
                 list(&f, 5)
             ),
-            &mut since,
         );
+        Ok(f)
+    }
 
-        // 6.
-        let weak = ok_run(
-            Check::WeakeningHides,
-            "bug+weaken",
-            results.next().expect("weaken run"),
-        )?;
-        self.cross_check(Check::WeakeningHides, "bug+weaken", &weak, &p)?;
+    /// Check 6: with the bug and the weakening, at least one test of `F` passes or is
+    /// gone.
+    fn check_weakening_hides(
+        &self,
+        run: Result<TestRun, RunFailure>,
+        f: &[String],
+        p: &[String],
+        j: &mut Judging<'_>,
+    ) -> Result<(), Rejection> {
+        let weak = ok_run(Check::WeakeningHides, "bug+weaken", run)?;
+        self.cross_check(Check::WeakeningHides, "bug+weaken", &weak, p)?;
         let hidden: Vec<String> = f
             .iter()
             .filter(|id| !weak.claimed.contains_key(*id) || weak.passed(id))
@@ -284,22 +386,31 @@ impl Verifier<'_> {
                 format!("with the weakening all {} broken tests still fail", f.len()),
             ));
         }
-        Self::pass(
-            report,
+        j.pass(
             Check::WeakeningHides,
             format!(
                 "the weakening hides {} of {} broken tests",
                 hidden.len(),
                 f.len()
             ),
-            &mut since,
         );
+        Ok(())
+    }
 
-        // 7.
-        for (file, r) in bug_files.iter().zip(results) {
+    /// Check 7: restoring any one changed file alone makes at least one test of `F`
+    /// pass again (no padding). `runs` are the restore runs, in `bug_files` order.
+    fn check_inverse_mutation(
+        &self,
+        bug_files: &[String],
+        runs: impl Iterator<Item = Result<TestRun, RunFailure>>,
+        f: &[String],
+        p: &[String],
+        j: &mut Judging<'_>,
+    ) -> Result<(), Rejection> {
+        for (file, r) in bug_files.iter().zip(runs) {
             let label = format!("restore:{file}");
             let run = ok_run(Check::InverseMutation, &label, r)?;
-            self.cross_check(Check::InverseMutation, &label, &run, &p)?;
+            self.cross_check(Check::InverseMutation, &label, &run, p)?;
             if !f.iter().any(|id| run.passed(id)) {
                 return Err(reject(
                     Check::InverseMutation,
@@ -310,19 +421,13 @@ impl Verifier<'_> {
                 ));
             }
         }
-        Self::pass(
-            report,
+        j.pass(
             Check::InverseMutation,
             format!(
                 "each of the {} changed files restores at least one broken test",
                 bug_files.len()
             ),
-            &mut since,
         );
-
-        let fs: BTreeSet<&String> = f.iter().collect();
-        report.fail_to_pass = f.clone();
-        report.pass_to_pass = p.iter().filter(|id| !fs.contains(id)).cloned().collect();
         Ok(())
     }
 

@@ -9,9 +9,10 @@
 //! checks are then judged in order on the results. Set `VerifyConfig::parallel` to
 //! false for the one-after-another baseline (`ssr bench verify` compares both).
 //!
-//! Files: `files` (check 1), `checks` (checks 2 to 7 judged on the runs, and the
-//! trusted-parser cross-check), `runner` (building each state's workspace and running
-//! states, concurrently or not); this file holds the [`Verifier`] and the report.
+//! Files: `files` (check 1's file checks), `checks` (the seven checks in order, one
+//! function each, judged on the runs, and the trusted-parser cross-check), `runner`
+//! (building each state's workspace and running states, concurrently or not); this
+//! file holds the [`Verifier`] and the report.
 //!
 //! Does not own: the test-run mechanics (`testrun`), patch text (`patch_ops`), or
 //! what happens to a valid bug next (`evaluate`, `episode`).
@@ -119,21 +120,5 @@ impl<'a> Verifier<'a> {
         }
         report.wall_ms = wall;
         report
-    }
-
-    pub(super) fn pass(
-        report: &mut VerificationReport,
-        check: Check,
-        reason: String,
-        since: &mut Instant,
-    ) {
-        report.checks.push(CheckResult {
-            check,
-            passed: true,
-            code: None,
-            reason,
-            ms: since.elapsed().as_millis() as u64,
-        });
-        *since = Instant::now();
     }
 }

@@ -87,6 +87,10 @@ pub struct TorchTrainReport {
 }
 
 /// Training and generation throughput at SmolLM2-135M shapes, next to PyTorch.
+// tidy: long-function: one benchmark script run top to bottom on the device: warm-up, timed
+// training steps per precision, generation, then the PyTorch baseline, each announced through
+// `progress`; the stages share the model shapes, the seeded inputs and the report being filled.
+// GPU code, measured only on real hardware, so it is not split without a device to rerun it.
 pub fn run_train_bench(
     gpu: &Gpu,
     opts: &TrainBenchOptions,
