@@ -46,8 +46,9 @@ pub enum WorkspaceError {
     },
     #[error("making a snapshot of the repository: {0}")]
     Snapshot(#[from] SnapshotError),
+    /// Boxed: a build cache's error is large, and every error holding this one grows.
     #[error("{0}")]
-    BuildCache(#[from] BuildCacheError),
+    BuildCache(Box<BuildCacheError>),
     #[error("stamping {path} as written by the run: {source}")]
     Stamp {
         path: PathBuf,
@@ -135,7 +136,12 @@ impl WorkspaceBase {
     /// the build cache when there is one.
     pub fn fresh(&self) -> Result<Workspace, WorkspaceError> {
         let snapshot = self.snapshots.snapshot()?;
-        let target = self.target.as_ref().map(TargetBase::layer).transpose()?;
+        let target = self
+            .target
+            .as_ref()
+            .map(TargetBase::layer)
+            .transpose()
+            .map_err(|e| WorkspaceError::BuildCache(Box::new(e)))?;
         if let Some(t) = &target {
             LAYERS
                 .lock()
