@@ -22,6 +22,11 @@ pub struct RunEnv {
     /// Bytes of test log kept per stream; the rest is dropped (and the run noted
     /// as truncated).
     pub output_bytes: usize,
+    /// A cargo project's prebuilt build caches (`build_cache`): every test run of that
+    /// repository builds on a private layer over the full one, solver episodes over
+    /// the dependency one. `None`: every run builds from nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_cache: Option<crate::build_cache::BuildCaches>,
 }
 
 impl Default for RunEnv {
@@ -38,6 +43,7 @@ impl Default for RunEnv {
             memory_bytes: Some(4 << 30),
             pids: Some(1024),
             output_bytes: 4 << 20,
+            build_cache: None,
         }
     }
 }
@@ -80,12 +86,38 @@ impl RunEnv {
 impl RunEnv {
     /// This environment plus, for a cargo project at `repo`, its crates.io dependencies
     /// vendored into the host cache and mounted read-only with the configuration that
-    /// makes cargo use them offline (`vendor`); unchanged for any other project.
+    /// makes cargo use them offline (`vendor`), and its build caches, prebuilt once in
+    /// the bubblewrap sandbox (`build_cache`); unchanged for any other project.
     pub fn with_cargo_deps(mut self, repo: &Path) -> Result<RunEnv, crate::vendor::VendorError> {
         if let Some(v) = crate::vendor::vendor_repo(repo, &crate::vendor::vendor_cache_dir())? {
             self.mounts.extend(v.mounts());
         }
+        self.build_cache = self.prebuilt_caches(repo);
         Ok(self)
+    }
+
+    /// The build caches of `repo` for runs in this environment. A cache only saves
+    /// time (every run builds what it lacks), so a cache that cannot be made is
+    /// reported and done without.
+    fn prebuilt_caches(&self, repo: &Path) -> Option<crate::build_cache::BuildCaches> {
+        if !repo.join("Cargo.toml").is_file() {
+            return None;
+        }
+        let made = ssr_sandbox::default_sandbox(ssr_sandbox::Environment::default())
+            .map_err(|e| e.to_string())
+            .and_then(|sandbox| {
+                crate::build_cache::prepare(
+                    sandbox.as_ref(),
+                    repo,
+                    self,
+                    &crate::build_cache::build_cache_dir(),
+                )
+                .map_err(|e| e.to_string())
+            });
+        made.unwrap_or_else(|e| {
+            eprintln!("ssr: no build cache for {}: {e}", repo.display());
+            None
+        })
     }
 }
 

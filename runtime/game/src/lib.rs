@@ -12,6 +12,7 @@
 
 pub mod artifact;
 pub mod bug_store;
+pub mod build_cache;
 pub mod config;
 pub mod corpus;
 pub mod doctor;

@@ -181,10 +181,20 @@ pub fn run_tests_protected(
     };
     let mut mounts = cfg.run_env.mounts.clone();
     mounts.push(mount);
+    // A cargo project's private layer over its build cache (`build_cache`).
+    let layer = crate::workspace::build_layer_mount(workspace);
+    mounts.extend(layer.clone());
     let spec = |script: String, limits| {
         let mut s = ExecSpec::new(Command::Script(script), workspace);
         s.mounts = mounts.clone();
         s.env = cfg.run_env.env.clone();
+        if layer.is_some() {
+            let (var, guest) = (
+                crate::build_cache::TARGET_VAR,
+                crate::build_cache::TARGET_GUEST,
+            );
+            s.env.insert(var.into(), guest.into());
+        }
         s.limits = limits;
         s
     };

@@ -289,7 +289,7 @@ fn write_config(config_dir: &Path) -> Result<(), VendorError> {
 fn generate_lockfile(repo: &Path) -> Result<String, VendorError> {
     let work = tempfile::tempdir().map_err(io(Path::new("/tmp")))?;
     let copy = work.path().join("manifests");
-    stub_tree(repo, &copy)?;
+    stub_tree(repo, &copy, StubFor::Host)?;
     let home = work.path().join("cargo-home");
     std::fs::create_dir_all(&home).map_err(io(&home))?;
     let mut cmd = Command::new("cargo");
@@ -339,10 +339,27 @@ fn generate_lockfile(repo: &Path) -> Result<String, VendorError> {
     std::fs::read_to_string(&lock).map_err(io(&lock))
 }
 
-/// Copies `src`'s `Cargo.toml` files to `dst` and stands an empty file in for each
-/// `.rs` file: the layout cargo reads targets from, without any code. Skips `.git`,
-/// `.cargo`, `target` and symbolic links.
-fn stub_tree(src: &Path, dst: &Path) -> Result<(), VendorError> {
+/// Who a manifests-only copy ([`stub_tree`]) is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StubFor {
+    /// `cargo generate-lockfile` on the host: nothing cargo could execute comes from
+    /// the repository (no `.cargo/`), and every `.rs` file is empty.
+    Host,
+    /// A build in the sandbox (`build_cache`'s dependency cache): `Cargo.lock` and
+    /// `.cargo/` are kept (a run reads them too, and they decide the dependency
+    /// units), and every `.rs` file is [`SANDBOX_STUB`], which does not compile, so
+    /// no unit of the repository's own packages is built, not even an empty one.
+    Sandbox,
+}
+
+/// The content of every `.rs` file of a [`StubFor::Sandbox`] copy.
+pub const SANDBOX_STUB: &str =
+    "compile_error!(\"ssr dependency cache: no code of the repository\");\n";
+
+/// Copies `src`'s `Cargo.toml` files to `dst` and stands a stub in for each `.rs` file:
+/// the layout cargo reads targets from, without any code (see [`StubFor`] for what
+/// else is kept). Skips `.git`, `target` and symbolic links.
+pub fn stub_tree(src: &Path, dst: &Path, whom: StubFor) -> Result<(), VendorError> {
     std::fs::create_dir_all(dst).map_err(io(dst))?;
     for entry in std::fs::read_dir(src).map_err(io(src))? {
         let entry = entry.map_err(io(src))?;
@@ -350,16 +367,43 @@ fn stub_tree(src: &Path, dst: &Path) -> Result<(), VendorError> {
         let ty = entry.file_type().map_err(io(&entry.path()))?;
         let to = dst.join(&name);
         if ty.is_dir() {
-            if [".git", ".cargo", "target"].iter().any(|s| name == *s) {
+            if name == ".git" || name == "target" {
                 continue;
             }
-            stub_tree(&entry.path(), &to)?;
+            if name == ".cargo" {
+                if whom == StubFor::Sandbox {
+                    copy_plain(&entry.path(), &to)?;
+                }
+                continue;
+            }
+            stub_tree(&entry.path(), &to, whom)?;
         } else if ty.is_file() {
-            if name == "Cargo.toml" {
+            let keep = name == "Cargo.toml" || (whom == StubFor::Sandbox && name == "Cargo.lock");
+            if keep {
                 std::fs::copy(entry.path(), &to).map_err(io(&to))?;
             } else if Path::new(&name).extension().is_some_and(|e| e == "rs") {
-                std::fs::write(&to, "").map_err(io(&to))?;
+                let stub = match whom {
+                    StubFor::Host => "",
+                    StubFor::Sandbox => SANDBOX_STUB,
+                };
+                std::fs::write(&to, stub).map_err(io(&to))?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// Copies the files and directories under `src` to `dst` (links skipped).
+fn copy_plain(src: &Path, dst: &Path) -> Result<(), VendorError> {
+    std::fs::create_dir_all(dst).map_err(io(dst))?;
+    for entry in std::fs::read_dir(src).map_err(io(src))? {
+        let entry = entry.map_err(io(src))?;
+        let ty = entry.file_type().map_err(io(&entry.path()))?;
+        let to = dst.join(entry.file_name());
+        if ty.is_dir() {
+            copy_plain(&entry.path(), &to)?;
+        } else if ty.is_file() {
+            std::fs::copy(entry.path(), &to).map_err(io(&to))?;
         }
     }
     Ok(())
@@ -455,7 +499,7 @@ checksum = "4a5f13b858c8d314ee3e8f639011f7ccefe71f97f96e50151fb991f267928e2c"
         std::fs::write(p.join("target/debug/x"), "bin").unwrap();
         let dst = tempfile::tempdir().unwrap();
         let d = dst.path().join("m");
-        stub_tree(p, &d).unwrap();
+        stub_tree(p, &d, StubFor::Host).unwrap();
         assert!(d.join("Cargo.toml").is_file());
         assert_eq!(std::fs::read_to_string(d.join("build.rs")).unwrap(), "");
         assert_eq!(
@@ -465,5 +509,26 @@ checksum = "4a5f13b858c8d314ee3e8f639011f7ccefe71f97f96e50151fb991f267928e2c"
         assert!(!d.join(".cargo").exists());
         assert!(!d.join("target").exists());
         assert!(!d.join("rust-toolchain.toml").exists());
+    }
+
+    #[test]
+    fn the_sandbox_stub_tree_keeps_lock_and_config_and_no_code() {
+        let src = tempfile::tempdir().unwrap();
+        let p = src.path();
+        std::fs::create_dir_all(p.join("src")).unwrap();
+        std::fs::create_dir_all(p.join(".cargo")).unwrap();
+        std::fs::write(p.join("Cargo.toml"), "[package]\nname = \"x\"\n").unwrap();
+        std::fs::write(p.join("Cargo.lock"), "version = 3\n").unwrap();
+        std::fs::write(p.join("src/lib.rs"), "pub fn secret() {}").unwrap();
+        std::fs::write(p.join(".cargo/config.toml"), "[build]\n").unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        let d = dst.path().join("m");
+        stub_tree(p, &d, StubFor::Sandbox).unwrap();
+        assert!(d.join("Cargo.lock").is_file());
+        assert!(d.join(".cargo/config.toml").is_file());
+        assert_eq!(
+            std::fs::read_to_string(d.join("src/lib.rs")).unwrap(),
+            SANDBOX_STUB
+        );
     }
 }

@@ -183,12 +183,19 @@ impl GameArena {
         oracle_files: Vec<String>,
         state_dir: PathBuf,
         cancel: &ssr_sandbox::Cancel,
+        target: Option<&ssr_game::build_cache::TargetLayer>,
     ) -> Result<Arc<dyn Tools>, ArenaError> {
         let env = &self.verify.run_env;
+        let (mut vars, mut mounts) = (env.env.clone(), env.mounts.clone());
+        if let Some(t) = target {
+            use ssr_game::build_cache::{TARGET_GUEST, TARGET_VAR};
+            mounts.push(t.mount());
+            vars.insert(TARGET_VAR.into(), TARGET_GUEST.into());
+        }
         let sandbox = RunEnvSandbox {
             inner: self.sandbox.clone(),
-            env: env.env.clone(),
-            mounts: env.mounts.clone(),
+            env: vars,
+            mounts,
             memory_bytes: env.memory_bytes,
             pids: env.pids,
             cancel: cancel.clone(),
@@ -410,7 +417,7 @@ impl Arena for GameArena {
         let ws = snapshot.path().to_path_buf();
         let cancel = ssr_sandbox::Cancel::default();
         let state = dir.path().join("state");
-        let tools = self.tools(&ws, Role::Injector, Vec::new(), state, &cancel)?;
+        let tools = self.tools(&ws, Role::Injector, Vec::new(), state, &cancel, None)?;
         Ok(World {
             workspace: ws,
             tools,
@@ -484,13 +491,38 @@ impl Arena for GameArena {
         let oracle = ep.read_only_paths.clone();
         let cancel = ssr_sandbox::Cancel::default();
         let state = dir.path().join("state");
-        let tools = self.tools(&ep.workspace, Role::Solver, oracle, state, &cancel)?;
+        // The solver's builds start from the dependency cache: dependency units only,
+        // never the crate's own (they would hand the solver the original code). A
+        // cache only saves time: one that cannot be layered is done without.
+        let target = match &self.verify.run_env.build_cache {
+            Some(c) => {
+                let (c, scratch) = (c.clone(), self.scratch.join("snapshots"));
+                blocking("layering the dependency cache", move || {
+                    c.solver_layer(&scratch)
+                })
+                .await?
+                .unwrap_or_else(|e| {
+                    eprintln!("ssr: the solver's build cache is not used: {e}");
+                    None
+                })
+            }
+            None => None,
+        };
+        let tools = self.tools(
+            &ep.workspace,
+            Role::Solver,
+            oracle,
+            state,
+            &cancel,
+            target.as_ref(),
+        )?;
         Ok((
             World {
                 workspace: ep.workspace,
                 tools,
                 cancel,
-                guard: Box::new(dir),
+                // The layer goes first (unmounted and removed), then the workspace.
+                guard: Box::new((target, dir)),
             },
             ep.task,
         ))

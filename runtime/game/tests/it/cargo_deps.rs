@@ -1,7 +1,10 @@
-//! Rust projects with crates.io dependencies in the offline sandbox (`vendor`), and the
-//! build cache that must never decide a verdict (`workspace`'s hidden `target/`).
+//! Rust projects with crates.io dependencies in the offline sandbox (`vendor`), the
+//! repository's own build cache that must never decide a verdict (`workspace`'s hidden
+//! `target/`), and ssr's prebuilt build caches (`build_cache`): a private layer per
+//! run, freshness by file times, and no original code in a solver's cache.
 //!
 //! Needs the network to crates.io once per cache (CI has the package registries).
+//! The build caches are keyed by content, so every test of the same crate shares one.
 
 use super::fixture::{self, test_config};
 use ssr_game::{Artifact, RunEnv, Verifier, VerifyConfig};
@@ -16,7 +19,14 @@ pub fn add(a: i64, b: i64) -> i64 {
 pub fn show(n: i64) -> String {
     itoa::Buffer::new().format(n).to_string()
 }
+
+pub fn origin() -> &'static str {
+    \"ssr-original-code-4f1d2e\"
+}
 ";
+
+/// A string only the crate's own code holds (in `LIB`): found in a build of it.
+const MARKER: &str = "ssr-original-code-4f1d2e";
 
 const TESTS: &str = "\
 use calc::*;
@@ -159,4 +169,212 @@ fn a_build_cache_newer_than_the_restored_file_decides_no_verdict() {
     set_times(&target, SystemTime::now() + Duration::from_secs(86_400));
     let r = Verifier::new(fixture::sandbox(), cfg).verify(repo.path(), &a);
     assert!(r.valid, "{}", r.summary());
+}
+
+/// Whether any file under `dir` holds `needle`.
+fn tree_holds(dir: &Path, needle: &[u8]) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let ty = e.file_type().unwrap();
+            if ty.is_dir() {
+                stack.push(e.path());
+            } else if ty.is_file() {
+                let bytes = std::fs::read(e.path()).unwrap();
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Names of the files in `dir`.
+fn names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Regression (issue 16, build caches): a one-file bug over ssr's prebuilt cache, the
+/// repository's files a day older than the cache. Check 7 restores the one file: the
+/// state is the original again, every file as old as the original, so cargo takes the
+/// cache's units. Right only because each run has its own layer over a cache of the
+/// original (with one shared target, check 5's build of the bug would be newer and
+/// reused), and because the files check 5 patches are stamped newer than the cache.
+/// The same cache with times ahead of the clock, where every file a run writes looks
+/// older than it, is not used at all, and the verdict is the same.
+#[test]
+fn a_one_file_bug_whose_restore_leaves_files_older_than_the_cache_gets_the_right_verdict() {
+    let (repo, a) = crate_repo();
+    set_times(repo.path(), SystemTime::now() - Duration::from_secs(86_400));
+    let scratch = tempfile::tempdir().unwrap();
+    let cfg = config(repo.path(), scratch.path());
+    let caches = cfg
+        .run_env
+        .build_cache
+        .clone()
+        .expect("a cargo project has caches");
+    assert!(caches.full.join("debug/deps").is_dir(), "{caches:?}");
+
+    let base = ssr_game::workspace::WorkspaceBase::new(repo.path(), &cfg).unwrap();
+    assert!(base.has_build_cache());
+    let (one, two) = (base.fresh().unwrap(), base.fresh().unwrap());
+    let (l1, l2) = (one.build_layer().unwrap(), two.build_layer().unwrap());
+    assert_ne!(l1.path(), l2.path());
+    std::fs::write(l1.path().join("written-by-one"), "x").unwrap();
+    assert!(!l2.path().join("written-by-one").exists());
+    assert!(!caches.full.join("written-by-one").exists());
+    // A patched file is newer than every file of the cache.
+    one.apply("bug_inject.diff", &a.bug_inject).unwrap();
+    let patched = one
+        .path()
+        .join("src/lib.rs")
+        .metadata()
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert!(
+        patched > newest(&caches.full),
+        "the patched file is older than the cache"
+    );
+    drop((one, two, base));
+
+    let r = Verifier::new(fixture::sandbox(), cfg.clone()).verify(repo.path(), &a);
+    assert!(r.valid, "{}", r.summary());
+
+    // A copy of the cache with times a day ahead of the clock.
+    let ahead = tempfile::tempdir().unwrap();
+    let copy = ahead.path().join("target");
+    copy_tree(&caches.full, &copy);
+    set_times(&copy, SystemTime::now() + Duration::from_secs(86_400));
+    let mut ahead_cfg = cfg.clone();
+    ahead_cfg.run_env.build_cache.as_mut().unwrap().full = copy;
+    let base = ssr_game::workspace::WorkspaceBase::new(repo.path(), &ahead_cfg).unwrap();
+    assert!(
+        !base.has_build_cache(),
+        "a cache from the future is not used"
+    );
+    let r = Verifier::new(fixture::sandbox(), ahead_cfg).verify(repo.path(), &a);
+    assert!(r.valid, "{}", r.summary());
+}
+
+/// Copies the directories and files under `from` to `to`.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let ty = e.file_type().unwrap();
+        if ty.is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else if ty.is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// The newest file time under `dir`.
+fn newest(dir: &Path) -> SystemTime {
+    let mut t = SystemTime::UNIX_EPOCH;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                t = t.max(m.modified().unwrap());
+            }
+        }
+    }
+    t
+}
+
+/// A solver's build cache holds the dependencies' units and nothing built from the
+/// crate's own code (that would hand the solver the original); the test runs' cache,
+/// built from the original, does hold it (the search finds what it looks for).
+#[test]
+fn a_solver_build_cache_holds_no_artifact_of_the_crate_code() {
+    let (repo, _) = crate_repo();
+    let scratch = tempfile::tempdir().unwrap();
+    let cfg = config(repo.path(), scratch.path());
+    let caches = cfg
+        .run_env
+        .build_cache
+        .clone()
+        .expect("a cargo project has caches");
+    assert!(tree_holds(&caches.full, MARKER.as_bytes()));
+    assert!(!tree_holds(&caches.dependencies, MARKER.as_bytes()));
+    let deps = names(&caches.dependencies.join("debug/deps"));
+    assert!(deps.iter().any(|n| n.starts_with("libitoa-")), "{deps:?}");
+    // The stubs' failed compiles leave only their dep-info (paths of stub files).
+    let own: Vec<_> = deps
+        .iter()
+        .filter(|n| n.contains("calc") && !n.ends_with(".d"))
+        .collect();
+    assert!(own.is_empty(), "{own:?}");
+    let layer = caches
+        .solver_layer(scratch.path())
+        .unwrap()
+        .expect("the dependency cache is usable");
+    assert!(!tree_holds(layer.path(), MARKER.as_bytes()));
+}
+
+/// The figure in the README: one verify of a crate with a few crates.io dependencies
+/// (itoa, serde_json and what it needs), without a build cache, with one built on the
+/// spot (its build counted), and with one already there; debug builds. Prints the
+/// times (run with `--ignored --nocapture`).
+#[test]
+#[ignore = "a measurement: several cold builds"]
+fn measure_verify_with_and_without_the_build_cache() {
+    let manifest = "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+        [dependencies]\nitoa = \"1\"\nserde_json = \"1\"\n";
+    let lib = format!(
+        "{LIB}\npub fn json(n: i64) -> String {{\n    serde_json::json!({{ \"n\": n }}).to_string()\n}}\n"
+    );
+    let (repo, a) = fixture::cargo_crate(
+        manifest,
+        &lib,
+        TESTS,
+        ("    a + b", "    a + b + 1"),
+        "assert_eq!(add(2, 3), 5);",
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(scratch.path());
+    cfg.hard_timeout_secs = 600.0;
+    cfg.soft_timeout_secs = 500.0;
+    // Vendored, but no cache yet (`with_cargo_deps` would build one).
+    cfg.run_env = RunEnv::host_toolchains();
+    let vendored =
+        ssr_game::vendor::vendor_repo(repo.path(), &ssr_game::vendor::vendor_cache_dir())
+            .unwrap()
+            .expect("a crate with dependencies");
+    cfg.run_env.mounts.extend(vendored.mounts());
+    let t = std::time::Instant::now();
+    let r = Verifier::new(fixture::sandbox(), cfg.clone()).verify(repo.path(), &a);
+    let without = t.elapsed().as_secs_f64();
+    assert!(r.valid, "{}", r.summary());
+
+    let t = std::time::Instant::now();
+    let caches =
+        ssr_game::build_cache::prepare(fixture::sandbox(), repo.path(), &cfg.run_env, cache.path())
+            .unwrap()
+            .unwrap();
+    let prebuild = t.elapsed().as_secs_f64();
+    cfg.run_env.build_cache = Some(caches);
+    let t = std::time::Instant::now();
+    let r = Verifier::new(fixture::sandbox(), cfg.clone()).verify(repo.path(), &a);
+    let with = t.elapsed().as_secs_f64();
+    assert!(r.valid, "{}", r.summary());
+    println!(
+        "verify without a build cache: {without:.1} s; prebuilding the caches: {prebuild:.1} s; \
+         verify with the cache: {with:.1} s ({:.1}x faster; {:.1}x counting the prebuild)",
+        without / with,
+        without / (with + prebuild)
+    );
 }
