@@ -25,7 +25,7 @@ impl Verifier<'_> {
 
         // 1. Files, and the scan of the bug for runner tampering.
         let bug_files = self.check_files(base, artifact)?;
-        report.notes = crate::scan::scan_patch(&artifact.bug_inject)
+        report.notes = crate::scan::scan_artifact(artifact)
             .iter()
             .map(|f| f.note())
             .collect();
