@@ -1,7 +1,6 @@
 //! The pytest attacks of the red-team suite, as Python source appended to a module
-//! the tests import. Shared, by path, with the root crate's image test
-//! (`tests/it/game_image.rs`), which runs every one of them through an image: this
-//! file depends on nothing but `std`.
+//! the tests import. This file depends on nothing but `std`, so that another test
+//! crate (the root crate's image test) can include it by path rather than copy it.
 
 /// Patching pytest's report object: every failure becomes a pass.
 pub const REPORT_OBJECT: &str = "
