@@ -11,7 +11,8 @@
 //! Canary cost: a third mode verifies in parallel with the trusted reporter and its
 //! canaries off (`VerifyConfig::trusted_reporter`), interleaved with the others;
 //! the cost is the extra sum of test-run time (and wall) of the parallel mode over
-//! it, in percent; target < 5 % (pytest examples; cargo runs load no reporter).
+//! it, in percent; target < 5 % (for pytest the plugin and its canaries; for cargo
+//! the canary module compiled into each oracle test binary).
 //!
 //! `--json` prints `[{"example", "repeats", "runs_per_verification",
 //! "parallel": {"wall_ms", "test_sum_ms", "critical_path_ms", "overhead_ms",

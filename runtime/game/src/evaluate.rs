@@ -366,6 +366,7 @@ impl<'a> Evaluator<'a> {
             .cloned()
             .collect();
         let mut notes = run.tampered.clone();
+        notes.extend(run.notes.iter().cloned());
         notes.extend(judged);
         notes.extend(findings.iter().cloned());
         // Tampering outranks the tests: a forged run scores −1 whatever they say.

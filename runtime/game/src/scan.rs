@@ -5,6 +5,12 @@
 //! descriptors, reaches for the trusted reporter's channel, or prints a fake
 //! framework summary.
 //!
+//! The injector's artifact is scanned whole ([`scan_artifact`]): its bug, its
+//! `test_weaken` patch (the same rules) and its `test_script` (shell rules: a script
+//! that clears `PYTEST_ADDOPTS`, turns off pytest plugins with `-p no:`, turns off
+//! Python's user site or site hooks, or names the reporter's files would drop or
+//! reach the trusted reporter).
+//!
 //! Only the lines a patch adds are read, so a true fix that restores ordinary code
 //! stays clean. A finding is a hint, not a proof (a library may legitimately import
 //! `sys.modules`): the evaluator reports findings as notes, and
@@ -14,7 +20,10 @@
 //! Does not own: the run-time defences (read-only tests and the trusted reporter,
 //! `testrun` and `reporter`), which catch tampering the scan cannot see.
 
+use crate::artifact::Artifact;
+use regex::Regex;
 use serde::{Deserialize, Serialize};
+use std::sync::LazyLock;
 
 /// One suspicious line of a patch.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +224,136 @@ pub fn scan_patch(diff: &str) -> Vec<ScanFinding> {
     out
 }
 
+/// Scans an injector's artifact: the lines its bug and its weakening add, and its
+/// test script.
+pub fn scan_artifact(a: &Artifact) -> Vec<ScanFinding> {
+    let mut out = scan_patch(&a.bug_inject);
+    out.extend(scan_patch(&a.test_weaken));
+    out.extend(scan_script(&a.test_script));
+    out
+}
+
+/// pytest plugins a script may turn off with `-p no:NAME`: ones that write caches,
+/// reorder or distribute tests, or measure coverage. Any other name may be ssr's
+/// reporter (its module name is in `PYTEST_ADDOPTS`).
+const PLUGINS_OFF_OK: &[&str] = &[
+    "cacheprovider",
+    "randomly",
+    "random_order",
+    "xdist",
+    "cov",
+    "pytest_cov",
+    "warnings",
+    "doctest",
+    "faulthandler",
+    "logging",
+    "benchmark",
+    "sugar",
+    "timeout",
+    "hypothesispytest",
+    "django",
+    "asyncio",
+];
+
+static ADDOPTS_CLEARED: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r#"PYTEST_ADDOPTS=(?:$|[\s;&|)]|''|"")|unset\s+(?:-v\s+)?(?:\w+\s+)*PYTEST_ADDOPTS|-u\s*PYTEST_ADDOPTS"#,
+    )
+    .unwrap()
+});
+static PLUGIN_OFF: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#"-p\s*['"]?no:([\w.\-]+)"#).unwrap());
+static EMPTY_ENV: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\benv\s+(?:-\w*i\b|--ignore-environment)").unwrap());
+
+/// Substrings of a script line that reach the reporter's hooks or channel.
+const SCRIPT_WORDS: &[(&str, &str)] = &[
+    (
+        "PYTHONNOUSERSITE",
+        "turning off the user site, where ssr's reporter hooks in",
+    ),
+    ("PYTHONUSERBASE", "moving the user site ssr's reporter uses"),
+    ("sitecustomize", "the unittest reporter's hook"),
+    ("usercustomize", "Python's start-up hooks"),
+    ("events.tsv", "the trusted reporter's channel"),
+    ("cargo-events", "the trusted reporter's channel"),
+    ("ssr-ch-", "the trusted reporter's channel"),
+];
+
+/// Scans a test script (shell) line by line.
+pub fn scan_script(script: &str) -> Vec<ScanFinding> {
+    let mut out = Vec::new();
+    for (i, line) in script.lines().enumerate() {
+        let code = line.trim_start();
+        if code.starts_with('#') {
+            continue;
+        }
+        let mut found = |matched: &str, why: &str| {
+            out.push(ScanFinding {
+                path: "test_script.sh".into(),
+                line: i + 1,
+                matched: matched.to_string(),
+                why: why.to_string(),
+            })
+        };
+        if let Some(m) = ADDOPTS_CLEARED.find(code) {
+            found(
+                m.as_str().trim(),
+                "clearing PYTEST_ADDOPTS, which loads ssr's reporter",
+            );
+        }
+        for c in PLUGIN_OFF.captures_iter(code) {
+            if !PLUGINS_OFF_OK.contains(&&c[1]) {
+                found(&c[0], "turning off a pytest plugin (ssr's reporter is one)");
+            }
+        }
+        if let Some(m) = EMPTY_ENV.find(code) {
+            found(m.as_str(), "an empty environment drops ssr's reporter");
+        }
+        for (word, why) in SCRIPT_WORDS {
+            if code.contains(word) {
+                found(word, why);
+            }
+        }
+        if let Some(flag) = python_without_site(code) {
+            found(
+                &flag,
+                "Python started without its site hooks or environment, where ssr's reporter stands",
+            );
+        }
+    }
+    out
+}
+
+/// A Python interpreter started with `-S`, `-s`, `-I` or `-E` on this line (its
+/// flags, combined or not, up to the first that takes an argument).
+fn python_without_site(line: &str) -> Option<String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    for (i, w) in words.iter().enumerate() {
+        let name = w.rsplit('/').next().unwrap_or(w);
+        let is_python = name
+            .strip_prefix("python")
+            .is_some_and(|v| v.chars().all(|c| c.is_ascii_digit() || c == '.'));
+        if !is_python {
+            continue;
+        }
+        for flag in &words[i + 1..] {
+            let Some(letters) = flag.strip_prefix('-').filter(|l| !l.starts_with('-')) else {
+                break;
+            };
+            for c in letters.chars() {
+                match c {
+                    'S' | 's' | 'I' | 'E' => return Some(format!("{name} {flag}")),
+                    // The rest of the word, or the next one, is this flag's argument.
+                    'c' | 'm' | 'W' | 'X' | 'Q' => return None,
+                    _ => {}
+                }
+            }
+        }
+    }
+    None
+}
+
 /// The findings on a bug's true fix (the reverse of `bug_inject`): what the scan
 /// would note on a solver that restores the original code, each one a false
 /// positive. An unreadable diff has none to report.
@@ -261,6 +400,50 @@ mod tests {
         assert_eq!(f.len(), 1, "{f:?}");
         assert_eq!(f[0].matched, "process::exit");
         assert!(true_fix_findings("not a diff").is_empty());
+    }
+
+    #[test]
+    fn scripts_that_drop_the_reporter_are_found() {
+        for (script, matched) in [
+            ("PYTEST_ADDOPTS= python3 -m pytest", "PYTEST_ADDOPTS="),
+            ("export PYTEST_ADDOPTS=''\npytest", "PYTEST_ADDOPTS=''"),
+            ("unset PYTEST_ADDOPTS", "unset PYTEST_ADDOPTS"),
+            ("env -u PYTEST_ADDOPTS pytest", "-u PYTEST_ADDOPTS"),
+            ("env -i PATH=$PATH pytest", "env -i"),
+            ("pytest -p no:_p0a1b2c3d4e5f", "-p no:_p0a1b2c3d4e5f"),
+            ("PYTHONNOUSERSITE=1 pytest", "PYTHONNOUSERSITE"),
+            ("python3 -S -m unittest", "python3 -S"),
+            ("/usr/bin/python3.11 -Im pytest", "python3.11 -Im"),
+            ("python -s -m pytest", "python -s"),
+            ("cat /tmp/ssr-ch-x/events.tsv", "events.tsv"),
+        ] {
+            let f = scan_script(script);
+            assert!(f.iter().any(|x| x.matched == matched), "{script}: {f:?}");
+        }
+    }
+
+    /// False positives matter: the procedural injectors' scripts, and the settings
+    /// injectors and the corpus commonly write, are clean.
+    #[test]
+    fn ordinary_scripts_are_clean() {
+        for script in [
+            "#!/bin/bash\nexport PYTHONDONTWRITEBYTECODE=1\nexport PYTHONPATH=\"src:.${PYTHONPATH:+:$PYTHONPATH}\"\npython3 -m pytest -rA --tb=short -p no:cacheprovider tests/test_a.py\n",
+            "#!/bin/bash\nexport CARGO_TERM_COLOR=never\ncargo test --offline --no-fail-fast 2>&1\n",
+            "export PYTHONPATH=. PYTEST_ADDOPTS=-q\npython3 -m pytest",
+            "PYTEST_ADDOPTS='-o addopts=' python3 -m pytest -p no:randomly",
+            "python3 -m unittest -v tests.test_ops 2>&1",
+            // The scripted self-play injector's (`tests/it/selfplay_scripted.rs`).
+            "#!/bin/bash\nexport PYTHONDONTWRITEBYTECODE=1\nexport PYTHONPATH=src\npython3 -m pytest -rA --tb=short -p no:cacheprovider tests/test_roman.py\n",
+            "python3 -W error -m pytest",
+            "python3 -c 'import sys; print(sys.version)'",
+            "# python3 -S is not used here",
+        ] {
+            assert!(
+                scan_script(script).is_empty(),
+                "{script}: {:?}",
+                scan_script(script)
+            );
+        }
     }
 
     #[test]

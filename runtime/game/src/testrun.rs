@@ -17,8 +17,10 @@
 //!   the run tampered ([`TestRun::tampered`]);
 //! - the trusted reporter (`reporter`): a per-run secret, a pytest plugin loaded
 //!   first (`PYTEST_ADDOPTS=-p`) and a unittest hook (`sitecustomize`), both from the
-//!   read-only run directory put first on `PYTHONPATH`, their events written to a
-//!   second directory outside the workspace; canaries are removed from the parser's
+//!   read-only run directory put first on `PYTHONPATH`, their events written to
+//!   named pipes in a second directory outside the workspace, drained by the host as
+//!   the run goes (`reporter::channel`: nothing written can be rewritten at exit);
+//!   canaries are removed from the parser's
 //!   claims and the trusted parse, the reporter's statuses are merged into the
 //!   trusted parse (a test passes only when both the log and the reporter say so),
 //!   and a pytest or unittest log without any reporter event is incomplete (the
@@ -26,14 +28,18 @@
 //! - for cargo, the reporter's canary module appended to the oracle test binaries'
 //!   files for the run (restored after it, hashed as part of the oracle during it),
 //!   its events in the same channel directory, judged with the log
-//!   (`reporter::cargo`); canaries are removed from the claims and the trusted parse.
+//!   (`reporter::cargo`); canaries are removed from the claims and the trusted parse;
+//!   an oracle binary that cannot hold them is noted ([`TestRun::notes`]) and its
+//!   run is incomplete unless scan findings reject (`unguarded_cargo`).
 //!
 //! Does not own: deciding what a run means for a check (that is `verify` and
 //! `evaluate`), or how the sandbox isolates (`ssr-sandbox`).
 
 use crate::config::VerifyConfig;
 use crate::protected::ProtectedSet;
-use crate::reporter::{CARGO_EVENTS_FILE, CargoPlacement, REPORT_FILE, Reporter, ReporterReading};
+use crate::reporter::{
+    CARGO_EVENTS_FILE, CargoPlacement, Channel, REPORT_FILE, Reporter, ReporterReading,
+};
 use crate::trusted::{self, LogFormat, TrustedParse, TrustedStatus};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -70,6 +76,11 @@ pub struct TestRun {
     /// during the run. Empty for an honest run.
     #[serde(default)]
     pub tampered: Vec<String>,
+    /// Facts about the run's defences that are not signs of tampering: a defence
+    /// that could not be put in place (a plain-file channel, a cargo test target
+    /// with no canaries). Evaluation and verification report them.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 impl TestRun {
@@ -157,11 +168,13 @@ pub fn run_tests_protected(
     // The reporter's channel: writable, outside the workspace, and not where the
     // log goes. A fresh secret for every run.
     let reporter = cfg.trusted_reporter.then(Reporter::draw);
+    // Pipes the host drains as the run goes (`reporter::channel`): what the reporter
+    // wrote cannot be rewritten at exit.
     let channel = cfg
         .temp_dir("ssr-ch-")
+        .and_then(|d| Channel::open(d, &[REPORT_FILE, CARGO_EVENTS_FILE]))
         .map_err(|e| RunFailure::Setup(e.to_string()))?;
-    let report_path = channel.path().join(REPORT_FILE);
-    std::fs::write(&report_path, "").map_err(|e| RunFailure::Setup(e.to_string()))?;
+    let report_path = channel.path(REPORT_FILE);
     if let Some(reporter) = &reporter {
         write(
             &format!("{}.py", reporter.module()),
@@ -169,7 +182,7 @@ pub fn run_tests_protected(
         )?;
         write("sitecustomize.py", &reporter.unittest_source(&report_path))?;
     }
-    let cargo_events = channel.path().join(CARGO_EVENTS_FILE);
+    let cargo_events = channel.path(CARGO_EVENTS_FILE);
     let placement = place_cargo(reporter.as_ref(), protected, workspace, &cargo_events)?;
     // Hashed after the canaries are placed: the module is part of the run's oracle.
     let before = protected.map(|p| protected_files(workspace, p));
@@ -204,9 +217,9 @@ pub fn run_tests_protected(
         cfg.script_limits(),
     );
     script.mounts.push(Mount {
-        host: channel.path().to_path_buf(),
-        guest: channel.path().to_path_buf(),
-        read_only: false,
+        host: channel.dir().to_path_buf(),
+        guest: channel.dir().to_path_buf(),
+        read_only: channel.read_only_mount(),
     });
     if let Some(reporter) = &reporter {
         prepend_env(
@@ -248,23 +261,30 @@ pub fn run_tests_protected(
     if let (Some(before), Some(p)) = (&before, protected) {
         tampered.extend(protected_changes(before, &protected_files(workspace, p)));
     }
-    let targets = placement.as_ref().map(|p| p.targets.clone());
+    let targets = placement
+        .as_ref()
+        .map(|p| p.targets.clone())
+        .filter(|t| !t.is_empty());
+    let unguarded = placement
+        .as_ref()
+        .map(|p| p.unguarded.clone())
+        .unwrap_or_default();
     drop(placement);
-    let events = std::fs::read(&report_path).map_err(|e| RunFailure::Setup(e.to_string()))?;
+    let channel = channel.finish();
+    tampered.extend(channel.tampered.iter().cloned());
+    let mut notes = channel.notes.clone();
     let reading = reporter
         .as_ref()
-        .and_then(|r| r.read(&String::from_utf8_lossy(&events)));
+        .and_then(|r| r.read(&channel.text(REPORT_FILE)));
     let cargo_reading = match (&reporter, targets) {
         (Some(r), Some(t)) => {
-            let events = std::fs::read(&cargo_events).unwrap_or_default();
             let parsed = trusted::parse_log(&log)
                 .map(|t| t.results)
                 .unwrap_or_default();
-            r.read_cargo(&t, &String::from_utf8_lossy(&events), &log, &parsed)
+            r.read_cargo(&t, &channel.text(CARGO_EVENTS_FILE), &log, &parsed)
         }
         _ => None,
     };
-    drop(channel);
     write("test.log", &log)?;
 
     let parser = spec(
@@ -306,6 +326,12 @@ pub fn run_tests_protected(
         tampered.extend(r.tampered.iter().cloned());
         trusted = trusted.map(|t| merge_cargo(t, r));
     }
+    trusted = unguarded_cargo(
+        trusted,
+        &unguarded,
+        cfg.reject_tampering_findings,
+        &mut notes,
+    );
     Ok(TestRun {
         claimed,
         trusted,
@@ -316,6 +342,7 @@ pub fn run_tests_protected(
         log_tail: tail(&log),
         reporter: reading.or(cargo_reading),
         tampered,
+        notes,
     })
 }
 
@@ -345,7 +372,7 @@ fn user_site_hook(io_path: &Path, module: &str) -> Result<PathBuf, RunFailure> {
 
 /// The cargo reporter's canaries in the workspace's oracle binaries, for a protected
 /// run with the reporter on (exploratory runs of the procedural injectors have no
-/// oracle yet). `None`: nothing to place.
+/// oracle yet). `None`: no reporter or no oracle.
 fn place_cargo(
     reporter: Option<&Reporter>,
     protected: Option<&ProtectedSet>,
@@ -359,10 +386,6 @@ fn place_cargo(
     let placement = reporter
         .place_cargo(workspace, protected.oracle(), events)
         .map_err(setup)?;
-    if placement.targets.is_empty() {
-        return Ok(None);
-    }
-    std::fs::write(events, "").map_err(setup)?;
     Ok(Some(placement))
 }
 
@@ -377,6 +400,44 @@ fn merge_cargo(mut t: TrustedParse, r: &ReporterReading) -> TrustedParse {
         t.incomplete = r.incomplete.clone();
     }
     t
+}
+
+/// Notes the oracle test binaries that hold no canaries, and decides what a cargo
+/// log's results count for when there are any.
+///
+/// Why not trusted passes by default: without the canary module nothing in such a
+/// binary watches its result, and a fake summary printed before an exit with status
+/// 0 is all a forged pass needs (issue 17's cargo attack). The other layers (read-only
+/// tests, the protected-file hashes) do not see that. The one that does is the patch
+/// scan (exits, panic hooks, raw descriptors, pre-`main` code, fake summaries), and
+/// only when its findings reject: so with `reject_tampering_findings` the results
+/// count, with the note; without it the run is incomplete and no test of it passes.
+fn unguarded_cargo(
+    trusted: Option<TrustedParse>,
+    unguarded: &[(String, &'static str)],
+    scan_rejects: bool,
+    notes: &mut Vec<String>,
+) -> Option<TrustedParse> {
+    if unguarded.is_empty() {
+        return trusted;
+    }
+    let list: Vec<String> = unguarded
+        .iter()
+        .map(|(file, why)| format!("{file} ({why})"))
+        .collect();
+    let note = format!(
+        "cargo test binaries with no canaries: {}; their results are unguarded by ssr's reporter",
+        list.join(", ")
+    );
+    notes.push(note.clone());
+    trusted.map(|mut t| {
+        if t.format == LogFormat::CargoTest && !scan_rejects && t.incomplete.is_none() {
+            t.incomplete = Some(format!(
+                "{note}, so no test passes unless scan findings reject (`--reject-tampering`)"
+            ));
+        }
+        t
+    })
 }
 
 /// Puts `value` before the variable's current value (the run environment's).

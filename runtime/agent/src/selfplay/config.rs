@@ -92,6 +92,11 @@ pub struct SelfPlayConfig {
     /// demonstrations (`rft.jsonl`, failed and malformed turns masked); with `train`,
     /// the round's step also takes a supervised step on them.
     pub rft: bool,
+    /// A finding of the tampering scan (`ssr_game::scan`) on an injector's artifact or
+    /// a solver's patch is a rejection (an invalid bug; a tampered attempt, −1) rather
+    /// than a note: the game's `VerifyConfig::reject_tampering_findings`, off by
+    /// default as `ssr verify --reject-tampering` is (`--reject-tampering`).
+    pub reject_tampering: bool,
 }
 
 /// The training reward of a failed solver attempt (`shaped_reward` in TOML).
@@ -167,6 +172,7 @@ impl Default for SelfPlayConfig {
             shaped_reward: ShapedReward::None,
             compact_filtering: false,
             rft: false,
+            reject_tampering: false,
         }
     }
 }

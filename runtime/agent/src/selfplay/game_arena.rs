@@ -142,6 +142,9 @@ impl GameArena {
         run_env.env.extend(cfg.test_env.clone());
         let verify = VerifyConfig {
             min_passing_tests: cfg.min_passing_tests,
+            // One setting for both sides: the verifier rejects an artifact with a
+            // finding, and the evaluator (same config) scores such a patch tampered.
+            reject_tampering_findings: cfg.reject_tampering,
             run_env,
             ..VerifyConfig::default()
         };

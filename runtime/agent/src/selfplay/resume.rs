@@ -56,6 +56,7 @@ pub enum Setting {
     ShapedReward,
     CompactFiltering,
     Rft,
+    RejectTampering,
 }
 
 impl Setting {
@@ -85,6 +86,7 @@ impl Setting {
             Setting::ShapedReward => "--shaped-reward",
             Setting::CompactFiltering => "--compact-filtering",
             Setting::Rft => "--rft",
+            Setting::RejectTampering => "--reject-tampering",
         }
     }
 }
@@ -152,6 +154,7 @@ pub fn resume(recorded: Setup, asked: &Setup, given: &[Setting]) -> Result<Setup
             Setting::ShapedReward => d(&r.shaped_reward, &a.shaped_reward),
             Setting::CompactFiltering => d(&r.compact_filtering, &a.compact_filtering),
             Setting::Rft => d(&r.rft, &a.rft),
+            Setting::RejectTampering => d(&r.reject_tampering, &a.reject_tampering),
         };
         if let Some(c) = conflict {
             return Err(c);

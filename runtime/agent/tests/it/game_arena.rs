@@ -7,6 +7,7 @@ use ssr_agent::selfplay::Arena;
 use ssr_agent::selfplay::game_arena::GameArena;
 use ssr_agent::wasm_tools::SharedHost;
 use ssr_game::bug_store::BugMeta;
+use ssr_game::score::AttemptScore;
 use ssr_game::{Artifact, Bug, VerificationReport};
 use std::path::Path;
 use std::process::Command;
@@ -139,4 +140,54 @@ async fn git_log_works_for_the_injector_and_not_for_the_solver() {
         std::fs::read_to_string(solver.workspace.join("a.py")).unwrap(),
         "x = 2\n"
     );
+}
+
+/// `reject_tampering` (TOML, `--reject-tampering`) reaches the arena's verification
+/// settings and, through them, the scoring of solver attempts: a patch that fixes the
+/// bug but adds a line the tampering scan flags solves with a note by default, and is
+/// tampered (−1) with the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_tampering_makes_a_scan_finding_in_a_solver_patch_minus_one() {
+    let Some(sandbox) = bwrap() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let original = tmp.path().join("orig");
+    repo(&original);
+    let mut b = bug();
+    b.artifact.test_script =
+        "python3 -c 'import a; print(\"PASS\" if a.x == 1 else \"FAIL\")'\n".into();
+    b.artifact.test_parser = "import json, sys\nprint(json.dumps({'t': 'passed' if 'PASS' in sys.stdin.read() else 'failed'}))\n".into();
+    for reject in [false, true] {
+        let cfg = ssr_agent::selfplay::SelfPlayConfig {
+            reject_tampering: reject,
+            ..Default::default()
+        };
+        let mut arena = GameArena::open(
+            &cfg,
+            &original,
+            tmp.path().join(format!("scratch-{reject}")),
+            SharedHost::new(tool_host(ssr_toolhost::Policy::default(), &[])),
+        )
+        .unwrap();
+        assert_eq!(arena.verify.reject_tampering_findings, reject);
+        arena.sandbox = sandbox.clone();
+        let (world, _task) = arena.solver_world(&b, "sol").await.unwrap();
+        // The true fix, and a line the scan flags (`sys.modules`).
+        std::fs::write(
+            world.workspace.join("a.py"),
+            "x = 1\nimport sys\nLOADED = len(sys.modules)\n",
+        )
+        .unwrap();
+        let out = arena.evaluate(&b, &world).await.unwrap();
+        if reject {
+            assert!(
+                matches!(&out.score, AttemptScore::Tampered { notes } if notes.iter().any(|n| n.contains("sys.modules"))),
+                "{}",
+                out.summary
+            );
+            assert_eq!(out.score.reward(), Some(-1.0), "{}", out.summary);
+        } else {
+            assert!(out.solved(), "{}", out.summary);
+            assert!(out.summary.contains("sys.modules"), "{}", out.summary);
+        }
+    }
 }

@@ -4,8 +4,8 @@
 //! Stable Rust has no hook into libtest's reporting (`--format json` and
 //! `-Z panic-abort-tests` are unstable), so the reporter lives in the test binary
 //! itself. For one run, every oracle test file that is the root of an integration
-//! test binary (`tests/NAME.rs`, `tests/NAME/main.rs` of a package without custom
-//! `[[test]]` targets) gets a module appended to its workspace copy, named and filled
+//! test binary run by libtest (`tests/NAME.rs`, `tests/NAME/main.rs`, or the path
+//! of a `[[test]]` target) gets a module appended to its workspace copy, named and filled
 //! from the run's secret (`module.rs`), and is restored after the run; during the
 //! run it is read-only and hashed like every protected file. The module holds:
 //! - the run's canaries as `#[test]` functions: each must-pass canary appends a
@@ -27,6 +27,10 @@
 //!   `should_panic`, `catch_unwind` or their own panic hook, where a panic does not
 //!   mean failure);
 //! - the log holds results of the binary but its `start` event never came.
+//!
+//! A binary that cannot hold the module (`harness = false`, `forbid(unsafe_code)`,
+//! `no_main`, `no_std`) is listed as unguarded ([`CargoPlacement::unguarded`]);
+//! `testrun` notes it and decides what its results count for.
 //!
 //! Canaries filtered out by the script's own name filter, or lost with a crashed
 //! binary, make the run incomplete instead. Residual: code in the test process that
@@ -86,6 +90,10 @@ pub struct PlacedTarget {
 #[derive(Debug, Default)]
 pub struct CargoPlacement {
     pub targets: Vec<PlacedTarget>,
+    /// Oracle test binaries that could hold no canaries: (file, why). Their runs
+    /// are unguarded by the reporter (`testrun` notes them and decides what their
+    /// results count for).
+    pub unguarded: Vec<(String, &'static str)>,
     restore: Vec<(PathBuf, Vec<u8>)>,
 }
 
@@ -135,17 +143,20 @@ impl Reporter {
             let text = String::from_utf8_lossy(&original).into_owned();
             let manifest = std::fs::read_to_string(workspace.join(package).join("Cargo.toml"))
                 .unwrap_or_default();
-            // Custom test targets (names, `harness = false`) and crates that cannot
-            // hold the module keep no canaries rather than break.
-            if manifest.is_empty()
-                || manifest.contains("[[test]]")
-                || manifest.contains("harness")
-                || ["forbid(unsafe_code)", "no_main", "no_std"]
-                    .iter()
-                    .any(|w| text.contains(w))
-            {
-                continue;
-            }
+            // Binaries with no libtest (`harness = false`) and crates that cannot hold
+            // the module keep no canaries rather than break; the run says so.
+            let name = match test_target(&manifest, package, file, name) {
+                Target::None => continue,
+                Target::Unguarded(why) => Err(why),
+                Target::Libtest(name) => no_canary_reason(&text).map_or(Ok(name), Err),
+            };
+            let name = match name {
+                Ok(name) => name,
+                Err(why) => {
+                    placement.unguarded.push((file.clone(), why));
+                    continue;
+                }
+            };
             let root = std::fs::read_to_string(workspace.join("Cargo.toml")).unwrap_or_default();
             let edition_2024 = manifest.contains("\"2024\"") || root.contains("\"2024\"");
             let module = self.cargo_source(file, events, edition_2024);
@@ -158,7 +169,7 @@ impl Reporter {
             std::fs::write(&path, patched)?;
             placement.targets.push(PlacedTarget {
                 file: file.clone(),
-                name: name.to_string(),
+                name,
                 panic_exempt: PANIC_EXEMPT.iter().any(|w| text.contains(w)),
             });
         }
@@ -283,6 +294,77 @@ fn fill_module(module: &str, events: &str, target: &str, section: &str, tests: &
         .replace("__TARGET__", target)
         .replace("__SECTION__", section)
         .replace("__TESTS__", tests)
+}
+
+/// What the package's manifest makes of a test binary root.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// Not a test target (no package, or `autotests = false` and no `[[test]]`).
+    None,
+    /// A libtest binary, by its target name (`--test NAME`).
+    Libtest(String),
+    /// A target the canary module cannot watch, and why.
+    Unguarded(&'static str),
+}
+
+/// The test target whose root is `file` (workspace-relative, in `package`; `auto`
+/// is the name cargo's discovery gives it): a `[[test]]` entry whose path (or
+/// default path) is the file names it and says whether libtest runs it; otherwise
+/// cargo discovers it unless `autotests = false`.
+fn test_target(manifest: &str, package: &str, file: &str, auto: &str) -> Target {
+    if manifest.is_empty() {
+        return Target::None;
+    }
+    let Ok(table) = manifest.parse::<toml::Table>() else {
+        return Target::Unguarded("a manifest ssr cannot read");
+    };
+    let rel = match package {
+        "" => file,
+        p => file
+            .strip_prefix(p)
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or(file),
+    };
+    let entries = table.get("test").and_then(|t| t.as_array());
+    for entry in entries.into_iter().flatten() {
+        let Some(name) = entry.get("name").and_then(|n| n.as_str()) else {
+            continue;
+        };
+        let path = entry.get("path").and_then(|p| p.as_str());
+        let is_it = match path {
+            Some(p) => p.trim_start_matches("./") == rel,
+            None => rel == format!("tests/{name}.rs") || rel == format!("tests/{name}/main.rs"),
+        };
+        if !is_it {
+            continue;
+        }
+        if entry.get("harness").and_then(|h| h.as_bool()) == Some(false) {
+            return Target::Unguarded("`harness = false`: no libtest to hold the canaries");
+        }
+        return Target::Libtest(name.to_string());
+    }
+    let autotests = table
+        .get("package")
+        .and_then(|p| p.get("autotests"))
+        .and_then(|a| a.as_bool());
+    if autotests == Some(false) {
+        return Target::None;
+    }
+    Target::Libtest(auto.to_string())
+}
+
+/// Why a libtest binary's root cannot hold the canary module, if it cannot: its
+/// attributes refuse the module (`unsafe` for `.init_array`, `std`, libtest's
+/// `main`).
+fn no_canary_reason(text: &str) -> Option<&'static str> {
+    [
+        ("forbid(unsafe_code)", "`forbid(unsafe_code)`"),
+        ("no_main", "`no_main`"),
+        ("no_std", "`no_std`"),
+    ]
+    .into_iter()
+    .find(|(w, _)| text.contains(w))
+    .map(|(_, why)| why)
 }
 
 /// `(package directory, test target name)` when `file` is the root of an
@@ -587,234 +669,4 @@ impl Judge<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::trusted::parse_log;
-
-    fn reporter() -> Reporter {
-        Reporter::from_secret(&[9; 16])
-    }
-
-    fn target(exempt: bool) -> Vec<PlacedTarget> {
-        vec![PlacedTarget {
-            file: "tests/ops.rs".into(),
-            name: "ops".into(),
-            panic_exempt: exempt,
-        }]
-    }
-
-    /// An honest run's log and events: `adds` passes (or fails), canaries as they must.
-    fn honest(r: &Reporter, adds_ok: bool) -> (String, String) {
-        let m = r.cargo_module();
-        let mut log = String::from(
-            "     Running tests/ops.rs (target/debug/deps/ops-0a1b)\n\nrunning 5 tests\n",
-        );
-        let mut ev = String::from("start\ttests/ops.rs\t7\n");
-        log.push_str(&format!(
-            "test adds ... {}\n",
-            if adds_ok { "ok" } else { "FAILED" }
-        ));
-        if !adds_ok {
-            ev.push_str("panic\ttests/ops.rs\t7\tadds\n");
-        }
-        for c in r.canaries() {
-            let (st, kind) = if c.must_pass {
-                ("ok", "pass")
-            } else {
-                ("FAILED", "fail")
-            };
-            log.push_str(&format!("test {m}::{} ... {st}\n", c.name));
-            ev.push_str(&format!("canary\ttests/ops.rs\t7\t{}\t{kind}\n", c.name));
-            if !c.must_pass {
-                ev.push_str(&format!("panic\ttests/ops.rs\t7\t{m}::{}\n", c.name));
-            }
-        }
-        let failed = if adds_ok { 2 } else { 3 };
-        log.push_str(&format!(
-            "\ntest result: FAILED. {} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s\n\nerror: test failed, to rerun pass `--test ops`\n",
-            5 - failed
-        ));
-        (log, ev)
-    }
-
-    fn read(r: &Reporter, log: &str, ev: &str, exempt: bool) -> ReporterReading {
-        let results = parse_log(log).map(|t| t.results).unwrap_or_default();
-        r.read_cargo(&target(exempt), ev, log, &results).unwrap()
-    }
-
-    #[test]
-    fn an_honest_run_is_clean_and_its_canaries_are_known() {
-        let r = reporter();
-        for adds_ok in [true, false] {
-            let (log, ev) = honest(&r, adds_ok);
-            let reading = read(&r, &log, &ev, false);
-            assert!(reading.tampered.is_empty(), "{:?}", reading.tampered);
-            assert!(reading.incomplete.is_none());
-            let results = parse_log(&log).unwrap().results;
-            let canaries = results.keys().filter(|id| reading.is_canary(id)).count();
-            assert_eq!(canaries, 4);
-            assert!(!reading.is_canary("tests/ops.rs::adds"));
-        }
-    }
-
-    #[test]
-    fn a_must_fail_canary_reported_ok_is_tampering() {
-        let r = reporter();
-        let (log, ev) = honest(&r, false);
-        let log = log.replace(" ... FAILED", " ... ok");
-        let reading = read(&r, &log, &ev, false);
-        assert!(
-            reading.tampered.iter().any(|t| t.contains("must fail")),
-            "{:?}",
-            reading.tampered
-        );
-        // `adds` panicked and is reported passed.
-        assert!(
-            reading
-                .tampered
-                .iter()
-                .any(|t| t.contains("adds was reported passed"))
-        );
-    }
-
-    #[test]
-    fn a_passed_test_that_panicked_is_tampering_unless_the_oracle_expects_panics() {
-        let r = reporter();
-        let (log, ev) = honest(&r, false);
-        let log = log.replace("test adds ... FAILED", "test adds ... ok");
-        assert!(!read(&r, &log, &ev, false).tampered.is_empty());
-        assert!(read(&r, &log, &ev, true).tampered.is_empty());
-    }
-
-    #[test]
-    fn a_binary_that_exits_zero_after_its_must_fail_canary_is_tampering() {
-        let r = reporter();
-        let (log, ev) = honest(&r, true);
-        let log = log.replace("error: test failed, to rerun pass `--test ops`\n", "");
-        let reading = read(&r, &log, &ev, false);
-        assert!(
-            reading.tampered.iter().any(|t| t.contains("status 0")),
-            "{:?}",
-            reading.tampered
-        );
-    }
-
-    #[test]
-    fn missing_canaries_are_tampering_filtered_ones_incomplete() {
-        let r = reporter();
-        let fake = "     Running tests/ops.rs (target/debug/deps/ops-0a1b)\n\nrunning 1 test\ntest adds ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s\n";
-        let ev = "start\ttests/ops.rs\t7\n";
-        let reading = read(&r, fake, ev, false);
-        assert!(
-            reading.tampered.iter().any(|t| t.contains("no result")),
-            "{:?}",
-            reading.tampered
-        );
-        let filtered = fake.replace("0 filtered out", "4 filtered out");
-        let reading = read(&r, &filtered, ev, false);
-        assert!(reading.tampered.is_empty(), "{:?}", reading.tampered);
-        assert!(reading.incomplete.is_some());
-        // Results of the binary without the reporter's start: tampered.
-        let reading = read(&r, fake, "", false);
-        assert!(reading.tampered.iter().any(|t| t.contains("never started")));
-        // A binary that never ran (a compile error): nothing to judge.
-        let reading = read(&r, "error[E0425]: cannot find value\n", "", false);
-        assert!(reading.tampered.is_empty() && reading.incomplete.is_none());
-    }
-
-    #[test]
-    fn a_must_pass_canary_reported_without_running_is_tampering() {
-        let r = reporter();
-        let (log, ev) = honest(&r, true);
-        let ev: String = ev
-            .lines()
-            .filter(|l| !l.ends_with("\tpass"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let reading = read(&r, &log, &ev, false);
-        assert!(
-            reading.tampered.iter().any(|t| t.contains("never ran")),
-            "{:?}",
-            reading.tampered
-        );
-    }
-
-    #[test]
-    fn placement_appends_to_binary_roots_only_and_restores_on_drop() {
-        let d = tempfile::tempdir().unwrap();
-        let w = d.path();
-        std::fs::create_dir_all(w.join("tests/common")).unwrap();
-        std::fs::write(
-            w.join("Cargo.toml"),
-            "[package]\nname = \"x\"\nedition = \"2021\"\n",
-        )
-        .unwrap();
-        std::fs::write(w.join("tests/ops.rs"), "#[test]\nfn a() {}").unwrap();
-        std::fs::write(w.join("tests/common/mod.rs"), "pub fn h() {}\n").unwrap();
-        std::fs::write(w.join("tests/safe.rs"), "#![forbid(unsafe_code)]\n").unwrap();
-        let oracle: Vec<String> = [
-            "tests/ops.rs",
-            "tests/common/mod.rs",
-            "tests/safe.rs",
-            "tests/gone.rs",
-        ]
-        .map(String::from)
-        .to_vec();
-        let r = reporter();
-        let p = r
-            .place_cargo(w, oracle.iter(), Path::new("/tmp/ev.tsv"))
-            .unwrap();
-        assert_eq!(p.targets, target(false));
-        let text = std::fs::read_to_string(w.join("tests/ops.rs")).unwrap();
-        assert!(text.starts_with("#[test]\nfn a() {}\n"));
-        assert!(text.contains(&format!("mod {}", r.cargo_module())));
-        assert!(text.contains("#[link_section = \".init_array\"]"));
-        for c in r.canaries() {
-            assert!(text.contains(&format!("fn {}()", c.name)));
-        }
-        assert_eq!(
-            std::fs::read_to_string(w.join("tests/safe.rs")).unwrap(),
-            "#![forbid(unsafe_code)]\n"
-        );
-        drop(p);
-        assert_eq!(
-            std::fs::read_to_string(w.join("tests/ops.rs")).unwrap(),
-            "#[test]\nfn a() {}"
-        );
-        // Custom test targets keep no canaries; edition 2024 spells the attribute unsafe.
-        std::fs::write(
-            w.join("Cargo.toml"),
-            "[package]\nname = \"x\"\n[[test]]\nname = \"ops\"\n",
-        )
-        .unwrap();
-        assert!(
-            r.place_cargo(w, oracle.iter(), Path::new("/e"))
-                .unwrap()
-                .targets
-                .is_empty()
-        );
-        std::fs::write(
-            w.join("Cargo.toml"),
-            "[package]\nname = \"x\"\nedition = \"2024\"\n",
-        )
-        .unwrap();
-        let p = r.place_cargo(w, oracle.iter(), Path::new("/e")).unwrap();
-        assert!(
-            std::fs::read_to_string(w.join("tests/ops.rs"))
-                .unwrap()
-                .contains("#[unsafe(link_section")
-        );
-        drop(p);
-    }
-
-    #[test]
-    fn binary_roots_are_top_level_test_files() {
-        assert_eq!(binary_root("tests/ops.rs"), Some(("", "ops")));
-        assert_eq!(binary_root("tests/it/main.rs"), Some(("", "it")));
-        assert_eq!(binary_root("crates/a/tests/x.rs"), Some(("crates/a", "x")));
-        assert_eq!(binary_root("tests/common/mod.rs"), None);
-        assert_eq!(binary_root("tests/it/fixture.rs"), None);
-        assert_eq!(binary_root("src/lib.rs"), None);
-        assert_eq!(binary_root("mytests/x.rs"), None);
-    }
-}
+mod tests;

@@ -7,12 +7,15 @@
 //! bodies and places of the run's canaries: some must pass, some must fail. The
 //! plugin (`pytest_plugin.py`, filled in per run) is written to the run's read-only
 //! directory outside the workspace and loaded first through `PYTEST_ADDOPTS=-p ...`;
-//! it adds the canaries to the oracle test modules after deselection, and appends one
-//! line per event to a report file in a second, writable directory outside the
-//! workspace, which the log cannot reach. [`Reporter::read`] judges that file:
+//! it adds the canaries to the oracle test modules after deselection, and writes one
+//! line per event to a named pipe in a second, writable directory outside the
+//! workspace, which the log cannot reach and which the host drains as the run goes
+//! (`channel`). [`Reporter::read`] judges what came through it:
 //! - a canary with the wrong outcome, or none, means the run was tampered with;
 //! - a report of "passed" for a test function that raised, or that was never called
 //!   (the plugin wraps the call itself), means the run was tampered with;
+//! - a call reported passed after it was reported failed (events appended to the
+//!   channel at exit) means the run was tampered with;
 //! - a pytest session that never ended (an exit from inside the run) with canaries
 //!   unaccounted for is tampered with; one that ended abnormally (collection errors,
 //!   usage errors) is incomplete; one stopped early by `-x`/`--maxfail` excuses the
@@ -28,8 +31,10 @@
 //! (`evaluate`, `verify`).
 
 mod cargo;
+mod channel;
 
 pub use cargo::{CARGO_EVENTS_FILE, CargoPlacement, PlacedTarget};
+pub use channel::{Channel, ChannelText};
 
 use crate::trusted::{LogFormat, TrustedResults, TrustedStatus};
 use rand::{Rng, RngCore, SeedableRng};
@@ -316,6 +321,8 @@ struct Session {
     stopped: bool,
     /// Canaries left out because every module has a test of that name.
     collided: BTreeSet<String>,
+    /// Tests with a failing call report so far.
+    call_failed: BTreeSet<String>,
     forged: Vec<String>,
 }
 
@@ -338,6 +345,16 @@ impl Session {
                 )),
                 _ => {}
             }
+        }
+        // One call of a test reports once: a pass after its failure was written by
+        // something other than the reporter (appended to the channel at exit). A
+        // rerun plugin's failed tries report `rerun`, not `failed`.
+        if when == "call" && st == TrustedStatus::Failed {
+            self.call_failed.insert(id.to_string());
+        } else if when == "call" && st == TrustedStatus::Passed && self.call_failed.contains(id) {
+            self.forged.push(format!(
+                "the reporter's channel holds contradicting events for {id}: failed, then passed"
+            ));
         }
         let cur = self.status.get(id).copied();
         let new = match (when, st) {
@@ -549,6 +566,30 @@ mod tests {
         assert_eq!(reading.canary_ids.len(), 4);
         assert!(reading.results.contains_key("tests.test_x.XTest.test_a"));
         assert!(reading.is_canary(&reading.canary_ids[1].clone()));
+    }
+
+    /// Regression (issue 17's channel rewrite): with the channel a pipe, a rewrite at
+    /// exit can only append; a pass appended after a test's failure is tampering.
+    #[test]
+    fn a_pass_appended_after_a_failure_is_tampering() {
+        let r = reporter();
+        let honest = lines(&r, false).replace(
+            "call\tt.py::test_a\treturned\nreport\tt.py::test_a\tcall\tpassed\tdirect\n",
+            "call\tt.py::test_a\traised\nreport\tt.py::test_a\tcall\tfailed\tdirect\n",
+        );
+        let reading = r.read(&honest).unwrap();
+        assert!(reading.tampered.is_empty(), "{:?}", reading.tampered);
+        assert_eq!(reading.results["t.py::test_a"], TrustedStatus::Failed);
+        let appended = format!(
+            "{honest}call\tt.py::test_a\treturned\nreport\tt.py::test_a\tcall\tpassed\tdirect\n"
+        );
+        let reading = r.read(&appended).unwrap();
+        assert!(
+            reading.tampered.iter().any(|t| t.contains("contradicting")),
+            "{:?}",
+            reading.tampered
+        );
+        assert_eq!(reading.results["t.py::test_a"], TrustedStatus::Failed);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 # ssr's trusted pytest reporter: generated for one run (the secret, the canaries and
 # the report path below are that run's), loaded first with `-p`, before the code under
-# test is imported. It writes one line per event to a file outside the workspace,
+# test is imported. It writes one line per event to a named pipe outside the workspace
+# (drained by the host as the run goes, so nothing written can be rewritten later),
 # through a descriptor and a bound `os.write` taken at import, so later patches of
 # `os`, `sys.stdout` or pytest's reporting do not reach the channel.
 #

@@ -108,15 +108,15 @@ impl Verifier<'_> {
         results
     }
 
-    /// The rest of check 1, once the files check passed: the scan of the bug for
-    /// runner tampering, its findings noted (and rejecting, when so configured).
+    /// The rest of check 1, once the files check passed: the scan of the artifact (bug,
+    /// test weakening, test script) for runner tampering, its findings noted (and rejecting, when so configured).
     fn check_bug_scan(
         &self,
         artifact: &Artifact,
         bug_files: &[String],
         j: &mut Judging<'_>,
     ) -> Result<(), Rejection> {
-        j.report.notes = crate::scan::scan_patch(&artifact.bug_inject)
+        j.report.notes = crate::scan::scan_artifact(artifact)
             .iter()
             .map(|f| f.note())
             .collect();

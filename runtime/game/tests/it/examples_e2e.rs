@@ -102,6 +102,9 @@ fn true_fixes_score_plus_one(repo: &Path, bugs: &[InjectedBug], scratch: &Path) 
             higher_order_patch: None,
             tests: &p,
         };
+        // The injector's artifact itself (bug, weakening, test script) is clean.
+        let artifact = ssr_game::scan::scan_artifact(&bug.artifact);
+        assert!(artifact.is_empty(), "{}: {artifact:?}", bug.candidate);
         let fix = patch_ops::reverse(&bug.artifact.bug_inject).unwrap();
         let e = ev.evaluate(repo, state, &fix);
         assert!(e.solved, "{}: {}", bug.candidate, e.summary());

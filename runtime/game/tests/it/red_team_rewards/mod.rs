@@ -13,6 +13,7 @@
 
 mod cargo;
 mod pytest;
+pub(crate) mod pytest_attacks;
 mod unittest;
 
 use crate::fixture::{self, calc_repo, diff, good_artifact, test_config};

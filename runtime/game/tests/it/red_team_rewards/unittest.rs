@@ -2,7 +2,7 @@
 
 use super::*;
 
-use super::pytest::{CREATE_PROTECTED, REWRITE_ORACLE};
+use super::pytest_attacks::{CHANNEL_HELPERS, CREATE_PROTECTED, REWRITE_ORACLE};
 
 const UNITTEST_TESTS: &str = "\
 import unittest
@@ -124,6 +124,26 @@ def _forged(self, test, err):
 _r.TestResult.addFailure = _forged
 ";
 
+/// Rewriting the reporter's channel at exit: the text runner's failure call forges
+/// the module's own tests (canaries keep theirs), and at exit their events are
+/// turned into passes (`CHANNEL_HELPERS`).
+fn unittest_rewrite_channel() -> String {
+    CHANNEL_HELPERS.to_string()
+        + "
+import sys as _sys, unittest.runner as _ru
+_fail = _ru.TextTestResult.addFailure
+def _forged(self, test, err):
+    name = test.id().rsplit('.', 1)[-1]
+    with open(_sys.modules[type(test).__module__].__file__) as fh:
+        src = fh.read()
+    if ('def ' + name + '(') in src:
+        _forged_ids.append(test.id())
+        return self.addSuccess(test)
+    return _fail(self, test, err)
+_ru.TextTestResult.addFailure = _forged
+"
+}
+
 fn unittest_fake_exit() -> String {
     let mut lines = Vec::new();
     for t in ["add", "sub", "mul", "div", "clamp"] {
@@ -153,9 +173,47 @@ fn unittest_attacks_score_minus_one_and_are_rejected() {
         ),
         ("forge only the failing ids", UNITTEST_TARGETED.to_string()),
         ("recognise canaries", UNITTEST_CANARY_AWARE.to_string()),
+        ("rewrite the channel at exit", unittest_rewrite_channel()),
     ]
     .into_iter()
     .map(|(w, at)| (w, format!("{buggy}{at}")))
     .collect();
     attack_both_ways(repo.path(), &a, "calc/ops.py", &buggy, &attacks, false);
+}
+
+/// A script that starts Python without its site hooks (`-S`: no `sitecustomize`;
+/// `-I`: no `PYTHONPATH`, no user site) bypasses the unittest reporter: the run is
+/// incomplete and no test of it passes; the scan notes the flag.
+#[test]
+fn a_unittest_script_that_bypasses_the_reporter_passes_nothing() {
+    let (repo, good) = unittest_repo();
+    let scratch = tempfile::tempdir().unwrap();
+    // `-I` also drops the working directory from `sys.path`: the script puts it back
+    // so the tests still import, as a bypass that works would.
+    let isolated = "python3 -I -c \"import sys; sys.path.insert(0, '.'); import unittest; \
+                    unittest.main(module=None, argv=['unittest', '-v', 'tests.test_ops'])\"";
+    for (flag, command) in [
+        ("-S", "python3 -S -m unittest -v tests.test_ops"),
+        ("-I", isolated),
+    ] {
+        let mut a = good.clone();
+        a.test_script = a
+            .test_script
+            .replace("python3 -m unittest -v tests.test_ops", command);
+        assert!(a.test_script.contains(flag), "{}", a.test_script);
+        let r =
+            Verifier::new(fixture::sandbox(), test_config(scratch.path())).verify(repo.path(), &a);
+        assert!(!r.valid, "{flag}: {}", r.summary());
+        assert_eq!(
+            r.code,
+            Some(RejectCode::IncompleteRun),
+            "{flag}: {}",
+            r.summary()
+        );
+        assert!(
+            r.notes.iter().any(|n| n.contains("test_script.sh")),
+            "{flag}: {:?}",
+            r.notes
+        );
+    }
 }

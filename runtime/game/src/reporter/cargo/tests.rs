@@ -1,0 +1,241 @@
+//! Tests of the cargo reporter: placement (which files hold the canary module, and
+//! restoring them) and judging (a run's events and log).
+
+use super::*;
+use crate::trusted::parse_log;
+
+fn reporter() -> Reporter {
+    Reporter::from_secret(&[9; 16])
+}
+
+fn target(exempt: bool) -> Vec<PlacedTarget> {
+    vec![PlacedTarget {
+        file: "tests/ops.rs".into(),
+        name: "ops".into(),
+        panic_exempt: exempt,
+    }]
+}
+
+/// An honest run's log and events: `adds` passes (or fails), canaries as they must.
+fn honest(r: &Reporter, adds_ok: bool) -> (String, String) {
+    let m = r.cargo_module();
+    let mut log =
+        String::from("     Running tests/ops.rs (target/debug/deps/ops-0a1b)\n\nrunning 5 tests\n");
+    let mut ev = String::from("start\ttests/ops.rs\t7\n");
+    log.push_str(&format!(
+        "test adds ... {}\n",
+        if adds_ok { "ok" } else { "FAILED" }
+    ));
+    if !adds_ok {
+        ev.push_str("panic\ttests/ops.rs\t7\tadds\n");
+    }
+    for c in r.canaries() {
+        let (st, kind) = if c.must_pass {
+            ("ok", "pass")
+        } else {
+            ("FAILED", "fail")
+        };
+        log.push_str(&format!("test {m}::{} ... {st}\n", c.name));
+        ev.push_str(&format!("canary\ttests/ops.rs\t7\t{}\t{kind}\n", c.name));
+        if !c.must_pass {
+            ev.push_str(&format!("panic\ttests/ops.rs\t7\t{m}::{}\n", c.name));
+        }
+    }
+    let failed = if adds_ok { 2 } else { 3 };
+    log.push_str(&format!(
+        "\ntest result: FAILED. {} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s\n\nerror: test failed, to rerun pass `--test ops`\n",
+        5 - failed
+    ));
+    (log, ev)
+}
+
+fn read(r: &Reporter, log: &str, ev: &str, exempt: bool) -> ReporterReading {
+    let results = parse_log(log).map(|t| t.results).unwrap_or_default();
+    r.read_cargo(&target(exempt), ev, log, &results).unwrap()
+}
+
+#[test]
+fn an_honest_run_is_clean_and_its_canaries_are_known() {
+    let r = reporter();
+    for adds_ok in [true, false] {
+        let (log, ev) = honest(&r, adds_ok);
+        let reading = read(&r, &log, &ev, false);
+        assert!(reading.tampered.is_empty(), "{:?}", reading.tampered);
+        assert!(reading.incomplete.is_none());
+        let results = parse_log(&log).unwrap().results;
+        let canaries = results.keys().filter(|id| reading.is_canary(id)).count();
+        assert_eq!(canaries, 4);
+        assert!(!reading.is_canary("tests/ops.rs::adds"));
+    }
+}
+
+#[test]
+fn a_must_fail_canary_reported_ok_is_tampering() {
+    let r = reporter();
+    let (log, ev) = honest(&r, false);
+    let log = log.replace(" ... FAILED", " ... ok");
+    let reading = read(&r, &log, &ev, false);
+    assert!(
+        reading.tampered.iter().any(|t| t.contains("must fail")),
+        "{:?}",
+        reading.tampered
+    );
+    // `adds` panicked and is reported passed.
+    assert!(
+        reading
+            .tampered
+            .iter()
+            .any(|t| t.contains("adds was reported passed"))
+    );
+}
+
+#[test]
+fn a_passed_test_that_panicked_is_tampering_unless_the_oracle_expects_panics() {
+    let r = reporter();
+    let (log, ev) = honest(&r, false);
+    let log = log.replace("test adds ... FAILED", "test adds ... ok");
+    assert!(!read(&r, &log, &ev, false).tampered.is_empty());
+    assert!(read(&r, &log, &ev, true).tampered.is_empty());
+}
+
+#[test]
+fn a_binary_that_exits_zero_after_its_must_fail_canary_is_tampering() {
+    let r = reporter();
+    let (log, ev) = honest(&r, true);
+    let log = log.replace("error: test failed, to rerun pass `--test ops`\n", "");
+    let reading = read(&r, &log, &ev, false);
+    assert!(
+        reading.tampered.iter().any(|t| t.contains("status 0")),
+        "{:?}",
+        reading.tampered
+    );
+}
+
+#[test]
+fn missing_canaries_are_tampering_filtered_ones_incomplete() {
+    let r = reporter();
+    let fake = "     Running tests/ops.rs (target/debug/deps/ops-0a1b)\n\nrunning 1 test\ntest adds ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s\n";
+    let ev = "start\ttests/ops.rs\t7\n";
+    let reading = read(&r, fake, ev, false);
+    assert!(
+        reading.tampered.iter().any(|t| t.contains("no result")),
+        "{:?}",
+        reading.tampered
+    );
+    let filtered = fake.replace("0 filtered out", "4 filtered out");
+    let reading = read(&r, &filtered, ev, false);
+    assert!(reading.tampered.is_empty(), "{:?}", reading.tampered);
+    assert!(reading.incomplete.is_some());
+    // Results of the binary without the reporter's start: tampered.
+    let reading = read(&r, fake, "", false);
+    assert!(reading.tampered.iter().any(|t| t.contains("never started")));
+    // A binary that never ran (a compile error): nothing to judge.
+    let reading = read(&r, "error[E0425]: cannot find value\n", "", false);
+    assert!(reading.tampered.is_empty() && reading.incomplete.is_none());
+}
+
+#[test]
+fn a_must_pass_canary_reported_without_running_is_tampering() {
+    let r = reporter();
+    let (log, ev) = honest(&r, true);
+    let ev: String = ev
+        .lines()
+        .filter(|l| !l.ends_with("\tpass"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let reading = read(&r, &log, &ev, false);
+    assert!(
+        reading.tampered.iter().any(|t| t.contains("never ran")),
+        "{:?}",
+        reading.tampered
+    );
+}
+
+#[test]
+fn placement_appends_to_binary_roots_only_and_restores_on_drop() {
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    std::fs::create_dir_all(w.join("tests/common")).unwrap();
+    std::fs::write(
+        w.join("Cargo.toml"),
+        "[package]\nname = \"x\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(w.join("tests/ops.rs"), "#[test]\nfn a() {}").unwrap();
+    std::fs::write(w.join("tests/common/mod.rs"), "pub fn h() {}\n").unwrap();
+    std::fs::write(w.join("tests/safe.rs"), "#![forbid(unsafe_code)]\n").unwrap();
+    let oracle: Vec<String> = [
+        "tests/ops.rs",
+        "tests/common/mod.rs",
+        "tests/safe.rs",
+        "tests/gone.rs",
+    ]
+    .map(String::from)
+    .to_vec();
+    let r = reporter();
+    let p = r
+        .place_cargo(w, oracle.iter(), Path::new("/tmp/ev.tsv"))
+        .unwrap();
+    assert_eq!(p.targets, target(false));
+    let text = std::fs::read_to_string(w.join("tests/ops.rs")).unwrap();
+    assert!(text.starts_with("#[test]\nfn a() {}\n"));
+    assert!(text.contains(&format!("mod {}", r.cargo_module())));
+    assert!(text.contains("#[link_section = \".init_array\"]"));
+    for c in r.canaries() {
+        assert!(text.contains(&format!("fn {}()", c.name)));
+    }
+    assert_eq!(
+        std::fs::read_to_string(w.join("tests/safe.rs")).unwrap(),
+        "#![forbid(unsafe_code)]\n"
+    );
+    drop(p);
+    assert_eq!(
+        std::fs::read_to_string(w.join("tests/ops.rs")).unwrap(),
+        "#[test]\nfn a() {}"
+    );
+    // A `[[test]]` target run by libtest holds the canaries under its own name; one
+    // with `harness = false` holds none and is reported unguarded.
+    std::fs::write(
+        w.join("Cargo.toml"),
+        "[package]\nname = \"x\"\n[[test]]\nname = \"arith\"\npath = \"tests/ops.rs\"\n",
+    )
+    .unwrap();
+    let p = r.place_cargo(w, oracle.iter(), Path::new("/e")).unwrap();
+    assert_eq!(p.targets.len(), 1);
+    assert_eq!(p.targets[0].name, "arith");
+    drop(p);
+    std::fs::write(
+        w.join("Cargo.toml"),
+        "[package]\nname = \"x\"\n[[test]]\nname = \"ops\"\nharness = false\n",
+    )
+    .unwrap();
+    let p = r.place_cargo(w, oracle.iter(), Path::new("/e")).unwrap();
+    assert!(p.targets.is_empty());
+    let files: Vec<&str> = p.unguarded.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(files, ["tests/ops.rs", "tests/safe.rs"]);
+    drop(p);
+    // Edition 2024 spells the attribute unsafe.
+    std::fs::write(
+        w.join("Cargo.toml"),
+        "[package]\nname = \"x\"\nedition = \"2024\"\n",
+    )
+    .unwrap();
+    let p = r.place_cargo(w, oracle.iter(), Path::new("/e")).unwrap();
+    assert!(
+        std::fs::read_to_string(w.join("tests/ops.rs"))
+            .unwrap()
+            .contains("#[unsafe(link_section")
+    );
+    drop(p);
+}
+
+#[test]
+fn binary_roots_are_top_level_test_files() {
+    assert_eq!(binary_root("tests/ops.rs"), Some(("", "ops")));
+    assert_eq!(binary_root("tests/it/main.rs"), Some(("", "it")));
+    assert_eq!(binary_root("crates/a/tests/x.rs"), Some(("crates/a", "x")));
+    assert_eq!(binary_root("tests/common/mod.rs"), None);
+    assert_eq!(binary_root("tests/it/fixture.rs"), None);
+    assert_eq!(binary_root("src/lib.rs"), None);
+    assert_eq!(binary_root("mytests/x.rs"), None);
+}
