@@ -182,6 +182,11 @@ pub struct SignalFlags {
     /// `--train`, each step also takes a supervised step on them.
     #[arg(long)]
     pub rft: bool,
+    /// A finding of the tampering scan (runner internals, exits, channel paths in a
+    /// patch or an artifact's files) rejects: the bug is invalid, the solver's
+    /// attempt is tampered (−1). Off by default: a finding is a note.
+    #[arg(long)]
+    pub reject_tampering: bool,
 }
 
 /// `--shaped-reward`'s values.
@@ -204,13 +209,15 @@ impl SignalFlags {
         }
         cfg.compact_filtering |= self.compact_filtering;
         cfg.rft |= self.rft;
+        cfg.reject_tampering |= self.reject_tampering;
     }
 
-    fn given(&self) -> [(Setting, bool); 3] {
+    fn given(&self) -> [(Setting, bool); 4] {
         [
             (Setting::ShapedReward, self.shaped_reward.is_some()),
             (Setting::CompactFiltering, self.compact_filtering),
             (Setting::Rft, self.rft),
+            (Setting::RejectTampering, self.reject_tampering),
         ]
     }
 }

@@ -129,24 +129,10 @@ fn play_on_the_image(exec: &str) {
     assert_ne!(line["image_commit"], line["base_commit"]);
 }
 
-/// pytest's report object patched: every failure becomes a pass (red-team suite of
-/// `ssr-game`, `red_team_rewards.rs`).
-const FORGE_REPORTS: &str = "import _pytest.reports as _r
-_init = _r.TestReport.__init__
-def _forged(self, *a, **k):
-    _init(self, *a, **k)
-    if self.outcome == 'failed':
-        self.outcome = 'passed'
-        self.longrepr = None
-_r.TestReport.__init__ = _forged
-";
-
-/// A file created under a protected glob during the run.
-const CREATE_CONFTEST: &str = "try:
-    open('tests/conftest.py', 'w').write('import pytest\\n')
-except OSError:
-    pass
-";
+/// The red-team suite's pytest attacks (`ssr-game`'s `red_team_rewards/`), by path:
+/// one definition for both suites.
+#[path = "../../runtime/game/tests/it/red_team_rewards/pytest_attacks.rs"]
+mod pytest_attacks;
 
 /// A diff appending `attack` to the package's `__init__.py` (imported by every test).
 fn init_attack(attack: &str) -> String {
@@ -157,18 +143,33 @@ fn init_attack(attack: &str) -> String {
     )
 }
 
-/// The defences of the red-team suite, unchanged on the image: a solver patch that
-/// keeps the bug and forges pytest's reports, or writes a protected file, scores −1
-/// as tampered; the same code in a bug is rejected as tampered.
+/// The defences of the red-team suite, unchanged on the image: each pytest attack of
+/// the suite, as a solver patch that keeps the bug, scores −1 as tampered in a run
+/// that recorded a reporter secret (the blocked rewrite of the oracle files leaves
+/// the bug failing); the same code in a bug is rejected as tampered (the blocked
+/// rewrite with scan findings rejecting).
 fn red_team_on_the_image(exec: &str, cache: &Path, bug: &Path, bug_diff: &str, image: &[&str]) {
     assert!(!bug_diff.contains("__init__.py"), "{bug_diff}");
     let tmp = tempfile::tempdir().unwrap();
-    for (what, attack) in [
-        ("forged reports", FORGE_REPORTS),
-        ("protected file", CREATE_CONFTEST),
-    ] {
+    let mut args = vec!["verify", s(bug), "--json"];
+    args.extend(image);
+    let (_, out, err) = run(cache, &args);
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{exec}: {e}: {out}\n{err}"));
+    let ids = |key: &str| -> Vec<String> {
+        report[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let failing = ids("fail_to_pass");
+    let p: Vec<String> = failing.iter().cloned().chain(ids("pass_to_pass")).collect();
+    for (what, attack) in pytest_attacks::pytest_attacks(&p, &failing) {
+        let blocked = what == pytest_attacks::BLOCKED_REWRITE;
         let patch = tmp.path().join("attack.diff");
-        std::fs::write(&patch, init_attack(attack)).unwrap();
+        std::fs::write(&patch, init_attack(&attack)).unwrap();
         let mut args = vec!["evaluate", s(bug), "--patch", s(&patch), "--json"];
         args.extend(image);
         // `ssr evaluate` exits 1 for an unsolved attempt; the JSON says why.
@@ -176,10 +177,15 @@ fn red_team_on_the_image(exec: &str, cache: &Path, bug: &Path, bug_diff: &str, i
         let e: serde_json::Value = serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("{exec} {what}: {e}: {out}\n{err}"));
         assert_eq!(e["reward"], -1.0, "{exec} {what}: {out}");
-        assert_eq!(e["outcome"]["kind"], "tampered", "{exec} {what}: {out}");
+        let kind = if blocked { "tests_failing" } else { "tampered" };
+        assert_eq!(e["outcome"]["kind"], kind, "{exec} {what}: {out}");
         assert!(
             !e["notes"].as_array().unwrap().is_empty(),
             "{exec} {what}: {out}"
+        );
+        assert!(
+            e["reporter_secret"].as_str().is_some_and(|x| x.len() == 32),
+            "{exec} {what}: the run recorded no reporter secret: {out}"
         );
 
         let bad = tmp.path().join(format!("bad-{}", what.replace(' ', "-")));
@@ -191,11 +197,14 @@ fn red_team_on_the_image(exec: &str, cache: &Path, bug: &Path, bug_diff: &str, i
         }
         std::fs::write(
             bad.join("bug_inject.diff"),
-            format!("{bug_diff}{}", init_attack(attack)),
+            format!("{bug_diff}{}", init_attack(&attack)),
         )
         .unwrap();
         let mut args = vec!["verify", s(&bad), "--json"];
         args.extend(image);
+        if blocked {
+            args.push("--reject-tampering");
+        }
         let (_, out, err) = run(cache, &args);
         let r: serde_json::Value = serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("{exec} {what}: {e}: {out}\n{err}"));
