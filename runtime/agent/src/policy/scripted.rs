@@ -83,13 +83,14 @@ impl Policy for ScriptedPolicy {
             .filter(|s| !s.is_empty())
             .ok_or(PolicyError::NoScript { role })?;
         let index = request.tag.attempt as usize % scripts.len();
-        let turn = scripts[index]
-            .get(request.tag.turn as usize)
-            .ok_or_else(|| PolicyError::ScriptExhausted {
-                role,
-                script: index,
-                turn: request.tag.turn,
-            })?;
+        let turn =
+            scripts[index]
+                .get(request.tag.turn as usize)
+                .ok_or(PolicyError::ScriptExhausted {
+                    role,
+                    script: index,
+                    turn: request.tag.turn,
+                })?;
         let text = turn.text().to_string();
         let (token_ids, exact) = match &self.codec {
             // Recorded turns are text: tokenizing it is the exact sequence the
