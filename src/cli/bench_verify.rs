@@ -17,7 +17,9 @@
 //! `--json` prints `[{"example", "repeats", "runs_per_verification",
 //! "parallel": {"wall_ms", "test_sum_ms", "critical_path_ms", "overhead_ms",
 //! "overhead_pct"}, "sequential": {... same ...}, "no_reporter": {... same ...},
-//! "speedup", "canary_cost_pct", "canary_cost_wall_pct"}]` (medians).
+//! "speedup", "canary_cost_pct", "canary_cost_wall_pct", "runs": [{"label",
+//! "script_ms", "no_reporter_script_ms"}]}]` (medians; `runs` says where the canary
+//! cost goes, run by run).
 
 use super::verify::{GameOpts, game_sandbox};
 use anyhow::Context;
@@ -67,6 +69,42 @@ pub struct ExampleFigures {
     pub canary_cost_pct: f64,
     /// 100 × (parallel wall with canaries / without − 1).
     pub canary_cost_wall_pct: f64,
+    /// Where the canary cost goes: each run's median script time, parallel with the
+    /// reporter and without it.
+    pub runs: Vec<RunFigures>,
+}
+
+/// One run of a verification (by its label), with and without the reporter.
+#[derive(Serialize, Debug)]
+pub struct RunFigures {
+    pub label: String,
+    pub script_ms: u64,
+    pub no_reporter_script_ms: u64,
+}
+
+/// Median script time per run label, in the order of the first report.
+fn run_figures(with: &[VerificationReport], without: &[VerificationReport]) -> Vec<RunFigures> {
+    let script = |reports: &[VerificationReport], label: &str| {
+        median(
+            reports
+                .iter()
+                .flat_map(|r| r.runs.iter().filter(|x| x.label == label))
+                .map(|x| x.script_ms)
+                .collect(),
+        )
+    };
+    with.first()
+        .map(|r| {
+            r.runs
+                .iter()
+                .map(|x| RunFigures {
+                    label: x.label.clone(),
+                    script_ms: script(with, &x.label),
+                    no_reporter_script_ms: script(without, &x.label),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn pct_over(with: u64, without: u64) -> f64 {
@@ -141,12 +179,16 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
         bar.set_message(format!("{name}: building and injecting"));
         let repo = examples::create_one(&source.join(name), &tmp.path().join(name))
             .with_context(|| format!("building example {name}"))?;
+        // The settings `ssr verify` uses for this repository: for a cargo project its
+        // vendored dependencies and prebuilt build cache (without the cache every run
+        // builds the crate from nothing, which is not what a verification costs).
+        let vcfg = opts.verify_config_for(&repo.path)?;
         let cfg = InjectConfig {
             strategy: Strategy::History,
             count: 1,
             seed: 0,
             max_candidates: 20,
-            verify: opts.verify_config(),
+            verify: vcfg.clone(),
         };
         let run = inject(&sandbox, &repo.path, &cfg, &mut |_| {})?;
         let bug = run
@@ -154,7 +196,7 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
             .first()
             .context("the history injector found no valid bug")?;
         bar.inc(1);
-        let (par, seq, bare) = series(&sandbox, &opts, name, &repo.path, bug, args.repeats, &bar)?;
+        let (par, seq, bare) = series(&sandbox, &vcfg, name, &repo.path, bug, args.repeats, &bar)?;
         let p = figures(&par);
         let s = figures(&seq);
         let b = figures(&bare);
@@ -169,6 +211,7 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
             },
             canary_cost_pct: pct_over(p.test_sum_ms, b.test_sum_ms),
             canary_cost_wall_pct: pct_over(p.wall_ms, b.wall_ms),
+            runs: run_figures(&par, &bare),
             parallel: p,
             sequential: s,
             no_reporter: b,
@@ -188,7 +231,7 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
 /// reports of each mode.
 fn series(
     sandbox: &dyn ssr_sandbox::Sandbox,
-    opts: &GameOpts,
+    base: &ssr_game::VerifyConfig,
     name: &str,
     repo: &std::path::Path,
     bug: &ssr_game::inject::InjectedBug,
@@ -209,7 +252,7 @@ fn series(
                 if reporter { "" } else { " without canaries" },
                 i + 1
             ));
-            let mut vcfg = opts.verify_config();
+            let mut vcfg = base.clone();
             vcfg.parallel = parallel;
             vcfg.trusted_reporter = reporter;
             let r = Verifier::new(sandbox, vcfg).verify(repo, &bug.artifact);
@@ -251,5 +294,16 @@ fn print_figures(all: &[ExampleFigures]) {
             "  canaries and trusted reporter: {:+.1} % of the sum of test runs, {:+.1} % of wall (target < 5 %)",
             f.canary_cost_pct, f.canary_cost_wall_pct
         );
+        let runs: Vec<String> = f
+            .runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} ms ({} without)",
+                    r.label, r.script_ms, r.no_reporter_script_ms
+                )
+            })
+            .collect();
+        println!("  script time per run, parallel: {}", runs.join(", "));
     }
 }
