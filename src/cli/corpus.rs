@@ -3,8 +3,9 @@
 //! as commits, fetched and unpacked in Rust; kept in `OUT/<name>` and reused), runs
 //! both procedural injectors on it, scores each valid bug's true fix with the
 //! evaluator, and prints the table the README shows: project, framework, tests, valid
-//! bugs per strategy (with how many true fixes scored +1), median verify time, and
-//! whether it is playable or why not.
+//! bugs per strategy (with how many true fixes scored +1), the patch scan's findings
+//! on those true fixes (false positives), median verify time, and whether it is
+//! playable or why not.
 //!
 //! A project is playable when every strategy gave `--bugs` valid bugs whose true fixes
 //! all score +1. Exit status 0 always (the table is the result); 1 only when the corpus
@@ -50,6 +51,9 @@ pub struct CorpusArgs {
 struct StrategyRow {
     valid: usize,
     fixes_scoring_one: usize,
+    /// Findings of the patch scan (`scan`) on the true fixes: each one a false
+    /// positive, since a true fix tampers with nothing.
+    scan_findings: usize,
     tried: usize,
     /// Seconds each valid bug's candidate took (inject-time verification included).
     verify_secs: Vec<f64>,
@@ -155,9 +159,11 @@ fn run_strategy(
         let Ok(fix) = patch_ops::reverse(&bug.artifact.bug_inject) else {
             continue;
         };
-        if ev.evaluate(repo, state, &fix).solved {
+        let e = ev.evaluate(repo, state, &fix);
+        if e.solved {
             row.fixes_scoring_one += 1;
         }
+        row.scan_findings += e.notes.iter().filter(|n| n.starts_with("scan:")).count();
     }
     if row.valid < args.bugs {
         let reasons: Vec<String> = run
@@ -305,18 +311,19 @@ fn short_reason(err: &str) -> String {
 /// The README's table.
 fn print_table(rows: &[Row]) {
     println!(
-        "| project | traits | framework | tests | history bugs | removal bugs | median verify | playable |"
+        "| project | traits | framework | tests | history bugs | removal bugs | scan findings on true fixes | median verify | playable |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.project,
             r.traits.join(", "),
             r.framework.as_deref().unwrap_or("-"),
             r.tests.map_or("-".into(), |t| t.to_string()),
             cell(&r.history),
             cell(&r.removal),
+            r.history.scan_findings + r.removal.scan_findings,
             r.median_verify_secs
                 .map_or("-".into(), |s| format!("{s:.1} s")),
             match &r.reason {
