@@ -178,6 +178,18 @@ fn lang_of(path: &str) -> Option<Lang> {
     }
 }
 
+/// Whether `line` is a whole-line comment of its file's language. A comment never
+/// runs, so it is not read: restored comments that name a runner's package made
+/// false positives (pluggy's own sources say "pluggy" throughout).
+fn is_comment(line: &str, lang: Option<Lang>) -> bool {
+    let code = line.trim_start();
+    match lang {
+        Some(Lang::Python) => code.starts_with('#'),
+        Some(Lang::Rust) => code.starts_with("//"),
+        _ => false,
+    }
+}
+
 /// Scans the lines `diff` (a unified diff) adds.
 pub fn scan_patch(diff: &str) -> Vec<ScanFinding> {
     let mut out = Vec::new();
@@ -205,6 +217,10 @@ pub fn scan_patch(diff: &str) -> Vec<ScanFinding> {
         let Some(p) = &path else { continue };
         if let Some(added) = raw.strip_prefix('+') {
             let lang = lang_of(p);
+            if is_comment(added, lang) {
+                new_line += 1;
+                continue;
+            }
             for (rule_lang, needle, why) in RULES {
                 let applies = *rule_lang == Lang::Any || Some(*rule_lang) == lang;
                 if applies && added.contains(needle) {
@@ -391,6 +407,23 @@ mod tests {
         let f = scan_patch(&patch("src/lib.rs", "pub fn f() { std::process::exit(0) }"));
         assert_eq!(f.len(), 1);
         assert!(f[0].note().contains("src/lib.rs:4"));
+    }
+
+    /// Regression: pluggy's true fixes restored comments naming pluggy and were
+    /// flagged as tampering with pytest's plugin manager.
+    #[test]
+    fn whole_line_comments_are_not_read_but_code_after_them_is() {
+        let diff = "--- a/src/pluggy/_manager.py\n+++ b/src/pluggy/_manager.py\n@@ -1,1 +1,4 @@\n \
+                    x = 1\n+    # to claim an attribute pluggy cannot bind.\n+import pluggy  # here\n\
+                    +y = 2\n--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1,0 +1,2 @@\n\
+                    +    // std::process::exit(0) in a comment\n+fn f() { std::process::exit(0) }\n";
+        let found = scan_patch(diff);
+        let lines: Vec<(&str, usize)> = found.iter().map(|f| (f.path.as_str(), f.line)).collect();
+        assert_eq!(
+            lines,
+            vec![("src/pluggy/_manager.py", 3), ("src/lib.rs", 2)],
+            "{found:?}"
+        );
     }
 
     #[test]
