@@ -191,23 +191,8 @@ fn env_server_bad_input_gets_clear_errors_and_keeps_serving() {
     let body = json!({"role": "solver", "repo": "textkit", "task_id": task, "episode_id": "e-long",
                       "script": {"solver": [[bash(&marker)]]}});
     let url = s.url("/v1/episodes");
-    let long = std::thread::spawn(move || {
-        client()
-            .post(url)
-            .json(&body)
-            .send()
-            .unwrap()
-            .json::<Value>()
-            .unwrap()
-    });
-    let t0 = Instant::now();
-    while processes_with(&marker) == 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the tool call never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let long = post_in_background(url, body);
+    wait_for_process(&marker);
     let (code, v) = s.post(
         "/v1/episodes",
         &json!({"role": "solver", "repo": "textkit", "task_id": task, "script": script}),
@@ -249,14 +234,7 @@ fn env_server_bad_input_gets_clear_errors_and_keeps_serving() {
         body.len()
     )
     .unwrap();
-    let t0 = Instant::now();
-    while processes_with(&marker) == 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the tool call never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_process(&marker);
     drop(raw);
     let t0 = Instant::now();
     while s.get("/health")["episodes_running"] != 0 || processes_with(&marker) > 0 {
@@ -399,14 +377,9 @@ fn servers_share_a_store_and_sigterm_stops_one_cleanly() {
                 .and_then(|r| r.text().ok())
         })
     };
+    // The 30 s limit below counts from here, as the wait's own clock did.
     let t0 = Instant::now();
-    while processes_with(&marker) == 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the tool call never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_process(&marker);
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &b.id().to_string()])
         .status()
@@ -494,23 +467,8 @@ fn env_server_refuses_a_duplicate_episode_id_with_409() {
     let long = json!({"role": "injector", "repo": "textkit", "episode_id": "dup-running",
                       "script": {"injector": [[bash(&marker)]]}});
     let (url, body) = (s.url("/v1/episodes"), long.clone());
-    let first = std::thread::spawn(move || {
-        client()
-            .post(url)
-            .json(&body)
-            .send()
-            .unwrap()
-            .json::<Value>()
-            .unwrap()
-    });
-    let t0 = Instant::now();
-    while processes_with(&marker) == 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the tool call never started"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let first = post_in_background(url, body);
+    wait_for_process(&marker);
     let (code, v) = s.post("/v1/episodes", &long);
     assert_eq!(
         (code, v["code"].as_str()),
@@ -629,13 +587,7 @@ fn ssr_episode_reads_the_model_url_from_openai_base_url() {
     }
     let dir = tempfile::tempdir().unwrap();
     let repos = dir.path().join("repos");
-    let o = crate::ssr()
-        .current_dir(root())
-        .args(["examples", "create", "--json", "--out"])
-        .arg(&repos)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    create_examples(&repos);
     let body = r#"{"choices":[{"text":"<tool: submit>\n","finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":3}}"#;
     let answer: &'static str = Box::leak(
         format!(

@@ -50,13 +50,7 @@ impl Server {
     fn start(extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().unwrap();
         let repos = tmp.path().join("repos");
-        let o = crate::ssr()
-            .current_dir(root())
-            .args(["examples", "create", "--json", "--out"])
-            .arg(&repos)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        create_examples(&repos);
         let store = tmp.path().join("store");
         let (child, base) = Server::launch(&repos.join("python-textkit"), &store, extra);
         Server {
@@ -144,6 +138,44 @@ fn client() -> reqwest::blocking::Client {
 
 fn bash(cmd: &str) -> String {
     format!("<tool: bash>\n{cmd}\n</tool>")
+}
+
+/// The example repositories under `repos` (`ssr examples create`).
+fn create_examples(repos: &Path) {
+    let o = crate::ssr()
+        .current_dir(root())
+        .args(["examples", "create", "--json", "--out"])
+        .arg(repos)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// POSTs `body` to `url` on a thread of its own (an episode that runs until it is
+/// cancelled or ends); the thread returns the response's JSON.
+fn post_in_background(url: String, body: Value) -> std::thread::JoinHandle<Value> {
+    std::thread::spawn(move || {
+        client()
+            .post(url)
+            .json(&body)
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap()
+    })
+}
+
+/// Waits (at most 60 s) until a process whose command line holds `marker` runs: the
+/// episode's tool call has started.
+fn wait_for_process(marker: &str) {
+    let t0 = Instant::now();
+    while processes_with(marker) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the tool call never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Processes whose command line holds `needle` (the sandboxed commands of a test).

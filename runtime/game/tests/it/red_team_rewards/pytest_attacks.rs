@@ -169,24 +169,12 @@ _ae.register(_rewrite_channel)
 /// outcome), and at exit the channel's events of those tests are turned from
 /// failed/raised into passed/returned, so the reporter agrees with the log.
 pub fn rewrite_channel() -> String {
+    // The canary-aware forgery, which also records the ids it forged for the rewrite.
     CHANNEL_HELPERS.to_string()
-        + "
-import _pytest.reports as _r
-_init = _r.TestReport.__init__
-def _real(nodeid):
-    path, _, name = nodeid.partition('::')
-    try:
-        return ('def ' + name.split('::')[-1] + '(') in open(path).read()
-    except OSError:
-        return False
-def _forged(self, *a, **k):
-    _init(self, *a, **k)
-    if self.outcome == 'failed' and _real(self.nodeid):
-        self.outcome = 'passed'
-        self.longrepr = None
-        _forged_ids.append(self.nodeid)
-_r.TestReport.__init__ = _forged
-"
+        + &CANARY_AWARE.replace(
+            "        self.longrepr = None\n",
+            "        self.longrepr = None\n        _forged_ids.append(self.nodeid)\n",
+        )
 }
 
 /// A fake summary of every test passing, then an early exit.
