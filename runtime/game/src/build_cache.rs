@@ -37,6 +37,7 @@
 //! workspace gets a layer (`workspace`).
 
 use crate::config::RunEnv;
+use crate::reporter::{CARGO_EVENTS_GUEST, Reporter, cargo_test_roots};
 use crate::vendor;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -53,7 +54,7 @@ pub const TARGET_VAR: &str = "CARGO_TARGET_DIR";
 /// loaded machine).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
 /// Bumped when the layout or the build command changes: old caches are not reused.
-const FORMAT: &str = "ssr-build-cache-1";
+const FORMAT: &str = "ssr-build-cache-2";
 /// The build: the units a test run's `cargo test` builds (the same units, by their
 /// hashes, as `cargo test --no-run`), all of them even when one fails: the dependency
 /// cache's stubs fail on purpose, and a partial full cache still saves every unit that
@@ -71,6 +72,8 @@ pub enum BuildCacheError {
     Sandbox(String),
     #[error("asking the toolchain's version in the sandbox failed: {0}")]
     Toolchain(String),
+    #[error("{path}: not a build record: {reason}")]
+    Record { path: PathBuf, reason: String },
     #[error("the cache build did not finish within {} s", BUILD_TIMEOUT.as_secs())]
     TimedOut,
     #[error("the cache build built nothing; log tail: {0}")]
@@ -117,6 +120,11 @@ pub struct BuildCaches {
     pub full: PathBuf,
     /// Solver episodes' base.
     pub dependencies: PathBuf,
+    /// The secret of the cargo canaries compiled into the full cache (hex; the
+    /// reporter's, `reporter::cargo`): runs over it place the same module. `None`:
+    /// the cache holds none, and each run compiles its own.
+    #[serde(default)]
+    pub canary_secret: Option<String>,
 }
 
 impl BuildCaches {
@@ -140,6 +148,11 @@ struct BuildRecord {
     kind: CacheKind,
     exit_code: Option<i32>,
     seconds: f64,
+    /// The secret of the canary module built into the full cache (hex); kept here,
+    /// outside the target directory that runs mount, so code under test cannot read
+    /// it from the cache.
+    #[serde(default)]
+    canary_secret: Option<String>,
     /// The end of the build's log (why units failed, for a user reading the cache).
     log_tail: String,
 }
@@ -162,12 +175,16 @@ pub fn build_cache_dir() -> PathBuf {
 /// The caches of the cargo project at `repo` (a `Cargo.toml` at its root) for runs in
 /// `env`, built in `sandbox` into `cache` unless already there; `None` when `repo` is
 /// not a cargo project. A build that fails leaves a cache of the units that built
-/// (cargo rebuilds the rest in each run, as without a cache).
+/// (cargo rebuilds the rest in each run, as without a cache). With `canaries` the
+/// full cache holds the trusted reporter's cargo canaries (`reporter::cargo`), as
+/// every run with the reporter needs; without, it is the plain build (`ssr bench
+/// verify`'s baseline).
 pub fn prepare(
     sandbox: &dyn Sandbox,
     repo: &Path,
     env: &RunEnv,
     cache: &Path,
+    canaries: bool,
 ) -> Result<Option<BuildCaches>, BuildCacheError> {
     if !repo.join("Cargo.toml").is_file() {
         return Ok(None);
@@ -184,48 +201,58 @@ pub fn prepare(
     let snapshots =
         SnapshotBase::new(&repo, &work.path().join("snap"))?.hiding(&[".git", "target"])?;
     let snapshot = snapshots.snapshot()?;
-    let full = ensure(
+    let (full, canary_secret) = ensure(
         sandbox,
         env,
         cache,
         CacheKind::Full,
-        snapshot.path(),
+        (&repo, snapshot.path()),
         &toolchain,
+        canaries,
     )?;
     drop(snapshot);
     // The dependency cache builds a copy holding no code at all.
     let stubs = work.path().join("stubs");
     vendor::stub_tree(&repo, &stubs, vendor::StubFor::Sandbox)?;
-    let dependencies = ensure(
+    let (dependencies, _) = ensure(
         sandbox,
         env,
         cache,
         CacheKind::Dependencies,
-        &stubs,
+        (&repo, &stubs),
         &toolchain,
+        false,
     )?;
     Ok(Some(BuildCaches {
         repo,
         full,
         dependencies,
+        canary_secret,
     }))
 }
 
-/// The cache of `kind` for the tree `src`: its target directory, built first when no
-/// cache has its key.
+/// The cache of `kind` for the tree `src` (made from `repo`): its target directory
+/// and the secret of its canaries, built first when no cache has its key. With
+/// `canaries`, the full cache is built with the cargo canary module of a fresh secret
+/// in every test binary root of `src` (which it changes: a private snapshot), so that
+/// runs over it compile none.
 fn ensure(
     sandbox: &dyn Sandbox,
     env: &RunEnv,
     cache: &Path,
     kind: CacheKind,
-    src: &Path,
+    (repo, src): (&Path, &Path),
     toolchain: &str,
-) -> Result<PathBuf, BuildCacheError> {
-    let key = cache_key(kind, src, env, toolchain)?;
-    let dir = cache.join(format!("{}-{key}", kind.name()));
+    canaries: bool,
+) -> Result<(PathBuf, Option<String>), BuildCacheError> {
+    let times_of = (kind == CacheKind::Full).then_some(repo);
+    let key = cache_key(kind, src, times_of, env, toolchain)?;
+    let plain = if canaries { "" } else { "plain-" };
+    let dir = cache.join(format!("{}-{plain}{key}", kind.name()));
     let target = dir.join("target");
-    if dir.join("build.json").is_file() {
-        return Ok(target);
+    let record = dir.join("build.json");
+    if record.is_file() {
+        return Ok((target, read_record(&record)?.canary_secret));
     }
     // Built in a temporary sibling renamed into place at the end: a concurrent or
     // interrupted build never leaves a partial cache under the key.
@@ -235,17 +262,33 @@ fn ensure(
         .map_err(io(cache))?;
     let out = tmp.path().join("target");
     std::fs::create_dir(&out).map_err(io(&out))?;
-    let record = build(sandbox, env, src, &out, kind)?;
+    let canaries = match kind {
+        CacheKind::Full if canaries => {
+            let reporter = Reporter::draw();
+            let roots = cargo_test_roots(src);
+            let all = roots.iter().cloned().collect();
+            // Kept past the build (restored on drop): the snapshot is thrown away.
+            let placed = reporter
+                .place_cargo(src, &roots, &all, Path::new(CARGO_EVENTS_GUEST))
+                .map_err(io(src))?;
+            Some((reporter, placed))
+        }
+        _ => None,
+    };
+    let mut built_record = build(sandbox, env, src, &out, kind)?;
+    built_record.canary_secret = canaries.as_ref().map(|(r, _)| r.secret().to_string());
+    drop(canaries);
     let json = tmp.path().join("build.json");
-    let text = serde_json::to_string_pretty(&record).expect("a build record serializes");
+    let text = serde_json::to_string_pretty(&built_record).expect("a build record serializes");
     std::fs::write(&json, text).map_err(io(&json))?;
     let built = tmp.keep();
     match std::fs::rename(&built, &dir) {
-        Ok(()) => Ok(target),
-        // Another process built the same key first: same inputs, same units.
-        Err(_) if dir.join("build.json").is_file() => {
+        Ok(()) => Ok((target, built_record.canary_secret)),
+        // Another process built the same key first: same inputs, same units, but its
+        // own canaries: the record that won says which.
+        Err(_) if record.is_file() => {
             let _ = std::fs::remove_dir_all(&built);
-            Ok(target)
+            Ok((target, read_record(&record)?.canary_secret))
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&built);
@@ -302,7 +345,16 @@ fn build(
         kind,
         exit_code: res.exit_code,
         seconds: t0.elapsed().as_secs_f64(),
+        canary_secret: None,
         log_tail,
+    })
+}
+
+fn read_record(path: &Path) -> Result<BuildRecord, BuildCacheError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    serde_json::from_str(&text).map_err(|e| BuildCacheError::Record {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
     })
 }
 
@@ -326,10 +378,15 @@ fn toolchain(sandbox: &dyn Sandbox, env: &RunEnv, empty: &Path) -> Result<String
 }
 
 /// The key of a cache: its kind, the tree it is built from, the run environment and
-/// the toolchain.
+/// the toolchain. The full cache's key also holds the file times of the repository
+/// (`times_of`, whose contents are `src`'s): cargo takes a unit for fresh by times,
+/// so a cache built from an earlier checkout of the same files is older than every
+/// file of the new one, and each run would rebuild the crate whole (measured: a
+/// second `ssr examples create` made every rust-ledger run compile everything).
 fn cache_key(
     kind: CacheKind,
     src: &Path,
+    times_of: Option<&Path>,
     env: &RunEnv,
     toolchain: &str,
 ) -> Result<String, BuildCacheError> {
@@ -338,13 +395,22 @@ fn cache_key(
     // The mounts and variables of a run (not the limits: they do not change units).
     let env_part = serde_json::json!({ "mounts": env.mounts, "env": env.env });
     h.update(env_part.to_string());
-    tree_digest(src, Path::new(""), &mut h)?;
+    match times_of {
+        Some(repo) => tree_digest(repo, Path::new(""), true, &mut h)?,
+        None => tree_digest(src, Path::new(""), false, &mut h)?,
+    }
     Ok(hex::encode(&h.finalize()[..12]))
 }
 
 /// Hashes every entry under `root/rel` (names sorted; files with their content and
-/// executable bit, links with their target), skipping a top-level `.git` and `target`.
-fn tree_digest(root: &Path, rel: &Path, h: &mut Sha256) -> Result<(), BuildCacheError> {
+/// executable bit, and with `times` their modification time; links with their
+/// target), skipping a top-level `.git` and `target`.
+fn tree_digest(
+    root: &Path,
+    rel: &Path,
+    times: bool,
+    h: &mut Sha256,
+) -> Result<(), BuildCacheError> {
     use std::os::unix::fs::PermissionsExt;
     let dir = root.join(rel);
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
@@ -363,7 +429,7 @@ fn tree_digest(root: &Path, rel: &Path, h: &mut Sha256) -> Result<(), BuildCache
         let shown = child.to_string_lossy();
         if meta.is_dir() {
             h.update(format!("D {shown}\n"));
-            tree_digest(root, &child, h)?;
+            tree_digest(root, &child, times, h)?;
         } else if meta.file_type().is_symlink() {
             let to = std::fs::read_link(&path).map_err(io(&path))?;
             h.update(format!("L {shown} {}\n", to.to_string_lossy()));
@@ -372,6 +438,11 @@ fn tree_digest(root: &Path, rel: &Path, h: &mut Sha256) -> Result<(), BuildCache
             let exec = meta.permissions().mode() & 0o111 != 0;
             h.update(format!("F {shown} {} {exec}\n", bytes.len()));
             h.update(&bytes);
+            if times {
+                let t = meta.modified().map_err(io(&path))?;
+                let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                h.update(format!("T {}\n", since.as_nanos()));
+            }
         }
     }
     Ok(())
@@ -510,8 +581,32 @@ mod tests {
 
     fn digest(dir: &Path) -> String {
         let mut h = Sha256::new();
-        tree_digest(dir, Path::new(""), &mut h).unwrap();
+        tree_digest(dir, Path::new(""), false, &mut h).unwrap();
         hex::encode(h.finalize())
+    }
+
+    /// Regression: a cache built from an earlier checkout of the same files is older
+    /// than every file of the new one (cargo rebuilt the whole crate in every run), so
+    /// the full cache's key holds the files' times.
+    #[test]
+    fn the_full_cache_key_sees_file_times() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::write(p.join("lib.rs"), "fn a() {}").unwrap();
+        let with_times = |p: &Path| {
+            let mut h = Sha256::new();
+            tree_digest(p, Path::new(""), true, &mut h).unwrap();
+            hex::encode(h.finalize())
+        };
+        let (a, plain) = (with_times(p), digest(p));
+        let f = std::fs::File::options()
+            .write(true)
+            .open(p.join("lib.rs"))
+            .unwrap();
+        f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
+            .unwrap();
+        assert_ne!(a, with_times(p));
+        assert_eq!(plain, digest(p), "the dependency cache's key has no times");
     }
 
     #[test]

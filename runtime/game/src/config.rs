@@ -111,6 +111,7 @@ impl RunEnv {
                     repo,
                     self,
                     &crate::build_cache::build_cache_dir(),
+                    true,
                 )
                 .map_err(|e| e.to_string())
             });

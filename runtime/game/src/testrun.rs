@@ -38,13 +38,14 @@
 use crate::config::VerifyConfig;
 use crate::protected::ProtectedSet;
 use crate::reporter::{
-    CARGO_EVENTS_FILE, CargoPlacement, Channel, REPORT_FILE, Reporter, ReporterReading,
+    CARGO_EVENTS_FILE, CARGO_EVENTS_GUEST, CHANNEL_GUEST, CargoPlacement, Channel, REPORT_FILE,
+    Reporter, ReporterReading, cargo_test_roots,
 };
 use crate::trusted::{self, LogFormat, TrustedParse, TrustedStatus};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ssr_sandbox::{Command, ExecSpec, Mount, Sandbox};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Largest parser output read as JSON.
@@ -182,8 +183,33 @@ pub fn run_tests_protected(
         )?;
         write("sitecustomize.py", &reporter.unittest_source(&report_path))?;
     }
-    let cargo_events = channel.path(CARGO_EVENTS_FILE);
-    let placement = place_cargo(reporter.as_ref(), protected, workspace, &cargo_events)?;
+    // A cargo project's private layer over its build cache (`build_cache`).
+    let layer = crate::workspace::build_layer(workspace);
+    // The cargo canaries: over a build cache that holds them, those compiled into it
+    // (its secret, its fixed events path, every test binary root), so that no binary
+    // is rebuilt for them; they are placed in every run over it, since its binaries
+    // hold them whatever the run. Otherwise the run's own, in the oracle files.
+    let cached = layer
+        .as_ref()
+        .and_then(|l| l.canary_secret.as_deref())
+        .and_then(Reporter::from_hex);
+    let cargo_reporter = cached.clone().or_else(|| reporter.clone());
+    let cargo_events = match cached {
+        Some(_) => PathBuf::from(CARGO_EVENTS_GUEST),
+        None => channel.path(CARGO_EVENTS_FILE),
+    };
+    // Judged: the oracle binaries of a protected run with the reporter on
+    // (exploratory runs of the procedural injectors have no oracle yet).
+    let judged = protected
+        .filter(|_| reporter.is_some())
+        .map(|p| p.oracle().cloned().collect::<BTreeSet<String>>());
+    let placement = place_cargo(
+        cargo_reporter.as_ref(),
+        judged,
+        workspace,
+        &cargo_events,
+        cached.is_some(),
+    )?;
     // Hashed after the canaries are placed: the module is part of the run's oracle.
     let before = protected.map(|p| protected_files(workspace, p));
 
@@ -194,9 +220,7 @@ pub fn run_tests_protected(
     };
     let mut mounts = cfg.run_env.mounts.clone();
     mounts.push(mount);
-    // A cargo project's private layer over its build cache (`build_cache`).
-    let layer = crate::workspace::build_layer_mount(workspace);
-    mounts.extend(layer.clone());
+    mounts.extend(layer.as_ref().map(|l| l.mount.clone()));
     let spec = |script: String, limits| {
         let mut s = ExecSpec::new(Command::Script(script), workspace);
         s.mounts = mounts.clone();
@@ -221,6 +245,13 @@ pub fn run_tests_protected(
         guest: channel.dir().to_path_buf(),
         read_only: channel.read_only_mount(),
     });
+    if cached.is_some() {
+        script.mounts.push(Mount {
+            host: channel.dir().to_path_buf(),
+            guest: CHANNEL_GUEST.into(),
+            read_only: channel.read_only_mount(),
+        });
+    }
     if let Some(reporter) = &reporter {
         prepend_env(
             &mut script.env,
@@ -261,6 +292,7 @@ pub fn run_tests_protected(
     if let (Some(before), Some(p)) = (&before, protected) {
         tampered.extend(protected_changes(before, &protected_files(workspace, p)));
     }
+    let placed_any = placement.as_ref().is_some_and(|p| p.placed_any());
     let targets = placement
         .as_ref()
         .map(|p| p.targets.clone())
@@ -276,7 +308,7 @@ pub fn run_tests_protected(
     let reading = reporter
         .as_ref()
         .and_then(|r| r.read(&channel.text(REPORT_FILE)));
-    let cargo_reading = match (&reporter, targets) {
+    let cargo_reading = match (&cargo_reporter, targets) {
         (Some(r), Some(t)) => {
             let parsed = trusted::parse_log(&log)
                 .map(|t| t.results)
@@ -325,6 +357,13 @@ pub fn run_tests_protected(
         claimed.retain(|id, _| !r.is_canary(id));
         tampered.extend(r.tampered.iter().cloned());
         trusted = trusted.map(|t| merge_cargo(t, r));
+    } else if let (Some(r), true) = (&cargo_reporter, placed_any) {
+        // Canaries ran (a build cache's) but nothing was judged: they are still no
+        // test of the repository.
+        claimed.retain(|id, _| !r.is_cargo_canary(id));
+        if let Some(t) = &mut trusted {
+            t.results.retain(|id, _| !r.is_cargo_canary(id));
+        }
     }
     trusted = unguarded_cargo(
         trusted,
@@ -370,21 +409,31 @@ fn user_site_hook(io_path: &Path, module: &str) -> Result<PathBuf, RunFailure> {
     Ok(base)
 }
 
-/// The cargo reporter's canaries in the workspace's oracle binaries, for a protected
-/// run with the reporter on (exploratory runs of the procedural injectors have no
-/// oracle yet). `None`: no reporter or no oracle.
+/// The cargo reporter's canaries in the workspace's `judged` oracle binaries; with
+/// `every_root` (a build cache compiled them there) also in every other test binary
+/// root, unjudged, and in every run, judged or not. `None`: nothing to place.
 fn place_cargo(
     reporter: Option<&Reporter>,
-    protected: Option<&ProtectedSet>,
+    judged: Option<BTreeSet<String>>,
     workspace: &Path,
     events: &Path,
+    every_root: bool,
 ) -> Result<Option<CargoPlacement>, RunFailure> {
-    let (Some(reporter), Some(protected)) = (reporter, protected) else {
+    let Some(reporter) = reporter else {
         return Ok(None);
     };
+    if judged.is_none() && !every_root {
+        return Ok(None);
+    }
+    let oracle = judged.unwrap_or_default();
+    let mut roots = oracle.clone();
+    if every_root {
+        roots.extend(cargo_test_roots(workspace));
+    }
+    let roots: Vec<String> = roots.into_iter().collect();
     let setup = |e: std::io::Error| RunFailure::Setup(e.to_string());
     let placement = reporter
-        .place_cargo(workspace, protected.oracle(), events)
+        .place_cargo(workspace, &roots, &oracle, events)
         .map_err(setup)?;
     Ok(Some(placement))
 }

@@ -11,7 +11,8 @@
 //!
 //! Build caches: a base whose run environment holds prebuilt caches of its repository
 //! (`build_cache`) gives every workspace its own copy-on-write layer over the full
-//! cache ([`build_layer_mount`]: `testrun` mounts it as the run's `CARGO_TARGET_DIR`),
+//! cache ([`build_layer`]: `testrun` mounts it as the run's `CARGO_TARGET_DIR`, and
+//! places the cargo canaries compiled into the cache),
 //! and stamps every file the workspace writes with a time newer than the cache
 //! ([`Workspace::apply`], [`Workspace::restore`]).
 //!
@@ -64,6 +65,17 @@ pub struct WorkspaceBase {
     snapshots: SnapshotBase,
     /// The full build cache of `original`, when the run environment has one.
     target: Option<TargetBase>,
+    /// The secret of the cargo canaries compiled into it.
+    canary_secret: Option<String>,
+}
+
+/// A live workspace's layer over a build cache, as a run uses it.
+#[derive(Clone, Debug)]
+pub struct BuildLayer {
+    /// The read-write mount of the layer (the run's `CARGO_TARGET_DIR`).
+    pub mount: Mount,
+    /// The secret of the cargo canaries the cache holds (`reporter::cargo`).
+    pub canary_secret: Option<String>,
 }
 
 /// Scratch directories already swept of snapshots left by killed processes.
@@ -72,12 +84,12 @@ static SWEPT: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 /// The build layer of every live workspace that has one, by the workspace's path:
 /// `testrun` is handed a workspace's path only (by every caller: verify, evaluate,
 /// the injectors, doctor), and finds the layer to mount here.
-static LAYERS: Mutex<BTreeMap<PathBuf, Mount>> = Mutex::new(BTreeMap::new());
+static LAYERS: Mutex<BTreeMap<PathBuf, BuildLayer>> = Mutex::new(BTreeMap::new());
 
-/// The read-write mount of `workspace`'s private build layer, when it has one: a run
-/// over `workspace` mounts it and sets [`crate::build_cache::TARGET_VAR`] to
+/// `workspace`'s private build layer, when it has one: a run over `workspace` mounts
+/// it and sets [`crate::build_cache::TARGET_VAR`] to
 /// [`crate::build_cache::TARGET_GUEST`].
-pub fn build_layer_mount(workspace: &Path) -> Option<Mount> {
+pub fn build_layer(workspace: &Path) -> Option<BuildLayer> {
     LAYERS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -100,8 +112,13 @@ impl WorkspaceBase {
             let _ = sweep_stale(&scratch);
         }
         let snapshots = SnapshotBase::new(original, &scratch)?.hiding(hidden_of(original))?;
-        let target = match &cfg.run_env.build_cache {
-            Some(c) if c.serves(original) => TargetBase::open(&c.full, &scratch)
+        let cache = cfg
+            .run_env
+            .build_cache
+            .as_ref()
+            .filter(|c| c.serves(original));
+        let target = match cache {
+            Some(c) => TargetBase::open(&c.full, &scratch)
                 // A cache only saves time: one that cannot be opened (removed from the
                 // host cache meanwhile) leaves every run to build from nothing.
                 .unwrap_or_else(|e| {
@@ -114,6 +131,7 @@ impl WorkspaceBase {
             original: original.to_path_buf(),
             snapshots,
             target,
+            canary_secret: cache.and_then(|c| c.canary_secret.clone()),
         })
     }
 
@@ -143,10 +161,13 @@ impl WorkspaceBase {
             .transpose()
             .map_err(|e| WorkspaceError::BuildCache(Box::new(e)))?;
         if let Some(t) = &target {
-            LAYERS
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(snapshot.path().to_path_buf(), t.mount());
+            LAYERS.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                snapshot.path().to_path_buf(),
+                BuildLayer {
+                    mount: t.mount(),
+                    canary_secret: self.canary_secret.clone(),
+                },
+            );
         }
         Ok(Workspace {
             cache_newest: self.target.as_ref().map(TargetBase::newest),

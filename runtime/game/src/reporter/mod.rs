@@ -33,7 +33,10 @@
 mod cargo;
 mod channel;
 
-pub use cargo::{CARGO_EVENTS_FILE, CargoPlacement, PlacedTarget};
+pub use cargo::{
+    CARGO_EVENTS_FILE, CARGO_EVENTS_GUEST, CHANNEL_GUEST, CargoPlacement, PlacedTarget,
+    cargo_test_roots,
+};
 pub use channel::{Channel, ChannelText};
 
 use crate::trusted::{LogFormat, TrustedResults, TrustedStatus};
@@ -127,6 +130,13 @@ impl Reporter {
             module,
             canaries,
         }
+    }
+
+    /// The reporter of a secret recorded as hex (a build cache's, `build_cache`);
+    /// `None` when `hex` is not 16 bytes of hex.
+    pub fn from_hex(hex: &str) -> Option<Reporter> {
+        let bytes = hex::decode(hex).ok()?;
+        Some(Reporter::from_secret(&bytes.try_into().ok()?))
     }
 
     /// The secret, hex (for the run's record; never shown to a policy).

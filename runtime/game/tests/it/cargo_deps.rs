@@ -361,10 +361,15 @@ fn measure_verify_with_and_without_the_build_cache() {
     assert!(r.valid, "{}", r.summary());
 
     let t = std::time::Instant::now();
-    let caches =
-        ssr_game::build_cache::prepare(fixture::sandbox(), repo.path(), &cfg.run_env, cache.path())
-            .unwrap()
-            .unwrap();
+    let caches = ssr_game::build_cache::prepare(
+        fixture::sandbox(),
+        repo.path(),
+        &cfg.run_env,
+        cache.path(),
+        true,
+    )
+    .unwrap()
+    .unwrap();
     let prebuild = t.elapsed().as_secs_f64();
     cfg.run_env.build_cache = Some(caches);
     let t = std::time::Instant::now();
@@ -377,4 +382,104 @@ fn measure_verify_with_and_without_the_build_cache() {
         without / with,
         without / (with + prebuild)
     );
+}
+
+/// Regression (issue 17: the cargo canaries cost +122 % of rust-ledger's verify time,
+/// every run rebuilding every oracle test binary for a module of its own): a run over
+/// a build cache places the module the cache was built with, file times kept, so a
+/// run of the original compiles nothing, and its canaries are all accounted for under
+/// the cache's secret.
+#[test]
+fn a_run_over_the_build_cache_compiles_nothing_for_its_canaries() {
+    use ssr_game::protected::{ProtectedSet, default_globs};
+    use ssr_game::testrun::{Harness, run_tests_protected};
+    use ssr_game::trusted::TrustedStatus;
+    let (repo, a) = crate_repo();
+    let scratch = tempfile::tempdir().unwrap();
+    let cfg = config(repo.path(), scratch.path());
+    let secret = cfg
+        .run_env
+        .build_cache
+        .as_ref()
+        .unwrap()
+        .canary_secret
+        .clone();
+    let secret = secret.expect("the full cache holds canaries");
+    let base = ssr_game::workspace::WorkspaceBase::new(repo.path(), &cfg).unwrap();
+    let protected = ProtectedSet::new(&a.test_files, &default_globs()).unwrap();
+    let script = "#!/bin/bash\nexport CARGO_TERM_COLOR=never\n\
+        cargo test --offline --no-fail-fast > /tmp/log 2>&1; s=$?\n\
+        cat /tmp/log\necho \"compiled: $(grep -c '^ *Compiling' /tmp/log)\"\nexit $s\n";
+    // The original, then the bug (the crate and its test binaries rebuilt, the
+    // module with them).
+    for (state, compiled) in [("original", true), ("bug", false)] {
+        let ws = base.fresh().unwrap();
+        if state == "bug" {
+            ws.apply("bug_inject.diff", &a.bug_inject).unwrap();
+        }
+        let run = run_tests_protected(
+            fixture::sandbox(),
+            &cfg,
+            ws.path(),
+            Harness {
+                test_script: script,
+                test_parser: &a.test_parser,
+            },
+            Some(&protected),
+        )
+        .unwrap();
+        assert_eq!(
+            run.log_tail.contains("compiled: 0"),
+            compiled,
+            "{state}: {}",
+            run.log_tail
+        );
+        assert!(run.tampered.is_empty(), "{state}: {:?}", run.tampered);
+        let reading = run
+            .reporter
+            .as_ref()
+            .expect("the cargo reporter read the run");
+        assert!(
+            reading.incomplete.is_none(),
+            "{state}: {:?}",
+            reading.incomplete
+        );
+        assert_eq!(reading.secret, secret, "{state}");
+        assert!(
+            reading.canary_ids.len() >= 4,
+            "{state}: {:?}",
+            reading.canary_ids
+        );
+        assert!(
+            run.claimed.keys().all(|id| !reading.is_canary(id)),
+            "{state}"
+        );
+        let trusted = run.trusted.as_ref().expect("a cargo log");
+        assert!(trusted.results.keys().all(|id| !reading.is_canary(id)));
+        if state == "original" {
+            // Regression: a run with no oracle (the procedural injectors' exploratory
+            // runs) runs the cache's binaries too, canaries and all; they are placed,
+            // unjudged, and never counted as tests of the repository (the injector
+            // found "no test file passes in full" on rust-ledger).
+            let ws = base.fresh().unwrap();
+            let harness = Harness {
+                test_script: script,
+                test_parser: &a.test_parser,
+            };
+            let open =
+                ssr_game::testrun::run_tests(fixture::sandbox(), &cfg, ws.path(), harness).unwrap();
+            assert!(open.log_tail.contains("compiled: 0"), "{}", open.log_tail);
+            let results = &open.trusted.as_ref().unwrap().results;
+            assert_eq!(results.len(), 6, "{results:?}");
+            assert!(results.values().all(|s| *s == TrustedStatus::Passed));
+            assert_eq!(open.claimed.len(), 6, "{:?}", open.claimed);
+        }
+        let failed = trusted
+            .results
+            .values()
+            .filter(|s| **s == TrustedStatus::Failed)
+            .count();
+        assert_eq!(failed > 0, state == "bug", "{state}: {:?}", trusted.results);
+        assert_eq!(trusted.results.len(), 6, "{state}: {:?}", trusted.results);
+    }
 }

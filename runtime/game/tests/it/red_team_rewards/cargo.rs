@@ -5,6 +5,7 @@
 //! only the scan sees).
 
 use super::*;
+use ssr_game::RunEnv;
 
 const CARGO_LIB: &str = "\
 pub fn add(a: i64, b: i64) -> i64 {
@@ -296,6 +297,38 @@ fn cargo_attacks_score_minus_one_and_are_rejected() {
     let (repo, a) = cargo_repo();
     let buggy = CARGO_LIB.replace("    a + b", "    a + b + 1");
     // `add` calls the attack first, so it acts when a test runs.
+    let with_call = buggy.replace(
+        "pub fn add(a: i64, b: i64) -> i64 {\n",
+        "pub fn add(a: i64, b: i64) -> i64 {\n    forge();\n",
+    );
+    let attacks: Vec<(&str, String)> = cargo_attacks()
+        .into_iter()
+        .map(|(w, at)| (w, format!("{with_call}{at}")))
+        .collect();
+    // Over a build cache, as every host cargo project runs (`verify_config_for`): the
+    // canaries are the cache's, compiled into it, with a fixed events path.
+    let scratch = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(scratch.path());
+    cfg.hard_timeout_secs = 120.0;
+    cfg.soft_timeout_secs = 90.0;
+    cfg.run_env = RunEnv::host_toolchains()
+        .with_cargo_deps(repo.path())
+        .unwrap();
+    let caches = cfg
+        .run_env
+        .build_cache
+        .as_ref()
+        .expect("a cargo project has caches");
+    assert!(caches.canary_secret.is_some(), "{caches:?}");
+    attack_both_ways_in(cfg, repo.path(), &a, "src/lib.rs", &buggy, &attacks, false);
+}
+
+/// The same attacks without a build cache (image-based environments have none): each
+/// run compiles canaries of its own secret, events to the run's own channel path.
+#[test]
+fn cargo_attacks_without_a_build_cache_score_minus_one_and_are_rejected() {
+    let (repo, a) = cargo_repo();
+    let buggy = CARGO_LIB.replace("    a + b", "    a + b + 1");
     let with_call = buggy.replace(
         "pub fn add(a: i64, b: i64) -> i64 {\n",
         "pub fn add(a: i64, b: i64) -> i64 {\n    forge();\n",

@@ -81,6 +81,20 @@ pub(super) fn attack_both_ways(
 ) {
     let scratch = tempfile::tempdir().unwrap();
     let base = test_config(scratch.path());
+    attack_both_ways_in(base, repo, a, module, buggy, attacks, scan_rejects);
+}
+
+/// [`attack_both_ways`] with the settings `base` (a run environment with a build
+/// cache, say).
+pub(super) fn attack_both_ways_in(
+    base: VerifyConfig,
+    repo: &Path,
+    a: &Artifact,
+    module: &str,
+    buggy: &str,
+    attacks: &[(&str, String)],
+    scan_rejects: bool,
+) {
     let r = Verifier::new(fixture::sandbox(), base.clone()).verify(repo, a);
     assert!(r.valid, "{}", r.summary());
     let p = r.all_tests();
