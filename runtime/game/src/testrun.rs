@@ -357,7 +357,7 @@ pub fn run_tests_protected(
         claimed.retain(|id, _| !r.is_canary(id));
         tampered.extend(r.tampered.iter().cloned());
         trusted = trusted.map(|t| merge_cargo(t, r));
-    } else if let (Some(r), true) = (&cargo_reporter, placed_any) {
+    } else if placed_any && let Some(r) = &cargo_reporter {
         // Canaries ran (a build cache's) but nothing was judged: they are still no
         // test of the repository.
         claimed.retain(|id, _| !r.is_cargo_canary(id));

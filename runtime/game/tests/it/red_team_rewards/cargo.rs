@@ -292,19 +292,25 @@ fn cargo_attacks() -> Vec<(&'static str, String)> {
     ]
 }
 
-#[test]
-fn cargo_attacks_score_minus_one_and_are_rejected() {
-    let (repo, a) = cargo_repo();
+/// The buggy library, and each attack appended to it with `add` calling it first, so
+/// it acts when a test runs.
+fn buggy_and_attacked() -> (String, Vec<(&'static str, String)>) {
     let buggy = CARGO_LIB.replace("    a + b", "    a + b + 1");
-    // `add` calls the attack first, so it acts when a test runs.
     let with_call = buggy.replace(
         "pub fn add(a: i64, b: i64) -> i64 {\n",
         "pub fn add(a: i64, b: i64) -> i64 {\n    forge();\n",
     );
-    let attacks: Vec<(&str, String)> = cargo_attacks()
+    let attacks = cargo_attacks()
         .into_iter()
         .map(|(w, at)| (w, format!("{with_call}{at}")))
         .collect();
+    (buggy, attacks)
+}
+
+#[test]
+fn cargo_attacks_score_minus_one_and_are_rejected() {
+    let (repo, a) = cargo_repo();
+    let (buggy, attacks) = buggy_and_attacked();
     // Over a build cache, as every host cargo project runs (`verify_config_for`): the
     // canaries are the cache's, compiled into it, with a fixed events path.
     let scratch = tempfile::tempdir().unwrap();
@@ -328,15 +334,7 @@ fn cargo_attacks_score_minus_one_and_are_rejected() {
 #[test]
 fn cargo_attacks_without_a_build_cache_score_minus_one_and_are_rejected() {
     let (repo, a) = cargo_repo();
-    let buggy = CARGO_LIB.replace("    a + b", "    a + b + 1");
-    let with_call = buggy.replace(
-        "pub fn add(a: i64, b: i64) -> i64 {\n",
-        "pub fn add(a: i64, b: i64) -> i64 {\n    forge();\n",
-    );
-    let attacks: Vec<(&str, String)> = cargo_attacks()
-        .into_iter()
-        .map(|(w, at)| (w, format!("{with_call}{at}")))
-        .collect();
+    let (buggy, attacks) = buggy_and_attacked();
     attack_both_ways(repo.path(), &a, "src/lib.rs", &buggy, &attacks, false);
 }
 
