@@ -77,16 +77,16 @@ impl Events {
         for line in text.lines() {
             let f: Vec<&str> = line.split('\t').collect();
             match f.as_slice() {
-                ["start", t, _pid] => {
+                ["start", t] => {
                     e.started.insert(t.to_string());
                 }
-                ["canary", t, _pid, name, kind] => {
+                ["canary", t, name, kind] => {
                     e.canary
                         .entry((t.to_string(), name.to_string()))
                         .or_default()
                         .insert(kind.to_string());
                 }
-                ["panic", t, _pid, thread] => {
+                ["panic", t, thread] => {
                     e.panics
                         .entry(t.to_string())
                         .or_default()

