@@ -1,9 +1,11 @@
-//! `ssr bench verify [--repeats N] [--example python-textkit|rust-ledger|all] [--json]`:
+//! `ssr bench verify [--repeats N] [--example python-textkit|rust-ledger|all | --repo DIR] [--json]`:
 //! the wall time of verifying one artifact against (a) the sum of the test runs it
 //! performs, (b) their critical path, and (c) the same checks run one after another,
 //! measured side by side in the same run (parallel and sequential alternate).
 //! The artifact is the first valid bug of the history injector on a freshly built
-//! example repository. Nothing is asserted; the figures are printed.
+//! example repository, or on the git repository `--repo` (a project of the corpus,
+//! `ssr corpus --only NAME --out DIR`, builds one: `DIR/NAME`). Nothing is asserted;
+//! the figures are printed.
 //!
 //! Orchestration overhead = wall − critical path of the test runs (script + parser
 //! time of the longest run of each phase), as a share of wall; target < 10 %.
@@ -44,9 +46,21 @@ pub struct BenchVerifyArgs {
     /// Which example repository to use.
     #[arg(long, default_value = "all")]
     pub example: String,
+    /// A git repository of your own to bench instead of the examples (its history
+    /// must give the history injector a valid bug, as a corpus project's does).
+    #[arg(long, conflicts_with = "example")]
+    pub repo: Option<PathBuf>,
     /// Print one JSON array.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where a benched repository comes from.
+enum RepoSource {
+    /// An example's sources (`examples/NAME`), built into a fresh repository.
+    Example(PathBuf),
+    /// A repository given with `--repo`, used as it is.
+    Given(PathBuf),
 }
 
 /// Medians of one mode.
@@ -162,12 +176,28 @@ fn figures(reports: &[VerificationReport]) -> ModeFigures {
 }
 
 pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
-    let names: Vec<&str> = match args.example.as_str() {
-        "all" => vec!["python-textkit", "rust-ledger"],
-        one => vec![one],
-    };
     let source = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"));
     let tmp = tempfile::tempdir()?;
+    // (name, where its repository comes from: an example's sources, or a repository).
+    let repos: Vec<(String, RepoSource)> = match (&args.repo, args.example.as_str()) {
+        (Some(dir), _) => {
+            anyhow::ensure!(
+                dir.join(".git").exists(),
+                "--repo {}: not a git repository",
+                dir.display()
+            );
+            let name = dir
+                .canonicalize()?
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "repo".into());
+            vec![(name, RepoSource::Given(dir.clone()))]
+        }
+        (None, "all") => ["python-textkit", "rust-ledger"]
+            .map(|n| (n.to_string(), RepoSource::Example(source.join(n))))
+            .into(),
+        (None, one) => vec![(one.to_string(), RepoSource::Example(source.join(one)))],
+    };
     let sandbox = game_sandbox()?;
     let opts = GameOpts {
         hard_timeout: 180.0,
@@ -181,20 +211,27 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
         image_exec: ssr_sandbox::ImageExec::RootFs,
         reject_tampering: false,
     };
-    let bar = ProgressBar::new((names.len() * (1 + 4 * args.repeats)) as u64);
+    let bar = ProgressBar::new((repos.len() * (1 + 4 * args.repeats)) as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut all = Vec::new();
-    for name in names {
+    for (name, from) in &repos {
+        let name = name.as_str();
         bar.set_message(format!("{name}: building and injecting"));
-        let repo = examples::create_one(&source.join(name), &tmp.path().join(name))
-            .with_context(|| format!("building example {name}"))?;
+        let repo = match from {
+            RepoSource::Example(src) => {
+                examples::create_one(src, &tmp.path().join(name))
+                    .with_context(|| format!("building example {name}"))?
+                    .path
+            }
+            RepoSource::Given(dir) => dir.clone(),
+        };
         // The settings `ssr verify` uses for this repository: for a cargo project its
         // vendored dependencies and prebuilt build cache (without the cache every run
         // builds the crate from nothing, which is not what a verification costs).
-        let vcfg = opts.verify_config_for(&repo.path)?;
+        let vcfg = opts.verify_config_for(&repo)?;
         let cfg = InjectConfig {
             strategy: Strategy::History,
             count: 1,
@@ -202,7 +239,7 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
             max_candidates: 20,
             verify: vcfg.clone(),
         };
-        let run = inject(&sandbox, &repo.path, &cfg, &mut |_| {})?;
+        let run = inject(&sandbox, &repo, &cfg, &mut |_| {})?;
         let bug = run
             .bugs
             .first()
@@ -215,14 +252,14 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
         if bare_cfg.run_env.build_cache.is_some() {
             bare_cfg.run_env.build_cache = ssr_game::build_cache::prepare(
                 &sandbox,
-                &repo.path,
+                &repo,
                 &vcfg.run_env,
                 &ssr_game::build_cache::build_cache_dir(),
                 false,
             )?;
         }
         let configs = [&vcfg, &bare_cfg];
-        let r = series(&sandbox, configs, name, &repo.path, bug, args.repeats, &bar)?;
+        let r = series(&sandbox, configs, name, &repo, bug, args.repeats, &bar)?;
         let p = figures(&r.parallel);
         let s = figures(&r.sequential);
         let b = figures(&r.bare_parallel);
