@@ -175,11 +175,13 @@ fn figures(reports: &[VerificationReport]) -> ModeFigures {
     }
 }
 
-pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
-    let source = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"));
-    let tmp = tempfile::tempdir()?;
-    // (name, where its repository comes from: an example's sources, or a repository).
-    let repos: Vec<(String, RepoSource)> = match (&args.repo, args.example.as_str()) {
+/// The repositories to bench, by name: `--repo`'s, or the examples `--example` names
+/// (built from `source`).
+fn bench_repos(
+    args: &BenchVerifyArgs,
+    source: &std::path::Path,
+) -> anyhow::Result<Vec<(String, RepoSource)>> {
+    Ok(match (&args.repo, args.example.as_str()) {
         (Some(dir), _) => {
             anyhow::ensure!(
                 dir.join(".git").exists(),
@@ -197,7 +199,13 @@ pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
             .map(|n| (n.to_string(), RepoSource::Example(source.join(n))))
             .into(),
         (None, one) => vec![(one.to_string(), RepoSource::Example(source.join(one)))],
-    };
+    })
+}
+
+pub fn run(args: BenchVerifyArgs) -> anyhow::Result<ExitCode> {
+    let source = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"));
+    let tmp = tempfile::tempdir()?;
+    let repos = bench_repos(&args, &source)?;
     let sandbox = game_sandbox()?;
     let opts = GameOpts {
         hard_timeout: 180.0,
