@@ -604,8 +604,7 @@ fn rust_canary(c: &Canary, target: &str, rng: &mut impl Rng) -> String {
     };
     let name = &c.name;
     let want = want + off;
-    let kind = if c.must_pass { "pass" } else { "fail" };
-    let event = event_literal(&["canary", target, name, kind]);
+    let event = event_literal(&["canary", target, name, c.must()]);
     if c.must_pass {
         format!(
             "    #[test]\n    fn {name}() {{\n        {setup}\n        if {got} != {want} {{\n            panic!(\"{got} != {want}\");\n        }}\n        put({event}, b\"\");\n    }}\n\n"

@@ -73,6 +73,14 @@ pub struct Canary {
     pub must_pass: bool,
 }
 
+impl Canary {
+    /// The outcome the canary must have, as its events and notes spell it: `pass` or
+    /// `fail`.
+    pub fn must(&self) -> &'static str {
+        if self.must_pass { "pass" } else { "fail" }
+    }
+}
+
 /// The secret of one run and everything derived from it.
 #[derive(Clone, Debug)]
 pub struct Reporter {
@@ -173,7 +181,7 @@ impl Reporter {
                 format!(
                     "({}, {}, {}, {pick}, {slot})",
                     py_str(&c.name),
-                    py_str(if c.must_pass { "pass" } else { "fail" }),
+                    py_str(c.must()),
                     py_str(src)
                 )
             })

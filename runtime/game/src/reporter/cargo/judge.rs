@@ -165,7 +165,7 @@ impl Judge<'_> {
         let mut must_fail_ran = false;
         for c in &self.canaries {
             let kinds = events_of(&c.name);
-            let ran = kinds.is_some_and(|k| k.contains(if c.must_pass { "pass" } else { "fail" }));
+            let ran = kinds.is_some_and(|k| k.contains(c.must()));
             must_fail_ran |= ran && !c.must_pass;
             let want = if c.must_pass {
                 TrustedStatus::Passed
@@ -177,7 +177,7 @@ impl Judge<'_> {
                     "canary {}::{} of {file}, which must {}, was reported {}",
                     self.module,
                     c.name,
-                    if c.must_pass { "pass" } else { "fail" },
+                    c.must(),
                     crate::reporter::status_word(st)
                 )),
                 Some(TrustedStatus::Passed) if !ran => out.tampered.push(format!(
